@@ -1,0 +1,13 @@
+"""Size and shape limits, in one place (documented in README's 'Limits' table)."""
+
+MAX_EVENT_BYTES = 1_000_000          # enriched JSON; Event Hubs' Kafka request cap is 1,046,528
+MAX_SINGLE_BODY_BYTES = 1_048_576    # POST /events body
+MAX_BULK_BODY_BYTES = 4 * 1_048_576  # POST /events/bulk body
+MAX_BULK_EVENTS = 1_000
+MAX_DEPTH = 32                       # nesting of data/metadata
+MAX_FIELDS = 10_000                  # keys + items across data/metadata
+MAX_KEY_LENGTH = 256
+MAX_STRING_LENGTH = 256 * 1024
+MAX_EVENTS_QUERY_LIMIT = 1_000
+DEFAULT_EVENTS_QUERY_LIMIT = 100
+MAX_CLOCK_SKEW_SECONDS = 300         # a client timestamp further in the future is refused

@@ -1,0 +1,324 @@
+"""Event, stream configuration and result models (pydantic v2)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from shared import limits
+from shared.destinations.options import DestinationConfig
+
+SCHEMA_VERSION = "1.0"
+SYSTEM_TENANT = "system"
+
+TenantId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"),
+]
+TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
+ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+class EventType(str, Enum):
+    RISK_CREATED = "RISK_CREATED"
+    RISK_UPDATED = "RISK_UPDATED"
+    RISK_STATUS_CHANGED = "RISK_STATUS_CHANGED"
+    RISK_DELETED = "RISK_DELETED"
+    CONTROL_CREATED = "CONTROL_CREATED"
+    CONTROL_UPDATED = "CONTROL_UPDATED"
+    CONTROL_TESTED = "CONTROL_TESTED"
+    CONTROL_FAILED = "CONTROL_FAILED"
+    ASSESSMENT_STARTED = "ASSESSMENT_STARTED"
+    ASSESSMENT_COMPLETED = "ASSESSMENT_COMPLETED"
+    ASSESSMENT_OVERDUE = "ASSESSMENT_OVERDUE"
+    COMPLIANCE_GAP_DETECTED = "COMPLIANCE_GAP_DETECTED"
+    COMPLIANCE_STATUS_CHANGED = "COMPLIANCE_STATUS_CHANGED"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+    SYSTEM_PERFORMANCE = "SYSTEM_PERFORMANCE"
+    DATA_ANOMALY = "DATA_ANOMALY"
+    USER_ACTION = "USER_ACTION"
+
+
+SYSTEM_EVENT_TYPES = frozenset(
+    {EventType.SYSTEM_ERROR, EventType.SYSTEM_PERFORMANCE, EventType.DATA_ANOMALY}
+)
+
+
+class Source(str, Enum):
+    FRONTEND_APP = "FRONTEND_APP"
+    MCP_SERVER = "MCP_SERVER"
+    ARCHER_GRC = "ARCHER_GRC"
+    BACKEND_API = "BACKEND_API"
+    COSMOS_DB = "COSMOS_DB"
+    EVENT_STREAMING = "EVENT_STREAMING"  # the service's own system events
+
+
+class Action(str, Enum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    STATUS_CHANGE = "STATUS_CHANGE"
+    TEST = "TEST"
+    DETECT = "DETECT"
+    NOTIFY = "NOTIFY"
+
+
+def check_shape(value: Any, depth: int = 0, counter: list[int] | None = None) -> None:
+    """Bound nesting, key length, string length and field count of free-form JSON."""
+    counter = [0] if counter is None else counter
+    if depth > limits.MAX_DEPTH:
+        raise ValueError(f"nested deeper than {limits.MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        counter[0] += len(value)
+        for k, v in value.items():
+            if len(k) > limits.MAX_KEY_LENGTH:
+                raise ValueError(f"key longer than {limits.MAX_KEY_LENGTH} characters")
+            if isinstance(v, (dict, list)):
+                check_shape(v, depth + 1, counter)
+            elif isinstance(v, str) and len(v) > limits.MAX_STRING_LENGTH:
+                raise ValueError(f"string longer than {limits.MAX_STRING_LENGTH} characters at key {k!r}")
+    elif isinstance(value, list):
+        counter[0] += len(value)
+        for v in value:
+            if isinstance(v, (dict, list)):
+                check_shape(v, depth + 1, counter)
+            elif isinstance(v, str) and len(v) > limits.MAX_STRING_LENGTH:
+                raise ValueError(f"string longer than {limits.MAX_STRING_LENGTH} characters")
+    if counter[0] > limits.MAX_FIELDS:
+        raise ValueError(f"more than {limits.MAX_FIELDS} fields")
+
+
+class EventIn(BaseModel):
+    """An event as a client sends it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    tenantId: TenantId
+    eventType: EventType
+    source: Source
+    action: Action
+    entityId: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    entityType: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")] | None = None
+    data: dict[str, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    eventId: ClientId | None = None
+    timestamp: datetime | None = None
+    correlationId: ClientId | None = None
+
+    @field_validator("data", "metadata")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_shape(v)
+        return v
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_future(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return v
+        if v.tzinfo is None:
+            raise ValueError("timestamp needs a time zone offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+        if v - datetime.now(timezone.utc) > timedelta(seconds=limits.MAX_CLOCK_SKEW_SECONDS):
+            raise ValueError(f"timestamp is more than {limits.MAX_CLOCK_SKEW_SECONDS} s in the future")
+        return v
+
+
+class Event(BaseModel):
+    """An enriched event: what every destination receives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eventId: str
+    tenantId: str
+    eventType: EventType
+    source: Source
+    action: Action
+    entityId: str | None = None
+    entityType: str | None = None
+    data: dict[str, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    timestamp: str
+    ingestedAt: str
+    schemaVersion: str = SCHEMA_VERSION
+    correlationId: str
+
+    _json: bytes | None = PrivateAttr(default=None)
+
+    def to_json(self) -> bytes:
+        """The native wire format, serialised once and shared by every destination."""
+        if self._json is None:
+            self._json = orjson.dumps(self.to_dict())
+        return self._json
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eventId": self.eventId,
+            "tenantId": self.tenantId,
+            "eventType": self.eventType.value,
+            "source": self.source.value,
+            "action": self.action.value,
+            "entityId": self.entityId,
+            "entityType": self.entityType,
+            "data": self.data,
+            "metadata": self.metadata,
+            "timestamp": self.timestamp,
+            "ingestedAt": self.ingestedAt,
+            "schemaVersion": self.schemaVersion,
+            "correlationId": self.correlationId,
+        }
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """CloudEvents 1.0 structured-mode view (JSON event format)."""
+        ce: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.eventId,
+            "source": f"/tenants/{self.tenantId}/sources/{self.source.value}",
+            "type": f"com.grc.{self.eventType.value}",
+            "time": self.timestamp,
+            "datacontenttype": "application/json",
+            "tenantid": self.tenantId,
+            "correlationid": self.correlationId,
+            "action": self.action.value,
+            "schemaversion": self.schemaVersion,
+            "data": {"data": self.data, "metadata": self.metadata, "ingestedAt": self.ingestedAt},
+        }
+        if self.entityType or self.entityId:
+            ce["subject"] = f"{self.entityType or 'entity'}/{self.entityId or ''}"
+        return ce
+
+    def encode(self, wire_format: str) -> bytes:
+        if wire_format == "cloudevents":
+            return orjson.dumps(self.to_cloudevent())
+        return self.to_json()
+
+
+# ---- stream configuration -------------------------------------------------------------
+
+ConditionOp = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte", "exists", "contains", "startsWith"]
+CONDITION_OPS: tuple[str, ...] = ConditionOp.__args__  # type: ignore[attr-defined]
+ConditionPath = Annotated[str, StringConstraints(pattern=r"^(data|metadata)(\.[^.\s]{1,128}){1,16}$")]
+
+
+class StreamFilter(BaseModel):
+    """Matches when the event's type and source are listed (empty = any) and every condition holds.
+
+    A condition is `{"data.path": value}` (equality) or `{"data.path": {"op": operand}}`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    eventTypes: list[EventType] = Field(default_factory=list, max_length=64)
+    sources: list[Source] = Field(default_factory=list, max_length=16)
+    conditions: dict[ConditionPath, Any] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("conditions")
+    @classmethod
+    def _ops(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for path, cond in v.items():
+            if isinstance(cond, dict):
+                if not cond:
+                    raise ValueError(f"{path}: empty operator object")
+                for op, operand in cond.items():
+                    if op not in CONDITION_OPS:
+                        raise ValueError(f"{path}: unknown operator {op!r}; use one of {', '.join(CONDITION_OPS)}")
+                    if op == "in" and not isinstance(operand, list):
+                        raise ValueError(f"{path}: 'in' takes a list")
+                    if op == "exists" and not isinstance(operand, bool):
+                        raise ValueError(f"{path}: 'exists' takes true or false")
+                    if op == "startsWith" and not isinstance(operand, str):
+                        raise ValueError(f"{path}: 'startsWith' takes a string")
+        return v
+
+
+def default_destinations() -> list[DestinationConfig]:
+    return [DestinationConfig.model_validate({"type": "redis", "enabled": True, "config": {}})]
+
+
+class StreamConfigIn(BaseModel):
+    """The body of PUT /stream-config/{tenantId} (tenantId comes from the path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenantId: TenantId | None = None
+    enabled: bool = True
+    topics: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]] = Field(
+        default_factory=list, max_length=32
+    )
+    filters: list[StreamFilter] = Field(default_factory=list, max_length=32)
+    destinations: list[DestinationConfig] = Field(default_factory=default_destinations, max_length=8)
+    retentionDays: int = Field(30, ge=1, le=3650)
+    batchSize: int = Field(100, ge=1, le=1000)
+    compressionEnabled: bool = False
+
+    @model_validator(mode="after")
+    def _unique_destinations(self) -> "StreamConfigIn":
+        seen = [d.type for d in self.destinations]
+        dupes = sorted({t for t in seen if seen.count(t) > 1})
+        if dupes:
+            raise ValueError(f"destination types must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class StreamConfig(StreamConfigIn):
+    tenantId: TenantId  # type: ignore[assignment]
+    version: int = 0  # stored revision; bumped on each write
+    updatedAt: str | None = None
+    isDefault: bool = False
+
+    @classmethod
+    def default(cls, tenant_id: str) -> "StreamConfig":
+        """No stored config: everything passes, to Redis Streams only, kept 30 days."""
+        return cls(tenantId=tenant_id, isDefault=True)
+
+
+# ---- results --------------------------------------------------------------------------
+
+DeliveryStatus = Literal["delivered", "failed", "parked"]
+EventStatus = Literal["accepted", "filtered", "rejected", "failed", "duplicate"]
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str | None = None
+
+
+class Delivery(BaseModel):
+    """Outcome of one event at one destination."""
+
+    destination: str
+    status: DeliveryStatus
+    ref: str | None = None  # stream entry id, partition:offset, ...
+    error: str | None = None
+    transient: bool = False
+
+
+class EventResult(BaseModel):
+    index: int
+    status: EventStatus
+    eventId: str | None = None
+    tenantId: str | None = None
+    destinations: list[Delivery] = Field(default_factory=list)
+    errors: list[FieldError] = Field(default_factory=list)
+    reason: str | None = None
+    httpStatus: int | None = None  # per-event status code in bulk answers
+
+
+Timestamp = Union[str, None]
+
+
+def utc_now_iso(now: datetime | None = None) -> str:
+    n = now or datetime.now(timezone.utc)
+    return n.isoformat(timespec="milliseconds").replace("+00:00", "Z")
