@@ -207,3 +207,17 @@ def test_https_mode(tmp_path: Path) -> None:
         assert [d["id"] for d in c.query_items_change_feed(start_time="Beginning")] == ["a"]
     finally:
         stop(proc)
+
+
+def test_many_rewrites_keep_one_entry_per_doc(container: ContainerProxy) -> None:
+    # Enough rewrites to trigger the server's feed-log compaction (> 1024 entries).
+    for round_ in range(25):
+        for i in range(50):
+            container.upsert_item({"id": f"d{i}", "tenantId": f"t{i % 3}", "round": round_})
+    container.upsert_item({"id": "d7", "tenantId": "t1", "round": 99})
+    items, _ = _drain(container, start_time="Beginning", max_item_count=40)
+    assert len(items) == 50
+    assert [d["id"] for d in items][-1] == "d7"
+    assert {d["round"] for d in items[:-1]} == {24} and items[-1]["round"] == 99
+    lsns = [d["_lsn"] for d in items]
+    assert lsns == sorted(lsns)
