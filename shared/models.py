@@ -41,7 +41,9 @@ TenantId = Annotated[
     AfterValidator(_check_tenant),
     WithJsonSchema({"type": "string", "pattern": TENANT_PATTERN, "minLength": 3, "maxLength": 64}),
 ]
-ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ClientIdPattern = re.compile(CLIENT_ID_PATTERN)
+ClientId = Annotated[str, StringConstraints(pattern=CLIENT_ID_PATTERN)]
 
 
 class EventType(str, Enum):
