@@ -1,0 +1,44 @@
+"""Security refusals. Each carries the HTTP status and a generic detail for the client.
+
+The detail never says which check failed (signature, audience, expiry, ...): that would help an
+attacker tune a forged token. The precise reason goes to the log only, via `reason`.
+"""
+from __future__ import annotations
+
+
+class SecurityError(Exception):
+    status: int = 500
+    title: str = "Error"
+    detail: str = "The request was refused."
+
+    def __init__(self, reason: str = "") -> None:
+        # `reason` is for logs; never echo it to the client.
+        super().__init__(reason or self.detail)
+        self.reason = reason
+
+
+class AuthenticationError(SecurityError):
+    """No valid caller identity -> 401 with `WWW-Authenticate: Bearer`."""
+
+    status = 401
+    title = "Unauthorized"
+    detail = "A valid caller identity is required."
+    www_authenticate = 'Bearer error="invalid_token"'
+
+
+class IdentityProviderUnavailable(SecurityError):
+    """The signing keys could not be fetched and none are cached -> 503, the client may retry."""
+
+    status = 503
+    title = "Service Unavailable"
+    detail = "The caller identity cannot be verified right now."
+    retry_after_seconds = 30
+
+
+class TenantForbidden(SecurityError):
+    """The identity is valid but not granted the tenant -> 403 (the same answer whether or not the
+    tenant exists, so a caller cannot probe for tenants)."""
+
+    status = 403
+    title = "Forbidden"
+    detail = "The caller is not granted access to this tenant."
