@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -290,8 +290,11 @@ EventStatus = Literal["accepted", "filtered", "rejected", "failed", "duplicate"]
 
 
 class FieldError(BaseModel):
+    """One validation error; `pointer` is a JSON Pointer into the request body (RFC 9457 style)."""
+
+    pointer: str
     field: str
-    message: str
+    detail: str
     type: str | None = None
 
 
@@ -314,9 +317,6 @@ class EventResult(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
     reason: str | None = None
     httpStatus: int | None = None  # per-event status code in bulk answers
-
-
-Timestamp = Union[str, None]
 
 
 def utc_now_iso(now: datetime | None = None) -> str:

@@ -43,3 +43,8 @@ def redis_port(redis_server: services.Running) -> int:
 @pytest.fixture(scope="session")
 def storage_connection_string(azurite: services.Running) -> str:
     return azurite.settings["STORAGE_CONNECTION_STRING"]
+
+
+@pytest.fixture(scope="session")
+def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Running]:
+    yield from _service("cosmos", tmp_path_factory)
