@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
+from shared.redisconn import tenant_key
 from shared.security.tenants import is_tenant_id
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Decision(BaseModel):
 
 
 def bucket_key(tenant: str) -> str:
-    return f"grc:{{{tenant}}}:ratelimit"
+    return tenant_key(tenant, "ratelimit")  # grc:{tenant}:ratelimit
 
 
 class RateLimiter:
