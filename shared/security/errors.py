@@ -42,3 +42,24 @@ class TenantForbidden(SecurityError):
     status = 403
     title = "Forbidden"
     detail = "The caller is not granted access to this tenant."
+
+
+class RateLimited(SecurityError):
+    """The tenant's token bucket is empty -> 429 with Retry-After."""
+
+    status = 429
+    title = "Too Many Requests"
+    detail = "The tenant's request rate limit is exceeded; retry after the Retry-After interval."
+
+    def __init__(self, retry_after_seconds: int, reason: str = "") -> None:
+        super().__init__(reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
+def response_headers(exc: SecurityError) -> dict[str, str]:
+    """The headers an HTTP answer to `exc` must carry."""
+    if isinstance(exc, AuthenticationError):
+        return {"WWW-Authenticate": exc.www_authenticate}
+    if isinstance(exc, (RateLimited, IdentityProviderUnavailable)):
+        return {"Retry-After": str(exc.retry_after_seconds)}
+    return {}

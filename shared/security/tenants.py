@@ -66,3 +66,15 @@ def authorize_all(principal: "Principal", tenant_ids: Iterable[str]) -> None:
     for tenant_id in set(tenant_ids):
         authorize(principal, tenant_id)
 
+
+
+def tenant_costs(raw_events: Iterable[Any]) -> dict[str, int]:
+    """Events per tenant named in raw (not yet validated) events: what a write must be granted and
+    what it costs in rate-limit tokens. Events without a string tenantId name no tenant; validation
+    rejects them before anything is written."""
+    costs: dict[str, int] = {}
+    for event in raw_events:
+        tenant = event.get("tenantId") if isinstance(event, dict) else None
+        if isinstance(tenant, str):
+            costs[tenant] = costs.get(tenant, 0) + 1
+    return costs
