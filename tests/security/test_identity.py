@@ -362,3 +362,19 @@ async def test_app_service_admin_role_and_header_fallbacks(idp: FakeIdP) -> None
         {"X-MS-CLIENT-PRINCIPAL": value, "X-MS-CLIENT-PRINCIPAL-ID": "id-from-header",
          "X-MS-CLIENT-PRINCIPAL-NAME": "name-from-header"})
     assert (p.subject, p.name, p.tenants) == ("id-from-header", "name-from-header", ALL_TENANTS)
+
+
+async def test_devtoken_cli_mints_a_token_the_app_accepts(
+    idp: FakeIdP, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    from shared.security import devtoken
+
+    for k, v in {"AUTH_ISSUER": idp.issuer, "AUTH_AUDIENCE": AUDIENCE, "AUTH_DEV_SIGNING_KEY": DEV_KEY}.items():
+        monkeypatch.setenv(k, v)
+    devtoken.main(["--settings", str(tmp_path / "none.json"), "--tenant", "acme", "--subject", "me"])
+    token = capsys.readouterr().out.strip()
+    p = await Authenticator(settings_for(idp, AUTH_DEV_SIGNING_KEY=DEV_KEY)).authenticate(bearer(token))
+    assert (p.subject, p.tenants) == ("me", frozenset({"acme"}))
+    monkeypatch.setenv("AUTH_DEV_SIGNING_KEY", "")
+    with pytest.raises(ValueError):
+        devtoken.main(["--settings", str(tmp_path / "none.json"), "--tenant", "acme"])
