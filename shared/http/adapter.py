@@ -15,7 +15,7 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
 from shared.models import ClientIdPattern
 from shared.security.errors import RateLimited, SecurityError, response_headers
-from shared.security.tenants import authorize_all
+from shared.security.tenants import authorize_all, is_tenant_id
 from shared.services import get_services
 
 log = logging.getLogger("grc.http")
@@ -45,6 +45,8 @@ async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
     authorize_all(req.principal, tenant_costs)
     limiter = get_services().ratelimit
     for tenant, cost in sorted(tenant_costs.items()):
+        if not is_tenant_id(tenant):
+            continue  # only an admin gets here with one; the handler answers 400 for it
         decision = await limiter.take(tenant, cost)
         if not decision.allowed:
             raise RateLimited(decision.retry_after_seconds, f"tenant {tenant} over its rate")

@@ -192,3 +192,11 @@ async def test_bad_continuation_is_400(app: None) -> None:
     req.query = {"continuation": "x' or true"}
     resp = await handle(req, audit.handler)
     assert resp.status == 400 and problem(resp)["errors"][0]["field"] == "continuation"
+
+
+async def test_malformed_tenant_is_403_for_others_and_400_for_admins(app: None) -> None:
+    own, _ = tenants()
+    listing = next(r for r in ROUTES if r.name == "list_events")
+    assert (await handle(request(listing, "Not_A_Tenant", token([own])), listing.handler)).status == 403
+    admin = await handle(request(listing, "Not_A_Tenant", token(roles=["Events.Admin"])), listing.handler)
+    assert admin.status == 400 and problem(admin)["errors"][0]["field"] == "tenantId"
