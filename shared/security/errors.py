@@ -25,6 +25,12 @@ class AuthenticationError(SecurityError):
     detail = "A valid caller identity is required."
     www_authenticate = 'Bearer error="invalid_token"'
 
+    def __init__(self, reason: str = "", *, credentials_sent: bool = True) -> None:
+        super().__init__(reason)
+        # RFC 6750 3.1: a request without credentials gets the challenge without an error code.
+        if not credentials_sent:
+            self.www_authenticate = "Bearer"
+
 
 class IdentityProviderUnavailable(SecurityError):
     """The signing keys could not be fetched and none are cached -> 503, the client may retry."""

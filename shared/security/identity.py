@@ -201,7 +201,7 @@ class Authenticator:
             return self._from_client_principal(h)
         if self._use_jwt and h.get("authorization"):
             return await self._from_bearer(h["authorization"])
-        raise AuthenticationError("no credentials")
+        raise AuthenticationError("no credentials", credentials_sent=False)
 
     # -- bearer JWT ---------------------------------------------------------------------------
     async def _from_bearer(self, authorization: str) -> Principal:
