@@ -22,6 +22,8 @@ class Settings(BaseModel):
     appinsights_connection_string: str = Field(
         "", alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False
     )
+    # Share of debug/info log records exported to App Insights (warnings and errors: always all).
+    telemetry_info_sampling: float = Field(1.0, ge=0.0, le=1.0, alias="TELEMETRY_INFO_SAMPLING")
 
     redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
     redis_port: int = Field(6379, alias="REDIS_PORT")

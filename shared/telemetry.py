@@ -29,6 +29,7 @@ import atexit
 import contextvars
 import logging
 import os
+import random
 import re
 import secrets
 import threading
@@ -421,7 +422,8 @@ def configure(
         previous.close()
         if conn:
             _current = _AppInsightsTelemetry(
-                conn, level=_level(settings.log_level), export_interval=export_interval,
+                conn, level=_level(settings.log_level), info_sampling=settings.telemetry_info_sampling,
+                export_interval=export_interval,
                 enable_local_storage=enable_local_storage, storage_path=storage_path,
                 metrics_per_operation=metrics_per_operation, max_series=max_series,
                 role_name=role_name or os.environ.get("WEBSITE_SITE_NAME") or "grc-event-streaming",
@@ -471,7 +473,7 @@ class _Aggregator:
 class _AppInsightsTelemetry(Telemetry):
     enabled = True
 
-    def __init__(self, connection_string: str, *, level: int, export_interval: float,
+    def __init__(self, connection_string: str, *, level: int, info_sampling: float, export_interval: float,
                  enable_local_storage: bool, storage_path: str | None,
                  metrics_per_operation: bool | None, max_series: int, role_name: str) -> None:
         super().__init__()
@@ -512,6 +514,8 @@ class _AppInsightsTelemetry(Telemetry):
 
         self._handler = _LogHandler(**options)
         self._handler.setLevel(level)
+        if info_sampling < 1.0:
+            self._handler.addFilter(_InfoSampling(info_sampling))
         self._handler.addFilter(_ContextFilter())
         logging.getLogger(LOGGER_NAME).addHandler(self._handler)
 
@@ -599,6 +603,17 @@ class _AppInsightsTelemetry(Telemetry):
         atexit.unregister(self._exporter.shutdown)
         self._exporter.shutdown()             # one last export, then stops the thread and storage
         self._exporter.exporter_thread.join(5.0)
+
+
+class _InfoSampling(logging.Filter):
+    """Keep a share of debug/info records; warnings and errors always pass."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self._rate = rate
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or random.random() < self._rate
 
 
 class _ContextFilter(logging.Filter):

@@ -102,8 +102,10 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     telemetry.configure(Settings())  # close whatever a test left configured
 
 
-def _configure(conn: str, tmp_path: Any, log_level: str = "info", **kw: Any) -> telemetry.Telemetry:
-    settings = Settings(APPLICATIONINSIGHTS_CONNECTION_STRING=conn, LOG_LEVEL=log_level)
+def _configure(conn: str, tmp_path: Any, log_level: str = "info", info_sampling: float = 1.0,
+               **kw: Any) -> telemetry.Telemetry:
+    settings = Settings(APPLICATIONINSIGHTS_CONNECTION_STRING=conn, LOG_LEVEL=log_level,
+                        TELEMETRY_INFO_SAMPLING=info_sampling)
     return telemetry.configure(settings, export_interval=kw.pop("export_interval", 60.0),
                                storage_path=str(tmp_path / "ai-storage"), **kw)
 
@@ -229,6 +231,18 @@ def test_log_level_setting_is_respected(ingestion: tuple[Ingestion, str], tmp_pa
     sink.wait_for(lambda es: len(es) >= 1)
     tel.close()
     assert [e["data"]["baseData"]["message"] for e in sink.logs()] == ["loud"]
+
+
+def test_info_sampling_never_drops_warnings(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+    sink, conn = ingestion
+    tel = _configure(conn, tmp_path, info_sampling=0.0)
+    for i in range(20):
+        tel.log_event(logging.INFO, f"batch {i} done", tenantId="t1")
+    tel.log_event(logging.WARNING, "slow destination", destination="kafka")
+    tel.flush()
+    sink.wait_for(lambda es: len(es) >= 1)
+    tel.close()
+    assert [e["data"]["baseData"]["message"] for e in sink.logs()] == ["slow destination"]
 
 
 def test_close_flushes_pending_logs_and_metrics(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
