@@ -54,7 +54,7 @@ def main() -> None:
         tel = telemetry.configure(Settings(APPLICATIONINSIGHTS_CONNECTION_STRING=CONN),
                                   export_interval=3600, enable_local_storage=False, storage_path=tmp)
         measure(tel, "configured")
-        tel._agg.drain()  # nothing to send to the closed port
+        tel._agg.drain()  # type: ignore[attr-defined]  # nothing to send to the closed port
         telemetry.configure(Settings())
     n = 20_000
     per_event = min(timeit.repeat(lambda: BatchStatsBuilder().accepted("t", "X", "S").delivered("t", "d")

@@ -33,7 +33,7 @@ import random
 import re
 import secrets
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -367,7 +367,8 @@ class Telemetry:
     def log_event(self, level: int, message: str, **dims: Any) -> None:
         """A structured log line. Only `LOG_DIMENSIONS` names are kept; values are sanitised."""
         if self._events.isEnabledFor(level):
-            self._events.log(level, message, extra={"custom_dimensions": dims})
+            self._events.log(level, message, extra={"custom_dimensions": _clean_dimensions(dims)},
+                             stacklevel=2)  # file/line of the caller, not of this wrapper
 
     def on_batch(self, stats: BatchStats) -> None:
         """Counters and latencies of one pipeline batch."""
@@ -378,7 +379,7 @@ class Telemetry:
     def record(self, name: str, value: float, **dims: Any) -> None:
         """One observation of a catalogued metric (prefer the two hooks above)."""
 
-    def operation(self, traceparent: str | None, name: str) -> Any:
+    def operation(self, traceparent: str | None, name: str) -> AbstractContextManager[Operation]:
         return operation(traceparent, name)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -456,6 +457,7 @@ class _Aggregator:
                     if len(series) >= self._max:
                         self.dropped += 1
                         continue
+                    # last value (gauges): a single observation's value, else the batch max
                     series[key] = [count, total, lo, hi, total if count == 1 else hi]
                 else:
                     s[0] += count
@@ -464,10 +466,12 @@ class _Aggregator:
                     s[3] = max(s[3], hi)
                     s[4] = total if count == 1 else hi
 
-    def drain(self) -> dict[_SeriesKey, list[float]]:
+    def drain(self) -> tuple[dict[_SeriesKey, list[float]], int]:
+        """(series of the interval, number of observations dropped by the series cap)."""
         with self._lock:
             out, self._series = self._series, {}
-        return out
+            dropped, self.dropped = self.dropped, 0
+        return out, dropped
 
 
 class _AppInsightsTelemetry(Telemetry):
@@ -583,6 +587,7 @@ class _AppInsightsTelemetry(Telemetry):
     def flush(self, timeout: float | None = None) -> None:
         if self._closed:
             return
+        self._exporter.export_metrics(self._producer.get_metrics())  # first: it may log
         # Not AzureLogHandler.flush: it returns at once when the queue is empty, even while the
         # worker still holds records it dequeued and waits out the export interval with them.
         from opencensus.common.schedule import QueueEvent
@@ -591,18 +596,17 @@ class _AppInsightsTelemetry(Telemetry):
         done = QueueEvent("flush")
         self._handler._queue.put(done, block=True, timeout=wait)
         done.wait(wait)
-        self._exporter.export_metrics(self._producer.get_metrics())
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self.close)
-        logging.getLogger(LOGGER_NAME).removeHandler(self._handler)
-        self._handler.close()                 # drains the queue (worker exits after the last batch)
         atexit.unregister(self._exporter.shutdown)
         self._exporter.shutdown()             # one last export, then stops the thread and storage
         self._exporter.exporter_thread.join(5.0)
+        logging.getLogger(LOGGER_NAME).removeHandler(self._handler)
+        self._handler.close()                 # drains the queue (worker exits after the last batch)
 
 
 class _InfoSampling(logging.Filter):
@@ -668,8 +672,12 @@ class _DeltaProducer:
         from opencensus.metrics.label_value import LabelValue
 
         by_name: dict[str, list[Any]] = {}
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        for (name, key, op), (count, total, lo, hi, last) in self._agg.drain().items():
+        now = datetime.now(timezone.utc)  # aware: the envelope time gets an explicit UTC offset
+        drained, dropped = self._agg.drain()
+        if dropped:
+            logging.getLogger("grc.telemetry").warning(
+                "metric series cap reached: %d observations dropped this interval", dropped)
+        for (name, key, op), (count, total, lo, hi, last) in drained.items():
             kind = METRICS[name].kind
             if kind == "gauge":
                 value = _agg_value(last, 1, last, last, kind)
