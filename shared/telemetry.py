@@ -56,6 +56,7 @@ __all__ = [
     "configure",
     "current",
     "current_operation",
+    "from_pipeline_stats",
     "operation",
     "parse_traceparent",
     "redact",
@@ -225,13 +226,15 @@ class BatchStats:
 class BatchStatsBuilder:
     """Cheap per-event counting (dict increments) for the pipeline; `build()` once per batch."""
 
-    __slots__ = ("_c", "_lat", "_delay", "_ru")
+    __slots__ = ("_c", "_lat", "_delay", "_ru", "_lat_summaries", "_delay_summaries")
 
     def __init__(self) -> None:
         self._c: dict[str, dict[Any, int]] = {}
         self._lat: dict[str, list[float]] = {}
         self._delay: dict[tuple[str, str], list[float]] = {}
         self._ru = 0.0
+        self._lat_summaries: dict[str, Summary] = {}      # already aggregated elsewhere
+        self._delay_summaries: dict[tuple[str, str], Summary] = {}
 
     def _inc(self, field_name: str, key: Any, n: int) -> "BatchStatsBuilder":
         d = self._c.setdefault(field_name, {})
@@ -270,6 +273,18 @@ class BatchStatsBuilder:
         self._delay.setdefault((tenant_id, container), []).append(ms)
         return self
 
+    def latency_summary(self, tenant_id: str, summary: Summary) -> "BatchStatsBuilder":
+        """Latencies already aggregated elsewhere (e.g. a histogram's count/sum)."""
+        prev = self._lat_summaries.get(tenant_id)
+        self._lat_summaries[tenant_id] = prev.merge(summary) if prev else summary
+        return self
+
+    def changefeed_delay_summary(self, tenant_id: str, container: str, summary: Summary) -> "BatchStatsBuilder":
+        key = (tenant_id, container)
+        prev = self._delay_summaries.get(key)
+        self._delay_summaries[key] = prev.merge(summary) if prev else summary
+        return self
+
     def request_charge(self, ru: float) -> "BatchStatsBuilder":
         self._ru += ru
         return self
@@ -278,10 +293,17 @@ class BatchStatsBuilder:
         counts = {k: MappingProxyType(dict(v)) for k, v in self._c.items()}
         return BatchStats(
             **counts,
-            latency_ms=MappingProxyType({k: Summary.of(*v) for k, v in self._lat.items()}),
-            changefeed_delay_ms=MappingProxyType({k: Summary.of(*v) for k, v in self._delay.items()}),
+            latency_ms=MappingProxyType(_summaries(self._lat, self._lat_summaries)),
+            changefeed_delay_ms=MappingProxyType(_summaries(self._delay, self._delay_summaries)),
             request_charge=self._ru,
         )
+
+
+def _summaries(values: Mapping[Any, list[float]], pre: Mapping[Any, Summary]) -> dict[Any, Summary]:
+    out = {k: Summary.of(*v) for k, v in values.items()}
+    for k, s in pre.items():
+        out[k] = out[k].merge(s) if k in out else s
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +368,76 @@ def _clean_dimensions(dims: Mapping[str, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Adapter for the pipeline's own per-batch record (shared.metrics.BatchStats, written to Redis)
+
+ALL = "all"  # dimension value when the pipeline record does not say (e.g. a rejected event's type)
+
+
+def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchStats:
+    """Translate `shared.metrics.BatchStats` (per tenant: Counter of `acc`, `flt`, `rej`, `fail`,
+    `t:<TYPE>`, `s:<SOURCE>`, `d:<dest>:ok|fail|park`, `retry`, `dlq`, log-scale latency/delay
+    histograms) into the telemetry record, so the pipeline keeps one per-batch record for both sinks.
+
+    eventType/source of a counter: exact from optional joint keys `<counter>:<TYPE>|<SOURCE>`
+    (e.g. `acc:RISK_CREATED|COSMOS_DB`) when the pipeline writes them; for `acc` without them, exact
+    when the tenant's batch has one source (or one type), else source "all"; otherwise "all".
+    Latency/delay: count and sum exact, min/max the bounds of the outermost histogram buckets.
+    """
+    from shared.metrics import HIST_BASE_MS, hist_upper  # lazy: only configured telemetry pays
+
+    def lower(idx: int) -> float:
+        return HIST_BASE_MS if idx <= 0 else hist_upper(idx - 1)
+
+    b = BatchStatsBuilder()
+    counters_by_kind = (("acc", b.accepted), ("flt", b.filtered), ("rej", b.rejected), ("fail", b.failed))
+    for tenant, ts in stats.tenants.items():
+        c: Mapping[str, int] = ts.counters
+        types = {k[2:]: n for k, n in c.items() if k.startswith("t:") and n}
+        sources = {k[2:]: n for k, n in c.items() if k.startswith("s:") and n}
+        for kind, add in counters_by_kind:
+            joint = {k[len(kind) + 1:]: n for k, n in c.items() if k.startswith(kind + ":") and n}
+            if joint:
+                for pair, n in joint.items():
+                    et, _, src = pair.partition("|")
+                    add(tenant, et or ALL, src or ALL, n)
+            elif c.get(kind):
+                if kind == "acc" and len(sources) == 1:
+                    (src,) = sources
+                    for et, n in types.items():
+                        add(tenant, et, src, n)
+                elif kind == "acc" and len(types) == 1:
+                    (et,) = types
+                    for src, n in sources.items():
+                        add(tenant, et, src, n)
+                elif kind == "acc" and types:
+                    for et, n in types.items():
+                        add(tenant, et, ALL, n)
+                else:
+                    add(tenant, ALL, ALL, c[kind])
+        for k, n in c.items():
+            if k.startswith("d:") and n:
+                _, dest, outcome = k.split(":", 2)
+                if outcome == "ok":
+                    b.delivered(tenant, dest, n)
+                else:  # a parked delivery failed its first attempt and was scheduled for retry
+                    b.delivery_failed(tenant, dest, n)
+                    if outcome == "park":
+                        b.retry_scheduled(tenant, dest, n)
+        if c.get("dlq"):
+            b.deadletter(tenant, ALL, c["dlq"])
+        for hist, total, add_summary in ((ts.latency, ts.latency_sum_ms, "latency"),
+                                         (ts.delay, ts.delay_sum_ms, "delay")):
+            n = sum(hist.values())
+            if n:
+                summary = Summary(n, float(total), lower(min(hist)), hist_upper(max(hist)))
+                if add_summary == "latency":
+                    b.latency_summary(tenant, summary)
+                else:
+                    b.changefeed_delay_summary(tenant, container, summary)
+    return b.build()
+
+
+# ---------------------------------------------------------------------------------------------
 # The no-op implementation (also the interface)
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -375,6 +467,9 @@ class Telemetry:
 
     def on_system(self, stats: SystemStats) -> None:
         """Service-wide gauges (memory, Kafka producer queue, Redis memory, destination health)."""
+
+    def pipeline_hook(self, stats: Any, results: Any = None) -> None:
+        """A `shared.pipeline.BatchHook`: `on_batch(from_pipeline_stats(stats))`."""
 
     def record(self, name: str, value: float, **dims: Any) -> None:
         """One observation of a catalogued metric (prefer the two hooks above)."""
@@ -485,6 +580,9 @@ class _AppInsightsTelemetry(Telemetry):
         from opencensus.ext.azure.metrics_exporter import MetricsExporter
         from opencensus.metrics import transport
 
+        # opencensus also parses the env var and raises on a blank one (local.settings "" value)
+        if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "x").strip():
+            del os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"]
         self._role = role_name
         self._per_op = metrics_per_operation
         self._agg = _Aggregator(max_series)
@@ -556,6 +654,9 @@ class _AppInsightsTelemetry(Telemetry):
             items.append((("grc.cosmos.request_charge", (), None), ru, 1, ru, ru))
         if items:
             self._agg.add_many(items)
+
+    def pipeline_hook(self, stats: Any, results: Any = None) -> None:
+        self.on_batch(from_pipeline_stats(stats))
 
     def on_system(self, stats: SystemStats) -> None:
         items: list[tuple[_SeriesKey, float, int, float, float]] = []

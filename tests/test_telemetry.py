@@ -97,7 +97,7 @@ def ingestion() -> Iterator[tuple[Ingestion, str]]:
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # statsbeat would phone Microsoft's endpoint; the env fallback must not leak into tests
     monkeypatch.setenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
-    monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "")  # as local.settings has it
     yield
     telemetry.configure(Settings())  # close whatever a test left configured
 
@@ -398,3 +398,50 @@ def test_series_cap_bounds_memory(ingestion: tuple[Ingestion, str], tmp_path: An
 def test_summary_merge() -> None:
     s = Summary.of(5, 1).merge(Summary.of(9))
     assert (s.count, s.total, s.min, s.max, s.mean) == (3, 15.0, 1.0, 9.0, 5.0)
+
+
+# -- the pipeline's own per-batch record -------------------------------------------------------
+
+
+def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
+    from shared.metrics import BatchStats as PipelineStats
+
+    ps = PipelineStats()
+    t1 = ps.tenant("t1")  # one source: the type x source split is exact
+    for _ in range(3):
+        t1.count("acc"), t1.count("t:RISK_CREATED"), t1.count("s:COSMOS_DB")
+    t1.count("acc"), t1.count("t:RISK_UPDATED"), t1.count("s:COSMOS_DB")
+    t1.count("flt", 2), t1.count("rej"), t1.count("fail")
+    t1.count("d:redis:ok", 4), t1.count("d:kafka:park"), t1.count("d:kafka:fail")
+    t1.observe_latency(10.0), t1.observe_latency(30.0)
+    t1.observe_delay(1500.0)
+    t2 = ps.tenant("t2")  # mixed types and sources, but joint keys given
+    t2.count("acc", 2), t2.count("t:A"), t2.count("t:B"), t2.count("s:X"), t2.count("s:Y")
+    t2.count("acc:A|X"), t2.count("acc:B|Y")
+
+    st = telemetry.from_pipeline_stats(ps, container="risks")
+    assert dict(st.accepted) == {("t1", "RISK_CREATED", "COSMOS_DB"): 3, ("t1", "RISK_UPDATED", "COSMOS_DB"): 1,
+                                 ("t2", "A", "X"): 1, ("t2", "B", "Y"): 1}
+    assert dict(st.filtered) == {("t1", "all", "all"): 2}
+    assert dict(st.rejected) == {("t1", "all", "all"): 1} and dict(st.failed) == {("t1", "all", "all"): 1}
+    assert dict(st.delivered) == {("t1", "redis"): 4}
+    assert dict(st.delivery_failed) == {("t1", "kafka"): 2}
+    assert dict(st.retries_scheduled) == {("t1", "kafka"): 1}
+    lat = st.latency_ms["t1"]
+    assert (lat.count, lat.total) == (2, 40.0) and lat.min <= 10.0 <= 30.0 <= lat.max <= 33.0
+    delay = st.changefeed_delay_ms[("t1", "risks")]
+    assert delay.count == 1 and delay.total == 1500.0
+
+
+def test_pipeline_hook_exports(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+    from shared.metrics import BatchStats as PipelineStats
+
+    sink, conn = ingestion
+    tel = _configure(conn, tmp_path)
+    ps = PipelineStats()
+    ps.tenant("t1").count("d:redis:ok", 7)
+    tel.pipeline_hook(ps, [])
+    telemetry.Telemetry().pipeline_hook(ps, [])  # the no-op one accepts the same call
+    tel.flush()
+    sink.wait_for(lambda es: len(es) == 1)
+    assert _value(sink.metrics("grc.deliveries.succeeded")[0])["value"] == 7.0
