@@ -33,19 +33,32 @@ def _batch() -> telemetry.BatchStats:
     return b.build()
 
 
+def _pipeline_batch() -> object:
+    from shared.metrics import BatchStats as PipelineStats
+
+    ps = PipelineStats()
+    for i in range(100):  # what shared.pipeline records for the same batch
+        ts = ps.tenant(f"tenant-{i % 3}")
+        ts.count("acc"), ts.count("t:RISK_UPDATED" if i % 2 else "t:RISK_CREATED"), ts.count("s:COSMOS_DB")
+        ts.count("d:redis:ok"), ts.count("d:kafka:ok"), ts.observe_latency(12.5 + i)
+    return ps
+
+
 def measure(tel: telemetry.Telemetry, label: str) -> None:
     stats = _batch()
+    pstats = _pipeline_batch()
     sysstats = SystemStats(memory_percent=55.0, destinations_healthy={"redis": True})
     logging.getLogger("grc").setLevel(logging.WARNING)
     cases = {
         "on_batch(100-event batch)": lambda: tel.on_batch(stats),
+        "pipeline_hook(100-event batch)": lambda: tel.pipeline_hook(pstats, ()),
         "on_system": lambda: tel.on_system(sysstats),
         "log_event below LOG_LEVEL": lambda: tel.log_event(logging.INFO, "x", tenantId="t"),
     }
     for name, fn in cases.items():
         n = 20_000
         best = min(timeit.repeat(fn, number=n, repeat=5)) / n * 1e9
-        print(f"{label:10s} {name:28s} {best:10.0f} ns/call")
+        print(f"{label:10s} {name:32s} {best:10.0f} ns/call")
 
 
 def main() -> None:
@@ -59,7 +72,7 @@ def main() -> None:
     n = 20_000
     per_event = min(timeit.repeat(lambda: BatchStatsBuilder().accepted("t", "X", "S").delivered("t", "d")
                                   .latency("t", 1.0), number=n, repeat=5)) / n * 1e9
-    print(f"{'builder':10s} {'3 increments + new builder':28s} {per_event:10.0f} ns/call")
+    print(f"{'builder':10s} {'3 increments + new builder':32s} {per_event:10.0f} ns/call")
 
 
 if __name__ == "__main__":

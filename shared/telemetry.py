@@ -389,15 +389,35 @@ def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchStats:
         return HIST_BASE_MS if idx <= 0 else hist_upper(idx - 1)
 
     b = BatchStatsBuilder()
-    counters_by_kind = (("acc", b.accepted), ("flt", b.filtered), ("rej", b.rejected), ("fail", b.failed))
+    adders = {"acc": b.accepted, "flt": b.filtered, "rej": b.rejected, "fail": b.failed}
     for tenant, ts in stats.tenants.items():
         c: Mapping[str, int] = ts.counters
-        types = {k[2:]: n for k, n in c.items() if k.startswith("t:") and n}
-        sources = {k[2:]: n for k, n in c.items() if k.startswith("s:") and n}
-        for kind, add in counters_by_kind:
-            joint = {k[len(kind) + 1:]: n for k, n in c.items() if k.startswith(kind + ":") and n}
-            if joint:
-                for pair, n in joint.items():
+        types: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        joint: dict[str, dict[str, int]] = {}
+        for k, n in c.items():  # one pass over the tenant's counters
+            if not n:
+                continue
+            head, sep, rest = k.partition(":")
+            if not sep:
+                continue
+            if head == "t":
+                types[rest] = n
+            elif head == "s":
+                sources[rest] = n
+            elif head == "d":
+                dest, _, outcome = rest.partition(":")
+                if outcome == "ok":
+                    b.delivered(tenant, dest, n)
+                else:  # a parked delivery failed its first attempt and was scheduled for retry
+                    b.delivery_failed(tenant, dest, n)
+                    if outcome == "park":
+                        b.retry_scheduled(tenant, dest, n)
+            elif head in adders:
+                joint.setdefault(head, {})[rest] = n
+        for kind, add in adders.items():
+            if kind in joint:
+                for pair, n in joint[kind].items():
                     et, _, src = pair.partition("|")
                     add(tenant, et or ALL, src or ALL, n)
             elif c.get(kind):
@@ -414,15 +434,6 @@ def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchStats:
                         add(tenant, et, ALL, n)
                 else:
                     add(tenant, ALL, ALL, c[kind])
-        for k, n in c.items():
-            if k.startswith("d:") and n:
-                _, dest, outcome = k.split(":", 2)
-                if outcome == "ok":
-                    b.delivered(tenant, dest, n)
-                else:  # a parked delivery failed its first attempt and was scheduled for retry
-                    b.delivery_failed(tenant, dest, n)
-                    if outcome == "park":
-                        b.retry_scheduled(tenant, dest, n)
         if c.get("dlq"):
             b.deadletter(tenant, ALL, c["dlq"])
         for hist, total, add_summary in ((ts.latency, ts.latency_sum_ms, "latency"),
