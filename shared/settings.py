@@ -42,7 +42,8 @@ class Settings(BaseModel):
     # Caller identity (docs/security.md). AUTH_MODE: "jwt" validates a bearer token in the app;
     # "appservice" trusts X-MS-CLIENT-PRINCIPAL, which only App Service Authentication in front of
     # the app may set (it strips the header from outside requests); "jwt+appservice" takes either.
-    auth_mode: Literal["jwt", "appservice", "jwt+appservice"] = Field("jwt", alias="AUTH_MODE")
+    # "+local-open" (local runner only, refused in Azure): no credentials = a local admin caller.
+    auth_mode: Literal["jwt", "appservice", "jwt+appservice", "jwt+local-open"] = Field("jwt", alias="AUTH_MODE")
     # Comma-separated lists: Entra v1 and v2 tokens carry different issuers; the audience may be
     # the app ID URI or the client id.
     auth_issuer: str = Field("https://grc-events.localhost/dev", alias="AUTH_ISSUER")

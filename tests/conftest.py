@@ -61,6 +61,9 @@ def app_env(redis_port: int, storage_connection_string: str) -> Iterator[dict[st
         "REDIS_PORT": str(redis_port),
         "STORAGE_CONNECTION_STRING": storage_connection_string,
         "AzureWebJobsStorage": storage_connection_string,
+        # The suite runs with Azure's rules (a caller identity on every protected route); `make run`'s
+        # sample adds `+local-open`, tested on its own in test_devhost_e2e.py.
+        "AUTH_MODE": "jwt",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
