@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from shared.enrich import enrich
-from shared.filters import filter_matches, lookup, passes
+from shared.filters import _MISSING, filter_matches, lookup, passes
 from shared.models import Event, EventIn, StreamFilter
 from tests.doubles import event_dict, stream_config
 
@@ -44,7 +44,7 @@ def test_lookup_paths() -> None:
     assert lookup(EV, "metadata.region") == "eu"
     assert lookup(EV, "data.nothing") is None
     for missing in ("data.absent", "data.items.5.id", "data.items.x", "data.status.sub", "metadata.nope"):
-        assert lookup(EV, missing) is not None and lookup(EV, missing) not in (None, "")
+        assert lookup(EV, missing) is _MISSING  # distinct from a present null
 
 
 @pytest.mark.parametrize("cond,expected", [
