@@ -18,6 +18,12 @@ class Settings(BaseModel):
 
     port: int = Field(3003, alias="PORT")
     log_level: str = Field("info", alias="LOG_LEVEL")
+    # Empty = telemetry off (no exporter threads). Its IngestionEndpoint decides where data goes.
+    appinsights_connection_string: str = Field(
+        "", alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False
+    )
+    # Share of debug/info log records exported to App Insights (warnings and errors: always all).
+    telemetry_info_sampling: float = Field(1.0, ge=0.0, le=1.0, alias="TELEMETRY_INFO_SAMPLING")
 
     redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
     redis_port: int = Field(6379, alias="REDIS_PORT")
