@@ -5,7 +5,7 @@ Entity: PartitionKey = tenantId, RowKey = "streamconfig", `Config` = the JSON do
 optimistic concurrency). Each write also bumps `grc:{tenant}:cfgver` in Redis; instances compare
 that number (one round trip per batch, for all tenants of the batch) with the one their cached copy
 was read at, so a change is seen by every instance on its next batch. If Redis cannot be read, a
-cached copy younger than STREAM_CONFIG_CACHE_SECONDS is used.
+cached copy younger than STREAM_CONFIG_CACHE_SECONDS is used; no copy is used longer than that.
 """
 from __future__ import annotations
 
@@ -135,9 +135,9 @@ class ConfigStore:
         missing: list[tuple[str, int | None]] = []
         for t, ver in zip(tenants, versions):
             c = self._cache.get(t)
-            fresh = c is not None and (
-                (ver is not None and c.version == ver) or (ver is None and now - c.fetched_at < self._ttl)
-            )
+            # The TTL bounds every cached copy: a write whose version bump failed (Redis blip)
+            # would otherwise stay invisible to instances that still read the old version.
+            fresh = c is not None and now - c.fetched_at < self._ttl and (ver is None or c.version == ver)
             if fresh and c is not None:
                 out[t] = c.config
             else:
