@@ -133,6 +133,16 @@ async def test_stream_config_validation_errors_have_field_paths() -> None:
     assert status == 400 and body["errors"][0]["field"] == "tenantId"
 
 
+@pytest.mark.parametrize("field,value", [("compressionEnabled", 0), ("enabled", "true"), ("retentionDays", "30"),
+                                         ("batchSize", 10.5), ("destinations", [{"type": "redis", "enabled": 1}])])
+async def test_stream_config_takes_json_types_as_documented(field: str, value: object) -> None:
+    """No coercion of look-alike values (0 -> false, "30" -> 30): the body must match the schema."""
+    route = {"tenantId": "cfg-strict"}
+    status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-strict", {field: value}, route=route)
+    assert status == 400, body
+    assert body["errors"][0]["field"].split("[")[0] == field
+
+
 async def test_metrics_endpoint_counts_what_was_published() -> None:
     await invoke("publish_events_bulk", "POST", "/events/bulk", {"events": [ev("met-tenant")] * 3 + [
         {"tenantId": "met-tenant", "eventType": "RISK_CREATED"}]})

@@ -106,6 +106,8 @@ def document() -> dict[str, Any]:
         responses["500"] = _problem("Unexpected error (no internals disclosed)")
         responses["503"] = _problem("A dependency is unavailable; retry after Retry-After")
         if r.method == "PUT":
+            # Create or replace: 201 when nothing was stored before, 200 when it replaced a document.
+            responses["201"] = {**ok, "description": "Created (nothing was stored before)"}
             responses["412"] = _problem("If-Match / If-None-Match failed")
         op["responses"] = responses
         if not r.anonymous:
