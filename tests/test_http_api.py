@@ -133,6 +133,13 @@ async def test_stream_config_validation_errors_have_field_paths() -> None:
     assert status == 400 and body["errors"][0]["field"] == "tenantId"
 
 
+async def test_bulk_refuses_unknown_top_level_members() -> None:
+    """BulkRequest forbids members other than `events`; a typo such as `event` must not pass silently."""
+    status, _, body = await invoke("publish_events_bulk", "POST", "/events/bulk",
+                                   {"events": [ev("bulk-extra")], "dryRun": True})
+    assert status == 400 and body["errors"][0]["field"] == "dryRun"
+
+
 @pytest.mark.parametrize("field,value", [("compressionEnabled", 0), ("enabled", "true"), ("retentionDays", "30"),
                                          ("batchSize", 10.5), ("destinations", [{"type": "redis", "enabled": 1}])])
 async def test_stream_config_takes_json_types_as_documented(field: str, value: object) -> None:
