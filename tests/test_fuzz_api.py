@@ -33,7 +33,7 @@ from tests.functions_client import auth_headers
 from tests.test_devhost_e2e import start_runner
 
 FUNCTION_KEY = "fuzz-function-key"
-EXAMPLES_PER_OPERATION = 60  # positive and negative together
+EXAMPLES_PER_OPERATION = 100  # positive and negative together
 SEED = 20261127
 # Methods an Azure Functions HTTP trigger can accept: the host itself answers anything else (TRACE,
 # QUERY) with a bare 404 before the app sees it, so only these are probed as unexpected methods.

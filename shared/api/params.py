@@ -24,9 +24,10 @@ def tenant_param(req: ApiRequest) -> str:
 
 def int_param(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int:
     raw = req.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
         raise bad_param(name, f"must be an integer from {lo} to {hi}")
     return int(raw)
 
