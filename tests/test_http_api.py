@@ -84,7 +84,7 @@ async def test_list_events_query_validation_and_filters() -> None:
                                    params={"source": "MCP_SERVER"})
     assert [e["event"]["source"] for e in body["events"]] == ["MCP_SERVER"]
     for bad in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"limit": ""}, {"limit": "\u00b2"},
-                {"limit": "+5"}, {"eventType": "NOPE"}, {"source": "x"}):
+                {"limit": "+5"}, {"eventType": "NOPE"}, {"eventType": ""}, {"source": "x"}):
         status, _, body = await invoke("list_events", "GET", "/events/list-tenant", route=route, params=bad)
         assert status == 400, bad
         assert body["errors"][0]["field"] in bad

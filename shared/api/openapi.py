@@ -85,7 +85,7 @@ def document() -> dict[str, Any]:
                            "schema": schemas["EventIn"]["properties"]["tenantId"]})
         for name, typ, desc in r.query:
             params.append({"name": name, "in": "query", "required": False, "description": desc,
-                           "schema": {"type": typ}})
+                           "schema": typ if isinstance(typ, dict) else {"type": typ}})
         if params:
             op["parameters"] = params
         if r.request_schema:

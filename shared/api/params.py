@@ -34,7 +34,7 @@ def int_param(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int
 
 def enum_param(req: ApiRequest, name: str, enum: type[E]) -> E | None:
     raw = req.query.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         return enum(raw)

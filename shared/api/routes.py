@@ -4,7 +4,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
+from shared import limits
 from shared.api import audit, events, health, metrics, streamconfig
 from shared.http.adapter import Handler
 
@@ -20,9 +22,13 @@ class Route:
     request_schema: str | None = None  # components/schemas name
     response_schema: str | None = None
     success: int = 200
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
+    # (name, JSON type or a JSON Schema, description)
+    query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
 
+
+_EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
+_AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
 
 ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "health", health.health, "Health of the service and each dependency",
@@ -35,8 +41,9 @@ ROUTES: tuple[Route, ...] = (
     Route("list_events", "GET", "events/{tenantId}", events.list_events,
           "Recent events of a tenant, newest first (from Redis Streams)",
           response_schema="EventList", tags=("events",),
-          query=(("limit", "integer", "1-1000, default 100"), ("eventType", "string", "an EventType"),
-                 ("source", "string", "a Source"))),
+          query=(("limit", _EVENTS_LIMIT, "1-1000, default 100"),
+                 ("eventType", {"$ref": "#/components/schemas/EventType"}, "only this event type"),
+                 ("source", {"$ref": "#/components/schemas/Source"}, "only this source"))),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
           "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals)",
           response_schema="TenantMetrics", tags=("operations",)),
@@ -49,7 +56,7 @@ ROUTES: tuple[Route, ...] = (
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
           response_schema="AuditList", tags=("audit",),
-          query=(("limit", "integer", "1-1000, default 100"),
+          query=(("limit", _AUDIT_LIMIT, "1-1000, default 100"),
                  ("continuation", "string", "the `continuation` of the previous page"))),
 )
 
