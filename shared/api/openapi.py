@@ -86,6 +86,8 @@ def document() -> dict[str, Any]:
         for name, typ, desc in r.query:
             params.append({"name": name, "in": "query", "required": False, "description": desc,
                            "schema": typ if isinstance(typ, dict) else {"type": typ}})
+        for name, schema, desc in r.headers:
+            params.append({"name": name, "in": "header", "required": False, "description": desc, "schema": schema})
         if params:
             op["parameters"] = params
         if r.request_schema:

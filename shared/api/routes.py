@@ -8,6 +8,7 @@ from typing import Any
 
 from shared import limits
 from shared.api import audit, events, health, metrics, streamconfig
+from shared.models import CLIENT_ID_PATTERN
 from shared.http.adapter import Handler
 
 
@@ -25,6 +26,7 @@ class Route:
     # (name, JSON type or a JSON Schema, description)
     query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
+    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # request headers: (name, JSON Schema, description)
 
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
@@ -34,7 +36,9 @@ ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "health", health.health, "Health of the service and each dependency",
           anonymous=True, response_schema="Health", tags=("operations",)),
     Route("publish_event", "POST", "events", events.publish_event, "Publish one event",
-          request_schema="EventIn", response_schema="EventResult", success=201, tags=("events",)),
+          request_schema="EventIn", response_schema="EventResult", success=201, tags=("events",),
+          headers=(("Idempotency-Key", {"type": "string", "pattern": CLIENT_ID_PATTERN},
+                    "becomes the eventId when the body has none: a retry is then a duplicate, not a new event"),)),
     Route("publish_events_bulk", "POST", "events/bulk", events.publish_bulk,
           "Publish up to 1,000 events (4 MiB); a result per event, in request order",
           request_schema="BulkRequest", response_schema="BulkResult", tags=("events",)),
@@ -52,7 +56,9 @@ ROUTES: tuple[Route, ...] = (
           response_schema="StreamConfig", tags=("config",)),
     Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
           "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency)",
-          request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",)),
+          request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",),
+          headers=(("If-Match", {"type": "string"}, "the ETag of the config read (or `*`: only if one is stored)"),
+                   ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
           response_schema="AuditList", tags=("audit",),
