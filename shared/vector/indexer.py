@@ -1,0 +1,142 @@
+"""Index and search events: render -> embed -> upsert, and embed query -> tenant-scoped KNN.
+
+`VectorSearchService` pairs one embedder with one index (the index refuses any other embedder)
+and is built once per instance from settings: the local model loads once, clients are reused.
+The work items are `IndexItem`s, the small form an event takes in the vector queue.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.models import Event
+from shared.settings import Settings
+from shared.vector.base import Embedder, IndexSpec, SearchFilters, SearchHit, VectorDoc, VectorIndex
+from shared.vector.text import render_event_text
+
+
+class IndexItem(BaseModel):
+    """What the indexer needs of an event: its filterable fields and its rendered text (bounded)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    eventId: str
+    tenantId: str
+    eventType: str
+    source: str
+    timestamp: str
+    text: str
+    entityType: str | None = None
+    entityId: str | None = None
+
+    @classmethod
+    def from_event(cls, event: Event | Mapping[str, Any]) -> "IndexItem":
+        ev = event.to_dict() if isinstance(event, Event) else dict(event)
+        return cls(
+            eventId=ev["eventId"], tenantId=ev["tenantId"], eventType=str(ev["eventType"]),
+            source=str(ev["source"]), timestamp=ev["timestamp"], entityType=ev.get("entityType"),
+            entityId=ev.get("entityId"), text=render_event_text(ev),
+        )
+
+
+class VectorSearchService:
+    def __init__(self, embedder: Embedder, index: VectorIndex) -> None:
+        if index.spec != IndexSpec(embedder.model_id, embedder.dimensions):
+            raise ValueError(
+                f"index spec {index.spec} does not match embedder {embedder.model_id} ({embedder.dimensions})"
+            )
+        self.embedder = embedder
+        self.index = index
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if not self._opened:
+                await self.index.open()
+                self._opened = True
+
+    async def index_items(self, items: Sequence[IndexItem]) -> int:
+        """Embed and upsert; the last item wins when one batch holds an event twice."""
+        await self.open()
+        latest = {(i.tenantId, i.eventId): i for i in items}
+        unique = list(latest.values())
+        if not unique:
+            return 0
+        vectors = await self.embedder.embed([i.text for i in unique])
+        docs = [
+            VectorDoc(
+                event_id=i.eventId, tenant_id=i.tenantId, event_type=i.eventType, source=i.source,
+                timestamp=i.timestamp, text=i.text, vector=v, model_id=self.embedder.model_id,
+                entity_type=i.entityType, entity_id=i.entityId,
+            )
+            for i, v in zip(unique, vectors)
+        ]
+        return await self.index.upsert(docs)
+
+    async def index_events(self, events: Sequence[Event | Mapping[str, Any]]) -> int:
+        return await self.index_items([IndexItem.from_event(e) for e in events])
+
+    async def search(
+        self, tenant_id: str, query: str, k: int = 10, filters: SearchFilters | None = None
+    ) -> list[SearchHit]:
+        if not tenant_id:
+            raise ValueError("tenant_id is required")
+        await self.open()
+        (vector,) = await self.embedder.embed([query])
+        return await self.index.search(tenant_id, vector, k, filters, model_id=self.embedder.model_id)
+
+    async def close(self) -> None:
+        await self.index.close()
+        await self.embedder.close()
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_backend == "azure-openai":
+        from shared.vector.azure_openai import AzureOpenAIEmbedder
+
+        return AzureOpenAIEmbedder(
+            endpoint=settings.azure_openai_endpoint, deployment=settings.azure_openai_deployment,
+            model=settings.azure_openai_model, dimensions=settings.embedding_dimensions,
+            api_key=settings.azure_openai_api_key, api_version=settings.azure_openai_api_version,
+            batch_size=settings.embedding_batch_size, managed_identity_client_id=settings.azure_client_id,
+        )
+    from shared.vector.local_minilm import DIMENSIONS, LocalMiniLM
+
+    if settings.embedding_dimensions not in (0, DIMENSIONS):
+        raise ValueError(f"the local model makes {DIMENSIONS}-dimension vectors; EMBEDDING_DIMENSIONS is "
+                         f"{settings.embedding_dimensions}")
+    return LocalMiniLM(settings.local_tokenizer_path, batch_size=min(settings.embedding_batch_size, 64))
+
+
+def build_index(settings: Settings, spec: IndexSpec) -> VectorIndex:
+    if settings.vector_backend == "azure-search":
+        from shared.vector.azure_search import AzureSearchIndex
+
+        return AzureSearchIndex(
+            settings.azure_search_endpoint, settings.azure_search_index, spec,
+            api_key=settings.azure_search_api_key, managed_identity_client_id=settings.azure_client_id,
+        )
+    from shared.vector.sqlite_index import SqliteVecIndex
+
+    return SqliteVecIndex(settings.vector_sqlite_path, spec)
+
+
+def build_service(settings: Settings) -> VectorSearchService:
+    embedder = build_embedder(settings)
+    return VectorSearchService(embedder, build_index(settings, IndexSpec(embedder.model_id, embedder.dimensions)))
+
+
+_service: VectorSearchService | None = None
+
+
+def get_service(settings: Settings | None = None) -> VectorSearchService:
+    """The instance's one service (the model loads once per instance, on first use)."""
+    global _service
+    if _service is None:
+        from shared.settings import get_settings
+
+        _service = build_service(settings or get_settings())
+    return _service
