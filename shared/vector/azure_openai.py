@@ -43,8 +43,7 @@ class AzureOpenAIEmbedder:
         batch_size: int = 256,
         credential: AsyncTokenCredential | None = None,
         managed_identity_client_id: str = "",
-        require_https: bool = True,  # False only for a loopback fake in tests
-        **client_kwargs: Any,
+        **client_kwargs: Any,  # transport options, e.g. connection_verify
     ) -> None:
         from azure.core import AsyncPipelineClient
 
@@ -72,7 +71,6 @@ class AzureOpenAIEmbedder:
                 credential = ManagedIdentityCredential(client_id=managed_identity_client_id or None)
                 self._owned_credential = credential
             auth = AsyncBearerTokenCredentialPolicy(credential, SCOPE)
-        self._request_options = {} if require_https else {"enforce_https": False}
         policies = [
             HeadersPolicy({"Content-Type": "application/json"}),
             UserAgentPolicy("grc-event-streaming"),
@@ -93,7 +91,7 @@ class AzureOpenAIEmbedder:
             body["dimensions"] = self.dimensions
         request = HttpRequest("POST", self._url, json=body)
         try:
-            response = await self._client.send_request(request, **self._request_options)
+            response = await self._client.send_request(request)
             await response.read()
         except AzureError as exc:
             raise VectorSearchError(f"Azure OpenAI embeddings request failed: {type(exc).__name__}") from exc

@@ -176,7 +176,8 @@ def verify_schema(index: Any, spec: IndexSpec) -> None:
     profile = profiles.get(vec.vector_search_profile_name)
     algorithm = algorithms.get(profile.algorithm_configuration_name) if profile else None
     metric = getattr(getattr(algorithm, "parameters", None), "metric", None)
-    if algorithm is None or getattr(algorithm, "kind", None) != "hnsw" or str(metric) != "cosine":
+    kind = getattr(algorithm, "kind", None)
+    if algorithm is None or getattr(kind, "value", kind) != "hnsw" or getattr(metric, "value", metric) != "cosine":
         raise ValueError(f"{where}: vector profile is not HNSW with the cosine metric")
 
 
