@@ -75,6 +75,8 @@ class LocalMiniLM:
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         options = ort.SessionOptions()
+        # No busy-waiting between ops: the event loop and other functions share these cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
