@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.api import audit, events, fallback, health as health_api, metrics, openapi as openapi_api, streamconfig
+from shared.api import audit, events, fallback, health as health_api, metrics, openapi as openapi_api, search, streamconfig
 from shared.http.functions_adapter import serve
+from shared.vector import indexer as vector_indexer
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 ANONYMOUS = func.AuthLevel.ANONYMOUS
@@ -66,6 +67,20 @@ async def put_stream_config(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="audit/{tenantId}", methods=["GET"])
 async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(req, audit.get_audit)
+
+
+@app.function_name("search_events")
+@app.route(route="search/{tenantId}", methods=["GET"])
+async def search_events(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(req, search.search_events)
+
+
+# Destination `vector`: embed and index the events queued at publish (docs/vector-search.md).
+# A failure raises: the host retries the message, then moves it to VECTOR_QUEUE-poison.
+@app.function_name("index_vectors")
+@app.queue_trigger(arg_name="msg", queue_name="%VECTOR_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+async def index_vectors(msg: func.QueueMessage) -> None:
+    await vector_indexer.process_queue_message(msg.get_body())
 
 
 # Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.

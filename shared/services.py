@@ -13,6 +13,7 @@ from typing import Callable
 from shared.configstore import ConfigStore
 from shared.destinations.base import Destination
 from shared.destinations.redis_streams import RedisStreamsDestination
+from shared.destinations.vector import VectorQueueDestination
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
@@ -27,6 +28,7 @@ DestinationFactory = Callable[["Services"], Destination]
 # type -> factory; a destination is built the first time a tenant's config routes to it.
 DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
+    "vector": lambda s: VectorQueueDestination(s.settings),
 }
 
 

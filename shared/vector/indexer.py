@@ -7,6 +7,9 @@ The work items are `IndexItem`s, the small form an event takes in the vector que
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -15,6 +18,8 @@ from shared.models import Event
 from shared.settings import Settings
 from shared.vector.base import Embedder, IndexSpec, SearchFilters, SearchHit, VectorDoc, VectorIndex
 from shared.vector.text import render_event_text
+
+log = logging.getLogger("grc.vector")
 
 
 class IndexItem(BaseModel):
@@ -103,12 +108,20 @@ def build_embedder(settings: Settings) -> Embedder:
             api_key=settings.azure_openai_api_key, api_version=settings.azure_openai_api_version,
             batch_size=settings.embedding_batch_size, managed_identity_client_id=settings.azure_client_id,
         )
-    from shared.vector.local_minilm import DIMENSIONS, LocalMiniLM
+    from shared.vector.local_minilm import DIMENSIONS
 
     if settings.embedding_dimensions not in (0, DIMENSIONS):
         raise ValueError(f"the local model makes {DIMENSIONS}-dimension vectors; EMBEDDING_DIMENSIONS is "
                          f"{settings.embedding_dimensions}")
-    return LocalMiniLM(settings.local_tokenizer_path, batch_size=min(settings.embedding_batch_size, 64))
+    return _local_model(settings.local_tokenizer_path, min(settings.embedding_batch_size, 64))
+
+
+@lru_cache(maxsize=2)
+def _local_model(tokenizer_path: str, batch_size: int) -> Embedder:
+    """The local model is loaded once per process (it holds no event-loop state)."""
+    from shared.vector.local_minilm import LocalMiniLM
+
+    return LocalMiniLM(tokenizer_path, batch_size=batch_size)
 
 
 def build_index(settings: Settings, spec: IndexSpec) -> VectorIndex:
@@ -129,14 +142,36 @@ def build_service(settings: Settings) -> VectorSearchService:
     return VectorSearchService(embedder, build_index(settings, IndexSpec(embedder.model_id, embedder.dimensions)))
 
 
-_service: VectorSearchService | None = None
+# Azure clients are bound to the event loop that made them: one service per running loop, as
+# shared.services does (the Functions worker has one loop; tests get one per test).
+_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VectorSearchService]" = weakref.WeakKeyDictionary()
 
 
-def get_service(settings: Settings | None = None) -> VectorSearchService:
-    """The instance's one service (the model loads once per instance, on first use)."""
-    global _service
-    if _service is None:
+def get_service() -> VectorSearchService:
+    loop = asyncio.get_running_loop()
+    service = _per_loop.get(loop)
+    if service is None:
         from shared.settings import get_settings
 
-        _service = build_service(settings or get_settings())
-    return _service
+        service = _per_loop[loop] = build_service(get_settings())
+    return service
+
+
+async def reset_service() -> None:
+    """Close this loop's service (tests that change settings; the local runner on stop)."""
+    service = _per_loop.pop(asyncio.get_running_loop(), None)
+    if service is not None:
+        await service.close()
+
+
+async def process_queue_message(body: bytes | str) -> int:
+    """The queue-triggered indexer: decode one message, embed and upsert its events.
+
+    Raises on failure so the Functions host retries the message and, after maxDequeueCount,
+    moves it to `<queue>-poison`: an event is never dropped silently."""
+    from shared.vector.messages import decode_message
+
+    items = decode_message(body)
+    count = await get_service().index_items(items)
+    log.info("vector index: %d events upserted", count)
+    return count
