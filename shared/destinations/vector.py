@@ -13,6 +13,7 @@ import time
 from typing import Any, Sequence
 
 from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from pydantic import BaseModel
 
 from shared.destinations.base import DependencyHealth, delivered, failed
@@ -37,7 +38,12 @@ class VectorQueueDestination:
             from shared.storage import queue_service
 
             self._service = queue_service(self._settings)
-            self._queue = self._service.get_queue_client(self._settings.vector_queue)
+            # The Functions queue trigger expects base64 by default. The service client does not
+            # hand its encode policy to the queue clients it makes, so it is given here.
+            self._queue = self._service.get_queue_client(
+                self._settings.vector_queue,
+                message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy(),
+            )
         return self._queue
 
     async def _ensure_queue(self) -> Any:
