@@ -100,3 +100,17 @@ def test_message_json_is_compact() -> None:
     (text, _), = encode_messages([IndexItem.from_event(_events(1)[0])])
     doc = orjson.loads(text)
     assert doc["v"] == 1 and "entityType" in doc["items"][0] and "data" not in doc["items"][0]
+
+
+async def test_long_backlog_is_degraded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.destinations.vector as vector_destination
+
+    dest = VectorQueueDestination(settings)
+    try:
+        await dest.publish(_events(2), None, StreamConfig.default(BANK))  # type: ignore[arg-type]
+        assert (await dest.health()).status == "healthy"
+        monkeypatch.setattr(vector_destination, "BACKLOG_DEGRADED_MESSAGES", 0)
+        health = await dest.health()
+        assert health.status == "degraded" and health.info["backlogMessages"] == 1
+    finally:
+        await dest.close()

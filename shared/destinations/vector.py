@@ -23,6 +23,9 @@ from shared.vector.indexer import IndexItem
 from shared.vector.messages import encode_messages
 
 
+BACKLOG_DEGRADED_MESSAGES = 5_000  # ~ hundreds of thousands of events waiting to be embedded
+
+
 class VectorQueueDestination:
     type = "vector"
 
@@ -97,7 +100,9 @@ class VectorQueueDestination:
             backlog = await self.backlog()
         except AzureError as exc:
             return DependencyHealth("vector-queue", "unhealthy", detail=type(exc).__name__)
-        return DependencyHealth("vector-queue", "healthy", round((time.perf_counter() - started) * 1000, 1),
+        # A long backlog means search lags publishing (indexer down or too slow): degraded, not down.
+        status = "degraded" if backlog > BACKLOG_DEGRADED_MESSAGES else "healthy"
+        return DependencyHealth("vector-queue", status, round((time.perf_counter() - started) * 1000, 1),
                                 info={"backlogMessages": backlog})
 
     async def close(self) -> None:
