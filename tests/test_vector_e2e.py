@@ -133,3 +133,41 @@ async def test_bad_search_parameters_are_400_with_the_field(vector_app: str, par
     assert status == 400, body
     assert body["status"] == 400 and body["title"] == "Bad Request"
     assert body["errors"][0]["field"] == field
+
+
+def test_through_the_local_runner(app_env: dict[str, str], tmp_path: Any) -> None:
+    """The real thing locally: `python -m devhost` serves HTTP and drains the vector queue itself."""
+    import time
+
+    import httpx
+
+    from localdev import services
+    from tests.functions_client import auth_headers
+    from tests.test_devhost_e2e import start_runner
+
+    local_embedder()
+    run = uuid.uuid4().hex[:6]
+    bank = f"{BANK}-{run}"
+    env = {**app_env, "VECTOR_QUEUE": f"vec-{run}", "VECTOR_SQLITE_PATH": str(tmp_path / "vector.db"),
+           "LOCAL_TOKENIZER_PATH": str(TOKENIZER)}
+    proc, base = start_runner(env, tmp_path)
+    try:
+        auth = auth_headers([bank])
+        r = httpx.put(f"{base}/stream-config/{bank}", headers=auth,
+                      json={"destinations": [{"type": "redis"}, {"type": "vector"}]})
+        assert r.status_code in (200, 201), r.text
+        events = [_event_in(e, run) for e in CORPUS if e["tenantId"] == BANK]
+        r = httpx.post(f"{base}/events/bulk", headers=auth, json={"events": events}, timeout=30)
+        assert r.status_code == 200 and r.json()["accepted"] == len(events), r.text
+        deadline = time.monotonic() + 30
+        while True:  # the runner's queue driver indexes in the background
+            found = httpx.get(f"{base}/search/{bank}", headers=auth, timeout=30,
+                              params={"q": "wire transfer approved by the person who created it", "k": 3}).json()
+            if found.get("count") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found["hits"][0]["eventId"] == f"evt-a12-{run}", found
+        health = httpx.get(f"{base}/health", timeout=10).json()
+        assert health["dependencies"]["vector"]["backlogMessages"] == 0
+    finally:
+        services.stop(proc)
