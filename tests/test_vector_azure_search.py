@@ -88,6 +88,15 @@ async def test_open_verifies_an_existing_index(fake: FakeAzureSearch, index: Azu
         await wrong.close()
 
 
+async def test_open_survives_a_concurrent_create(fake: FakeAzureSearch, index: AzureSearchIndex) -> None:
+    fake.hide_index_once = True  # GET says 404, the create then conflicts: another instance won
+    other = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k")
+    await other.open()
+    await other.close()
+    tail = [(r.method, r.path) for r in fake.requests[-3:]]
+    assert tail == [("GET", "/indexes('grc-events')"), ("POST", "/indexes"), ("GET", "/indexes('grc-events')")]
+
+
 async def test_open_refuses_an_index_without_cosine(fake: FakeAzureSearch, index: AzureSearchIndex) -> None:
     fake.indexes["grc-events"]["vectorSearch"]["algorithms"][0]["hnswParameters"]["metric"] = "dotProduct"
     again = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k")

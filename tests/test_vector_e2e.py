@@ -115,6 +115,17 @@ async def test_publish_then_search_through_the_registered_functions(vector_app: 
     assert len(ids) == len(set(ids)) == sum(1 for e in CORPUS if e["tenantId"] == BANK)
 
 
+async def test_search_without_the_model_is_503(vector_app: str, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Any) -> None:
+    monkeypatch.setenv("LOCAL_TOKENIZER_PATH", str(tmp_path / "missing-tokenizer.json"))
+    get_settings.cache_clear()
+    await reset_service()
+    status, _, body = await invoke("search_events", "GET", "/search/some-tenant", route={"tenantId": "some-tenant"},
+                                   params={"q": "risk"})
+    assert status == 503 and body["detail"] == "vector search is not configured"
+    assert "tokenizer" not in str(body)  # no internals to the client
+
+
 @pytest.mark.parametrize(("params", "field"), [
     ({}, "q"),
     ({"q": "x" * 1001}, "q"),

@@ -106,9 +106,12 @@ class FakeAzureSearch(_FakeServer):
         super().__init__(tls_dir)
         self.indexes: dict[str, dict[str, Any]] = {}
         self.docs: dict[str, dict[str, Any]] = {}
+        self.hide_index_once = False
 
     async def handle(self, rec: Recorded) -> web.Response:
         if rec.method == "POST" and rec.path == "/indexes":
+            if rec.body["name"] in self.indexes:
+                return self.json(409, {"error": {"code": "ResourceNameAlreadyInUse", "message": "exists"}})
             self.indexes[rec.body["name"]] = rec.body
             return self.json(201, rec.body)
         m = self._INDEX.match(rec.path)
@@ -116,7 +119,8 @@ class FakeAzureSearch(_FakeServer):
             return self.json(404, {"error": {"code": "NotFound", "message": rec.path}})
         name, rest = m["name"], m["rest"]
         if rest == "" and rec.method == "GET":
-            if name not in self.indexes:
+            if name not in self.indexes or self.hide_index_once:
+                self.hide_index_once = False  # plays a racing instance that created it meanwhile
                 return self.json(404, {"error": {"code": "ResourceNameNotFound", "message": "No index"}})
             return self.json(200, self.indexes[name])
         if rest == "/docs/search.index":

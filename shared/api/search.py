@@ -16,7 +16,7 @@ from shared.api.params import bad_param, int_param, tenant_param
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 from shared.models import EventType
 from shared.settings import get_settings
-from shared.vector.base import EmbedderMismatch, SearchFilters, VectorSearchError
+from shared.vector.base import EmbedderMismatch, SearchFilters, VectorConfigError, VectorSearchError
 from shared.vector.indexer import get_service
 
 log = logging.getLogger("grc.vector")
@@ -95,9 +95,12 @@ async def search_events(req: ApiRequest) -> ApiResponse:
         raise bad_param("q", f"at most {MAX_QUERY_CHARS} characters")
     k = int_param(req, "k", 10, 1, get_settings().vector_search_max_k)
     filters = parse_filters(req)
-    service = get_service()
     try:
+        service = get_service()
         hits = await service.search(tenant, query, k, filters)
+    except VectorConfigError as exc:  # a deployment error, not the caller's
+        log.error("vector search not available on this instance: %s", exc)
+        raise ProblemError(503, "Service Unavailable", "vector search is not configured") from exc
     except VectorSearchError as exc:
         log.warning("vector search unavailable: %s (correlationId=%s)", exc, req.correlation_id)
         raise ProblemError(503, "Service Unavailable", "vector search is unavailable; retry later",

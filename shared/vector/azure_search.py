@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import orjson
 from azure.core.credentials import AzureKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from shared.vector.base import (
     EmbedderMismatch,
@@ -225,8 +225,11 @@ class AzureSearchIndex:
             try:
                 existing = await self._indexes.get_index(self.index_name)
             except ResourceNotFoundError:
-                await self._indexes.create_index(index_schema(self.index_name, self.spec))
-                return
+                try:
+                    await self._indexes.create_index(index_schema(self.index_name, self.spec))
+                    return
+                except ResourceExistsError:  # another instance created it meanwhile: verify theirs
+                    existing = await self._indexes.get_index(self.index_name)
         except AzureError as exc:
             raise VectorSearchError(f"Azure AI Search index check failed: {type(exc).__name__}") from exc
         verify_schema(existing, self.spec)

@@ -16,6 +16,10 @@ class VectorSearchError(Exception):
     """A vector backend failed (network, service error); worth a retry."""
 
 
+class VectorConfigError(RuntimeError):
+    """Vector search cannot run on this instance as configured (missing package, model file, setting)."""
+
+
 class EmbedderMismatch(ValueError):
     """Vectors from another model or of another size than the index was built with."""
 

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.models import Event
 from shared.settings import Settings
-from shared.vector.base import Embedder, IndexSpec, SearchFilters, SearchHit, VectorDoc, VectorIndex
+from shared.vector.base import (
+    Embedder,
+    IndexSpec,
+    SearchFilters,
+    SearchHit,
+    VectorConfigError,
+    VectorDoc,
+    VectorIndex,
+)
 from shared.vector.text import render_event_text
 
 log = logging.getLogger("grc.vector")
@@ -119,8 +127,13 @@ def build_embedder(settings: Settings) -> Embedder:
 @lru_cache(maxsize=2)
 def _local_model(tokenizer_path: str, batch_size: int) -> Embedder:
     """The local model is loaded once per process (it holds no event-loop state)."""
-    from shared.vector.local_minilm import LocalMiniLM
-
+    try:
+        from shared.vector.local_minilm import LocalMiniLM
+    except ImportError as exc:  # requirements-local.txt is never deployed
+        raise VectorConfigError(
+            "EMBEDDING_BACKEND=local needs the local-only packages (requirements-local.txt); "
+            "in Azure set EMBEDDING_BACKEND=azure-openai and VECTOR_BACKEND=azure-search"
+        ) from exc
     return LocalMiniLM(tokenizer_path, batch_size=batch_size)
 
 

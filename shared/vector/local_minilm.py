@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from shared.vector.base import Vector
+from shared.vector.base import Vector, VectorConfigError
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIMENSIONS = 384
@@ -22,7 +22,7 @@ MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(VectorConfigError):
     """The model or tokenizer file is missing or not the one pinned."""
 
 

@@ -19,6 +19,7 @@ from shared.vector.base import (
     IndexSpec,
     SearchFilters,
     SearchHit,
+    VectorConfigError,
     VectorDoc,
     check_spec,
     check_vector,
@@ -36,8 +37,14 @@ def to_epoch_ms(ts: str) -> int:
 
 
 def _connect(path: str) -> Any:
-    import pysqlite3.dbapi2 as sqlite3  # local-only packages: imported only when this index is built
-    import sqlite_vec
+    try:  # local-only packages: imported only when this index is built
+        import pysqlite3.dbapi2 as sqlite3
+        import sqlite_vec
+    except ImportError as exc:
+        raise VectorConfigError(
+            "VECTOR_BACKEND=sqlite needs the local-only packages (requirements-local.txt); "
+            "in Azure set VECTOR_BACKEND=azure-search"
+        ) from exc
 
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
