@@ -35,6 +35,7 @@ status=$?
 set -e
 
 # Summary line and parse errors from the JSON report (the CLI output hides parse errors).
+set +e
 python3 - "$out/results_json.json" <<'PY'
 import json, sys
 data = json.load(open(sys.argv[1]))
@@ -51,4 +52,6 @@ for path in errors:
 sys.exit(1 if summary["failed"] or summary["parsing_errors"] or not summary["passed"] else 0)
 PY
 py_status=$?
+# Keep the JSON report for callers that inspect it (tests/test_infra_checkov.py).
+if [[ -n "${CHECKOV_JSON_OUT:-}" ]]; then cp "$out/results_json.json" "$CHECKOV_JSON_OUT"; fi
 exit $(( status != 0 ? status : py_status ))

@@ -66,6 +66,12 @@ param functionInstanceMemoryMB int = 2048
 @maxValue(1000)
 param functionMaximumInstanceCount int = 100
 
+@description('Always-ready (pre-warmed) instances for the HTTP functions; 0 = scale from zero.')
+param functionAlwaysReadyInstances int = 0
+
+@description('Zone-redundant Flex Consumption plan (region must support it).')
+param functionZoneRedundant bool = false
+
 @description('LOG_LEVEL of the app.')
 @allowed(['debug', 'info', 'warning', 'error'])
 param logLevel string = 'info'
@@ -400,6 +406,8 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerName: deploymentContainerName
     instanceMemoryMB: functionInstanceMemoryMB
     maximumInstanceCount: functionMaximumInstanceCount
+    alwaysReadyHttpInstances: functionAlwaysReadyInstances
+    zoneRedundant: functionZoneRedundant
     appSettings: appSettings
     publicNetworkAccess: effectivePublicAccess
     virtualNetworkSubnetId: usePrivateEndpoints ? network.outputs.functionSubnetId : ''

@@ -46,7 +46,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales out per trigger group on demand; a warm minimum is the alwaysReadyHttpInstances parameter (prod sets 1), not siteConfig instance counts.
   location: location
   // checkov:skip=CKV_AZURE_213: Flex Consumption has no App Service health-check feature; GET /health (anonymous, per-dependency status) is the probe for availability tests.
-  // checkov:skip=CKV_AZURE_56: App Service Authentication (Easy Auth) is optional; the app validates the caller's Entra ID token itself and also honours X-MS-CLIENT-PRINCIPAL when Easy Auth is turned on.
   // azd finds the service to deploy by this tag.
   tags: union(tags, { 'azd-service-name': 'api' })
   kind: 'functionapp,linux'
@@ -84,7 +83,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 // checkov treats every sites/config resource as the `web` site config; this one holds app settings
 // only, so the site-config checks below are false positives here.
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_13: false positive on the appsettings resource; caller authentication is function keys + Entra ID token validation in the app (see CKV_AZURE_56 on the site).
+  // checkov:skip=CKV_AZURE_13: false positive on the appsettings resource; caller authentication is function keys + Entra ID token validation in the app (see the CKV_AZURE_17 note on the site).
   // checkov:skip=CKV_AZURE_63: false positive on the appsettings resource; Flex Consumption (Linux) has no App Service HTTP logs; requests are logged by FunctionAppLogs and Application Insights.
   // checkov:skip=CKV_AZURE_65: false positive on the appsettings resource; detailed error pages are an IIS (Windows) feature, not applicable to Linux Flex Consumption.
   parent: site
