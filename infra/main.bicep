@@ -309,6 +309,8 @@ module keyvault 'modules/keyvault.bicep' = {
     tags: allTags
     name: 'kv-${take(resourceToken, 20)}'
     redisName: redis.outputs.name
+    eventHubsNamespaceName: eventhubs.outputs.name
+    eventHubsSendRuleName: eventhubs.outputs.sendRuleName
     publicNetworkAccess: effectivePublicAccess
     workspaceId: monitoring.outputs.workspaceId
   }
@@ -372,10 +374,13 @@ var appSettings = {
   COSMOS_COMPLIANCE_CONTAINER: cosmosContainers.compliance
   COSMOS_POLICIES_CONTAINER: cosmosContainers.policies
   COSMOS_LEASE_CONTAINER: cosmosLeaseContainerName
-  // Event Hubs through its Kafka endpoint (OAUTHBEARER with the managed identity) and AMQP.
+  // Event Hubs through its Kafka endpoint: OAUTHBEARER with the managed identity, or (SAS
+  // enabled) PLAIN with $ConnectionString and the connection string from Key Vault; and AMQP.
   KAFKA_BROKER: kafkaBootstrap
   KAFKA_SECURITY_PROTOCOL: 'SASL_SSL'
-  KAFKA_SASL_MECHANISM: 'OAUTHBEARER'
+  KAFKA_SASL_MECHANISM: eventHubsDisableLocalAuth ? 'OAUTHBEARER' : 'PLAIN'
+  KAFKA_SASL_USERNAME: eventHubsDisableLocalAuth ? '' : '$ConnectionString'
+  KAFKA_SASL_PASSWORD: eventHubsDisableLocalAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.eventHubsConnectionSecretUri})'
   EVENTHUB_FULLY_QUALIFIED_NAMESPACE: '${eventhubs.outputs.name}.servicebus.windows.net'
   // Caller authentication and tenant isolation.
   AUTH_ISSUER: authIssuer
@@ -428,6 +433,7 @@ module roles 'modules/roles.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     redisName: redis.outputs.name
     redisEntraAuth: redisEntraAuth
+    eventHubsConnectionSecret: !eventHubsDisableLocalAuth
   }
 }
 

@@ -29,9 +29,17 @@ resource namespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
     disableLocalAuth: disableLocalAuth
     publicNetworkAccess: publicNetworkAccess
     isAutoInflateEnabled: skuName == 'Standard'
-    maximumThroughputUnits: skuName == 'Standard' ? 4 : 0
+    maximumThroughputUnits: skuName == 'Standard' ? max(capacity * 2, 4) : 0
     zoneRedundant: true
   }
+}
+
+// Only when SAS is allowed: a send-only rule whose connection string Key Vault keeps for Kafka
+// SASL PLAIN (username $ConnectionString). With disableLocalAuth the app uses OAUTHBEARER instead.
+resource sendRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = if (!disableLocalAuth) {
+  parent: namespace
+  name: 'app-send'
+  properties: { rights: ['Send'] }
 }
 
 resource hubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = [for hub in eventHubs: {
@@ -68,3 +76,4 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
 
 output id string = namespace.id
 output name string = namespace.name
+output sendRuleName string = disableLocalAuth ? '' : sendRule.name

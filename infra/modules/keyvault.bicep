@@ -7,12 +7,19 @@ param location string
 param tags object
 param name string
 param redisName string
+param eventHubsNamespaceName string
+@description('Send-only SAS rule of the namespace; empty = Entra ID only, no secret.')
+param eventHubsSendRuleName string
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string
 param workspaceId string
 
 resource redis 'Microsoft.Cache/redis@2024-11-01' existing = {
   name: redisName
+}
+
+resource eventHubsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' existing = if (!empty(eventHubsSendRuleName)) {
+  name: '${eventHubsNamespaceName}/${eventHubsSendRuleName}'
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -46,6 +53,18 @@ resource redisPassword 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+// Kafka SASL PLAIN password (the namespace connection string), only when SAS is enabled.
+resource eventHubsConnection 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(eventHubsSendRuleName)) {
+  parent: vault
+  name: 'eventhubs-connection-string'
+  properties: {
+    // checkov:skip=CKV_AZURE_114: false positive, contentType is set below; checkov does not see the properties of a conditional (if) resource.
+    // checkov:skip=CKV_AZURE_41: the value is a SAS rule's connection string rotated by regenerating the rule's key and redeploying; an expiry here would break the app-setting reference without rotating anything.
+    contentType: 'text/plain; eventhubs-connection-string'
+    value: eventHubsSendRule.listKeys().primaryConnectionString
+  }
+}
+
 resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: vault
@@ -60,3 +79,4 @@ output id string = vault.id
 output name string = vault.name
 // Versionless URI: the reference follows key rotation.
 output redisPasswordSecretUri string = '${vault.properties.vaultUri}secrets/${redisPassword.name}'
+output eventHubsConnectionSecretUri string = empty(eventHubsSendRuleName) ? '' : '${vault.properties.vaultUri}secrets/eventhubs-connection-string'

@@ -9,6 +9,8 @@ param keyVaultName string
 param appInsightsName string
 param redisName string
 param redisEntraAuth bool
+@description('True when Key Vault holds the Event Hubs connection string (SAS enabled).')
+param eventHubsConnectionSecret bool
 
 // Built-in role definition ids (stable across tenants).
 var roles = {
@@ -41,6 +43,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 resource redisPasswordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
   parent: vault
   name: 'redis-password'
+}
+
+resource eventHubsConnectionSecretRes 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = if (eventHubsConnectionSecret) {
+  parent: vault
+  name: 'eventhubs-connection-string'
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -110,6 +117,17 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
     description: 'Key Vault reference REDIS_PASSWORD'
+  }
+}
+
+resource eventHubsSecretUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (eventHubsConnectionSecret) {
+  name: guid(vault.id, 'eventhubs-connection-string', principalId, roles.keyVaultSecretsUser)
+  scope: eventHubsConnectionSecretRes
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'Key Vault reference KAFKA_SASL_PASSWORD'
   }
 }
 
