@@ -30,6 +30,10 @@ param tags object = {}
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Enabled'
 
+@description('Public network access of the Function App (the HTTP API). Callers authenticate with a function key and an Entra ID token; "Disabled" needs your own inbound private endpoint or front door.')
+@allowed(['Enabled', 'Disabled'])
+param apiPublicNetworkAccess string = 'Enabled'
+
 @description('Create a VNet, private endpoints and private DNS zones for storage, Cosmos DB, Event Hubs, Redis and Key Vault, and integrate the Function App into it.')
 param usePrivateEndpoints bool = false
 
@@ -414,7 +418,7 @@ module functionApp 'modules/functionapp.bicep' = {
     alwaysReadyHttpInstances: functionAlwaysReadyInstances
     zoneRedundant: functionZoneRedundant
     appSettings: appSettings
-    publicNetworkAccess: effectivePublicAccess
+    publicNetworkAccess: apiPublicNetworkAccess
     virtualNetworkSubnetId: usePrivateEndpoints ? network.outputs.functionSubnetId : ''
     workspaceId: monitoring.outputs.workspaceId
   }
