@@ -220,7 +220,7 @@ var cmk = {
 // Public access is only switched off when something private can reach the services.
 var effectivePublicAccess = usePrivateEndpoints ? publicNetworkAccess : 'Enabled'
 
-resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
   name: rgName
   location: location
   tags: allTags
