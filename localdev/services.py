@@ -91,6 +91,17 @@ def _tansu_argv(p: dict[str, int], work: Path) -> list[str]:
             "--storage-engine", "memory://tansu/"]
 
 
+def _cosmos_argv(p: dict[str, int], work: Path) -> list[str]:
+    # Our wrapper of @vercel/cosmosdb-server with a working change feed (localdev/cosmos/README.md).
+    return ["node", str(ROOT / "localdev" / "cosmos" / "server.js"), "--port", str(p["port"]), "--host", "127.0.0.1"]
+
+
+def _cosmos_settings(p: dict[str, int]) -> dict[str, str]:
+    from localdev.cosmos_server import LOCAL_COSMOS_KEY  # noqa: PLC0415
+
+    return {"COSMOS_DB_ENDPOINT": f"http://127.0.0.1:{p['port']}", "COSMOS_DB_KEY": LOCAL_COSMOS_KEY}
+
+
 SPECS: dict[str, ServiceSpec] = {
     "redis": ServiceSpec(
         "redis", ("port",), _redis_argv,
@@ -103,6 +114,7 @@ SPECS: dict[str, ServiceSpec] = {
             "AzureWebJobsStorage": azurite_connection_string(p["blob"], p["queue"], p["table"]),
         },
     ),
+    "cosmos": ServiceSpec("cosmos", ("port",), _cosmos_argv, _cosmos_settings),
     "kafka": ServiceSpec(
         "kafka", ("port",), _tansu_argv,
         lambda p: {"KAFKA_BROKER": f"127.0.0.1:{p['port']}"},
@@ -112,6 +124,7 @@ SPECS: dict[str, ServiceSpec] = {
 DEFAULT_PORTS: dict[str, dict[str, int]] = {
     "redis": {"port": 6379},
     "azurite": {"blob": 10000, "queue": 10001, "table": 10002},
+    "cosmos": {"port": 8081},
     "kafka": {"port": 9092},
 }
 

@@ -1,17 +1,20 @@
 """Event, stream configuration and result models (pydantic v2)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -22,12 +25,25 @@ from shared.destinations.options import DestinationConfig
 SCHEMA_VERSION = "1.0"
 SYSTEM_TENANT = "system"
 
+TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
+TENANT_RE = re.compile(TENANT_PATTERN)
+TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
+
+
+def _check_tenant(value: str) -> str:
+    if not TENANT_RE.match(value):
+        raise ValueError(f"tenantId must be {TENANT_RULE}")
+    return value
+
+
 TenantId = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"),
+    AfterValidator(_check_tenant),
+    WithJsonSchema({"type": "string", "pattern": TENANT_PATTERN, "minLength": 3, "maxLength": 64}),
 ]
-TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
-ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ClientIdPattern = re.compile(CLIENT_ID_PATTERN)
+ClientId = Annotated[str, StringConstraints(pattern=CLIENT_ID_PATTERN)]
 
 
 class EventType(str, Enum):
@@ -156,11 +172,29 @@ class Event(BaseModel):
 
     _json: bytes | None = PrivateAttr(default=None)
 
+    @classmethod
+    def trusted(cls, **fields: Any) -> "Event":
+        """Build from values already validated (EventIn + enrichment) without re-validating.
+
+        The hot path of every publish: pydantic's `model_construct` walks the field table per call,
+        this sets the same instance state directly (all fields are always given).
+        """
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", fields)
+        object.__setattr__(obj, "__pydantic_fields_set__", _EVENT_FIELDS)
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", {"_json": None})
+        return obj
+
     def to_json(self) -> bytes:
         """The native wire format, serialised once and shared by every destination."""
-        if self._json is None:
-            self._json = orjson.dumps(self.to_dict())
-        return self._json
+        private = self.__pydantic_private__
+        cached = private.get("_json") if private is not None else None
+        if cached is None:
+            cached = orjson.dumps(self.to_dict())
+            if private is not None:
+                private["_json"] = cached  # direct: BaseModel.__setattr__ is slow on the hot path
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +236,9 @@ class Event(BaseModel):
         if wire_format == "cloudevents":
             return orjson.dumps(self.to_cloudevent())
         return self.to_json()
+
+
+_EVENT_FIELDS = frozenset(Event.model_fields)
 
 
 # ---- stream configuration -------------------------------------------------------------
@@ -290,8 +327,11 @@ EventStatus = Literal["accepted", "filtered", "rejected", "failed", "duplicate"]
 
 
 class FieldError(BaseModel):
+    """One validation error; `pointer` is a JSON Pointer into the request body (RFC 9457 style)."""
+
+    pointer: str
     field: str
-    message: str
+    detail: str
     type: str | None = None
 
 
@@ -314,9 +354,6 @@ class EventResult(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
     reason: str | None = None
     httpStatus: int | None = None  # per-event status code in bulk answers
-
-
-Timestamp = Union[str, None]
 
 
 def utc_now_iso(now: datetime | None = None) -> str:

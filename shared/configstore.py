@@ -1,0 +1,158 @@
+"""Per-tenant stream configs in an Azure Table, cached per instance.
+
+Entity: PartitionKey = tenantId, RowKey = "streamconfig", `Config` = the JSON document,
+`Version` = a counter bumped on every write. The Table's ETag is the HTTP ETag (If-Match gives
+optimistic concurrency). Each write also bumps `grc:{tenant}:cfgver` in Redis; instances compare
+that number (one round trip per batch, for all tenants of the batch) with the one their cached copy
+was read at, so a change is seen by every instance on its next batch. If Redis cannot be read, a
+cached copy younger than STREAM_CONFIG_CACHE_SECONDS is used; no copy is used longer than that.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import orjson
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables.aio import TableClient, TableServiceClient
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.models import StreamConfig, StreamConfigIn, utc_now_iso
+from shared.redisconn import tenant_key
+
+ROW_KEY = "streamconfig"
+
+
+class PreconditionFailed(Exception):
+    """If-Match / If-None-Match did not hold."""
+
+
+@dataclass
+class _Cached:
+    config: StreamConfig
+    etag: str | None
+    version: int
+    fetched_at: float
+
+
+class ConfigStore:
+    def __init__(
+        self, tables: TableServiceClient, table_name: str, redis: Redis, cache_seconds: float
+    ) -> None:
+        self._tables = tables
+        self._table_name = table_name
+        self._redis = redis
+        self._ttl = cache_seconds
+        self._cache: dict[str, _Cached] = {}
+        self._table: TableClient | None = None
+        self._table_lock = asyncio.Lock()
+
+    async def table(self) -> TableClient:
+        if self._table is None:
+            async with self._table_lock:
+                if self._table is None:
+                    try:
+                        await self._tables.create_table(self._table_name)
+                    except ResourceExistsError:
+                        pass
+                    self._table = self._tables.get_table_client(self._table_name)
+        return self._table
+
+    async def read(self, tenant_id: str) -> tuple[StreamConfig, str | None]:
+        """Straight from the table (no cache): the config and its ETag, or the default and None."""
+        table = await self.table()
+        try:
+            entity = await table.get_entity(tenant_id, ROW_KEY)
+        except ResourceNotFoundError:
+            return StreamConfig.default(tenant_id), None
+        config = StreamConfig.model_validate_json(entity["Config"])
+        return config, entity.metadata.get("etag")
+
+    async def write(
+        self,
+        tenant_id: str,
+        body: StreamConfigIn,
+        *,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> tuple[StreamConfig, str, StreamConfig | None]:
+        """Create or replace; returns (new config, new ETag, previous config or None)."""
+        table = await self.table()
+        previous, etag = await self.read(tenant_id)
+        existed = etag is not None
+        if if_none_match == "*" and existed:
+            raise PreconditionFailed("a stream config exists for this tenant")
+        if if_match not in (None, "*") and if_match != etag:
+            raise PreconditionFailed("the stream config was changed since it was read")
+        if if_match == "*" and not existed:
+            raise PreconditionFailed("no stream config is stored for this tenant")
+        config = StreamConfig(
+            **body.model_dump(exclude={"tenantId"}),
+            tenantId=tenant_id,
+            version=(previous.version + 1) if existed else 1,
+            updatedAt=utc_now_iso(),
+        )
+        entity = {
+            "PartitionKey": tenant_id,
+            "RowKey": ROW_KEY,
+            "Config": config.model_dump_json(),
+            "Version": config.version,
+        }
+        try:
+            if existed:
+                meta = await table.update_entity(
+                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                meta = await table.create_entity(entity)
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise PreconditionFailed("the stream config was changed concurrently") from exc
+        new_etag = meta.get("etag") if isinstance(meta, dict) else None
+        try:
+            await self._redis.incr(tenant_key(tenant_id, "cfgver"))
+        except RedisError:
+            pass  # instances fall back to the cache TTL
+        self._cache.pop(tenant_id, None)
+        return config, new_etag or "", (previous if existed else None)
+
+    async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]:
+        """Configs for the tenants of a batch, from the cache when still current."""
+        tenants = list(dict.fromkeys(tenant_ids))
+        now = time.monotonic()
+        versions: list[int | None]
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for t in tenants:
+                pipe.get(tenant_key(t, "cfgver"))
+            versions = [int(v) if v else 0 for v in await pipe.execute()]
+        except RedisError:
+            versions = [None] * len(tenants)
+        out: dict[str, StreamConfig] = {}
+        missing: list[tuple[str, int | None]] = []
+        for t, ver in zip(tenants, versions):
+            c = self._cache.get(t)
+            # The TTL bounds every cached copy: a write whose version bump failed (Redis blip)
+            # would otherwise stay invisible to instances that still read the old version.
+            fresh = c is not None and now - c.fetched_at < self._ttl and (ver is None or c.version == ver)
+            if fresh and c is not None:
+                out[t] = c.config
+            else:
+                missing.append((t, ver))
+        if missing:
+            loaded = await asyncio.gather(*(self.read(t) for t, _ in missing))
+            for (t, ver), (config, etag) in zip(missing, loaded):
+                # Version 0 = never written; a failed version read caches under the TTL rule.
+                self._cache[t] = _Cached(config, etag, ver if ver is not None else -1, now)
+                out[t] = config
+        return out
+
+    async def get(self, tenant_id: str) -> StreamConfig:
+        return (await self.get_many([tenant_id]))[tenant_id]
+
+
+def config_json(config: StreamConfig) -> bytes:
+    return orjson.dumps(config.model_dump(mode="json"))

@@ -1,0 +1,130 @@
+"""Redis Streams destination: one stream per tenant, `grc:{tenant}:events`.
+
+Each entry holds `t` (eventType), `s` (source), `f` (wire format) and `e` (the encoded event),
+so readers can filter without parsing. Retention by `retentionDays` trims with MINID on every
+XADD (approximate, so Redis trims whole macro-nodes cheaply); an optional length cap trims once
+per batch. A batch is one command: a server-side script appends every entry (one key, so it is
+Redis-Cluster safe) and answers each entry's id or its error, which removes redis-py's
+per-command packing and reply handling from the hot path (see bench/publish_path.py).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.destinations.base import DependencyHealth, delivered, failed
+from shared.destinations.options import RedisStreamOptions
+from shared.models import Delivery, Event, StreamConfig
+from shared.redisconn import tenant_key
+
+DAY_MS = 86_400_000
+
+# KEYS[1] stream; ARGV: minid, format, maxlen (0 = none), then (type, source, payload) per event.
+# pcall per entry: one failing XADD (e.g. OOM) is reported for that entry, the others still land.
+_APPEND = """
+local key, minid, fmt, maxlen = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV, 3 do
+  local r = redis.pcall('XADD', key, 'MINID', '~', minid, '*', 't', ARGV[i], 's', ARGV[i + 1], 'f', fmt, 'e', ARGV[i + 2])
+  if type(r) == 'table' and r.err then out[#out + 1] = 'ERR ' .. r.err else out[#out + 1] = r end
+end
+if maxlen > 0 then redis.pcall('XTRIM', key, 'MAXLEN', '~', maxlen) end
+return out
+"""
+
+
+def stream_key(tenant_id: str) -> str:
+    return tenant_key(tenant_id, "events")
+
+
+class RedisStreamsDestination:
+    type = "redis"
+
+    def __init__(self, client: Redis) -> None:
+        self._redis = client
+        self._append = client.register_script(_APPEND)
+
+    async def publish(
+        self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig  # type: ignore[override]
+    ) -> list[Delivery]:
+        if not events:
+            return []
+        key = stream_key(stream.tenantId)
+        minid = str(int(time.time() * 1000) - stream.retentionDays * DAY_MS)
+        fmt = options.format
+        args: list[Any] = [minid, fmt, options.maxLen or 0]
+        for ev in events:
+            args += (ev.eventType.value, ev.source.value, ev.encode(fmt))
+        try:
+            replies = await self._append(keys=[key], args=args)
+        except RedisError as exc:  # connection-level or script error: nothing is known to be written
+            return [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True) for _ in events]
+        out: list[Delivery] = []
+        for reply in replies:
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if text.startswith("ERR "):
+                # OOM and LOADING clear up; anything else is a refusal that retrying will not fix.
+                transient = "OOM" in text or "LOADING" in text or "BUSY" in text
+                out.append(failed(self.type, f"XADD failed: {text[4:204]}", transient=transient))
+            else:
+                out.append(delivered(self.type, text))
+        return out
+
+    async def read_recent(
+        self,
+        tenant_id: str,
+        limit: int,
+        event_type: str | None = None,
+        source: str | None = None,
+        scan_cap: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        """Newest first; filters applied on the entry fields, scanning at most `scan_cap` entries."""
+        key = stream_key(tenant_id)
+        out: list[dict[str, Any]] = []
+        upper = "+"
+        scanned = 0
+        page = limit if not (event_type or source) else min(max(limit * 4, 200), 1000)
+        while len(out) < limit and scanned < scan_cap:
+            entries = await self._redis.xrevrange(key, max=upper, min="-", count=page)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                if event_type and fields.get(b"t", b"").decode() != event_type:
+                    continue
+                if source and fields.get(b"s", b"").decode() != source:
+                    continue
+                doc = orjson.loads(fields[b"e"])
+                out.append({"streamId": entry_id.decode(), "format": fields.get(b"f", b"native").decode(), "event": doc})
+                if len(out) >= limit:
+                    break
+            scanned += len(entries)
+            if len(entries) < page:
+                break
+            upper = "(" + entries[-1][0].decode()  # exclusive: continue below the last id seen
+        return out
+
+    async def health(self) -> DependencyHealth:
+        start = time.perf_counter()
+        try:
+            await self._redis.ping()
+            info = await self._redis.info("memory")
+        except RedisError as exc:
+            return DependencyHealth("redis", "unhealthy", detail=type(exc).__name__)
+        latency = (time.perf_counter() - start) * 1000
+        used = int(info.get("used_memory", 0))
+        maxmem = int(info.get("maxmemory", 0))
+        extra: dict[str, Any] = {"usedMemoryBytes": used, "maxMemoryBytes": maxmem or None}
+        status = "healthy"
+        if maxmem:
+            pct = used * 100.0 / maxmem
+            extra["memoryPercent"] = round(pct, 2)
+            if pct > 80:
+                status = "degraded"
+        return DependencyHealth("redis", status, round(latency, 2), info=extra)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        """The client is owned by the service container, which closes it."""

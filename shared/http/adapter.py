@@ -1,0 +1,100 @@
+"""The one request adapter every HTTP function goes through.
+
+It assigns the correlation id, parses and bounds bodies, turns `ProblemError` and unexpected
+exceptions into problem details (never leaking internals), and is the single place where
+authentication and tenant checks apply.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable, Mapping
+
+import orjson
+
+from shared.http.types import ApiRequest, ApiResponse, ProblemError
+from shared.ids import uuid7
+from shared.models import ClientIdPattern
+from shared.security.errors import RateLimited, SecurityError, response_headers
+from shared.security.tenants import authorize_all, is_tenant_id
+from shared.services import get_services
+
+log = logging.getLogger("grc.http")
+
+Handler = Callable[[ApiRequest], Awaitable[ApiResponse]]
+JSON_TYPES = ("application/json", "text/json")
+
+
+def correlation_id_for(req: ApiRequest) -> str:
+    for name in ("x-correlation-id", "x-request-id"):
+        value = req.headers.get(name)
+        if value and ClientIdPattern.match(value):
+            return value
+    return uuid7()
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler as answering without a caller identity (/health, /openapi.json, 404/405)."""
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
+
+async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
+    """Tenant authorisation and rate limit for the tenants a request touches (cost = events).
+    Any tenant not granted refuses the whole request (docs/security.md, 'Bulk requests')."""
+    assert req.principal is not None, "admit() needs an authenticated request"
+    authorize_all(req.principal, tenant_costs)
+    limiter = get_services().ratelimit
+    for tenant, cost in sorted(tenant_costs.items()):
+        if not is_tenant_id(tenant):
+            continue  # only an admin gets here with one; the handler answers 400 for it
+        decision = await limiter.take(tenant, cost)
+        if not decision.allowed:
+            raise RateLimited(decision.retry_after_seconds, f"tenant {tenant} over its rate")
+
+
+async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:
+    if not getattr(handler, "public", False):
+        req.principal = await get_services().auth.authenticate(req.headers)
+        if "tenantId" in req.route:  # path-scoped routes; body-scoped ones call admit() themselves
+            await admit(req, {req.route["tenantId"]: 1})
+    return await handler(req)
+
+
+async def handle(req: ApiRequest, handler: Handler) -> ApiResponse:
+    req.correlation_id = correlation_id_for(req)
+    try:
+        resp = await _secure(req, handler)
+    except ProblemError as exc:
+        resp = exc.response(instance=req.path, correlation_id=req.correlation_id)
+    except SecurityError as exc:  # generic detail only; the reason goes to the log
+        log.info("%s %s refused %d: %s (correlationId=%s)", req.method, req.path, exc.status, exc.reason,
+                 req.correlation_id)
+        resp = ProblemError(exc.status, exc.title, exc.detail, headers=response_headers(exc)).response(
+            instance=req.path, correlation_id=req.correlation_id)
+    except Exception:  # noqa: BLE001 - never show internals to a client
+        log.exception("unhandled error in %s %s (correlationId=%s)", req.method, req.path, req.correlation_id)
+        resp = ProblemError(500, "Internal Server Error", "The request could not be processed.").response(
+            instance=req.path, correlation_id=req.correlation_id
+        )
+    resp.headers.setdefault("x-correlation-id", req.correlation_id)
+    return resp
+
+
+def read_json(req: ApiRequest, max_bytes: int) -> Any:
+    """Parse a JSON body: 415 when not JSON, 413 when too large, 400 with the position when malformed."""
+    ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype not in JSON_TYPES:
+        raise ProblemError(415, "Unsupported Media Type",
+                           f"send the body as application/json (got {ctype or 'no Content-Type'})")
+    declared = req.headers.get("content-length")
+    if len(req.body) > max_bytes or (declared and declared.isdigit() and int(declared) > max_bytes):
+        raise ProblemError(413, "Content Too Large", f"the body is larger than {max_bytes} bytes",
+                           maxBytes=max_bytes)
+    if not req.body:
+        raise ProblemError(400, "Bad Request", "the request body is empty",
+                           errors=[{"pointer": "", "field": "(body)", "detail": "a JSON body is required"}])
+    try:
+        return orjson.loads(req.body)
+    except orjson.JSONDecodeError as exc:
+        raise ProblemError(400, "Bad Request", f"the body is not valid JSON: {exc.msg} at position {exc.pos}",
+                           errors=[{"pointer": "", "field": "(body)", "detail": "malformed JSON"}]) from exc

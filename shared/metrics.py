@@ -1,0 +1,211 @@
+"""Real-time per-tenant metrics in Redis, shared by every instance, written once per batch.
+
+Layout (all keys of a tenant carry the `{tenant}` hash tag, so they live in one cluster slot):
+- `grc:{t}:m:b:<epoch//10>`: a hash per 10-second bucket (kept 65 minutes) with counters
+  (`acc`, `flt`, `rej`, `fail`, `dup`, `retry`, `dlq`), per type `t:<TYPE>`, per source `s:<SRC>`,
+  per destination `d:<dest>:ok|fail|park`, and log-scale histograms `lat:<i>` (end-to-end
+  processing latency) and `dly:<i>` (change-feed delay) plus their `latn/lats`, `dlyn/dlys` sums.
+- `grc:{t}:m:total`: the same counters without histograms, never expiring.
+Windows (1 min, 5 min, 1 h) are sums over buckets; percentiles come from the merged histogram
+(upper bound of the bucket: at most 10 % high).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from redis.asyncio import Redis
+
+from shared.redisconn import tenant_key
+
+BUCKET_SECONDS = 10
+BUCKET_TTL_SECONDS = 3900
+WINDOWS = {"1m": 60, "5m": 300, "1h": 3600}
+HIST_BASE_MS = 0.1
+HIST_GROWTH = 1.1
+TENANTS_KEY = "grc:tenants"  # tenants seen, for periodic snapshots
+
+
+def hist_index(ms: float) -> int:
+    return max(0, int(math.log(max(ms, HIST_BASE_MS) / HIST_BASE_MS, HIST_GROWTH)))
+
+
+def hist_upper(index: int) -> float:
+    return HIST_BASE_MS * HIST_GROWTH ** (index + 1)
+
+
+@dataclass
+class TenantStats:
+    """What one batch did for one tenant; the pipeline fills it, `record` writes it in one go."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    latency: Counter[int] = field(default_factory=Counter)
+    latency_sum_ms: float = 0.0
+    delay: Counter[int] = field(default_factory=Counter)
+    delay_sum_ms: float = 0.0
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def observe_latency(self, ms: float, n: int = 1) -> None:
+        self.latency[hist_index(ms)] += n
+        self.latency_sum_ms += ms * n
+
+    def observe_delay(self, ms: float) -> None:
+        self.delay[hist_index(ms)] += 1
+        self.delay_sum_ms += ms
+
+
+@dataclass
+class BatchStats:
+    tenants: dict[str, TenantStats] = field(default_factory=dict)
+
+    def tenant(self, tenant_id: str) -> TenantStats:
+        ts = self.tenants.get(tenant_id)
+        if ts is None:
+            ts = self.tenants[tenant_id] = TenantStats()
+        return ts
+
+
+def _percentile(hist: dict[int, int], q: float) -> float | None:
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for idx in sorted(hist):
+        seen += hist[idx]
+        if seen >= rank:
+            return round(hist_upper(idx), 2)
+    return round(hist_upper(max(hist)), 2)
+
+
+class TenantMetrics:
+    def __init__(self, client: Redis) -> None:
+        self._redis = client
+
+    async def record(self, stats: BatchStats, now: float | None = None) -> None:
+        if not stats.tenants:
+            return
+        now = time.time() if now is None else now
+        bucket = int(now // BUCKET_SECONDS)
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, ts in stats.tenants.items():
+            bkey = tenant_key(tenant, "m", "b", str(bucket))
+            tkey = tenant_key(tenant, "m", "total")
+            fields: dict[str, float] = {k: v for k, v in ts.counters.items() if v}
+            for k, v in fields.items():
+                pipe.hincrby(bkey, k, int(v))
+                pipe.hincrby(tkey, k, int(v))
+            for idx, n in ts.latency.items():
+                pipe.hincrby(bkey, f"lat:{idx}", n)
+            if ts.latency:
+                pipe.hincrby(bkey, "latn", sum(ts.latency.values()))
+                pipe.hincrbyfloat(bkey, "lats", ts.latency_sum_ms)
+            for idx, n in ts.delay.items():
+                pipe.hincrby(bkey, f"dly:{idx}", n)
+            if ts.delay:
+                pipe.hincrby(bkey, "dlyn", sum(ts.delay.values()))
+                pipe.hincrbyfloat(bkey, "dlys", ts.delay_sum_ms)
+            pipe.expire(bkey, BUCKET_TTL_SECONDS)
+            pipe.sadd(TENANTS_KEY, tenant)
+        await pipe.execute()
+
+    async def snapshot(self, tenant: str, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        current = int(now // BUCKET_SECONDS)
+        n_buckets = WINDOWS["1h"] // BUCKET_SECONDS
+        pipe = self._redis.pipeline(transaction=False)
+        for i in range(n_buckets):
+            pipe.hgetall(tenant_key(tenant, "m", "b", str(current - i)))
+        pipe.hgetall(tenant_key(tenant, "m", "total"))
+        replies = await pipe.execute()
+        buckets = [_decode(r) for r in replies[:-1]]  # newest first
+        totals = _decode(replies[-1])
+        windows = {
+            name: summarize(_merge(buckets[: seconds // BUCKET_SECONDS]), seconds)
+            for name, seconds in WINDOWS.items()
+        }
+        return {
+            "tenantId": tenant,
+            "generatedAt": now,
+            "windows": windows,
+            "totals": summarize_counters(totals),
+        }
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def _merge(buckets: Iterable[dict[str, float]]) -> dict[str, float]:
+    out: Counter[str] = Counter()
+    for b in buckets:
+        out.update(b)
+    return dict(out)
+
+
+def _top(fields: dict[str, float], prefix: str, n: int = 5) -> list[dict[str, Any]]:
+    items = [(k[len(prefix):], int(v)) for k, v in fields.items() if k.startswith(prefix)]
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return [{"name": k, "count": v} for k, v in items[:n]]
+
+
+def _destinations(fields: dict[str, float]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for k, v in fields.items():
+        if k.startswith("d:"):
+            _, dest, outcome = k.split(":", 2)
+            out.setdefault(dest, {"delivered": 0, "failed": 0, "parked": 0})
+            out[dest]["delivered" if outcome == "ok" else "failed" if outcome == "fail" else "parked"] += int(v)
+    return out
+
+
+def summarize_counters(fields: dict[str, float]) -> dict[str, Any]:
+    acc, flt, rej = int(fields.get("acc", 0)), int(fields.get("flt", 0)), int(fields.get("rej", 0))
+    fail, dup = int(fields.get("fail", 0)), int(fields.get("dup", 0))
+    dests = _destinations(fields)
+    d_ok = sum(d["delivered"] for d in dests.values())
+    d_bad = sum(d["failed"] + d["parked"] for d in dests.values())
+    processed = acc + fail + rej
+    return {
+        "accepted": acc,
+        "filtered": flt,
+        "rejected": rej,
+        "failed": fail,
+        "duplicates": dup,
+        "retries": int(fields.get("retry", 0)),
+        "deadLettered": int(fields.get("dlq", 0)),
+        # Error rate: events that were refused or could not be delivered everywhere at first try,
+        # over everything processed; delivery error rate counts per destination attempt.
+        "errorRate": round((rej + fail) / processed, 4) if processed else 0.0,
+        "deliveryErrorRate": round(d_bad / (d_ok + d_bad), 4) if (d_ok + d_bad) else 0.0,
+        "topEventTypes": _top(fields, "t:"),
+        "topSources": _top(fields, "s:"),
+        "destinations": dests,
+    }
+
+
+def summarize(fields: dict[str, float], seconds: int) -> dict[str, Any]:
+    out = summarize_counters(fields)
+    out["windowSeconds"] = seconds
+    out["eventsPerSecond"] = round(out["accepted"] / seconds, 3)
+    lat = {int(k[4:]): int(v) for k, v in fields.items() if k.startswith("lat:")}
+    dly = {int(k[4:]): int(v) for k, v in fields.items() if k.startswith("dly:")}
+    latn, dlyn = fields.get("latn", 0), fields.get("dlyn", 0)
+    out["latencyMs"] = {
+        "p50": _percentile(lat, 0.50),
+        "p95": _percentile(lat, 0.95),
+        "p99": _percentile(lat, 0.99),
+        "mean": round(fields.get("lats", 0) / latn, 2) if latn else None,
+    }
+    out["changeFeedDelayMs"] = {
+        "p50": _percentile(dly, 0.50),
+        "p99": _percentile(dly, 0.99),
+        "max": round(hist_upper(max(dly)), 2) if dly else None,
+        "mean": round(fields.get("dlys", 0) / dlyn, 2) if dlyn else None,
+    }
+    return out

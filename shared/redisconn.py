@@ -1,0 +1,32 @@
+"""The instance's Redis client (redis.asyncio), shared by destinations, metrics and config versions."""
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.settings import Settings
+
+
+def tenant_key(tenant_id: str, *parts: str) -> str:
+    """Redis-Cluster-safe key: every key of a tenant hashes to one slot via the {tenant} tag."""
+    return ":".join(("grc", "{" + tenant_id + "}", *parts))
+
+
+def create_redis(settings: Settings) -> Redis:
+    return Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=settings.redis_password or None,
+        ssl=settings.redis_ssl,
+        socket_timeout=5.0,
+        socket_connect_timeout=2.0,
+        health_check_interval=30,
+        # A short retry on connection drops; longer outages surface as failed deliveries.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        decode_responses=False,
+        max_connections=64,
+    )
