@@ -148,36 +148,46 @@ param storageSku string = 'Standard_LRS'
 @description('Azure Table names the app writes.')
 param storageTables object = {
   streamConfigs: 'streamconfigs'
-  analytics: 'eventsanalytics'
+  analytics: 'events'
   deadLetters: 'deadletters'
   audit: 'audit'
-  idempotency: 'idempotency'
+  parked: 'parked'
 }
 
 @description('Storage queues the app uses.')
 param storageQueues object = {
-  retry: 'grc-retry'
-  vector: 'grc-vector'
+  retry: 'delivery-retries'
+  vector: 'vector-index'
 }
 
 // ---------------------------------------------------------------------------------------------
 // Authentication of callers (issue 6) and vector search (issue 8): values, not secrets
 // ---------------------------------------------------------------------------------------------
-@description('Expected JWT issuer (e.g. https://login.microsoftonline.com/<tenant>/v2.0). Empty = only X-MS-CLIENT-PRINCIPAL.')
+@description('Caller authentication (AUTH_MODE): jwt, appservice (Easy Auth header) or jwt+appservice. jwt+local-open is local only and refused in Azure.')
+@allowed(['jwt', 'appservice', 'jwt+appservice'])
+param authMode string = 'jwt'
+
+@description('Accepted JWT issuer(s), comma-separated (e.g. https://login.microsoftonline.com/<tenant>/v2.0).')
 param authIssuer string = ''
 
-@description('Expected JWT audience (the API app registration).')
+@description('Accepted JWT audience(s), comma-separated (the API app ID URI / client id).')
 param authAudience string = ''
 
-@description('OpenID metadata / JWKS URL for signing keys; empty = derived from the issuer.')
+@description('Signing keys URL; empty = jwks_uri of the issuer\'s OpenID configuration.')
 param authJwksUrl string = ''
 
-@description('Claim holding the tenant ids the caller may access.')
+@description('Claim listing the tenants a caller may access.')
 param authTenantClaim string = 'tenants'
 
-@description('Per-tenant rate limit (events per second) and burst.')
-param rateLimitPerSecond int = 200
-param rateLimitBurst int = 1000
+@description('App role granting every tenant.')
+param authAdminRole string = 'Events.Admin'
+
+@description('Per-tenant rate limit: token refill (events/s; 0 disables) and bucket size.')
+param rateLimitEventsPerSecond int = 1000
+param rateLimitBurst int = 5000
+
+@description('Share of debug/info log records exported to Application Insights (warnings and errors always).')
+param telemetryInfoSampling string = '1.0'
 
 @description('Azure AI Search endpoint for the vector destination (existing service; empty = vector destination off).')
 param searchEndpoint string = ''
@@ -191,8 +201,14 @@ param openAiEndpoint string = ''
 @description('Azure OpenAI embedding deployment name.')
 param openAiEmbeddingDeployment string = 'text-embedding-3-small'
 
-@description('Embedding dimensions.')
-param embeddingDimensions int = 1536
+@description('Embedding model behind the deployment (recorded in the index).')
+param openAiEmbeddingModel string = 'text-embedding-3-small'
+
+@description('Embedding dimensions; 0 = the model\'s own.')
+param embeddingDimensions int = 0
+
+@description('Timer schedule (NCRONTAB) of the overdue-assessment scan.')
+param overdueSchedule string = '0 */5 * * * *'
 
 // ---------------------------------------------------------------------------------------------
 // Alerts
@@ -202,6 +218,17 @@ param alertEmailReceivers array = []
 
 @description('Create the alert rules.')
 param deployAlerts bool = true
+
+// The same thresholds go to the alert rules and to the app (ALERT_*), whose GET /metrics `alerts`
+// block reports the same conditions.
+@description('Error-rate threshold as a fraction (failed / all deliveries of a tenant over 5 min).')
+param alertErrorRate string = '0.05'
+
+@description('Processing (change-feed) delay threshold in seconds.')
+param alertDelaySeconds int = 30
+
+@description('Instance memory threshold in percent.')
+param alertMemoryPercent int = 80
 
 // ---------------------------------------------------------------------------------------------
 // Naming
@@ -350,10 +377,20 @@ var appSettings = {
   AzureWebJobsStorage__accountName: storage.outputs.name
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
-  // Cosmos DB trigger binding (connection="COSMOS"): identity-based.
+  TELEMETRY_INFO_SAMPLING: telemetryInfoSampling
+  // Binding connections with the managed identity: Cosmos DB triggers (connection "COSMOS") and
+  // queue triggers (connection "STORAGE_CONNECTION_STRING", a connection string only locally).
   COSMOS__accountEndpoint: cosmos.outputs.endpoint
+  STORAGE_CONNECTION_STRING__queueServiceUri: storage.outputs.queueEndpoint
   LOG_LEVEL: logLevel
   HEALTH_TIMEOUT_SECONDS: '2'
+  HEALTH_DEGRADED_MS: '1000'
+  // Observability: the alert thresholds shared with alerts.bicep; per-minute tenant monitoring.
+  ALERT_ERROR_RATE: alertErrorRate
+  ALERT_DELAY_SECONDS: string(alertDelaySeconds)
+  ALERT_MEMORY_PERCENT: string(alertMemoryPercent)
+  MONITOR_LOOKBACK_MINUTES: '60'
+  SYSTEM_PERFORMANCE_EVENTS: 'true'
   // Redis: TLS on 6380; the access key comes from Key Vault.
   REDIS_HOST: redis.outputs.hostName
   REDIS_PORT: '6380'
@@ -366,10 +403,9 @@ var appSettings = {
   ANALYTICS_TABLE: storageTables.analytics
   DEADLETTER_TABLE: storageTables.deadLetters
   AUDIT_TABLE: storageTables.audit
-  IDEMPOTENCY_TABLE: storageTables.idempotency
   RETRY_QUEUE: storageQueues.retry
-  VECTOR_QUEUE: storageQueues.vector
-  // Cosmos DB (SDK calls of the app; the trigger uses COSMOS__accountEndpoint).
+  IDEMPOTENCY_WINDOW_SECONDS: '86400'
+  // Cosmos DB change capture (SDK calls of the app; the triggers use COSMOS__accountEndpoint).
   COSMOS_DB_ENDPOINT: cosmos.outputs.endpoint
   COSMOS_DB_DATABASE: cosmosDatabaseName
   COSMOS_RISKS_CONTAINER: cosmosContainers.risks
@@ -378,28 +414,45 @@ var appSettings = {
   COSMOS_COMPLIANCE_CONTAINER: cosmosContainers.compliance
   COSMOS_POLICIES_CONTAINER: cosmosContainers.policies
   COSMOS_LEASE_CONTAINER: cosmosLeaseContainerName
-  // Event Hubs through its Kafka endpoint: OAUTHBEARER with the managed identity, or (SAS
-  // enabled) PLAIN with $ConnectionString and the connection string from Key Vault; and AMQP.
+  CHANGEFEED_PARKED_TABLE: storageTables.parked
+  CHANGEFEED_STATE_TTL_DAYS: '400'
+  CHANGEFEED_DEDUP_TTL_HOURS: '168'
+  OVERDUE_SCHEDULE: overdueSchedule
+  // Event Hubs: Kafka endpoint with OAUTHBEARER (managed identity), or SASL PLAIN with the
+  // connection string from Key Vault when SAS is enabled; AMQP as the second transport.
   KAFKA_BROKER: kafkaBootstrap
-  KAFKA_SECURITY_PROTOCOL: 'SASL_SSL'
-  KAFKA_SASL_MECHANISM: eventHubsDisableLocalAuth ? 'OAUTHBEARER' : 'PLAIN'
-  KAFKA_SASL_USERNAME: eventHubsDisableLocalAuth ? '' : '$ConnectionString'
-  KAFKA_SASL_PASSWORD: eventHubsDisableLocalAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.eventHubsConnectionSecretUri})'
-  EVENTHUB_FULLY_QUALIFIED_NAMESPACE: '${eventhubs.outputs.name}.servicebus.windows.net'
-  // Caller authentication and tenant isolation.
+  KAFKA_SECURITY: eventHubsDisableLocalAuth ? 'oauth' : 'sasl-plain'
+  KAFKA_DEFAULT_TOPIC: eventHubs[0].name
+  KAFKA_DELIVERY_TIMEOUT_MS: '30000'
+  KAFKA_STATS_INTERVAL_MS: '15000'
+  EVENTHUBS_FULLY_QUALIFIED_NAMESPACE: '${eventhubs.outputs.name}.servicebus.windows.net'
+  EVENTHUBS_TRANSPORT: 'kafka'
+  EVENTHUBS_CONNECTION_STRING: eventHubsDisableLocalAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.eventHubsConnectionSecretUri})'
+  // Caller authentication and tenant isolation (docs/security.md).
+  AUTH_MODE: authMode
   AUTH_ISSUER: authIssuer
   AUTH_AUDIENCE: authAudience
   AUTH_JWKS_URL: authJwksUrl
   AUTH_TENANT_CLAIM: authTenantClaim
-  RATE_LIMIT_PER_SECOND: string(rateLimitPerSecond)
+  AUTH_ADMIN_ROLE: authAdminRole
+  AUTH_LEEWAY_SECONDS: '60'
+  AUTH_JWKS_CACHE_SECONDS: '3600'
+  AUTH_JWKS_MIN_REFRESH_SECONDS: '60'
+  RATE_LIMIT_EVENTS_PER_SECOND: string(rateLimitEventsPerSecond)
   RATE_LIMIT_BURST: string(rateLimitBurst)
-  // Vector destination: Azure AI Search + Azure OpenAI embeddings (managed identity).
-  VECTOR_BACKEND: empty(searchEndpoint) ? 'none' : 'azure_search'
+  // Vector destination: Azure AI Search + Azure OpenAI embeddings, both with the managed identity.
+  VECTOR_BACKEND: 'azure-search'
+  VECTOR_QUEUE: storageQueues.vector
+  VECTOR_SEARCH_MAX_K: '50'
   AZURE_SEARCH_ENDPOINT: searchEndpoint
   AZURE_SEARCH_INDEX: searchIndexName
-  AZURE_OPENAI_ENDPOINT: openAiEndpoint
-  AZURE_OPENAI_EMBEDDING_DEPLOYMENT: openAiEmbeddingDeployment
+  EMBEDDING_BACKEND: 'azure-openai'
   EMBEDDING_DIMENSIONS: string(embeddingDimensions)
+  EMBEDDING_BATCH_SIZE: '64'
+  AZURE_OPENAI_ENDPOINT: openAiEndpoint
+  AZURE_OPENAI_DEPLOYMENT: openAiEmbeddingDeployment
+  AZURE_OPENAI_MODEL: openAiEmbeddingModel
+  AZURE_OPENAI_API_VERSION: '2024-10-21'
 }
 // settings:end
 
@@ -450,6 +503,9 @@ module alerts 'modules/alerts.bicep' = if (deployAlerts) {
     namePrefix: 'grc-${environmentName}'
     appInsightsId: monitoring.outputs.appInsightsId
     emailReceivers: alertEmailReceivers
+    errorRate: alertErrorRate
+    delayMs: alertDelaySeconds * 1000
+    memoryPercent: alertMemoryPercent
   }
 }
 

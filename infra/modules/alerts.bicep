@@ -10,8 +10,8 @@ param appInsightsId string
 @description('E-mail addresses notified by the action group.')
 param emailReceivers array
 
-@description('Error rate threshold in percent (failed / (succeeded + failed) deliveries per tenant, 5 min).')
-param errorRatePercent int = 5
+@description('Error-rate threshold as a fraction, e.g. 0.05 (failed / (succeeded + failed) deliveries per tenant, 5 min).')
+param errorRate string = '0.05'
 @description('Minimum deliveries in the window before the error rate counts (no alert on 1 of 2).')
 param errorRateMinDeliveries int = 20
 @description('Change-feed processing delay threshold (ms).')
@@ -41,8 +41,8 @@ customMetrics
 | extend tenantId = tostring(customDimensions.tenantId)
 | summarize failed = sumif(valueSum, name == "grc.deliveries.failed"), total = sum(valueSum) by tenantId
 | where total >= {minDeliveries}
-| extend errorRatePercent = 100.0 * failed / total
-| project tenantId, errorRatePercent
+| extend errorRate = failed / total
+| project tenantId, errorRate
 ''', '{minDeliveries}', string(errorRateMinDeliveries))
 
 var delayQuery = '''
@@ -79,12 +79,13 @@ health
 var rules = [
   {
     key: 'error-rate'
-    displayName: 'GRC error rate > ${errorRatePercent} %'
+    displayName: 'GRC error rate > ${errorRate}'
     description: 'Failed / (succeeded + failed) deliveries of a tenant over 5 minutes (grc.deliveries.*).'
     severity: 1
     query: errorRateQuery
-    measure: 'errorRatePercent'
-    threshold: errorRatePercent
+    measure: 'errorRate'
+    // Decimal threshold: Bicep has no float literal, json() yields the number.
+    threshold: json(errorRate)
     operator: 'GreaterThan'
     dimension: 'tenantId'
   }
