@@ -87,7 +87,7 @@ var rules = [
     // Decimal threshold: Bicep has no float literal, json() yields the number.
     threshold: json(errorRate)
     operator: 'GreaterThan'
-    dimension: 'tenantId'
+    dimensions: ['tenantId']
   }
   {
     key: 'processing-delay'
@@ -98,7 +98,7 @@ var rules = [
     measure: 'delayMs'
     threshold: delayMs
     operator: 'GreaterThan'
-    dimension: 'tenantId'
+    dimensions: ['tenantId', 'container']
   }
   {
     key: 'memory'
@@ -109,7 +109,7 @@ var rules = [
     measure: 'memoryPercent'
     threshold: memoryPercent
     operator: 'GreaterThan'
-    dimension: 'instance'
+    dimensions: ['instance']
   }
   {
     key: 'failing-destination'
@@ -120,7 +120,7 @@ var rules = [
     measure: 'failing'
     threshold: 0
     operator: 'GreaterThan'
-    dimension: 'destination'
+    dimensions: ['destination']
   }
 ]
 
@@ -146,7 +146,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r
           metricMeasureColumn: rule.measure
           operator: rule.operator
           threshold: rule.threshold
-          dimensions: [{ name: rule.dimension, operator: 'Include', values: ['*'] }]
+          dimensions: [for d in rule.dimensions: { name: d, operator: 'Include', values: ['*'] }]
           failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
         }
       ]
