@@ -44,7 +44,19 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
     networkAclBypass: 'AzureServices'
     keyVaultKeyUri: cmk.enabled ? '${cmk.keyVaultUri}keys/${cmk.keyName}' : null
     defaultIdentity: cmk.enabled ? 'UserAssignedIdentity=${cmk.identityId}' : 'FirstPartyIdentity'
-    backupPolicy: { type: 'Continuous', continuousModeProperties: { tier: 'Continuous7Days' } }
+    // Point-in-time restore (7 days, no extra charge) on provisioned accounts; serverless keeps
+    // periodic backups (every 4 h, 8 h retention, in-region copies).
+    backupPolicy: serverless ? {
+      type: 'Periodic'
+      periodicModeProperties: {
+        backupIntervalInMinutes: 240
+        backupRetentionIntervalInHours: 8
+        backupStorageRedundancy: 'Local'
+      }
+    } : {
+      type: 'Continuous'
+      continuousModeProperties: { tier: 'Continuous7Days' }
+    }
   }
 }
 
