@@ -5,6 +5,7 @@ Reads assign partitions directly (no consumer group join). Each test uses its ow
 from __future__ import annotations
 
 import asyncio
+import uuid
 import time
 from collections import defaultdict
 from typing import Any, AsyncIterator, Iterable, Iterator
@@ -15,8 +16,9 @@ import pytest
 from localdev import services
 from shared.destinations.kafka import KafkaConfigError, KafkaDestination, producer_config
 from shared.destinations.options import KafkaOptions
-from shared.models import StreamConfig
+from shared.models import StreamConfig, StreamConfigIn
 from shared.pipeline import Pipeline, PublishContext
+from shared.producer import EventProducer
 from shared.settings import Settings
 from tests.kafka_helpers import TopicReader, big_event, create_topics, headers, make_event, unique_topic
 
@@ -358,3 +360,27 @@ async def test_pipeline_routes_tenant_events_to_kafka(
     assert by_key == {f"r-{k}": [n for n in range(20) if n % 3 == k] for k in range(3)}
     assert "gzip" in dest._producers and "none" not in dest._producers
 
+
+
+async def test_event_producer_with_a_stored_kafka_stream_config(
+    reader: TopicReader, broker: str, redis_port: int, storage_connection_string: str,
+) -> None:
+    """The whole producer: config in Azurite, metrics in Redis, the destination from DESTINATION_FACTORIES."""
+    topic = unique_topic()
+    create_topics(broker, topic)
+    settings = Settings.from_env({"KAFKA_BROKER": broker, "REDIS_PORT": str(redis_port),
+                                  "STORAGE_CONNECTION_STRING": storage_connection_string,
+                                  "STREAM_CONFIG_TABLE": f"cfg{uuid.uuid4().hex[:8]}"})
+    async with EventProducer.from_settings(settings) as producer:
+        await producer.services.configs.write("tenant-e", StreamConfigIn.model_validate({
+            "topics": [topic], "destinations": [{"type": "kafka", "config": {"format": "cloudevents"}}]}))
+        results = await producer.publish_bulk(
+            [{"tenantId": "tenant-e", "eventType": "POLICY_VIOLATION", "source": "MCP_SERVER",
+              "action": "DETECT", "data": {"n": n}} for n in range(5)], correlation_id="corr-e")
+        assert [r.status for r in results] == ["accepted"] * 5
+        assert [r.destinations[0].destination for r in results] == ["kafka"] * 5
+        assert isinstance(producer.services.destinations.get("kafka"), KafkaDestination)
+    msgs = reader.read(topic, expect=5)
+    assert [headers(m)["eventId"] for m in msgs] == [r.eventId for r in results]
+    assert all(headers(m)["ce_type"] == "com.grc.POLICY_VIOLATION" for m in msgs)
+    assert [orjson.loads(m.value())["data"]["n"] for m in msgs] == list(range(5))

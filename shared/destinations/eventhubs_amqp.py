@@ -7,6 +7,8 @@ DefaultAzureCredential). Records are grouped by (event hub, partition key), each
 into `EventDataBatch`es created with that partition key; a batch is sent when the next event does
 not fit (`add` raises ValueError). Groups go out concurrently, the batches of one group one after
 another, and after a failed batch the rest of its group is not sent (so a retry keeps the order).
+The pipeline publishes a tenant's chunks concurrently: a FIFO lock per (event hub, key) makes
+the chunk that started first send first.
 With `compressionEnabled` the body is gzipped and marked `content-encoding: gzip` (AMQP itself has
 no compression). `send_batch` returning is the service's acknowledgement.
 """
@@ -17,7 +19,8 @@ import gzip as gziplib
 import logging
 import time
 from collections import defaultdict
-from typing import Any, Callable, Protocol, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 
 from azure.eventhub import EventData, EventDataBatch
 from azure.eventhub.exceptions import AuthenticationError, EventDataError, EventHubError
@@ -75,6 +78,7 @@ class EventHubsAmqpSender:
         self._credential: Any = None
         self._factory = client_factory or self._sdk_client
         self._clients: dict[str, ProducerClient] = {}
+        self._order: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}  # lock, users
 
     def _sdk_client(self, eventhub: str) -> ProducerClient:
         from azure.eventhub.aio import EventHubProducerClient  # noqa: PLC0415
@@ -107,7 +111,28 @@ class EventHubsAmqpSender:
                                for (hub, key), idx in groups.items()))
         return [o or Outcome(False, "not sent", True) for o in outcomes]
 
+    @asynccontextmanager
+    async def _in_order(self, hub: str, key: str) -> AsyncIterator[None]:
+        entry = self._order.get((hub, key))
+        if entry is None:
+            entry = self._order[(hub, key)] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        try:
+            async with entry[0]:  # asyncio.Lock wakes waiters first come, first served
+                yield
+        finally:
+            entry[1][0] -= 1
+            if entry[1][0] == 0:
+                del self._order[(hub, key)]
+
     async def _send_group(
+        self, hub: str, key: str, idx: list[int], records: Sequence[Record],
+        outcomes: list[Outcome | None], gzip: bool,
+    ) -> None:
+        async with self._in_order(hub, key):
+            await self._send_in_batches(hub, key, idx, records, outcomes, gzip)
+
+    async def _send_in_batches(
         self, hub: str, key: str, idx: list[int], records: Sequence[Record],
         outcomes: list[Outcome | None], gzip: bool,
     ) -> None:
