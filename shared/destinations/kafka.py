@@ -14,6 +14,7 @@ idempotence with acks=all, requests under 1,046,528 bytes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -127,25 +128,23 @@ def producer_config(
 
 
 class _Reports:
-    """Delivery reports of one publish call; wakes the event loop once, when the last one is in."""
+    """Delivery reports of one publish call; wakes the event loop once, when the last one is in.
+
+    Reports arrive on the poll thread: each stores a tuple in its own slot and takes a number from
+    an itertools counter (atomic under the GIL), so the thread that takes the last number wakes the loop.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
         self.loop = loop
-        self.outcomes: list[Outcome | None] = [None] * n
-        self.remaining = n
-        self.lock = threading.Lock()
+        self.n = n
+        self.slots: list[tuple[Any, ...] | None] = [None] * n  # (None, topic, partition, offset) | (error...)
+        self._taken = itertools.count(1)
         self.done: asyncio.Future[None] = loop.create_future()
         if n == 0:
             self.done.set_result(None)
 
-    def _set(self, i: int, outcome: Outcome) -> None:
-        with self.lock:
-            if self.outcomes[i] is not None:
-                return
-            self.outcomes[i] = outcome
-            self.remaining -= 1
-            last = self.remaining == 0
-        if last:
+    def _arrived(self) -> None:
+        if next(self._taken) == self.n:
             try:
                 self.loop.call_soon_threadsafe(self._finish)
             except RuntimeError:  # the loop is gone (the call timed out long ago)
@@ -156,17 +155,25 @@ class _Reports:
             self.done.set_result(None)
 
     def on_delivery(self, i: int, err: KafkaError | None, msg: Message) -> None:  # poll thread
-        if err is None:
-            self._set(i, Outcome(True, f"{msg.topic()}/{msg.partition()}@{msg.offset()}"))
-        else:
-            self._set(i, Outcome(False, describe(err), is_transient(err)))
+        self.slots[i] = (err, msg.topic(), msg.partition(), msg.offset())
+        self._arrived()
 
     def fail(self, i: int, detail: str, transient: bool) -> None:
-        self._set(i, Outcome(False, detail, transient))
+        self.slots[i] = (Outcome(False, detail, transient),)
+        self._arrived()
 
     def result(self, missing: str) -> list[Outcome]:
-        with self.lock:
-            return [o if o is not None else Outcome(False, missing, True) for o in self.outcomes]
+        out: list[Outcome] = []
+        for slot in list(self.slots):
+            if slot is None:
+                out.append(Outcome(False, missing, True))
+            elif len(slot) == 1:
+                out.append(slot[0])
+            elif slot[0] is None:
+                out.append(Outcome(True, f"{slot[1]}/{slot[2]}@{slot[3]}"))
+            else:
+                out.append(Outcome(False, describe(slot[0]), is_transient(slot[0])))
+        return out
 
 
 class _PolledProducer:
