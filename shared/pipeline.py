@@ -21,6 +21,7 @@ from shared import limits
 from shared.destinations.base import Destination
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
+from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics
 from shared.models import TENANT_RE, Delivery, Event, EventIn, EventResult, FieldError, StreamConfig
 from shared.validation import field_errors
@@ -83,6 +84,7 @@ class Pipeline:
         stats = BatchStats()
         results: list[EventResult | None] = [None] * len(items)
         ingested_at = now_iso()
+        correlation_id = ctx.correlation_id or uuid7()  # one request, one correlation id
         ready: list[tuple[int, Event]] = []
         for i, raw in enumerate(items):
             prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
@@ -91,7 +93,7 @@ class Pipeline:
             except ValidationError as exc:
                 results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
                 continue
-            ev = enrich(ein, ingested_at=ingested_at, correlation_id=ctx.correlation_id,
+            ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
                         event_id=ctx.idempotency_key)
             size = len(ev.to_json())
             if size > limits.MAX_EVENT_BYTES:
@@ -179,7 +181,18 @@ class Pipeline:
             for i, ev in passing:
                 deliveries[i]  # every passing event gets an entry, even with no destination
 
-        outcomes = await asyncio.gather(*(self._deliver(t, c, chunk) for t, c, chunk in jobs))
+        # Chunks of one tenant at one destination go in sequence (a stream keeps request order);
+        # tenants and destinations run concurrently.
+        lanes: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for j, (dest_type, config, _chunk) in enumerate(jobs):
+            lanes[(config.tenantId, dest_type)].append(j)
+        outcomes: list[list[Delivery]] = [[] for _ in jobs]
+
+        async def run_lane(indices: list[int]) -> None:
+            for j in indices:
+                outcomes[j] = await self._deliver(*jobs[j])
+
+        await asyncio.gather(*(run_lane(ix) for ix in lanes.values()))
         failures: list[tuple[int, Failure]] = []
         for (dest_type, config, chunk), dels in zip(jobs, outcomes):
             for (i, ev), d in zip(chunk, dels):
