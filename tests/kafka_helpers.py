@@ -71,4 +71,4 @@ def make_event(tenant: str = "tenant-a", event_type: str = "RISK_CREATED", sourc
 def big_event(tenant: str, size: int) -> Event:
     """An event whose JSON is over `size` bytes (built past EventIn's per-string limit on purpose)."""
     ev = make_event(tenant)
-    return ev.model_copy(update={"data": {"blob": "x" * size}})
+    return Event.model_validate({**ev.model_dump(), "data": {"blob": "x" * size}})

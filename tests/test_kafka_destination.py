@@ -258,6 +258,19 @@ async def test_broker_down_gives_failed_transient_deliveries() -> None:
         await d.close()
 
 
+async def test_no_report_within_the_bounded_wait_is_a_transient_failure() -> None:
+    closed = f"127.0.0.1:{services.free_port()}"
+    d = KafkaDestination(kafka_settings(closed, KAFKA_DELIVERY_TIMEOUT_MS="60000"))
+    d._wait_seconds = 0.3  # librdkafka would still be retrying: the call must not wait for it
+    try:
+        [x] = await d.publish([make_event()], KafkaOptions(), stream(topics=["t"]))
+        assert x.status == "failed" and x.transient is True
+        assert x.error and "no delivery report" in x.error
+        assert d.pending()["messages"] == 1  # still queued in the producer
+    finally:
+        await d.close()
+
+
 async def test_health_reports_latency_and_pending(broker: str, dest: KafkaDestination) -> None:
     topic = unique_topic()
     create_topics(broker, topic)

@@ -214,6 +214,11 @@ class _PolledProducer:
         left = self.producer.flush(timeout)
         self._stop.set()
         self._thread.join(timeout=1.0)
+        if left:
+            # What is still queued fails now (_PURGE_QUEUE, transient) rather than holding close() up
+            # until message.timeout.ms; callers still waiting get their failed deliveries.
+            self.producer.purge(in_queue=True, in_flight=True)
+            self.producer.flush(1.0)
         self.producer.close()  # drop the broker connections now, not at garbage collection
         return left
 
