@@ -1,6 +1,7 @@
 """End to end over HTTP: function_app.py served by the local runner, on the real Redis and Azurite."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,21 @@ def test_original_curl_example(runner: str) -> None:
     event_id = r.json()["eventId"]
     listed = httpx.get(runner + "/events/test-tenant", params={"limit": 10}, headers=auth).json()
     assert event_id in [e["event"]["eventId"] for e in listed["events"]]
+
+
+def test_original_curl_example_verbatim_with_make_runs_settings(app_env: dict[str, str], tmp_path: Path) -> None:
+    """`make run` uses local.settings.sample.json's AUTH_MODE (jwt+local-open): no token needed locally."""
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert sample["AUTH_MODE"] == "jwt+local-open"
+    proc, base = start_runner({**app_env, "AUTH_MODE": sample["AUTH_MODE"]}, tmp_path)
+    try:
+        r = httpx.post(base + "/events", content=ORIGINAL_CURL_BODY, headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+        # A token that is present but bad is still refused: local-open only covers "no credentials".
+        r = httpx.get(base + "/events/test-tenant", headers={"Authorization": "Bearer not.a.token"})
+        assert r.status_code == 401
+    finally:
+        services.stop(proc)
 
 
 def test_routes_methods_and_problem_details_over_http(runner: str) -> None:

@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import time
 from typing import Any, Callable, Literal, Mapping
@@ -30,7 +31,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AuthMethod = Literal["jwt", "dev-jwt", "appservice"]
+AuthMethod = Literal["jwt", "dev-jwt", "appservice", "local-open"]
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 MAX_PRINCIPAL_HEADER = 32 * 1024
@@ -178,6 +179,11 @@ class Authenticator:
         self._audiences = settings.auth_audiences()
         self._use_jwt = "jwt" in settings.auth_mode.split("+")
         self._use_appservice = "appservice" in settings.auth_mode.split("+")
+        # `make run` only: a caller without credentials acts as a local admin, as under `func start`,
+        # so the original curl example works verbatim. Refused where App Service runs the app.
+        self._local_open = "local-open" in settings.auth_mode.split("+")
+        if self._local_open and os.environ.get("WEBSITE_INSTANCE_ID"):
+            raise ValueError("AUTH_MODE local-open is for the local runner only and is refused in Azure")
         dev_key = settings.auth_dev_signing_key.encode()
         if dev_key and len(dev_key) < MIN_DEV_KEY_BYTES:
             raise ValueError(f"AUTH_DEV_SIGNING_KEY must be at least {MIN_DEV_KEY_BYTES} bytes")
@@ -201,6 +207,9 @@ class Authenticator:
             return self._from_client_principal(h)
         if self._use_jwt and h.get("authorization"):
             return await self._from_bearer(h["authorization"])
+        if self._local_open and not h.get("authorization") and not h.get(PRINCIPAL_HEADER):
+            return Principal(subject="local-open", name="local development caller", tenants=ALL_TENANTS,
+                             auth_method="local-open")
         raise AuthenticationError("no credentials", credentials_sent=False)
 
     # -- bearer JWT ---------------------------------------------------------------------------

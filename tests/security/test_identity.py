@@ -378,3 +378,12 @@ async def test_devtoken_cli_mints_a_token_the_app_accepts(
     monkeypatch.setenv("AUTH_DEV_SIGNING_KEY", "")
     with pytest.raises(ValueError):
         devtoken.main(["--settings", str(tmp_path / "none.json"), "--tenant", "acme"])
+
+
+def test_local_open_is_refused_in_azure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.security.identity import Authenticator
+    from shared.settings import Settings
+
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc123")
+    with pytest.raises(ValueError, match="local-open"):
+        Authenticator(Settings(AUTH_MODE="jwt+local-open"))
