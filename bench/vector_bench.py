@@ -1,11 +1,13 @@
 """Vector search figures on this machine: embedding rate and search latency (local stack).
 
-    python -m bench.vector_bench [--texts 2000] [--vectors 20000] [--queries 200]
+    python -m bench.vector_bench [--texts 2000] [--vectors 20000] [--queries 200] [--enqueue 50]
 
 Embedding: LocalMiniLM over rendered GRC events (the corpus, varied). Search: SqliteVecIndex with
 `--vectors` documents in one tenant (the worst case: the partition holds them all); most are
 random unit vectors (exact KNN costs the same whatever the vectors hold) plus the real corpus;
-queries are real embedded questions. Reports search-only and embed+search latency.
+queries are real embedded questions. Reports search-only and embed+search latency. `--enqueue N`
+also starts Azurite and times the vector destination's publish (render + enqueue) of N batches of
+100 events: the whole cost the destination adds to publishing.
 """
 from __future__ import annotations
 
@@ -92,10 +94,41 @@ async def main(texts: int, vectors: int, queries: int) -> None:
         await idx.close()
 
 
+async def enqueue_bench(batches: int) -> None:
+    from localdev import services
+    from shared.destinations.vector import VectorQueueDestination
+    from shared.models import Event, StreamConfig
+    from shared.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        azurite = services.start("azurite", Path(tmp))
+        try:
+            settings = Settings.from_env({"STORAGE_CONNECTION_STRING": azurite.settings["STORAGE_CONNECTION_STRING"],
+                                          "VECTOR_QUEUE": "bench-vectors"})
+            dest = VectorQueueDestination(settings)
+            events = [Event.model_validate({**CORPUS[i % len(CORPUS)], "eventId": f"e{i}"}) for i in range(100)]
+            stream = StreamConfig.default("acme-bank")
+            await dest.publish(events[:1], None, stream)  # type: ignore[arg-type]  # queue created, warm
+            ms = []
+            for _ in range(batches):
+                t0 = time.perf_counter()
+                await dest.publish(events, None, stream)  # type: ignore[arg-type]
+                ms.append((time.perf_counter() - t0) * 1000)
+            print(f"vector destination publish, 100 events (render + enqueue to Azurite), {batches} batches: "
+                  f"median {statistics.median(ms):.1f} ms, p95 {_pct(ms, 95):.1f} ms; "
+                  f"backlog {await dest.backlog()} messages")
+            await dest.close()
+        finally:
+            services.stop(azurite.proc)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--vectors", type=int, default=20000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--enqueue", type=int, default=0)
     a = ap.parse_args()
     asyncio.run(main(a.texts, a.vectors, a.queries))
+    if a.enqueue:
+        asyncio.run(enqueue_bench(a.enqueue))
