@@ -48,10 +48,14 @@ class IndexItem(BaseModel):
     def from_event(cls, event: Event | Mapping[str, Any]) -> "IndexItem":
         ev = event.to_dict() if isinstance(event, Event) else dict(event)
         return cls(
-            eventId=ev["eventId"], tenantId=ev["tenantId"], eventType=str(ev["eventType"]),
-            source=str(ev["source"]), timestamp=ev["timestamp"], entityType=ev.get("entityType"),
+            eventId=ev["eventId"], tenantId=ev["tenantId"], eventType=_plain(ev["eventType"]),
+            source=_plain(ev["source"]), timestamp=ev["timestamp"], entityType=ev.get("entityType"),
             entityId=ev.get("entityId"), text=render_event_text(ev),
         )
+
+
+def _plain(value: Any) -> str:
+    return str(getattr(value, "value", value))  # an Enum member or its value
 
 
 class VectorSearchService:
