@@ -1,17 +1,20 @@
 """Event, stream configuration and result models (pydantic v2)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -22,12 +25,25 @@ from shared.destinations.options import DestinationConfig
 SCHEMA_VERSION = "1.0"
 SYSTEM_TENANT = "system"
 
+TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
+TENANT_RE = re.compile(TENANT_PATTERN)
+TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
+
+
+def _check_tenant(value: str) -> str:
+    if not TENANT_RE.match(value):
+        raise ValueError(f"tenantId must be {TENANT_RULE}")
+    return value
+
+
 TenantId = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"),
+    AfterValidator(_check_tenant),
+    WithJsonSchema({"type": "string", "pattern": TENANT_PATTERN, "minLength": 3, "maxLength": 64}),
 ]
-TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
-ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ClientIdPattern = re.compile(CLIENT_ID_PATTERN)
+ClientId = Annotated[str, StringConstraints(pattern=CLIENT_ID_PATTERN)]
 
 
 class EventType(str, Enum):

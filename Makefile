@@ -1,0 +1,50 @@
+# Two commands for a new machine (README.md): `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SERVICES ?= redis azurite cosmos kafka
+
+.PHONY: setup run test bench services-up services-down clean
+
+setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+localdev/node_modules/.installed: localdev/package.json localdev/package-lock.json
+	cd localdev && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Redis from Debian's packages, only when missing.
+.redis-installed:
+	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
+	touch $@
+
+local.settings.json: local.settings.sample.json
+	test -f $@ || cp $< $@
+
+# Start the local stand-ins (PIDs under .localdev/pids), serve the API on :3003, stop them on exit.
+run: setup
+	$(PY) -m localdev.services up $(SERVICES) >/dev/null
+	trap '$(PY) -m localdev.services down $(SERVICES)' EXIT; $(PY) -m devhost
+
+services-up: setup
+	$(PY) -m localdev.services up $(SERVICES)
+
+services-down:
+	$(PY) -m localdev.services down $(SERVICES)
+
+# The suite starts its own services on free ports and stops them by PID.
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench.publish_path
+
+clean:
+	rm -rf $(VENV) localdev/node_modules .localdev .redis-installed

@@ -1,0 +1,3 @@
+from devhost.runner import main
+
+main()

@@ -1,0 +1,46 @@
+"""Call a user function the way the worker does: bindings by parameter name, sync ones off the loop."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from devhost.app_loader import FunctionSpec
+
+
+@dataclass
+class TraceContext:
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RetryContext:
+    retry_count: int = 0
+    max_retry_count: int = 0
+    exception: Any = None
+
+
+@dataclass
+class Context:
+    """Duck-typed `azure.functions.Context` (the real one is built by the worker only)."""
+
+    function_name: str
+    invocation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_directory: str = "."
+    trace_context: TraceContext = field(default_factory=TraceContext)
+    retry_context: RetryContext = field(default_factory=RetryContext)
+    thread_local_storage: Any = None
+
+
+async def invoke(spec: FunctionSpec, trigger_value: Any, context: Context | None = None) -> Any:
+    params = inspect.signature(spec.user_function).parameters
+    kwargs: dict[str, Any] = {spec.trigger["name"]: trigger_value}
+    if "context" in params:
+        kwargs["context"] = context or Context(spec.name)
+    if spec.is_async:
+        return await spec.user_function(**kwargs)
+    return await asyncio.to_thread(spec.user_function, **kwargs)

@@ -1,0 +1,100 @@
+"""Run function_app.py locally: `python -m devhost [--port 3003] [--function-key KEY]`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Protocol
+
+from devhost.app_loader import FunctionSpec, load_functions, load_settings
+from devhost.http_driver import HttpDriver
+
+log = logging.getLogger("devhost")
+
+
+class Driver(Protocol):
+    trigger_type: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+DriverFactory = Callable[[list[FunctionSpec], argparse.Namespace], Driver]
+
+# Binding type -> driver. Trigger types without a driver are listed at start and not run.
+DRIVERS: dict[str, DriverFactory] = {
+    "httpTrigger": lambda specs, opts: HttpDriver(
+        specs, opts.port, opts.host, set(opts.function_key) if opts.function_key else None
+    ),
+}
+
+
+class Runner:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.drivers: list[Driver] = []
+
+    async def start(self) -> None:
+        by_type: dict[str, list[FunctionSpec]] = defaultdict(list)
+        for spec in load_functions(self.opts.module):
+            by_type[spec.trigger_type].append(spec)
+        for trigger_type, specs in by_type.items():
+            factory = DRIVERS.get(trigger_type)
+            if factory is None:
+                log.warning("no local driver for %s: %s not run", trigger_type, [s.name for s in specs])
+                continue
+            driver = factory(specs, self.opts)
+            await driver.start()
+            self.drivers.append(driver)
+
+    async def stop(self) -> None:
+        for driver in reversed(self.drivers):
+            await driver.stop()
+        from shared.services import reset_services  # noqa: PLC0415 - close clients on this loop
+
+        await reset_services()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    ap.add_argument("--settings", type=Path, default=None, help="local.settings.json (default: repo's)")
+    ap.add_argument("--port", type=int, default=None, help="HTTP port (default: PORT setting, else 3003)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--module", default="function_app")
+    ap.add_argument("--function-key", action="append", default=None,
+                    help="require this key on FUNCTION-level routes (x-functions-key or ?code=)")
+    return ap.parse_args(argv)
+
+
+async def serve(opts: argparse.Namespace) -> None:
+    runner = Runner(opts)
+    await runner.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"devhost: serving function_app on http://{opts.host}:{opts.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    load_settings(opts.settings)
+    if opts.port is None:
+        opts.port = int(os.environ.get("PORT", "3003"))
+    level = os.environ.get("LOG_LEVEL", "info").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The Azure SDKs log every HTTP request at INFO; keep their warnings only.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
+    asyncio.run(serve(opts))
+
+

@@ -1,0 +1,1 @@
+"""HTTP handlers: ApiRequest -> ApiResponse, one per route (see routes.py)."""

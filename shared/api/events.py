@@ -1,0 +1,81 @@
+"""POST /events, POST /events/bulk, GET /events/{tenantId}."""
+from __future__ import annotations
+
+from typing import Any
+
+from shared import limits
+from shared.api.params import enum_param, int_param, tenant_param
+from shared.http.adapter import read_json
+from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
+from shared.models import ClientIdPattern, EventResult, EventType, Source
+from shared.pipeline import PublishContext
+from shared.services import get_services
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def _result_body(r: EventResult) -> dict[str, Any]:
+    return r.model_dump(exclude_none=True, exclude={"httpStatus"} if r.status != "rejected" else set())
+
+
+async def publish_event(req: ApiRequest) -> ApiResponse:
+    body = read_json(req, limits.MAX_SINGLE_BODY_BYTES)
+    if not isinstance(body, dict):
+        raise ProblemError(400, "Bad Request", "the body must be a JSON object (one event)",
+                           errors=[{"pointer": "", "field": "(body)", "detail": "expected an object"}])
+    key = req.headers.get("idempotency-key")
+    if key is not None and not ClientIdPattern.match(key):
+        raise ProblemError(400, "Bad Request", "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+                           errors=[{"pointer": "#/headers/Idempotency-Key", "field": "Idempotency-Key",
+                                    "detail": "invalid format"}])
+    ctx = PublishContext(correlation_id=req.correlation_id, idempotency_key=key)
+    result = (await get_services().pipeline.publish_raw([body], ctx))[0]
+    if result.status == "rejected":
+        status = result.httpStatus or 400
+        title = "Content Too Large" if status == 413 else "Bad Request"
+        raise ProblemError(status, title, "the event is not valid" if status == 400 else result.errors[0].detail,
+                           errors=[e.model_dump(exclude_none=True) for e in result.errors])
+    if result.status == "failed":
+        raise ProblemError(503, "Service Unavailable", result.reason or "delivery failed; retry later",
+                           headers={"Retry-After": RETRY_AFTER_SECONDS}, eventId=result.eventId,
+                           destinations=[d.model_dump(exclude_none=True) for d in result.destinations])
+    payload = _result_body(result)
+    payload["correlationId"] = req.correlation_id
+    return json_response(payload, 201 if result.status == "accepted" else 200)
+
+
+async def publish_bulk(req: ApiRequest) -> ApiResponse:
+    body = read_json(req, limits.MAX_BULK_BODY_BYTES)
+    events = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(events, list):
+        raise ProblemError(400, "Bad Request", 'the body must be {"events": [...]}',
+                           errors=[{"pointer": "/events", "field": "events", "detail": "expected an array of events"}])
+    if len(events) > limits.MAX_BULK_EVENTS:
+        raise ProblemError(413, "Content Too Large",
+                           f"{len(events)} events in one request; the limit is {limits.MAX_BULK_EVENTS}",
+                           maxEvents=limits.MAX_BULK_EVENTS)
+    ctx = PublishContext(correlation_id=req.correlation_id, pointer_prefix=("events",))
+    results = await get_services().pipeline.publish_raw(events, ctx)
+    counts = {s: 0 for s in ("accepted", "filtered", "rejected", "failed")}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    payload = {"correlationId": req.correlation_id, "total": len(results), **counts,
+               "results": [_result_body(r) for r in results]}
+    if counts["failed"]:
+        # Some events could neither be delivered nor parked: nothing about them was acknowledged.
+        raise ProblemError(503, "Service Unavailable",
+                           f"{counts['failed']} of {len(results)} events could not be delivered; "
+                           "resend those (results[].status == 'failed') later",
+                           headers={"Retry-After": RETRY_AFTER_SECONDS}, **payload)
+    return json_response(payload, 200)
+
+
+async def list_events(req: ApiRequest) -> ApiResponse:
+    tenant = tenant_param(req)
+    limit = int_param(req, "limit", limits.DEFAULT_EVENTS_QUERY_LIMIT, 1, limits.MAX_EVENTS_QUERY_LIMIT)
+    event_type = enum_param(req, "eventType", EventType)
+    source = enum_param(req, "source", Source)
+    entries = await get_services().redis_streams.read_recent(
+        tenant, limit, event_type.value if event_type else None, source.value if source else None
+    )
+    return json_response({"tenantId": tenant, "count": len(entries), "events": entries})

@@ -1,0 +1,131 @@
+"""GET /openapi.json: OpenAPI 3.1 built from the route table and the pydantic models."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from shared import limits
+from shared.http.types import ApiRequest, ApiResponse, json_response
+from shared.models import EventIn, EventResult, StreamConfig, StreamConfigIn
+
+
+class BulkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventIn] = Field(max_length=limits.MAX_BULK_EVENTS)
+
+
+class BulkResult(BaseModel):
+    correlationId: str
+    total: int
+    accepted: int
+    filtered: int
+    rejected: int
+    failed: int
+    results: list[EventResult]
+
+
+class StoredEvent(BaseModel):
+    streamId: str
+    format: str
+    event: dict[str, Any]
+
+
+class EventList(BaseModel):
+    tenantId: str
+    count: int
+    events: list[StoredEvent]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; `errors` lists every invalid field with its JSON Pointer."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    correlationId: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+_OPEN_OBJECT = {"type": "object", "additionalProperties": True}
+_EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT}
+_MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
+                                  EventList, Problem]
+
+
+def _problem(desc: str) -> dict[str, Any]:
+    return {"description": desc,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    from shared.api.routes import all_routes  # noqa: PLC0415
+
+    _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}")
+    schemas = {**defs["$defs"], **_EXTRA_SCHEMAS}
+    paths: dict[str, dict[str, Any]] = {}
+    for r in all_routes():
+        op: dict[str, Any] = {"operationId": r.name, "summary": r.summary, "tags": list(r.tags) or ["meta"]}
+        params = []
+        if "{tenantId}" in r.path:
+            params.append({"name": "tenantId", "in": "path", "required": True,
+                           "schema": schemas["EventIn"]["properties"]["tenantId"]})
+        for name, typ, desc in r.query:
+            params.append({"name": name, "in": "query", "required": False, "description": desc,
+                           "schema": {"type": typ}})
+        if params:
+            op["parameters"] = params
+        if r.request_schema:
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{r.request_schema}"}}}}
+        ok = {"description": "OK"}
+        if r.response_schema:
+            ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.response_schema}"}}}
+        responses: dict[str, Any] = {str(r.success): ok}
+        if r.name == "publish_event":
+            responses["200"] = {"description": "Filtered out by the tenant's stream config",
+                                "content": ok["content"]}
+        responses["400"] = _problem("Invalid input; `errors` names each field")
+        if r.request_schema:
+            responses["413"] = _problem("Body or event too large")
+            responses["415"] = _problem("Body is not JSON")
+        responses["405"] = _problem("Method not allowed")
+        responses["500"] = _problem("Unexpected error (no internals disclosed)")
+        responses["503"] = _problem("A dependency is unavailable; retry after Retry-After")
+        if r.method == "PUT":
+            responses["412"] = _problem("If-Match / If-None-Match failed")
+        op["responses"] = responses
+        if not r.anonymous:
+            op["security"] = [{"functionKey": []}, {"functionKeyQuery": []}]
+        paths.setdefault("/" + r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "GRC Event Streaming Service", "version": "1.0.0",
+                 "description": "Captures GRC data changes and streams them per tenant."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            },
+        },
+    }
+
+
+async def openapi(req: ApiRequest) -> ApiResponse:
+    return json_response(document())
+
+
+def _route() -> Any:
+    from shared.api.routes import Route  # noqa: PLC0415
+
+    return Route("openapi", "GET", "openapi.json", openapi, "This document", anonymous=True, tags=("meta",))
+
+
+ROUTE = _route()

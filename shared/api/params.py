@@ -1,0 +1,41 @@
+"""Path and query parameter parsing with problem details naming the parameter."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import TypeVar
+
+from shared.http.types import ApiRequest, ProblemError
+from shared.models import TENANT_RE, TENANT_RULE
+
+E = TypeVar("E", bound=Enum)
+
+
+def bad_param(name: str, detail: str, where: str = "query") -> ProblemError:
+    return ProblemError(400, "Bad Request", f"invalid {where} parameter {name!r}: {detail}",
+                        errors=[{"pointer": f"#/{where}/{name}", "field": name, "detail": detail}])
+
+
+def tenant_param(req: ApiRequest) -> str:
+    tenant = req.route.get("tenantId", "")
+    if not TENANT_RE.match(tenant):
+        raise bad_param("tenantId", f"must be {TENANT_RULE}", "path")
+    return tenant
+
+
+def int_param(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int:
+    raw = req.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise bad_param(name, f"must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def enum_param(req: ApiRequest, name: str, enum: type[E]) -> E | None:
+    raw = req.query.get(name)
+    if not raw:
+        return None
+    try:
+        return enum(raw)
+    except ValueError:
+        raise bad_param(name, f"must be one of {', '.join(m.value for m in enum)}") from None

@@ -1,0 +1,71 @@
+"""The route table: what function_app.py registers, what /openapi.json documents, what 405 knows."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from shared.api import events, health, metrics, streamconfig
+from shared.http.adapter import Handler
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # the Functions function name
+    method: str
+    path: str  # Functions route template, no leading slash
+    handler: Handler
+    summary: str
+    anonymous: bool = False
+    request_schema: str | None = None  # components/schemas name
+    response_schema: str | None = None
+    success: int = 200
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("health", "GET", "health", health.health, "Health of the service and each dependency",
+          anonymous=True, response_schema="Health", tags=("operations",)),
+    Route("publish_event", "POST", "events", events.publish_event, "Publish one event",
+          request_schema="EventIn", response_schema="EventResult", success=201, tags=("events",)),
+    Route("publish_events_bulk", "POST", "events/bulk", events.publish_bulk,
+          "Publish up to 1,000 events (4 MiB); a result per event, in request order",
+          request_schema="BulkRequest", response_schema="BulkResult", tags=("events",)),
+    Route("list_events", "GET", "events/{tenantId}", events.list_events,
+          "Recent events of a tenant, newest first (from Redis Streams)",
+          response_schema="EventList", tags=("events",),
+          query=(("limit", "integer", "1-1000, default 100"), ("eventType", "string", "an EventType"),
+                 ("source", "string", "a Source"))),
+    Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
+          "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals)",
+          response_schema="TenantMetrics", tags=("operations",)),
+    Route("get_stream_config", "GET", "stream-config/{tenantId}", streamconfig.get_stream_config,
+          "A tenant's stream configuration (the documented default when none is stored)",
+          response_schema="StreamConfig", tags=("config",)),
+    Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
+          "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency)",
+          request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",)),
+)
+
+
+def _regex(template: str) -> re.Pattern[str]:
+    parts = []
+    for seg in template.strip("/").split("/"):
+        parts.append("[^/]+" if seg.startswith("{") else re.escape(seg))
+    return re.compile("^/" + "/".join(parts) + "/?$")
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> list[tuple[re.Pattern[str], Route]]:
+    return [(_regex(r.path), r) for r in all_routes()]
+
+
+def all_routes() -> tuple[Route, ...]:
+    from shared.api import openapi  # noqa: PLC0415 - openapi documents ROUTES itself
+
+    return (*ROUTES, openapi.ROUTE)
+
+
+def allowed_methods(path: str) -> list[str]:
+    return sorted({r.method for rx, r in _compiled() if rx.match(path)})

@@ -1,0 +1,41 @@
+"""GET|PUT /stream-config/{tenantId}: stored in an Azure Table, ETag + If-Match for concurrency."""
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from shared.api.params import tenant_param
+from shared.configstore import PreconditionFailed
+from shared.http.adapter import read_json
+from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
+from shared.models import StreamConfigIn
+from shared.services import get_services
+from shared.validation import field_errors
+
+MAX_CONFIG_BYTES = 256 * 1024
+
+
+async def get_stream_config(req: ApiRequest) -> ApiResponse:
+    tenant = tenant_param(req)
+    config, etag = await get_services().configs.read(tenant)
+    headers = {"ETag": etag} if etag else {}
+    return json_response(config.model_dump(mode="json"), headers=headers)
+
+
+async def put_stream_config(req: ApiRequest) -> ApiResponse:
+    tenant = tenant_param(req)
+    raw = read_json(req, MAX_CONFIG_BYTES)
+    try:
+        body = StreamConfigIn.model_validate(raw)
+    except ValidationError as exc:
+        raise ProblemError(400, "Bad Request", "the stream configuration is not valid",
+                           errors=[e.model_dump(exclude_none=True) for e in field_errors(exc)]) from exc
+    if body.tenantId is not None and body.tenantId != tenant:
+        raise ProblemError(400, "Bad Request", "tenantId in the body differs from the path",
+                           errors=[{"pointer": "/tenantId", "field": "tenantId", "detail": "must equal the path's tenantId"}])
+    try:
+        config, etag, previous = await get_services().configs.write(
+            tenant, body, if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")
+        )
+    except PreconditionFailed as exc:
+        raise ProblemError(412, "Precondition Failed", str(exc)) from exc
+    return json_response(config.model_dump(mode="json"), 200 if previous else 201, headers={"ETag": etag})

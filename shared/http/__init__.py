@@ -1,0 +1,1 @@
+"""Framework-free HTTP layer: request/response types, problem details, the one request adapter."""

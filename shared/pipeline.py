@@ -1,0 +1,253 @@
+"""validate -> enrich -> tenant filter -> route, with a result for every event.
+
+The pipeline works on a batch: configs are fetched once per tenant, each destination gets the
+tenant's passing events in chunks of the stream's `batchSize`, destinations run concurrently,
+and metrics are written once per batch. A delivery that fails is handed to the `Parker` (the
+retry queue); an event is `accepted` only when each of its destinations delivered or parked it,
+otherwise `failed` (the client must retry: nothing was acknowledged).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from pydantic import ValidationError
+
+from shared import limits
+from shared.destinations.base import Destination
+from shared.enrich import enrich, now_iso
+from shared.filters import passes
+from shared.metrics import BatchStats, TenantMetrics
+from shared.models import TENANT_RE, Delivery, Event, EventIn, EventResult, FieldError, StreamConfig
+from shared.validation import field_errors
+
+log = logging.getLogger("grc.pipeline")
+
+
+@dataclass(frozen=True)
+class Failure:
+    event: Event
+    destination: str
+    delivery: Delivery
+    stream: StreamConfig
+
+
+class Parker(Protocol):
+    """Takes failed deliveries for later retry; returns, per failure, whether it was parked."""
+
+    async def park(self, failures: Sequence[Failure]) -> list[bool]: ...
+
+
+class ConfigSource(Protocol):
+    async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]: ...
+
+
+class DestinationLookup(Protocol):
+    def get(self, type_: str) -> Destination | None: ...
+
+
+BatchHook = Callable[[BatchStats, Sequence[EventResult]], None]
+
+
+@dataclass
+class PublishContext:
+    correlation_id: str | None = None
+    idempotency_key: str | None = None  # only for a single event
+    received_at: float = field(default_factory=time.time)
+    pointer_prefix: tuple[Any, ...] = ()  # e.g. ("events",) for bulk bodies
+
+
+class Pipeline:
+    def __init__(
+        self,
+        configs: ConfigSource,
+        destinations: DestinationLookup,
+        metrics: TenantMetrics | None = None,
+        parker: Parker | None = None,
+        hooks: Sequence[BatchHook] = (),
+    ) -> None:
+        self.configs = configs
+        self.destinations = destinations
+        self.metrics = metrics
+        self.parker = parker
+        self.hooks = list(hooks)
+
+    # ---- entry points ------------------------------------------------------------------
+
+    async def publish_raw(self, items: Sequence[Any], ctx: PublishContext) -> list[EventResult]:
+        """Events as clients send them (dicts): validated and enriched here."""
+        stats = BatchStats()
+        results: list[EventResult | None] = [None] * len(items)
+        ingested_at = now_iso()
+        ready: list[tuple[int, Event]] = []
+        for i, raw in enumerate(items):
+            prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
+            try:
+                ein = EventIn.model_validate(raw)
+            except ValidationError as exc:
+                results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
+                continue
+            ev = enrich(ein, ingested_at=ingested_at, correlation_id=ctx.correlation_id,
+                        event_id=ctx.idempotency_key)
+            size = len(ev.to_json())
+            if size > limits.MAX_EVENT_BYTES:
+                results[i] = self._reject(
+                    i,
+                    [FieldError(pointer="/".join(["", *map(str, prefix)]), field="(event)",
+                                detail=f"enriched event is {size} bytes; the limit is {limits.MAX_EVENT_BYTES}",
+                                type="too_large")],
+                    raw, stats, http_status=413,
+                )
+                continue
+            ready.append((i, ev))
+        routed = await self._route(ready, stats, ctx.received_at)
+        for i, res in routed.items():
+            results[i] = res
+        out = [r for r in results if r is not None]
+        await self._finish(stats, out)
+        return out
+
+    async def publish_enriched(
+        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None
+    ) -> list[EventResult]:
+        """Events built by the service itself (change feed, system events, replays)."""
+        stats = stats or BatchStats()
+        routed = await self._route(list(enumerate(events)), stats, received_at or time.time())
+        out = [routed[i] for i in range(len(events))]
+        await self._finish(stats, out)
+        return out
+
+    # ---- stages ------------------------------------------------------------------------
+
+    def _reject(
+        self, i: int, errors: list[FieldError], raw: Any, stats: BatchStats, http_status: int = 400
+    ) -> EventResult:
+        tenant = raw.get("tenantId") if isinstance(raw, dict) else None
+        if isinstance(tenant, str) and TENANT_RE.match(tenant):
+            stats.tenant(tenant).count("rej")
+        else:
+            tenant = None
+        reason = "event too large" if http_status == 413 else "validation failed"
+        return EventResult(index=i, status="rejected", tenantId=tenant, errors=errors, reason=reason,
+                           httpStatus=http_status)
+
+    async def _route(
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float
+    ) -> dict[int, EventResult]:
+        results: dict[int, EventResult] = {}
+        if not ready:
+            return results
+        by_tenant: dict[str, list[tuple[int, Event]]] = defaultdict(list)
+        for i, ev in ready:
+            by_tenant[ev.tenantId].append((i, ev))
+        try:
+            configs = await self.configs.get_many(by_tenant)
+        except Exception as exc:  # noqa: BLE001 - any storage failure means: not routable now
+            log.warning("stream configs unavailable: %s", type(exc).__name__)
+            for tenant, items in by_tenant.items():
+                for i, ev in items:
+                    stats.tenant(tenant).count("fail")
+                    results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=tenant,
+                                             reason="stream configuration unavailable", httpStatus=503)
+            return results
+
+        jobs: list[tuple[str, StreamConfig, list[tuple[int, Event]]]] = []
+        deliveries: dict[int, list[Delivery]] = defaultdict(list)
+        for tenant, items in by_tenant.items():
+            config = configs[tenant]
+            ts = stats.tenant(tenant)
+            passing = []
+            for i, ev in items:
+                if passes(config, ev):
+                    passing.append((i, ev))
+                else:
+                    ts.count("flt")
+                    reason = "stream disabled for tenant" if not config.enabled else "no filter matched"
+                    results[i] = EventResult(index=i, status="filtered", eventId=ev.eventId, tenantId=tenant,
+                                             reason=reason, httpStatus=200)
+            if not passing:
+                continue
+            for dest_cfg in config.destinations:
+                if not dest_cfg.enabled:
+                    continue
+                for start in range(0, len(passing), config.batchSize):
+                    jobs.append((dest_cfg.type, config, passing[start:start + config.batchSize]))
+            for i, ev in passing:
+                deliveries[i]  # every passing event gets an entry, even with no destination
+
+        outcomes = await asyncio.gather(*(self._deliver(t, c, chunk) for t, c, chunk in jobs))
+        failures: list[tuple[int, Failure]] = []
+        for (dest_type, config, chunk), dels in zip(jobs, outcomes):
+            for (i, ev), d in zip(chunk, dels):
+                deliveries[i].append(d)
+                if d.status == "failed":
+                    failures.append((i, Failure(ev, dest_type, d, config)))
+        if failures and self.parker is not None:
+            try:
+                parked = await self.parker.park([f for _, f in failures])
+            except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted
+                log.error("parking failed deliveries failed: %s", type(exc).__name__)
+                parked = [False] * len(failures)
+            for (i, f), ok in zip(failures, parked):
+                if ok:
+                    f.delivery.status = "parked"
+
+        done = time.time()
+        latency_ms = max(0.0, (done - received_at) * 1000.0)
+        events = dict(ready)
+        for i, dels in deliveries.items():
+            ev = events[i]
+            ts = stats.tenant(ev.tenantId)
+            for d in dels:
+                ts.count(f"d:{d.destination}:" + {"delivered": "ok", "failed": "fail", "parked": "park"}[d.status])
+            ok = all(d.status != "failed" for d in dels)
+            if ok:
+                ts.count("acc")
+                ts.count(f"t:{ev.eventType.value}")
+                ts.count(f"s:{ev.source.value}")
+                ts.observe_latency(latency_ms)
+            else:
+                ts.count("fail")
+            results[i] = EventResult(
+                index=i,
+                status="accepted" if ok else "failed",
+                eventId=ev.eventId,
+                tenantId=ev.tenantId,
+                destinations=dels,
+                reason=None if ok else "delivery failed and could not be parked for retry",
+                httpStatus=201 if ok else 503,
+            )
+        return results
+
+    async def _deliver(self, dest_type: str, config: StreamConfig, chunk: list[tuple[int, Event]]) -> list[Delivery]:
+        dest = self.destinations.get(dest_type)
+        if dest is None:
+            return [Delivery(destination=dest_type, status="failed", transient=False,
+                             error=f"destination type {dest_type!r} is not available in this deployment")
+                    for _ in chunk]
+        options = next(d.options for d in config.destinations if d.type == dest_type)
+        try:
+            out = await dest.publish([ev for _, ev in chunk], options, config)
+        except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
+            log.exception("destination %s raised", dest_type)
+            return [Delivery(destination=dest_type, status="failed", transient=True,
+                             error=f"destination error: {type(exc).__name__}") for _ in chunk]
+        if len(out) != len(chunk):
+            raise RuntimeError(f"destination {dest_type} returned {len(out)} results for {len(chunk)} events")
+        return out
+
+    async def _finish(self, stats: BatchStats, results: Sequence[EventResult]) -> None:
+        if self.metrics is not None:
+            try:
+                await self.metrics.record(stats)
+            except Exception as exc:  # noqa: BLE001 - metrics never fail a publish
+                log.warning("metrics not recorded: %s", type(exc).__name__)
+        for hook in self.hooks:
+            try:
+                hook(stats, results)
+            except Exception:  # noqa: BLE001
+                log.exception("batch hook failed")

@@ -1,0 +1,93 @@
+"""The instance's long-lived clients and components, one set per event loop.
+
+Functions instances are reused across invocations, so clients are built once and kept; they are
+bound to the event loop that made them (the Functions worker has one; tests get a new loop per
+test), hence one container per running loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Callable
+
+from shared.configstore import ConfigStore
+from shared.destinations.base import Destination
+from shared.destinations.redis_streams import RedisStreamsDestination
+from shared.metrics import TenantMetrics
+from shared.pipeline import Pipeline
+from shared.redisconn import create_redis
+from shared.settings import Settings, get_settings
+from shared.storage import table_service
+
+DestinationFactory = Callable[["Services"], Destination]
+
+# type -> factory; a destination is built the first time a tenant's config routes to it.
+DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
+    "redis": lambda s: RedisStreamsDestination(s.redis),
+}
+
+
+class DestinationRegistry:
+    def __init__(self, services: "Services") -> None:
+        self._services = services
+        self._built: dict[str, Destination] = {}
+
+    def get(self, type_: str) -> Destination | None:
+        dest = self._built.get(type_)
+        if dest is None:
+            factory = DESTINATION_FACTORIES.get(type_)
+            if factory is None:
+                return None
+            dest = self._built[type_] = factory(self._services)
+        return dest
+
+    def built(self) -> dict[str, Destination]:
+        return dict(self._built)
+
+    async def close(self) -> None:
+        for dest in self._built.values():
+            await dest.close()
+        self._built.clear()
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = create_redis(settings)
+        self.tables = table_service(settings)
+        self.configs = ConfigStore(self.tables, settings.stream_config_table, self.redis,
+                                   settings.stream_config_cache_seconds)
+        self.metrics = TenantMetrics(self.redis)
+        self.destinations = DestinationRegistry(self)
+        self.pipeline = Pipeline(self.configs, self.destinations, self.metrics)
+
+    @property
+    def redis_streams(self) -> RedisStreamsDestination:
+        dest = self.destinations.get("redis")
+        assert isinstance(dest, RedisStreamsDestination)
+        return dest
+
+    async def close(self) -> None:
+        await self.destinations.close()
+        await self.tables.close()
+        await self.redis.aclose()
+
+
+_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Services]" = weakref.WeakKeyDictionary()
+
+
+def get_services() -> Services:
+    loop = asyncio.get_running_loop()
+    services = _per_loop.get(loop)
+    if services is None:
+        services = _per_loop[loop] = Services(get_settings())
+    return services
+
+
+async def reset_services() -> None:
+    """Close this loop's services and forget the cached settings (tests that change the environment)."""
+    loop = asyncio.get_running_loop()
+    services = _per_loop.pop(loop, None)
+    if services is not None:
+        await services.close()
+    get_settings.cache_clear()
