@@ -11,7 +11,6 @@ type (+ the gap/violation id), so a re-delivered change maps to the same ids.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -20,7 +19,7 @@ from typing import Any, Callable
 import orjson
 
 from shared.ids import derived_uuid
-from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, check_shape, utc_now_iso
+from shared.models import SCHEMA_VERSION, TENANT_RE, Action, Event, EventType, Source, check_shape, utc_now_iso
 
 
 class Kind(str, Enum):
@@ -41,7 +40,6 @@ ENTITY_TYPE: dict[Kind, str] = {
     Kind.POLICIES: "policy",
 }
 
-TENANT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$")  # models.TenantId
 SYSTEM_FIELDS = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "_lsn"})
 MAX_ID_LENGTH = 255  # Cosmos' own limit on `id`
 MAX_TRACKED_ITEMS = 1000  # gaps / violations remembered per entity
