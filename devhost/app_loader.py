@@ -66,7 +66,7 @@ def load_functions(module: str = "function_app") -> list[FunctionSpec]:
         bindings = [{k: resolve(v) for k, v in b.items()} for b in doc["bindings"]]
         trigger = next(b for b in bindings if str(b["type"]).endswith("Trigger"))
         settings: dict[str, Any] = {}
-        retry = f.get_settings_dict("retry") if hasattr(f, "get_settings_dict") else None
+        retry = f.get_settings_dict("retry_policy") if hasattr(f, "get_settings_dict") else None
         if retry:
             settings["retry"] = retry
         specs.append(FunctionSpec(f.get_function_name(), trigger, bindings, f.get_user_function(), settings))

@@ -126,13 +126,13 @@ class ChangeFeedProcessor:
 
         events = [e for m in mapped for e in m.events]
         out.events = len(events)
-        left, published, dupes = await self._publish(events, stats, now)
+        left, published, dupes = await self.publish_events(events, stats, now)
         out.published, out.duplicates = published, dupes
 
         if left:
             out.unpublished = left
             if not final_attempt:
-                await self._record(stats)
+                await self.record(stats)
                 raise RetryBatch(f"{len(left)} of {len(events)} change-feed event(s) not published")
             reason = "not published after the last retry"
             await self.parking.park_events(container, kind.value, left, reason)
@@ -143,16 +143,20 @@ class ChangeFeedProcessor:
         for m in mapped:
             if m.ts is not None:
                 stats.tenant(m.tenant_id).observe_delay(max(0.0, (now - m.ts) * 1000.0))
-        await self._record(stats)
+        await self.record(stats)
         return out
 
-    async def _publish(self, events: list[Event], stats: BatchStats, now: float,
-                       take_parked: bool = False) -> tuple[list[Event], int, int]:
-        """Publish what is not yet delivered: (left unpublished, published, duplicates)."""
+    async def publish_events(self, events: list[Event], stats: BatchStats, now: float, *,
+                             dedup: Dedup | None = None, take_parked: bool = False) -> tuple[list[Event], int, int]:
+        """Publish what is not yet delivered: (left unpublished, published, duplicates).
+
+        `dedup` overrides the markers (the overdue timer keeps its own, longer-lived ones).
+        """
+        dedup = dedup or self.dedup
         if not events:
             return [], 0, 0
         try:
-            claims = await self.dedup.claim(events, take_parked=take_parked)
+            claims = await dedup.claim(events, take_parked=take_parked)
         except Exception as exc:  # noqa: BLE001 - dedup store down: publishing now could duplicate
             log.warning("dedup markers unavailable: %s", type(exc).__name__)
             return list(events), 0, 0
@@ -168,24 +172,24 @@ class ChangeFeedProcessor:
             results = await self.publisher.publish_enriched(mine, received_at=now)
         except Exception as exc:  # noqa: BLE001
             log.warning("publishing change-feed events failed: %s", type(exc).__name__)
-            await self._safe_release(mine)
+            await self._safe_release(dedup, mine)
             return [*mine, *busy], 0, dupes
         done = [e for e, r in zip(mine, results) if r.status in OK_STATUSES]
         failed = [e for e, r in zip(mine, results) if r.status not in OK_STATUSES]
         try:
-            await self.dedup.mark(done, "d")
+            await dedup.mark(done, "d")
         except Exception as exc:  # noqa: BLE001 - delivered; a redelivery may publish them again
             log.warning("dedup markers not written: %s", type(exc).__name__)
-        await self._safe_release(failed)
+        await self._safe_release(dedup, failed)
         return [*failed, *busy], len(done), dupes
 
-    async def _safe_release(self, events: list[Event]) -> None:
+    async def _safe_release(self, dedup: Dedup, events: list[Event]) -> None:
         try:
-            await self.dedup.release(events)
+            await dedup.release(events)
         except Exception as exc:  # noqa: BLE001 - the pending marker expires by itself
             log.warning("dedup claims not released: %s", type(exc).__name__)
 
-    async def _record(self, stats: BatchStats) -> None:
+    async def record(self, stats: BatchStats) -> None:
         if self.metrics is None or not stats.tenants:
             return
         try:
@@ -199,7 +203,7 @@ class ChangeFeedProcessor:
         """Process a parked item again; True (and the row deleted) when nothing is left of it."""
         if item.kind == "events":
             events = [Event.model_validate(e) for e in item.payload]
-            left, _, _ = await self._publish(events, BatchStats(), self.clock(), take_parked=True)
+            left, _, _ = await self.publish_events(events, BatchStats(), self.clock(), take_parked=True)
             if left:
                 await self.parking.failed_again(item, f"{len(left)} event(s) still not published")
                 return False
