@@ -21,6 +21,7 @@ from shared import limits
 from shared.destinations.base import Destination
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
+from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics
 from shared.models import TENANT_RE, Delivery, Event, EventIn, EventResult, FieldError, StreamConfig
 from shared.validation import field_errors
@@ -83,6 +84,7 @@ class Pipeline:
         stats = BatchStats()
         results: list[EventResult | None] = [None] * len(items)
         ingested_at = now_iso()
+        correlation_id = ctx.correlation_id or uuid7()  # one request, one correlation id
         ready: list[tuple[int, Event]] = []
         for i, raw in enumerate(items):
             prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
@@ -91,7 +93,7 @@ class Pipeline:
             except ValidationError as exc:
                 results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
                 continue
-            ev = enrich(ein, ingested_at=ingested_at, correlation_id=ctx.correlation_id,
+            ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
                         event_id=ctx.idempotency_key)
             size = len(ev.to_json())
             if size > limits.MAX_EVENT_BYTES:

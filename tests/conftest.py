@@ -48,3 +48,37 @@ def storage_connection_string(azurite: services.Running) -> str:
 @pytest.fixture(scope="session")
 def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Running]:
     yield from _service("cosmos", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def app_env(redis_port: int, storage_connection_string: str) -> Iterator[dict[str, str]]:
+    """Point the app's settings at the real local services (process environment, like App Settings)."""
+    from devhost.app_loader import load_settings
+    from shared.settings import get_settings
+
+    env = {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis_port),
+        "STORAGE_CONNECTION_STRING": storage_connection_string,
+        "AzureWebJobsStorage": storage_connection_string,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    load_settings(ROOT / "local.settings.sample.json")  # the rest of the defaults, env wins
+    get_settings.cache_clear()
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+async def app_services(app_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """This test loop's service container, closed afterwards."""
+    from shared.services import get_services, reset_services
+
+    yield get_services()
+    await reset_services()

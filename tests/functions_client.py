@@ -1,0 +1,34 @@
+"""Call function_app's registered functions with real `func.HttpRequest` objects."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+
+import function_app
+
+
+def registrations() -> dict[str, dict[str, Any]]:
+    function_app.app.functions_bindings = None
+    out = {}
+    for f in function_app.app.get_functions():
+        trig = json.loads(f.get_function_json())["bindings"][0]
+        out[f.get_function_name()] = {"fn": f.get_user_function(), **trig}
+    return out
+
+
+def call(name: str, method: str, path: str, body: Any = None, *, route: dict[str, str] | None = None,
+         params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> func.HttpRequest:
+    raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
+    hdrs = {"content-type": "application/json"} if body is not None else {}
+    hdrs.update(headers or {})
+    return func.HttpRequest(method=method, url=f"http://localhost{path}", headers=hdrs, params=params or {},
+                            route_params=route or {}, body=raw)
+
+
+async def invoke(name: str, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, str], Any]:
+    """Run the named function; returns (status, headers, parsed JSON body or None)."""
+    resp = await registrations()[name]["fn"](call(name, method, path, body, **kw))
+    raw = resp.get_body()
+    return resp.status_code, dict(resp.headers), (json.loads(raw) if raw else None)

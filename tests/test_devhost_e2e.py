@@ -1,0 +1,94 @@
+"""End to end over HTTP: function_app.py served by the local runner, on the real Redis and Azurite."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from localdev import services
+from tests.conftest import ROOT
+
+# The original service's README example, byte for byte in body and headers.
+ORIGINAL_CURL_BODY = """{
+    "tenantId": "test-tenant",
+    "eventType": "RISK_CREATED",
+    "source": "FRONTEND_APP",
+    "action": "CREATE",
+    "data": {"test": true}
+  }"""
+
+
+def start_runner(env: dict[str, str], tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = services.free_port()
+    log = open(tmp / f"devhost-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port), *extra], cwd=ROOT,
+                            env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((tmp / f"devhost-{port}.log").read_text())
+        try:
+            httpx.get(base + "/health", timeout=1)
+            return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    services.stop(proc)
+    raise RuntimeError("devhost did not start")
+
+
+@pytest.fixture(scope="module")
+def runner(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, base = start_runner(app_env, tmp_path_factory.mktemp("devhost"))
+    yield base
+    services.stop(proc)
+
+
+def test_original_curl_example(runner: str) -> None:
+    r = httpx.post(runner + "/events", content=ORIGINAL_CURL_BODY, headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    event_id = r.json()["eventId"]
+    listed = httpx.get(runner + "/events/test-tenant", params={"limit": 10}).json()
+    assert event_id in [e["event"]["eventId"] for e in listed["events"]]
+
+
+def test_routes_methods_and_problem_details_over_http(runner: str) -> None:
+    r = httpx.request("PATCH", runner + "/events")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = httpx.get(runner + "/nope/nothing")
+    assert r.status_code == 404
+    r = httpx.get(runner + "/openapi.json")
+    assert r.status_code == 200 and "/events/bulk" in r.json()["paths"]
+    r = httpx.get(runner + "/health")
+    assert r.json()["dependencies"]["redis"]["status"] == "healthy"
+
+
+def test_bulk_and_metrics_over_http(runner: str) -> None:
+    events = [{"tenantId": "e2e-tenant", "eventType": "CONTROL_FAILED", "source": "BACKEND_API",
+               "action": "TEST", "entityId": f"c-{i}", "data": {"i": i}} for i in range(50)]
+    r = httpx.post(runner + "/events/bulk", json={"events": events})
+    assert r.status_code == 200 and r.json()["accepted"] == 50
+    m = httpx.get(runner + "/metrics/e2e-tenant").json()
+    assert m["windows"]["1m"]["accepted"] == 50
+    assert m["windows"]["1m"]["topSources"][0] == {"name": "BACKEND_API", "count": 50}
+    listed = httpx.get(runner + "/events/e2e-tenant", params={"limit": 3}).json()
+    assert [e["event"]["data"]["i"] for e in listed["events"]] == [49, 48, 47]  # newest first
+
+
+def test_function_keys_when_the_runner_requires_them(app_env: dict[str, str], tmp_path: Path) -> None:
+    proc, base = start_runner(app_env, tmp_path, "--function-key", "local-test-key")
+    try:
+        assert httpx.get(base + "/health").status_code == 200  # anonymous
+        assert httpx.get(base + "/metrics/e2e-tenant").status_code == 401
+        assert httpx.get(base + "/metrics/e2e-tenant", headers={"x-functions-key": "local-test-key"}).status_code == 200
+        assert httpx.get(base + "/metrics/e2e-tenant", params={"code": "local-test-key"}).status_code == 200
+    finally:
+        services.stop(proc)
