@@ -164,7 +164,18 @@ class FeedWorker:
         return token, len(items)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await self.open()
+        while not stopping.is_set():
+            try:
+                await self.open()
+                break
+            except Exception as exc:  # noqa: BLE001 - e.g. the local server not started yet
+                log.warning("%s: Cosmos DB not reachable (%s); retrying in 5 s", self.spec.name, type(exc).__name__)
+                try:
+                    await asyncio.wait_for(stopping.wait(), timeout=5)
+                except asyncio.TimeoutError:
+                    pass
+        if stopping.is_set():
+            return
         lease = await self.read_lease()
         token = lease.continuation
         log.info("%s: %s/%s from %s", self.spec.name, self.database, self.container_name,
@@ -215,7 +226,7 @@ class CosmosDriver:
         self._stopping.set()
         for task in self._tasks:
             try:
-                await asyncio.wait_for(task, timeout=30)
+                await asyncio.wait_for(task, timeout=10)
             except asyncio.TimeoutError:
                 task.cancel()
             except Exception:  # noqa: BLE001
