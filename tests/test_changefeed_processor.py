@@ -168,11 +168,12 @@ async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: 
     from shared.changefeed.rules import map_change
 
     ev = map_change(Kind.RISKS, "risks", doc, None, ingested_at="2026-01-01T00:00:00.000Z").events
-    await other.claim(ev)
+    token = other.new_token()
+    await other.claim(ev, token)
     with pytest.raises(RetryBatch):
         await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)
     assert await stream(services, tenant) == []
-    await other.release(ev)
+    await other.release(ev, token)
     assert (await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)).published == 1
 
 

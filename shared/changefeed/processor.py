@@ -155,8 +155,9 @@ class ChangeFeedProcessor:
         dedup = dedup or self.dedup
         if not events:
             return [], 0, 0
+        token = dedup.new_token()
         try:
-            claims = await dedup.claim(events, take_parked=take_parked)
+            claims = await dedup.claim(events, token, take_parked=take_parked)
         except Exception as exc:  # noqa: BLE001 - dedup store down: publishing now could duplicate
             log.warning("dedup markers unavailable: %s", type(exc).__name__)
             return list(events), 0, 0
@@ -172,7 +173,7 @@ class ChangeFeedProcessor:
             results = await self.publisher.publish_enriched(mine, received_at=now)
         except Exception as exc:  # noqa: BLE001
             log.warning("publishing change-feed events failed: %s", type(exc).__name__)
-            await self._safe_release(dedup, mine)
+            await self._safe_release(dedup, mine, token)
             return [*mine, *busy], 0, dupes
         done = [e for e, r in zip(mine, results) if r.status in OK_STATUSES]
         failed = [e for e, r in zip(mine, results) if r.status not in OK_STATUSES]
@@ -180,12 +181,12 @@ class ChangeFeedProcessor:
             await dedup.mark(done, "d")
         except Exception as exc:  # noqa: BLE001 - delivered; a redelivery may publish them again
             log.warning("dedup markers not written: %s", type(exc).__name__)
-        await self._safe_release(dedup, failed)
+        await self._safe_release(dedup, failed, token)
         return [*failed, *busy], len(done), dupes
 
-    async def _safe_release(self, dedup: Dedup, events: list[Event]) -> None:
+    async def _safe_release(self, dedup: Dedup, events: list[Event], token: str) -> None:
         try:
-            await dedup.release(events)
+            await dedup.release(events, token)
         except Exception as exc:  # noqa: BLE001 - the pending marker expires by itself
             log.warning("dedup claims not released: %s", type(exc).__name__)
 

@@ -11,7 +11,7 @@ Entity snapshot (hash `grc:{t}:cf:s:<kind>:<id>`): `o` version order, `i` versio
 - older (a stale copy, e.g. a replayed park after newer changes) yields no events.
 Two instances handling the same change therefore compute the same events from the same prior.
 
-Dedup marker (string `grc:{t}:cf:d:<eventId>`): `p:<token>` while one invocation publishes it
+Dedup marker (string `grc:{t}:cf:d:<eventId>`): `p:<token>` while one publish attempt holds it
 (expires after `pending_ttl`, so a crashed instance does not block it forever), `d` once
 delivered (or filtered), `k` once parked; kept `done_ttl` seconds.
 """
@@ -132,14 +132,18 @@ class Dedup:
         self._pending_ttl_ms = pending_ttl_ms
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
-        self.token = uuid.uuid4().hex  # per processor; claims of one invocation are re-entrant
 
-    async def claim(self, events: Sequence[Event], *, take_parked: bool = False) -> list[Claim]:
+    @staticmethod
+    def new_token() -> str:
+        """One per publish attempt: concurrent invocations, even in one instance, never share claims."""
+        return uuid.uuid4().hex
+
+    async def claim(self, events: Sequence[Event], token: str, *, take_parked: bool = False) -> list[Claim]:
         out: list[Claim] = [Claim.SKIP] * len(events)
         for tenant, idx in _by_tenant(events).items():
             keys = [dedup_key(tenant, events[i].eventId) for i in idx]
             replies = await self._claim(
-                keys=keys, args=[self.token, self._pending_ttl_ms, "1" if take_parked else "0"]
+                keys=keys, args=[token, self._pending_ttl_ms, "1" if take_parked else "0"]
             )
             for i, r in zip(idx, replies):
                 out[i] = Claim(int(r))
@@ -154,9 +158,9 @@ class Dedup:
             pipe.set(dedup_key(ev.tenantId, ev.eventId), state, ex=self._done_ttl)
         await pipe.execute()
 
-    async def release(self, events: Sequence[Event]) -> None:
+    async def release(self, events: Sequence[Event], token: str) -> None:
         for tenant, idx in _by_tenant(events).items():
-            await self._release(keys=[dedup_key(tenant, events[i].eventId) for i in idx], args=[self.token])
+            await self._release(keys=[dedup_key(tenant, events[i].eventId) for i in idx], args=[token])
 
 
 def _by_tenant(events: Sequence[Event]) -> dict[str, list[int]]:
