@@ -31,6 +31,7 @@ from devhost.invoke import Context, RetryContext, invoke
 from devhost.retry import RetryPolicy
 
 log = logging.getLogger("devhost.cosmos")
+_CREATE_LOCK = asyncio.Lock()
 DEFAULT_POLL_MS = 1000  # the host's default feedPollDelay is 5 s; locally faster feedback
 MONITORED_PARTITION_KEY = "/tenantId"  # the platform's convention (docs/change-capture.md)
 
@@ -90,13 +91,16 @@ class FeedWorker:
         self.failed_batches = 0
 
     async def open(self) -> None:
-        db = await self.client.create_database_if_not_exists(self.database)
-        # The monitored container must exist in Azure; the in-memory local server starts empty.
-        self.container = await db.create_container_if_not_exists(
-            self.container_name, partition_key=PartitionKey(MONITORED_PARTITION_KEY))
-        lease_db = await self.client.create_database_if_not_exists(self.lease_database)
-        self.leases = await lease_db.create_container_if_not_exists(
-            self.lease_container_name, partition_key=PartitionKey("/id"))
+        # The workers share databases and the lease container: create them one at a time
+        # (create-if-not-exists is read-then-create, so two at once can collide).
+        async with _CREATE_LOCK:
+            db = await self.client.create_database_if_not_exists(self.database)
+            # The monitored container must exist in Azure; the in-memory local server starts empty.
+            self.container = await db.create_container_if_not_exists(
+                self.container_name, partition_key=PartitionKey(MONITORED_PARTITION_KEY))
+            lease_db = await self.client.create_database_if_not_exists(self.lease_database)
+            self.leases = await lease_db.create_container_if_not_exists(
+                self.lease_container_name, partition_key=PartitionKey("/id"))
 
     async def read_lease(self) -> Lease:
         assert self.leases is not None
