@@ -16,14 +16,15 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
-import azure.functions.meta as meta
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
+from azure.functions import meta
 from azure.functions.cosmosdb import CosmosDBTriggerConverter
 
 from devhost.app_loader import FunctionSpec
@@ -115,7 +116,7 @@ class FeedWorker:
         await self.leases.upsert_item({
             "id": self.lease_id, "ContinuationToken": continuation, "Owner": "devhost",
             "LeaseToken": "0", "FeedRange": {"min": "", "max": "FF"},
-            "timestamp": datetime.now(timezone.utc).isoformat(), "function": self.spec.name,
+            "timestamp": datetime.now(UTC).isoformat(), "function": self.spec.name,
         })
 
     async def read_page(self, continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -176,7 +177,7 @@ class FeedWorker:
                 log.warning("%s: Cosmos DB not reachable (%s); retrying in 5 s", self.spec.name, type(exc).__name__)
                 try:
                     await asyncio.wait_for(stopping.wait(), timeout=5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         if stopping.is_set():
             return
@@ -187,13 +188,13 @@ class FeedWorker:
         while not stopping.is_set():
             try:
                 token, n = await self.step(token)
-            except Exception:  # noqa: BLE001 - a feed read failure: wait and read again
+            except Exception:
                 log.exception("%s: change feed read failed", self.spec.name)
                 n = 0
             if n == 0:
                 try:
                     await asyncio.wait_for(stopping.wait(), timeout=self.poll_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
 
@@ -231,9 +232,9 @@ class CosmosDriver:
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, timeout=10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 task.cancel()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cosmos worker ended with an error")
         self._tasks.clear()
         for client in self.clients.values():

@@ -26,7 +26,7 @@ class RetryPolicy:
     maximum_s: float = 0.0
 
     @classmethod
-    def from_setting(cls, setting: dict[str, Any] | None) -> "RetryPolicy | None":
+    def from_setting(cls, setting: dict[str, Any] | None) -> RetryPolicy | None:
         if not setting:
             return None
         return cls(

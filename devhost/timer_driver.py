@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,7 @@ class TimerWorker:
         if self.use_monitor and self.status_file:
             self.status_file.parent.mkdir(parents=True, exist_ok=True)
             self.status_file.write_text(json.dumps({"Last": last.isoformat(), "Next": nxt.isoformat(),
-                                                    "LastUpdated": datetime.now(timezone.utc).isoformat()}))
+                                                    "LastUpdated": datetime.now(UTC).isoformat()}))
 
     async def fire(self, past_due: bool, last: datetime | None, nxt: datetime) -> None:
         status = {"Last": last.isoformat() if last else None, "Next": nxt.isoformat()}
@@ -132,7 +132,7 @@ class TimerWorker:
                 await invoke(self.spec, req, Context(self.spec.name,
                                                      retry_context=RetryContext(attempt, max_retries)))
                 return
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("%s failed (attempt %d)", self.spec.name, attempt + 1)
                 if self.retry is None or 0 <= max_retries <= attempt:
                     return
@@ -140,7 +140,7 @@ class TimerWorker:
                 attempt += 1
 
     async def run(self, stopping: asyncio.Event) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         status = self._status()
         missed = status.get("Next") and datetime.fromisoformat(status["Next"]) < now
         nxt = self.schedule.next_after(now)
@@ -151,14 +151,14 @@ class TimerWorker:
         elif not status:
             self._save(now, nxt)
         while not stopping.is_set():
-            wait = (nxt - datetime.now(timezone.utc)).total_seconds()
+            wait = (nxt - datetime.now(UTC)).total_seconds()
             if wait > 0:
                 try:
                     await asyncio.wait_for(stopping.wait(), timeout=wait)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
-            fired_at = datetime.now(timezone.utc)
+            fired_at = datetime.now(UTC)
             following = self.schedule.next_after(max(fired_at, nxt))
             await self.fire((fired_at - nxt).total_seconds() > 1.0, nxt, following)
             self._save(nxt, following)
@@ -184,8 +184,8 @@ class TimerDriver:
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, timeout=30)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 task.cancel()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("timer worker ended with an error")
         self._tasks.clear()

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
@@ -26,7 +26,7 @@ TENANTS = ("acme-bank", "globex-health", "initech")
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Seeder:
@@ -36,7 +36,7 @@ class Seeder:
         self.writes = 0
 
     def put(self, kind: str, doc: dict[str, Any]) -> None:
-        now = iso(datetime.now(timezone.utc))
+        now = iso(datetime.now(UTC))
         key = (kind, doc["id"])
         prev = self.docs.get(key)
         body = {**(prev or {}), **doc, "updatedAt": now}
@@ -105,7 +105,7 @@ def phase_delete(s: Seeder) -> None:
 
 def get_json(url: str) -> Any:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - local URL only
+        with urllib.request.urlopen(url, timeout=5) as r:
             return json.loads(r.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -131,8 +131,8 @@ def summary(api: str) -> None:
 
 
 async def overdue() -> None:
-    from shared.changefeed.entry import run_overdue_check  # noqa: PLC0415
-    from shared.services import reset_services  # noqa: PLC0415
+    from shared.changefeed.entry import run_overdue_check
+    from shared.services import reset_services
 
     try:
         run = await run_overdue_check()
@@ -149,10 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--settings", default=None, help="local.settings.json (default: the repo's)")
     args = ap.parse_args(argv)
 
-    from pathlib import Path  # noqa: PLC0415
+    from pathlib import Path
 
-    from devhost.app_loader import load_settings  # noqa: PLC0415
-    from shared.settings import get_settings  # noqa: PLC0415
+    from devhost.app_loader import load_settings
+    from shared.settings import get_settings
 
     load_settings(Path(args.settings) if args.settings else None)
     s = get_settings()
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     containers = {k: db.create_container_if_not_exists(v, partition_key=PartitionKey("/tenantId"))
                   for k, v in names.items()}
     seeder = Seeder(containers)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for label, step in (("create", lambda: phase_create(seeder, now)), ("update", lambda: phase_update(seeder, now)),
                         ("soft delete", lambda: phase_delete(seeder))):
         before = seeder.writes

@@ -8,7 +8,8 @@ to metrics/telemetry without touching the callers.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from azure.cosmos.aio import ContainerProxy, CosmosClient
@@ -40,10 +41,10 @@ def record_charge(operation: str, container: ContainerProxy) -> float:
         charge = float(headers.get("x-ms-request-charge", 0) or 0)
     except (TypeError, ValueError):
         charge = 0.0
-    for hook in list(_hooks):
+    for hook in _hooks:
         try:
             hook(operation, charge)
-        except Exception:  # noqa: BLE001 - a telemetry hook never fails a query
+        except Exception:
             log.exception("request charge hook failed")
     return charge
 
@@ -57,7 +58,7 @@ def cosmos_client(settings: Settings) -> CosmosClient:
     if settings.cosmos_key:
         credential: Any = settings.cosmos_key
     else:
-        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - only in Azure
+        from azure.identity.aio import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
     if is_local(endpoint):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -62,7 +63,7 @@ def container(db: Any, name: str) -> ContainerProxy:
 async def workers(driver: CosmosDriver) -> dict[str, FeedWorker]:
     out = {}
     for spec in driver.specs:
-        w = FeedWorker(spec, driver._client(str(spec.trigger["connection"])), poll_ms=0)  # noqa: SLF001
+        w = FeedWorker(spec, driver._client(str(spec.trigger["connection"])), poll_ms=0)
         await w.open()
         out[spec.trigger["containerName"]] = w
     return out

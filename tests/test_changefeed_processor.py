@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import orjson
 import pytest

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,6 @@ from devhost.cosmos_driver import FeedWorker, connection_settings, decode_batch
 from devhost.retry import RetryPolicy, timespan_seconds
 from devhost.timer_driver import Schedule, TimerWorker
 from localdev import services
-
-UTC = timezone.utc
-
 
 # ---- retry policy and connection settings -------------------------------------------------
 

@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import azure.functions.meta as meta
 import orjson
 import pytest
+from azure.functions import meta
 from azure.functions.cosmosdb import CosmosDBTriggerConverter
 
 import function_app
@@ -130,3 +130,28 @@ async def test_null_and_tenantless_documents_are_parked(app_services: Services) 
     mine = [p for p in parked if p.payload and isinstance(p.payload[0], dict) and p.payload[0].get("id") == marker]
     assert len(mine) == 1 and "tenantId" in mine[0].reason and mine[0].container == "policies"
     assert any(p.payload == [None] and "JSON object" in p.reason for p in parked)
+
+
+def test_parked_cli_lists_and_replays(app_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from shared.changefeed import parked
+    from shared.services import reset_services
+
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+
+    async def park() -> None:
+        from shared.services import get_services
+
+        await processor_for(get_services()).parking.park_documents(
+            "risks", "risks", [(risk(tenant, "r1", 1), "entity state unavailable")])
+        await reset_services()
+
+    asyncio.run(park())
+    parked.main(["list", tenant])
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(listed) == 1 and listed[0]["reason"] == "entity state unavailable" and listed[0]["kind"] == "document"
+    parked.main(["replay", tenant])
+    assert json.loads(capsys.readouterr().out) == {"replayed": 1, "kept": 0}
+    parked.main(["list", tenant])
+    assert capsys.readouterr().out == ""

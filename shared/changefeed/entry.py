@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from shared.changefeed.overdue import OverdueRun, emit_overdue
 from shared.changefeed.processor import BatchOutcome
@@ -17,7 +18,7 @@ from shared.cosmosdb import cosmos_client
 from shared.services import Services, get_services
 
 log = logging.getLogger("grc.changefeed")
-_overdue_markers: "weakref.WeakKeyDictionary[Services, Dedup]" = weakref.WeakKeyDictionary()
+_overdue_markers: weakref.WeakKeyDictionary[Services, Dedup] = weakref.WeakKeyDictionary()
 
 
 def is_final_attempt(retry_count: int | None, max_retry_count: int | None) -> bool:

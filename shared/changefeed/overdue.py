@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from azure.cosmos.aio import ContainerProxy
 
@@ -40,7 +41,7 @@ def due_at(value: Any) -> datetime | None:
             d = date.fromisoformat(value)
         except ValueError:
             return None
-        return datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + timedelta(days=1)
+        return datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1)
     return parse_time(value)
 
 
@@ -96,7 +97,7 @@ async def emit_overdue(
     now: datetime | None = None,
 ) -> OverdueRun:
     """Publish ASSESSMENT_OVERDUE for every newly overdue assessment; safe to run anywhere, anytime."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     ingested_at = utc_now_iso(now)
     run = OverdueRun()
     # ISO strings compare in time order; a date-only due date is filtered exactly below.

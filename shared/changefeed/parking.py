@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError

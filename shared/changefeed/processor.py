@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from shared import limits
 from shared.changefeed.parking import ParkedItem, ParkingStore
@@ -74,7 +75,7 @@ class ChangeFeedProcessor:
         self, kind: Kind, container: str, docs: Sequence[Any], *, final_attempt: bool = True
     ) -> BatchOutcome:
         now = self.clock()
-        ingested_at = utc_now_iso(datetime.fromtimestamp(now, timezone.utc))
+        ingested_at = utc_now_iso(datetime.fromtimestamp(now, UTC))
         out = BatchOutcome(documents=len(docs))
         stats = BatchStats()
 
@@ -98,7 +99,7 @@ class ChangeFeedProcessor:
                                             [(valid[i][0]["id"], valid[i][1], snaps[i]) for i in idx])
                 for i, p in zip(idx, got):
                     priors[i] = p
-        except Exception as exc:  # noqa: BLE001 - Redis down: retry, or park the documents
+        except Exception as exc:
             if not final_attempt:
                 raise RetryBatch(f"entity state unavailable: {type(exc).__name__}") from exc
             unmapped += [(doc, f"entity state unavailable: {type(exc).__name__}") for doc, _ in valid]

@@ -11,15 +11,25 @@ type (+ the gap/violation id), so a re-delivered change maps to the same ids.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 from shared.ids import derived_uuid
-from shared.models import SCHEMA_VERSION, TENANT_RE, Action, Event, EventType, Source, check_shape, utc_now_iso
+from shared.models import (
+    SCHEMA_VERSION,
+    TENANT_RE,
+    Action,
+    Event,
+    EventType,
+    Source,
+    check_shape,
+    utc_now_iso,
+)
 
 
 class Kind(str, Enum):
@@ -82,16 +92,16 @@ def parse_time(value: Any) -> datetime | None:
         dt = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _iso(dt: datetime) -> str:
-    return utc_now_iso(dt.astimezone(timezone.utc))
+    return utc_now_iso(dt.astimezone(UTC))
 
 
 def _ts_of(doc: dict[str, Any]) -> datetime | None:
     ts = doc.get("_ts")
-    return datetime.fromtimestamp(ts, timezone.utc) if isinstance(ts, (int, float)) else None
+    return datetime.fromtimestamp(ts, UTC) if isinstance(ts, (int, float)) else None
 
 
 def _norm(value: Any) -> str | None:

@@ -10,7 +10,7 @@ from shared.changefeed.state import Dedup, EntityState
 from shared.services import Services
 from shared.settings import Settings
 
-_processors: "weakref.WeakKeyDictionary[Services, ChangeFeedProcessor]" = weakref.WeakKeyDictionary()
+_processors: weakref.WeakKeyDictionary[Services, ChangeFeedProcessor] = weakref.WeakKeyDictionary()
 
 
 def processor_for(services: Services) -> ChangeFeedProcessor:

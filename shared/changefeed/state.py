@@ -18,9 +18,10 @@ delivered (or filtered), `k` once parked; kept `done_ttl` seconds.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
