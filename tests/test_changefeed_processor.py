@@ -229,3 +229,17 @@ async def test_large_payload_parks_across_chunks(services: Services, tenant: str
     await proc.parking.park_documents("risks", "risks", [(big, "test")])
     item = (await proc.parking.list(tenant))[0]
     assert item.payload == [big]
+
+
+async def test_a_retried_batch_parks_its_unmappable_documents_once(services: Services, tenant: str) -> None:
+    base = processor_for(services)
+    flaky = with_publisher(base, Flaky(services.pipeline, fail_calls=1))
+    batch = [risk(tenant, "r1", 1), risk(tenant, "bad", 2, status=["x"])]
+    with pytest.raises(RetryBatch):
+        await flaky.process(Kind.RISKS, "risks", batch, final_attempt=False)
+    assert await base.parking.list(tenant) == []  # not settled yet: nothing parked
+    out = await flaky.process(Kind.RISKS, "risks", batch, final_attempt=False)
+    assert (out.published, out.parked_documents) == (1, 1)
+    assert len(await base.parking.list(tenant)) == 1
+    totals = (await services.metrics.snapshot(tenant))["totals"]
+    assert totals["rejected"] == 1 and totals["deadLettered"] == 1 and totals["accepted"] == 1

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared import limits
-from shared.changefeed.parking import ParkedItem, ParkingStore
+from shared.changefeed.parking import UNMAPPED, ParkedItem, ParkingStore, partition_for
 from shared.changefeed.rules import Kind, Mapped, Unmappable, map_change, snapshot, validate
 from shared.changefeed.state import Claim, Dedup, EntityState
 from shared.metrics import BatchStats, TenantMetrics
@@ -118,27 +118,37 @@ class ChangeFeedProcessor:
                 continue
             mapped.append(m)
 
-        if unmapped:
-            # Parking failures propagate: the host retries and nothing is lost.
-            await self.parking.park_documents(container, kind.value, unmapped)
-            out.parked_documents = len(unmapped)
-            log.warning("parked %d %s document(s): %s", len(unmapped), container,
-                        "; ".join(sorted({r for _, r in unmapped}))[:500])
-
         events = [e for m in mapped for e in m.events]
         out.events = len(events)
         left, published, dupes = await self.publish_events(events, stats, now)
         out.published, out.duplicates = published, dupes
+        if left and not final_attempt:
+            out.unpublished = left
+            await self.record(stats)
+            raise RetryBatch(f"{len(left)} of {len(events)} change-feed event(s) not published")
 
+        # The batch is settled: park what could not be mapped and, on the last attempt, what could
+        # not be published. Parking failures propagate, so the host retries and nothing is lost.
+        if unmapped:
+            await self.parking.park_documents(container, kind.value, unmapped)
+            out.parked_documents = len(unmapped)
+            for doc, _ in unmapped:
+                tenant = partition_for(doc)
+                if tenant != UNMAPPED:
+                    stats.tenant(tenant).count("rej")
+                    stats.tenant(tenant).count("dlq")
+            log.warning("parked %d %s document(s): %s", len(unmapped), container,
+                        "; ".join(sorted({r for _, r in unmapped}))[:500])
         if left:
             out.unpublished = left
-            if not final_attempt:
-                await self.record(stats)
-                raise RetryBatch(f"{len(left)} of {len(events)} change-feed event(s) not published")
-            reason = "not published after the last retry"
-            await self.parking.park_events(container, kind.value, left, reason)
-            await self.dedup.mark(left, "k")
+            await self.parking.park_events(container, kind.value, left, "not published after the last retry")
             out.parked_events = len(left)
+            for ev in left:
+                stats.tenant(ev.tenantId).count("dlq")
+            try:
+                await self.dedup.mark(left, "k")
+            except Exception as exc:  # noqa: BLE001 - parked already; a replay still takes them
+                log.warning("parked markers not written: %s", type(exc).__name__)
             log.error("parked %d %s event(s) after the last retry", len(left), container)
 
         for m in mapped:

@@ -455,7 +455,7 @@ def map_change(
                 entityId=doc_id,
                 entityType=ENTITY_TYPE[kind],
                 data=em.data,
-                metadata=meta,
+                metadata={**meta},
                 timestamp=_iso(when) if when else ingested_at,
                 ingestedAt=ingested_at,
                 schemaVersion=SCHEMA_VERSION,
