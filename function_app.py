@@ -10,7 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.api import events, fallback, health as health_api, metrics, openapi as openapi_api, streamconfig
+from shared.api import audit, events, fallback, health as health_api, metrics, openapi as openapi_api, streamconfig
 from shared.changefeed import entry as changefeed
 from shared.changefeed.rules import Kind
 from shared.http.functions_adapter import serve
@@ -65,6 +65,12 @@ async def get_stream_config(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="stream-config/{tenantId}", methods=["PUT"])
 async def put_stream_config(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(req, streamconfig.put_stream_config)
+
+
+@app.function_name("get_audit")
+@app.route(route="audit/{tenantId}", methods=["GET"])
+async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(req, audit.get_audit)
 
 
 # Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.

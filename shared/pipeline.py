@@ -181,7 +181,18 @@ class Pipeline:
             for i, ev in passing:
                 deliveries[i]  # every passing event gets an entry, even with no destination
 
-        outcomes = await asyncio.gather(*(self._deliver(t, c, chunk) for t, c, chunk in jobs))
+        # Chunks of one tenant at one destination go in sequence (a stream keeps request order);
+        # tenants and destinations run concurrently.
+        lanes: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for j, (dest_type, config, _chunk) in enumerate(jobs):
+            lanes[(config.tenantId, dest_type)].append(j)
+        outcomes: list[list[Delivery]] = [[] for _ in jobs]
+
+        async def run_lane(indices: list[int]) -> None:
+            for j in indices:
+                outcomes[j] = await self._deliver(*jobs[j])
+
+        await asyncio.gather(*(run_lane(ix) for ix in lanes.values()))
         failures: list[tuple[int, Failure]] = []
         for (dest_type, config, chunk), dels in zip(jobs, outcomes):
             for (i, ev), d in zip(chunk, dels):

@@ -16,6 +16,9 @@ from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
+from shared.security.audit import AuditLog
+from shared.security.identity import Authenticator
+from shared.security.ratelimit import RateLimiter
 from shared.settings import Settings, get_settings
 from shared.storage import table_service
 
@@ -60,6 +63,10 @@ class Services:
         self.metrics = TenantMetrics(self.redis)
         self.destinations = DestinationRegistry(self)
         self.pipeline = Pipeline(self.configs, self.destinations, self.metrics)
+        self.auth = Authenticator(settings)
+        self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
+                                     burst=settings.rate_limit_burst)
+        self.audit = AuditLog(self.tables, settings.audit_table)
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:

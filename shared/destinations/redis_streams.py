@@ -3,7 +3,9 @@
 Each entry holds `t` (eventType), `s` (source), `f` (wire format) and `e` (the encoded event),
 so readers can filter without parsing. Retention by `retentionDays` trims with MINID on every
 XADD (approximate, so Redis trims whole macro-nodes cheaply); an optional length cap trims once
-per batch. A batch is one pipelined round trip.
+per batch. A batch is one command: a server-side script appends every entry (one key, so it is
+Redis-Cluster safe) and answers each entry's id or its error, which removes redis-py's
+per-command packing and reply handling from the hot path (see bench/publish_path.py).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any, Sequence
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from shared.destinations.base import DependencyHealth, delivered, failed
 from shared.destinations.options import RedisStreamOptions
@@ -20,6 +22,19 @@ from shared.models import Delivery, Event, StreamConfig
 from shared.redisconn import tenant_key
 
 DAY_MS = 86_400_000
+
+# KEYS[1] stream; ARGV: minid, format, maxlen (0 = none), then (type, source, payload) per event.
+# pcall per entry: one failing XADD (e.g. OOM) is reported for that entry, the others still land.
+_APPEND = """
+local key, minid, fmt, maxlen = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV, 3 do
+  local r = redis.pcall('XADD', key, 'MINID', '~', minid, '*', 't', ARGV[i], 's', ARGV[i + 1], 'f', fmt, 'e', ARGV[i + 2])
+  if type(r) == 'table' and r.err then out[#out + 1] = 'ERR ' .. r.err else out[#out + 1] = r end
+end
+if maxlen > 0 then redis.pcall('XTRIM', key, 'MAXLEN', '~', maxlen) end
+return out
+"""
 
 
 def stream_key(tenant_id: str) -> str:
@@ -31,6 +46,7 @@ class RedisStreamsDestination:
 
     def __init__(self, client: Redis) -> None:
         self._redis = client
+        self._append = client.register_script(_APPEND)
 
     async def publish(
         self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig  # type: ignore[override]
@@ -40,27 +56,22 @@ class RedisStreamsDestination:
         key = stream_key(stream.tenantId)
         minid = str(int(time.time() * 1000) - stream.retentionDays * DAY_MS)
         fmt = options.format
-        pipe = self._redis.pipeline(transaction=False)
+        args: list[Any] = [minid, fmt, options.maxLen or 0]
         for ev in events:
-            pipe.xadd(
-                key,
-                {"t": ev.eventType.value, "s": ev.source.value, "f": fmt, "e": ev.encode(fmt)},
-                minid=minid,
-                approximate=True,
-            )
-        if options.maxLen:
-            pipe.xtrim(key, maxlen=options.maxLen, approximate=True)
+            args += (ev.eventType.value, ev.source.value, ev.encode(fmt))
         try:
-            replies = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:  # connection-level: nothing is known to be written
+            replies = await self._append(keys=[key], args=args)
+        except RedisError as exc:  # connection-level or script error: nothing is known to be written
             return [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True) for _ in events]
         out: list[Delivery] = []
-        for reply in replies[: len(events)]:
-            if isinstance(reply, Exception):
-                transient = not isinstance(reply, ResponseError) or "OOM" in str(reply)
-                out.append(failed(self.type, f"XADD failed: {str(reply)[:200]}", transient=transient))
+        for reply in replies:
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if text.startswith("ERR "):
+                # OOM and LOADING clear up; anything else is a refusal that retrying will not fix.
+                transient = "OOM" in text or "LOADING" in text or "BUSY" in text
+                out.append(failed(self.type, f"XADD failed: {text[4:204]}", transient=transient))
             else:
-                out.append(delivered(self.type, reply.decode() if isinstance(reply, bytes) else str(reply)))
+                out.append(delivered(self.type, text))
         return out
 
     async def read_recent(
