@@ -221,7 +221,7 @@ def test_through_the_local_runner_process_with_restart(cosmos_env: dict[str, str
             time.sleep(0.1)
         return events_of(base)
 
-    proc, base = start_runner(cosmos_env, tmp_path, *args)
+    proc, base = start_runner({**cosmos_env, "AUTH_MODE": "jwt+local-open"}, tmp_path, *args)
     try:
         assert [e["eventType"] for e in wait_for(base, 1)] == ["RISK_CREATED"]
         risks.upsert_item(stamp(id="r1", tenantId=tenant, status="closed", updatedAt="2026-11-22T00:00:00Z"))
@@ -230,7 +230,7 @@ def test_through_the_local_runner_process_with_restart(cosmos_env: dict[str, str
         services.stop(proc)
 
     risks.upsert_item(stamp(id="r2", tenantId=tenant, status="open"))
-    proc, base = start_runner(cosmos_env, tmp_path, *args)
+    proc, base = start_runner({**cosmos_env, "AUTH_MODE": "jwt+local-open"}, tmp_path, *args)
     try:
         evs = wait_for(base, 4)
         time.sleep(0.5)  # a few more polls: a replay from the beginning would add entries now
