@@ -13,20 +13,20 @@ property holds only 64 KiB; an entity 1 MiB, so events are split across rows whe
 """
 from __future__ import annotations
 
-import asyncio
 import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.changefeed.rules import TENANT_RE
 from shared.ids import uuid7
 from shared.models import Event, utc_now_iso
+from shared.storage import LazyTable
 
 UNMAPPED = "_unmapped"
 CHUNK_BYTES = 60_000  # binary property limit is 64 KiB
@@ -84,21 +84,10 @@ def _unpack(entity: dict[str, Any]) -> list[dict[str, Any]]:
 
 class ParkingStore:
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
-        self._tables = tables
-        self._name = table_name
-        self._table: TableClient | None = None
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(tables, table_name)
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._lock:
-                if self._table is None:
-                    try:
-                        await self._tables.create_table(self._name)
-                    except ResourceExistsError:
-                        pass
-                    self._table = self._tables.get_table_client(self._name)
-        return self._table
+        return await self._table.get()
 
     async def _put(self, partition: str, kind: str, container: str, entity_kind: str, reason: str,
                    items: Sequence[dict[str, Any]], attempts: int) -> str:
