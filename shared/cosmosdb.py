@@ -8,7 +8,8 @@ to metrics/telemetry without touching the callers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlparse
 
@@ -53,15 +54,25 @@ def is_local(endpoint: str) -> bool:
     return (urlparse(endpoint).hostname or "") in LOCAL_HOSTS
 
 
-def cosmos_client(settings: Settings) -> CosmosClient:
+def cosmos_client(settings: Settings, credential: Any = None) -> CosmosClient:
+    """A client with the key, or with `credential` (a token credential) when no key is set."""
     endpoint = settings.cosmos_endpoint
-    if settings.cosmos_key:
-        credential: Any = settings.cosmos_key
-    else:
-        from azure.identity.aio import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
+    cred = settings.cosmos_key or credential
+    if cred is None:
+        raise RuntimeError("set COSMOS_DB_KEY (local) or pass a credential (managed identity)")
     if is_local(endpoint):
         # The local server: self-signed certificate over HTTPS, and no multi-region discovery.
-        return CosmosClient(endpoint, credential, connection_verify=False, enable_endpoint_discovery=False)
-    return CosmosClient(endpoint, credential)
+        return CosmosClient(endpoint, cred, connection_verify=False, enable_endpoint_discovery=False)
+    return CosmosClient(endpoint, cred)
+
+
+@asynccontextmanager
+async def open_cosmos(settings: Settings) -> AsyncIterator[CosmosClient]:
+    """A client for one unit of work; closes it and, with managed identity, its credential."""
+    async with AsyncExitStack() as stack:
+        credential = None
+        if not settings.cosmos_key:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = await stack.enter_async_context(DefaultAzureCredential())
+        yield await stack.enter_async_context(cosmos_client(settings, credential))

@@ -14,7 +14,7 @@ from shared.changefeed.processor import BatchOutcome
 from shared.changefeed.rules import Kind
 from shared.changefeed.runtime import container_of, processor_for
 from shared.changefeed.state import Dedup
-from shared.cosmosdb import cosmos_client
+from shared.cosmosdb import open_cosmos
 from shared.services import Services, get_services
 
 log = logging.getLogger("grc.changefeed")
@@ -52,7 +52,7 @@ async def run_overdue_check() -> OverdueRun:
     if markers is None:
         markers = _overdue_markers[services] = Dedup(services.redis, s.changefeed_state_ttl_days * 86_400)
     # A client per run: the timer fires every few minutes, and nothing is left open between runs.
-    async with cosmos_client(s) as client:
+    async with open_cosmos(s) as client:
         container = client.get_database_client(s.cosmos_database).get_container_client(
             s.cosmos_assessments_container)
         run = await emit_overdue(container, s.cosmos_assessments_container, processor_for(services), markers)
