@@ -94,10 +94,11 @@ class ChangeFeedProcessor:
         snaps = [snapshot(kind, doc) for doc, _ in valid]
         priors: list[Any] = [None] * len(valid)
         try:
+            got = await self.state.swap(kind.value, {
+                tenant: [(valid[i][0]["id"], valid[i][1], snaps[i]) for i in idx]
+                for tenant, idx in by_tenant.items()})
             for tenant, idx in by_tenant.items():
-                got = await self.state.swap(tenant, kind.value,
-                                            [(valid[i][0]["id"], valid[i][1], snaps[i]) for i in idx])
-                for i, p in zip(idx, got):
+                for i, p in zip(idx, got[tenant]):
                     priors[i] = p
         except Exception as exc:
             if not final_attempt:

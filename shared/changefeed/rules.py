@@ -446,7 +446,7 @@ def map_change(
     for rule in RULES[kind]:
         for em in rule.fire(change):
             when = em.when or ts_dt
-            out.events.append(Event.model_construct(
+            out.events.append(Event.trusted(
                 eventId=derived_uuid(base_ms, *key, rule.event_type.value, rule.action.value, em.sub),
                 tenantId=tenant,
                 eventType=rule.event_type,

@@ -103,20 +103,27 @@ class EntityState:
         self._swap = client.register_script(_SWAP)
 
     async def swap(
-        self, tenant: str, kind: str, changes: Sequence[tuple[str, Version, dict[str, Any]]]
-    ) -> list[Prior]:
-        """Store each (doc id, version, snapshot) of one tenant, in order; return its prior."""
-        if not changes:
-            return []
-        keys = [state_key(tenant, kind, doc_id) for doc_id, _, _ in changes]
-        args: list[Any] = [self._ttl]
-        for _, version, snap in changes:
-            args += [version.order, version.ident, orjson.dumps(snap)]
-        replies = await self._swap(keys=keys, args=args)
-        out = []
-        for code, raw in replies:
-            code = code.decode() if isinstance(code, bytes) else code
-            out.append(Prior(code, orjson.loads(raw) if raw else None))
+        self, kind: str, groups: dict[str, Sequence[tuple[str, Version, dict[str, Any]]]]
+    ) -> dict[str, list[Prior]]:
+        """Store each (doc id, version, snapshot), per tenant in order; return each one's prior.
+
+        One script call per tenant (its keys share a slot), all in one pipelined round trip.
+        """
+        groups = {t: c for t, c in groups.items() if c}
+        if not groups:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, changes in groups.items():
+            keys = [state_key(tenant, kind, doc_id) for doc_id, _, _ in changes]
+            args: list[Any] = [self._ttl]
+            for _, version, snap in changes:
+                args += [version.order, version.ident, orjson.dumps(snap)]
+            await self._swap(keys=keys, args=args, client=pipe)
+        replies = await pipe.execute()
+        out: dict[str, list[Prior]] = {}
+        for tenant, reply in zip(groups, replies):
+            out[tenant] = [Prior(code.decode() if isinstance(code, bytes) else code,
+                                 orjson.loads(raw) if raw else None) for code, raw in reply]
         return out
 
 
@@ -141,11 +148,15 @@ class Dedup:
 
     async def claim(self, events: Sequence[Event], token: str, *, take_parked: bool = False) -> list[Claim]:
         out: list[Claim] = [Claim.SKIP] * len(events)
-        for tenant, idx in _by_tenant(events).items():
+        groups = _by_tenant(events)
+        if not groups:
+            return out
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, idx in groups.items():
             keys = [dedup_key(tenant, events[i].eventId) for i in idx]
-            replies = await self._claim(
-                keys=keys, args=[token, self._pending_ttl_ms, "1" if take_parked else "0"]
-            )
+            await self._claim(keys=keys, args=[token, self._pending_ttl_ms, "1" if take_parked else "0"],
+                              client=pipe)
+        for idx, replies in zip(groups.values(), await pipe.execute()):
             for i, r in zip(idx, replies):
                 out[i] = Claim(int(r))
         return out
@@ -160,8 +171,14 @@ class Dedup:
         await pipe.execute()
 
     async def release(self, events: Sequence[Event], token: str) -> None:
-        for tenant, idx in _by_tenant(events).items():
-            await self._release(keys=[dedup_key(tenant, events[i].eventId) for i in idx], args=[token])
+        groups = _by_tenant(events)
+        if not groups:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, idx in groups.items():
+            await self._release(keys=[dedup_key(tenant, events[i].eventId) for i in idx], args=[token],
+                                client=pipe)
+        await pipe.execute()
 
 
 def _by_tenant(events: Sequence[Event]) -> dict[str, list[int]]:
