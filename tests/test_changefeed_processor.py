@@ -243,3 +243,16 @@ async def test_a_retried_batch_parks_its_unmappable_documents_once(services: Ser
     assert len(await base.parking.list(tenant)) == 1
     totals = (await services.metrics.snapshot(tenant))["totals"]
     assert totals["rejected"] == 1 and totals["deadLettered"] == 1 and totals["accepted"] == 1
+
+
+async def test_replay_from_the_beginning_after_markers_expired_publishes_nothing(
+    services: Services, tenant: str
+) -> None:
+    proc = processor_for(services)
+    batch = [risk(tenant, "r1", 1), risk(tenant, "r2", 2)]
+    await proc.process(Kind.RISKS, "risks", batch)
+    async for key in services.redis.scan_iter(match=f"grc:{{{tenant}}}:cf:d:*"):
+        await services.redis.delete(key)  # the dedup window has passed
+    out = await proc.process(Kind.RISKS, "risks", batch)
+    assert (out.settled, out.published, out.duplicates) == (2, 0, 2)
+    assert len(await stream(services, tenant)) == 2

@@ -47,6 +47,7 @@ class BatchOutcome:
     published: int = 0  # accepted or filtered by the tenant's stream config
     duplicates: int = 0  # already delivered earlier (a re-delivered batch)
     stale: int = 0  # older than a version already processed
+    settled: int = 0  # this version's events were all delivered or parked before
     parked_documents: int = 0
     parked_events: int = 0
     unpublished: list[Event] = field(default_factory=list)
@@ -113,6 +114,11 @@ class ChangeFeedProcessor:
                 continue
             m = map_change(kind, container, doc, prior.snapshot, ingested_at=ingested_at,
                            version=version, snap=snap)
+            if prior.settled:  # delivered or parked before: count, publish nothing
+                out.settled += 1
+                out.duplicates += len(m.events)
+                stats.tenant(m.tenant_id).count("dup", len(m.events))
+                continue
             too_big = next((e for e in m.events if len(e.to_json()) > limits.MAX_EVENT_BYTES), None)
             if too_big is not None:
                 unmapped.append((doc, f"{too_big.eventType.value} event exceeds {limits.MAX_EVENT_BYTES} bytes"))
@@ -122,7 +128,8 @@ class ChangeFeedProcessor:
         events = [e for m in mapped for e in m.events]
         out.events = len(events)
         left, published, dupes = await self.publish_events(events, stats, now)
-        out.published, out.duplicates = published, dupes
+        out.published = published
+        out.duplicates += dupes
         if left and not final_attempt:
             out.unpublished = left
             await self.record(stats)
@@ -152,6 +159,12 @@ class ChangeFeedProcessor:
                 log.warning("parked markers not written: %s", type(exc).__name__)
             log.error("parked %d %s event(s) after the last retry", len(left), container)
 
+        # Every event of these changes is now delivered, filtered or parked: a later re-delivery of
+        # the same versions yields nothing, even after the dedup markers expire.
+        try:
+            await self.state.settle(kind.value, [(m.tenant_id, m.entity_id, m.version.ident) for m in mapped])
+        except Exception as exc:  # noqa: BLE001 - the dedup markers still cover re-deliveries
+            log.warning("settled versions not recorded: %s", type(exc).__name__)
         for m in mapped:
             if m.ts is not None:
                 stats.tenant(m.tenant_id).observe_delay(max(0.0, (now - m.ts) * 1000.0))

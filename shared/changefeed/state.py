@@ -4,10 +4,13 @@ Both are Lua scripts so each check-and-set is atomic across instances; every key
 carries the tenant's hash tag (`grc:{tenant}:cf:...`), so one call per tenant is Cluster-safe.
 
 Entity snapshot (hash `grc:{t}:cf:s:<kind>:<id>`): `o` version order, `i` version ident,
-`c` the snapshot at that version, `p` the snapshot before it. A change at a version
+`c` the snapshot at that version, `p` the snapshot before it, `s` the last version whose events
+were all delivered or parked ("settled"). A change at a version
 - newer than the stored one moves `c` to `p` and stores the new snapshot: prior = old `c`;
-- equal to the stored one (a re-delivery) changes nothing: prior = `p`, so the same events
-  (same ids) come out again; the dedup markers then keep them from being published twice;
+- equal to the stored one (a re-delivery) changes nothing: if that version is settled, it yields
+  nothing at all (so even a replay from the beginning long after the dedup markers expired
+  publishes nothing again); otherwise prior = `p`, so the same events (same ids) come out again
+  and the dedup markers keep them from being published twice;
 - older (a stale copy, e.g. a replayed park after newer changes) yields no events.
 Two instances handling the same change therefore compute the same events from the same prior.
 
@@ -35,12 +38,12 @@ local ttl = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
   local order, ident, snap = tonumber(ARGV[3*i-1]), ARGV[3*i], ARGV[3*i+1]
-  local cur = redis.call('HMGET', key, 'o', 'i', 'c', 'p')
+  local cur = redis.call('HMGET', key, 'o', 'i', 'c', 'p', 's')
   if not cur[1] then
     redis.call('HSET', key, 'o', order, 'i', ident, 'c', snap, 'p', '')
     out[i] = {'new', ''}
   elseif ident == cur[2] then
-    out[i] = {'same', cur[4]}
+    if cur[5] == ident then out[i] = {'done', cur[4]} else out[i] = {'same', cur[4]} end
   elseif order >= tonumber(cur[1]) then
     redis.call('HSET', key, 'o', order, 'i', ident, 'c', snap, 'p', cur[3])
     out[i] = {'next', cur[3]}
@@ -88,12 +91,16 @@ def dedup_key(tenant: str, event_id: str) -> str:
 
 @dataclass(frozen=True)
 class Prior:
-    code: str  # new | next | same | stale
+    code: str  # new | next | same | done (same, settled) | stale
     snapshot: dict[str, Any] | None
 
     @property
     def stale(self) -> bool:
         return self.code == "stale"
+
+    @property
+    def settled(self) -> bool:
+        return self.code == "done"
 
 
 class EntityState:
@@ -125,6 +132,16 @@ class EntityState:
             out[tenant] = [Prior(code.decode() if isinstance(code, bytes) else code,
                                  orjson.loads(raw) if raw else None) for code, raw in reply]
         return out
+
+
+    async def settle(self, kind: str, changes: Sequence[tuple[str, str, str]]) -> None:
+        """Mark (tenant, doc id, version ident) as settled: all its events delivered or parked."""
+        if not changes:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, doc_id, ident in changes:
+            pipe.hset(state_key(tenant, kind, doc_id), "s", ident)
+        await pipe.execute()
 
 
 class Claim(int, Enum):
