@@ -256,3 +256,23 @@ async def test_replay_from_the_beginning_after_markers_expired_publishes_nothing
     out = await proc.process(Kind.RISKS, "risks", batch)
     assert (out.settled, out.published, out.duplicates) == (2, 0, 2)
     assert len(await stream(services, tenant)) == 2
+
+
+async def test_parking_down_on_the_last_retry_raises_and_names_each_change(
+    services: Services, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = processor_for(services)
+
+    class ParkingDown:
+        async def park_documents(self, *a: Any, **k: Any) -> Any:
+            raise ConnectionError("table down")
+
+        park_events = park_documents
+
+    proc = ChangeFeedProcessor(state=base.state, dedup=base.dedup,
+                               publisher=Flaky(services.pipeline, fail_calls=99),
+                               parking=ParkingDown(), metrics=None)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError), caplog.at_level("ERROR", logger="grc.changefeed"):
+        await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 41, secret="do-not-log")], final_attempt=True)
+    lost = [r.getMessage() for r in caplog.records if "LOST" in r.getMessage()]
+    assert len(lost) == 1 and f"{tenant}/r1@lsn:41" in lost[0] and "do-not-log" not in lost[0]

@@ -36,6 +36,13 @@ class Publisher(Protocol):
     ) -> list[EventResult]: ...
 
 
+def _ref(doc: Any) -> str:
+    """tenant/id@version of a change, without its content (for logs)."""
+    if not isinstance(doc, dict):
+        return f"<{type(doc).__name__}>"
+    return f"{doc.get('tenantId')}/{doc.get('id')}@{doc.get('_lsn', doc.get('_etag'))}"
+
+
 class RetryBatch(RuntimeError):
     """Some changes could not be published yet; raising lets the host's retry policy redeliver them."""
 
@@ -136,7 +143,32 @@ class ChangeFeedProcessor:
             raise RetryBatch(f"{len(left)} of {len(events)} change-feed event(s) not published")
 
         # The batch is settled: park what could not be mapped and, on the last attempt, what could
-        # not be published. Parking failures propagate, so the host retries and nothing is lost.
+        # not be published. Parking failures propagate, so the host retries; on the last attempt
+        # the log names every change (no document content), so each can be re-triggered by a touch.
+        try:
+            await self._park(kind, container, unmapped, left, out, stats)
+        except Exception:
+            if final_attempt:
+                log.exception("LOST after the last retry, parking failed: container=%s changes=%s",
+                              container, [_ref(d) for d, _ in unmapped] + sorted(
+                                  {f"{e.tenantId}/{e.entityId}@{e.metadata.get('changeFeed', {}).get('version')}"
+                                   for e in left}))
+            raise
+
+        # Every event of these changes is now delivered, filtered or parked: a later re-delivery of
+        # the same versions yields nothing, even after the dedup markers expire.
+        try:
+            await self.state.settle(kind.value, [(m.tenant_id, m.entity_id, m.version.ident) for m in mapped])
+        except Exception as exc:  # noqa: BLE001 - the dedup markers still cover re-deliveries
+            log.warning("settled versions not recorded: %s", type(exc).__name__)
+        for m in mapped:
+            if m.ts is not None:
+                stats.tenant(m.tenant_id).observe_delay(max(0.0, (now - m.ts) * 1000.0))
+        await self.record(stats)
+        return out
+
+    async def _park(self, kind: Kind, container: str, unmapped: list[tuple[Any, str]], left: list[Event],
+                    out: BatchOutcome, stats: BatchStats) -> None:
         if unmapped:
             await self.parking.park_documents(container, kind.value, unmapped)
             out.parked_documents = len(unmapped)
@@ -158,18 +190,6 @@ class ChangeFeedProcessor:
             except Exception as exc:  # noqa: BLE001 - parked already; a replay still takes them
                 log.warning("parked markers not written: %s", type(exc).__name__)
             log.error("parked %d %s event(s) after the last retry", len(left), container)
-
-        # Every event of these changes is now delivered, filtered or parked: a later re-delivery of
-        # the same versions yields nothing, even after the dedup markers expire.
-        try:
-            await self.state.settle(kind.value, [(m.tenant_id, m.entity_id, m.version.ident) for m in mapped])
-        except Exception as exc:  # noqa: BLE001 - the dedup markers still cover re-deliveries
-            log.warning("settled versions not recorded: %s", type(exc).__name__)
-        for m in mapped:
-            if m.ts is not None:
-                stats.tenant(m.tenant_id).observe_delay(max(0.0, (now - m.ts) * 1000.0))
-        await self.record(stats)
-        return out
 
     async def publish_events(self, events: list[Event], stats: BatchStats, now: float, *,
                              dedup: Dedup | None = None, take_parked: bool = False) -> tuple[list[Event], int, int]:
