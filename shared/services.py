@@ -12,7 +12,9 @@ from typing import Callable
 
 from shared.configstore import ConfigStore
 from shared.destinations.base import Destination
+from shared.destinations.kafka import KafkaDestination
 from shared.destinations.redis_streams import RedisStreamsDestination
+from shared.destinations.vector import VectorQueueDestination
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
@@ -27,6 +29,8 @@ DestinationFactory = Callable[["Services"], Destination]
 # type -> factory; a destination is built the first time a tenant's config routes to it.
 DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
+    "kafka": lambda s: KafkaDestination(s.settings),
+    "vector": lambda s: VectorQueueDestination(s.settings),
 }
 
 

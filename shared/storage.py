@@ -1,7 +1,12 @@
 """Azure Storage clients (Tables, Queues): a connection string locally, managed identity in Azure."""
 from __future__ import annotations
 
-from azure.data.tables.aio import TableServiceClient
+import asyncio
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueServiceClient
 
 from shared.settings import Settings
 
@@ -21,3 +26,38 @@ def table_service(settings: Settings) -> TableServiceClient:
         endpoint=f"https://{settings.storage_account_name}.table.core.windows.net",
         credential=_credential(),  # type: ignore[arg-type]
     )
+
+
+def queue_service(settings: Settings) -> QueueServiceClient:
+    """Queue client whose messages are base64 text, the Functions queue trigger's default encoding."""
+    policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
+    if settings.storage_connection_string:
+        return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
+    if not settings.storage_account_name:
+        raise RuntimeError("set STORAGE_CONNECTION_STRING (local) or STORAGE_ACCOUNT_NAME (managed identity)")
+    return QueueServiceClient(
+        account_url=f"https://{settings.storage_account_name}.queue.core.windows.net",
+        credential=_credential(),  # type: ignore[arg-type]
+        **policies,
+    )
+
+
+class LazyTable:
+    """A table client whose table is created (if missing) on first use, once per instance."""
+
+    def __init__(self, tables: TableServiceClient, name: str) -> None:
+        self._tables = tables
+        self.name = name
+        self._client: TableClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> TableClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    try:
+                        await self._tables.create_table(self.name)
+                    except ResourceExistsError:
+                        pass
+                    self._client = self._tables.get_table_client(self.name)
+        return self._client
