@@ -27,6 +27,7 @@ class Route:
     query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
     headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # request headers: (name, JSON Schema, description)
+    required_query: tuple[str, ...] = ()  # query parameters the handler refuses to do without
 
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
@@ -67,12 +68,13 @@ ROUTES: tuple[Route, ...] = (
     Route("search_events", "GET", "search/{tenantId}", search.search_events,
           "Semantic search of a tenant's events (destination `vector`), best match first",
           response_schema="SearchResult", tags=("events",),
-          query=(("q", "string", "what to look for (required, at most 1,000 characters)"),
-                 ("k", "integer", "hits, 1-VECTOR_SEARCH_MAX_K (50), default 10"),
+          query=(("q", {"type": "string", "minLength": 1, "maxLength": 1000}, "what to look for (at most 1,000 characters)"),
+                 ("k", {"type": "integer", "minimum": 1}, "hits, 1-VECTOR_SEARCH_MAX_K (50), default 10"),
                  ("eventType", "string", "EventType values, comma-separated"),
                  ("entityType", "string", "entity types, comma-separated"),
-                 ("from", "string", "RFC 3339 date-time, inclusive"),
-                 ("to", "string", "RFC 3339 date-time, inclusive"))),
+                 ("from", {"type": "string", "format": "date-time"}, "RFC 3339 date-time, inclusive"),
+                 ("to", {"type": "string", "format": "date-time"}, "RFC 3339 date-time, inclusive")),
+          required_query=("q",)),
 )
 
 
