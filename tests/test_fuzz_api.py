@@ -15,6 +15,7 @@ Bounded and repeatable: a fixed number of fuzzing examples per operation, a fixe
 deterministic generation, no shrinking, no example database; the number of cases and the time
 are printed at the end of the module.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,7 +74,9 @@ def problem_details(ctx: CheckContext, response: Response, case: Case) -> bool |
         return None
     headers = {k.lower(): v for k, v in response.headers.items()}
     ctype = (headers.get("content-type") or [""])[0].split(";")[0].strip().lower()
-    assert ctype == "application/problem+json", f"error {response.status_code} sent as {ctype or 'no content type'}"
+    assert ctype == "application/problem+json", (
+        f"error {response.status_code} sent as {ctype or 'no content type'}"
+    )
     body = response.json()
     assert isinstance(body, dict), "problem details must be a JSON object"
     missing = [k for k in ("type", "title", "status") if k not in body]
@@ -93,23 +96,37 @@ def bulk_invalid_events_rejected(ctx: CheckContext, response: Response, case: Ca
     """POST /events/bulk answers a result per event ("one bad event never fails the others"), so a 200
     to a batch holding schema-violating events is by design. What must hold instead: the envelope is
     valid, and every event that violates the documented EventIn schema comes back `rejected`."""
-    if case.meta is None or not case.meta.generation.mode.is_negative or not 200 <= response.status_code < 300:
+    if (
+        case.meta is None
+        or not case.meta.generation.mode.is_negative
+        or not 200 <= response.status_code < 300
+    ):
         return None
     body = case.body
     assert isinstance(body, dict) and set(body) == {"events"}, "a bulk body with other members was accepted"
     events = body["events"]
-    assert isinstance(events, list) and len(events) <= limits.MAX_BULK_EVENTS, "a bad `events` array was accepted"
+    assert isinstance(events, list) and len(events) <= limits.MAX_BULK_EVENTS, (
+        "a bad `events` array was accepted"
+    )
     validator = _event_validator(json.dumps(case.operation.schema.raw_schema["components"]))
     results = response.json()["results"]
     assert len(results) == len(events), "one result per event, in request order"
     for i, event in enumerate(events):
         if not validator.is_valid(event):
-            assert results[i]["status"] == "rejected", f"events[{i}] violates EventIn but is {results[i]['status']}"
+            assert results[i]["status"] == "rejected", (
+                f"events[{i}] violates EventIn but is {results[i]['status']}"
+            )
     return True
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection, problem_details]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    problem_details,
+]
 BULK_CHECKS = [c for c in CHECKS if c is not negative_data_rejection] + [bulk_invalid_events_rejected]
 
 
@@ -126,10 +143,14 @@ def fuzz_base_url(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
     # Function keys on, as in Azure. The rate limit is off so that every generated request reaches
     # its handler (429 is tested in tests/security/test_ratelimit.py).
     tmp = tmp_path_factory.mktemp("fuzz")
-    env = {**app_env, "RATE_LIMIT_EVENTS_PER_SECOND": "0",
-           # GET /search: the offline embedder and a vector index of this run's own.
-           "LOCAL_TOKENIZER_PATH": str(local_embedder_tokenizer()), "VECTOR_SQLITE_PATH": str(tmp / "vector.db"),
-           "VECTOR_QUEUE": f"vec-fuzz-{uuid.uuid4().hex[:8]}"}
+    env = {
+        **app_env,
+        "RATE_LIMIT_EVENTS_PER_SECOND": "0",
+        # GET /search: the offline embedder and a vector index of this run's own.
+        "LOCAL_TOKENIZER_PATH": str(local_embedder_tokenizer()),
+        "VECTOR_SQLITE_PATH": str(tmp / "vector.db"),
+        "VECTOR_QUEUE": f"vec-fuzz-{uuid.uuid4().hex[:8]}",
+    }
     proc, base = start_runner(env, tmp, "--function-key", FUNCTION_KEY)
     yield base
     services.stop(proc)
@@ -137,27 +158,43 @@ def fuzz_base_url(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_base_url: str, request: pytest.FixtureRequest) -> Iterator[Any]:
-    config = schemathesis.Config.from_dict({
-        "seed": SEED,
-        # A platform admin (every tenant) so that requests get past authorisation to the handlers;
-        # tenant isolation has its own matrix in tests/security/test_tenant_matrix.py.
-        "headers": {**auth_headers(), "x-functions-key": FUNCTION_KEY},
-        "generation": {"mode": "all", "max-examples": EXAMPLES_PER_OPERATION, "deterministic": True,
-                       "no-shrink": True, "database": "none", "with-security-parameters": False},
-        "phases": {"examples": {"enabled": False}, "stateful": {"enabled": False},
-                   "coverage": {"enabled": True, "unexpected-methods": FUNCTIONS_METHODS},
-                   # No learning from earlier responses (ids, times): the same cases on every run.
-                   "fuzzing": {"enabled": True, "error-feedback": {"enabled": False},
-                               "extra-data-sources": {"responses": False}}},
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            # A platform admin (every tenant) so that requests get past authorisation to the handlers;
+            # tenant isolation has its own matrix in tests/security/test_tenant_matrix.py.
+            "headers": {**auth_headers(), "x-functions-key": FUNCTION_KEY},
+            "generation": {
+                "mode": "all",
+                "max-examples": EXAMPLES_PER_OPERATION,
+                "deterministic": True,
+                "no-shrink": True,
+                "database": "none",
+                "with-security-parameters": False,
+            },
+            "phases": {
+                "examples": {"enabled": False},
+                "stateful": {"enabled": False},
+                "coverage": {"enabled": True, "unexpected-methods": FUNCTIONS_METHODS},
+                # No learning from earlier responses (ids, times): the same cases on every run.
+                "fuzzing": {
+                    "enabled": True,
+                    "error-feedback": {"enabled": False},
+                    "extra-data-sources": {"responses": False},
+                },
+            },
+        }
+    )
     schema = schemathesis.openapi.from_url(fuzz_base_url + "/openapi.json", config=config)
     started = time.perf_counter()
     yield schema
     elapsed = time.perf_counter() - started
     per_op = ", ".join(f"{op}: {n}" for op, n in sorted(_cases.items()))
     modes = ", ".join(f"{m}: {n}" for m, n in sorted(_modes.items()))
-    summary = (f"fuzz: {sum(_cases.values())} cases in {elapsed:.1f} s ({modes}; digest {_digest.hexdigest()[:12]}; "
-               f"{sum(_skipped.values())} not sent, URL over {MAX_URL_BYTES} bytes); per operation: {per_op}")
+    summary = (
+        f"fuzz: {sum(_cases.values())} cases in {elapsed:.1f} s ({modes}; digest {_digest.hexdigest()[:12]}; "
+        f"{sum(_skipped.values())} not sent, URL over {MAX_URL_BYTES} bytes); per operation: {per_op}"
+    )
     capman = request.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled():
         print("\n" + summary)
@@ -186,8 +223,12 @@ def test_api_conforms_to_its_openapi_document(case: Case) -> None:
         _skipped[case.operation.label] += 1
         return
     _cases[case.operation.label] += 1
-    body = case.body if isinstance(case.body, (dict, list, str, int, float, bool, type(None))) else "(no body)"
-    _digest.update(repr((case.method, case.formatted_path, case.query, body)).encode("utf-8", "surrogatepass"))
+    body = (
+        case.body if isinstance(case.body, (dict, list, str, int, float, bool, type(None))) else "(no body)"
+    )
+    _digest.update(
+        repr((case.method, case.formatted_path, case.query, body)).encode("utf-8", "surrogatepass")
+    )
     if case.meta is not None:
         _modes[case.meta.generation.mode.value] += 1
     case.call_and_validate(checks=BULK_CHECKS if case.operation.path == BULK_PATH else CHECKS)

@@ -12,6 +12,7 @@ for the documented request schemas, otherwise a minimal valid body generated fro
 - a body naming another tenant than the path -> refused, nothing written for either;
 - bulk with events of A and B -> 403 for the whole request, nothing stored for A.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,7 +54,9 @@ def _names_tenant(schema: Any, seen: frozenset[str] = frozenset()) -> bool:
 
 def _body_tenant_field(route: Route) -> bool:
     """Whether the route's documented request body names a tenant (top level or inside its items)."""
-    return bool(route.request_schema) and _names_tenant({"$ref": f"#/components/schemas/{route.request_schema}"})
+    return bool(route.request_schema) and _names_tenant(
+        {"$ref": f"#/components/schemas/{route.request_schema}"}
+    )
 
 
 def tenant_scoped(route: Route) -> bool:
@@ -73,8 +76,14 @@ def ids(route: Route) -> str:
 
 
 def event(tenant: str, n: int = 0) -> dict[str, Any]:
-    return {"tenantId": tenant, "eventType": "RISK_CREATED", "source": "BACKEND_API", "action": "CREATE",
-            "entityId": f"risk-{n}", "data": {"n": n}}
+    return {
+        "tenantId": tenant,
+        "eventType": "RISK_CREATED",
+        "source": "BACKEND_API",
+        "action": "CREATE",
+        "entityId": f"risk-{n}",
+        "data": {"n": n},
+    }
 
 
 KNOWN_BODIES = {
@@ -108,7 +117,9 @@ def _generated_body(route: Route) -> Any:
     settings = hypothesis.settings(database=None, derandomize=True, phases=[Phase.generate, Phase.shrink])
     if _body_tenant_field(route):  # the smallest body that still names a tenant somewhere
         try:
-            return hypothesis.find(strategy, lambda c: '"tenantId"' in json.dumps(c.body), settings=settings).body
+            return hypothesis.find(
+                strategy, lambda c: '"tenantId"' in json.dumps(c.body), settings=settings
+            ).body
         except hypothesis.errors.NoSuchExample:
             pass
     return hypothesis.find(strategy, lambda _: True, settings=settings).body
@@ -137,27 +148,43 @@ def body_for(route: Route, tenant: str) -> Any:
 
 
 def path_for(route: Route, tenant: str) -> tuple[str, dict[str, str]]:
-    params = {name: tenant if name == "tenantId" else f"probe-{name.lower()}"
-              for name in PATH_PARAM.findall(route.path)}
+    params = {
+        name: tenant if name == "tenantId" else f"probe-{name.lower()}"
+        for name in PATH_PARAM.findall(route.path)
+    }
     return "/" + PATH_PARAM.sub(lambda m: params[m.group(1)], route.path), params
 
 
 _FUNCTIONS: dict[str, Any] = {}
 
 
-async def call(route: Route, *, path_tenant: str, body: Any = None, headers: dict[str, str] | None = None,
-               params: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+async def call(
+    route: Route,
+    *,
+    path_tenant: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
     """The route's registered function with exactly these headers (no default identity)."""
     if not _FUNCTIONS:
         _FUNCTIONS.update(registrations())
-    assert route.name in _FUNCTIONS, f"{route.name} is in the route table but not registered in function_app.py"
+    assert route.name in _FUNCTIONS, (
+        f"{route.name} is in the route table but not registered in function_app.py"
+    )
     path, route_params = path_for(route, path_tenant)
     params = {**query_for(route), **(params or {})}
     hdrs = dict(headers or {})
     if body is not None:
         hdrs["content-type"] = "application/json"
-    req = func.HttpRequest(method=route.method, url=f"http://localhost{path}", headers=hdrs, params=params,
-                           route_params=route_params, body=json.dumps(body).encode() if body is not None else b"")
+    req = func.HttpRequest(
+        method=route.method,
+        url=f"http://localhost{path}",
+        headers=hdrs,
+        params=params,
+        route_params=route_params,
+        body=json.dumps(body).encode() if body is not None else b"",
+    )
     resp = await _FUNCTIONS[route.name]["fn"](req)
     raw = resp.get_body()
     ctype = resp.headers.get("content-type") or resp.mimetype or ""
@@ -173,11 +200,15 @@ async def state_of(tenant: str) -> dict[str, Any]:
     """What is stored for a tenant, read as a platform admin: events, stream config, audit trail."""
     admin = auth_headers()
     out: dict[str, Any] = {}
-    _, _, listed = await call(by_name("list_events"), path_tenant=tenant, headers=admin, params={"limit": "1000"})
+    _, _, listed = await call(
+        by_name("list_events"), path_tenant=tenant, headers=admin, params={"limit": "1000"}
+    )
     out["events"] = sorted(e["event"]["eventId"] for e in listed["events"])
     _, hdrs, config = await call(by_name("get_stream_config"), path_tenant=tenant, headers=admin)
     out["config"] = (hdrs.get("ETag"), config)
-    _, _, audit = await call(by_name("get_audit"), path_tenant=tenant, headers=admin, params={"limit": "1000"})
+    _, _, audit = await call(
+        by_name("get_audit"), path_tenant=tenant, headers=admin, params={"limit": "1000"}
+    )
     out["audit"] = [i["id"] for i in audit["items"]]
     return out
 
@@ -191,9 +222,15 @@ async def seeded_victim() -> str:
     """Tenant B with data of every kind, written as an admin, so that a leak or a change would show."""
     _, victim = fresh_tenants()
     admin = auth_headers()
-    assert (await call(by_name("publish_event"), path_tenant=victim, body=event(victim, 9), headers=admin))[0] == 201
-    status, _, _ = await call(by_name("put_stream_config"), path_tenant=victim, headers=admin,
-                              body={"tenantId": victim, "enabled": True, "batchSize": 7})
+    assert (await call(by_name("publish_event"), path_tenant=victim, body=event(victim, 9), headers=admin))[
+        0
+    ] == 201
+    status, _, _ = await call(
+        by_name("put_stream_config"),
+        path_tenant=victim,
+        headers=admin,
+        body={"tenantId": victim, "enabled": True, "batchSize": 7},
+    )
     assert status == 201
     return victim
 
@@ -207,8 +244,12 @@ GRANTS = {
 def forged_app_service_admin() -> dict[str, str]:
     """An X-MS-CLIENT-PRINCIPAL claiming the admin role: only App Service may set it, so under
     AUTH_MODE=jwt the app must ignore it."""
-    principal = {"auth_typ": "aad", "claims": [{"typ": "roles", "val": "Events.Admin"}], "name_typ": "name",
-                 "role_typ": "roles"}
+    principal = {
+        "auth_typ": "aad",
+        "claims": [{"typ": "roles", "val": "Events.Admin"}],
+        "name_typ": "name",
+        "role_typ": "roles",
+    }
     return {"x-ms-client-principal": base64.b64encode(json.dumps(principal).encode()).decode()}
 
 
@@ -217,7 +258,9 @@ def assert_problem(status: int, headers: dict[str, str], body: Any, expected: in
     assert headers["content-type"].startswith("application/problem+json")
     assert body["status"] == expected
     for s in secrets:  # `instance` echoes the caller's own path; nothing else may name the tenant
-        assert s not in json.dumps({k: v for k, v in body.items() if k != "instance"}), "refusal names the tenant"
+        assert s not in json.dumps({k: v for k, v in body.items() if k != "instance"}), (
+            "refusal names the tenant"
+        )
 
 
 # ---- the matrix ---------------------------------------------------------------------------------
@@ -229,8 +272,15 @@ def test_the_matrix_covers_the_route_table() -> None:
     registered = set(registrations())
     assert {r.name for r in ROUTES} <= registered
     assert not [r.name for r in PROTECTED if r not in SCOPED], "protected routes with no tenant scope"
-    assert {"publish_event", "publish_events_bulk", "list_events", "get_metrics", "get_stream_config",
-            "put_stream_config", "get_audit"} <= {r.name for r in SCOPED}
+    assert {
+        "publish_event",
+        "publish_events_bulk",
+        "list_events",
+        "get_metrics",
+        "get_stream_config",
+        "put_stream_config",
+        "get_audit",
+    } <= {r.name for r in SCOPED}
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=ids)
@@ -243,8 +293,9 @@ async def test_no_token_is_401(route: Route) -> None:
     assert_problem(status, headers, body, 401)
     assert headers["WWW-Authenticate"].startswith("Bearer")
     # A forged App Service principal is no identity either.
-    status, headers, body = await call(route, path_tenant=own, body=body_for(route, own),
-                                       headers=forged_app_service_admin())
+    status, headers, body = await call(
+        route, path_tenant=own, body=body_for(route, own), headers=forged_app_service_admin()
+    )
     assert_problem(status, headers, body, 401)
 
 
@@ -256,11 +307,15 @@ async def test_tenant_a_asking_for_tenant_b_is_403(route: Route, grant: str) -> 
     before = await state_of(victim)
     token_a = {**GRANTS[grant](own), **forged_app_service_admin()}
     # B in the path and in the body (where the route has one).
-    status, headers, body = await call(route, path_tenant=victim, body=body_for(route, victim), headers=token_a)
+    status, headers, body = await call(
+        route, path_tenant=victim, body=body_for(route, victim), headers=token_a
+    )
     assert_problem(status, headers, body, 403, victim)
     if "{tenantId}" in route.path and route.request_schema:
         # B in the path, A in the body: the path decides.
-        status, headers, body = await call(route, path_tenant=victim, body=body_for(route, own), headers=token_a)
+        status, headers, body = await call(
+            route, path_tenant=victim, body=body_for(route, own), headers=token_a
+        )
         assert_problem(status, headers, body, 403, victim)
     assert await state_of(victim) == before, "a refused request changed the other tenant's data"
 
@@ -269,8 +324,13 @@ async def test_tenant_a_asking_for_tenant_b_is_403(route: Route, grant: str) -> 
 async def test_tenant_a_on_tenant_a_is_admitted_and_sees_nothing_of_b(route: Route) -> None:
     own, _ = fresh_tenants()
     victim = await seeded_victim()
-    status, _, body = await call(route, path_tenant=own, body=body_for(route, own), headers=auth_headers([own]),
-                                 params={"tenantId": victim})  # B smuggled into the query
+    status, _, body = await call(
+        route,
+        path_tenant=own,
+        body=body_for(route, own),
+        headers=auth_headers([own]),
+        params={"tenantId": victim},
+    )  # B smuggled into the query
     assert status not in (401, 403) and status < 500, (status, body)
     if PATH_PARAM.findall(route.path) in ([], ["tenantId"]):  # nothing to look up: the request is valid
         assert 200 <= status < 300, (status, body)
@@ -298,7 +358,9 @@ async def test_bulk_with_tenants_a_and_b_is_refused_whole(body_tenants: tuple[st
     before = await state_of(victim)
     bulk = by_name("publish_events_bulk")
     events = [event(names[t], i) for i, t in enumerate(body_tenants * 3)]
-    status, headers, body = await call(bulk, path_tenant=own, body={"events": events}, headers=auth_headers([own]))
+    status, headers, body = await call(
+        bulk, path_tenant=own, body={"events": events}, headers=auth_headers([own])
+    )
     assert_problem(status, headers, body, 403, victim)
     assert (await state_of(own))["events"] == [], "part of a refused bulk request was stored"
     assert await state_of(victim) == before
@@ -313,7 +375,8 @@ async def test_single_event_for_b_stores_nothing() -> None:
     own, _ = fresh_tenants()
     victim = await seeded_victim()
     before = await state_of(victim)
-    status, headers, body = await call(by_name("publish_event"), path_tenant=own, body=event(victim),
-                                       headers=auth_headers([own]))
+    status, headers, body = await call(
+        by_name("publish_event"), path_tenant=own, body=event(victim), headers=auth_headers([own])
+    )
     assert_problem(status, headers, body, 403, victim)
     assert await state_of(victim) == before
