@@ -27,8 +27,10 @@ SYSTEM_TENANT = "system"
 
 TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
 TENANT_RE = re.compile(TENANT_PATTERN)
-# RFC 3339 date-time; a missing offset passes here so that EventIn can say what is missing.
-RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?$")
+# RFC 3339 date-time (use fullmatch); a missing offset passes here so that EventIn can say what is missing.
+RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
 
 
@@ -148,7 +150,7 @@ class EventIn(BaseModel):
         # documents an RFC 3339 date-time string (datetimes pass for in-process callers).
         if v is None or isinstance(v, datetime):
             return v
-        if not isinstance(v, str) or not RFC3339_RE.match(v):
+        if not isinstance(v, str) or not RFC3339_RE.fullmatch(v):
             raise ValueError("timestamp must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
         return v
 

@@ -55,7 +55,7 @@ async def publish_bulk(req: ApiRequest) -> ApiResponse:
                            errors=[{"pointer": "/events", "field": "events", "detail": "expected an array of events"}])
     extra = sorted(set(body) - {"events"})
     if extra:
-        raise ProblemError(400, "Bad Request", 'the body may hold only "events": {"events": [...]}',
+        raise ProblemError(400, "Bad Request", 'the body holds only "events": {"events": [...]}',
                            errors=[{"pointer": pointer([name]), "field": name, "detail": "unknown member"}
                                    for name in extra[:20]])
     if len(events) > limits.MAX_BULK_EVENTS:

@@ -85,10 +85,11 @@ def document() -> dict[str, Any]:
             params.append({"name": "tenantId", "in": "path", "required": True,
                            "schema": schemas["EventIn"]["properties"]["tenantId"]})
         for name, typ, desc in r.query:
-            params.append({"name": name, "in": "query", "required": name in r.required_query, "description": desc,
-                           "schema": typ if isinstance(typ, dict) else {"type": typ}})
+            params.append({"name": name, "in": "query", "required": name in r.required_query,
+                           "description": desc, "schema": typ if isinstance(typ, dict) else {"type": typ}})
         for name, schema, desc in r.headers:
-            params.append({"name": name, "in": "header", "required": False, "description": desc, "schema": schema})
+            params.append({"name": name, "in": "header", "required": False, "description": desc,
+                           "schema": schema})
         if params:
             op["parameters"] = params
         if r.request_schema:

@@ -26,7 +26,7 @@ class Route:
     # (name, JSON type or a JSON Schema, description)
     query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
-    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # request headers: (name, JSON Schema, description)
+    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (header name, JSON Schema, description)
     required_query: tuple[str, ...] = ()  # query parameters the handler refuses to do without
 
 
@@ -39,7 +39,7 @@ ROUTES: tuple[Route, ...] = (
     Route("publish_event", "POST", "events", events.publish_event, "Publish one event",
           request_schema="EventIn", response_schema="EventResult", success=201, tags=("events",),
           headers=(("Idempotency-Key", {"type": "string", "pattern": CLIENT_ID_PATTERN},
-                    "becomes the eventId when the body has none: a retry is then a duplicate, not a new event"),)),
+                    "the eventId when the body has none: a retry is then a duplicate"),)),
     Route("publish_events_bulk", "POST", "events/bulk", events.publish_bulk,
           "Publish up to 1,000 events (4 MiB); a result per event, in request order",
           request_schema="BulkRequest", response_schema="BulkResult", tags=("events",)),
@@ -58,7 +58,7 @@ ROUTES: tuple[Route, ...] = (
     Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
           "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency)",
           request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",),
-          headers=(("If-Match", {"type": "string"}, "the ETag of the config read (or `*`: only if one is stored)"),
+          headers=(("If-Match", {"type": "string"}, "the ETag read (or `*`: only if one is stored)"),
                    ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
@@ -68,7 +68,8 @@ ROUTES: tuple[Route, ...] = (
     Route("search_events", "GET", "search/{tenantId}", search.search_events,
           "Semantic search of a tenant's events (destination `vector`), best match first",
           response_schema="SearchResult", tags=("events",),
-          query=(("q", {"type": "string", "minLength": 1, "maxLength": 1000}, "what to look for (at most 1,000 characters)"),
+          query=(("q", {"type": "string", "minLength": 1, "maxLength": 1000},
+                  "what to look for (at most 1,000 characters)"),
                  ("k", {"type": "integer", "minimum": 1}, "hits, 1-VECTOR_SEARCH_MAX_K (50), default 10"),
                  ("eventType", "string", "EventType values, comma-separated"),
                  ("entityType", "string", "entity types, comma-separated"),

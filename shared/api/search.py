@@ -63,7 +63,7 @@ def _time_param(req: ApiRequest, name: str) -> str | None:
     if raw is None:
         return None
     # RFC 3339 as documented: fromisoformat alone also takes ISO 8601 basic forms (20260131T000000).
-    if not RFC3339_RE.match(raw):
+    if not RFC3339_RE.fullmatch(raw):
         raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z")
     try:
         value = datetime.fromisoformat(raw)
