@@ -1,7 +1,7 @@
 // GRC Event Streaming Service: everything the Functions app needs, in one resource group.
 // Deployed by `azd up` (azure.yaml at the repo root) or `az deployment sub create`.
 // Data-plane access is by the Function App's system-assigned managed identity wherever the
-// service supports it; the only secret (the Redis access key) lives in Key Vault.
+// service supports it; the only secret (the Azure Managed Redis access key) lives in Key Vault.
 targetScope = 'subscription'
 
 // ---------------------------------------------------------------------------------------------
@@ -57,6 +57,9 @@ param cmkKeyName string = ''
 
 @description('Customer-managed key: resource id of a user-assigned identity that holds "Key Vault Crypto Service Encryption User" on the key.')
 param cmkUserAssignedIdentityId string = ''
+
+@description('Customer-managed key: version of cmkKeyName for Azure Managed Redis, which accepts only a versioned key URL (rotate by redeploying with the new version). Empty = Redis keeps Microsoft-managed keys.')
+param cmkRedisKeyVersion string = ''
 
 // ---------------------------------------------------------------------------------------------
 // Function App
@@ -126,18 +129,15 @@ param eventHubs array = [
 @description('Consumer groups created on every event hub.')
 param eventHubConsumerGroups array = ['analytics', 'compliance-monitoring', 'ml-features']
 
-@description('Azure Cache for Redis SKU.')
-@allowed(['Basic', 'Standard', 'Premium'])
-param redisSku string = 'Basic'
+// Azure Managed Redis (Redis 7.4; the streams destination needs XADD MINID, Redis >= 6.2).
+@description('Azure Managed Redis SKU: Balanced_B0/B1 for dev, Balanced_B5+ or MemoryOptimized for prod.')
+@allowed(['Balanced_B0', 'Balanced_B1', 'Balanced_B3', 'Balanced_B5', 'Balanced_B10', 'Balanced_B20', 'Balanced_B50', 'MemoryOptimized_M10', 'MemoryOptimized_M20', 'MemoryOptimized_M50', 'ComputeOptimized_X3', 'ComputeOptimized_X5', 'ComputeOptimized_X10'])
+param redisSku string = 'Balanced_B0'
 
-@description('Azure Cache for Redis family (C for Basic/Standard, P for Premium).')
-@allowed(['C', 'P'])
-param redisFamily string = 'C'
+@description('Azure Managed Redis high availability (replication, SLA). false halves the cost; dev only.')
+param redisHighAvailability bool = true
 
-@description('Azure Cache for Redis capacity (0-6 for C, 1-5 for P).')
-param redisCapacity int = 0
-
-@description('Enable Microsoft Entra authentication on Redis and grant the app identity the Data Contributor access policy.')
+@description('Grant the app identity the Azure Managed Redis "default" access policy (Entra ID auth; the client still uses the access key, see modules/redis.bicep).')
 param redisEntraAuth bool = true
 
 @description('Storage redundancy.')
@@ -244,6 +244,12 @@ var cmk = {
   keyName: cmkKeyName
   identityId: cmkUserAssignedIdentityId
 }
+// Azure Managed Redis takes only a versioned key URL, so its CMK also needs cmkRedisKeyVersion.
+var redisCmk = {
+  enabled: cmk.enabled && !empty(cmkRedisKeyVersion)
+  identityId: cmkUserAssignedIdentityId
+  keyUrl: '${cmkKeyVaultUri}${endsWith(cmkKeyVaultUri, '/') ? '' : '/'}keys/${cmkKeyName}/${cmkRedisKeyVersion}'
+}
 // Public access is only switched off when something private can reach the services.
 var effectivePublicAccess = usePrivateEndpoints ? publicNetworkAccess : 'Enabled'
 
@@ -324,10 +330,9 @@ module redis 'modules/redis.bicep' = {
     tags: allTags
     name: 'redis-${resourceToken}'
     skuName: redisSku
-    family: redisFamily
-    capacity: redisCapacity
-    entraAuth: redisEntraAuth
+    highAvailability: redisHighAvailability
     publicNetworkAccess: effectivePublicAccess
+    cmk: redisCmk
     workspaceId: monitoring.outputs.workspaceId
   }
 }
@@ -391,9 +396,10 @@ var appSettings = {
   ALERT_MEMORY_PERCENT: string(alertMemoryPercent)
   MONITOR_LOOKBACK_MINUTES: '60'
   SYSTEM_PERFORMANCE_EVENTS: 'true'
-  // Redis: TLS on 6380; the access key comes from Key Vault.
+  // Azure Managed Redis: TLS on 10000 (EnterpriseCluster: one endpoint, plain redis-py client);
+  // the database access key comes from Key Vault.
   REDIS_HOST: redis.outputs.hostName
-  REDIS_PORT: '6380'
+  REDIS_PORT: string(redis.outputs.port)
   REDIS_SSL: 'true'
   REDIS_PASSWORD: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.redisPasswordSecretUri})'
   // Storage: account name + managed identity (no connection string in Azure).

@@ -92,13 +92,13 @@ def test_check_fails_when_a_suppression_is_removed(tmp_path: Path) -> None:
     copy = tmp_path / "infra"
     (copy / "modules").mkdir(parents=True)
     shutil.copy2(CHECK, copy / "check.sh")
-    shutil.copy2(INFRA / "modules" / "redis.bicep", copy / "modules" / "redis.bicep")
-    target = copy / "modules" / "redis.bicep"
+    shutil.copy2(INFRA / "modules" / "cosmos.bicep", copy / "modules" / "cosmos.bicep")
+    target = copy / "modules" / "cosmos.bicep"
     lines = target.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if "checkov:skip=CKV_AZURE_89" not in line]
+    kept = [line for line in lines if "checkov:skip=CKV_AZURE_101" not in line]
     assert len(kept) == len(lines) - 1
     target.write_text("".join(kept))
     proc, counts = run_check(copy)
     assert counts["failed"] == 1
     assert proc.returncode != 0
-    assert "CKV_AZURE_89" in proc.stdout
+    assert "CKV_AZURE_101" in proc.stdout

@@ -14,8 +14,14 @@ param eventHubsSendRuleName string
 param publicNetworkAccess string
 param workspaceId string
 
-resource redis 'Microsoft.Cache/redis@2024-11-01' existing = {
+// Azure Managed Redis: the access key belongs to the cluster's database `default`.
+resource redis 'Microsoft.Cache/redisEnterprise@2025-07-01' existing = {
   name: redisName
+}
+
+resource redisDatabase 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' existing = {
+  parent: redis
+  name: 'default'
 }
 
 resource eventHubsSendRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' existing = if (!empty(eventHubsSendRuleName)) {
@@ -47,9 +53,9 @@ resource redisPassword 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: 'redis-password'
   properties: {
-    // checkov:skip=CKV_AZURE_41: the value is Redis's own access key; it is rotated by regenerating the key and redeploying, and an expiry here would break the app-setting reference without rotating anything.
+    // checkov:skip=CKV_AZURE_41: the value is the Redis database's own access key; it is rotated by regenerating the key and redeploying, and an expiry here would break the app-setting reference without rotating anything.
     contentType: 'text/plain; redis-access-key'
-    value: redis.listKeys().primaryKey
+    value: redisDatabase.listKeys().primaryKey
   }
 }
 

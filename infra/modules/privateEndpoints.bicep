@@ -20,7 +20,8 @@ var targets = [
   { key: 'table', resourceId: storageAccountId, groupId: 'table', zone: 'privatelink.table.${environment().suffixes.storage}' }
   { key: 'cosmos', resourceId: cosmosAccountId, groupId: 'Sql', zone: 'privatelink.documents.azure.com' }
   { key: 'eventhubs', resourceId: eventHubsNamespaceId, groupId: 'namespace', zone: 'privatelink.servicebus.windows.net' }
-  { key: 'redis', resourceId: redisId, groupId: 'redisCache', zone: 'privatelink.redis.cache.windows.net' }
+  // Azure Managed Redis (<name>.<region>.redis.azure.net); group id of Microsoft.Cache/redisEnterprise.
+  { key: 'redis', resourceId: redisId, groupId: 'redisEnterprise', zone: 'privatelink.redis.azure.net' }
   { key: 'keyvault', resourceId: keyVaultId, groupId: 'vault', zone: 'privatelink.vaultcore.azure.net' }
 ]
 

@@ -1,58 +1,99 @@
-// Azure Cache for Redis: real-time per-tenant metrics, Redis Streams destination, idempotency
-// keys, rate-limit buckets, last-known status per entity. TLS only (port 6380, TLS 1.2).
-// Auth: the app's redis-py client uses the access key (REDIS_PASSWORD, a Key Vault reference);
-// Entra ID auth is switched on too and the app identity gets the "Data Contributor" access
-// policy, so moving the client to token auth needs no infra change.
-// Encryption at rest: the service encrypts persisted data and (Premium) data disks with
-// Microsoft-managed keys; customer-managed keys exist only on Enterprise / Azure Managed Redis.
-// NB: Basic/Standard/Premium run Redis 6.0 (XADD ... MINID needs 6.2) and retire on 2028-09-30;
-// Azure Managed Redis is the successor.
+// Azure Managed Redis (Microsoft.Cache/redisEnterprise, Redis 7.4): real-time per-tenant metrics,
+// the Redis Streams destination, idempotency keys, rate-limit buckets, change-feed state.
+// Why not classic Azure Cache for Redis (Microsoft.Cache/redis): its Basic/Standard/Premium tiers
+// run Redis 6.0, and the streams destination trims with `XADD ... MINID ~ <id>` (Redis >= 6.2);
+// that product also retires on 2028-09-30. Azure Managed Redis is its successor.
+//
+// One cluster with its single database `default` (the only name the service accepts):
+// - clusteringPolicy EnterpriseCluster: one endpoint, the proxy routes every command, so the app's
+//   plain redis-py `Redis` client (not `RedisCluster`) works unchanged. Each tenant's keys carry a
+//   hash tag (`grc:{tenant}:...`) and every Lua script touches one tenant's keys only, so the
+//   scripts stay single-slot and would also be valid under OSSCluster; OSSCluster would need a
+//   cluster-aware client (MOVED redirects, per-shard connections). The policy is fixed at create.
+// - TLS only (clientProtocol Encrypted, minimum TLS 1.2), port 10000.
+// - evictionPolicy NoEviction: streams and metrics must never be evicted silently.
+// Auth: the app's redis-py client uses the database access key (REDIS_PASSWORD, a Key Vault
+// reference), so access keys stay enabled. With redisEntraAuth (main.bicep) the app identity also
+// gets the database's "default" access policy (roles.bicep), so moving the client to Entra tokens (a
+// redis-py credential provider) needs only `accessKeysAuthentication: 'Disabled'` here.
+// Encryption at rest: data and persistence files are encrypted with Microsoft-managed keys, or a
+// customer-managed key (cmk.enabled + a versioned key URL) through a user-assigned identity.
 param location string
 param tags object
 param name string
-@allowed(['Basic', 'Standard', 'Premium'])
+@description('Azure Managed Redis SKU: Balanced_B0/B1 for dev, Balanced_B5+ or MemoryOptimized/ComputeOptimized for prod.')
+@allowed(['Balanced_B0', 'Balanced_B1', 'Balanced_B3', 'Balanced_B5', 'Balanced_B10', 'Balanced_B20', 'Balanced_B50', 'MemoryOptimized_M10', 'MemoryOptimized_M20', 'MemoryOptimized_M50', 'ComputeOptimized_X3', 'ComputeOptimized_X5', 'ComputeOptimized_X10'])
 param skuName string
-@allowed(['C', 'P'])
-param family string
-param capacity int
-param entraAuth bool
+@description('Replicate the data set (SLA); Disabled halves the cost and is for dev only.')
+param highAvailability bool
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string
+@description('Customer-managed key: {enabled, identityId, keyUrl}; keyUrl is a versioned key URL (the service accepts no versionless one).')
+param cmk object
 param workspaceId string
 
-resource cache 'Microsoft.Cache/redis@2024-11-01' = {
+resource cluster 'Microsoft.Cache/redisEnterprise@2025-07-01' = {
   name: name
   location: location
   tags: tags
+  sku: { name: skuName }
+  identity: cmk.enabled ? {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${cmk.identityId}': {} }
+  } : null
   properties: {
-    // checkov:skip=CKV_AZURE_89: public network access is the publicNetworkAccess parameter; prod.parameters.json sets Disabled with a private endpoint. TLS 1.2 only, non-TLS port closed.
-    sku: { name: skuName, family: family, capacity: capacity }
-    redisVersion: 'latest'
-    enableNonSslPort: false
     minimumTlsVersion: '1.2'
+    highAvailability: highAvailability ? 'Enabled' : 'Disabled'
+    // Required from API 2025-07-01 on; prod.parameters.json sets Disabled with a private endpoint.
     publicNetworkAccess: publicNetworkAccess
-    // Keys stay available for the current client (REDIS_PASSWORD); see the header.
-    disableAccessKeyAuthentication: false
-    redisConfiguration: entraAuth ? {
-      'aad-enabled': 'true'
-      // Streams and metrics must never be evicted silently.
-      'maxmemory-policy': 'noeviction'
-    } : {
-      'maxmemory-policy': 'noeviction'
+    // An empty customerManagedKeyEncryption means Microsoft-managed keys.
+    encryption: {
+      customerManagedKeyEncryption: cmk.enabled ? {
+        keyEncryptionKeyIdentity: {
+          identityType: 'userAssignedIdentity'
+          userAssignedIdentityResourceId: cmk.identityId
+        }
+        keyEncryptionKeyUrl: cmk.keyUrl
+      } : {}
     }
   }
 }
 
-resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+resource database 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' = {
+  parent: cluster
+  name: 'default'
+  properties: {
+    clientProtocol: 'Encrypted'
+    port: 10000
+    clusteringPolicy: 'EnterpriseCluster'
+    evictionPolicy: 'NoEviction'
+    // The app authenticates with this key today (REDIS_PASSWORD); the API default is Disabled.
+    accessKeysAuthentication: 'Enabled'
+  }
+}
+
+// Metrics (server load, memory, operations) are emitted by the cluster; connection logs
+// (new connection / authentication / disconnection) by the database.
+resource clusterDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
-  scope: cache
+  scope: cluster
   properties: {
     workspaceId: workspaceId
-    logs: [{ categoryGroup: 'allLogs', enabled: true }]
     metrics: [{ category: 'AllMetrics', enabled: true }]
   }
 }
 
-output id string = cache.id
-output name string = cache.name
-output hostName string = cache.properties.hostName
+resource databaseDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: database
+  properties: {
+    workspaceId: workspaceId
+    logs: [{ category: 'ConnectionEvents', enabled: true }]
+  }
+}
+
+output id string = cluster.id
+output name string = cluster.name
+output databaseName string = database.name
+output hostName string = cluster.properties.hostName
+output port int = database.properties.port

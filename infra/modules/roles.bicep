@@ -54,8 +54,13 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-resource redis 'Microsoft.Cache/redis@2024-11-01' existing = {
+resource redis 'Microsoft.Cache/redisEnterprise@2025-07-01' existing = {
   name: redisName
+}
+
+resource redisDatabase 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' existing = {
+  parent: redis
+  name: 'default'
 }
 
 // Host storage (AzureWebJobsStorage__accountName) creates its own containers (locks, keys) and
@@ -154,13 +159,13 @@ resource cosmosData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@20
   }
 }
 
-// Redis data access by Entra ID token (ready for when the client moves off the access key).
-resource redisAccess 'Microsoft.Cache/redis/accessPolicyAssignments@2024-11-01' = if (redisEntraAuth) {
-  parent: redis
-  name: 'function-app'
+// Redis data access by Entra ID token (ready for when the client moves off the access key):
+// Azure Managed Redis has one built-in access policy, "default" (full data access to the database).
+resource redisAccess 'Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments@2025-07-01' = if (redisEntraAuth) {
+  parent: redisDatabase
+  name: 'functionapp'
   properties: {
-    accessPolicyName: 'Data Contributor'
-    objectId: principalId
-    objectIdAlias: 'function-app'
+    accessPolicyName: 'default'
+    user: { objectId: principalId }
   }
 }
