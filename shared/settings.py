@@ -38,6 +38,20 @@ class Settings(BaseModel):
     stream_config_cache_seconds: float = Field(30.0, alias="STREAM_CONFIG_CACHE_SECONDS")
 
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
+    # Cosmos DB account the service itself reads (health probe; change capture). Empty = not used.
+    cosmos_endpoint: str = Field("", alias="COSMOS_DB_ENDPOINT")
+    cosmos_key: str = Field("", alias="COSMOS_DB_KEY", repr=False)
+
+    # Observability (docs/observability.md). The alert rules in infra/ use the same numbers.
+    alert_error_rate: float = Field(0.05, ge=0, le=1, alias="ALERT_ERROR_RATE")
+    alert_delay_seconds: float = Field(30.0, gt=0, alias="ALERT_DELAY_SECONDS")
+    alert_memory_percent: float = Field(80.0, gt=0, le=100, alias="ALERT_MEMORY_PERCENT")
+    # A dependency answering slower than this is "degraded" in /health.
+    health_degraded_ms: float = Field(1000.0, gt=0, alias="HEALTH_DEGRADED_MS")
+    # Tenants with events in this many recent minutes get a per-minute performance/anomaly pass.
+    monitor_lookback_minutes: int = Field(60, ge=1, le=60, alias="MONITOR_LOOKBACK_MINUTES")
+    # SYSTEM_PERFORMANCE events per tenant per minute (off: custom metrics and DATA_ANOMALY only).
+    system_performance_events: bool = Field(True, alias="SYSTEM_PERFORMANCE_EVENTS")
 
     # Caller identity (docs/security.md). AUTH_MODE: "jwt" validates a bearer token in the app;
     # "appservice" trusts X-MS-CLIENT-PRINCIPAL, which only App Service Authentication in front of
