@@ -127,10 +127,11 @@ class TenantMetrics:
             pipe.sadd(TENANTS_KEY, tenant)
         await pipe.execute()
 
-    async def active_tenants(self, since: float) -> list[str]:
-        """Tenants with events of their own at or after `since` (epoch seconds)."""
-        await self._redis.zremrangebyscore(ACTIVE_KEY, "-inf", f"({since - BUCKET_TTL_SECONDS}")
-        return sorted(t.decode() for t in await self._redis.zrangebyscore(ACTIVE_KEY, since, "+inf"))
+    async def active_tenants(self, since: float, until: float | None = None) -> list[str]:
+        """Tenants with events of their own in [since, until] (epoch seconds)."""
+        await self._redis.zremrangebyscore(ACTIVE_KEY, "-inf", f"({since - BUCKET_TTL_SECONDS}")  # buckets gone
+        hi: float | str = "+inf" if until is None else until
+        return sorted(t.decode() for t in await self._redis.zrangebyscore(ACTIVE_KEY, since, hi))
 
     async def interval(self, tenant: str, start: float, seconds: int) -> dict[str, float]:
         """Raw counters/histograms of the buckets in [start, start + seconds) (bucket-aligned)."""

@@ -133,7 +133,7 @@ async def _observe(redis: Any, tenant: str, minute: int, counts: OwnCounts) -> l
     return anomalies
 
 
-async def _tenant(services: Any, tenant: str, minute: int, perf_events: bool) -> TenantMinute | None:
+async def _tenant(services: Any, tenant: str, minute: int) -> TenantMinute | None:
     redis = services.redis
     lock = tenant_key(tenant, "mon", str(minute))
     if not await redis.set(lock, b"1", nx=True, ex=LOCK_TTL_SECONDS):
@@ -188,12 +188,12 @@ async def run_minute(services: Any, now: float | None = None) -> MonitorReport:
     settings = services.settings
     report = MonitorReport(minute)
     since = (minute - settings.monitor_lookback_minutes + 1) * MINUTE
-    tenants = await services.metrics.active_tenants(since)
+    tenants = await services.metrics.active_tenants(since, (minute + 1) * MINUTE)
     sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one(t: str) -> TenantMinute | None:
         async with sem:
-            return await _tenant(services, t, minute, settings.system_performance_events)
+            return await _tenant(services, t, minute)
 
     outcomes = await asyncio.gather(*(one(t) for t in tenants), return_exceptions=True)
     for t, out in zip(tenants, outcomes):
