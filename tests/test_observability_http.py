@@ -1,0 +1,85 @@
+"""A request through the registered function and the HTTP adapter, with telemetry exported to a local
+ingestion endpoint: the envelopes carry the invocation's operation, the dimensions, and no payload
+or secret. The destination is a real Redis Streams destination whose Redis refuses connections."""
+from __future__ import annotations
+
+import socket
+from typing import Any, AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from shared import services as services_mod
+from shared.destinations.redis_streams import RedisStreamsDestination
+from shared.services import get_services, reset_services
+from tests.functions_client import invoke
+from tests.test_telemetry import (  # noqa: F401 - fixtures
+    SECRET,
+    SPAN_ID,
+    TRACE_ID,
+    TRACEPARENT,
+    Ingestion,
+    _configure,
+    _isolated,
+    ingestion,
+)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens once closed
+
+
+@pytest.fixture
+async def broken_redis_destination(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    dead = Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    monkeypatch.setitem(services_mod.DESTINATION_FACTORIES, "redis", lambda s: RedisStreamsDestination(dead))
+    await reset_services()
+    yield
+    await reset_services()
+    await dead.aclose()
+
+
+@pytest.mark.usefixtures("broken_redis_destination")
+async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tuple[Ingestion, str],
+                                                                  tmp_path: Any) -> None:
+    sink, conn = ingestion
+    tel = _configure(conn, tmp_path)
+    event = {"tenantId": "obs-tenant", "eventType": "RISK_CREATED", "source": "FRONTEND_APP", "action": "CREATE",
+             "entityId": "risk-9", "data": {"title": "payload-marker-77", "conn": f"AccountKey={SECRET}"}}
+    status, _, body = await invoke("publish_event", "POST", "/events", event, traceparent=TRACEPARENT)
+    assert status == 503, body
+    await get_services().failure_hook.drain()  # the SYSTEM_ERROR notice (it fails too, and stops there)
+    tel.flush()
+
+    def ready(es: list[dict[str, Any]]) -> bool:
+        names = {e["data"]["baseData"].get("metrics", [{}])[0].get("name") for e in es}
+        return "grc.deliveries.failed" in names and any(e["data"]["baseType"] == "MessageData" for e in es)
+
+    envs = sink.wait_for(ready)
+    raw = b"".join(sink.raw).decode()
+    for leaked in ("payload-marker-77", SECRET, SECRET[:40]):
+        assert leaked not in raw
+
+    logs = [e for e in envs if e["data"]["baseType"] == "MessageData"
+            and e["data"]["baseData"]["message"].startswith("destination redis failed")]
+    assert len(logs) == 1  # one per tenant and destination, not per event; none for the notice
+    log = logs[0]
+    assert log["tags"]["ai.operation.id"] == TRACE_ID and log["tags"]["ai.operation.parentId"] == SPAN_ID
+    assert log["tags"]["ai.operation.name"] == "publish_event"
+    props = log["data"]["baseData"]["properties"]
+    assert {k: props[k] for k in ("tenantId", "destination", "count", "errorType", "operation")} == {
+        "tenantId": "obs-tenant", "destination": "redis", "count": "1", "errorType": "DeliveryFailed",
+        "operation": "publish_event"}
+    assert log["data"]["baseData"]["severityLevel"] == 3
+
+    failed = sink.metrics("grc.deliveries.failed")
+    ours = [e for e in failed if e["data"]["baseData"]["properties"] == {"tenantId": "obs-tenant",
+                                                                          "destination": "redis"}]
+    assert ours and all(e["tags"]["ai.operation.id"] == TRACE_ID for e in ours)
+    events_failed = [e for e in sink.metrics("grc.events.failed")
+                     if e["data"]["baseData"]["properties"]["tenantId"] == "obs-tenant"]
+    assert events_failed and events_failed[0]["tags"]["ai.operation.name"] == "publish_event"
