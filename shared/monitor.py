@@ -32,7 +32,7 @@ import orjson
 
 from shared import service_stats, telemetry
 from shared.anomaly import Anomaly, TenantBaselines
-from shared.metrics import SYSTEM_COUNTERS, summarize
+from shared.metrics import summarize
 from shared.models import SYSTEM_EVENT_TYPES, Event, EventType
 from shared.redisconn import tenant_key
 from shared.system_events import publish_system_events, system_event
