@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from shared.models import StreamConfig, StreamConfigIn, utc_now_iso
 from shared.redisconn import tenant_key
+from shared.storage import LazyTable
 
 ROW_KEY = "streamconfig"
 
@@ -43,24 +44,13 @@ class ConfigStore:
     def __init__(
         self, tables: TableServiceClient, table_name: str, redis: Redis, cache_seconds: float
     ) -> None:
-        self._tables = tables
-        self._table_name = table_name
+        self._table = LazyTable(tables, table_name)
         self._redis = redis
         self._ttl = cache_seconds
         self._cache: dict[str, _Cached] = {}
-        self._table: TableClient | None = None
-        self._table_lock = asyncio.Lock()
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._table_lock:
-                if self._table is None:
-                    try:
-                        await self._tables.create_table(self._table_name)
-                    except ResourceExistsError:
-                        pass
-                    self._table = self._tables.get_table_client(self._table_name)
-        return self._table
+        return await self._table.get()
 
     async def read(self, tenant_id: str) -> tuple[StreamConfig, str | None]:
         """Straight from the table (no cache): the config and its ETag, or the default and None."""

@@ -181,7 +181,7 @@ class Event(BaseModel):
         """
         obj = cls.__new__(cls)
         object.__setattr__(obj, "__dict__", fields)
-        object.__setattr__(obj, "__pydantic_fields_set__", _EVENT_FIELDS)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(_EVENT_FIELDS))
         object.__setattr__(obj, "__pydantic_extra__", None)
         object.__setattr__(obj, "__pydantic_private__", {"_json": None})
         return obj

@@ -13,6 +13,7 @@ from typing import Callable
 from shared import telemetry
 from shared.configstore import ConfigStore
 from shared.destinations.base import Destination
+from shared.destinations.kafka import KafkaDestination
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
@@ -29,6 +30,7 @@ DestinationFactory = Callable[["Services"], Destination]
 # type -> factory; a destination is built the first time a tenant's config routes to it.
 DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
+    "kafka": lambda s: KafkaDestination(s.settings),
 }
 
 

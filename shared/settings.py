@@ -37,6 +37,21 @@ class Settings(BaseModel):
     stream_config_table: str = Field("streamconfigs", alias="STREAM_CONFIG_TABLE")
     stream_config_cache_seconds: float = Field(30.0, alias="STREAM_CONFIG_CACHE_SECONDS")
 
+    # Kafka destination: any Kafka broker, or Event Hubs' Kafka endpoint (<namespace>:9093).
+    kafka_broker: str = Field("127.0.0.1:9092", alias="KAFKA_BROKER")
+    # plaintext | sasl-plain (Event Hubs connection string) | oauth (managed identity, OAUTHBEARER)
+    kafka_security: Literal["plaintext", "sasl-plain", "oauth"] = Field("plaintext", alias="KAFKA_SECURITY")
+    kafka_default_topic: str = Field("grc-events", alias="KAFKA_DEFAULT_TOPIC")
+    # librdkafka message.timeout.ms: a delivery report (success or error) comes within this.
+    kafka_delivery_timeout_ms: int = Field(30_000, ge=1_000, le=900_000, alias="KAFKA_DELIVERY_TIMEOUT_MS")
+    # How often producer statistics (queued messages/bytes = producer lag) are refreshed.
+    kafka_stats_interval_ms: int = Field(15_000, ge=0, le=3_600_000, alias="KAFKA_STATS_INTERVAL_MS")
+    eventhubs_connection_string: str = Field("", alias="EVENTHUBS_CONNECTION_STRING", repr=False)
+    # Managed identity: the namespace host, e.g. grc-prod.servicebus.windows.net.
+    eventhubs_fully_qualified_namespace: str = Field("", alias="EVENTHUBS_FULLY_QUALIFIED_NAMESPACE")
+    # Transport of the "kafka" destination when its options do not say: kafka | amqp.
+    eventhubs_transport: Literal["kafka", "amqp"] = Field("kafka", alias="EVENTHUBS_TRANSPORT")
+
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
     # Cosmos DB account the service itself reads (health probe; change capture). Empty = not used.
     cosmos_endpoint: str = Field("", alias="COSMOS_DB_ENDPOINT")

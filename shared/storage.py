@@ -1,7 +1,10 @@
 """Azure Storage clients (Tables, Queues): a connection string locally, managed identity in Azure."""
 from __future__ import annotations
 
-from azure.data.tables.aio import TableServiceClient
+import asyncio
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.settings import Settings
 
@@ -21,3 +24,24 @@ def table_service(settings: Settings) -> TableServiceClient:
         endpoint=f"https://{settings.storage_account_name}.table.core.windows.net",
         credential=_credential(),  # type: ignore[arg-type]
     )
+
+
+class LazyTable:
+    """A table client whose table is created (if missing) on first use, once per instance."""
+
+    def __init__(self, tables: TableServiceClient, name: str) -> None:
+        self._tables = tables
+        self.name = name
+        self._client: TableClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> TableClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    try:
+                        await self._tables.create_table(self.name)
+                    except ResourceExistsError:
+                        pass
+                    self._client = self._tables.get_table_client(self.name)
+        return self._client

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from localdev import services
 
@@ -85,3 +86,13 @@ async def app_services(app_env: dict[str, str]):  # type: ignore[no-untyped-def]
 
     yield get_services()
     await reset_services()
+
+
+@pytest.fixture
+async def redis(redis_port: int) -> AsyncIterator[Redis]:
+    """A raw client on the session's Redis, for tests that inspect keys."""
+    client = Redis(port=redis_port)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -41,15 +41,6 @@ class CountingRedis(Redis):
 
         pipe.execute = execute  # type: ignore[method-assign]
         return pipe
-
-
-@pytest.fixture
-async def redis(redis_port: int) -> AsyncIterator[Redis]:
-    client = Redis(port=redis_port)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import AsyncIterator
 
 import orjson
 import pytest
@@ -18,15 +17,6 @@ from shared.settings import Settings
 def settings(redis_port: int, storage_connection_string: str) -> Settings:
     return Settings(REDIS_PORT=redis_port, STORAGE_CONNECTION_STRING=storage_connection_string,
                     STREAM_CONFIG_TABLE="producertest")
-
-
-@pytest.fixture
-async def redis(redis_port: int) -> AsyncIterator[Redis]:
-    client = Redis(port=redis_port)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_original_mcp_example(settings: Settings, redis: Redis) -> None:

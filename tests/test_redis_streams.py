@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import AsyncIterator
 
 import orjson
 import pytest
@@ -20,15 +19,6 @@ from shared.redisconn import tenant_key
 from tests.doubles import event_dict, stream_config
 
 NODE_MAX_ENTRIES = 100  # Redis default stream-node-max-entries: approximate trims remove whole nodes
-
-
-@pytest.fixture
-async def redis(redis_port: int) -> AsyncIterator[Redis]:
-    client = Redis(port=redis_port)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

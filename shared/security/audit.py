@@ -14,7 +14,6 @@ what the full document was.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -27,6 +26,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient, TableServiceClient
 from pydantic import BaseModel, ConfigDict
 
+from shared.storage import LazyTable
 from shared.security.identity import Principal
 from shared.security.tenants import is_tenant_id
 
@@ -114,21 +114,10 @@ def _short(value: str) -> str:
 
 class AuditLog:
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
-        self._tables = tables
-        self._table_name = table_name
-        self._table: TableClient | None = None
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(tables, table_name)
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._lock:
-                if self._table is None:
-                    try:
-                        await self._tables.create_table(self._table_name)
-                    except ResourceExistsError:
-                        pass
-                    self._table = self._tables.get_table_client(self._table_name)
-        return self._table
+        return await self._table.get()
 
     async def record(
         self,
