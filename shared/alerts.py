@@ -1,18 +1,18 @@
 """The service's alert conditions, evaluated now (GET /metrics `alerts` block).
 
-The same conditions and numbers drive the Azure Monitor alert rules in infra/ (on the `grc.*`
-custom metrics), so what the portal fires on is what /metrics says holds:
+They are the conditions of the log alert rules in infra/modules/alerts.bicep (docs: infra/alerts.md),
+computed from the same counts the `grc.*` custom metrics carry, with the same thresholds
+(ALERT_* settings = the bicep parameters), so what the portal fires on is what /metrics says holds:
 
-| condition | figure (5-min window unless noted) | default threshold | infra rule |
+| condition | figure (5-min window) | threshold | infra rule |
 | --- | --- | --- | --- |
-| errorRate | (rejected + failed) / processed events of the tenant | > 0.05 (ALERT_ERROR_RATE) | sum(grc.events.failed + rejected) / sum(all) |
-| processingDelay | mean end-to-end latency and mean change-feed delay, the larger | > 30 s (ALERT_DELAY_SECONDS) | Average of grc.latency.end_to_end_ms / grc.changefeed.delay_ms > 30000 |
-| memory | this instance: process RSS / memory limit (cgroup or physical) | > 80 % (ALERT_MEMORY_PERCENT) | Average of grc.instance.memory_percent (+ the plan's memory metric) |
-| failingDestination | a destination with failed > 0 and delivered == 0, or its health check unhealthy | any | grc.deliveries.failed > 0 with grc.deliveries.succeeded == 0; Min of grc.destination.healthy < 1 |
+| errorRate | failed (incl. parked) / all deliveries of the tenant, when it had >= 20 | > ALERT_ERROR_RATE (0.05) | grc.deliveries.failed / (succeeded + failed), min 20 |
+| processingDelay | the larger of the max change-feed delay and the max end-to-end latency | > ALERT_DELAY_SECONDS (30) | max(valueMax) of grc.changefeed.delay_ms |
+| memory | this instance: process RSS / its memory limit (cgroup or physical) | > ALERT_MEMORY_PERCENT (80) | max(valueMax) of grc.instance.memory_percent per instance |
+| failingDestination | failed > 0 and delivered == 0, or its health check unhealthy | any | the same, from grc.deliveries.* and grc.destination.healthy |
 
-Means, not percentiles, for the delay: an Azure metric alert can aggregate Average/Max but not
-p99, and the mean over 5 minutes is the figure both sides can compute exactly. Percentiles are
-shown alongside for diagnosis.
+Maxima come from the log-scale histograms (the upper bound of the highest bucket), exactly the
+`valueMax` the telemetry module exports for these summaries.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from shared.resources import MemoryUsage
 from shared.settings import Settings
 
 WINDOW = "5m"
+# alerts.bicep `errorRateMinDeliveries`: 1 failure out of 2 deliveries pages no one.
+ERROR_RATE_MIN_DELIVERIES = 20
 
 
 def _seconds(ms: float | None) -> float | None:
@@ -49,23 +51,27 @@ def evaluate(windows: Mapping[str, Any], memory: MemoryUsage | None, health: Map
              settings: Settings, known_destinations: set[str]) -> dict[str, Any]:
     """The `alerts` block: each condition with its figure, threshold and whether it holds now."""
     w = windows.get(WINDOW) or {}
-    error_rate = float(w.get("errorRate") or 0.0)
-    lat = (w.get("latencyMs") or {})
-    dly = (w.get("changeFeedDelayMs") or {})
-    lat_s, dly_s = _seconds(lat.get("mean")), _seconds(dly.get("mean"))
+    dests = (w.get("destinations") or {}).values()
+    deliveries = sum(int(d.get("delivered", 0)) + int(d.get("failed", 0)) + int(d.get("parked", 0)) for d in dests)
+    error_rate = float(w.get("deliveryErrorRate") or 0.0)
+    lat = w.get("latencyMs") or {}
+    dly = w.get("changeFeedDelayMs") or {}
+    lat_s, dly_s = _seconds(lat.get("max")), _seconds(dly.get("max"))
     delays = [v for v in (lat_s, dly_s) if v is not None]
     delay = max(delays) if delays else None
     failing = failing_destinations(w, health, known_destinations)
     conditions: dict[str, dict[str, Any]] = {
         "errorRate": {
-            "firing": error_rate > settings.alert_error_rate, "value": error_rate,
-            "threshold": settings.alert_error_rate, "window": WINDOW,
+            "firing": deliveries >= ERROR_RATE_MIN_DELIVERIES and error_rate > settings.alert_error_rate,
+            "value": error_rate, "threshold": settings.alert_error_rate, "window": WINDOW,
+            "deliveries": deliveries, "minDeliveries": ERROR_RATE_MIN_DELIVERIES,
+            "eventErrorRate": w.get("errorRate"),  # rejected + failed events / processed (not alerted on)
         },
         "processingDelay": {
             "firing": delay is not None and delay > settings.alert_delay_seconds, "value": delay,
             "threshold": settings.alert_delay_seconds, "unit": "s", "window": WINDOW,
-            "endToEndLatencySeconds": lat_s, "changeFeedDelaySeconds": dly_s,
-            "endToEndLatencyP99Seconds": _seconds(lat.get("p99")), "changeFeedDelayP99Seconds": _seconds(dly.get("p99")),
+            "changeFeedDelayMaxSeconds": dly_s, "endToEndLatencyMaxSeconds": lat_s,
+            "changeFeedDelayP99Seconds": _seconds(dly.get("p99")), "endToEndLatencyP99Seconds": _seconds(lat.get("p99")),
         },
         "memory": {
             "firing": memory is not None and memory.percent > settings.alert_memory_percent,
@@ -74,8 +80,9 @@ def evaluate(windows: Mapping[str, Any], memory: MemoryUsage | None, health: Map
                                                    "limitSource": memory.limit_source} if memory else {}),
         },
         "failingDestination": {
-            "firing": bool(failing), "value": sorted(failing), "threshold": "failed > 0 and delivered == 0, "
-            "or health unhealthy", "window": WINDOW, "destinations": failing,
+            "firing": bool(failing), "value": sorted(failing),
+            "threshold": "failed > 0 and delivered == 0, or health unhealthy", "window": WINDOW,
+            "destinations": failing,
         },
     }
     return {"firing": [name for name, c in conditions.items() if c["firing"]], "conditions": conditions}

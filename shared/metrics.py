@@ -227,6 +227,7 @@ def summarize(fields: dict[str, float], seconds: int) -> dict[str, Any]:
         "p50": _percentile(lat, 0.50),
         "p95": _percentile(lat, 0.95),
         "p99": _percentile(lat, 0.99),
+        "max": round(hist_upper(max(lat)), 2) if lat else None,
         "mean": round(fields.get("lats", 0) / latn, 2) if latn else None,
     }
     out["changeFeedDelayMs"] = {

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping
+import threading
+import time
+from typing import Any, Mapping, Sequence
 
 import orjson
 
-from shared import cosmos_usage, resources
+from shared import cosmos_usage, resources, telemetry
 from shared.telemetry import SystemStats
 
 log = logging.getLogger("grc.service_stats")
@@ -18,6 +20,26 @@ log = logging.getLogger("grc.service_stats")
 STREAM_PERF_KEY = "grc:service:perf"  # JSON written by the monitor timer once a minute
 STREAM_PERF_TTL_SECONDS = 600
 REDIS_TIMEOUT_SECONDS = 1.0
+# Every instance reports its own memory (the alert rule is per cloud_RoleInstance), at most this often.
+INSTANCE_GAUGE_SECONDS = 15.0
+_gauge_lock = threading.Lock()
+_gauge_at = 0.0
+
+
+def telemetry_hook(stats: Any, results: Sequence[Any] = ()) -> None:
+    """The pipeline's telemetry hook: the batch's counters and latencies, plus this instance's
+    memory gauge at most every INSTANCE_GAUGE_SECONDS (the monitor timer runs on one instance only)."""
+    global _gauge_at
+    tel = telemetry.current()
+    tel.pipeline_hook(stats, results)
+    if not tel.enabled:
+        return
+    now = time.monotonic()
+    with _gauge_lock:
+        if now - _gauge_at < INSTANCE_GAUGE_SECONDS:
+            return
+        _gauge_at = now
+    tel.on_system(SystemStats(memory_percent=resources.memory_usage().percent))
 
 
 def kafka_pending(services: Any) -> dict[str, Any] | None:

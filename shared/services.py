@@ -10,7 +10,7 @@ import asyncio
 import weakref
 from typing import Callable
 
-from shared import telemetry
+from shared import service_stats
 from shared.configstore import ConfigStore
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
@@ -71,10 +71,10 @@ class Services:
         self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
                                      burst=settings.rate_limit_burst)
         self.audit = AuditLog(self.tables, settings.audit_table)
-        # Observability hooks (after metrics): App Insights counters of the batch (no-op without a
-        # connection string; `current()` so a reconfigure applies), then the error log and
-        # SYSTEM_ERROR event per tenant and failed destination (ignores system batches).
-        self.pipeline.hooks.append(lambda stats, results: telemetry.current().pipeline_hook(stats, results))
+        # Observability hooks (after metrics): App Insights counters of the batch and the instance's
+        # memory gauge (no-op without a connection string), then the error log and SYSTEM_ERROR
+        # event per tenant and failed destination (ignores system batches).
+        self.pipeline.hooks.append(service_stats.telemetry_hook)
         self.failure_hook = DestinationFailureHook(self.pipeline, background=True)
         self.pipeline.hooks.append(self.failure_hook)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared import alerts, cosmos_usage
-from shared.metrics import BatchStats, summarize
+from shared.metrics import BatchStats, hist_index, summarize
 from shared.resources import MemoryUsage, cgroup_limit, memory_usage
 from shared.settings import Settings
 from tests.functions_client import invoke
@@ -22,19 +22,34 @@ def windows(**fields: float) -> dict[str, Any]:
     return {"5m": summarize(dict(fields), 300)}
 
 
-def test_error_rate_fires_above_the_threshold_only() -> None:
-    at = alerts.evaluate(windows(acc=95, fail=5), None, {}, SETTINGS, KNOWN)["conditions"]["errorRate"]
-    assert at["value"] == 0.05 and at["threshold"] == 0.05 and at["firing"] is False  # "> 5 %"
-    above = alerts.evaluate(windows(acc=94, fail=5, rej=1), None, {}, SETTINGS, KNOWN)
+def test_error_rate_is_the_delivery_failure_share_above_the_threshold() -> None:
+    at = alerts.evaluate(windows(**{"d:redis:ok": 95, "d:redis:fail": 5}), None, {}, SETTINGS, KNOWN)
+    c = at["conditions"]["errorRate"]
+    assert c["value"] == 0.05 and c["threshold"] == 0.05 and c["deliveries"] == 100 and c["firing"] is False
+    above = alerts.evaluate(windows(**{"d:redis:ok": 94, "d:redis:fail": 4, "d:redis:park": 2}), None, {},
+                            SETTINGS, KNOWN)
     assert above["conditions"]["errorRate"]["value"] == 0.06 and above["firing"] == ["errorRate"]
 
 
-def test_processing_delay_uses_the_larger_of_latency_and_change_feed_delay() -> None:
-    # mean latency 2 s, mean change-feed delay 31 s over the window
-    w = windows(acc=10, latn=10, lats=20_000, dlyn=4, dlys=124_000)
-    c = alerts.evaluate(w, None, {}, SETTINGS, KNOWN)["conditions"]["processingDelay"]
-    assert c["firing"] and c["value"] == 31.0 and c["endToEndLatencySeconds"] == 2.0 and c["threshold"] == 30.0
-    ok = alerts.evaluate(windows(acc=10, latn=10, lats=20_000), None, {}, SETTINGS, KNOWN)
+def test_error_rate_needs_the_minimum_number_of_deliveries() -> None:
+    few = alerts.evaluate(windows(**{"d:redis:ok": 15, "d:redis:fail": 4}), None, {}, SETTINGS, KNOWN)
+    c = few["conditions"]["errorRate"]
+    assert c["value"] > 0.2 and c["deliveries"] == 19 and c["minDeliveries"] == 20 and c["firing"] is False
+    enough = alerts.evaluate(windows(**{"d:redis:ok": 16, "d:redis:fail": 4}), None, {}, SETTINGS, KNOWN)
+    assert enough["conditions"]["errorRate"]["firing"] is True
+
+
+def test_processing_delay_is_the_larger_maximum_of_change_feed_delay_and_latency() -> None:
+    def hist(prefix: str, ms: float) -> dict[str, float]:
+        return {f"{prefix}:{hist_index(ms)}": 1}
+
+    c = alerts.evaluate(windows(**hist("dly", 31_000), **hist("lat", 2_000)), None, {}, SETTINGS,
+                        KNOWN)["conditions"]["processingDelay"]
+    assert c["firing"] and 31 <= c["value"] <= 34.1 and c["value"] == c["changeFeedDelayMaxSeconds"]
+    assert 2 <= c["endToEndLatencyMaxSeconds"] <= 2.2 and c["threshold"] == 30.0
+    slow = alerts.evaluate(windows(**hist("lat", 40_000)), None, {}, SETTINGS, KNOWN)
+    assert slow["firing"] == ["processingDelay"]
+    ok = alerts.evaluate(windows(**hist("dly", 25_000), **hist("lat", 2_000)), None, {}, SETTINGS, KNOWN)
     assert ok["conditions"]["processingDelay"]["firing"] is False
     none = alerts.evaluate(windows(), None, {}, SETTINGS, KNOWN)["conditions"]["processingDelay"]
     assert none["value"] is None and none["firing"] is False

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from shared import service_stats
 from shared import services as services_mod
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.services import get_services, reset_services
@@ -48,6 +49,7 @@ async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tup
                                                                   tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
+    service_stats._gauge_at = float("-inf")  # the instance gauge is throttled process-wide
     event = {"tenantId": "obs-tenant", "eventType": "RISK_CREATED", "source": "FRONTEND_APP", "action": "CREATE",
              "entityId": "risk-9", "data": {"title": "payload-marker-77", "conn": f"AccountKey={SECRET}"}}
     status, _, body = await invoke("publish_event", "POST", "/events", event, traceparent=TRACEPARENT)
@@ -57,7 +59,7 @@ async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tup
 
     def ready(es: list[dict[str, Any]]) -> bool:
         names = {e["data"]["baseData"].get("metrics", [{}])[0].get("name") for e in es}
-        return "grc.deliveries.failed" in names and any(e["data"]["baseType"] == "MessageData" for e in es)
+        return {"grc.deliveries.failed", "grc.instance.memory_percent"} <= names and any(e["data"]["baseType"] == "MessageData" for e in es)
 
     envs = sink.wait_for(ready)
     raw = b"".join(sink.raw).decode()
@@ -83,3 +85,7 @@ async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tup
     events_failed = [e for e in sink.metrics("grc.events.failed")
                      if e["data"]["baseData"]["properties"]["tenantId"] == "obs-tenant"]
     assert events_failed and events_failed[0]["tags"]["ai.operation.name"] == "publish_event"
+
+    [memory] = sink.metrics("grc.instance.memory_percent")  # every instance reports its own memory
+    assert 0 < memory["data"]["baseData"]["metrics"][0]["value"] < 100
+    assert memory["tags"].get("ai.cloud.roleInstance")  # the alert rule splits by instance
