@@ -222,9 +222,7 @@ async def on_timer(timer: Any = None, context: Any = None) -> MonitorReport:
     """The timer function's body: one pass inside the invocation's telemetry operation."""
     from shared.services import get_services  # noqa: PLC0415 - keeps this module importable alone
 
-    trace = getattr(getattr(context, "trace_context", None), "trace_parent", None)
-    name = getattr(context, "function_name", None) or "monitor"
-    with telemetry.operation(trace, name):
+    with telemetry.invocation(context, "monitor"):
         if getattr(timer, "past_due", False):
             log.info("monitor timer is past due; the tenant-minute locks keep the pass idempotent")
         report = await run_minute(get_services())

@@ -57,6 +57,7 @@ __all__ = [
     "current",
     "current_operation",
     "from_pipeline_stats",
+    "invocation",
     "operation",
     "parse_traceparent",
     "redact",
@@ -121,6 +122,17 @@ def operation(traceparent: str | None, name: str) -> Iterator[Operation]:
 
 def current_operation() -> Operation | None:
     return _current_op.get()
+
+
+def invocation(context: Any, default_name: str = "invocation") -> AbstractContextManager[Operation]:
+    """`operation()` for a Functions invocation context (duck-typed: `trace_context.trace_parent`,
+    `function_name`), for triggers other than HTTP (timers, Cosmos DB, queues):
+
+        with telemetry.invocation(context):
+            await changefeed.on_change_batch(...)
+    """
+    trace = getattr(getattr(context, "trace_context", None), "trace_parent", None)
+    return operation(trace, getattr(context, "function_name", None) or default_name)
 
 
 # ---------------------------------------------------------------------------------------------

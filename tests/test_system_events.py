@@ -98,9 +98,15 @@ async def test_hook_ignores_system_batches_even_with_failures() -> None:
                                          "destinations": [{"destination": "kafka", "status": "failed",
                                                            "error": "boom"}]})
     hook = DestinationFailureHook(pipe)
-    await hook(BatchStats(system=True), [failed])
+    system = BatchStats(system=True)
+    system.tenant("tenant-g").count("d:kafka:fail")
+    await hook(system, [failed])
     assert redis.calls == []
-    await hook(BatchStats(), [failed])
+    await hook(BatchStats(), [failed])  # counters say no delivery failed: the results are not scanned
+    assert redis.calls == []
+    stats = BatchStats()
+    stats.tenant("tenant-g").count("d:kafka:fail")
+    await hook(stats, [failed])
     assert len(system_errors(redis)) == 1
 
 

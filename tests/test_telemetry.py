@@ -445,3 +445,12 @@ def test_pipeline_hook_exports(ingestion: tuple[Ingestion, str], tmp_path: Any) 
     tel.flush()
     sink.wait_for(lambda es: len(es) == 1)
     assert _value(sink.metrics("grc.deliveries.succeeded")[0])["value"] == 7.0
+
+
+def test_invocation_takes_trace_and_name_from_a_functions_context() -> None:
+    from devhost.invoke import Context, TraceContext
+
+    with telemetry.invocation(Context("changefeed_risks", trace_context=TraceContext(TRACEPARENT))) as op:
+        assert (op.trace_id, op.parent_id, op.name) == (TRACE_ID, SPAN_ID, "changefeed_risks")
+    with telemetry.invocation(None, "monitor") as op:
+        assert op.name == "monitor" and len(op.trace_id) == 32
