@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVICES ?= redis azurite cosmos kafka
 
-.PHONY: setup test-setup run test bench services-up services-down clean
+.PHONY: setup test-setup run demo test bench services-up services-down clean
 
 setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json
 
@@ -40,6 +40,11 @@ local.settings.json: local.settings.sample.json
 run: setup
 	$(PY) -m localdev.services up $(SERVICES) >/dev/null
 	trap '$(PY) -m localdev.services down $(SERVICES)' EXIT; $(PY) -m devhost
+
+# With `make run` going in another terminal: seed a realistic GRC data set into the local Cosmos
+# server and watch it flow through the change feed into /events and /metrics.
+demo: setup
+	$(PY) -m localdev.demo
 
 services-up: setup
 	$(PY) -m localdev.services up $(SERVICES)

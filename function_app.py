@@ -1,14 +1,19 @@
 """Azure Functions entry points (Python v2 model). Triggers only: decode -> call shared -> encode.
 
 Every HTTP function goes through `shared.http.functions_adapter.serve` (one request adapter);
-the handlers and the route table live in `shared/api/`.
+the handlers and the route table live in `shared/api/`. The Cosmos DB triggers and the overdue
+timer hand their batch to `shared.changefeed.entry` (docs/change-capture.md).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import azure.functions as func
 
 from shared import monitor, telemetry
 from shared.api import audit, events, fallback, health as health_api, metrics, openapi as openapi_api, streamconfig
+from shared.changefeed import entry as changefeed
+from shared.changefeed.rules import Kind
 from shared.http.functions_adapter import serve
 from shared.settings import get_settings
 
@@ -88,3 +93,80 @@ async def monitor_timer(timer: func.TimerRequest, context: func.Context) -> None
            auth_level=ANONYMOUS)
 async def not_matched(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     return await serve(req, fallback.not_matched, context)
+
+
+# ---- change capture: one Cosmos DB trigger per monitored container ---------------------------
+# All share the lease container, each with its own lease prefix. New leases start from the
+# beginning (a first deployment backfills; documents seen late map to UPDATED, not CREATED).
+# While retries remain an unpublished batch raises (the host retries it with backoff); on the
+# last attempt it is parked instead, because the host advances the lease either way.
+CHANGEFEED_MAX_ITEMS = 100
+CHANGEFEED_RETRY: dict[str, Any] = {
+    "strategy": "exponential_backoff", "max_retry_count": "5",
+    "minimum_interval": "00:00:02", "maximum_interval": "00:01:00",
+}
+COSMOS_TRIGGER: dict[str, Any] = {
+    "arg_name": "docs", "connection": "COSMOS", "database_name": "%COSMOS_DB_DATABASE%",
+    "lease_container_name": "%COSMOS_LEASE_CONTAINER%", "max_items_per_invocation": CHANGEFEED_MAX_ITEMS,
+    "start_from_beginning": True,
+}
+
+
+def _documents(docs: func.DocumentList) -> list[Any]:
+    return [None if d is None else d.to_dict() for d in docs]
+
+
+async def _on_changes(kind: Kind, docs: func.DocumentList, context: func.Context) -> None:
+    retry = getattr(context, "retry_context", None)
+    with telemetry.invocation(context):
+        await changefeed.on_change_batch(
+            kind, _documents(docs),
+            retry_count=getattr(retry, "retry_count", None), max_retry_count=getattr(retry, "max_retry_count", None),
+        )
+
+
+@app.function_name("changefeed_risks")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_RISKS_CONTAINER%", lease_container_prefix="risks-", **COSMOS_TRIGGER)
+async def changefeed_risks(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.RISKS, docs, context)
+
+
+@app.function_name("changefeed_controls")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_CONTROLS_CONTAINER%", lease_container_prefix="controls-",
+                       **COSMOS_TRIGGER)
+async def changefeed_controls(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.CONTROLS, docs, context)
+
+
+@app.function_name("changefeed_assessments")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_ASSESSMENTS_CONTAINER%", lease_container_prefix="assessments-",
+                       **COSMOS_TRIGGER)
+async def changefeed_assessments(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.ASSESSMENTS, docs, context)
+
+
+@app.function_name("changefeed_compliance")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_COMPLIANCE_CONTAINER%", lease_container_prefix="compliance-",
+                       **COSMOS_TRIGGER)
+async def changefeed_compliance(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.COMPLIANCE, docs, context)
+
+
+@app.function_name("changefeed_policies")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_POLICIES_CONTAINER%", lease_container_prefix="policies-",
+                       **COSMOS_TRIGGER)
+async def changefeed_policies(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.POLICIES, docs, context)
+
+
+# Overdue assessments: idempotent across runs and instances (a marker per assessment and due date).
+@app.function_name("assessments_overdue")
+@app.timer_trigger(arg_name="timer", schedule="%OVERDUE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+async def assessments_overdue(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await changefeed.run_overdue_check()

@@ -1,9 +1,10 @@
 """Request units (RU) spent by the service's own Cosmos DB calls, counted per process.
 
-The change-capture code feeds it from each response's `x-ms-request-charge` header:
+Fed from each response's `x-ms-request-charge` header: `shared.cosmosdb.record_charge` (what the
+change-capture code calls after each of its Cosmos calls) hands every charge to `add`, registered
+below as its hook; other code can call
 
-    cosmos_usage.record_charge(container.client_connection.last_response_headers, operation="overdue-query")
-    # or, as a hook of shared.cosmosdb: on_request_charge(cosmos_usage.add)
+    cosmos_usage.record_charge(container.client_connection.last_response_headers, operation="...")
 
 `snapshot()` is what GET /metrics shows (service section) and the monitor timer reads; each charge
 also goes to Application Insights as `grc.cosmos.request_charge` (a counter: portal "Sum" per
@@ -79,3 +80,13 @@ def reset() -> None:
     with _lock:
         _since, _total, _requests = time.time(), 0.0, 0
         _by_operation.clear()
+
+
+def _register() -> None:
+    from shared import cosmosdb  # noqa: PLC0415 - azure-cosmos only where the hook lives
+
+    cosmosdb.remove_request_charge_hook(add)  # idempotent on re-import
+    cosmosdb.on_request_charge(add)
+
+
+_register()

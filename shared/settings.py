@@ -53,10 +53,6 @@ class Settings(BaseModel):
     eventhubs_transport: Literal["kafka", "amqp"] = Field("kafka", alias="EVENTHUBS_TRANSPORT")
 
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
-    # Cosmos DB account the service itself reads (health probe; change capture). Empty = not used.
-    cosmos_endpoint: str = Field("", alias="COSMOS_DB_ENDPOINT")
-    cosmos_key: str = Field("", alias="COSMOS_DB_KEY", repr=False)
-
     # Observability (docs/observability.md). The alert rules in infra/ use the same numbers.
     alert_error_rate: float = Field(0.05, ge=0, le=1, alias="ALERT_ERROR_RATE")
     alert_delay_seconds: float = Field(30.0, gt=0, alias="ALERT_DELAY_SECONDS")
@@ -67,6 +63,25 @@ class Settings(BaseModel):
     monitor_lookback_minutes: int = Field(60, ge=1, le=60, alias="MONITOR_LOOKBACK_MINUTES")
     # SYSTEM_PERFORMANCE events per tenant per minute (off: custom metrics and DATA_ANOMALY only).
     system_performance_events: bool = Field(True, alias="SYSTEM_PERFORMANCE_EVENTS")
+
+    # Cosmos DB: the service's own SDK calls (overdue query). Key empty = managed identity.
+    # The trigger bindings read their own connection setting, `COSMOS` (a connection string
+    # locally) or `COSMOS__accountEndpoint` (identity in Azure); the names below are also the
+    # bindings' `%SETTING%` references.
+    cosmos_endpoint: str = Field("http://127.0.0.1:8081", alias="COSMOS_DB_ENDPOINT")
+    cosmos_key: str = Field("", alias="COSMOS_DB_KEY", repr=False)
+    cosmos_database: str = Field("grc", alias="COSMOS_DB_DATABASE")
+    cosmos_risks_container: str = Field("risks", alias="COSMOS_RISKS_CONTAINER")
+    cosmos_controls_container: str = Field("controls", alias="COSMOS_CONTROLS_CONTAINER")
+    cosmos_assessments_container: str = Field("assessments", alias="COSMOS_ASSESSMENTS_CONTAINER")
+    cosmos_compliance_container: str = Field("compliance", alias="COSMOS_COMPLIANCE_CONTAINER")
+    cosmos_policies_container: str = Field("policies", alias="COSMOS_POLICIES_CONTAINER")
+    cosmos_lease_container: str = Field("leases", alias="COSMOS_LEASE_CONTAINER")
+    # Change-feed path: last-known entity snapshots, dedup markers, parked items.
+    changefeed_state_ttl_days: int = Field(400, alias="CHANGEFEED_STATE_TTL_DAYS", ge=1)
+    changefeed_dedup_ttl_hours: int = Field(168, alias="CHANGEFEED_DEDUP_TTL_HOURS", ge=1)
+    changefeed_parked_table: str = Field("parked", alias="CHANGEFEED_PARKED_TABLE")
+    overdue_schedule: str = Field("0 */5 * * * *", alias="OVERDUE_SCHEDULE")  # NCRONTAB, timer binding
 
     # Caller identity (docs/security.md). AUTH_MODE: "jwt" validates a bearer token in the app;
     # "appservice" trusts X-MS-CLIENT-PRINCIPAL, which only App Service Authentication in front of

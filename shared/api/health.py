@@ -88,9 +88,9 @@ async def _queues(services: Services) -> DependencyHealth:
 
 async def _cosmos(settings: Settings) -> DependencyHealth:
     """A cheap account read (GET /, what the SDK does on open), no retries, short timeouts."""
-    from urllib.parse import urlparse  # noqa: PLC0415
-
     from azure.cosmos.aio import CosmosClient  # noqa: PLC0415 - only when Cosmos is configured
+
+    from shared.cosmosdb import is_local  # noqa: PLC0415
 
     timeout = settings.health_timeout_seconds
     credential: Any = settings.cosmos_key
@@ -98,7 +98,7 @@ async def _cosmos(settings: Settings) -> DependencyHealth:
         from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - managed identity in Azure
 
         credential = DefaultAzureCredential()
-    local = (urlparse(settings.cosmos_endpoint).hostname or "") in {"127.0.0.1", "localhost", "::1"}
+    local = is_local(settings.cosmos_endpoint)
     kwargs: dict[str, Any] = dict(connection_timeout=timeout, read_timeout=timeout, timeout=timeout,
                                   retry_total=0, retry_connect=0, retry_read=0)
     if local:  # the local server: self-signed certificate, no multi-region discovery
