@@ -78,6 +78,18 @@ async def test_hanging_redis_and_cosmos_answer_within_the_timeout(configure: Con
     assert deps["queues"]["status"] in ("healthy", "degraded")
 
 
+async def test_a_hanging_optional_dependency_degrades_but_keeps_serving(configure: Configure,
+                                                                         hanging_port: int) -> None:
+    await configure(COSMOS_DB_ENDPOINT=f"http://127.0.0.1:{hanging_port}", HEALTH_TIMEOUT_SECONDS="1",
+                    COSMOS_DB_KEY="bG9jYWwtaGVhbHRoLXRlc3Qta2V5LW5vdC1hLXNlY3JldA==")
+    start = time.monotonic()
+    status, _, body = await invoke("health", "GET", "/health")
+    assert time.monotonic() - start < 1 + 1
+    assert status == 200 and body["status"] == "degraded"
+    assert body["dependencies"]["cosmos"]["status"] == "unhealthy"
+    assert body["dependencies"]["redis"]["status"] != "unhealthy"
+
+
 async def test_all_dependencies_healthy_with_latency(configure: Configure, cosmos_server: Any) -> None:
     await configure(**cosmos_server.settings)
     status, headers, body = await invoke("health", "GET", "/health")

@@ -4,7 +4,9 @@ Dependencies: Redis, Azure Tables, Azure Storage Queues, Cosmos DB (when COSMOS_
 set) and every destination built in this instance (Kafka/Event Hubs, ...). Each reports a status,
 its latency and details: `unhealthy` (error or no answer within HEALTH_TIMEOUT_SECONDS),
 `degraded` (answered slower than HEALTH_DEGRADED_MS, or Redis above ALERT_MEMORY_PERCENT of its
-maxmemory), else `healthy`. The overall status is the worst one; 503 when unhealthy.
+maxmemory), else `healthy`. Overall: `unhealthy` (503) when Redis or Tables is unhealthy, else
+`degraded` when anything is not healthy (an unreachable Cosmos, queue or destination included:
+the instance still serves), else `healthy`.
 
 The bound is enforced here, not by the SDKs' own timeouts/retries: a check still running at the
 deadline is cancelled and *not waited for* (a client stuck in its own cleanup cannot hold the
@@ -31,6 +33,8 @@ Check = Callable[[], Awaitable[DependencyHealth]]
 HEALTH_KEY = "grc:health"
 HEALTH_KEY_TTL_SECONDS = 600
 STORE_TIMEOUT_SECONDS = 0.5
+# Every request needs these: Redis (streams, metrics, rate limits, config versions), Tables (configs).
+CRITICAL = ("redis", "tables")
 
 
 def _ms(start: float) -> float:
@@ -195,8 +199,12 @@ async def recent_health(services: Services, max_age_seconds: float = 180.0) -> d
 
 
 def overall(results: dict[str, DependencyHealth]) -> str:
+    """Unhealthy only when a dependency every request needs is down; any other one down (Cosmos,
+    the retry queue, one destination) leaves the instance serving, so the service is degraded."""
     states = {r.status for r in results.values()}
-    return "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
+    if any(results[n].status == "unhealthy" for n in CRITICAL if n in results):
+        return "unhealthy"
+    return "degraded" if states - {"healthy"} else "healthy"
 
 
 @public
