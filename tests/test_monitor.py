@@ -6,7 +6,6 @@ the passes look only at them, never at tenants other tests made active just now.
 """
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -36,9 +35,13 @@ def _minute() -> int:
 
 
 @pytest.fixture
-async def services(app_env: dict[str, str]) -> AsyncIterator[Services]:
+async def services(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Services]:
+    monkeypatch.setenv("SYSTEM_PERFORMANCE_EVENTS", "true")  # the suite's default is off (conftest)
+    get_settings.cache_clear()
     yield get_services()
     await reset_services()
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 async def record(services: Services, tenant: str, minute: int, *, accepted: int, failed: int = 0,
@@ -160,4 +163,5 @@ async def test_registered_timer_function_runs_a_pass(app_env: dict[str, str], mo
         assert await stream_events(services, tenant) == []  # SYSTEM_PERFORMANCE_EVENTS=false
     finally:
         await reset_services()
-        os.environ.pop("SYSTEM_PERFORMANCE_EVENTS", None)
+        monkeypatch.undo()
+        get_settings.cache_clear()
