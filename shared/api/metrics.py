@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from shared import alerts, resources, service_stats
 from shared.api.health import recent_health
 from shared.api.params import tenant_param
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.services import DESTINATION_FACTORIES, get_services
+from shared.services import DESTINATION_FACTORIES, Services, get_services
 
 log = logging.getLogger("grc.api.metrics")
 
 
-async def _health(services) -> dict:  # type: ignore[no-untyped-def]
+async def _health(services: Services) -> dict[str, dict[str, Any]]:
     try:
         return await asyncio.wait_for(recent_health(services), service_stats.REDIS_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001 - the destination alert then rests on delivery figures
