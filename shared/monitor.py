@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -43,6 +43,7 @@ MINUTE = 60
 LOCK_TTL_SECONDS = 2 * 3600
 ANOMALY_TTL_SECONDS = 7 * 24 * 3600
 CONCURRENCY = 16
+clock: Callable[[], float] = time.time  # the timer's notion of now (tests replay synthetic minutes)
 _SYSTEM_TYPE_KEYS = tuple(f"t:{t.value}" for t in SYSTEM_EVENT_TYPES)
 
 
@@ -183,7 +184,7 @@ async def run_minute(services: Any, now: float | None = None) -> MonitorReport:
     """One monitor pass for the last complete minute before `now`."""
     from shared.api.health import run_checks  # noqa: PLC0415 - the same checks /health runs
 
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     minute = int(now // MINUTE) - 1
     settings = services.settings
     report = MonitorReport(minute)

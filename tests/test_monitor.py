@@ -17,6 +17,7 @@ from azure.functions.timer import TimerRequest
 
 from shared import monitor
 from shared.metrics import BatchStats
+from shared.models import Event
 from shared.redisconn import tenant_key
 from shared.services import Services, get_services, reset_services
 from shared.settings import get_settings
@@ -109,18 +110,30 @@ async def test_second_pass_of_the_same_minute_emits_nothing(services: Services) 
     assert [t.counts.activity for t in later.tenants] == [0] and later.events == []
 
 
-async def test_event_rate_jump_raises_one_data_anomaly(services: Services) -> None:
+async def test_event_rate_jump_raises_one_data_anomaly_through_the_registered_timer(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     tenant = _tenant("anom")
     m0 = _minute()
     rng = random.Random(7)
+    timer = registrations()["monitor"]["fn"]
+
+    async def tick(minute: int) -> list[dict[str, Any]]:
+        """The registered timer function, firing just after `minute` ended; the tenant's new system events."""
+        before = len(await stream_events(services, tenant))
+        monkeypatch.setattr(monitor, "clock", lambda: (minute + 1) * 60 + 1)
+        assert await timer(TimerRequest(past_due=False), context("monitor")) is None
+        return (await stream_events(services, tenant))[before:]
+
     for i in range(20):  # baseline: ~100 events a minute
         await record(services, tenant, m0 + i, accepted=100 + rng.randint(-8, 8))
-        report = await monitor.run_minute(services, now=(m0 + i + 1) * 60 + 1)
-        assert not [e for e in report.events if e.eventType.value == "DATA_ANOMALY"], i
+        assert [e["eventType"] for e in await tick(m0 + i)] == ["SYSTEM_PERFORMANCE"], i
     await record(services, tenant, m0 + 20, accepted=400)
-    report = await monitor.run_minute(services, now=(m0 + 21) * 60 + 1)
-    [anomaly] = [e for e in report.events if e.eventType.value == "DATA_ANOMALY"]
+    new = await tick(m0 + 20)
+    assert sorted(e["eventType"] for e in new) == ["DATA_ANOMALY", "SYSTEM_PERFORMANCE"]
+    [anomaly] = [Event.model_validate(e) for e in new if e["eventType"] == "DATA_ANOMALY"]
     assert anomaly.tenantId == tenant and anomaly.action.value == "DETECT"
+    assert anomaly.metadata == {"system": True, "operation": "monitor"}  # the timer's invocation
+    assert len(anomaly.correlationId) == 32  # its operation (trace) id
     assert anomaly.data["signal"] == "event_rate" and anomaly.data["direction"] == "up"
     assert anomaly.data["value"] == 400 and 90 < anomaly.data["baseline"] < 110 and anomaly.data["z"] > 4
     state = orjson.loads(await services.redis.get(tenant_key(tenant, "anomaly")))
