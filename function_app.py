@@ -11,11 +11,21 @@ from typing import Any
 import azure.functions as func
 
 from shared import monitor, telemetry
-from shared.api import audit, events, fallback, health as health_api, metrics, openapi as openapi_api, streamconfig
+from shared.api import (
+    audit,
+    events,
+    fallback,
+    health as health_api,
+    metrics,
+    openapi as openapi_api,
+    search,
+    streamconfig,
+)
 from shared.changefeed import entry as changefeed
 from shared.changefeed.rules import Kind
 from shared.http.functions_adapter import serve
 from shared.settings import get_settings
+from shared.vector import indexer as vector_indexer
 
 # Once per worker process, before any invocation: telemetry is process-wide (exporter threads and
 # a handler on the `grc` logger), unlike the per-event-loop service container.
@@ -85,6 +95,21 @@ async def get_audit(req: func.HttpRequest, context: func.Context) -> func.HttpRe
 @app.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=False)
 async def monitor_timer(timer: func.TimerRequest, context: func.Context) -> None:
     await monitor.on_timer(timer, context)
+
+
+@app.function_name("search_events")
+@app.route(route="search/{tenantId}", methods=["GET"])
+async def search_events(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, search.search_events, context)
+
+
+# Destination `vector`: embed and index the events queued at publish (docs/vector-search.md).
+# A failure raises: the host retries the message, then moves it to VECTOR_QUEUE-poison.
+@app.function_name("index_vectors")
+@app.queue_trigger(arg_name="msg", queue_name="%VECTOR_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+async def index_vectors(msg: func.QueueMessage, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await vector_indexer.process_queue_message(msg.get_body())
 
 
 # Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.

@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 from devhost.app_loader import ROOT, FunctionSpec, load_functions, load_settings
 from devhost.cosmos_driver import CosmosDriver
 from devhost.http_driver import HttpDriver
+from devhost.queue_driver import QueueDriver
 from devhost.timer_driver import TimerDriver
 
 log = logging.getLogger("devhost")
@@ -37,6 +38,7 @@ DRIVERS: dict[str, DriverFactory] = {
         specs, poll_ms=getattr(opts, "feed_poll_ms", None), retry_scale=getattr(opts, "retry_scale", 1.0)
     ),
     "timerTrigger": lambda specs, opts: TimerDriver(specs, getattr(opts, "state_dir", None)),
+    "queueTrigger": lambda specs, opts: QueueDriver(specs),
 }
 
 

@@ -15,6 +15,7 @@ from shared.configstore import ConfigStore
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
 from shared.destinations.redis_streams import RedisStreamsDestination
+from shared.destinations.vector import VectorQueueDestination
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
@@ -31,6 +32,7 @@ DestinationFactory = Callable[["Services"], Destination]
 DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
     "kafka": lambda s: KafkaDestination(s.settings),
+    "vector": lambda s: VectorQueueDestination(s.settings),
 }
 
 

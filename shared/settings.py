@@ -116,6 +116,28 @@ class Settings(BaseModel):
     def auth_audiences(self) -> list[str]:
         return [a.strip() for a in self.auth_audience.split(",") if a.strip()]
 
+    # Vector search (issue 8). Local: sqlite-vec + the offline MiniLM; Azure: AI Search + Azure OpenAI.
+    vector_backend: Literal["sqlite", "azure-search"] = Field("sqlite", alias="VECTOR_BACKEND")
+    vector_sqlite_path: str = Field(".localdev/vector.db", alias="VECTOR_SQLITE_PATH")
+    vector_queue: str = Field("vector-index", alias="VECTOR_QUEUE")
+    vector_search_max_k: int = Field(50, ge=1, le=1000, alias="VECTOR_SEARCH_MAX_K")
+    azure_search_endpoint: str = Field("", alias="AZURE_SEARCH_ENDPOINT")
+    azure_search_index: str = Field("grc-events", alias="AZURE_SEARCH_INDEX")
+    azure_search_api_key: str = Field("", alias="AZURE_SEARCH_API_KEY", repr=False)  # empty: managed identity
+    embedding_backend: Literal["local", "azure-openai"] = Field("local", alias="EMBEDDING_BACKEND")
+    embedding_dimensions: int = Field(0, ge=0, le=4096, alias="EMBEDDING_DIMENSIONS")  # 0: the model's own
+    embedding_batch_size: int = Field(64, ge=1, le=2048, alias="EMBEDDING_BATCH_SIZE")
+    local_tokenizer_path: str = Field(
+        ".localdev/models/all-MiniLM-L6-v2/tokenizer.json", alias="LOCAL_TOKENIZER_PATH"
+    )
+    azure_openai_endpoint: str = Field("", alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_deployment: str = Field("text-embedding-3-small", alias="AZURE_OPENAI_DEPLOYMENT")
+    azure_openai_model: str = Field("text-embedding-3-small", alias="AZURE_OPENAI_MODEL")
+    azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
+    azure_openai_api_key: str = Field("", alias="AZURE_OPENAI_API_KEY", repr=False)  # empty: managed identity
+    # Client id of a user-assigned managed identity; empty: the system-assigned one.
+    azure_client_id: str = Field("", alias="AZURE_CLIENT_ID")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env

@@ -72,7 +72,23 @@ class KafkaDestinationConfig(_Options):
     config: KafkaOptions = Field(default_factory=KafkaOptions)
 
 
-_Union = Annotated[Union[RedisDestinationConfig, KafkaDestinationConfig], Field(discriminator="type")]
+
+class VectorOptions(_Options):
+    """No options yet: what is indexed (the text template) and where (VECTOR_* settings) are
+    service-wide, so one index and one embedder serve every tenant."""
+
+
+class VectorDestinationConfig(_Options):
+    """Semantic search (docs/vector-search.md): events are queued, then embedded and indexed."""
+
+    type: Literal["vector"]
+    enabled: bool = True
+    config: VectorOptions = Field(default_factory=VectorOptions)
+
+
+_Union = Annotated[
+    Union[RedisDestinationConfig, KafkaDestinationConfig, VectorDestinationConfig], Field(discriminator="type")
+]
 
 
 class DestinationConfig(RootModel[_Union]):
