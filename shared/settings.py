@@ -22,6 +22,10 @@ class Settings(BaseModel):
     appinsights_connection_string: str = Field(
         "", alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False
     )
+    # "Authorization=AAD" (optionally ";ClientId=<user-assigned identity>"): telemetry is sent with an
+    # Entra ID token of the managed identity, as the Functions host does (needed when the
+    # Application Insights resource has local authentication disabled). Empty: instrumentation key.
+    appinsights_authentication_string: str = Field("", alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING")
     # Share of debug/info log records exported to App Insights (warnings and errors: always all).
     telemetry_info_sampling: float = Field(1.0, ge=0.0, le=1.0, alias="TELEMETRY_INFO_SAMPLING")
 
