@@ -119,3 +119,21 @@ async def test_redis_memory_above_the_alert_threshold_is_degraded(configure: Con
     assert status == 200 and redis["status"] == "degraded"
     assert "of maxmemory (threshold 0.001 %)" in redis["detail"]
     assert redis["headroomBytes"] == redis["maxMemoryBytes"] - redis["usedMemoryBytes"]
+
+
+async def test_built_kafka_destination_reports_health_and_producer_lag(configure: Configure,
+                                                                       kafka_broker: Any) -> None:
+    from shared import service_stats
+
+    await configure(**kafka_broker.settings)
+    services = get_services()
+    assert services.destinations.get("kafka") is not None  # built, as a tenant's config would
+    status, _, body = await invoke("health", "GET", "/health")
+    kafka = body["dependencies"]["kafka"]
+    assert status == 200 and kafka["status"] in ("healthy", "degraded") and kafka["brokers"] >= 1
+    lag = service_stats.kafka_pending(services)
+    assert lag is not None and lag["pendingMessages"] == 0 and lag["pendingBytes"] == 0
+    section = await service_stats.service_section(services)
+    assert section["kafka"] == lag
+    stats = service_stats.system_stats(section, {"kafka": kafka["status"]})
+    assert stats.kafka_pending_messages == 0 and stats.destinations_healthy == {"kafka": True}
