@@ -89,3 +89,32 @@ async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tup
     [memory] = sink.metrics("grc.instance.memory_percent")  # every instance reports its own memory
     assert 0 < memory["data"]["baseData"]["metrics"][0]["value"] < 100
     assert memory["tags"].get("ai.cloud.roleInstance")  # the alert rule splits by instance
+
+
+async def test_change_feed_delay_reaches_application_insights(ingestion: tuple[Ingestion, str], tmp_path: Any,
+                                                              app_env: dict[str, str]) -> None:
+    """The processing-delay alert's metric: grc.changefeed.delay_ms per tenant and container."""
+    import time
+    import uuid
+
+    from shared.changefeed.rules import Kind
+    from shared.changefeed.runtime import processor_for
+
+    sink, conn = ingestion
+    tel = _configure(conn, tmp_path)
+    tenant = f"cf-{uuid.uuid4().hex[:8]}"
+    doc = {"id": "r1", "tenantId": tenant, "createdAt": "2026-11-01T10:00:00Z", "updatedAt": "2026-11-01T10:00:00Z",
+           "status": "open", "score": 9, "_lsn": 1, "_ts": int(time.time()) - 5, "_etag": "e1"}
+    try:
+        out = await processor_for(get_services()).process(Kind.RISKS, "risks", [doc])
+        assert out.published == 1
+        tel.flush()
+        sink.wait_for(lambda es: any(e["data"]["baseData"].get("metrics", [{}])[0].get("name")
+                                     == "grc.changefeed.delay_ms" for e in es))
+        [delay] = [e for e in sink.metrics("grc.changefeed.delay_ms")
+                   if e["data"]["baseData"]["properties"]["tenantId"] == tenant]
+        point = delay["data"]["baseData"]["metrics"][0]
+        assert delay["data"]["baseData"]["properties"]["container"] == "risks"
+        assert point["count"] == 1 and 4000 <= point["value"] <= 7000 and point["max"] >= point["value"]
+    finally:
+        await reset_services()
