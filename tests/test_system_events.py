@@ -57,8 +57,9 @@ async def test_failing_destination_gives_one_system_error_per_tenant_destination
     assert a.source is Source.EVENT_STREAMING and a.action.value == "NOTIFY"
     assert a.data["error"] == "destination error: ConnectionError"
     assert set(a.data["sampleEventIds"]) == {r.eventId for r in results[:5]}
-    # the notices themselves failed at kafka (3 chunk calls for a, 2 for b, then 1 per notice batch)...
-    assert sum(1 for call in kafka.calls if any(is_system_event(e) for e in call)) == 2
+    # the notices themselves failed at kafka (however often a retry policy tried them)...
+    tried = {e.eventId for call in kafka.calls for e in call if is_system_event(e)}
+    assert tried == {n.eventId for n in notices}
     # ...and raised nothing further: two SYSTEM_ERRORs in all, recorded as one system batch
     assert len(notices) == 2
     assert [b.system for b in metrics.batches] == [False, True]
@@ -78,8 +79,8 @@ async def test_a_failing_system_error_yields_none() -> None:
     result = await emit_system_error(pipe, "tenant-s", "kafka", "retries exhausted", ["e-1", "e-2"],
                                      extra={"deadLetterId": "dl-1"})
     assert result is not None and result.status == "failed"  # kafka refused it
-    assert [len(c) for c in kafka.calls] == [1]  # one attempt, no notice about the notice
     [stored] = redis.stored
+    assert {e.eventId for c in kafka.calls for e in c} == {stored.eventId}  # no notice about the notice
     assert stored.data["deadLetterId"] == "dl-1" and stored.data["count"] == 2
     assert [b.system for b in metrics.batches] == [True]
 
