@@ -82,9 +82,9 @@ async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tup
     ours = [e for e in failed if e["data"]["baseData"]["properties"] == {"tenantId": "obs-tenant",
                                                                           "destination": "redis"}]
     assert ours and all(e["tags"]["ai.operation.id"] == TRACE_ID for e in ours)
-    events_failed = [e for e in sink.metrics("grc.events.failed")
-                     if e["data"]["baseData"]["properties"]["tenantId"] == "obs-tenant"]
-    assert events_failed and events_failed[0]["tags"]["ai.operation.name"] == "publish_event"
+    outcome = "grc.events.failed" if status == 503 else "grc.events.accepted"  # accepted = parked for retry
+    per_event = [e for e in sink.metrics(outcome) if e["data"]["baseData"]["properties"]["tenantId"] == "obs-tenant"]
+    assert per_event and per_event[0]["data"]["baseData"]["metrics"][0]["value"] == 1
 
     [memory] = sink.metrics("grc.instance.memory_percent")  # every instance reports its own memory
     assert 0 < memory["data"]["baseData"]["metrics"][0]["value"] < 100
