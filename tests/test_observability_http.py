@@ -84,7 +84,7 @@ async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tup
     assert ours and all(e["tags"]["ai.operation.id"] == TRACE_ID for e in ours)
     outcome = "grc.events.failed" if status == 503 else "grc.events.accepted"  # accepted = parked for retry
     per_event = [e for e in sink.metrics(outcome) if e["data"]["baseData"]["properties"]["tenantId"] == "obs-tenant"]
-    assert per_event and per_event[0]["data"]["baseData"]["metrics"][0]["value"] == 1
+    assert per_event and per_event[0]["data"]["baseData"]["metrics"][0]["value"] >= 1  # + the notice
 
     [memory] = sink.metrics("grc.instance.memory_percent")  # every instance reports its own memory
     assert 0 < memory["data"]["baseData"]["metrics"][0]["value"] < 100
