@@ -121,8 +121,12 @@ def checks(services: Services) -> dict[str, Check]:
     out: dict[str, Check] = {
         "redis": lambda: _redis(services),
         "tables": lambda: _tables(services),
-        "queues": lambda: _queues(services),
     }
+    retries = getattr(services, "retries", None)
+    if retries is not None and hasattr(retries, "health"):
+        out["retryQueue"] = retries.health  # Storage Queues, through the retry queue (depth, poison)
+    else:
+        out["queues"] = lambda: _queues(services)
     if services.settings.cosmos_endpoint:
         out["cosmos"] = lambda: _cosmos(services.settings)
     for type_, dest in services.destinations.built().items():
