@@ -201,7 +201,9 @@ class Pipeline:
                 deliveries[i].append(d)
                 if d.status == "failed":
                     failures.append((i, Failure(ev, dest_type, d, config)))
-        if failures and self.parker is not None:
+        # System events are best effort and never parked: a notice about a failing destination that
+        # fails there too must not come back through the retry queue and its dead letters.
+        if failures and self.parker is not None and not stats.system:
             try:
                 parked = await self.parker.park([f for _, f in failures])
             except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted

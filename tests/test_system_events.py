@@ -135,3 +135,17 @@ def test_is_system_event() -> None:
     assert is_system_event({"eventType": "DATA_ANOMALY"})
     assert is_system_event({"eventType": "SYSTEM_PERFORMANCE"})
     assert not is_system_event({"eventType": "RISK_CREATED"})
+
+
+async def test_system_events_are_never_parked_so_no_retry_loop_can_start() -> None:
+    parker = MemoryParker()
+    pipe, redis, kafka, _ = setup(two_dest_config("tenant-q"), parker=parker)
+    await pipe.publish_raw([event_dict(tenantId="tenant-q")], PublishContext())
+    assert [f.event.eventType for f in parker.parked] == [EventType.RISK_UPDATED]  # the client's event only
+    [notice] = system_errors(redis)
+    assert notice.data["parked"] == 1
+    # the notice failed at kafka too: not parked, so no retry/dead-letter path can raise another one
+    assert notice.eventId in {e.eventId for c in kafka.calls for e in c}
+    assert all(f.event.eventId != notice.eventId for f in parker.parked)
+    result = await emit_system_error(pipe, "tenant-q", "kafka", "dead-lettered", ["e-9"])
+    assert result is not None and result.status == "failed" and len(parker.parked) == 1
