@@ -3,7 +3,8 @@ same pipeline as any event -- the tenant's filters and destinations apply -- wit
 cannot feed back into themselves:
 
 * they are published as a *system batch* (`BatchStats(system=True)`): the failure hook ignores such
-  batches, so a system event that fails or is filtered never raises another system event;
+  batches, so a system event that fails or is filtered never raises another system event, and the
+  pipeline never parks their failed deliveries (best effort: no retry/dead-letter round trip);
 * a system batch does not mark its tenant active (`metrics.ACTIVE_KEY`) and its outcome counters are
   also kept as `sys:<name>`, so the monitor timer neither keeps a tenant alive with its own
   SYSTEM_PERFORMANCE events nor lets system events move the anomaly baselines;
