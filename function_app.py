@@ -10,6 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared import monitor, telemetry
 from shared.api import (
     audit,
     events,
@@ -23,7 +24,12 @@ from shared.api import (
 from shared.changefeed import entry as changefeed
 from shared.changefeed.rules import Kind
 from shared.http.functions_adapter import serve
+from shared.settings import get_settings
 from shared.vector import indexer as vector_indexer
+
+# Once per worker process, before any invocation: telemetry is process-wide (exporter threads and
+# a handler on the `grc` logger), unlike the per-event-loop service container.
+telemetry.configure(get_settings())
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 ANONYMOUS = func.AuthLevel.ANONYMOUS
@@ -31,78 +37,87 @@ ANONYMOUS = func.AuthLevel.ANONYMOUS
 
 @app.function_name("health")
 @app.route(route="health", methods=["GET"], auth_level=ANONYMOUS)
-async def health(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, health_api.health)
+async def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, health_api.health, context)
 
 
 @app.function_name("openapi")
 @app.route(route="openapi.json", methods=["GET"], auth_level=ANONYMOUS)
-async def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, openapi_api.openapi)
+async def openapi(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, openapi_api.openapi, context)
 
 
 @app.function_name("publish_event")
 @app.route(route="events", methods=["POST"])
-async def publish_event(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, events.publish_event)
+async def publish_event(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, events.publish_event, context)
 
 
 @app.function_name("publish_events_bulk")
 @app.route(route="events/bulk", methods=["POST"])
-async def publish_events_bulk(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, events.publish_bulk)
+async def publish_events_bulk(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, events.publish_bulk, context)
 
 
 @app.function_name("list_events")
 @app.route(route="events/{tenantId}", methods=["GET"])
-async def list_events(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, events.list_events)
+async def list_events(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, events.list_events, context)
 
 
 @app.function_name("get_metrics")
 @app.route(route="metrics/{tenantId}", methods=["GET"])
-async def get_metrics(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, metrics.get_metrics)
+async def get_metrics(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, metrics.get_metrics, context)
 
 
 @app.function_name("get_stream_config")
 @app.route(route="stream-config/{tenantId}", methods=["GET"])
-async def get_stream_config(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, streamconfig.get_stream_config)
+async def get_stream_config(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, streamconfig.get_stream_config, context)
 
 
 @app.function_name("put_stream_config")
 @app.route(route="stream-config/{tenantId}", methods=["PUT"])
-async def put_stream_config(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, streamconfig.put_stream_config)
+async def put_stream_config(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, streamconfig.put_stream_config, context)
 
 
 @app.function_name("get_audit")
 @app.route(route="audit/{tenantId}", methods=["GET"])
-async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, audit.get_audit)
+async def get_audit(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, audit.get_audit, context)
+
+
+# SYSTEM_PERFORMANCE / DATA_ANOMALY per tenant and the service-wide custom metrics, once a minute
+# (idempotent per tenant-minute across instances and past-due runs).
+@app.function_name("monitor")
+@app.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=False)
+async def monitor_timer(timer: func.TimerRequest, context: func.Context) -> None:
+    await monitor.on_timer(timer, context)
 
 
 @app.function_name("search_events")
 @app.route(route="search/{tenantId}", methods=["GET"])
-async def search_events(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, search.search_events)
+async def search_events(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, search.search_events, context)
 
 
 # Destination `vector`: embed and index the events queued at publish (docs/vector-search.md).
 # A failure raises: the host retries the message, then moves it to VECTOR_QUEUE-poison.
 @app.function_name("index_vectors")
 @app.queue_trigger(arg_name="msg", queue_name="%VECTOR_QUEUE%", connection="STORAGE_CONNECTION_STRING")
-async def index_vectors(msg: func.QueueMessage) -> None:
-    await vector_indexer.process_queue_message(msg.get_body())
+async def index_vectors(msg: func.QueueMessage, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await vector_indexer.process_queue_message(msg.get_body())
 
 
 # Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.
 @app.function_name("not_matched")
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
            auth_level=ANONYMOUS)
-async def not_matched(req: func.HttpRequest) -> func.HttpResponse:
-    return await serve(req, fallback.not_matched)
+async def not_matched(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, fallback.not_matched, context)
 
 
 # ---- change capture: one Cosmos DB trigger per monitored container ---------------------------
@@ -128,10 +143,11 @@ def _documents(docs: func.DocumentList) -> list[Any]:
 
 async def _on_changes(kind: Kind, docs: func.DocumentList, context: func.Context) -> None:
     retry = getattr(context, "retry_context", None)
-    await changefeed.on_change_batch(
-        kind, _documents(docs),
-        retry_count=getattr(retry, "retry_count", None), max_retry_count=getattr(retry, "max_retry_count", None),
-    )
+    with telemetry.invocation(context):
+        await changefeed.on_change_batch(
+            kind, _documents(docs),
+            retry_count=getattr(retry, "retry_count", None), max_retry_count=getattr(retry, "max_retry_count", None),
+        )
 
 
 @app.function_name("changefeed_risks")
@@ -176,5 +192,6 @@ async def changefeed_policies(docs: func.DocumentList, context: func.Context) ->
 # Overdue assessments: idempotent across runs and instances (a marker per assessment and due date).
 @app.function_name("assessments_overdue")
 @app.timer_trigger(arg_name="timer", schedule="%OVERDUE_SCHEDULE%", run_on_startup=False, use_monitor=True)
-async def assessments_overdue(timer: func.TimerRequest) -> None:
-    await changefeed.run_overdue_check()
+async def assessments_overdue(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await changefeed.run_overdue_check()

@@ -27,6 +27,10 @@ WINDOWS = {"1m": 60, "5m": 300, "1h": 3600}
 HIST_BASE_MS = 0.1
 HIST_GROWTH = 1.1
 TENANTS_KEY = "grc:tenants"  # tenants seen, for periodic snapshots
+# tenant -> last time it had events of its own (not the service's system events): the monitor
+# timer's work list. System events never mark a tenant active, so they cannot keep it monitored.
+ACTIVE_KEY = "grc:active"
+SYSTEM_COUNTERS = ("acc", "flt", "rej", "fail", "dup")  # also written as `sys:<name>` for system batches
 
 
 def hist_index(ms: float) -> int:
@@ -62,6 +66,9 @@ class TenantStats:
 @dataclass
 class BatchStats:
     tenants: dict[str, TenantStats] = field(default_factory=dict)
+    # A batch of the service's own system events (shared/system_events.py): its outcome counters
+    # are also kept as `sys:<name>` so detectors can leave them out, and it triggers no system event.
+    system: bool = False
 
     def tenant(self, tenant_id: str) -> TenantStats:
         ts = self.tenants.get(tenant_id)
@@ -110,9 +117,29 @@ class TenantMetrics:
             if ts.delay:
                 pipe.hincrby(bkey, "dlyn", sum(ts.delay.values()))
                 pipe.hincrbyfloat(bkey, "dlys", ts.delay_sum_ms)
+            if stats.system:
+                for k in SYSTEM_COUNTERS:
+                    if fields.get(k):
+                        pipe.hincrby(bkey, f"sys:{k}", int(fields[k]))
+            else:
+                pipe.zadd(ACTIVE_KEY, {tenant: now})
             pipe.expire(bkey, BUCKET_TTL_SECONDS)
             pipe.sadd(TENANTS_KEY, tenant)
         await pipe.execute()
+
+    async def active_tenants(self, since: float, until: float | None = None) -> list[str]:
+        """Tenants with events of their own in [since, until] (epoch seconds)."""
+        await self._redis.zremrangebyscore(ACTIVE_KEY, "-inf", f"({since - BUCKET_TTL_SECONDS}")  # buckets gone
+        hi: float | str = "+inf" if until is None else until
+        return sorted(t.decode() for t in await self._redis.zrangebyscore(ACTIVE_KEY, since, hi))
+
+    async def interval(self, tenant: str, start: float, seconds: int) -> dict[str, float]:
+        """Raw counters/histograms of the buckets in [start, start + seconds) (bucket-aligned)."""
+        first = int(start // BUCKET_SECONDS)
+        pipe = self._redis.pipeline(transaction=False)
+        for b in range(first, first + max(1, seconds // BUCKET_SECONDS)):
+            pipe.hgetall(tenant_key(tenant, "m", "b", str(b)))
+        return _merge(_decode(r) for r in await pipe.execute())
 
     async def snapshot(self, tenant: str, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
@@ -200,6 +227,7 @@ def summarize(fields: dict[str, float], seconds: int) -> dict[str, Any]:
         "p50": _percentile(lat, 0.50),
         "p95": _percentile(lat, 0.95),
         "p99": _percentile(lat, 0.99),
+        "max": round(hist_upper(max(lat)), 2) if lat else None,
         "mean": round(fields.get("lats", 0) / latn, 2) if latn else None,
     }
     out["changeFeedDelayMs"] = {

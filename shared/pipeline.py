@@ -9,11 +9,12 @@ otherwise `failed` (the client must retry: nothing was acknowledged).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
 from pydantic import ValidationError
 
@@ -51,7 +52,8 @@ class DestinationLookup(Protocol):
     def get(self, type_: str) -> Destination | None: ...
 
 
-BatchHook = Callable[[BatchStats, Sequence[EventResult]], None]
+# Runs after metrics are written; may be async (awaited: e.g. system events for failed deliveries).
+BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
 
 @dataclass
@@ -199,7 +201,9 @@ class Pipeline:
                 deliveries[i].append(d)
                 if d.status == "failed":
                     failures.append((i, Failure(ev, dest_type, d, config)))
-        if failures and self.parker is not None:
+        # System events are best effort and never parked: a notice about a failing destination that
+        # fails there too must not come back through the retry queue and its dead letters.
+        if failures and self.parker is not None and not stats.system:
             try:
                 parked = await self.parker.park([f for _, f in failures])
             except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted
@@ -261,6 +265,8 @@ class Pipeline:
                 log.warning("metrics not recorded: %s", type(exc).__name__)
         for hook in self.hooks:
             try:
-                hook(stats, results)
+                out = hook(stats, results)
+                if inspect.isawaitable(out):
+                    await out
             except Exception:  # noqa: BLE001
                 log.exception("batch hook failed")

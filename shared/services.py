@@ -10,6 +10,7 @@ import asyncio
 import weakref
 from typing import Callable
 
+from shared import service_stats
 from shared.configstore import ConfigStore
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
@@ -21,6 +22,7 @@ from shared.redisconn import create_redis
 from shared.security.audit import AuditLog
 from shared.security.identity import Authenticator
 from shared.security.ratelimit import RateLimiter
+from shared.system_events import DestinationFailureHook
 from shared.settings import Settings, get_settings
 from shared.storage import table_service
 
@@ -71,6 +73,12 @@ class Services:
         self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
                                      burst=settings.rate_limit_burst)
         self.audit = AuditLog(self.tables, settings.audit_table)
+        # Observability hooks (after metrics): App Insights counters of the batch and the instance's
+        # memory gauge (no-op without a connection string), then the error log and SYSTEM_ERROR
+        # event per tenant and failed destination (ignores system batches).
+        self.pipeline.hooks.append(service_stats.telemetry_hook)
+        self.failure_hook = DestinationFailureHook(self.pipeline, background=True)
+        self.pipeline.hooks.append(self.failure_hook)
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:
@@ -79,6 +87,7 @@ class Services:
         return dest
 
     async def close(self) -> None:
+        await self.failure_hook.drain()  # SYSTEM_ERROR notices still in flight
         await self.destinations.close()
         await self.tables.close()
         await self.redis.aclose()

@@ -22,6 +22,10 @@ class Settings(BaseModel):
     appinsights_connection_string: str = Field(
         "", alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False
     )
+    # "Authorization=AAD" (optionally ";ClientId=<user-assigned identity>"): telemetry is sent with an
+    # Entra ID token of the managed identity, as the Functions host does (needed when the
+    # Application Insights resource has local authentication disabled). Empty: instrumentation key.
+    appinsights_authentication_string: str = Field("", alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING")
     # Share of debug/info log records exported to App Insights (warnings and errors: always all).
     telemetry_info_sampling: float = Field(1.0, ge=0.0, le=1.0, alias="TELEMETRY_INFO_SAMPLING")
 
@@ -53,6 +57,16 @@ class Settings(BaseModel):
     eventhubs_transport: Literal["kafka", "amqp"] = Field("kafka", alias="EVENTHUBS_TRANSPORT")
 
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
+    # Observability (docs/observability.md). The alert rules in infra/ use the same numbers.
+    alert_error_rate: float = Field(0.05, ge=0, le=1, alias="ALERT_ERROR_RATE")
+    alert_delay_seconds: float = Field(30.0, gt=0, alias="ALERT_DELAY_SECONDS")
+    alert_memory_percent: float = Field(80.0, gt=0, le=100, alias="ALERT_MEMORY_PERCENT")
+    # A dependency answering slower than this is "degraded" in /health.
+    health_degraded_ms: float = Field(1000.0, gt=0, alias="HEALTH_DEGRADED_MS")
+    # Tenants with events in this many recent minutes get a per-minute performance/anomaly pass.
+    monitor_lookback_minutes: int = Field(60, ge=1, le=60, alias="MONITOR_LOOKBACK_MINUTES")
+    # SYSTEM_PERFORMANCE events per tenant per minute (off: custom metrics and DATA_ANOMALY only).
+    system_performance_events: bool = Field(True, alias="SYSTEM_PERFORMANCE_EVENTS")
 
     # Cosmos DB: the service's own SDK calls (overdue query). Key empty = managed identity.
     # The trigger bindings read their own connection setting, `COSMOS` (a connection string

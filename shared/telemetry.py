@@ -57,6 +57,7 @@ __all__ = [
     "current",
     "current_operation",
     "from_pipeline_stats",
+    "invocation",
     "operation",
     "parse_traceparent",
     "redact",
@@ -121,6 +122,17 @@ def operation(traceparent: str | None, name: str) -> Iterator[Operation]:
 
 def current_operation() -> Operation | None:
     return _current_op.get()
+
+
+def invocation(context: Any, default_name: str = "invocation") -> AbstractContextManager[Operation]:
+    """`operation()` for a Functions invocation context (duck-typed: `trace_context.trace_parent`,
+    `function_name`), for triggers other than HTTP (timers, Cosmos DB, queues):
+
+        with telemetry.invocation(context):
+            await changefeed.on_change_batch(...)
+    """
+    trace = getattr(getattr(context, "trace_context", None), "trace_parent", None)
+    return operation(trace, getattr(context, "function_name", None) or default_name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +507,18 @@ class Telemetry:
         """Flush and stop exporter threads; idempotent."""
 
 
+def aad_credential(authentication_string: str) -> Any:
+    """The managed-identity credential an `APPLICATIONINSIGHTS_AUTHENTICATION_STRING` of the Functions
+    host's form asks for (`Authorization=AAD[;ClientId=<id>]`), else None (instrumentation key)."""
+    parts = dict(p.split("=", 1) for p in authentication_string.split(";") if "=" in p)
+    fields = {k.strip().lower(): v.strip() for k, v in parts.items()}
+    if fields.get("authorization", "").lower() != "aad":
+        return None
+    from azure.identity import ManagedIdentityCredential  # noqa: PLC0415 - only in Azure
+
+    return ManagedIdentityCredential(client_id=fields.get("clientid") or None)
+
+
 _NOOP = Telemetry()
 _current: Telemetry = _NOOP
 _current_lock = threading.Lock()
@@ -514,12 +538,14 @@ def configure(
     metrics_per_operation: bool | None = None,
     max_series: int = 10_000,
     role_name: str | None = None,
+    credential: Any = None,
 ) -> Telemetry:
     """Set up telemetry from settings and make it `current()`; closes the previous one.
 
     `metrics_per_operation`: None = only the failure-type series carry the operation id (see
     `MetricSpec.correlate`), True = every series (costly: one envelope per series per invocation),
     False = none. `max_series` bounds the series held per export interval (extra ones are dropped).
+    `credential` (a TokenCredential) overrides the one APPLICATIONINSIGHTS_AUTHENTICATION_STRING asks for.
     """
     global _current
     logging.getLogger(LOGGER_NAME).setLevel(_level(settings.log_level))
@@ -528,8 +554,11 @@ def configure(
         previous, _current = _current, _NOOP
         previous.close()
         if conn:
+            if credential is None:
+                credential = aad_credential(settings.appinsights_authentication_string)
             _current = _AppInsightsTelemetry(
-                conn, level=_level(settings.log_level), info_sampling=settings.telemetry_info_sampling,
+                conn, credential=credential, level=_level(settings.log_level),
+                info_sampling=settings.telemetry_info_sampling,
                 export_interval=export_interval,
                 enable_local_storage=enable_local_storage, storage_path=storage_path,
                 metrics_per_operation=metrics_per_operation, max_series=max_series,
@@ -583,7 +612,8 @@ class _Aggregator:
 class _AppInsightsTelemetry(Telemetry):
     enabled = True
 
-    def __init__(self, connection_string: str, *, level: int, info_sampling: float, export_interval: float,
+    def __init__(self, connection_string: str, *, credential: Any, level: int, info_sampling: float,
+                 export_interval: float,
                  enable_local_storage: bool, storage_path: str | None,
                  metrics_per_operation: bool | None, max_series: int, role_name: str) -> None:
         super().__init__()
@@ -604,6 +634,8 @@ class _AppInsightsTelemetry(Telemetry):
         )
         if storage_path:
             options["storage_path"] = storage_path
+        if credential is not None:
+            options["credential"] = credential  # Entra ID token on every POST to /v2.1/track
 
         role = role_name
 

@@ -65,6 +65,12 @@ def app_env(redis_port: int, storage_connection_string: str) -> Iterator[dict[st
         # The suite runs with Azure's rules (a caller identity on every protected route); `make run`'s
         # sample adds `+local-open`, tested on its own in test_devhost_e2e.py.
         "AUTH_MODE": "jwt",
+        # No Cosmos DB in the general suite (/health would report the sample's 127.0.0.1:8081 down);
+        # change-capture tests use the cosmos_server fixture's settings.
+        "COSMOS_DB_ENDPOINT": "",
+        # Tests count the events in tenant streams; a runner's monitor timer would add a
+        # SYSTEM_PERFORMANCE event whenever a minute turns. tests/test_monitor.py turns them on.
+        "SYSTEM_PERFORMANCE_EVENTS": "false",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

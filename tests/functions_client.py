@@ -7,6 +7,7 @@ from typing import Any
 import azure.functions as func
 
 import function_app
+from devhost.invoke import Context, TraceContext
 from shared.security.identity import mint_dev_token
 from shared.settings import get_settings
 
@@ -37,8 +38,14 @@ def call(name: str, method: str, path: str, body: Any = None, *, route: dict[str
                             route_params=route or {}, body=raw)
 
 
-async def invoke(name: str, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, str], Any]:
+def context(name: str, traceparent: str | None = None) -> Context:
+    """The invocation context the worker passes (function name, W3C trace context)."""
+    return Context(name, trace_context=TraceContext(traceparent))
+
+
+async def invoke(name: str, method: str, path: str, body: Any = None, *, traceparent: str | None = None,
+                 **kw: Any) -> tuple[int, dict[str, str], Any]:
     """Run the named function; returns (status, headers, parsed JSON body or None)."""
-    resp = await registrations()[name]["fn"](call(name, method, path, body, **kw))
+    resp = await registrations()[name]["fn"](call(name, method, path, body, **kw), context(name, traceparent))
     raw = resp.get_body()
     return resp.status_code, dict(resp.headers), (json.loads(raw) if raw else None)

@@ -8,7 +8,7 @@ import pytest
 
 import function_app
 from shared.api.routes import all_routes
-from tests.functions_client import call, registrations
+from tests.functions_client import call, context, registrations
 
 pytestmark = pytest.mark.usefixtures("app_services")
 
@@ -36,7 +36,7 @@ async def test_publish_then_read_back_through_registered_functions() -> None:
     event = {"tenantId": "fa-tenant", "eventType": "RISK_CREATED", "source": "FRONTEND_APP", "action": "CREATE",
              "entityId": "risk-1", "entityType": "risk", "data": {"score": 12}}
     resp = await regs["publish_event"]["fn"](call("publish_event", "POST", "/events", event,
-                                                   headers={"x-correlation-id": "corr-1"}))
+                                                   headers={"x-correlation-id": "corr-1"}), context("publish_event"))
     assert resp.status_code == 201
     body = json.loads(resp.get_body())
     assert body["status"] == "accepted" and body["correlationId"] == "corr-1"
@@ -44,7 +44,7 @@ async def test_publish_then_read_back_through_registered_functions() -> None:
     assert resp.headers["x-correlation-id"] == "corr-1"
 
     resp = await regs["list_events"]["fn"](call("list_events", "GET", "/events/fa-tenant",
-                                                 route={"tenantId": "fa-tenant"}, params={"limit": "5"}))
+                                                 route={"tenantId": "fa-tenant"}, params={"limit": "5"}), context("list_events"))
     listed = json.loads(resp.get_body())
     assert resp.status_code == 200
     assert listed["events"][0]["event"]["eventId"] == body["eventId"]
@@ -54,7 +54,7 @@ async def test_publish_then_read_back_through_registered_functions() -> None:
 async def test_bad_event_gets_problem_details_with_field_paths() -> None:
     regs = registrations()
     resp = await regs["publish_event"]["fn"](call("publish_event", "POST", "/events",
-                                                   {"tenantId": "X", "eventType": "NOPE", "data": []}))
+                                                   {"tenantId": "X", "eventType": "NOPE", "data": []}), context("publish_event"))
     assert resp.status_code == 400
     assert resp.mimetype == "application/problem+json"
     problem = json.loads(resp.get_body())
@@ -65,16 +65,16 @@ async def test_bad_event_gets_problem_details_with_field_paths() -> None:
 
 async def test_fallback_answers_405_with_allow_and_404() -> None:
     regs = registrations()
-    resp = await regs["not_matched"]["fn"](call("not_matched", "DELETE", "/stream-config/t-1"))
+    resp = await regs["not_matched"]["fn"](call("not_matched", "DELETE", "/stream-config/t-1"), context("not_matched"))
     assert resp.status_code == 405
     assert set(resp.headers["Allow"].split(", ")) == {"GET", "PUT"}
-    resp = await regs["not_matched"]["fn"](call("not_matched", "GET", "/nowhere"))
+    resp = await regs["not_matched"]["fn"](call("not_matched", "GET", "/nowhere"), context("not_matched"))
     assert resp.status_code == 404 and json.loads(resp.get_body())["status"] == 404
 
 
 async def test_openapi_documents_every_route() -> None:
     regs = registrations()
-    resp = await regs["openapi"]["fn"](call("openapi", "GET", "/openapi.json"))
+    resp = await regs["openapi"]["fn"](call("openapi", "GET", "/openapi.json"), context("openapi"))
     doc = json.loads(resp.get_body())
     for r in all_routes():
         assert r.method.lower() in doc["paths"]["/" + r.path], r.name

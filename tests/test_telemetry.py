@@ -34,6 +34,7 @@ class Ingestion:
         self.envelopes: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
         self.paths: list[str] = []
+        self.authorization: list[str | None] = []
         self._cond = threading.Condition()
 
     def add(self, path: str, body: bytes) -> None:
@@ -67,6 +68,7 @@ def ingestion() -> Iterator[tuple[Ingestion, str]]:
             if self.headers.get("Content-Encoding", "").lower() == "gzip":
                 body = gzip.decompress(body)
             if self.path.endswith("/v2.1/track"):
+                sink.authorization.append(self.headers.get("Authorization"))
                 sink.add(self.path, body)
                 n = len(json.loads(body))
                 reply = json.dumps({"itemsReceived": n, "itemsAccepted": n, "errors": []}).encode()
@@ -445,3 +447,43 @@ def test_pipeline_hook_exports(ingestion: tuple[Ingestion, str], tmp_path: Any) 
     tel.flush()
     sink.wait_for(lambda es: len(es) == 1)
     assert _value(sink.metrics("grc.deliveries.succeeded")[0])["value"] == 7.0
+
+
+def test_invocation_takes_trace_and_name_from_a_functions_context() -> None:
+    from devhost.invoke import Context, TraceContext
+
+    with telemetry.invocation(Context("changefeed_risks", trace_context=TraceContext(TRACEPARENT))) as op:
+        assert (op.trace_id, op.parent_id, op.name) == (TRACE_ID, SPAN_ID, "changefeed_risks")
+    with telemetry.invocation(None, "monitor") as op:
+        assert op.name == "monitor" and len(op.trace_id) == 32
+
+
+def test_aad_authentication_string_selects_a_managed_identity_credential() -> None:
+    from azure.identity import ManagedIdentityCredential
+
+    assert telemetry.aad_credential("") is None
+    assert telemetry.aad_credential("Authorization=Key") is None
+    assert isinstance(telemetry.aad_credential("Authorization=AAD"), ManagedIdentityCredential)
+    assert isinstance(telemetry.aad_credential("ClientId=1111-2222;Authorization=aad"), ManagedIdentityCredential)
+
+
+def test_entra_token_is_sent_with_every_post(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+    sink, conn = ingestion
+
+    class FixedToken:  # a TokenCredential (the managed identity's stands in: no Entra ID here)
+        scopes: list[tuple[str, ...]] = []
+
+        def get_token(self, *scopes: str, **kw: Any) -> Any:
+            from azure.core.credentials import AccessToken
+
+            self.scopes.append(scopes)
+            return AccessToken("entra-test-token", int(time.time()) + 3600)
+
+    cred = FixedToken()
+    tel = _configure(conn, tmp_path, credential=cred)
+    tel.log_event(logging.WARNING, "with a token", tenantId="t1")
+    tel.record("grc.cosmos.request_charge", 2.0)
+    tel.flush()
+    sink.wait_for(lambda es: len(es) >= 2)
+    assert sink.authorization and set(sink.authorization) == {"Bearer entra-test-token"}
+    assert cred.scopes[0] == ("https://monitor.azure.com//.default",)

@@ -16,7 +16,7 @@ from azure.storage.queue.aio import QueueClient
 from shared.services import get_services, reset_services
 from shared.settings import get_settings
 from shared.vector.indexer import reset_service
-from tests.functions_client import invoke, registrations
+from tests.functions_client import context, invoke, registrations
 from tests.vector_corpus import BANK, CORPUS, HEALTH
 from tests.vector_support import TOKENIZER, local_embedder
 
@@ -53,7 +53,8 @@ async def drain(max_rounds: int = 20) -> int:
             if not got:
                 break
             for m in got:
-                await fn(func.QueueMessage(id=m.id, body=base64.b64decode(m.content), pop_receipt=m.pop_receipt))
+                await fn(func.QueueMessage(id=m.id, body=base64.b64decode(m.content), pop_receipt=m.pop_receipt),
+                         context("index_vectors"))
                 await queue.delete_message(m)
                 handled += 1
     finally:

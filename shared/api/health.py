@@ -1,17 +1,60 @@
-"""GET /health: every dependency checked concurrently, each under a short timeout."""
+"""GET /health: every dependency checked concurrently, each under a hard time bound.
+
+Dependencies: Redis, Azure Tables, Azure Storage Queues, Cosmos DB (when COSMOS_DB_ENDPOINT is
+set) and every destination built in this instance (Kafka/Event Hubs, ...). Each reports a status,
+its latency and details: `unhealthy` (error or no answer within HEALTH_TIMEOUT_SECONDS),
+`degraded` (answered slower than HEALTH_DEGRADED_MS, or Redis above ALERT_MEMORY_PERCENT of its
+maxmemory), else `healthy`. Overall: `unhealthy` (503) when Redis or Tables is unhealthy, else
+`degraded` when anything is not healthy (an unreachable Cosmos, queue or destination included:
+the instance still serves), else `healthy`.
+
+The bound is enforced here, not by the SDKs' own timeouts/retries: a check still running at the
+deadline is cancelled and *not waited for* (a client stuck in its own cleanup cannot hold the
+answer), so /health answers within HEALTH_TIMEOUT_SECONDS plus scheduling noise.
+Results are also kept in Redis (`grc:health`) for the failing-destination alert of /metrics.
+"""
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
+import orjson
+
+from shared import resources
 from shared.destinations.base import DependencyHealth
 from shared.http.adapter import public
 from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.models import utc_now_iso
 from shared.services import Services, get_services
+from shared.settings import Settings
 
 Check = Callable[[], Awaitable[DependencyHealth]]
+HEALTH_KEY = "grc:health"
+HEALTH_KEY_TTL_SECONDS = 600
+STORE_TIMEOUT_SECONDS = 0.5
+# Every request needs these: Redis (streams, metrics, rate limits, config versions), Tables (configs).
+CRITICAL = ("redis", "tables")
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+async def _redis(services: Services) -> DependencyHealth:
+    start = time.perf_counter()
+    await services.redis.ping()
+    latency = _ms(start)
+    mem = await resources.redis_memory(services.redis)
+    pct = mem["percent"]
+    status = "healthy"
+    detail = None
+    limit = services.settings.alert_memory_percent
+    if pct is not None and pct > limit:
+        status, detail = "degraded", f"memory {pct} % of maxmemory (threshold {limit} %)"
+    info = {"usedMemoryBytes": mem["usedBytes"], "maxMemoryBytes": mem["maxMemoryBytes"],
+            "memoryPercent": pct, "headroomBytes": mem["headroomBytes"]}
+    return DependencyHealth("redis", status, latency, detail=detail, info=info)  # type: ignore[arg-type]
 
 
 async def _tables(services: Services) -> DependencyHealth:
@@ -19,40 +62,159 @@ async def _tables(services: Services) -> DependencyHealth:
     table = await services.configs.table()
     async for _ in table.list_entities(results_per_page=1).by_page():
         break
-    return DependencyHealth("tables", "healthy", round((time.perf_counter() - start) * 1000, 2))
+    return DependencyHealth("tables", "healthy", _ms(start))
+
+
+def _queue_service(settings: Settings) -> Any:
+    """A Queue service client for the probe when the container has none (retries not deployed)."""
+    from azure.storage.queue.aio import QueueServiceClient  # noqa: PLC0415 - only for the probe
+
+    if settings.storage_connection_string:
+        return QueueServiceClient.from_connection_string(settings.storage_connection_string)
+    from shared.storage import _credential  # noqa: PLC0415 - managed identity in Azure
+
+    return QueueServiceClient(f"https://{settings.storage_account_name}.queue.core.windows.net",
+                              credential=_credential())  # type: ignore[arg-type]
+
+
+async def _queues(services: Services) -> DependencyHealth:
+    own = getattr(services, "queues", None)
+    client = own if own is not None else _queue_service(services.settings)
+    start = time.perf_counter()
+    try:
+        async for _ in client.list_queues(results_per_page=1).by_page():
+            break
+    finally:
+        if own is None:
+            await client.close()
+    return DependencyHealth("queues", "healthy", _ms(start))
+
+
+async def _cosmos(settings: Settings) -> DependencyHealth:
+    """A cheap account read (GET /, what the SDK does on open), no retries, short timeouts."""
+    from azure.cosmos.aio import CosmosClient  # noqa: PLC0415 - only when Cosmos is configured
+
+    from shared.cosmosdb import is_local  # noqa: PLC0415
+
+    timeout = settings.health_timeout_seconds
+    credential: Any = settings.cosmos_key
+    if not credential:
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - managed identity in Azure
+
+        credential = DefaultAzureCredential()
+    local = is_local(settings.cosmos_endpoint)
+    kwargs: dict[str, Any] = dict(connection_timeout=timeout, read_timeout=timeout, timeout=timeout,
+                                  retry_total=0, retry_connect=0, retry_read=0)
+    if local:  # the local server: self-signed certificate, no multi-region discovery
+        kwargs.update(connection_verify=False, enable_endpoint_discovery=False)
+    start = time.perf_counter()
+    try:
+        async with CosmosClient(settings.cosmos_endpoint, credential, **kwargs):
+            pass  # __aenter__ reads the database account
+    finally:
+        if not settings.cosmos_key:
+            await credential.close()
+    return DependencyHealth("cosmos", "healthy", _ms(start))
 
 
 def checks(services: Services) -> dict[str, Check]:
     out: dict[str, Check] = {
-        "redis": services.redis_streams.health,
+        "redis": lambda: _redis(services),
         "tables": lambda: _tables(services),
     }
+    retries = getattr(services, "retries", None)
+    if retries is not None and hasattr(retries, "health"):
+        out["retryQueue"] = retries.health  # Storage Queues, through the retry queue (depth, poison)
+    else:
+        out["queues"] = lambda: _queues(services)
+    if services.settings.cosmos_endpoint:
+        out["cosmos"] = lambda: _cosmos(services.settings)
     for type_, dest in services.destinations.built().items():
         if type_ != "redis":
             out[type_] = dest.health
     return out
 
 
-async def _run(name: str, check: Check, timeout: float) -> DependencyHealth:
+def _drop(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" noise
+
+
+async def _run(name: str, check: Check, timeout: float, degraded_ms: float) -> DependencyHealth:
     start = time.perf_counter()
-    try:
-        return await asyncio.wait_for(check(), timeout)
-    except asyncio.TimeoutError:
-        return DependencyHealth(name, "unhealthy", round((time.perf_counter() - start) * 1000, 2),
-                                detail=f"no answer within {timeout} s")
-    except Exception as exc:  # noqa: BLE001 - report the kind of failure, never its text (may hold hosts)
-        return DependencyHealth(name, "unhealthy", round((time.perf_counter() - start) * 1000, 2),
-                                detail=type(exc).__name__)
+    task = asyncio.ensure_future(check())
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_drop)  # never awaited: its cleanup cannot delay the answer
+        return DependencyHealth(name, "unhealthy", _ms(start), detail=f"no answer within {timeout} s")
+    exc = task.exception()
+    if exc is not None:  # report the kind of failure, never its text (it may hold hosts or keys)
+        return DependencyHealth(name, "unhealthy", _ms(start), detail=type(exc).__name__)
+    result = task.result()
+    result.name = name
+    if result.latency_ms is None:
+        result.latency_ms = _ms(start)
+    if result.status == "healthy" and result.latency_ms > degraded_ms:
+        result.status = "degraded"
+        result.detail = f"slow: {result.latency_ms} ms (threshold {degraded_ms:g} ms)"
+    return result
+
+
+async def run_checks(services: Services) -> dict[str, DependencyHealth]:
+    """All checks, concurrently, bounded; the results are also stored for /metrics alerts."""
+    s = services.settings
+    named = checks(services)
+    results = await asyncio.gather(*(_run(n, c, s.health_timeout_seconds, s.health_degraded_ms)
+                                     for n, c in named.items()))
+    out = dict(zip(named, results))
+    await _store(services, out)
+    return out
+
+
+async def _store(services: Services, results: dict[str, DependencyHealth]) -> None:
+    if results.get("redis") is None or results["redis"].status == "unhealthy":
+        return
+    now = time.time()
+    mapping = {n: orjson.dumps({"status": r.status, "at": now, "detail": r.detail}) for n, r in results.items()}
+    pipe = services.redis.pipeline(transaction=False)
+    pipe.hset(HEALTH_KEY, mapping=mapping)  # type: ignore[arg-type]
+    pipe.expire(HEALTH_KEY, HEALTH_KEY_TTL_SECONDS)
+    task = asyncio.ensure_future(pipe.execute())
+    task.add_done_callback(_drop)  # a cache for alerts: /health never fails or waits long for it
+    await asyncio.wait({task}, timeout=STORE_TIMEOUT_SECONDS)
+    if not task.done():
+        task.cancel()
+
+
+async def recent_health(services: Services, max_age_seconds: float = 180.0) -> dict[str, dict[str, Any]]:
+    """Dependency states stored by /health or the monitor timer in the last `max_age_seconds`."""
+    raw = await services.redis.hgetall(HEALTH_KEY)
+    now = time.time()
+    out = {}
+    for k, v in raw.items():
+        try:
+            rec = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            continue
+        if now - float(rec.get("at", 0)) <= max_age_seconds:
+            out[k.decode() if isinstance(k, bytes) else str(k)] = rec
+    return out
+
+
+def overall(results: dict[str, DependencyHealth]) -> str:
+    """Unhealthy only when a dependency every request needs is down; any other one down (Cosmos,
+    the retry queue, one destination) leaves the instance serving, so the service is degraded."""
+    states = {r.status for r in results.values()}
+    if any(results[n].status == "unhealthy" for n in CRITICAL if n in results):
+        return "unhealthy"
+    return "degraded" if states - {"healthy"} else "healthy"
 
 
 @public
 async def health(req: ApiRequest) -> ApiResponse:
-    services = get_services()
-    timeout = services.settings.health_timeout_seconds
-    named = checks(services)
-    results = await asyncio.gather(*(_run(n, c, timeout) for n, c in named.items()))
-    deps = {n: r.to_dict() for n, r in zip(named, results)}
-    states = {r.status for r in results}
-    overall = "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
-    body = {"status": overall, "service": "grc-event-streaming", "time": utc_now_iso(), "dependencies": deps}
-    return json_response(body, 503 if overall == "unhealthy" else 200, headers={"Cache-Control": "no-store"})
+    results = await run_checks(get_services())
+    status = overall(results)
+    body = {"status": status, "service": "grc-event-streaming", "time": utc_now_iso(),
+            "dependencies": {n: r.to_dict() for n, r in results.items()}}
+    return json_response(body, 503 if status == "unhealthy" else 200, headers={"Cache-Control": "no-store"})

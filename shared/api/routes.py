@@ -50,7 +50,7 @@ ROUTES: tuple[Route, ...] = (
                  ("eventType", {"$ref": "#/components/schemas/EventType"}, "only this event type"),
                  ("source", {"$ref": "#/components/schemas/Source"}, "only this source"))),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
-          "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals)",
+          "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals), alert conditions, service figures",
           response_schema="TenantMetrics", tags=("operations",)),
     Route("get_stream_config", "GET", "stream-config/{tenantId}", streamconfig.get_stream_config,
           "A tenant's stream configuration (the documented default when none is stored)",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared import limits
+from shared import limits, telemetry
 from shared.changefeed.parking import UNMAPPED, ParkedItem, ParkingStore, partition_for
 from shared.changefeed.rules import Kind, Mapped, Unmappable, map_change, snapshot, validate
 from shared.changefeed.state import Claim, Dedup, EntityState
@@ -139,7 +139,7 @@ class ChangeFeedProcessor:
         out.duplicates += dupes
         if left and not final_attempt:
             out.unpublished = left
-            await self.record(stats)
+            await self.record(stats, container)
             raise RetryBatch(f"{len(left)} of {len(events)} change-feed event(s) not published")
 
         # The batch is settled: park what could not be mapped and, on the last attempt, what could
@@ -164,7 +164,7 @@ class ChangeFeedProcessor:
         for m in mapped:
             if m.ts is not None:
                 stats.tenant(m.tenant_id).observe_delay(max(0.0, (now - m.ts) * 1000.0))
-        await self.record(stats)
+        await self.record(stats, container)
         return out
 
     async def _park(self, kind: Kind, container: str, unmapped: list[tuple[Any, str]], left: list[Event],
@@ -235,8 +235,15 @@ class ChangeFeedProcessor:
         except Exception as exc:  # noqa: BLE001 - the pending marker expires by itself
             log.warning("dedup claims not released: %s", type(exc).__name__)
 
-    async def record(self, stats: BatchStats) -> None:
-        if self.metrics is None or not stats.tenants:
+    async def record(self, stats: BatchStats, container: str = telemetry.ALL) -> None:
+        if not stats.tenants:
+            return
+        # Application Insights: change-feed delay (grc.changefeed.delay_ms, the processing-delay
+        # alert's metric), rejected and parked counts of this batch; no-op without telemetry.
+        tel = telemetry.current()
+        if tel.enabled:
+            tel.on_batch(telemetry.from_pipeline_stats(stats, container=container))
+        if self.metrics is None:
             return
         try:
             await self.metrics.record(stats)

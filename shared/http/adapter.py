@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 
+from shared import telemetry
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
 from shared.models import ClientIdPattern
@@ -60,7 +61,15 @@ async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:
     return await handler(req)
 
 
-async def handle(req: ApiRequest, handler: Handler) -> ApiResponse:
+async def handle(req: ApiRequest, handler: Handler, function_name: str | None = None) -> ApiResponse:
+    """Run `handler` inside the invocation's telemetry operation (operation id = the traceparent's
+    trace id, name = the Functions function name), so every log record and failure-type metric of
+    the request joins the host's request telemetry in Application Insights."""
+    with telemetry.operation(req.traceparent, function_name or f"{req.method} {req.path}"):
+        return await _handle(req, handler)
+
+
+async def _handle(req: ApiRequest, handler: Handler) -> ApiResponse:
     req.correlation_id = correlation_id_for(req)
     try:
         resp = await _secure(req, handler)

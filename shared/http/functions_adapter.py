@@ -30,4 +30,5 @@ def to_http_response(resp: ApiResponse) -> func.HttpResponse:
 
 
 async def serve(req: func.HttpRequest, handler: Handler, context: func.Context | None = None) -> func.HttpResponse:
-    return to_http_response(await handle(to_api_request(req, context), handler))
+    name = getattr(context, "function_name", None) if context is not None else None
+    return to_http_response(await handle(to_api_request(req, context), handler, name))

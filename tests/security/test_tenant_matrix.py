@@ -29,7 +29,7 @@ from hypothesis import Phase
 
 from shared.api.openapi import document
 from shared.api.routes import Route, all_routes
-from tests.functions_client import auth_headers, registrations
+from tests.functions_client import auth_headers, context, registrations
 
 pytestmark = pytest.mark.usefixtures("app_services")
 
@@ -185,7 +185,7 @@ async def call(
         route_params=route_params,
         body=json.dumps(body).encode() if body is not None else b"",
     )
-    resp = await _FUNCTIONS[route.name]["fn"](req)
+    resp = await _FUNCTIONS[route.name]["fn"](req, context(route.name))
     raw = resp.get_body()
     ctype = resp.headers.get("content-type") or resp.mimetype or ""
     parsed = json.loads(raw) if raw and "json" in ctype else raw

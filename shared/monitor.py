@@ -1,0 +1,233 @@
+"""The once-a-minute monitor (timer trigger): per-tenant SYSTEM_PERFORMANCE snapshots, DATA_ANOMALY
+detection, service-wide figures as custom metrics.
+
+Per run it looks at the last *complete* minute M (bucket-aligned, so every instance computes the
+same figures for M) and at the tenants with events of their own in the last
+MONITOR_LOOKBACK_MINUTES (`metrics.ACTIVE_KEY`; system events never mark a tenant active). For each:
+
+1. `SET grc:{t}:mon:<M> NX` -- the tenant-minute lock: whichever instance gets it does the work,
+   so overlapping or repeated runs (past-due timers, two instances) emit nothing twice;
+2. the minute's counters without the service's own system events (`sys:*` counters, types
+   SYSTEM_*/DATA_ANOMALY): throughput, latency percentiles, change-feed delay, error rate ->
+   a SYSTEM_PERFORMANCE event when the tenant had events in M (SYSTEM_PERFORMANCE_EVENTS);
+3. the anomaly baselines (shared/anomaly.py, EWMA z-score) in `grc:{t}:anomaly`, advanced by one
+   observation per minute (quiet minutes count as 0 events, so a collapse is seen too; the stored
+   `lastMinute` makes a second observation of M a no-op) -> DATA_ANOMALY events.
+
+All events of a run go through the pipeline as one system batch (shared/system_events.py).
+Service-wide: health of every dependency (stored for /metrics alerts), instance memory, Kafka
+producer lag, Redis memory -> telemetry `on_system`; the all-tenant stream figures of M ->
+`grc:service:perf` for /metrics.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import orjson
+
+from shared import service_stats, telemetry
+from shared.anomaly import Anomaly, TenantBaselines
+from shared.metrics import summarize
+from shared.models import SYSTEM_EVENT_TYPES, Event, EventType
+from shared.redisconn import tenant_key
+from shared.system_events import publish_system_events, system_event
+
+log = logging.getLogger("grc.monitor")
+
+MINUTE = 60
+LOCK_TTL_SECONDS = 2 * 3600
+ANOMALY_TTL_SECONDS = 7 * 24 * 3600
+CONCURRENCY = 16
+clock: Callable[[], float] = time.time  # the timer's notion of now (tests replay synthetic minutes)
+_SYSTEM_TYPE_KEYS = tuple(f"t:{t.value}" for t in SYSTEM_EVENT_TYPES)
+
+
+@dataclass
+class OwnCounts:
+    """A tenant's interval counters without the service's own system events."""
+
+    accepted: int
+    failed: int
+    rejected: int
+    filtered: int
+    duplicates: int
+
+    @property
+    def processed(self) -> int:
+        return self.accepted + self.failed + self.rejected
+
+    @property
+    def activity(self) -> int:
+        return self.processed + self.filtered + self.duplicates
+
+    @property
+    def error_rate(self) -> float:
+        return round((self.failed + self.rejected) / self.processed, 4) if self.processed else 0.0
+
+
+def own_counts(fields: Mapping[str, float]) -> OwnCounts:
+    def own(name: str) -> int:
+        return max(0, int(fields.get(name, 0)) - int(fields.get(f"sys:{name}", 0)))
+
+    # accepted: every accepted event of a system type (the service's or a client's) is left out
+    system_accepted = sum(int(fields.get(k, 0)) for k in _SYSTEM_TYPE_KEYS)
+    accepted = max(0, int(fields.get("acc", 0)) - max(system_accepted, int(fields.get("sys:acc", 0))))
+    return OwnCounts(accepted, own("fail"), own("rej"), own("flt"), own("dup"))
+
+
+@dataclass
+class TenantMinute:
+    tenant: str
+    counts: OwnCounts
+    figures: dict[str, Any]
+    anomalies: list[Anomaly]
+
+
+@dataclass
+class MonitorReport:
+    minute: int  # epoch minute (epoch seconds // 60) of the interval looked at
+    tenants: list[TenantMinute] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # another run holds the tenant-minute
+    events: list[Event] = field(default_factory=list)
+    system: telemetry.SystemStats | None = None
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def performance_data(counts: OwnCounts, fields: Mapping[str, float], start: float) -> dict[str, Any]:
+    s = summarize(dict(fields), MINUTE)
+    return {
+        "intervalStart": _iso(start),
+        "intervalSeconds": MINUTE,
+        "events": counts.processed,
+        "accepted": counts.accepted,
+        "failed": counts.failed,
+        "rejected": counts.rejected,
+        "filtered": counts.filtered,
+        "eventsPerSecond": round(counts.accepted / MINUTE, 3),
+        "errorRate": counts.error_rate,
+        "latencyMs": s["latencyMs"],
+        "changeFeedDelayMs": s["changeFeedDelayMs"],
+        "retries": s["retries"],
+        "deadLettered": s["deadLettered"],
+        "destinations": s["destinations"],
+    }
+
+
+async def _observe(redis: Any, tenant: str, minute: int, counts: OwnCounts) -> list[Anomaly]:
+    key = tenant_key(tenant, "anomaly")
+    raw = await redis.get(key)
+    state = orjson.loads(raw) if raw else {}
+    if int(state.get("lastMinute", -1)) >= minute:
+        return []  # this minute was already observed
+    baselines = TenantBaselines.from_dict(state.get("baselines"))
+    anomalies = baselines.observe_interval(counts.processed, counts.failed + counts.rejected)
+    await redis.set(key, orjson.dumps({"lastMinute": minute, "baselines": baselines.to_dict()}),
+                    ex=ANOMALY_TTL_SECONDS)
+    return anomalies
+
+
+async def _tenant(services: Any, tenant: str, minute: int) -> TenantMinute | None:
+    redis = services.redis
+    lock = tenant_key(tenant, "mon", str(minute))
+    if not await redis.set(lock, b"1", nx=True, ex=LOCK_TTL_SECONDS):
+        return None
+    start = minute * MINUTE
+    try:
+        fields = await services.metrics.interval(tenant, start, MINUTE)
+        counts = own_counts(fields)
+        figures = performance_data(counts, fields, start)
+        anomalies = await _observe(redis, tenant, minute, counts)
+    except Exception:
+        await redis.delete(lock)  # let a later run of this minute try again
+        raise
+    return TenantMinute(tenant, counts, figures, anomalies)
+
+
+def _events(tm: TenantMinute, perf_events: bool) -> list[Event]:
+    out = []
+    if perf_events and tm.counts.activity:
+        out.append(system_event(tm.tenant, EventType.SYSTEM_PERFORMANCE, tm.figures,
+                                entity_type="tenant", entity_id=tm.tenant))
+    for a in tm.anomalies:
+        data = {**a.to_dict(), "intervalStart": tm.figures["intervalStart"], "intervalSeconds": MINUTE,
+                "events": tm.counts.processed, "failed": tm.counts.failed + tm.counts.rejected}
+        out.append(system_event(tm.tenant, EventType.DATA_ANOMALY, data, entity_type="tenant",
+                                entity_id=tm.tenant))
+    return out
+
+
+def _stream_figures(minute: int, tenants: list[TenantMinute]) -> dict[str, Any]:
+    def worst(key: str, stat: str) -> float | None:
+        vals = [t.figures[key][stat] for t in tenants if t.figures[key][stat] is not None]
+        return max(vals) if vals else None
+
+    events = sum(t.counts.accepted for t in tenants)
+    return {
+        "intervalStart": _iso(minute * MINUTE), "intervalSeconds": MINUTE, "tenants": len(tenants),
+        "eventsPerSecond": round(events / MINUTE, 3),
+        "endToEndLatencyMsP99Max": worst("latencyMs", "p99"),
+        "endToEndLatencyMsMeanMax": worst("latencyMs", "mean"),
+        "changeFeedDelayMsP99Max": worst("changeFeedDelayMs", "p99"),
+        "changeFeedDelayMsMax": worst("changeFeedDelayMs", "max"),
+    }
+
+
+async def run_minute(services: Any, now: float | None = None) -> MonitorReport:
+    """One monitor pass for the last complete minute before `now`."""
+    from shared.api.health import run_checks  # noqa: PLC0415 - the same checks /health runs
+
+    now = clock() if now is None else now
+    minute = int(now // MINUTE) - 1
+    settings = services.settings
+    report = MonitorReport(minute)
+    since = (minute - settings.monitor_lookback_minutes + 1) * MINUTE
+    tenants = await services.metrics.active_tenants(since, (minute + 1) * MINUTE)
+    sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(t: str) -> TenantMinute | None:
+        async with sem:
+            return await _tenant(services, t, minute)
+
+    outcomes = await asyncio.gather(*(one(t) for t in tenants), return_exceptions=True)
+    for t, out in zip(tenants, outcomes):
+        if isinstance(out, BaseException):
+            log.error("monitor pass failed for tenant %s: %s", t, type(out).__name__)
+        elif out is None:
+            report.skipped.append(t)
+        else:
+            report.tenants.append(out)
+            report.events.extend(_events(out, settings.system_performance_events))
+    await publish_system_events(services.pipeline, report.events)
+    if report.tenants:
+        await services.redis.set(service_stats.STREAM_PERF_KEY,
+                                 orjson.dumps(_stream_figures(minute, report.tenants)),
+                                 ex=service_stats.STREAM_PERF_TTL_SECONDS)
+
+    health = await run_checks(services)
+    section = await service_stats.service_section(services)
+    known = set(services.destinations.built()) | {"redis"}
+    report.system = service_stats.system_stats(section, {n: h.status for n, h in health.items() if n in known})
+    telemetry.current().on_system(report.system)
+    return report
+
+
+async def on_timer(timer: Any = None, context: Any = None) -> MonitorReport:
+    """The timer function's body: one pass inside the invocation's telemetry operation."""
+    from shared.services import get_services  # noqa: PLC0415 - keeps this module importable alone
+
+    with telemetry.invocation(context, "monitor"):
+        if getattr(timer, "past_due", False):
+            log.info("monitor timer is past due; the tenant-minute locks keep the pass idempotent")
+        report = await run_minute(get_services())
+        telemetry.current().log_event(
+            logging.INFO, f"monitor pass for minute {report.minute}: {len(report.tenants)} tenant(s), "
+            f"{len(report.events)} system event(s)", count=len(report.events))
+        return report

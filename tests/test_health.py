@@ -1,0 +1,140 @@
+"""GET /health against the real local services, a hanging dependency, and the degraded states."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+
+from shared.api.health import recent_health
+from shared.services import get_services, reset_services
+from shared.settings import get_settings
+from tests.functions_client import invoke
+
+Configure = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def hanging_port() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a hung dependency)."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                held.append(conn)  # read nothing, answer nothing
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    t.join(2)
+    for c in held:
+        c.close()
+    srv.close()
+
+
+@pytest.fixture
+async def configure(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Configure]:
+    """Set app settings for this test and rebuild the service container with them."""
+
+    async def apply(**env: str) -> None:
+        await reset_services()
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+
+    yield apply
+    await reset_services()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+async def test_hanging_redis_and_cosmos_answer_within_the_timeout(configure: Configure, hanging_port: int) -> None:
+    await configure(REDIS_PORT=str(hanging_port), COSMOS_DB_ENDPOINT=f"http://127.0.0.1:{hanging_port}",
+                    COSMOS_DB_KEY="bG9jYWwtaGVhbHRoLXRlc3Qta2V5LW5vdC1hLXNlY3JldA==", HEALTH_TIMEOUT_SECONDS="1")
+    start = time.monotonic()
+    status, _, body = await invoke("health", "GET", "/health")
+    elapsed = time.monotonic() - start
+    assert elapsed < 1 + 1, elapsed
+    assert status == 503 and body["status"] == "unhealthy"
+    deps = body["dependencies"]
+    for name in ("redis", "cosmos"):
+        assert deps[name]["status"] == "unhealthy", deps[name]
+        assert deps[name]["detail"] == "no answer within 1.0 s"
+        assert 900 <= deps[name]["latencyMs"] < 2000
+    assert deps["tables"]["status"] in ("healthy", "degraded")  # the others still answer
+    assert deps.get("queues", deps.get("retryQueue"))["status"] in ("healthy", "degraded")
+
+
+async def test_a_hanging_optional_dependency_degrades_but_keeps_serving(configure: Configure,
+                                                                         hanging_port: int) -> None:
+    await configure(COSMOS_DB_ENDPOINT=f"http://127.0.0.1:{hanging_port}", HEALTH_TIMEOUT_SECONDS="1",
+                    COSMOS_DB_KEY="bG9jYWwtaGVhbHRoLXRlc3Qta2V5LW5vdC1hLXNlY3JldA==")
+    start = time.monotonic()
+    status, _, body = await invoke("health", "GET", "/health")
+    assert time.monotonic() - start < 1 + 1
+    assert status == 200 and body["status"] == "degraded"
+    assert body["dependencies"]["cosmos"]["status"] == "unhealthy"
+    assert body["dependencies"]["redis"]["status"] != "unhealthy"
+
+
+async def test_all_dependencies_healthy_with_latency(configure: Configure, cosmos_server: Any) -> None:
+    await configure(**cosmos_server.settings)
+    status, headers, body = await invoke("health", "GET", "/health")
+    assert status == 200, body
+    deps = body["dependencies"]
+    queues = "retryQueue" if "retryQueue" in deps else "queues"  # the retry queue's check when deployed
+    assert set(deps) == {"redis", "tables", queues, "cosmos"}
+    assert {d["status"] for d in deps.values()} <= {"healthy", "degraded"}
+    assert all(isinstance(d["latencyMs"], float) for d in deps.values())
+    assert deps["redis"]["maxMemoryBytes"] == 1 << 30 and deps["redis"]["memoryPercent"] < 80
+    assert headers.get("Cache-Control") == "no-store"
+    stored = await recent_health(get_services())  # kept for the failing-destination alert
+    assert stored["redis"]["status"] == deps["redis"]["status"]
+
+
+async def test_slow_answers_are_degraded_not_unhealthy(configure: Configure) -> None:
+    await configure(HEALTH_DEGRADED_MS="0.001")
+    status, _, body = await invoke("health", "GET", "/health")
+    assert status == 200 and body["status"] == "degraded"
+    assert body["dependencies"]["tables"]["status"] == "degraded"
+    assert body["dependencies"]["tables"]["detail"].startswith("slow: ")
+
+
+async def test_redis_memory_above_the_alert_threshold_is_degraded(configure: Configure) -> None:
+    await configure(ALERT_MEMORY_PERCENT="0.001")
+    status, _, body = await invoke("health", "GET", "/health")
+    redis = body["dependencies"]["redis"]
+    assert status == 200 and redis["status"] == "degraded"
+    assert "of maxmemory (threshold 0.001 %)" in redis["detail"]
+    assert redis["headroomBytes"] == redis["maxMemoryBytes"] - redis["usedMemoryBytes"]
+
+
+async def test_built_kafka_destination_reports_health_and_producer_lag(configure: Configure,
+                                                                       kafka_broker: Any) -> None:
+    from shared import service_stats
+
+    await configure(**kafka_broker.settings)
+    services = get_services()
+    assert services.destinations.get("kafka") is not None  # built, as a tenant's config would
+    status, _, body = await invoke("health", "GET", "/health")
+    kafka = body["dependencies"]["kafka"]
+    assert status == 200 and kafka["status"] in ("healthy", "degraded") and kafka["brokers"] >= 1
+    lag = service_stats.kafka_pending(services)
+    assert lag is not None and lag["pendingMessages"] == 0 and lag["pendingBytes"] == 0
+    section = await service_stats.service_section(services)
+    assert section["kafka"] == lag
+    stats = service_stats.system_stats(section, {"kafka": kafka["status"]})
+    assert stats.kafka_pending_messages == 0 and stats.destinations_healthy == {"kafka": True}
