@@ -11,6 +11,7 @@ import weakref
 from typing import Callable
 
 from shared.configstore import ConfigStore
+from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.metrics import TenantMetrics
@@ -24,6 +25,7 @@ DestinationFactory = Callable[["Services"], Destination]
 # type -> factory; a destination is built the first time a tenant's config routes to it.
 DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
+    "analytics": lambda s: AnalyticsDestination(s.tables, s.settings.analytics_table),
 }
 
 
@@ -65,6 +67,12 @@ class Services:
     def redis_streams(self) -> RedisStreamsDestination:
         dest = self.destinations.get("redis")
         assert isinstance(dest, RedisStreamsDestination)
+        return dest
+
+    @property
+    def analytics(self) -> AnalyticsDestination:
+        dest = self.destinations.get("analytics")
+        assert isinstance(dest, AnalyticsDestination)
         return dest
 
     async def close(self) -> None:
