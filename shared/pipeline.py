@@ -5,11 +5,18 @@ tenant's passing events in chunks of the stream's `batchSize`, destinations run 
 and metrics are written once per batch. A delivery that fails is handed to the `Parker` (the
 retry queue); an event is `accepted` only when each of its destinations delivered or parked it,
 otherwise `failed` (the client must retry: nothing was acknowledged).
+
+Each destination call runs under its retry policy (`retry` of the destination config): a
+per-attempt timeout, and the failed, transient events of a chunk retried in process a few times
+with a short backoff before they are parked. Events with a client-given id (eventId or
+Idempotency-Key) and service-made events are claimed in the idempotency store first: a repeat
+within the window gets the original result as `duplicate` and is not delivered again.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,9 +26,11 @@ from pydantic import ValidationError
 
 from shared import limits
 from shared.destinations.base import Destination
+from shared.destinations.options import RetryPolicy
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
-from shared.metrics import BatchStats, TenantMetrics
+from shared.idempotency import IdempotencyStore, duplicate_result
+from shared.metrics import BatchStats, TenantMetrics, TenantStats
 from shared.models import TENANT_RE, Delivery, Event, EventIn, EventResult, FieldError, StreamConfig
 from shared.validation import field_errors
 
@@ -52,6 +61,8 @@ class DestinationLookup(Protocol):
 
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], None]
 
+IN_PROCESS_MAX_DELAY_SECONDS = 1.0  # in-request retries never hold a client long
+
 
 @dataclass
 class PublishContext:
@@ -69,12 +80,16 @@ class Pipeline:
         metrics: TenantMetrics | None = None,
         parker: Parker | None = None,
         hooks: Sequence[BatchHook] = (),
+        idempotency: IdempotencyStore | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.configs = configs
         self.destinations = destinations
         self.metrics = metrics
         self.parker = parker
         self.hooks = list(hooks)
+        self.idempotency = idempotency
+        self.rand = rand
 
     # ---- entry points ------------------------------------------------------------------
 
@@ -84,6 +99,7 @@ class Pipeline:
         results: list[EventResult | None] = [None] * len(items)
         ingested_at = now_iso()
         ready: list[tuple[int, Event]] = []
+        client_ids: set[int] = set()  # generated ids need no idempotency check
         for i, raw in enumerate(items):
             prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
             try:
@@ -104,7 +120,9 @@ class Pipeline:
                 )
                 continue
             ready.append((i, ev))
-        routed = await self._route(ready, stats, ctx.received_at)
+            if ein.eventId or ctx.idempotency_key:
+                client_ids.add(i)
+        routed = await self._route(ready, stats, ctx.received_at, client_ids)
         for i, res in routed.items():
             results[i] = res
         out = [r for r in results if r is not None]
@@ -112,11 +130,13 @@ class Pipeline:
         return out
 
     async def publish_enriched(
-        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None
+        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None,
+        dedupe: bool = True,
     ) -> list[EventResult]:
-        """Events built by the service itself (change feed, system events, replays)."""
+        """Events built by the service itself (change feed, system events): ids are stable, so deduped."""
         stats = stats or BatchStats()
-        routed = await self._route(list(enumerate(events)), stats, received_at or time.time())
+        routed = await self._route(list(enumerate(events)), stats, received_at or time.time(),
+                                   set(range(len(events))) if dedupe else set())
         out = [routed[i] for i in range(len(events))]
         await self._finish(stats, out)
         return out
@@ -136,6 +156,54 @@ class Pipeline:
                            httpStatus=http_status)
 
     async def _route(
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float, dedupe: set[int]
+    ) -> dict[int, EventResult]:
+        """Idempotency around routing: claim ids, route the new ones, store their results."""
+        checked = [(i, ev) for i, ev in ready if i in dedupe]
+        if self.idempotency is None or not checked:
+            return await self._route_new(ready, stats, received_at)
+        results: dict[int, EventResult] = {}
+        first: dict[tuple[str, str], int] = {}
+        repeats: dict[int, int] = {}  # the same id twice in one batch: index -> first index
+        unique: list[tuple[int, Event]] = []
+        for i, ev in checked:
+            k = (ev.tenantId, ev.eventId)
+            if k in first:
+                repeats[i] = first[k]
+            else:
+                first[k] = i
+                unique.append((i, ev))
+        claims = await self.idempotency.claim([ev for _, ev in unique])
+        skip = set(repeats)
+        claimed: list[tuple[int, Event]] = []
+        for (i, ev), claim in zip(unique, claims):
+            if claim.state == "duplicate" and claim.original is not None:
+                results[i] = duplicate_result(i, ev, claim.original)
+                stats.tenant(ev.tenantId).count("dup")
+                skip.add(i)
+            elif claim.state == "busy":
+                stats.tenant(ev.tenantId).count("fail")
+                results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=ev.tenantId,
+                                         reason="an event with this eventId is being processed; retry later",
+                                         httpStatus=409)
+                skip.add(i)
+            elif claim.state == "new":
+                claimed.append((i, ev))
+        results.update(await self._route_new([(i, ev) for i, ev in ready if i not in skip], stats, received_at))
+        await self.idempotency.settle([(ev, results[i]) for i, ev in claimed])
+        events = dict(ready)
+        for i, j in repeats.items():
+            orig = results[j]
+            ev = events[i]
+            if orig.status in ("accepted", "filtered", "duplicate"):
+                stats.tenant(ev.tenantId).count("dup")
+                results[i] = duplicate_result(i, ev, {"s": orig.status, "e": orig.eventId, "at": "this request",
+                                                      "d": [d.model_dump() for d in orig.destinations]})
+            else:
+                results[i] = orig.model_copy(update={"index": i})
+        return results
+
+    async def _route_new(
         self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float
     ) -> dict[int, EventResult]:
         results: dict[int, EventResult] = {}
@@ -179,7 +247,8 @@ class Pipeline:
             for i, ev in passing:
                 deliveries[i]  # every passing event gets an entry, even with no destination
 
-        outcomes = await asyncio.gather(*(self._deliver(t, c, chunk) for t, c, chunk in jobs))
+        outcomes = await asyncio.gather(
+            *(self._deliver(t, c, [ev for _, ev in chunk], stats.tenant(c.tenantId)) for t, c, chunk in jobs))
         failures: list[tuple[int, Failure]] = []
         for (dest_type, config, chunk), dels in zip(jobs, outcomes):
             for (i, ev), d in zip(chunk, dels):
@@ -223,21 +292,56 @@ class Pipeline:
             )
         return results
 
-    async def _deliver(self, dest_type: str, config: StreamConfig, chunk: list[tuple[int, Event]]) -> list[Delivery]:
+    async def deliver(
+        self, dest_type: str, config: StreamConfig, events: Sequence[Event], *,
+        attempts: int | None = None, stats: TenantStats | None = None,
+    ) -> list[Delivery]:
+        """One destination only (retry queue, replay): the destination's retry policy, no parking."""
+        return await self._deliver(dest_type, config, list(events), stats or TenantStats(), attempts=attempts)
+
+    async def _deliver(
+        self, dest_type: str, config: StreamConfig, events: list[Event], ts: TenantStats,
+        attempts: int | None = None,
+    ) -> list[Delivery]:
         dest = self.destinations.get(dest_type)
         if dest is None:
             return [Delivery(destination=dest_type, status="failed", transient=False,
                              error=f"destination type {dest_type!r} is not available in this deployment")
-                    for _ in chunk]
-        options = next(d.options for d in config.destinations if d.type == dest_type)
+                    for _ in events]
+        dest_cfg = next(d for d in config.destinations if d.type == dest_type)
+        policy = dest_cfg.retry
+        out: list[Delivery] = [Delivery(destination=dest_type, status="failed", transient=True)] * len(events)
+        pending = list(range(len(events)))
+        tries = attempts if attempts is not None else policy.inProcessAttempts
+        for attempt in range(1, tries + 1):
+            if attempt > 1:
+                ts.count("retry", len(pending))
+                await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
+            got = await self._attempt(dest, dest_cfg.options, config, [events[i] for i in pending], policy)
+            retry_next = []
+            for i, d in zip(pending, got):
+                out[i] = d
+                if d.status == "failed" and d.transient:
+                    retry_next.append(i)
+            pending = retry_next
+            if not pending:
+                break
+        return out
+
+    async def _attempt(
+        self, dest: Destination, options: Any, config: StreamConfig, events: list[Event], policy: RetryPolicy
+    ) -> list[Delivery]:
         try:
-            out = await dest.publish([ev for _, ev in chunk], options, config)
+            out = await asyncio.wait_for(dest.publish(events, options, config), policy.timeoutSeconds)
+        except asyncio.TimeoutError:
+            return [Delivery(destination=dest.type, status="failed", transient=True,
+                             error=f"no answer within {policy.timeoutSeconds} s") for _ in events]
         except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
-            log.exception("destination %s raised", dest_type)
-            return [Delivery(destination=dest_type, status="failed", transient=True,
-                             error=f"destination error: {type(exc).__name__}") for _ in chunk]
-        if len(out) != len(chunk):
-            raise RuntimeError(f"destination {dest_type} returned {len(out)} results for {len(chunk)} events")
+            log.exception("destination %s raised", dest.type)
+            return [Delivery(destination=dest.type, status="failed", transient=True,
+                             error=f"destination error: {type(exc).__name__}") for _ in events]
+        if len(out) != len(events):
+            raise RuntimeError(f"destination {dest.type} returned {len(out)} results for {len(events)} events")
         return out
 
     async def _finish(self, stats: BatchStats, results: Sequence[EventResult]) -> None:

@@ -14,11 +14,13 @@ from shared.configstore import ConfigStore
 from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
 from shared.destinations.redis_streams import RedisStreamsDestination
+from shared.idempotency import IdempotencyStore
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
 from shared.settings import Settings, get_settings
-from shared.storage import table_service
+from shared.retries import DeadLetters, RetryQueue
+from shared.storage import queue_service, table_service
 
 DestinationFactory = Callable[["Services"], Destination]
 
@@ -61,7 +63,12 @@ class Services:
                                    settings.stream_config_cache_seconds)
         self.metrics = TenantMetrics(self.redis)
         self.destinations = DestinationRegistry(self)
-        self.pipeline = Pipeline(self.configs, self.destinations, self.metrics)
+        self.queues = queue_service(settings)
+        self.retries = RetryQueue(self.queues, settings.retry_queue,
+                                  DeadLetters(self.tables, settings.deadletter_table))
+        self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds)
+        self.pipeline = Pipeline(self.configs, self.destinations, self.metrics, parker=self.retries,
+                                 idempotency=self.idempotency)
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:
@@ -78,6 +85,7 @@ class Services:
     async def close(self) -> None:
         await self.destinations.close()
         await self.tables.close()
+        await self.queues.close()
         await self.redis.aclose()
 
 

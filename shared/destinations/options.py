@@ -43,6 +43,8 @@ class RedisStreamOptions(_Options):
     format: WireFormat = "native"
     # Length cap per tenant stream (approximate trim); retention by retentionDays applies too.
     maxLen: int | None = Field(None, ge=100, le=100_000_000)
+    # How long a per-event marker makes retried writes idempotent (0 = plain XADD, no marker).
+    dedupeSeconds: int = Field(3600, ge=0, le=7 * 86400)
 
 
 class RedisDestinationConfig(_Options):

@@ -4,6 +4,12 @@ Each entry holds `t` (eventType), `s` (source), `f` (wire format) and `e` (the e
 so readers can filter without parsing. Retention by `retentionDays` trims with MINID on every
 XADD (approximate, so Redis trims whole macro-nodes cheaply); an optional length cap trims once
 per batch. A batch is one pipelined round trip.
+
+Writes are idempotent on eventId (option `dedupeSeconds`, default one hour): a small Lua script
+appends the entry and keeps `grc:{tenant}:dlv:<eventId>` -> entry id, so a retry after an
+unknown outcome (a timeout, a connection dropped mid-pipeline, a redelivered queue message)
+returns the first entry's id instead of appending a second one. The marker only has to outlive
+the retry horizon (in-process retries and the retry queue), hence the short TTL.
 """
 from __future__ import annotations
 
@@ -21,9 +27,22 @@ from shared.redisconn import tenant_key
 
 DAY_MS = 86_400_000
 
+# KEYS: stream, marker. ARGV: minid, ttl, t, s, f, e. Returns the entry id (new or the earlier one).
+XADD_ONCE = """
+local id = redis.call('GET', KEYS[2])
+if id then return id end
+id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 't', ARGV[3], 's', ARGV[4], 'f', ARGV[5], 'e', ARGV[6])
+redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[2]))
+return id
+"""
+
 
 def stream_key(tenant_id: str) -> str:
     return tenant_key(tenant_id, "events")
+
+
+def delivered_key(tenant_id: str, event_id: str) -> str:
+    return tenant_key(tenant_id, "dlv", event_id)
 
 
 class RedisStreamsDestination:
@@ -31,6 +50,7 @@ class RedisStreamsDestination:
 
     def __init__(self, client: Redis) -> None:
         self._redis = client
+        self._xadd_once = client.register_script(XADD_ONCE)
 
     async def publish(
         self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig  # type: ignore[override]
@@ -42,6 +62,13 @@ class RedisStreamsDestination:
         fmt = options.format
         pipe = self._redis.pipeline(transaction=False)
         for ev in events:
+            if options.dedupeSeconds:
+                await self._xadd_once(
+                    keys=[key, delivered_key(stream.tenantId, ev.eventId)],
+                    args=[minid, options.dedupeSeconds, ev.eventType.value, ev.source.value, fmt, ev.encode(fmt)],
+                    client=pipe,
+                )
+                continue
             pipe.xadd(
                 key,
                 {"t": ev.eventType.value, "s": ev.source.value, "f": fmt, "e": ev.encode(fmt)},
