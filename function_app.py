@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.api import events, fallback, health as health_api, metrics, openapi as openapi_api, streamconfig
+from shared import jobs
+from shared.api import deadletters, events, fallback, health as health_api, history, metrics, openapi as openapi_api
+from shared.api import streamconfig
 from shared.http.functions_adapter import serve
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -42,6 +44,38 @@ async def publish_events_bulk(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="events/{tenantId}", methods=["GET"])
 async def list_events(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(req, events.list_events)
+
+
+@app.function_name("event_history")
+@app.route(route="events/{tenantId}/history", methods=["GET"])
+async def event_history(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(req, history.event_history)
+
+
+@app.function_name("list_deadletters")
+@app.route(route="deadletters/{tenantId}", methods=["GET"])
+async def list_deadletters(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(req, deadletters.list_deadletters)
+
+
+@app.function_name("replay_deadletters")
+@app.route(route="deadletters/{tenantId}/replay", methods=["POST"])
+async def replay_deadletters(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(req, deadletters.replay_deadletters)
+
+
+# Failed deliveries parked by the pipeline: one retry each, re-enqueued with backoff, then dead-lettered.
+@app.function_name("drain_retries")
+@app.queue_trigger(arg_name="msg", queue_name="%RETRY_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+async def drain_retries(msg: func.QueueMessage) -> None:
+    await jobs.process_retry_message(msg.get_body())
+
+
+# Hourly: drop analytics hour partitions older than each tenant's retentionDays.
+@app.function_name("purge_analytics")
+@app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)
+async def purge_analytics(timer: func.TimerRequest) -> None:
+    await jobs.purge_analytics()
 
 
 @app.function_name("get_metrics")

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 from devhost.app_loader import FunctionSpec, load_functions, load_settings
 from devhost.http_driver import HttpDriver
+from devhost.queue_driver import QueueDriver
 
 log = logging.getLogger("devhost")
 
@@ -31,6 +32,7 @@ DRIVERS: dict[str, DriverFactory] = {
     "httpTrigger": lambda specs, opts: HttpDriver(
         specs, opts.port, opts.host, set(opts.function_key) if opts.function_key else None
     ),
+    "queueTrigger": lambda specs, opts: QueueDriver(specs),
 }
 
 

@@ -24,6 +24,7 @@ class BulkResult(BaseModel):
     filtered: int
     rejected: int
     failed: int
+    duplicate: int = 0
     results: list[EventResult]
 
 
@@ -52,7 +53,11 @@ class Problem(BaseModel):
 
 
 _OPEN_OBJECT = {"type": "object", "additionalProperties": True}
-_EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT}
+_EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT, "EventHistory": _OPEN_OBJECT,
+                  "DeadLetterList": _OPEN_OBJECT, "ReplayResult": _OPEN_OBJECT,
+                  "ReplayRequest": {"type": "object", "properties": {
+                      "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 500}},
+                      "additionalProperties": False}}
 _MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
                                   EventList, Problem]
 

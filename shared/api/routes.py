@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from shared.api import events, health, metrics, streamconfig
+from shared.api import deadletters, events, health, history, metrics, streamconfig
 from shared.http.adapter import Handler
 
 
@@ -37,6 +37,22 @@ ROUTES: tuple[Route, ...] = (
           response_schema="EventList", tags=("events",),
           query=(("limit", "integer", "1-1000, default 100"), ("eventType", "string", "an EventType"),
                  ("source", "string", "a Source"))),
+    Route("event_history", "GET", "events/{tenantId}/history", history.event_history,
+          "A tenant's stored events (analytics table) in a time range, newest first, paged",
+          response_schema="EventHistory", tags=("events",),
+          query=(("from", "string", "RFC 3339 start (default: 24 h before 'to')"),
+                 ("to", "string", "RFC 3339 end (default: now)"), ("eventType", "string", "an EventType"),
+                 ("source", "string", "a Source"), ("limit", "integer", "1-1000, default 100"),
+                 ("continuationToken", "string", "from the previous page"))),
+    Route("list_deadletters", "GET", "deadletters/{tenantId}", deadletters.list_deadletters,
+          "A tenant's dead-lettered deliveries (destination, reason, attempts, last error, the event)",
+          response_schema="DeadLetterList", tags=("delivery",),
+          query=(("limit", "integer", "1-1000, default 100"),
+                 ("includeReplayed", "boolean", "also list records already replayed"),
+                 ("continuationToken", "string", "from the previous page"))),
+    Route("replay_deadletters", "POST", "deadletters/{tenantId}/replay", deadletters.replay_deadletters,
+          "Send dead letters back through their destination (all not yet replayed, or the given ids)",
+          request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",)),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
           "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals)",
           response_schema="TenantMetrics", tags=("operations",)),
