@@ -62,6 +62,7 @@ class DestinationLookup(Protocol):
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], None]
 
 IN_PROCESS_MAX_DELAY_SECONDS = 1.0  # in-request retries never hold a client long
+PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
 
 
 @dataclass
@@ -257,7 +258,7 @@ class Pipeline:
                     failures.append((i, Failure(ev, dest_type, d, config)))
         if failures and self.parker is not None:
             try:
-                parked = await self.parker.park([f for _, f in failures])
+                parked = await asyncio.wait_for(self.parker.park([f for _, f in failures]), PARK_TIMEOUT_SECONDS)
             except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted
                 log.error("parking failed deliveries failed: %s", type(exc).__name__)
                 parked = [False] * len(failures)
