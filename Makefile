@@ -6,9 +6,12 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVICES ?= redis azurite cosmos kafka
 
-.PHONY: setup run test bench services-up services-down clean
+.PHONY: setup test-setup run test bench services-up services-down clean
 
 setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json
+
+# checkov (Bicep lint, run by the suite) pins packaging<24, pytest needs >=24: its own venv.
+test-setup: setup .venv-checkov/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +24,11 @@ localdev/node_modules/.installed: localdev/package.json localdev/package-lock.js
 	touch $@
 
 # Redis from Debian's packages, only when missing.
+.venv-checkov/.installed: requirements-checkov.txt
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
 .redis-installed:
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
 	touch $@
@@ -40,11 +48,11 @@ services-down:
 	$(PY) -m localdev.services down $(SERVICES)
 
 # The suite starts its own services on free ports and stops them by PID.
-test: setup
+test: test-setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench.publish_path
 
 clean:
-	rm -rf $(VENV) localdev/node_modules .localdev .redis-installed
+	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed

@@ -8,8 +8,8 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared import jobs
-from shared.api import deadletters, events, fallback, health as health_api, history, metrics, openapi as openapi_api
-from shared.api import streamconfig
+from shared.api import audit, deadletters, events, fallback, health as health_api, history, metrics
+from shared.api import openapi as openapi_api, streamconfig
 from shared.http.functions_adapter import serve
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -94,6 +94,12 @@ async def get_stream_config(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="stream-config/{tenantId}", methods=["PUT"])
 async def put_stream_config(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(req, streamconfig.put_stream_config)
+
+
+@app.function_name("get_audit")
+@app.route(route="audit/{tenantId}", methods=["GET"])
+async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(req, audit.get_audit)
 
 
 # Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.

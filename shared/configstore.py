@@ -5,7 +5,7 @@ Entity: PartitionKey = tenantId, RowKey = "streamconfig", `Config` = the JSON do
 optimistic concurrency). Each write also bumps `grc:{tenant}:cfgver` in Redis; instances compare
 that number (one round trip per batch, for all tenants of the batch) with the one their cached copy
 was read at, so a change is seen by every instance on its next batch. If Redis cannot be read, a
-cached copy younger than STREAM_CONFIG_CACHE_SECONDS is used.
+cached copy younger than STREAM_CONFIG_CACHE_SECONDS is used; no copy is used longer than that.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from shared.models import StreamConfig, StreamConfigIn, utc_now_iso
 from shared.redisconn import tenant_key
+from shared.storage import LazyTable
 
 ROW_KEY = "streamconfig"
 
@@ -43,24 +44,13 @@ class ConfigStore:
     def __init__(
         self, tables: TableServiceClient, table_name: str, redis: Redis, cache_seconds: float
     ) -> None:
-        self._tables = tables
-        self._table_name = table_name
+        self._table = LazyTable(tables, table_name)
         self._redis = redis
         self._ttl = cache_seconds
         self._cache: dict[str, _Cached] = {}
-        self._table: TableClient | None = None
-        self._table_lock = asyncio.Lock()
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._table_lock:
-                if self._table is None:
-                    try:
-                        await self._tables.create_table(self._table_name)
-                    except ResourceExistsError:
-                        pass
-                    self._table = self._tables.get_table_client(self._table_name)
-        return self._table
+        return await self._table.get()
 
     async def read(self, tenant_id: str) -> tuple[StreamConfig, str | None]:
         """Straight from the table (no cache): the config and its ETag, or the default and None."""
@@ -135,9 +125,9 @@ class ConfigStore:
         missing: list[tuple[str, int | None]] = []
         for t, ver in zip(tenants, versions):
             c = self._cache.get(t)
-            fresh = c is not None and (
-                (ver is not None and c.version == ver) or (ver is None and now - c.fetched_at < self._ttl)
-            )
+            # The TTL bounds every cached copy: a write whose version bump failed (Redis blip)
+            # would otherwise stay invisible to instances that still read the old version.
+            fresh = c is not None and now - c.fetched_at < self._ttl and (ver is None or c.version == ver)
             if fresh and c is not None:
                 out[t] = c.config
             else:

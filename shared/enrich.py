@@ -20,7 +20,7 @@ def enrich(
         if event.timestamp is not None
         else ingested_at
     )
-    return Event.model_construct(
+    return Event.trusted(
         eventId=event.eventId or event_id or uuid7(),
         tenantId=event.tenantId,
         eventType=event.eventType,

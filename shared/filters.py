@@ -24,6 +24,13 @@ def lookup(event: Event, path: str) -> Any:
     return node
 
 
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: a boolean never equals a number (Python says True == 1)."""
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return bool(a == b)
+
+
 def _compare(op: str, value: Any, operand: Any) -> bool:
     if op == "exists":
         return (value is not _MISSING) == bool(operand)
@@ -31,15 +38,17 @@ def _compare(op: str, value: Any, operand: Any) -> bool:
         return op == "ne"
     try:
         if op == "eq":
-            return bool(value == operand)
+            return _same(value, operand)
         if op == "ne":
-            return bool(value != operand)
+            return not _same(value, operand)
         if op == "in":
-            return value in operand
+            return any(_same(value, o) for o in operand)
         if op == "contains":
             if isinstance(value, str):
                 return isinstance(operand, str) and operand in value
-            return isinstance(value, (list, dict)) and operand in value
+            if isinstance(value, list):
+                return any(_same(v, operand) for v in value)
+            return isinstance(value, dict) and operand in value
         if op == "startsWith":
             return isinstance(value, str) and value.startswith(operand)
         # Ordering only between numbers, or between strings (ISO timestamps compare as strings).

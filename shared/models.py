@@ -172,11 +172,29 @@ class Event(BaseModel):
 
     _json: bytes | None = PrivateAttr(default=None)
 
+    @classmethod
+    def trusted(cls, **fields: Any) -> "Event":
+        """Build from values already validated (EventIn + enrichment) without re-validating.
+
+        The hot path of every publish: pydantic's `model_construct` walks the field table per call,
+        this sets the same instance state directly (all fields are always given).
+        """
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", fields)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", {"_json": None})
+        return obj
+
     def to_json(self) -> bytes:
         """The native wire format, serialised once and shared by every destination."""
-        if self._json is None:
-            self._json = orjson.dumps(self.to_dict())
-        return self._json
+        private = self.__pydantic_private__
+        cached = private.get("_json") if private is not None else None
+        if cached is None:
+            cached = orjson.dumps(self.to_dict())
+            if private is not None:
+                private["_json"] = cached  # direct: BaseModel.__setattr__ is slow on the hot path
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,6 +236,9 @@ class Event(BaseModel):
         if wire_format == "cloudevents":
             return orjson.dumps(self.to_cloudevent())
         return self.to_json()
+
+
+_EVENT_FIELDS = frozenset(Event.model_fields)
 
 
 # ---- stream configuration -------------------------------------------------------------

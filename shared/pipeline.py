@@ -30,6 +30,7 @@ from shared.destinations.options import RetryPolicy
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
 from shared.idempotency import IdempotencyStore, duplicate_result
+from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics, TenantStats
 from shared.models import TENANT_RE, Delivery, Event, EventIn, EventResult, FieldError, StreamConfig
 from shared.validation import field_errors
@@ -99,6 +100,7 @@ class Pipeline:
         stats = BatchStats()
         results: list[EventResult | None] = [None] * len(items)
         ingested_at = now_iso()
+        correlation_id = ctx.correlation_id or uuid7()  # one request, one correlation id
         ready: list[tuple[int, Event]] = []
         client_ids: set[int] = set()  # generated ids need no idempotency check
         for i, raw in enumerate(items):
@@ -108,7 +110,7 @@ class Pipeline:
             except ValidationError as exc:
                 results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
                 continue
-            ev = enrich(ein, ingested_at=ingested_at, correlation_id=ctx.correlation_id,
+            ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
                         event_id=ctx.idempotency_key)
             size = len(ev.to_json())
             if size > limits.MAX_EVENT_BYTES:
@@ -248,8 +250,20 @@ class Pipeline:
             for i, ev in passing:
                 deliveries[i]  # every passing event gets an entry, even with no destination
 
-        outcomes = await asyncio.gather(
-            *(self._deliver(t, c, [ev for _, ev in chunk], stats.tenant(c.tenantId)) for t, c, chunk in jobs))
+        # Chunks of one tenant at one destination go in sequence (a stream keeps request order);
+        # tenants and destinations run concurrently.
+        lanes: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for j, (dest_type, config, _chunk) in enumerate(jobs):
+            lanes[(config.tenantId, dest_type)].append(j)
+        outcomes: list[list[Delivery]] = [[] for _ in jobs]
+
+        async def run_lane(indices: list[int]) -> None:
+            for j in indices:
+                dest_type, config, chunk = jobs[j]
+                outcomes[j] = await self._deliver(dest_type, config, [ev for _, ev in chunk],
+                                                  stats.tenant(config.tenantId))
+
+        await asyncio.gather(*(run_lane(ix) for ix in lanes.values()))
         failures: list[tuple[int, Failure]] = []
         for (dest_type, config, chunk), dels in zip(jobs, outcomes):
             for (i, ev), d in zip(chunk, dels):

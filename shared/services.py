@@ -13,11 +13,15 @@ from typing import Callable
 from shared.configstore import ConfigStore
 from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
+from shared.destinations.kafka import KafkaDestination
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.idempotency import IdempotencyStore
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
+from shared.security.audit import AuditLog
+from shared.security.identity import Authenticator
+from shared.security.ratelimit import RateLimiter
 from shared.settings import Settings, get_settings
 from shared.retries import DeadLetters, RetryQueue
 from shared.storage import queue_service, table_service
@@ -28,6 +32,7 @@ DestinationFactory = Callable[["Services"], Destination]
 DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
     "analytics": lambda s: AnalyticsDestination(s.tables, s.settings.analytics_table),
+    "kafka": lambda s: KafkaDestination(s.settings),
 }
 
 
@@ -69,6 +74,10 @@ class Services:
         self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds)
         self.pipeline = Pipeline(self.configs, self.destinations, self.metrics, parker=self.retries,
                                  idempotency=self.idempotency)
+        self.auth = Authenticator(settings)
+        self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
+                                     burst=settings.rate_limit_burst)
+        self.audit = AuditLog(self.tables, settings.audit_table)
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:

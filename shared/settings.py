@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Mapping
+from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,12 @@ class Settings(BaseModel):
 
     port: int = Field(3003, alias="PORT")
     log_level: str = Field("info", alias="LOG_LEVEL")
+    # Empty = telemetry off (no exporter threads). Its IngestionEndpoint decides where data goes.
+    appinsights_connection_string: str = Field(
+        "", alias="APPLICATIONINSIGHTS_CONNECTION_STRING", repr=False
+    )
+    # Share of debug/info log records exported to App Insights (warnings and errors: always all).
+    telemetry_info_sampling: float = Field(1.0, ge=0.0, le=1.0, alias="TELEMETRY_INFO_SAMPLING")
 
     redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
     redis_port: int = Field(6379, alias="REDIS_PORT")
@@ -36,8 +42,55 @@ class Settings(BaseModel):
     retry_queue: str = Field("delivery-retries", alias="RETRY_QUEUE")
     deadletter_table: str = Field("deadletters", alias="DEADLETTER_TABLE")
     idempotency_window_seconds: int = Field(86400, ge=1, alias="IDEMPOTENCY_WINDOW_SECONDS")
+    # Kafka destination: any Kafka broker, or Event Hubs' Kafka endpoint (<namespace>:9093).
+    kafka_broker: str = Field("127.0.0.1:9092", alias="KAFKA_BROKER")
+    # plaintext | sasl-plain (Event Hubs connection string) | oauth (managed identity, OAUTHBEARER)
+    kafka_security: Literal["plaintext", "sasl-plain", "oauth"] = Field("plaintext", alias="KAFKA_SECURITY")
+    kafka_default_topic: str = Field("grc-events", alias="KAFKA_DEFAULT_TOPIC")
+    # librdkafka message.timeout.ms: a delivery report (success or error) comes within this.
+    kafka_delivery_timeout_ms: int = Field(30_000, ge=1_000, le=900_000, alias="KAFKA_DELIVERY_TIMEOUT_MS")
+    # How often producer statistics (queued messages/bytes = producer lag) are refreshed.
+    kafka_stats_interval_ms: int = Field(15_000, ge=0, le=3_600_000, alias="KAFKA_STATS_INTERVAL_MS")
+    eventhubs_connection_string: str = Field("", alias="EVENTHUBS_CONNECTION_STRING", repr=False)
+    # Managed identity: the namespace host, e.g. grc-prod.servicebus.windows.net.
+    eventhubs_fully_qualified_namespace: str = Field("", alias="EVENTHUBS_FULLY_QUALIFIED_NAMESPACE")
+    # Transport of the "kafka" destination when its options do not say: kafka | amqp.
+    eventhubs_transport: Literal["kafka", "amqp"] = Field("kafka", alias="EVENTHUBS_TRANSPORT")
 
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
+
+    # Caller identity (docs/security.md). AUTH_MODE: "jwt" validates a bearer token in the app;
+    # "appservice" trusts X-MS-CLIENT-PRINCIPAL, which only App Service Authentication in front of
+    # the app may set (it strips the header from outside requests); "jwt+appservice" takes either.
+    # "+local-open" (local runner only, refused in Azure): no credentials = a local admin caller.
+    auth_mode: Literal["jwt", "appservice", "jwt+appservice", "jwt+local-open"] = Field("jwt", alias="AUTH_MODE")
+    # Comma-separated lists: Entra v1 and v2 tokens carry different issuers; the audience may be
+    # the app ID URI or the client id.
+    auth_issuer: str = Field("https://grc-events.localhost/dev", alias="AUTH_ISSUER")
+    auth_audience: str = Field("api://grc-events", alias="AUTH_AUDIENCE")
+    # Empty: read jwks_uri from the first issuer's /.well-known/openid-configuration.
+    auth_jwks_url: str = Field("", alias="AUTH_JWKS_URL")
+    # HS256 key for local development only (the local runner and tests mint tokens with it);
+    # empty in Azure, where it is never used.
+    auth_dev_signing_key: str = Field("", alias="AUTH_DEV_SIGNING_KEY", repr=False)
+    auth_tenant_claim: str = Field("tenants", alias="AUTH_TENANT_CLAIM")
+    auth_admin_role: str = Field("Events.Admin", alias="AUTH_ADMIN_ROLE")
+    auth_leeway_seconds: float = Field(60.0, alias="AUTH_LEEWAY_SECONDS")
+    auth_jwks_cache_seconds: float = Field(3600.0, alias="AUTH_JWKS_CACHE_SECONDS")
+    # Fewest seconds between two JWKS fetches caused by unknown key ids (tokens an attacker mints).
+    auth_jwks_min_refresh_seconds: float = Field(60.0, alias="AUTH_JWKS_MIN_REFRESH_SECONDS")
+
+    # Per-tenant token bucket in Redis, shared by all instances; one event costs one token.
+    rate_limit_events_per_second: float = Field(1000.0, alias="RATE_LIMIT_EVENTS_PER_SECOND", ge=0)
+    rate_limit_burst: int = Field(5000, alias="RATE_LIMIT_BURST", ge=1)
+
+    audit_table: str = Field("audit", alias="AUDIT_TABLE")
+
+    def auth_issuers(self) -> list[str]:
+        return [i.strip() for i in self.auth_issuer.split(",") if i.strip()]
+
+    def auth_audiences(self) -> list[str]:
+        return [a.strip() for a in self.auth_audience.split(",") if a.strip()]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

@@ -1,9 +1,11 @@
 """Azure Storage clients (Tables, Queues): a connection string locally, managed identity in Azure."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from azure.data.tables.aio import TableServiceClient
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
@@ -47,3 +49,24 @@ def queue_service(settings: Settings) -> QueueServiceClient:
         credential=_credential(),  # type: ignore[arg-type]
         **policies,
     )
+
+
+class LazyTable:
+    """A table client whose table is created (if missing) on first use, once per instance."""
+
+    def __init__(self, tables: TableServiceClient, name: str) -> None:
+        self._tables = tables
+        self.name = name
+        self._client: TableClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> TableClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    try:
+                        await self._tables.create_table(self.name)
+                    except ResourceExistsError:
+                        pass
+                    self._client = self._tables.get_table_client(self.name)
+        return self._client

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from localdev import services
 
@@ -61,6 +62,9 @@ def app_env(redis_port: int, storage_connection_string: str) -> Iterator[dict[st
         "REDIS_PORT": str(redis_port),
         "STORAGE_CONNECTION_STRING": storage_connection_string,
         "AzureWebJobsStorage": storage_connection_string,
+        # The suite runs with Azure's rules (a caller identity on every protected route); `make run`'s
+        # sample adds `+local-open`, tested on its own in test_devhost_e2e.py.
+        "AUTH_MODE": "jwt",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -82,3 +86,13 @@ async def app_services(app_env: dict[str, str]):  # type: ignore[no-untyped-def]
 
     yield get_services()
     await reset_services()
+
+
+@pytest.fixture
+async def redis(redis_port: int) -> AsyncIterator[Redis]:
+    """A raw client on the session's Redis, for tests that inspect keys."""
+    client = Redis(port=redis_port)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -7,6 +7,15 @@ from typing import Any
 import azure.functions as func
 
 import function_app
+from shared.security.identity import mint_dev_token
+from shared.settings import get_settings
+
+
+def auth_headers(tenants: list[str] | None = None, roles: list[str] | None = None) -> dict[str, str]:
+    """A caller identity signed with the development key of the test settings; by default a
+    platform admin (tenant isolation itself is tested in tests/security/)."""
+    roles = ["Events.Admin"] if tenants is None and roles is None else roles
+    return {"authorization": "Bearer " + mint_dev_token(get_settings(), "test-client", tenants=tenants, roles=roles)}
 
 
 def registrations() -> dict[str, dict[str, Any]]:
@@ -22,6 +31,7 @@ def call(name: str, method: str, path: str, body: Any = None, *, route: dict[str
          params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> func.HttpRequest:
     raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
     hdrs = {"content-type": "application/json"} if body is not None else {}
+    hdrs.update(auth_headers())
     hdrs.update(headers or {})
     return func.HttpRequest(method=method, url=f"http://localhost{path}", headers=hdrs, params=params or {},
                             route_params=route or {}, body=raw)

@@ -1,6 +1,7 @@
 """End to end over HTTP: function_app.py served by the local runner, on the real Redis and Azurite."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from localdev import services
 from tests.conftest import ROOT
+from tests.functions_client import auth_headers
 
 # The original service's README example, byte for byte in body and headers.
 ORIGINAL_CURL_BODY = """{
@@ -52,11 +54,27 @@ def runner(app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_original_curl_example(runner: str) -> None:
-    r = httpx.post(runner + "/events", content=ORIGINAL_CURL_BODY, headers={"Content-Type": "application/json"})
+    auth = auth_headers(["test-tenant"])
+    r = httpx.post(runner + "/events", content=ORIGINAL_CURL_BODY, headers={"Content-Type": "application/json", **auth})
     assert r.status_code == 201, r.text
     event_id = r.json()["eventId"]
-    listed = httpx.get(runner + "/events/test-tenant", params={"limit": 10}).json()
+    listed = httpx.get(runner + "/events/test-tenant", params={"limit": 10}, headers=auth).json()
     assert event_id in [e["event"]["eventId"] for e in listed["events"]]
+
+
+def test_original_curl_example_verbatim_with_make_runs_settings(app_env: dict[str, str], tmp_path: Path) -> None:
+    """`make run` uses local.settings.sample.json's AUTH_MODE (jwt+local-open): no token needed locally."""
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert sample["AUTH_MODE"] == "jwt+local-open"
+    proc, base = start_runner({**app_env, "AUTH_MODE": sample["AUTH_MODE"]}, tmp_path)
+    try:
+        r = httpx.post(base + "/events", content=ORIGINAL_CURL_BODY, headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+        # A token that is present but bad is still refused: local-open only covers "no credentials".
+        r = httpx.get(base + "/events/test-tenant", headers={"Authorization": "Bearer not.a.token"})
+        assert r.status_code == 401
+    finally:
+        services.stop(proc)
 
 
 def test_routes_methods_and_problem_details_over_http(runner: str) -> None:
@@ -74,12 +92,13 @@ def test_routes_methods_and_problem_details_over_http(runner: str) -> None:
 def test_bulk_and_metrics_over_http(runner: str) -> None:
     events = [{"tenantId": "e2e-tenant", "eventType": "CONTROL_FAILED", "source": "BACKEND_API",
                "action": "TEST", "entityId": f"c-{i}", "data": {"i": i}} for i in range(50)]
-    r = httpx.post(runner + "/events/bulk", json={"events": events})
+    auth = auth_headers(["e2e-tenant"])
+    r = httpx.post(runner + "/events/bulk", json={"events": events}, headers=auth)
     assert r.status_code == 200 and r.json()["accepted"] == 50
-    m = httpx.get(runner + "/metrics/e2e-tenant").json()
+    m = httpx.get(runner + "/metrics/e2e-tenant", headers=auth).json()
     assert m["windows"]["1m"]["accepted"] == 50
     assert m["windows"]["1m"]["topSources"][0] == {"name": "BACKEND_API", "count": 50}
-    listed = httpx.get(runner + "/events/e2e-tenant", params={"limit": 3}).json()
+    listed = httpx.get(runner + "/events/e2e-tenant", params={"limit": 3}, headers=auth).json()
     assert [e["event"]["data"]["i"] for e in listed["events"]] == [49, 48, 47]  # newest first
 
 
@@ -87,8 +106,11 @@ def test_function_keys_when_the_runner_requires_them(app_env: dict[str, str], tm
     proc, base = start_runner(app_env, tmp_path, "--function-key", "local-test-key")
     try:
         assert httpx.get(base + "/health").status_code == 200  # anonymous
-        assert httpx.get(base + "/metrics/e2e-tenant").status_code == 401
-        assert httpx.get(base + "/metrics/e2e-tenant", headers={"x-functions-key": "local-test-key"}).status_code == 200
-        assert httpx.get(base + "/metrics/e2e-tenant", params={"code": "local-test-key"}).status_code == 200
+        auth = auth_headers(["e2e-tenant"])
+        assert httpx.get(base + "/metrics/e2e-tenant", headers=auth).status_code == 401  # no key
+        assert httpx.get(base + "/metrics/e2e-tenant", headers={"x-functions-key": "local-test-key"}).status_code == 401
+        assert httpx.get(base + "/metrics/e2e-tenant",
+                         headers={"x-functions-key": "local-test-key", **auth}).status_code == 200
+        assert httpx.get(base + "/metrics/e2e-tenant", params={"code": "local-test-key"}, headers=auth).status_code == 200
     finally:
         services.stop(proc)

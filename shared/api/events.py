@@ -5,10 +5,11 @@ from typing import Any
 
 from shared import limits
 from shared.api.params import enum_param, int_param, tenant_param
-from shared.http.adapter import read_json
+from shared.http.adapter import admit, read_json
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 from shared.models import ClientIdPattern, EventResult, EventType, Source
 from shared.pipeline import PublishContext
+from shared.security.tenants import tenant_costs
 from shared.services import get_services
 
 RETRY_AFTER_SECONDS = "5"
@@ -28,6 +29,7 @@ async def publish_event(req: ApiRequest) -> ApiResponse:
         raise ProblemError(400, "Bad Request", "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -",
                            errors=[{"pointer": "#/headers/Idempotency-Key", "field": "Idempotency-Key",
                                     "detail": "invalid format"}])
+    await admit(req, tenant_costs([body]))
     ctx = PublishContext(correlation_id=req.correlation_id, idempotency_key=key)
     result = (await get_services().pipeline.publish_raw([body], ctx))[0]
     if result.status == "rejected":
@@ -56,6 +58,7 @@ async def publish_bulk(req: ApiRequest) -> ApiResponse:
         raise ProblemError(413, "Content Too Large",
                            f"{len(events)} events in one request; the limit is {limits.MAX_BULK_EVENTS}",
                            maxEvents=limits.MAX_BULK_EVENTS)
+    await admit(req, tenant_costs(events))  # a foreign tenant anywhere refuses the whole request
     ctx = PublishContext(correlation_id=req.correlation_id, pointer_prefix=("events",))
     results = await get_services().pipeline.publish_raw(events, ctx)
     counts = {s: 0 for s in ("accepted", "filtered", "rejected", "failed", "duplicate")}

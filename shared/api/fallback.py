@@ -6,9 +6,11 @@ precedence, so it only sees requests no other function matched.
 from __future__ import annotations
 
 from shared.api.routes import allowed_methods
+from shared.http.adapter import public
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 
 
+@public
 async def not_matched(req: ApiRequest) -> ApiResponse:
     allowed = allowed_methods(req.path)
     if allowed:

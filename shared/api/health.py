@@ -6,6 +6,7 @@ import time
 from typing import Awaitable, Callable
 
 from shared.destinations.base import DependencyHealth
+from shared.http.adapter import public
 from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.models import utc_now_iso
 from shared.services import Services, get_services
@@ -44,6 +45,7 @@ async def _run(name: str, check: Check, timeout: float) -> DependencyHealth:
                                 detail=type(exc).__name__)
 
 
+@public
 async def health(req: ApiRequest) -> ApiResponse:
     services = get_services()
     timeout = services.settings.health_timeout_seconds

@@ -8,8 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from shared import limits
+from shared.http.adapter import public
 from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.models import EventIn, EventResult, StreamConfig, StreamConfigIn
+from shared.security.audit import AuditRecord
 
 
 class BulkRequest(BaseModel):
@@ -40,6 +42,12 @@ class EventList(BaseModel):
     events: list[StoredEvent]
 
 
+class AuditList(BaseModel):
+    tenantId: str
+    items: list[AuditRecord]
+    continuation: str | None = None
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details; `errors` lists every invalid field with its JSON Pointer."""
 
@@ -59,7 +67,7 @@ _EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT, "EventH
                       "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 500}},
                       "additionalProperties": False}}
 _MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
-                                  EventList, Problem]
+                                  EventList, AuditList, Problem]
 
 
 def _problem(desc: str) -> dict[str, Any]:
@@ -106,7 +114,11 @@ def document() -> dict[str, Any]:
             responses["412"] = _problem("If-Match / If-None-Match failed")
         op["responses"] = responses
         if not r.anonymous:
-            op["security"] = [{"functionKey": []}, {"functionKeyQuery": []}]
+            # A function key (host) and a caller identity (app): docs/security.md.
+            op["security"] = [{"functionKey": [], "bearer": []}, {"functionKeyQuery": [], "bearer": []}]
+            responses["401"] = _problem("No valid caller identity (WWW-Authenticate: Bearer)")
+            responses["403"] = _problem("The caller is not granted the tenant")
+            responses["429"] = _problem("The tenant's rate limit is exceeded; retry after Retry-After")
         paths.setdefault("/" + r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -118,11 +130,14 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "Entra ID access token (or the local development key)"},
             },
         },
     }
 
 
+@public
 async def openapi(req: ApiRequest) -> ApiResponse:
     return json_response(document())
 

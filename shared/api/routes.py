@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from shared.api import deadletters, events, health, history, metrics, streamconfig
+from shared.api import audit, deadletters, events, health, history, metrics, streamconfig
 from shared.http.adapter import Handler
 
 
@@ -62,6 +62,11 @@ ROUTES: tuple[Route, ...] = (
     Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
           "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency)",
           request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",)),
+    Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
+          "A tenant's audit trail (config changes, replays, admin actions), newest first",
+          response_schema="AuditList", tags=("audit",),
+          query=(("limit", "integer", "1-1000, default 100"),
+                 ("continuation", "string", "the `continuation` of the previous page"))),
 )
 
 

@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from shared.api.params import tenant_param
 from shared.configstore import PreconditionFailed
+from shared.api.audit import record_audit
 from shared.http.adapter import read_json
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 from shared.models import StreamConfigIn
@@ -38,4 +39,6 @@ async def put_stream_config(req: ApiRequest) -> ApiResponse:
         )
     except PreconditionFailed as exc:
         raise ProblemError(412, "Precondition Failed", str(exc)) from exc
+    await record_audit(req, tenant, "stream-config.put", f"stream-config/{tenant}",
+                       previous.model_dump(mode="json") if previous else None, config.model_dump(mode="json"))
     return json_response(config.model_dump(mode="json"), 200 if previous else 201, headers={"ETag": etag})

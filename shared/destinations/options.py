@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, ValidationInfo, field_validator
 
 WireFormat = Literal["native", "cloudevents"]
 
@@ -67,7 +67,56 @@ class AnalyticsDestinationConfig(_Options):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
 
-_Union = Annotated[Union[RedisDestinationConfig, AnalyticsDestinationConfig], Field(discriminator="type")]
+TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+
+
+class KafkaRoute(_Options):
+    """Sends to `topic` the events whose type and source are listed (an empty list matches any)."""
+
+    topic: TopicName
+    # Plain strings checked against the enums in models (options must not import models).
+    eventTypes: list[Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]] = Field(
+        default_factory=list, max_length=64)
+    sources: list[Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]] = Field(
+        default_factory=list, max_length=16)
+
+    @field_validator("eventTypes", "sources")
+    @classmethod
+    def _known(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from shared.models import EventType, Source  # noqa: PLC0415 - models imports this module
+
+        enum = EventType if info.field_name == "eventTypes" else Source
+        unknown = [x for x in v if x not in enum.__members__]
+        if unknown:
+            raise ValueError(f"unknown {info.field_name}: {', '.join(unknown)}")
+        return v
+
+
+class KafkaOptions(_Options):
+    # native: the event JSON as the value; cloudevents: CloudEvents Kafka binding, binary mode
+    # (ce_* headers, the event's data as the value).
+    format: WireFormat = "native"
+    # Message key (= Event Hubs partition key): tenantId keeps one tenant's events in order;
+    # entityId (falls back to tenantId when absent) keeps order per entity and spreads load.
+    key: Literal["tenantId", "entityId"] = "tenantId"
+    # Per-topic matches; topics are the stream config's `topics` plus any named here.
+    routes: list[KafkaRoute] = Field(default_factory=list, max_length=32)
+    # None: the EVENTHUBS_TRANSPORT setting decides.
+    transport: Literal["kafka", "amqp"] | None = None
+
+
+class KafkaDestinationConfig(_Options):
+    type: Literal["kafka"]
+    enabled: bool = True
+    config: KafkaOptions = Field(default_factory=KafkaOptions)
+    # An attempt must outlast the producer's delivery timeout (KAFKA_DELIVERY_TIMEOUT_MS): cut short,
+    # a message still queued in librdkafka could land after the retry and be delivered twice.
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(timeoutSeconds=60))
+
+
+_Union = Annotated[
+    Union[RedisDestinationConfig, KafkaDestinationConfig, AnalyticsDestinationConfig], Field(discriminator="type")
+]
 
 
 class DestinationConfig(RootModel[_Union]):

@@ -3,13 +3,15 @@
 Each entry holds `t` (eventType), `s` (source), `f` (wire format) and `e` (the encoded event),
 so readers can filter without parsing. Retention by `retentionDays` trims with MINID on every
 XADD (approximate, so Redis trims whole macro-nodes cheaply); an optional length cap trims once
-per batch. A batch is one pipelined round trip.
+per batch. A batch is one command: a server-side script appends every entry (one key, so it is
+Redis-Cluster safe) and answers each entry's id or its error, which removes redis-py's
+per-command packing and reply handling from the hot path (see bench/publish_path.py).
 
-Writes are idempotent on eventId (option `dedupeSeconds`, default one hour): a small Lua script
-appends the entry and keeps `grc:{tenant}:dlv:<eventId>` -> entry id, so a retry after an
-unknown outcome (a timeout, a connection dropped mid-pipeline, a redelivered queue message)
-returns the first entry's id instead of appending a second one. The marker only has to outlive
-the retry horizon (in-process retries and the retry queue), hence the short TTL.
+Writes are idempotent on eventId (option `dedupeSeconds`, default one hour): the script keeps
+`grc:{tenant}:dlv:<eventId>` -> entry id (same hash tag as the stream, so every key of the call
+is in one cluster slot), and a retry after an unknown outcome (a timeout, a connection dropped
+mid-call, a redelivered queue message) answers the first entry's id instead of appending a second
+one. The marker only has to outlive the retry horizon (in-process retries and the retry queue).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Any, Sequence
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from shared.destinations.base import DependencyHealth, delivered, failed
 from shared.destinations.options import RedisStreamOptions
@@ -27,13 +29,32 @@ from shared.redisconn import tenant_key
 
 DAY_MS = 86_400_000
 
-# KEYS: stream, marker. ARGV: minid, ttl, t, s, f, e. Returns the entry id (new or the earlier one).
-XADD_ONCE = """
-local id = redis.call('GET', KEYS[2])
-if id then return id end
-id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 't', ARGV[3], 's', ARGV[4], 'f', ARGV[5], 'e', ARGV[6])
-redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[2]))
-return id
+# KEYS[1] stream, KEYS[2..n+1] the per-event markers (only when deduplicating);
+# ARGV: minid, format, maxlen (0 = none), marker ttl, then (type, source, payload) per event.
+# pcall per entry: one failing XADD (e.g. OOM) is reported for that entry, the others still land.
+_APPEND = """
+local key, minid, fmt, maxlen, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+local n = 1
+for i = 5, #ARGV, 3 do
+  n = n + 1
+  local marker = KEYS[n]
+  local prev = false
+  if marker then prev = redis.call('GET', marker) end
+  if prev then
+    out[#out + 1] = prev
+  else
+    local r = redis.pcall('XADD', key, 'MINID', '~', minid, '*', 't', ARGV[i], 's', ARGV[i + 1], 'f', fmt, 'e', ARGV[i + 2])
+    if type(r) == 'table' and r.err then
+      out[#out + 1] = 'ERR ' .. r.err
+    else
+      out[#out + 1] = r
+      if marker then redis.call('SET', marker, r, 'EX', ttl) end
+    end
+  end
+end
+if maxlen > 0 then redis.pcall('XTRIM', key, 'MAXLEN', '~', maxlen) end
+return out
 """
 
 
@@ -50,7 +71,7 @@ class RedisStreamsDestination:
 
     def __init__(self, client: Redis) -> None:
         self._redis = client
-        self._xadd_once = client.register_script(XADD_ONCE)
+        self._append = client.register_script(_APPEND)
 
     async def publish(
         self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig  # type: ignore[override]
@@ -60,34 +81,26 @@ class RedisStreamsDestination:
         key = stream_key(stream.tenantId)
         minid = str(int(time.time() * 1000) - stream.retentionDays * DAY_MS)
         fmt = options.format
-        pipe = self._redis.pipeline(transaction=False)
+        ttl = options.dedupeSeconds
+        args: list[Any] = [minid, fmt, options.maxLen or 0, ttl]
+        keys = [key]
         for ev in events:
-            if options.dedupeSeconds:
-                await self._xadd_once(
-                    keys=[key, delivered_key(stream.tenantId, ev.eventId)],
-                    args=[minid, options.dedupeSeconds, ev.eventType.value, ev.source.value, fmt, ev.encode(fmt)],
-                    client=pipe,
-                )
-                continue
-            pipe.xadd(
-                key,
-                {"t": ev.eventType.value, "s": ev.source.value, "f": fmt, "e": ev.encode(fmt)},
-                minid=minid,
-                approximate=True,
-            )
-        if options.maxLen:
-            pipe.xtrim(key, maxlen=options.maxLen, approximate=True)
+            args += (ev.eventType.value, ev.source.value, ev.encode(fmt))
+            if ttl:
+                keys.append(delivered_key(stream.tenantId, ev.eventId))
         try:
-            replies = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:  # connection-level: nothing is known to be written
+            replies = await self._append(keys=keys, args=args)
+        except RedisError as exc:  # connection-level or script error: nothing is known to be written
             return [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True) for _ in events]
         out: list[Delivery] = []
-        for reply in replies[: len(events)]:
-            if isinstance(reply, Exception):
-                transient = not isinstance(reply, ResponseError) or "OOM" in str(reply)
-                out.append(failed(self.type, f"XADD failed: {str(reply)[:200]}", transient=transient))
+        for reply in replies:
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if text.startswith("ERR "):
+                # OOM and LOADING clear up; anything else is a refusal that retrying will not fix.
+                transient = "OOM" in text or "LOADING" in text or "BUSY" in text
+                out.append(failed(self.type, f"XADD failed: {text[4:204]}", transient=transient))
             else:
-                out.append(delivered(self.type, reply.decode() if isinstance(reply, bytes) else str(reply)))
+                out.append(delivered(self.type, text))
         return out
 
     async def read_recent(

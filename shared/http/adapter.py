@@ -7,13 +7,16 @@ authentication and tenant checks apply.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
 from shared.models import ClientIdPattern
+from shared.security.errors import RateLimited, SecurityError, response_headers
+from shared.security.tenants import authorize_all, is_tenant_id
+from shared.services import get_services
 
 log = logging.getLogger("grc.http")
 
@@ -29,12 +32,45 @@ def correlation_id_for(req: ApiRequest) -> str:
     return uuid7()
 
 
+def public(handler: Handler) -> Handler:
+    """Mark a handler as answering without a caller identity (/health, /openapi.json, 404/405)."""
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
+
+async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
+    """Tenant authorisation and rate limit for the tenants a request touches (cost = events).
+    Any tenant not granted refuses the whole request (docs/security.md, 'Bulk requests')."""
+    assert req.principal is not None, "admit() needs an authenticated request"
+    authorize_all(req.principal, tenant_costs)
+    limiter = get_services().ratelimit
+    for tenant, cost in sorted(tenant_costs.items()):
+        if not is_tenant_id(tenant):
+            continue  # only an admin gets here with one; the handler answers 400 for it
+        decision = await limiter.take(tenant, cost)
+        if not decision.allowed:
+            raise RateLimited(decision.retry_after_seconds, f"tenant {tenant} over its rate")
+
+
+async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:
+    if not getattr(handler, "public", False):
+        req.principal = await get_services().auth.authenticate(req.headers)
+        if "tenantId" in req.route:  # path-scoped routes; body-scoped ones call admit() themselves
+            await admit(req, {req.route["tenantId"]: 1})
+    return await handler(req)
+
+
 async def handle(req: ApiRequest, handler: Handler) -> ApiResponse:
     req.correlation_id = correlation_id_for(req)
     try:
-        resp = await handler(req)
+        resp = await _secure(req, handler)
     except ProblemError as exc:
         resp = exc.response(instance=req.path, correlation_id=req.correlation_id)
+    except SecurityError as exc:  # generic detail only; the reason goes to the log
+        log.info("%s %s refused %d: %s (correlationId=%s)", req.method, req.path, exc.status, exc.reason,
+                 req.correlation_id)
+        resp = ProblemError(exc.status, exc.title, exc.detail, headers=response_headers(exc)).response(
+            instance=req.path, correlation_id=req.correlation_id)
     except Exception:  # noqa: BLE001 - never show internals to a client
         log.exception("unhandled error in %s %s (correlationId=%s)", req.method, req.path, req.correlation_id)
         resp = ProblemError(500, "Internal Server Error", "The request could not be processed.").response(

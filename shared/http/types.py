@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 import orjson
 
+from shared.security.identity import Principal
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -29,6 +31,7 @@ class ApiRequest:
     body: bytes = b""
     correlation_id: str = ""
     traceparent: str | None = None
+    principal: Principal | None = None  # set by the adapter on every non-public route
 
 
 @dataclass

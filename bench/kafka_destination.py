@@ -1,0 +1,119 @@
+"""Events/s through the Kafka destination vs raw confluent-kafka produce of the same records.
+
+    python -m bench.kafka_destination [--events 20000] [--batch 100] [--tenants 10] [--gzip]
+
+Starts a tansu broker on a free port. Both sides send the same pre-built records (value, key,
+headers) with the same producer settings; "raw" is produce() in a loop, then flush(); the
+destination side is publish() in chunks of --batch events, each awaited until its delivery
+reports are in (as the pipeline does), with --concurrency chunks in flight. Prints both rates
+and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from localdev import services  # noqa: E402
+from shared.destinations.event_records import plan_records  # noqa: E402
+from shared.destinations.kafka import KafkaDestination, producer_config  # noqa: E402
+from shared.destinations.options import KafkaOptions  # noqa: E402
+from shared.enrich import enrich, now_iso  # noqa: E402
+from shared.models import Event, EventIn, StreamConfig  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+
+def build_events(n: int, tenants: int) -> list[Event]:
+    at = now_iso()
+    return [enrich(EventIn.model_validate({
+        "tenantId": f"tenant-{i % tenants:03d}", "eventType": "RISK_UPDATED", "source": "BACKEND_API",
+        "action": "UPDATE", "entityId": f"risk-{i}", "entityType": "risk",
+        "data": {"score": i % 25, "owner": "alice@example.com", "title": f"Risk {i}", "controls": ["c1", "c2"]},
+    }), ingested_at=at) for i in range(n)]
+
+
+def raw_rate(settings: Settings, topic: str, events: list[Event], gzip: bool) -> float:
+    cfg = StreamConfig(tenantId="tenant-000", topics=[topic], compressionEnabled=gzip)
+    records = plan_records(events, KafkaOptions(), cfg, topic).records
+    producer = Producer(producer_config(settings, gzip=gzip))
+    producer.produce(topic, b"warm-up"); producer.flush(10)
+    start = time.perf_counter()
+    for r in records:
+        while True:
+            try:
+                producer.produce(r.topic, r.value, r.key, headers=r.headers)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    left = producer.flush(60)
+    elapsed = time.perf_counter() - start
+    assert left == 0, f"{left} messages undelivered"
+    producer.close()
+    return len(records) / elapsed
+
+
+async def destination_rate(settings: Settings, topic: str, events: list[Event], batch: int,
+                           concurrency: int, gzip: bool) -> float:
+    dest = KafkaDestination(settings)
+    cfg = StreamConfig(tenantId="tenant-000", topics=[topic], compressionEnabled=gzip,
+                       destinations=[{"type": "kafka"}])  # type: ignore[list-item]
+    options = KafkaOptions()
+    await dest.publish(events[:1], options, cfg)  # warm-up: producer id, metadata
+    chunks = [events[i:i + batch] for i in range(0, len(events), batch)]
+    sem = asyncio.Semaphore(concurrency)
+    failed = 0
+
+    async def one(chunk: list[Event]) -> None:
+        nonlocal failed
+        async with sem:
+            dels = await dest.publish(chunk, options, cfg)
+            failed += sum(d.status != "delivered" for d in dels)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(c) for c in chunks))
+    elapsed = time.perf_counter() - start
+    await dest.close()
+    assert failed == 0, f"{failed} failed deliveries"
+    return len(events) / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--tenants", type=int, default=10)
+    ap.add_argument("--gzip", action="store_true")
+    args = ap.parse_args()
+
+    events = build_events(args.events, args.tenants)
+    size = sum(len(e.to_json()) for e in events) / len(events)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = services.start("kafka", Path(tmp))
+        try:
+            settings = Settings.from_env({"KAFKA_BROKER": broker.settings["KAFKA_BROKER"],
+                                          "KAFKA_STATS_INTERVAL_MS": "0"})
+            raw = raw_rate(settings, "bench-raw", events, args.gzip)
+            dest = asyncio.run(destination_rate(settings, "bench-dest", events, args.batch,
+                                                args.concurrency, args.gzip))
+        finally:
+            services.stop(broker.proc)
+    print(f"events: {args.events}, avg {size:.0f} B, batch {args.batch}, concurrency {args.concurrency}, "
+          f"gzip {args.gzip}")
+    print(f"raw confluent-kafka produce+flush: {raw:,.0f} events/s")
+    print(f"KafkaDestination.publish:          {dest:,.0f} events/s")
+    print(f"ratio destination/raw:             {dest / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+// GRC Event Streaming Service: everything the Functions app needs, in one resource group.
+// Deployed by `azd up` (azure.yaml at the repo root) or `az deployment sub create`.
+// Data-plane access is by the Function App's system-assigned managed identity wherever the
+// service supports it; the only secret (the Redis access key) lives in Key Vault.
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------------
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; used for the resource group name and the naming hash.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource (must offer Flex Consumption).')
+@metadata({ azd: { type: 'location' } })
+param location string
+
+@description('Resource group name; default rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Extra tags for every resource.')
+param tags object = {}
+
+// ---------------------------------------------------------------------------------------------
+// Network: public endpoints (TLS 1.2, Entra ID) or private endpoints in a new VNet
+// ---------------------------------------------------------------------------------------------
+@description('Public network access of the data services and the Function App. "Disabled" requires usePrivateEndpoints.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Enabled'
+
+@description('Public network access of the Function App (the HTTP API). Callers authenticate with a function key and an Entra ID token; "Disabled" needs your own inbound private endpoint or front door.')
+@allowed(['Enabled', 'Disabled'])
+param apiPublicNetworkAccess string = 'Enabled'
+
+@description('Create a VNet, private endpoints and private DNS zones for storage, Cosmos DB, Event Hubs, Redis and Key Vault, and integrate the Function App into it.')
+param usePrivateEndpoints bool = false
+
+@description('Address space of the VNet created when usePrivateEndpoints is true.')
+param vnetAddressPrefix string = '10.40.0.0/16'
+
+@description('Subnet for the private endpoints (inside vnetAddressPrefix).')
+param privateEndpointSubnetPrefix string = '10.40.1.0/24'
+
+@description('Subnet delegated to Flex Consumption VNet integration (inside vnetAddressPrefix).')
+param functionSubnetPrefix string = '10.40.2.0/24'
+
+// ---------------------------------------------------------------------------------------------
+// Encryption at rest: platform-managed keys unless a customer-managed key is given
+// ---------------------------------------------------------------------------------------------
+@description('Customer-managed key: Key Vault URI (https://<vault>.vault.azure.net/) holding the key. Empty = platform-managed keys.')
+param cmkKeyVaultUri string = ''
+
+@description('Customer-managed key: key name in cmkKeyVaultUri.')
+param cmkKeyName string = ''
+
+@description('Customer-managed key: resource id of a user-assigned identity that holds "Key Vault Crypto Service Encryption User" on the key.')
+param cmkUserAssignedIdentityId string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Function App
+// ---------------------------------------------------------------------------------------------
+@description('Flex Consumption instance memory (MB).')
+@allowed([512, 2048, 4096])
+param functionInstanceMemoryMB int = 2048
+
+@description('Flex Consumption maximum instance count.')
+@minValue(40)
+@maxValue(1000)
+param functionMaximumInstanceCount int = 100
+
+@description('Always-ready (pre-warmed) instances for the HTTP functions; 0 = scale from zero.')
+param functionAlwaysReadyInstances int = 0
+
+@description('Zone-redundant Flex Consumption plan (region must support it).')
+param functionZoneRedundant bool = false
+
+@description('LOG_LEVEL of the app.')
+@allowed(['debug', 'info', 'warning', 'error'])
+param logLevel string = 'info'
+
+// ---------------------------------------------------------------------------------------------
+// Data services
+// ---------------------------------------------------------------------------------------------
+@description('Cosmos DB capacity: Serverless (dev) or Provisioned (autoscale on the database).')
+@allowed(['Serverless', 'Provisioned'])
+param cosmosCapacityMode string = 'Serverless'
+
+@description('Autoscale max RU/s of the database when cosmosCapacityMode is Provisioned.')
+param cosmosAutoscaleMaxThroughput int = 4000
+
+@description('Cosmos DB database holding the monitored containers.')
+param cosmosDatabaseName string = 'grc'
+
+@description('Monitored containers (partition key /tenantId).')
+param cosmosContainers object = {
+  risks: 'risks'
+  controls: 'controls'
+  assessments: 'assessments'
+  compliance: 'compliance'
+  policies: 'policies'
+}
+
+@description('Lease container of the Cosmos DB triggers (partition key /id).')
+param cosmosLeaseContainerName string = 'leases'
+
+@description('Event Hubs tier (Kafka endpoint needs Standard or above).')
+@allowed(['Standard', 'Premium'])
+param eventHubsSku string = 'Standard'
+
+@description('Event Hubs throughput units (Standard) or processing units (Premium).')
+param eventHubsCapacity int = 1
+
+@description('Disable SAS keys on the Event Hubs namespace (Kafka then authenticates with OAUTHBEARER + managed identity).')
+param eventHubsDisableLocalAuth bool = true
+
+@description('One event hub (Kafka topic) per entry: name, partitionCount, retentionHours.')
+param eventHubs array = [
+  { name: 'grc-events', partitionCount: 8, retentionHours: 168 }
+  { name: 'grc-risk-events', partitionCount: 4, retentionHours: 168 }
+  { name: 'grc-compliance-events', partitionCount: 4, retentionHours: 168 }
+  { name: 'grc-system-events', partitionCount: 2, retentionHours: 72 }
+]
+
+@description('Consumer groups created on every event hub.')
+param eventHubConsumerGroups array = ['analytics', 'compliance-monitoring', 'ml-features']
+
+@description('Azure Cache for Redis SKU.')
+@allowed(['Basic', 'Standard', 'Premium'])
+param redisSku string = 'Basic'
+
+@description('Azure Cache for Redis family (C for Basic/Standard, P for Premium).')
+@allowed(['C', 'P'])
+param redisFamily string = 'C'
+
+@description('Azure Cache for Redis capacity (0-6 for C, 1-5 for P).')
+param redisCapacity int = 0
+
+@description('Enable Microsoft Entra authentication on Redis and grant the app identity the Data Contributor access policy.')
+param redisEntraAuth bool = true
+
+@description('Storage redundancy.')
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
+param storageSku string = 'Standard_LRS'
+
+// Names the app uses inside storage (tables, queues); app settings below point at them.
+@description('Azure Table names the app writes.')
+param storageTables object = {
+  streamConfigs: 'streamconfigs'
+  analytics: 'events'
+  deadLetters: 'deadletters'
+  audit: 'audit'
+  parked: 'parked'
+}
+
+@description('Storage queues the app uses.')
+param storageQueues object = {
+  retry: 'delivery-retries'
+  vector: 'vector-index'
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication of callers (issue 6) and vector search (issue 8): values, not secrets
+// ---------------------------------------------------------------------------------------------
+@description('Caller authentication (AUTH_MODE): jwt, appservice (Easy Auth header) or jwt+appservice. jwt+local-open is local only and refused in Azure.')
+@allowed(['jwt', 'appservice', 'jwt+appservice'])
+param authMode string = 'jwt'
+
+@description('Accepted JWT issuer(s), comma-separated (e.g. https://login.microsoftonline.com/<tenant>/v2.0).')
+param authIssuer string = ''
+
+@description('Accepted JWT audience(s), comma-separated (the API app ID URI / client id).')
+param authAudience string = ''
+
+@description('Signing keys URL; empty = jwks_uri of the issuer\'s OpenID configuration.')
+param authJwksUrl string = ''
+
+@description('Claim listing the tenants a caller may access.')
+param authTenantClaim string = 'tenants'
+
+@description('App role granting every tenant.')
+param authAdminRole string = 'Events.Admin'
+
+@description('Per-tenant rate limit: token refill (events/s; 0 disables) and bucket size.')
+param rateLimitEventsPerSecond int = 1000
+param rateLimitBurst int = 5000
+
+@description('Share of debug/info log records exported to Application Insights (warnings and errors always).')
+param telemetryInfoSampling string = '1.0'
+
+@description('Azure AI Search endpoint for the vector destination (existing service; empty = vector destination off).')
+param searchEndpoint string = ''
+
+@description('Azure AI Search index name.')
+param searchIndexName string = 'grc-events'
+
+@description('Azure OpenAI endpoint for embeddings (existing resource).')
+param openAiEndpoint string = ''
+
+@description('Azure OpenAI embedding deployment name.')
+param openAiEmbeddingDeployment string = 'text-embedding-3-small'
+
+@description('Embedding model behind the deployment (recorded in the index).')
+param openAiEmbeddingModel string = 'text-embedding-3-small'
+
+@description('Embedding dimensions; 0 = the model\'s own.')
+param embeddingDimensions int = 0
+
+@description('Timer schedule (NCRONTAB) of the overdue-assessment scan.')
+param overdueSchedule string = '0 */5 * * * *'
+
+// ---------------------------------------------------------------------------------------------
+// Alerts
+// ---------------------------------------------------------------------------------------------
+@description('E-mail receivers of the alert action group.')
+param alertEmailReceivers array = []
+
+@description('Create the alert rules.')
+param deployAlerts bool = true
+
+// The same thresholds go to the alert rules and to the app (ALERT_*), whose GET /metrics `alerts`
+// block reports the same conditions.
+@description('Error-rate threshold as a fraction (failed / all deliveries of a tenant over 5 min).')
+param alertErrorRate string = '0.05'
+
+@description('Processing (change-feed) delay threshold in seconds.')
+param alertDelaySeconds int = 30
+
+@description('Instance memory threshold in percent.')
+param alertMemoryPercent int = 80
+
+// ---------------------------------------------------------------------------------------------
+// Naming
+// ---------------------------------------------------------------------------------------------
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var allTags = union(tags, { 'azd-env-name': environmentName, workload: 'grc-event-streaming' })
+var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
+var functionAppName = 'func-grc-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
+var cmk = {
+  enabled: !empty(cmkKeyVaultUri) && !empty(cmkKeyName) && !empty(cmkUserAssignedIdentityId)
+  keyVaultUri: cmkKeyVaultUri
+  keyName: cmkKeyName
+  identityId: cmkUserAssignedIdentityId
+}
+// Public access is only switched off when something private can reach the services.
+var effectivePublicAccess = usePrivateEndpoints ? publicNetworkAccess : 'Enabled'
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: rgName
+  location: location
+  tags: allTags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    workspaceName: 'log-${resourceToken}'
+    appInsightsName: 'appi-${resourceToken}'
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    name: 'st${resourceToken}'
+    skuName: storageSku
+    deploymentContainerName: deploymentContainerName
+    tables: [for t in items(storageTables): t.value]
+    queues: [for q in items(storageQueues): q.value]
+    publicNetworkAccess: effectivePublicAccess
+    cmk: cmk
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    accountName: 'cosmos-${resourceToken}'
+    databaseName: cosmosDatabaseName
+    containerNames: [for c in items(cosmosContainers): c.value]
+    leaseContainerName: cosmosLeaseContainerName
+    capacityMode: cosmosCapacityMode
+    autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+    publicNetworkAccess: effectivePublicAccess
+    cmk: cmk
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module eventhubs 'modules/eventhubs.bicep' = {
+  name: 'eventhubs'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    namespaceName: 'evhns-${resourceToken}'
+    skuName: eventHubsSku
+    capacity: eventHubsCapacity
+    disableLocalAuth: eventHubsDisableLocalAuth
+    eventHubs: eventHubs
+    consumerGroups: eventHubConsumerGroups
+    publicNetworkAccess: effectivePublicAccess
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module redis 'modules/redis.bicep' = {
+  name: 'redis'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    name: 'redis-${resourceToken}'
+    skuName: redisSku
+    family: redisFamily
+    capacity: redisCapacity
+    entraAuth: redisEntraAuth
+    publicNetworkAccess: effectivePublicAccess
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module keyvault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    name: 'kv-${take(resourceToken, 20)}'
+    redisName: redis.outputs.name
+    eventHubsNamespaceName: eventhubs.outputs.name
+    eventHubsSendRuleName: eventhubs.outputs.sendRuleName
+    publicNetworkAccess: effectivePublicAccess
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module network 'modules/privateEndpoints.bicep' = if (usePrivateEndpoints) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    vnetName: 'vnet-${resourceToken}'
+    addressPrefix: vnetAddressPrefix
+    privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
+    functionSubnetPrefix: functionSubnetPrefix
+    storageAccountId: storage.outputs.id
+    cosmosAccountId: cosmos.outputs.id
+    eventHubsNamespaceId: eventhubs.outputs.id
+    redisId: redis.outputs.id
+    keyVaultId: keyvault.outputs.id
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// App settings: every setting the code reads (shared/settings.py) plus the host's own.
+// tests/test_settings_inventory.py parses the block between the markers; keep one
+// `NAME: value` per line and no nested objects inside it.
+// ---------------------------------------------------------------------------------------------
+var kafkaBootstrap = '${eventhubs.outputs.name}.servicebus.windows.net:9093'
+// settings:start
+var appSettings = {
+  // Functions host: identity-based host storage and telemetry (Flex: no FUNCTIONS_WORKER_RUNTIME).
+  AzureWebJobsStorage__accountName: storage.outputs.name
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.appInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  TELEMETRY_INFO_SAMPLING: telemetryInfoSampling
+  // Binding connections with the managed identity: Cosmos DB triggers (connection "COSMOS") and
+  // queue triggers (connection "STORAGE_CONNECTION_STRING", a connection string only locally).
+  COSMOS__accountEndpoint: cosmos.outputs.endpoint
+  STORAGE_CONNECTION_STRING__queueServiceUri: storage.outputs.queueEndpoint
+  LOG_LEVEL: logLevel
+  HEALTH_TIMEOUT_SECONDS: '2'
+  HEALTH_DEGRADED_MS: '1000'
+  // Observability: the alert thresholds shared with alerts.bicep; per-minute tenant monitoring.
+  ALERT_ERROR_RATE: alertErrorRate
+  ALERT_DELAY_SECONDS: string(alertDelaySeconds)
+  ALERT_MEMORY_PERCENT: string(alertMemoryPercent)
+  MONITOR_LOOKBACK_MINUTES: '60'
+  SYSTEM_PERFORMANCE_EVENTS: 'true'
+  // Redis: TLS on 6380; the access key comes from Key Vault.
+  REDIS_HOST: redis.outputs.hostName
+  REDIS_PORT: '6380'
+  REDIS_SSL: 'true'
+  REDIS_PASSWORD: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.redisPasswordSecretUri})'
+  // Storage: account name + managed identity (no connection string in Azure).
+  STORAGE_ACCOUNT_NAME: storage.outputs.name
+  STREAM_CONFIG_TABLE: storageTables.streamConfigs
+  STREAM_CONFIG_CACHE_SECONDS: '30'
+  ANALYTICS_TABLE: storageTables.analytics
+  DEADLETTER_TABLE: storageTables.deadLetters
+  AUDIT_TABLE: storageTables.audit
+  RETRY_QUEUE: storageQueues.retry
+  IDEMPOTENCY_WINDOW_SECONDS: '86400'
+  // Cosmos DB change capture (SDK calls of the app; the triggers use COSMOS__accountEndpoint).
+  COSMOS_DB_ENDPOINT: cosmos.outputs.endpoint
+  COSMOS_DB_DATABASE: cosmosDatabaseName
+  COSMOS_RISKS_CONTAINER: cosmosContainers.risks
+  COSMOS_CONTROLS_CONTAINER: cosmosContainers.controls
+  COSMOS_ASSESSMENTS_CONTAINER: cosmosContainers.assessments
+  COSMOS_COMPLIANCE_CONTAINER: cosmosContainers.compliance
+  COSMOS_POLICIES_CONTAINER: cosmosContainers.policies
+  COSMOS_LEASE_CONTAINER: cosmosLeaseContainerName
+  CHANGEFEED_PARKED_TABLE: storageTables.parked
+  CHANGEFEED_STATE_TTL_DAYS: '400'
+  CHANGEFEED_DEDUP_TTL_HOURS: '168'
+  OVERDUE_SCHEDULE: overdueSchedule
+  // Event Hubs: Kafka endpoint with OAUTHBEARER (managed identity), or SASL PLAIN with the
+  // connection string from Key Vault when SAS is enabled; AMQP as the second transport.
+  KAFKA_BROKER: kafkaBootstrap
+  KAFKA_SECURITY: eventHubsDisableLocalAuth ? 'oauth' : 'sasl-plain'
+  KAFKA_DEFAULT_TOPIC: eventHubs[0].name
+  KAFKA_DELIVERY_TIMEOUT_MS: '30000'
+  KAFKA_STATS_INTERVAL_MS: '15000'
+  EVENTHUBS_FULLY_QUALIFIED_NAMESPACE: '${eventhubs.outputs.name}.servicebus.windows.net'
+  EVENTHUBS_TRANSPORT: 'kafka'
+  EVENTHUBS_CONNECTION_STRING: eventHubsDisableLocalAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.eventHubsConnectionSecretUri})'
+  // Caller authentication and tenant isolation (docs/security.md).
+  AUTH_MODE: authMode
+  AUTH_ISSUER: authIssuer
+  AUTH_AUDIENCE: authAudience
+  AUTH_JWKS_URL: authJwksUrl
+  AUTH_TENANT_CLAIM: authTenantClaim
+  AUTH_ADMIN_ROLE: authAdminRole
+  AUTH_LEEWAY_SECONDS: '60'
+  AUTH_JWKS_CACHE_SECONDS: '3600'
+  AUTH_JWKS_MIN_REFRESH_SECONDS: '60'
+  RATE_LIMIT_EVENTS_PER_SECOND: string(rateLimitEventsPerSecond)
+  RATE_LIMIT_BURST: string(rateLimitBurst)
+  // Vector destination: Azure AI Search + Azure OpenAI embeddings, both with the managed identity.
+  VECTOR_BACKEND: 'azure-search'
+  VECTOR_QUEUE: storageQueues.vector
+  VECTOR_SEARCH_MAX_K: '50'
+  AZURE_SEARCH_ENDPOINT: searchEndpoint
+  AZURE_SEARCH_INDEX: searchIndexName
+  EMBEDDING_BACKEND: 'azure-openai'
+  EMBEDDING_DIMENSIONS: string(embeddingDimensions)
+  EMBEDDING_BATCH_SIZE: '64'
+  AZURE_OPENAI_ENDPOINT: openAiEndpoint
+  AZURE_OPENAI_DEPLOYMENT: openAiEmbeddingDeployment
+  AZURE_OPENAI_MODEL: openAiEmbeddingModel
+  AZURE_OPENAI_API_VERSION: '2024-10-21'
+}
+// settings:end
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    instanceMemoryMB: functionInstanceMemoryMB
+    maximumInstanceCount: functionMaximumInstanceCount
+    alwaysReadyHttpInstances: functionAlwaysReadyInstances
+    zoneRedundant: functionZoneRedundant
+    appSettings: appSettings
+    publicNetworkAccess: apiPublicNetworkAccess
+    virtualNetworkSubnetId: usePrivateEndpoints ? network.outputs.functionSubnetId : ''
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  scope: rg
+  params: {
+    principalId: functionApp.outputs.principalId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    cosmosAccountName: cosmos.outputs.name
+    eventHubsNamespaceName: eventhubs.outputs.name
+    keyVaultName: keyvault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    redisName: redis.outputs.name
+    redisEntraAuth: redisEntraAuth
+    eventHubsConnectionSecret: !eventHubsDisableLocalAuth
+  }
+}
+
+module alerts 'modules/alerts.bicep' = if (deployAlerts) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    namePrefix: 'grc-${environmentName}'
+    appInsightsId: monitoring.outputs.appInsightsId
+    emailReceivers: alertEmailReceivers
+    errorRate: alertErrorRate
+    delayMs: alertDelaySeconds * 1000
+    memoryPercent: alertMemoryPercent
+  }
+}
+
+// azd reads these outputs into the environment (.azure/<env>/.env).
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = 'https://${functionApp.outputs.defaultHostName}'
+output COSMOS_DB_ENDPOINT string = cosmos.outputs.endpoint
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output KAFKA_BROKER string = kafkaBootstrap
+output REDIS_HOST string = redis.outputs.hostName
+output KEY_VAULT_NAME string = keyvault.outputs.name

@@ -1,0 +1,355 @@
+"""Kafka destination: Event Hubs' Kafka endpoint or any Kafka broker (confluent-kafka), type "kafka".
+
+Records come from `event_records` (topics, key, headers, the 1,000,000-byte refusal). An event is
+delivered only after its delivery report: a publish call produces all its records, then waits
+(bounded) for the reports, which a background poll thread hands back to the event loop once per
+call. Producers are created lazily and shared by all calls of the instance, one per compression
+mode (compression is a producer setting; Event Hubs takes none or gzip). The same destination
+sends over AMQP instead (`eventhubs_amqp`) when the options or EVENTHUBS_TRANSPORT say "amqp".
+
+Event Hubs' endpoint rules applied to every producer: request.timeout.ms 60000,
+metadata.max.age.ms 180000, connections.max.idle.ms 180000 (< 240 s idle close),
+idempotence with acks=all, requests under 1,046,528 bytes.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from shared.destinations.base import DependencyHealth
+from shared.destinations.event_records import Outcome, Plan, Record, merge, plan_records
+from shared.destinations.options import KafkaOptions
+from shared.models import Delivery, Event, StreamConfig
+from shared.settings import Settings
+
+log = logging.getLogger("grc.destinations.kafka")
+
+CLIENT_ID = "grc-event-streaming"
+# librdkafka's per-request cap: a 1,000,000-byte event plus key and headers fits, and stays
+# under Event Hubs' 1,046,528-byte request limit (librdkafka sends one partition per request).
+MESSAGE_MAX_BYTES = 1_046_000
+# Slack over message.timeout.ms for the report to travel back through the poll thread.
+REPORT_GRACE_SECONDS = 5.0
+
+
+class KafkaConfigError(Exception):
+    """The settings cannot make a producer (e.g. sasl-plain without a connection string)."""
+
+
+# Delivery errors worth retrying; librdkafka marks few delivery-report errors retriable itself.
+_TRANSIENT_NAMES = (
+    "_MSG_TIMED_OUT", "_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_QUEUE_FULL", "_PURGE_QUEUE",
+    "_PURGE_INFLIGHT", "_WAIT_COORD", "_NODE_UPDATE", "_RESOLVE", "_FATAL",
+    "REQUEST_TIMED_OUT", "NETWORK_EXCEPTION", "LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION",
+    "NOT_LEADER_OR_FOLLOWER", "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "BROKER_NOT_AVAILABLE", "THROTTLING_QUOTA_EXCEEDED", "KAFKA_STORAGE_ERROR", "OUT_OF_ORDER_SEQUENCE_NUMBER",
+)
+TRANSIENT_CODES = frozenset(getattr(KafkaError, n) for n in _TRANSIENT_NAMES if hasattr(KafkaError, n))
+
+
+def is_transient(err: KafkaError) -> bool:
+    return bool(err.retriable() or err.fatal() or err.code() in TRANSIENT_CODES)
+
+
+def describe(err: KafkaError) -> str:
+    return f"{err.name()}: {err.str()}"[:300]
+
+
+def _namespace(settings: Settings) -> str:
+    ns = settings.eventhubs_fully_qualified_namespace or settings.kafka_broker.split(",")[0].rsplit(":", 1)[0]
+    return ns.strip()
+
+
+def oauth_callback(credential: Any, scope: str) -> Callable[[str], tuple[str, float]]:
+    """confluent-kafka `oauth_cb`: an Entra ID token for the Event Hubs namespace (runs in the poll thread)."""
+
+    def cb(_config: str) -> tuple[str, float]:
+        token = credential.get_token(scope)
+        return token.token, float(token.expires_on)
+
+    return cb
+
+
+def producer_config(
+    settings: Settings,
+    *,
+    gzip: bool,
+    credential_factory: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """librdkafka settings for one producer (no callbacks but oauth_cb)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_broker,
+        "client.id": CLIENT_ID,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "gzip" if gzip else "none",
+        "request.timeout.ms": 60_000,
+        "metadata.max.age.ms": 180_000,
+        "connections.max.idle.ms": 180_000,
+        "socket.keepalive.enable": True,
+        "message.max.bytes": MESSAGE_MAX_BYTES,
+        "message.timeout.ms": settings.kafka_delivery_timeout_ms,
+        "linger.ms": 5,
+    }
+    sec = settings.kafka_security
+    if sec == "sasl-plain":
+        if not settings.eventhubs_connection_string:
+            raise KafkaConfigError("KAFKA_SECURITY=sasl-plain needs EVENTHUBS_CONNECTION_STRING")
+        conf.update({
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": "PLAIN",
+            "sasl.username": "$ConnectionString",
+            "sasl.password": settings.eventhubs_connection_string,
+        })
+    elif sec == "oauth":
+        ns = _namespace(settings)
+        if not ns:
+            raise KafkaConfigError("KAFKA_SECURITY=oauth needs EVENTHUBS_FULLY_QUALIFIED_NAMESPACE or KAFKA_BROKER")
+        if credential_factory is None:
+            from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - only with managed identity
+
+            credential_factory = DefaultAzureCredential
+        conf.update({
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": "OAUTHBEARER",
+            "oauth_cb": oauth_callback(credential_factory(), f"https://{ns}/.default"),
+        })
+    else:
+        conf["security.protocol"] = "PLAINTEXT"
+    return conf
+
+
+class _Reports:
+    """Delivery reports of one publish call; wakes the event loop once, when the last one is in.
+
+    Reports arrive on the poll thread: each stores a tuple in its own slot and takes a number from
+    an itertools counter (atomic under the GIL), so the thread that takes the last number wakes the loop.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.loop = loop
+        self.n = n
+        self.slots: list[tuple[Any, ...] | None] = [None] * n  # (None, topic, partition, offset) | (error...)
+        self._taken = itertools.count(1)
+        self.done: asyncio.Future[None] = loop.create_future()
+        if n == 0:
+            self.done.set_result(None)
+
+    def _arrived(self) -> None:
+        if next(self._taken) == self.n:
+            try:
+                self.loop.call_soon_threadsafe(self._finish)
+            except RuntimeError:  # the loop is gone (the call timed out long ago)
+                pass
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_delivery(self, i: int, err: KafkaError | None, msg: Message) -> None:  # poll thread
+        self.slots[i] = (err, msg.topic(), msg.partition(), msg.offset())
+        self._arrived()
+
+    def fail(self, i: int, detail: str, transient: bool) -> None:
+        self.slots[i] = (Outcome(False, detail, transient),)
+        self._arrived()
+
+    def result(self, missing: str) -> list[Outcome]:
+        out: list[Outcome] = []
+        for slot in list(self.slots):
+            if slot is None:
+                out.append(Outcome(False, missing, True))
+            elif len(slot) == 1:
+                out.append(slot[0])
+            elif slot[0] is None:
+                out.append(Outcome(True, f"{slot[1]}/{slot[2]}@{slot[3]}"))
+            else:
+                out.append(Outcome(False, describe(slot[0]), is_transient(slot[0])))
+        return out
+
+
+class _PolledProducer:
+    """A Producer with its own poll thread (delivery reports, stats, errors, oauth tokens)."""
+
+    def __init__(self, conf: dict[str, Any], mode: str) -> None:
+        self.mode = mode
+        self.conf = {k: v for k, v in conf.items() if k not in {"sasl.password", "oauth_cb"}}  # for tests/health
+        self.stats: dict[str, Any] = {}
+        self.fatal: str | None = None
+        full = dict(conf, error_cb=self._on_error, stats_cb=self._on_stats)
+        self.producer = Producer(full)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"kafka-poll-{mode}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = describe(err)
+            log.error("kafka producer (%s) fatal error: %s", self.mode, self.fatal)
+        else:
+            log.warning("kafka producer (%s): %s", self.mode, describe(err))
+
+    def _on_stats(self, raw: str) -> None:
+        s = orjson.loads(raw)
+        self.stats = {k: s.get(k, 0) for k in ("msg_cnt", "msg_size", "tx", "tx_bytes", "txmsgs", "txmsg_bytes")}
+        self.stats["at"] = time.time()
+
+    def queued(self) -> int:
+        return len(self.producer)
+
+    def close(self, timeout: float) -> int:
+        """Flush, then stop polling; returns the messages still undelivered."""
+        left = self.producer.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        if left:
+            # What is still queued fails now (_PURGE_QUEUE, transient) rather than holding close() up
+            # until message.timeout.ms; callers still waiting get their failed deliveries.
+            self.producer.purge(in_queue=True, in_flight=True)
+            self.producer.flush(1.0)
+        self.producer.close()  # drop the broker connections now, not at garbage collection
+        return left
+
+
+class KafkaDestination:
+    type = "kafka"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        credential_factory: Callable[[], Any] | None = None,
+        amqp_client_factory: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._credential_factory = credential_factory
+        self._amqp_client_factory = amqp_client_factory
+        self._producers: dict[str, _PolledProducer] = {}
+        self._amqp: Any = None  # EventHubsAmqpSender, built on first use
+        self._wait_seconds = settings.kafka_delivery_timeout_ms / 1000.0 + REPORT_GRACE_SECONDS
+
+    # ---- producers ----------------------------------------------------------------------
+
+    def _producer(self, gzip: bool) -> _PolledProducer:
+        mode = "gzip" if gzip else "none"
+        p = self._producers.get(mode)
+        if p is not None and p.fatal:
+            # An idempotent producer that hit a fatal error must be replaced; its queue fails on its own.
+            log.warning("replacing the %s producer after a fatal error", mode)
+            threading.Thread(target=p.close, args=(self._wait_seconds,), daemon=True).start()
+            p = None
+        if p is None:
+            conf = producer_config(self.settings, gzip=gzip, credential_factory=self._credential_factory)
+            if self.settings.kafka_stats_interval_ms:
+                conf["statistics.interval.ms"] = self.settings.kafka_stats_interval_ms
+            p = self._producers[mode] = _PolledProducer(conf, mode)
+        return p
+
+    def _amqp_sender(self) -> Any:
+        if self._amqp is None:
+            from shared.destinations.eventhubs_amqp import EventHubsAmqpSender  # noqa: PLC0415
+
+            self._amqp = EventHubsAmqpSender(self.settings, client_factory=self._amqp_client_factory)
+        return self._amqp
+
+    def transport(self, options: KafkaOptions | None = None) -> str:
+        return (options.transport if options else None) or self.settings.eventhubs_transport
+
+    # ---- protocol -----------------------------------------------------------------------
+
+    async def publish(
+        self, events: Sequence[Event], options: KafkaOptions, stream: StreamConfig  # type: ignore[override]
+    ) -> list[Delivery]:
+        if not events:
+            return []
+        plan = plan_records(events, options, stream, self.settings.kafka_default_topic)
+        if self.transport(options) == "amqp":
+            outcomes = await self._amqp_sender().send(plan.records, gzip=stream.compressionEnabled)
+        else:
+            outcomes = await self._send(plan, gzip=stream.compressionEnabled)
+        return merge(self.type, len(events), plan, outcomes)
+
+    async def _send(self, plan: Plan, *, gzip: bool) -> list[Outcome]:
+        records: list[Record] = plan.records
+        if not records:
+            return []
+        try:
+            producer = self._producer(gzip).producer
+        except (KafkaConfigError, KafkaException) as exc:
+            return [Outcome(False, f"kafka producer not configured: {exc}", False)] * len(records)
+        loop = asyncio.get_running_loop()
+        reports = _Reports(loop, len(records))
+        deadline = loop.time() + self._wait_seconds
+        for i, rec in enumerate(records):
+            while True:
+                try:
+                    producer.produce(rec.topic, rec.value, rec.key, headers=rec.headers,
+                                     on_delivery=partial(reports.on_delivery, i))
+                except BufferError:  # local queue full: let the poll thread drain it
+                    if loop.time() < deadline:
+                        await asyncio.sleep(0.01)
+                        continue
+                    reports.fail(i, "local producer queue stayed full", True)
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    reports.fail(i, describe(err), is_transient(err))
+                except (TypeError, ValueError) as exc:
+                    reports.fail(i, f"record refused: {exc}"[:300], False)
+                break
+        try:
+            await asyncio.wait_for(asyncio.shield(reports.done), timeout=max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            pass
+        return reports.result(f"no delivery report within {self._wait_seconds:.0f} s (outcome unknown)")
+
+    def pending(self) -> dict[str, Any]:
+        """Producer lag for metrics: messages queued or in flight now, and bytes from the last statistics."""
+        out: dict[str, Any] = {"messages": 0, "bytes": 0, "statsAt": None, "producers": {}}
+        for mode, p in self._producers.items():
+            queued = p.queued()
+            out["messages"] += queued
+            out["bytes"] += int(p.stats.get("msg_size", 0))
+            if p.stats.get("at") and (out["statsAt"] is None or p.stats["at"] > out["statsAt"]):
+                out["statsAt"] = p.stats["at"]
+            out["producers"][mode] = {"messages": queued, **{k: v for k, v in p.stats.items() if k != "at"}}
+        return out
+
+    async def health(self) -> DependencyHealth:
+        if self.transport() == "amqp":
+            return await self._amqp_sender().health(self.settings.kafka_default_topic,
+                                                    self.settings.health_timeout_seconds)
+        start = time.perf_counter()
+        try:
+            producer = self._producer(False).producer
+            md = await asyncio.to_thread(producer.list_topics, timeout=self.settings.health_timeout_seconds)
+        except KafkaConfigError as exc:
+            return DependencyHealth("kafka", "unhealthy", detail=str(exc))
+        except KafkaException as exc:
+            return DependencyHealth("kafka", "unhealthy", detail=describe(exc.args[0]))
+        latency = round((time.perf_counter() - start) * 1000, 2)
+        pending = self.pending()
+        info = {"brokers": len(md.brokers), "topics": len(md.topics), "pendingMessages": pending["messages"],
+                "pendingBytes": pending["bytes"]}
+        return DependencyHealth("kafka", "healthy", latency, info=info)
+
+    async def close(self) -> None:
+        producers, self._producers = self._producers, {}
+        for p in producers.values():
+            left = await asyncio.to_thread(p.close, self._wait_seconds)
+            if left:
+                log.warning("kafka producer (%s) closed with %d undelivered messages", p.mode, left)
+        if self._amqp is not None:
+            await self._amqp.close()
+            self._amqp = None

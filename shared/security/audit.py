@@ -1,0 +1,199 @@
+"""Append-only audit trail in an Azure Table: who did what to which target, before and after.
+
+Entity: PartitionKey = tenant, RowKey = `<inverted microsecond timestamp, 16 digits>-<8 hex>`, so a
+partition lists newest first and two writes in the same microsecond never collide. Records are only
+ever inserted (`create_entity`): this module has no update, upsert or delete, and a RowKey clash is
+retried with a new suffix instead of overwriting. In Azure, give the app's identity a role that
+cannot delete from the table if tampering by the app itself must be excluded (docs/security.md).
+
+`before` / `after` are stored as JSON split into `Before0..BeforeN` string properties, each at most
+64,000 bytes in UTF-16 (the Table limit is 64 KiB per string), with `BeforeSha256` and `BeforeBytes`
+of the whole document. Beyond MAX_PARTS parts (about 192 KB of ASCII JSON per side, keeping the
+entity under the 1 MiB limit) the rest is dropped and `BeforeTruncated` set; the hash still proves
+what the full document was.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables.aio import TableClient, TableServiceClient
+from pydantic import BaseModel, ConfigDict
+
+from shared.storage import LazyTable
+from shared.security.identity import Principal
+from shared.security.tenants import is_tenant_id
+
+CHUNK_UTF16_BYTES = 64_000
+MAX_PARTS = 6
+MAX_FIELD = 1024  # actor, action, target, correlation id: short identifiers, capped
+MAX_LIST_LIMIT = 1000
+_INVERT_FROM = 10**16 - 1  # microseconds since 1970 stay below this until the year 2286
+ROW_KEY = re.compile(r"^\d{16}-[0-9a-f]{8}$")
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenantId: str
+    at: str
+    actor: str
+    actorName: str = ""
+    authMethod: str = ""
+    action: str
+    target: str
+    correlationId: str = ""
+    before: Any = None
+    after: Any = None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditRecord]
+    continuation: str | None = None
+
+
+def row_key(now_us: int | None = None) -> str:
+    now_us = time.time_ns() // 1000 if now_us is None else now_us
+    return f"{_INVERT_FROM - now_us:016d}-{secrets.token_hex(4)}"
+
+
+def split_utf16(text: str, chunk_bytes: int = CHUNK_UTF16_BYTES) -> list[str]:
+    """Split so each part is at most `chunk_bytes` in UTF-16, never inside a surrogate pair."""
+    if text.isascii():
+        step = chunk_bytes // 2
+        return [text[i:i + step] for i in range(0, len(text), step)] or [""]
+    raw = text.encode("utf-16-le")
+    parts: list[str] = []
+    start = 0
+    while start < len(raw):
+        end = min(start + chunk_bytes - chunk_bytes % 2, len(raw))
+        if end < len(raw) and 0xD800 <= int.from_bytes(raw[end - 2:end], "little") <= 0xDBFF:
+            end -= 2  # do not cut between a high and a low surrogate
+        parts.append(raw[start:end].decode("utf-16-le"))
+        start = end
+    return parts or [""]
+
+
+def _pack(prefix: str, value: Any) -> dict[str, Any]:
+    doc = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    parts = split_utf16(doc)
+    props: dict[str, Any] = {
+        f"{prefix}Sha256": hashlib.sha256(doc.encode()).hexdigest(),
+        f"{prefix}Bytes": len(doc.encode()),
+        f"{prefix}Parts": min(len(parts), MAX_PARTS),
+        f"{prefix}Truncated": len(parts) > MAX_PARTS,
+    }
+    for i, part in enumerate(parts[:MAX_PARTS]):
+        props[f"{prefix}{i}"] = part
+    return props
+
+
+def _unpack(prefix: str, entity: dict[str, Any]) -> Any:
+    n = int(entity.get(f"{prefix}Parts", 0))
+    text = "".join(entity.get(f"{prefix}{i}", "") for i in range(n))
+    if entity.get(f"{prefix}Truncated"):
+        return {
+            "truncated": True,
+            "sha256": entity.get(f"{prefix}Sha256"),
+            "bytes": entity.get(f"{prefix}Bytes"),
+            "preview": text,
+        }
+    return orjson.loads(text) if text else None
+
+
+def _short(value: str) -> str:
+    return value[:MAX_FIELD]
+
+
+class AuditLog:
+    def __init__(self, tables: TableServiceClient, table_name: str) -> None:
+        self._table = LazyTable(tables, table_name)
+
+    async def table(self) -> TableClient:
+        return await self._table.get()
+
+    async def record(
+        self,
+        tenant: str,
+        actor: Principal | str,
+        action: str,
+        target: str,
+        before: Any,
+        after: Any,
+        correlation_id: str = "",
+    ) -> AuditRecord:
+        """Append one record; returns it as `list` would."""
+        if not is_tenant_id(tenant):
+            raise ValueError("invalid tenant id")
+        if isinstance(actor, Principal):
+            who = {"Actor": _short(actor.subject), "ActorName": _short(actor.name),
+                   "AuthMethod": actor.auth_method}
+        else:
+            who = {"Actor": _short(actor), "ActorName": "", "AuthMethod": ""}
+        entity: dict[str, Any] = {
+            "PartitionKey": tenant,
+            "At": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            **who,
+            "Action": _short(action),
+            "Target": _short(target),
+            "CorrelationId": _short(correlation_id),
+            **_pack("Before", before),
+            **_pack("After", after),
+        }
+        table = await self.table()
+        for _ in range(3):
+            entity["RowKey"] = row_key()
+            try:
+                await table.create_entity(entity)  # insert only: an existing row is never replaced
+                break
+            except ResourceExistsError:
+                continue
+        else:
+            raise RuntimeError("audit RowKey collided three times")
+        return _record(entity)
+
+    async def list(self, tenant: str, limit: int = 100, continuation: str | None = None) -> AuditPage:
+        """Newest first. `continuation` is the opaque value of a previous page; it can only move
+        within `tenant`'s partition, so it cannot reach another tenant's records."""
+        if not is_tenant_id(tenant):
+            raise ValueError("invalid tenant id")
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}")
+        query = "PartitionKey eq @pk"
+        params: dict[str, Any] = {"pk": tenant}
+        if continuation:
+            if not ROW_KEY.fullmatch(continuation):
+                raise ValueError("invalid continuation")
+            query += " and RowKey gt @after"
+            params["after"] = continuation
+        table = await self.table()
+        items: list[AuditRecord] = []
+        # One more than asked for tells whether another page exists.
+        async for entity in table.query_entities(query, parameters=params, results_per_page=min(limit + 1, 1000)):
+            if len(items) == limit:
+                return AuditPage(items=items, continuation=items[-1].id)
+            items.append(_record(entity))
+        return AuditPage(items=items, continuation=None)
+
+
+def _record(entity: dict[str, Any]) -> AuditRecord:
+    return AuditRecord(
+        id=entity["RowKey"],
+        tenantId=entity["PartitionKey"],
+        at=entity.get("At", ""),
+        actor=entity.get("Actor", ""),
+        actorName=entity.get("ActorName", ""),
+        authMethod=entity.get("AuthMethod", ""),
+        action=entity.get("Action", ""),
+        target=entity.get("Target", ""),
+        correlationId=entity.get("CorrelationId", ""),
+        before=_unpack("Before", entity),
+        after=_unpack("After", entity),
+    )

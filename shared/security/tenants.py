@@ -1,0 +1,80 @@
+"""Which tenants an identity is granted, and the check every tenant-scoped operation makes.
+
+Mapping (documented in docs/security.md):
+- claim `AUTH_TENANT_CLAIM` (default `tenants`): a JSON array of tenant ids or one space-separated
+  string (both shapes occur: custom claims from claims-mapping policies are strings);
+- app roles `Tenant.<tenantId>` (Entra app roles, emitted in the `roles` claim);
+- the platform-admin role `AUTH_ADMIN_ROLE` (default `Events.Admin`) grants every tenant.
+Values that are not valid tenant ids are ignored, so a malformed grant never widens access.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Iterable, Literal
+
+from shared.security.errors import TenantForbidden
+
+if TYPE_CHECKING:
+    from shared.security.identity import Principal
+
+ALL_TENANTS: Literal["*"] = "*"
+TENANT_ROLE_PREFIX = "Tenant."
+# Same rule as shared.models.TenantId; repeated here as a compiled pattern for the hot path.
+TENANT_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$")
+
+Grants = frozenset[str] | Literal["*"]
+
+
+def is_tenant_id(value: object) -> bool:
+    return isinstance(value, str) and TENANT_PATTERN.fullmatch(value) is not None
+
+
+def claim_values(value: Any) -> list[str]:
+    """A claim as a list of strings: an array, or one space-separated string."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for item in value:
+            if isinstance(item, str):
+                out.extend(item.split())
+        return out
+    return []
+
+
+def grants_from(tenant_claim: Iterable[str], roles: Iterable[str], admin_role: str) -> Grants:
+    roles = set(roles)
+    if admin_role and admin_role in roles:
+        return ALL_TENANTS
+    tenants = {t for t in tenant_claim if is_tenant_id(t)}
+    tenants |= {
+        r[len(TENANT_ROLE_PREFIX):] for r in roles
+        if r.startswith(TENANT_ROLE_PREFIX) and is_tenant_id(r[len(TENANT_ROLE_PREFIX):])
+    }
+    return frozenset(tenants)
+
+
+def authorize(principal: "Principal", tenant_id: str) -> None:
+    """Raise TenantForbidden unless the principal is granted `tenant_id`."""
+    if not principal.grants(tenant_id):
+        raise TenantForbidden(f"{principal.subject} not granted {tenant_id!r}")
+
+
+def authorize_all(principal: "Principal", tenant_ids: Iterable[str]) -> None:
+    """Bulk rule: the whole request is refused if any tenant in it is not granted
+    (docs/security.md, 'Bulk requests')."""
+    for tenant_id in set(tenant_ids):
+        authorize(principal, tenant_id)
+
+
+
+def tenant_costs(raw_events: Iterable[Any]) -> dict[str, int]:
+    """Events per tenant named in raw (not yet validated) events: what a write must be granted and
+    what it costs in rate-limit tokens. Events without a string tenantId name no tenant; validation
+    rejects them before anything is written."""
+    costs: dict[str, int] = {}
+    for event in raw_events:
+        tenant = event.get("tenantId") if isinstance(event, dict) else None
+        if isinstance(tenant, str):
+            costs[tenant] = costs.get(tenant, 0) + 1
+    return costs

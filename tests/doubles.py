@@ -1,0 +1,123 @@
+"""In-memory test doubles that implement the pipeline's real protocols (no mocks).
+
+`MemoryDestination` is a `Destination`, `MemoryConfigs` a `ConfigSource`, `MemoryParker` a `Parker`,
+`SpyMetrics` a `TenantMetrics` that keeps what it was asked to record.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from pydantic import BaseModel
+
+from shared.destinations.base import DependencyHealth, Destination, delivered, failed
+from shared.metrics import BatchStats, TenantMetrics
+from shared.models import Delivery, Event, StreamConfig
+from shared.pipeline import Failure
+
+
+def event_dict(**over: Any) -> dict[str, Any]:
+    """A valid client event; keyword arguments override fields (None removes one)."""
+    raw: dict[str, Any] = {
+        "tenantId": "tenant-123",
+        "eventType": "RISK_UPDATED",
+        "source": "ARCHER_GRC",
+        "action": "UPDATE",
+        "entityId": "rec-1",
+        "entityType": "risk",
+        "data": {"riskScore": 7, "status": "open"},
+    }
+    for k, v in over.items():
+        if v is None:
+            raw.pop(k, None)
+        else:
+            raw[k] = v
+    return raw
+
+
+def stream_config(tenant: str = "tenant-123", **over: Any) -> StreamConfig:
+    body: dict[str, Any] = {"tenantId": tenant, "destinations": [{"type": "redis"}]}
+    body.update(over)
+    return StreamConfig.model_validate(body)
+
+
+class MemoryDestination:
+    """Stores delivered events; `fail_ids` fail (transient), `raise_exc` makes publish raise."""
+
+    def __init__(self, type_: str = "redis", *, fail_ids: Iterable[str] = (), raise_exc: Exception | None = None):
+        self.type = type_
+        self.fail_ids = set(fail_ids)
+        self.raise_exc = raise_exc
+        self.calls: list[list[Event]] = []
+        self.options_seen: list[BaseModel] = []
+        self.stored: list[Event] = []
+        self.closed = False
+
+    async def publish(self, events: Sequence[Event], options: BaseModel, stream: StreamConfig) -> list[Delivery]:
+        self.calls.append(list(events))
+        self.options_seen.append(options)
+        if self.raise_exc is not None:
+            raise self.raise_exc
+        out: list[Delivery] = []
+        for ev in events:
+            if ev.eventId in self.fail_ids:
+                out.append(failed(self.type, "injected failure", transient=True))
+            else:
+                self.stored.append(ev)
+                out.append(delivered(self.type, f"mem-{len(self.stored)}"))
+        return out
+
+    async def health(self) -> DependencyHealth:
+        return DependencyHealth(self.type, "healthy", 0.0)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class MemoryDestinations:
+    """A `DestinationLookup` over a dict."""
+
+    def __init__(self, *dests: Destination) -> None:
+        self.by_type = {d.type: d for d in dests}
+
+    def get(self, type_: str) -> Destination | None:
+        return self.by_type.get(type_)
+
+
+class MemoryConfigs:
+    """A `ConfigSource`: stored configs, else the default; `raise_exc` simulates storage failure."""
+
+    def __init__(self, *configs: StreamConfig, raise_exc: Exception | None = None) -> None:
+        self.configs = {c.tenantId: c for c in configs}
+        self.raise_exc = raise_exc
+        self.calls: list[list[str]] = []
+
+    async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]:
+        tenants = list(tenant_ids)
+        self.calls.append(tenants)
+        if self.raise_exc is not None:
+            raise self.raise_exc
+        return {t: self.configs.get(t) or StreamConfig.default(t) for t in tenants}
+
+
+class MemoryParker:
+    """A `Parker` keeping failures; `raise_exc` simulates a retry store that is down."""
+
+    def __init__(self, raise_exc: Exception | None = None) -> None:
+        self.parked: list[Failure] = []
+        self.raise_exc = raise_exc
+
+    async def park(self, failures: Sequence[Failure]) -> list[bool]:
+        if self.raise_exc is not None:
+            raise self.raise_exc
+        self.parked.extend(failures)
+        return [True] * len(failures)
+
+
+class SpyMetrics(TenantMetrics):
+    """TenantMetrics that records the batches it was given instead of writing to Redis."""
+
+    def __init__(self) -> None:
+        self.batches: list[BatchStats] = []
+
+    async def record(self, stats: BatchStats, now: float | None = None) -> None:
+        self.batches.append(stats)

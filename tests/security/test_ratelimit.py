@@ -1,0 +1,116 @@
+"""Per-tenant token bucket against the real Redis (time passed in, so nothing sleeps)."""
+from __future__ import annotations
+
+import uuid
+from typing import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.security.ratelimit import RateLimiter, bucket_key
+
+
+@pytest.fixture
+async def redis(redis_port: int) -> AsyncIterator[Redis]:
+    client = Redis(port=redis_port)
+    yield client
+    await client.aclose()
+
+
+def tenant() -> str:
+    return "t-" + uuid.uuid4().hex[:12]
+
+
+async def test_burst_then_refused_with_retry_after(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=10, burst=50)
+    t, now = tenant(), 1_000.0
+    for i in range(5):
+        d = await limiter.take(t, 10, now=now)
+        assert d.allowed and d.remaining == 40 - 10 * i
+    refused = await limiter.take(t, 1, now=now)
+    assert not refused.allowed and refused.remaining == 0
+    assert refused.retry_after_seconds == 1  # 1 token at 10/s: 0.1 s, rounded up to a whole second
+    big = await limiter.take(t, 35, now=now)
+    assert not big.allowed and big.retry_after_seconds == 4  # 35 tokens at 10/s = 3.5 s -> 4
+
+
+async def test_refill_over_time(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=100, burst=200)
+    t = tenant()
+    assert (await limiter.take(t, 200, now=0.0)).allowed
+    assert not (await limiter.take(t, 50, now=0.1)).allowed   # 10 tokens back
+    d = await limiter.take(t, 50, now=0.6)                     # 60 tokens back
+    assert d.allowed and d.remaining == 10
+    d = await limiter.take(t, 1, now=100.0)                    # refill stops at the burst
+    assert d.allowed and d.remaining == 199
+
+
+async def test_refused_request_takes_nothing(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=1, burst=10)
+    t = tenant()
+    assert (await limiter.take(t, 8, now=0.0)).allowed
+    assert not (await limiter.take(t, 5, now=0.0)).allowed
+    assert (await limiter.take(t, 2, now=0.0)).allowed  # the refused 5 were not deducted
+
+
+async def test_clients_share_the_bucket_and_tenants_do_not(redis: Redis, redis_port: int) -> None:
+    other = Redis(port=redis_port)  # a second instance of the app
+    try:
+        a, b = RateLimiter(redis, rate=10, burst=30), RateLimiter(other, rate=10, burst=30)
+        t, u = tenant(), tenant()
+        assert (await a.take(t, 20, now=5.0)).allowed
+        d = await b.take(t, 20, now=5.0)
+        assert not d.allowed and d.retry_after_seconds == 1
+        assert (await b.take(t, 10, now=5.0)).allowed
+        assert (await b.take(u, 30, now=5.0)).allowed  # another tenant has its own bucket
+    finally:
+        await other.aclose()
+
+
+async def test_cost_above_burst_needs_and_empties_a_full_bucket(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=10, burst=20)
+    t = tenant()
+    d = await limiter.take(t, 500, now=0.0)
+    assert d.allowed and d.remaining == 0
+    d = await limiter.take(t, 500, now=0.5)
+    assert not d.allowed and d.retry_after_seconds == 2  # 15 more tokens at 10/s
+
+
+async def test_key_is_cluster_safe_and_expires(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=100, burst=1000)
+    t = tenant()
+    assert bucket_key(t) == f"grc:{{{t}}}:ratelimit"
+    await limiter.take(t, 1)  # Redis clock
+    ttl_ms = await redis.pttl(bucket_key(t))
+    assert 0 < ttl_ms <= 11_000  # a full refill (10 s) plus a second
+
+
+async def test_redis_clock_is_used_when_no_time_is_given(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=1, burst=3)
+    t = tenant()
+    assert [(await limiter.take(t)).allowed for _ in range(4)] == [True, True, True, False]
+
+
+async def test_rate_zero_disables_and_bad_input_is_rejected(redis: Redis) -> None:
+    off = RateLimiter(redis, rate=0, burst=1)
+    t = tenant()
+    assert all([(await off.take(t, 1_000_000)).allowed for _ in range(3)])
+    assert await redis.exists(bucket_key(t)) == 0
+    with pytest.raises(ValueError):
+        await off.take("Bad}Tenant", 1)
+    with pytest.raises(ValueError):
+        await off.take(t, 0)
+
+
+async def test_redis_down_lets_requests_through() -> None:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from localdev.services import free_port
+
+    dead = Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    try:
+        d = await RateLimiter(dead, rate=1, burst=1).take(tenant(), 5)
+        assert d.allowed
+    finally:
+        await dead.aclose()

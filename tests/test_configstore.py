@@ -1,0 +1,178 @@
+"""Stream config store on the real Azurite Table + Redis: defaults, ETags, cross-instance freshness."""
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import AsyncIterator, Callable
+
+import pytest
+from azure.data.tables.aio import TableServiceClient
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from shared.configstore import ConfigStore, PreconditionFailed
+from shared.models import StreamConfigIn
+from shared.redisconn import tenant_key
+
+TABLE = f"cfgtest{uuid.uuid4().hex[:8]}"
+
+
+def body(**over: object) -> StreamConfigIn:
+    return StreamConfigIn.model_validate({"retentionDays": 7, **over})
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def make_store(storage_connection_string: str, redis_port: int) -> AsyncIterator[Callable[..., ConfigStore]]:
+    """Builds independent "instances": each its own table client, Redis client and cache."""
+    closers: list = []
+
+    def make(*, redis_port_: int | None = None, cache_seconds: float = 30.0) -> ConfigStore:
+        tables = TableServiceClient.from_connection_string(storage_connection_string)
+        if redis_port_ is None:
+            redis = Redis(port=redis_port)
+        else:  # unreachable Redis, failing at once
+            redis = Redis(port=redis_port_, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+        closers.extend([tables.close, redis.aclose])
+        return ConfigStore(tables, TABLE, redis, cache_seconds)
+
+    yield make
+    for close in closers:
+        await close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"cfg-{uuid.uuid4().hex[:12]}"
+
+
+async def test_default_when_none_stored(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    store = make_store()
+    config, etag = await store.read(tenant)
+    assert etag is None and config.isDefault and config.version == 0 and config.tenantId == tenant
+    assert config.enabled and config.filters == [] and [d.type for d in config.destinations] == ["redis"]
+    assert (await store.get(tenant)).isDefault
+
+
+async def test_create_then_replace_bumps_version(make_store: Callable[..., ConfigStore], tenant: str,
+                                                 redis_port: int) -> None:
+    store = make_store()
+    created, etag1, previous = await store.write(tenant, body())
+    assert previous is None  # 201 Created
+    assert created.version == 1 and not created.isDefault and created.retentionDays == 7 and created.updatedAt
+    assert etag1
+    stored, read_etag = await store.read(tenant)
+    assert read_etag == etag1 and stored.version == 1 and stored.retentionDays == 7
+
+    replaced, etag2, previous = await store.write(tenant, body(retentionDays=9, enabled=False))
+    assert previous is not None and previous.version == 1 and previous.retentionDays == 7  # 200 OK
+    assert replaced.version == 2 and etag2 != etag1
+    stored, _ = await store.read(tenant)
+    assert stored.retentionDays == 9 and stored.enabled is False
+
+    r = Redis(port=redis_port)
+    try:
+        assert int(await r.get(tenant_key(tenant, "cfgver"))) == 2
+    finally:
+        await r.aclose()
+
+
+async def test_tenant_in_body_is_replaced_by_the_path(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    config, _, _ = await make_store().write(tenant, body(tenantId="someone-else"))
+    assert config.tenantId == tenant
+
+
+async def test_if_match(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    store = make_store()
+    _, etag, _ = await store.write(tenant, body())
+    with pytest.raises(PreconditionFailed):
+        await store.write(tenant, body(batchSize=5), if_match='W/"datetime\'2000-01-01T00%3A00%3A00Z\'"')
+    assert (await store.read(tenant))[0].batchSize == 100  # the refused write changed nothing
+    updated, etag2, _ = await store.write(tenant, body(batchSize=5), if_match=etag)
+    assert updated.batchSize == 5
+    with pytest.raises(PreconditionFailed):  # the old ETag is now stale
+        await store.write(tenant, body(batchSize=6), if_match=etag)
+    await store.write(tenant, body(batchSize=7), if_match="*")
+    assert (await store.read(tenant))[0].batchSize == 7
+
+
+async def test_if_match_star_needs_an_existing_config(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    with pytest.raises(PreconditionFailed):
+        await make_store().write(tenant, body(), if_match="*")
+    assert (await make_store().read(tenant))[1] is None
+
+
+async def test_if_none_match_star(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    store = make_store()
+    _, _, previous = await store.write(tenant, body(), if_none_match="*")
+    assert previous is None
+    with pytest.raises(PreconditionFailed):
+        await store.write(tenant, body(batchSize=3), if_none_match="*")
+    assert (await store.read(tenant))[0].batchSize == 100
+
+
+async def test_lost_update_is_refused_between_instances(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    a, b = make_store(), make_store()
+    _, etag, _ = await a.write(tenant, body())
+    await b.write(tenant, body(batchSize=11), if_match=etag)
+    with pytest.raises(PreconditionFailed):
+        await a.write(tenant, body(batchSize=12), if_match=etag)
+    assert (await a.read(tenant))[0].batchSize == 11
+
+
+async def test_write_on_one_instance_is_seen_by_another_on_its_next_batch(
+    make_store: Callable[..., ConfigStore], tenant: str
+) -> None:
+    a = make_store(cache_seconds=3600)  # a long TTL: only the Redis version can make b reload
+    b = make_store(cache_seconds=3600)
+    other = f"{tenant}-x"
+    first = await b.get_many([tenant, other])
+    assert first[tenant].isDefault and first[other].isDefault
+    again = await b.get_many([tenant, other])
+    assert again[tenant] is first[tenant]  # served from the cache while the version is unchanged
+
+    await a.write(tenant, body(retentionDays=3))
+    after = await b.get_many([tenant, other])
+    assert after[tenant].retentionDays == 3 and after[tenant].version == 1 and not after[tenant].isDefault
+    assert after[other] is first[other]  # an unchanged tenant stays cached
+
+    await a.write(tenant, body(retentionDays=4))
+    assert (await b.get(tenant)).retentionDays == 4
+
+
+async def test_redis_unavailable_uses_the_cache_ttl(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    writer = make_store()
+    port = dead_port()
+    long_ttl = make_store(redis_port_=port, cache_seconds=3600)
+    no_ttl = make_store(redis_port_=port, cache_seconds=0)
+    await writer.write(tenant, body(retentionDays=5))
+    assert (await long_ttl.get(tenant)).retentionDays == 5  # loaded from the table although Redis is down
+    assert (await no_ttl.get(tenant)).retentionDays == 5
+
+    await writer.write(tenant, body(retentionDays=6))
+    assert (await long_ttl.get(tenant)).retentionDays == 5  # cached copy younger than the TTL: still used
+    assert (await no_ttl.get(tenant)).retentionDays == 6    # TTL passed: read again
+
+
+async def test_write_succeeds_when_redis_is_down(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    store = make_store(redis_port_=dead_port())
+    config, etag, _ = await store.write(tenant, body(batchSize=42))
+    assert etag and config.batchSize == 42
+    assert (await make_store().read(tenant))[0].batchSize == 42
+
+
+async def test_failed_version_bump_is_bounded_by_the_ttl(make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    """A write whose Redis version bump failed is still seen once the reader's TTL has passed."""
+    blind_writer = make_store(redis_port_=dead_port())
+    reader_no_ttl = make_store(cache_seconds=0)
+    reader_long = make_store(cache_seconds=3600)
+    assert (await reader_no_ttl.get(tenant)).isDefault and (await reader_long.get(tenant)).isDefault
+    await blind_writer.write(tenant, body(batchSize=77))  # cfgver unchanged in Redis
+    assert (await reader_long.get(tenant)).isDefault      # within its TTL: the documented staleness bound
+    assert (await reader_no_ttl.get(tenant)).batchSize == 77

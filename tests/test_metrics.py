@@ -1,0 +1,194 @@
+"""Per-tenant real-time metrics on the real Redis: windows, rates, top lists, percentiles, TTLs."""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.metrics import (
+    BUCKET_SECONDS,
+    BUCKET_TTL_SECONDS,
+    TENANTS_KEY,
+    BatchStats,
+    TenantMetrics,
+    hist_index,
+    hist_upper,
+)
+from shared.redisconn import tenant_key
+
+
+class CountingRedis(Redis):
+    """Counts round trips: direct commands and pipeline executions."""
+
+    direct = 0
+    executes = 0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).direct += 1
+        return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        original = pipe.execute
+
+        async def execute(*a: Any, **kw: Any) -> Any:
+            type(self).executes += 1
+            return await original(*a, **kw)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"mx-{uuid.uuid4().hex[:12]}"
+
+
+def batch(tenant: str, *, acc: int = 0, flt: int = 0, rej: int = 0, fail: int = 0,
+          types: dict[str, int] | None = None, sources: dict[str, int] | None = None,
+          dests: dict[str, int] | None = None, latencies: list[float] = (), delays: list[float] = ()) -> BatchStats:
+    stats = BatchStats()
+    ts = stats.tenant(tenant)
+    for name, n in (("acc", acc), ("flt", flt), ("rej", rej), ("fail", fail)):
+        if n:
+            ts.count(name, n)
+    for k, n in (types or {}).items():
+        ts.count(f"t:{k}", n)
+    for k, n in (sources or {}).items():
+        ts.count(f"s:{k}", n)
+    for k, n in (dests or {}).items():
+        ts.count(f"d:{k}", n)
+    for ms in latencies:
+        ts.observe_latency(ms)
+    for ms in delays:
+        ts.observe_delay(ms)
+    return stats
+
+
+def test_histogram_bucket_bounds() -> None:
+    for ms in (0.05, 0.1, 1.0, 7.3, 100.0, 12_345.6):
+        idx = hist_index(ms)
+        upper = hist_upper(idx)
+        assert upper >= ms and upper <= max(ms, 0.1) * 1.1 + 1e-9
+    assert hist_index(0) == 0 and hist_index(1.0) < hist_index(1.2)
+
+
+async def test_windows_totals_and_rates(redis: Redis, tenant: str) -> None:
+    m = TenantMetrics(redis)
+    now = float(int(time.time() // BUCKET_SECONDS) * BUCKET_SECONDS + 5)  # mid-bucket: no edge effects
+    await m.record(batch(tenant, acc=12, flt=3, rej=2, fail=1,
+                         types={"RISK_UPDATED": 8, "RISK_CREATED": 4}, sources={"ARCHER_GRC": 12},
+                         dests={"redis:ok": 12, "redis:fail": 1}), now=now)
+    await m.record(batch(tenant, acc=30, types={"CONTROL_TESTED": 30}, sources={"FRONTEND_APP": 30},
+                         dests={"redis:ok": 30}), now=now - 120)       # inside 5m and 1h, not 1m
+    await m.record(batch(tenant, acc=60, rej=40, types={"USER_ACTION": 60}, sources={"MCP_SERVER": 60},
+                         dests={"redis:park": 5}), now=now - 1200)     # inside 1h only
+    snap = await m.snapshot(tenant, now=now)
+    w = snap["windows"]
+    assert snap["tenantId"] == tenant
+    assert [w[k]["accepted"] for k in ("1m", "5m", "1h")] == [12, 42, 102]
+    assert [w[k]["windowSeconds"] for k in ("1m", "5m", "1h")] == [60, 300, 3600]
+    assert w["1m"]["eventsPerSecond"] == round(12 / 60, 3)
+    assert w["5m"]["eventsPerSecond"] == round(42 / 300, 3)
+    assert w["1m"]["filtered"] == 3 and w["1m"]["rejected"] == 2 and w["1m"]["failed"] == 1
+    assert w["1m"]["errorRate"] == round(3 / 15, 4)
+    assert w["1h"]["errorRate"] == round((2 + 1 + 40) / (102 + 1 + 42), 4)
+    assert w["1m"]["destinations"] == {"redis": {"delivered": 12, "failed": 1, "parked": 0}}
+    assert w["1h"]["destinations"] == {"redis": {"delivered": 42, "failed": 1, "parked": 5}}
+    assert w["1m"]["deliveryErrorRate"] == round(1 / 13, 4)
+    assert [t["name"] for t in w["1m"]["topEventTypes"]] == ["RISK_UPDATED", "RISK_CREATED"]
+    assert w["1h"]["topEventTypes"][0] == {"name": "USER_ACTION", "count": 60}
+    assert [s["name"] for s in w["1h"]["topSources"]] == ["MCP_SERVER", "FRONTEND_APP", "ARCHER_GRC"]
+    t = snap["totals"]
+    assert t["accepted"] == 102 and t["rejected"] == 42 and t["filtered"] == 3
+    # An empty tenant has zeros, not errors.
+    empty = await m.snapshot(f"{tenant}-none", now=now)
+    assert empty["windows"]["1m"]["accepted"] == 0 and empty["windows"]["1m"]["latencyMs"]["p50"] is None
+    assert empty["windows"]["1m"]["errorRate"] == 0.0
+
+
+async def test_top_lists_order_and_cap(redis: Redis, tenant: str) -> None:
+    m = TenantMetrics(redis)
+    types = {"RISK_CREATED": 5, "RISK_UPDATED": 9, "CONTROL_FAILED": 5, "POLICY_VIOLATION": 1,
+             "DATA_ANOMALY": 7, "USER_ACTION": 2, "SYSTEM_ERROR": 3}
+    await m.record(batch(tenant, acc=32, types=types))
+    top = (await m.snapshot(tenant))["windows"]["1m"]["topEventTypes"]
+    # Count descending, ties by name; five at most.
+    assert [(t["name"], t["count"]) for t in top] == [
+        ("RISK_UPDATED", 9), ("DATA_ANOMALY", 7), ("CONTROL_FAILED", 5), ("RISK_CREATED", 5), ("SYSTEM_ERROR", 3)]
+
+
+async def test_latency_percentiles_within_ten_percent(redis: Redis, tenant: str) -> None:
+    m = TenantMetrics(redis)
+    samples = [float(i) for i in range(1, 1001)]  # 1..1000 ms
+    # Two batches, split unevenly, merged by the window.
+    await m.record(batch(tenant, acc=300, latencies=samples[::3]))
+    await m.record(batch(tenant, acc=700, latencies=[s for i, s in enumerate(samples) if i % 3]))
+    lat = (await m.snapshot(tenant))["windows"]["1m"]["latencyMs"]
+    ordered = sorted(samples)
+    for q, key in ((0.50, "p50"), (0.95, "p95"), (0.99, "p99")):
+        true = ordered[math.ceil(q * len(ordered)) - 1]
+        assert true <= lat[key] <= true * 1.1, (key, true, lat[key])
+    assert lat["p50"] <= lat["p95"] <= lat["p99"]
+    assert lat["mean"] == pytest.approx(500.5, rel=1e-6)
+
+
+async def test_change_feed_delay(redis: Redis, tenant: str) -> None:
+    m = TenantMetrics(redis)
+    delays = [100.0] * 98 + [2_000.0, 5_000.0]
+    await m.record(batch(tenant, delays=delays))
+    d = (await m.snapshot(tenant))["windows"]["5m"]["changeFeedDelayMs"]
+    assert 100 <= d["p50"] <= 110
+    assert 2_000 <= d["p99"] <= 2_200
+    assert 5_000 <= d["max"] <= 5_500
+    assert d["mean"] == pytest.approx(sum(delays) / 100)
+
+
+async def test_bucket_expires_total_does_not(redis: Redis, tenant: str) -> None:
+    now = time.time()
+    await TenantMetrics(redis).record(batch(tenant, acc=1, latencies=[5.0]), now=now)
+    bkey = tenant_key(tenant, "m", "b", str(int(now // BUCKET_SECONDS)))
+    assert 0 < await redis.ttl(bkey) <= BUCKET_TTL_SECONDS
+    assert BUCKET_TTL_SECONDS >= 3600 + BUCKET_SECONDS  # a bucket outlives the 1-hour window
+    assert await redis.ttl(tenant_key(tenant, "m", "total")) == -1
+    total = await redis.hgetall(tenant_key(tenant, "m", "total"))
+    assert b"acc" in total and not any(k.startswith(b"lat") for k in total)  # no histograms in totals
+    assert await redis.sismember(TENANTS_KEY, tenant)
+
+
+async def test_one_round_trip_per_batch(redis_port: int, tenant: str) -> None:
+    client = CountingRedis(port=redis_port)
+    try:
+        m = TenantMetrics(client)
+        stats = batch(tenant, acc=5, types={"RISK_UPDATED": 5}, dests={"redis:ok": 5}, latencies=[1, 2, 3])
+        other = batch(f"{tenant}-b", acc=2, rej=1)
+        stats.tenants.update(other.tenants)
+        CountingRedis.direct = CountingRedis.executes = 0
+        await m.record(stats)
+        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        await m.record(BatchStats())  # nothing to write: no round trip
+        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        snap = await m.snapshot(tenant)
+        assert (CountingRedis.direct, CountingRedis.executes) == (0, 2)  # a snapshot is one round trip too
+        assert snap["windows"]["1m"]["accepted"] == 5
+        assert (await m.snapshot(f"{tenant}-b"))["windows"]["1m"]["rejected"] == 1
+    finally:
+        await client.aclose()
+
+
+async def test_pipeline_counts_reach_redis(redis: Redis, tenant: str) -> None:
+    """End to end: a pipeline batch lands in the tenant's counters, rejected events included."""
+    from shared.pipeline import Pipeline, PublishContext
+    from tests.doubles import MemoryConfigs, MemoryDestination, MemoryDestinations, event_dict
+
+    pipe = Pipeline(MemoryConfigs(), MemoryDestinations(MemoryDestination()), TenantMetrics(redis))
+    await pipe.publish_raw([event_dict(tenantId=tenant), event_dict(tenantId=tenant, action="NOPE"),
+                            event_dict(tenantId=tenant, eventType="CONTROL_FAILED")], PublishContext())
+    w = (await TenantMetrics(redis).snapshot(tenant))["windows"]["1m"]
+    assert w["accepted"] == 2 and w["rejected"] == 1 and w["errorRate"] == round(1 / 3, 4)
+    assert {t["name"] for t in w["topEventTypes"]} == {"RISK_UPDATED", "CONTROL_FAILED"}
+    assert w["latencyMs"]["p50"] is not None

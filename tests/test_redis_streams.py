@@ -1,0 +1,213 @@
+"""Redis Streams destination against the real Redis: key layout, entry fields, trimming, reads, health."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+
+from shared.destinations.options import RedisStreamOptions
+from shared.destinations.redis_streams import DAY_MS, RedisStreamsDestination, stream_key
+from shared.enrich import enrich, now_iso
+from shared.models import Event, EventIn
+from shared.redisconn import tenant_key
+from tests.doubles import event_dict, stream_config
+
+NODE_MAX_ENTRIES = 100  # Redis default stream-node-max-entries: approximate trims remove whole nodes
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"rs-{uuid.uuid4().hex[:12]}"
+
+
+def events(tenant: str, n: int, **over: object) -> list[Event]:
+    ingested = now_iso()
+    return [enrich(EventIn.model_validate(event_dict(tenantId=tenant, entityId=f"e{i}", **over)), ingested_at=ingested)
+            for i in range(n)]
+
+
+def test_stream_key_has_the_tenant_hash_tag() -> None:
+    assert stream_key("tenant-123") == "grc:{tenant-123}:events"
+    # Every key of a tenant hashes to the same cluster slot; other tenants mostly elsewhere.
+    slots = {key_slot(k.encode()) for k in (stream_key("tenant-123"), tenant_key("tenant-123", "m", "total"),
+                                            tenant_key("tenant-123", "cfgver"))}
+    assert len(slots) == 1
+    assert key_slot(stream_key("tenant-124").encode()) not in slots
+
+
+async def test_publish_writes_fields_in_one_stream(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    evs = events(tenant, 3) + events(tenant, 1, eventType="CONTROL_FAILED", source="FRONTEND_APP")
+    out = await dest.publish(evs, RedisStreamOptions(), stream_config(tenant))
+    assert [d.status for d in out] == ["delivered"] * 4 and all(d.destination == "redis" for d in out)
+    entries = await redis.xrange(stream_key(tenant))
+    assert [e[0].decode() for e in entries] == [d.ref for d in out]
+    assert set(entries[0][1]) == {b"t", b"s", b"f", b"e"}
+    assert entries[0][1][b"t"] == b"RISK_UPDATED" and entries[0][1][b"s"] == b"ARCHER_GRC"
+    assert entries[3][1][b"t"] == b"CONTROL_FAILED" and entries[3][1][b"s"] == b"FRONTEND_APP"
+    assert {e[1][b"f"] for e in entries} == {b"native"}
+    assert [orjson.loads(e[1][b"e"]) for e in entries] == [orjson.loads(ev.to_json()) for ev in evs]
+
+
+async def test_cloudevents_format_is_stored_when_chosen(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    [ev] = events(tenant, 1)
+    await dest.publish([ev], RedisStreamOptions(format="cloudevents"), stream_config(tenant))
+    [(_, fields)] = await redis.xrange(stream_key(tenant))
+    assert fields[b"f"] == b"cloudevents"
+    doc = orjson.loads(fields[b"e"])
+    assert doc["specversion"] == "1.0" and doc["id"] == ev.eventId and doc["tenantid"] == tenant
+    [read] = await dest.read_recent(tenant, 1)
+    assert read["format"] == "cloudevents" and read["event"]["id"] == ev.eventId
+
+
+async def test_empty_batch_writes_nothing(redis: Redis, tenant: str) -> None:
+    assert await RedisStreamsDestination(redis).publish([], RedisStreamOptions(), stream_config(tenant)) == []
+    assert await redis.exists(stream_key(tenant)) == 0
+
+
+async def test_retention_days_trims_old_entries_with_minid(redis: Redis, tenant: str) -> None:
+    """Approximate MINID removes only whole macro nodes whose entries are all older than the cut.
+
+    So: 1,000 entries 3 days old (10 full nodes), then 5 entries 1 hour old. After one publish
+    with retentionDays=1, at most one node's worth of old entries may survive (the node the recent
+    entries share with the tail of the old ones), every recent entry survives, and so does the new one.
+    """
+    key = stream_key(tenant)
+    now_ms = int(time.time() * 1000)
+    pipe = redis.pipeline(transaction=False)
+    old_start = now_ms - 3 * DAY_MS
+    for i in range(1000):
+        pipe.xadd(key, {"t": "RISK_UPDATED", "s": "ARCHER_GRC", "f": "native", "e": b"{}"}, id=f"{old_start + i}-0")
+    recent_start = now_ms - 3_600_000
+    for i in range(5):
+        pipe.xadd(key, {"t": "RISK_UPDATED", "s": "ARCHER_GRC", "f": "native", "e": b"{}"}, id=f"{recent_start + i}-0")
+    await pipe.execute()
+    assert await redis.xlen(key) == 1005
+
+    out = await RedisStreamsDestination(redis).publish(events(tenant, 1), RedisStreamOptions(),
+                                                       stream_config(tenant, retentionDays=1))
+    ids = [int(e[0].split(b"-")[0]) for e in await redis.xrange(key)]
+    cut = now_ms - DAY_MS
+    old_left = [i for i in ids if i < cut]
+    assert len(old_left) < NODE_MAX_ENTRIES, len(old_left)
+    assert [i for i in ids if recent_start <= i < recent_start + 5] == [recent_start + i for i in range(5)]
+    assert ids[-1] == int(out[0].ref.split("-")[0])  # type: ignore[union-attr]
+
+
+async def test_long_retention_keeps_everything(redis: Redis, tenant: str) -> None:
+    key = stream_key(tenant)
+    start = int(time.time() * 1000) - 3 * DAY_MS
+    pipe = redis.pipeline(transaction=False)
+    for i in range(300):
+        pipe.xadd(key, {"e": b"{}"}, id=f"{start + i}-0")
+    await pipe.execute()
+    await RedisStreamsDestination(redis).publish(events(tenant, 1), RedisStreamOptions(),
+                                                 stream_config(tenant, retentionDays=30))
+    assert await redis.xlen(key) == 301
+
+
+async def test_max_len_caps_the_stream(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    evs = events(tenant, 1000)
+    out = await dest.publish(evs, RedisStreamOptions(maxLen=100), stream_config(tenant))
+    length = await redis.xlen(stream_key(tenant))
+    # Approximate: never below the cap, never more than one macro node above it.
+    assert 100 <= length < 100 + NODE_MAX_ENTRIES, length
+    newest = await redis.xrevrange(stream_key(tenant), count=1)
+    assert newest[0][0].decode() == out[-1].ref
+    # Without a cap, nothing is trimmed by length.
+    other = f"{tenant}-nocap"
+    await dest.publish(events(other, 300), RedisStreamOptions(), stream_config(other))
+    assert await redis.xlen(stream_key(other)) == 300
+
+
+async def test_read_recent_newest_first_with_limit(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    evs = events(tenant, 30)
+    await dest.publish(evs, RedisStreamOptions(), stream_config(tenant))
+    got = await dest.read_recent(tenant, 10)
+    assert [g["event"]["entityId"] for g in got] == [f"e{i}" for i in range(29, 19, -1)]
+    assert got[0]["streamId"] > got[-1]["streamId"] and got[0]["format"] == "native"
+    assert len(await dest.read_recent(tenant, 1000)) == 30
+    assert await dest.read_recent("rs-never-written", 10) == []
+
+
+async def test_read_recent_filters_and_pages(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    cfg = stream_config(tenant)
+    # Five matching events, then 1,500 others on top: matches lie beyond the first pages.
+    await dest.publish(events(tenant, 5, eventType="CONTROL_FAILED", source="FRONTEND_APP"), RedisStreamOptions(), cfg)
+    await dest.publish(events(tenant, 500, eventType="CONTROL_FAILED"), RedisStreamOptions(), cfg)
+    await dest.publish(events(tenant, 1000), RedisStreamOptions(), cfg)
+
+    by_type = await dest.read_recent(tenant, 20, event_type="CONTROL_FAILED")
+    assert len(by_type) == 20 and {g["event"]["eventType"] for g in by_type} == {"CONTROL_FAILED"}
+    assert [g["event"]["entityId"] for g in by_type] == [f"e{i}" for i in range(499, 479, -1)]
+
+    both = await dest.read_recent(tenant, 10, event_type="CONTROL_FAILED", source="FRONTEND_APP")
+    assert [g["event"]["entityId"] for g in both] == ["e4", "e3", "e2", "e1", "e0"]
+    ids = [g["streamId"] for g in both]
+    assert len(set(ids)) == 5  # no entry returned twice across page borders
+
+    by_source = await dest.read_recent(tenant, 3, source="ARCHER_GRC")
+    assert [g["event"]["source"] for g in by_source] == ["ARCHER_GRC"] * 3
+    # The scan cap bounds the work: the five FRONTEND_APP entries are 1,500 deep.
+    assert await dest.read_recent(tenant, 10, source="FRONTEND_APP", scan_cap=1000) == []
+    assert len(await dest.read_recent(tenant, 10, source="FRONTEND_APP")) == 5
+
+
+async def test_unfiltered_read_pages_beyond_one_page(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    await dest.publish(events(tenant, 50), RedisStreamOptions(), stream_config(tenant))
+    got = await dest.read_recent(tenant, 50, event_type="RISK_UPDATED")
+    assert len(got) == 50 and len({g["streamId"] for g in got}) == 50
+
+
+async def test_health_reports_memory(redis: Redis) -> None:
+    h = await RedisStreamsDestination(redis).health()
+    assert h.name == "redis" and h.status == "healthy"
+    d = h.to_dict()
+    assert d["usedMemoryBytes"] > 0 and d["latencyMs"] is not None and d["latencyMs"] >= 0
+    assert "password" not in orjson.dumps(d).decode().lower()
+
+
+async def test_health_degraded_near_maxmemory(redis: Redis) -> None:
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory", str(int(used * 1.1)))
+    try:
+        h = await RedisStreamsDestination(redis).health()
+    finally:
+        await redis.config_set("maxmemory", "0")
+    assert h.status == "degraded" and h.info["memoryPercent"] > 80 and h.info["maxMemoryBytes"] > 0
+
+
+async def test_health_and_publish_when_redis_is_down() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = Redis(port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))  # fail fast
+    try:
+        dest = RedisStreamsDestination(client)
+        h = await dest.health()
+        out = await dest.publish(events("rs-down", 2), RedisStreamOptions(), stream_config("rs-down"))
+    finally:
+        await client.aclose()
+    assert h.status == "unhealthy" and h.detail == "ConnectionError"
+    assert [d.status for d in out] == ["failed", "failed"] and all(d.transient for d in out)
+
+
+async def test_xadd_error_reply_is_a_permanent_failure(redis: Redis, tenant: str) -> None:
+    # The key holds a string: XADD gets WRONGTYPE, which retrying cannot fix.
+    await redis.set(stream_key(tenant), "not a stream")
+    out = await RedisStreamsDestination(redis).publish(events(tenant, 2), RedisStreamOptions(), stream_config(tenant))
+    assert [d.status for d in out] == ["failed", "failed"]
+    assert out[0].transient is False and "WRONGTYPE" in (out[0].error or "")
