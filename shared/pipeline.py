@@ -324,7 +324,7 @@ class Pipeline:
                              error=f"destination type {dest_type!r} is not available in this deployment")
                     for _ in events]
         dest_cfg = next(d for d in config.destinations if d.type == dest_type)
-        policy = dest_cfg.retry
+        policy = getattr(dest_cfg, "retry", None) or RetryPolicy()
         out: list[Delivery] = [Delivery(destination=dest_type, status="failed", transient=True)] * len(events)
         pending = list(range(len(events)))
         tries = attempts if attempts is not None else policy.inProcessAttempts
