@@ -5,7 +5,9 @@ flight (SET NX, short TTL so a crashed instance does not block the id for a day)
 original result (status, eventId, destinations) for IDEMPOTENCY_WINDOW_SECONDS. A repeat gets
 that result back as status `duplicate`. A concurrent repeat waits briefly for the first to
 finish; if it is still in flight the repeat answers 409 (retry). When the first ends `failed`
-the marker is removed, so the client's retry goes through. If Redis cannot be reached the check
+the client's retry must go through, but must not send the event again where it already landed:
+the marker becomes `partial:` + the destinations that delivered or parked it (or is removed when
+there are none), and the retry resumes with the remaining destinations only. If Redis cannot be reached the check
 is skipped (fail open): destinations are themselves idempotent on eventId (Redis Streams keeps
 a per-event marker, the analytics table upserts by key), so availability wins.
 """
@@ -29,7 +31,23 @@ log = logging.getLogger("grc.idempotency")
 PENDING = b"pending"
 PENDING_TTL_SECONDS = 300  # longer than any publish (in-process retries are bounded by their timeouts)
 
-ClaimState = Literal["new", "duplicate", "busy", "unchecked"]
+# KEYS[1] the id's key; ARGV[1] pending TTL. Takes the id (absent, or a failed attempt's partial
+# record) or reports who holds it; atomic, so two concurrent requests never both take it.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'pending', 'EX', ARGV[1])
+  return {'new', ''}
+end
+if string.sub(v, 1, 7) == 'pending' then return {'busy', ''} end
+if string.sub(v, 1, 8) == 'partial:' then
+  redis.call('SET', KEYS[1], 'pending:' .. string.sub(v, 9), 'EX', ARGV[1])
+  return {'resume', string.sub(v, 9)}
+end
+return {'final', v}
+"""
+
+ClaimState = Literal["new", "resume", "duplicate", "busy", "unchecked"]
 
 
 def idem_key(tenant_id: str, event_id: str) -> str:
@@ -40,6 +58,7 @@ def idem_key(tenant_id: str, event_id: str) -> str:
 class Claim:
     state: ClaimState
     original: dict | None = None  # the stored result for a duplicate
+    prior: list[Delivery] | None = None  # resume: destinations an earlier attempt delivered or parked
 
 
 def duplicate_result(index: int, ev: Event, original: dict) -> EventResult:
@@ -61,6 +80,7 @@ class IdempotencyStore:
         self._window = window_seconds
         self._wait = wait_seconds
         self._poll = poll_seconds
+        self._claim = client.register_script(_CLAIM)
 
     async def claim(self, events: Sequence[Event]) -> list[Claim]:
         """One claim per event (ids distinct within the call)."""
@@ -83,21 +103,17 @@ class IdempotencyStore:
     async def _try_claim(self, events: Sequence[Event]) -> list[Claim]:
         pipe = self._redis.pipeline(transaction=False)
         for ev in events:
-            pipe.set(idem_key(ev.tenantId, ev.eventId), PENDING, nx=True, ex=PENDING_TTL_SECONDS)
-        got = await pipe.execute()
-        taken = [i for i, ok in enumerate(got) if not ok]
-        claims = [Claim("new") for _ in events]
-        if taken:
-            pipe = self._redis.pipeline(transaction=False)
-            for i in taken:
-                pipe.get(idem_key(events[i].tenantId, events[i].eventId))
-            for i, value in zip(taken, await pipe.execute()):
-                if value is None:  # released between the two calls: try again on the next round
-                    claims[i] = Claim("busy")
-                elif value == PENDING:
-                    claims[i] = Claim("busy")
-                else:
-                    claims[i] = Claim("duplicate", orjson.loads(value))
+            await self._claim(keys=[idem_key(ev.tenantId, ev.eventId)], args=[PENDING_TTL_SECONDS], client=pipe)
+        claims = []
+        for state, value in await pipe.execute():
+            state = state.decode() if isinstance(state, bytes) else str(state)
+            if state == "final":
+                claims.append(Claim("duplicate", orjson.loads(value)))
+            elif state == "resume":
+                prior = [Delivery.model_validate(d) for d in orjson.loads(value)]
+                claims.append(Claim("resume", prior=prior))
+            else:
+                claims.append(Claim(state))  # type: ignore[arg-type]
         return claims
 
     async def settle(self, settled: Sequence[tuple[Event, EventResult]]) -> None:
@@ -113,7 +129,12 @@ class IdempotencyStore:
                              for d in res.destinations]}
                 pipe.set(key, orjson.dumps(doc), ex=self._window)
             else:
-                pipe.delete(key)
+                done = [d.model_dump(include={"destination", "status", "ref"}, exclude_none=True)
+                        for d in res.destinations if d.status in ("delivered", "parked")]
+                if done:
+                    pipe.set(key, b"partial:" + orjson.dumps(done), ex=self._window)
+                else:
+                    pipe.delete(key)
         try:
             await pipe.execute()
         except RedisError as exc:  # the pending markers expire on their own

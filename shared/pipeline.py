@@ -165,6 +165,7 @@ class Pipeline:
         checked = [(i, ev) for i, ev in ready if i in dedupe]
         if self.idempotency is None or not checked:
             return await self._route_new(ready, stats, received_at)
+        prior: dict[int, dict[str, Delivery]] = {}  # a retried event: destinations already done
         results: dict[int, EventResult] = {}
         first: dict[tuple[str, str], int] = {}
         repeats: dict[int, int] = {}  # the same id twice in one batch: index -> first index
@@ -190,9 +191,12 @@ class Pipeline:
                                          reason="an event with this eventId is being processed; retry later",
                                          httpStatus=409)
                 skip.add(i)
-            elif claim.state == "new":
+            elif claim.state in ("new", "resume"):
                 claimed.append((i, ev))
-        results.update(await self._route_new([(i, ev) for i, ev in ready if i not in skip], stats, received_at))
+                if claim.prior:
+                    prior[i] = {d.destination: d for d in claim.prior}
+        results.update(await self._route_new([(i, ev) for i, ev in ready if i not in skip], stats, received_at,
+                                             prior))
         await self.idempotency.settle([(ev, results[i]) for i, ev in claimed])
         events = dict(ready)
         for i, j in repeats.items():
@@ -207,8 +211,12 @@ class Pipeline:
         return results
 
     async def _route_new(
-        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float,
+        prior: dict[int, dict[str, Delivery]] | None = None,
     ) -> dict[int, EventResult]:
+        """Route events; `prior` names, per event, destinations an earlier attempt already delivered
+        to or parked for (a client's retry after a 503): those are not sent again."""
+        prior = prior or {}
         results: dict[int, EventResult] = {}
         if not ready:
             return results
@@ -242,13 +250,14 @@ class Pipeline:
                                              reason=reason, httpStatus=200)
             if not passing:
                 continue
-            for dest_cfg in config.destinations:
-                if not dest_cfg.enabled:
-                    continue
-                for start in range(0, len(passing), config.batchSize):
-                    jobs.append((dest_cfg.type, config, passing[start:start + config.batchSize]))
+            enabled = [d.type for d in config.destinations if d.enabled]
+            for dest_type in enabled:
+                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})]
+                for start in range(0, len(todo), config.batchSize):
+                    jobs.append((dest_type, config, todo[start:start + config.batchSize]))
             for i, ev in passing:
-                deliveries[i]  # every passing event gets an entry, even with no destination
+                # every passing event gets an entry, even with no destination
+                deliveries[i].extend(prior[i][t] for t in enabled if t in prior.get(i, {}))
 
         # Chunks of one tenant at one destination go in sequence (a stream keeps request order);
         # tenants and destinations run concurrently.
@@ -286,8 +295,10 @@ class Pipeline:
         for i, dels in deliveries.items():
             ev = events[i]
             ts = stats.tenant(ev.tenantId)
+            earlier = prior.get(i, {})
             for d in dels:
-                ts.count(f"d:{d.destination}:" + {"delivered": "ok", "failed": "fail", "parked": "park"}[d.status])
+                if earlier.get(d.destination) is not d:  # counted by the attempt that did it
+                    ts.count(f"d:{d.destination}:" + {"delivered": "ok", "failed": "fail", "parked": "park"}[d.status])
             ok = all(d.status != "failed" for d in dels)
             if ok:
                 ts.count("acc")

@@ -220,9 +220,9 @@ class RetryQueue:
     async def _park_one(self, f: Failure, now: str) -> bool:
         policy = _policy(f.stream, f.destination)
         msg = RetryMessage(tenantId=f.event.tenantId, destination=f.destination, attempt=1, firstFailureAt=now,
-                           lastError=f.delivery.error, transient=f.delivery.transient and policy.attempts > 0,
+                           lastError=f.delivery.error, transient=f.delivery.transient,
                            event=f.event.to_dict())
-        delay = policy.delay(1, self._rand()) if msg.transient else 0.0
+        delay = policy.delay(1, self._rand()) if msg.transient and policy.attempts > 0 else 0.0
         await self.send(msg, delay)
         return True
 
@@ -287,6 +287,8 @@ class RetryProcessor:
             outcome = await self._dead_letter(msg, event, "destination not configured", msg.attempt - 1, stats)
         elif not msg.transient:
             outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
+        elif msg.attempt > dest_cfg.retry.attempts:  # a policy with no queue retries (attempts: 0)
+            outcome = await self._exhausted(msg, event, config, msg.attempt - 1, stats)
         else:
             ev = Event.model_validate(event)
             ts.count("retry")
@@ -301,12 +303,33 @@ class RetryProcessor:
                     nxt = msg.model_copy(update={"attempt": msg.attempt + 1})
                     await retries.send(nxt, policy.delay(msg.attempt + 1, random.random()))
                     return "requeued"  # the payload row (if any) stays for the next attempt
-                reason = "retries exhausted" if d.transient else "non-transient error"
-                outcome = await self._dead_letter(msg, event, reason, msg.attempt, stats)
+                if d.transient:
+                    outcome = await self._exhausted(msg, event, config, msg.attempt, stats)
+                else:
+                    outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
         if msg.payloadRef:
             await retries.deadletters.delete_payload(msg.tenantId, msg.payloadRef)
         await _record(self.s.metrics, stats)
         return outcome
+
+    async def _exhausted(self, msg: RetryMessage, event: dict[str, Any], config: StreamConfig, attempts: int,
+                         stats: BatchStats) -> str:
+        """Retries used up on transient failures. A transient failure can hide a write that landed
+        (the connection dropped after the command ran): a destination that can tell (`landed`) is
+        asked first, so such an event counts as delivered instead of being dead-lettered."""
+        dest = self.s.destinations.get(msg.destination)
+        check = getattr(dest, "landed", None)
+        if check is not None:
+            dest_cfg = next(d for d in config.destinations if d.type == msg.destination)
+            try:
+                [done] = await check([Event.model_validate(event)], dest_cfg.options, config)
+            except Exception as exc:  # noqa: BLE001 - cannot tell: dead-letter it
+                log.warning("could not check %s for a landed write: %s", msg.destination, type(exc).__name__)
+                done = False
+            if done:
+                stats.tenant(msg.tenantId).count(f"d:{msg.destination}:ok")
+                return "delivered"
+        return await self._dead_letter(msg, event, "retries exhausted", attempts, stats)
 
     async def _dead_letter(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int,
                            stats: BatchStats) -> str:

@@ -73,16 +73,18 @@ async def drain(svc: Services, timeout: float = 30.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         msgs = [m async for m in raw.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30)]
-        for m in msgs:
+        async def one(m: Any) -> None:  # a batch runs concurrently, as the host runs it
             try:
                 await fn(queue_message(m))
             except Exception:  # noqa: BLE001 - the host would redeliver it
                 log.exception("queue function failed")
                 counts["errors"] += 1
                 await raw.update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=1)
-                continue
+                return
             await raw.delete_message(m, pop_receipt=m.pop_receipt)
             counts["processed"] += 1
+
+        await asyncio.gather(*(one(m) for m in msgs))
         if not msgs:
             props = await raw.get_queue_properties()
             if props.approximate_message_count == 0:

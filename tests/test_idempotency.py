@@ -141,3 +141,31 @@ async def test_redis_stream_write_is_idempotent_on_event_id(app_services: Servic
     assert await stream_ids(app_services, t) == ["w-1"]
     [c] = await dest.publish([event], RedisStreamOptions(dedupeSeconds=0), StreamConfig(tenantId=t))
     assert c.ref != a.ref and len(await stream_ids(app_services, t)) == 2
+
+
+async def test_retry_after_a_failure_skips_destinations_that_already_have_the_event(app_env: dict[str, str]) -> None:
+    from shared.models import StreamConfigIn
+    from shared.services import DESTINATION_FACTORIES
+
+    async with isolated_services() as svc:
+        t = tenant()
+        await svc.configs.write(t, StreamConfigIn.model_validate({"destinations": [
+            {"type": "redis", "config": {"dedupeSeconds": 0}},  # no destination-side dedupe: skipping shows
+            {"type": "analytics"}]}))
+        svc.pipeline.parker = None
+        factory = DESTINATION_FACTORIES.pop("analytics")
+        try:
+            [first] = await svc.pipeline.publish_raw([ev(t, eventId="part-1")], PublishContext())
+        finally:
+            DESTINATION_FACTORIES["analytics"] = factory
+        assert first.status == "failed"
+        assert {d.destination: d.status for d in first.destinations} == {"redis": "delivered", "analytics": "failed"}
+        raw = await svc.redis.get(idem_key(t, "part-1"))
+        assert raw is not None and raw.startswith(b"partial:")
+        [again] = await svc.pipeline.publish_raw([ev(t, eventId="part-1")], PublishContext())
+        assert again.status == "accepted"
+        by_dest = {d.destination: d for d in again.destinations}
+        assert by_dest["redis"].ref == first.destinations[0].ref and by_dest["analytics"].status == "delivered"
+        assert await stream_ids(svc, t) == ["part-1"]  # not appended a second time
+        [third] = await svc.pipeline.publish_raw([ev(t, eventId="part-1")], PublishContext())
+        assert third.status == "duplicate"

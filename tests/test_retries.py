@@ -210,3 +210,29 @@ async def test_timeout_per_attempt_is_a_transient_failure(app_env: dict[str, str
         [m] = await receive_raw(svc)
         assert "no answer within 0.3 s" in (RetryMessage.model_validate_json(m.content).lastError or "")
     server.close()
+
+
+async def test_a_write_that_landed_despite_a_failure_is_not_dead_lettered(app_env: dict[str, str]) -> None:
+    """attempts 0: no queue retries; the drain still asks the destination whether the write landed."""
+    from shared.enrich import enrich, now_iso
+    from shared.models import EventIn
+
+    async with isolated_services() as svc:
+        t = "rt-" + uuid.uuid4().hex[:8]
+        await configure(svc, t, {**FAST, "attempts": 0, "inProcessAttempts": 1}, analytics=False)
+        svc.destinations._built["redis"] = down_redis()
+        results = await svc.pipeline.publish_raw([ev(t, eventId="landed-1"), ev(t, eventId="lost-1")],
+                                                 PublishContext())
+        assert [r.destinations[0].status for r in results] == ["parked", "parked"]
+        del svc.destinations._built["redis"]
+        # The first write did land (as when a connection drops after the command ran).
+        config = await svc.configs.get(t)
+        first = enrich(EventIn.model_validate(ev(t, eventId="landed-1")), ingested_at=now_iso())
+        await svc.redis_streams.publish([first], config.destinations[0].options, config)
+        for m in await receive_raw(svc):
+            await (await svc.retries.queue()).update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=0)
+        # Redis is back for the drain; with attempts 0 it makes no new attempt, it only checks.
+        await drain(svc)
+        rows, _ = await svc.retries.deadletters.list(t, limit=10)
+        assert [r["eventId"] for r in rows if r["eventType"] == "CONTROL_FAILED"] == ["lost-1"]
+        assert rows[0]["reason"] == "retries exhausted" and rows[0]["attempts"] == 0

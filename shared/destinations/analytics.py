@@ -315,6 +315,22 @@ class AnalyticsDestination:
                     out.append(failed(self.type, _describe(exc), transient=is_transient(exc)))
             return out
 
+    async def landed(
+        self, events: Sequence[Event], options: AnalyticsOptions, stream: StreamConfig
+    ) -> list[bool]:
+        """Whether each event's entity exists (the keys derive from the event)."""
+        table = await self.table()
+        out = []
+        for ev in events:
+            ms = event_ms(ev)
+            try:
+                await table.get_entity(partition_key(ev.tenantId, hour_of(ms), shard_of(ev.eventId, options.shards)),
+                                       row_key(ms, ev.eventId), select=["RowKey"])
+                out.append(True)
+            except ResourceNotFoundError:
+                out.append(False)
+        return out
+
     # ---- read ------------------------------------------------------------------------
 
     async def _index_hours(self, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:

@@ -103,6 +103,17 @@ class RedisStreamsDestination:
                 out.append(delivered(self.type, text))
         return out
 
+    async def landed(
+        self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig
+    ) -> list[bool]:
+        """Whether each event is already in the stream (its marker exists; needs dedupeSeconds)."""
+        if not options.dedupeSeconds:
+            return [False] * len(events)
+        pipe = self._redis.pipeline(transaction=False)
+        for ev in events:
+            pipe.exists(delivered_key(stream.tenantId, ev.eventId))
+        return [bool(n) for n in await pipe.execute()]
+
     async def read_recent(
         self,
         tenant_id: str,
