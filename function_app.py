@@ -1,16 +1,32 @@
 """Azure Functions entry points (Python v2 model). Triggers only: decode -> call shared -> encode.
 
 Every HTTP function goes through `shared.http.functions_adapter.serve` (one request adapter);
-the handlers and the route table live in `shared/api/`.
+the handlers and the route table live in `shared/api/`. The Cosmos DB triggers and the overdue
+timer hand their batch to `shared.changefeed.entry` (docs/change-capture.md).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import azure.functions as func
 
 from shared import jobs
-from shared.api import audit, deadletters, events, fallback, health as health_api, history, metrics
-from shared.api import openapi as openapi_api, streamconfig
+from shared.api import (
+    audit,
+    deadletters,
+    events,
+    fallback,
+    health as health_api,
+    history,
+    metrics,
+    openapi as openapi_api,
+    search,
+    streamconfig,
+)
+from shared.changefeed import entry as changefeed
+from shared.changefeed.rules import Kind
 from shared.http.functions_adapter import serve
+from shared.vector import indexer as vector_indexer
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 ANONYMOUS = func.AuthLevel.ANONYMOUS
@@ -102,9 +118,98 @@ async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(req, audit.get_audit)
 
 
+@app.function_name("search_events")
+@app.route(route="search/{tenantId}", methods=["GET"])
+async def search_events(req: func.HttpRequest) -> func.HttpResponse:
+    return await serve(req, search.search_events)
+
+
+# Destination `vector`: embed and index the events queued at publish (docs/vector-search.md).
+# A failure raises: the host retries the message, then moves it to VECTOR_QUEUE-poison.
+@app.function_name("index_vectors")
+@app.queue_trigger(arg_name="msg", queue_name="%VECTOR_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+async def index_vectors(msg: func.QueueMessage) -> None:
+    await vector_indexer.process_queue_message(msg.get_body())
+
+
 # Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.
 @app.function_name("not_matched")
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
            auth_level=ANONYMOUS)
 async def not_matched(req: func.HttpRequest) -> func.HttpResponse:
     return await serve(req, fallback.not_matched)
+
+
+# ---- change capture: one Cosmos DB trigger per monitored container ---------------------------
+# All share the lease container, each with its own lease prefix. New leases start from the
+# beginning (a first deployment backfills; documents seen late map to UPDATED, not CREATED).
+# While retries remain an unpublished batch raises (the host retries it with backoff); on the
+# last attempt it is parked instead, because the host advances the lease either way.
+CHANGEFEED_MAX_ITEMS = 100
+CHANGEFEED_RETRY: dict[str, Any] = {
+    "strategy": "exponential_backoff", "max_retry_count": "5",
+    "minimum_interval": "00:00:02", "maximum_interval": "00:01:00",
+}
+COSMOS_TRIGGER: dict[str, Any] = {
+    "arg_name": "docs", "connection": "COSMOS", "database_name": "%COSMOS_DB_DATABASE%",
+    "lease_container_name": "%COSMOS_LEASE_CONTAINER%", "max_items_per_invocation": CHANGEFEED_MAX_ITEMS,
+    "start_from_beginning": True,
+}
+
+
+def _documents(docs: func.DocumentList) -> list[Any]:
+    return [None if d is None else d.to_dict() for d in docs]
+
+
+async def _on_changes(kind: Kind, docs: func.DocumentList, context: func.Context) -> None:
+    retry = getattr(context, "retry_context", None)
+    await changefeed.on_change_batch(
+        kind, _documents(docs),
+        retry_count=getattr(retry, "retry_count", None), max_retry_count=getattr(retry, "max_retry_count", None),
+    )
+
+
+@app.function_name("changefeed_risks")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_RISKS_CONTAINER%", lease_container_prefix="risks-", **COSMOS_TRIGGER)
+async def changefeed_risks(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.RISKS, docs, context)
+
+
+@app.function_name("changefeed_controls")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_CONTROLS_CONTAINER%", lease_container_prefix="controls-",
+                       **COSMOS_TRIGGER)
+async def changefeed_controls(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.CONTROLS, docs, context)
+
+
+@app.function_name("changefeed_assessments")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_ASSESSMENTS_CONTAINER%", lease_container_prefix="assessments-",
+                       **COSMOS_TRIGGER)
+async def changefeed_assessments(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.ASSESSMENTS, docs, context)
+
+
+@app.function_name("changefeed_compliance")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_COMPLIANCE_CONTAINER%", lease_container_prefix="compliance-",
+                       **COSMOS_TRIGGER)
+async def changefeed_compliance(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.COMPLIANCE, docs, context)
+
+
+@app.function_name("changefeed_policies")
+@app.retry(**CHANGEFEED_RETRY)
+@app.cosmos_db_trigger(container_name="%COSMOS_POLICIES_CONTAINER%", lease_container_prefix="policies-",
+                       **COSMOS_TRIGGER)
+async def changefeed_policies(docs: func.DocumentList, context: func.Context) -> None:
+    await _on_changes(Kind.POLICIES, docs, context)
+
+
+# Overdue assessments: idempotent across runs and instances (a marker per assessment and due date).
+@app.function_name("assessments_overdue")
+@app.timer_trigger(arg_name="timer", schedule="%OVERDUE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+async def assessments_overdue(timer: func.TimerRequest) -> None:
+    await changefeed.run_overdue_check()

@@ -8,7 +8,6 @@ Reports upserts/s and change-feed docs/s (from the beginning, page size --page).
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
@@ -21,7 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from localdev.cosmos_server import LOCAL_COSMOS_KEY, start_cosmos, stop  # noqa: E402
+from localdev import services  # noqa: E402
+from localdev.services import LOCAL_COSMOS_KEY  # noqa: E402
 
 
 def main() -> None:
@@ -32,15 +32,12 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_cosmos(port, Path(tmp), https=args.https)
+        running = services.start("cosmos-https" if args.https else "cosmos", Path(tmp))
         try:
             scheme = "https" if args.https else "http"
             client = CosmosClient(
-                f"{scheme}://127.0.0.1:{port}",
+                running.settings["COSMOS_DB_ENDPOINT"],
                 credential=LOCAL_COSMOS_KEY,
                 connection_verify=False,
                 enable_endpoint_discovery=False,
@@ -65,7 +62,7 @@ def main() -> None:
             print(f"upserts/s: {args.docs / write_s:,.0f}")
             print(f"change feed docs/s: {n / read_s:,.0f}")
         finally:
-            stop(proc)
+            services.stop(running.proc)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,6 @@
 
 It loads the functions from the app's own registrations (`app.get_functions()`), resolves
 `%SETTING%` names from local.settings.json, and drives each trigger type with a driver
-(HTTP today; Cosmos, timer and queue drivers plug into `drivers.DRIVERS`). In Azure the real
+(HTTP, Cosmos DB, timer and queue triggers: `runner.DRIVERS`). In Azure the real
 host runs the same function_app.py; nothing here is imported by the app.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 import azure.functions as func
 
+log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
 _SETTING_REF = re.compile(r"%([A-Za-z0-9_.:-]+)%")
 
@@ -63,10 +65,15 @@ def load_functions(module: str = "function_app") -> list[FunctionSpec]:
     specs = []
     for f in app.get_functions():
         doc = json.loads(f.get_function_json())
-        bindings = [{k: resolve(v) for k, v in b.items()} for b in doc["bindings"]]
+        try:
+            bindings = [{k: resolve(v) for k, v in b.items()} for b in doc["bindings"]]
+        except KeyError as exc:
+            # As the host does on an indexing error: that function is not run, the others are.
+            log.error("function %s not loaded: %s", f.get_function_name(), exc.args[0])
+            continue
         trigger = next(b for b in bindings if str(b["type"]).endswith("Trigger"))
         settings: dict[str, Any] = {}
-        retry = f.get_settings_dict("retry") if hasattr(f, "get_settings_dict") else None
+        retry = f.get_settings_dict("retry_policy") if hasattr(f, "get_settings_dict") else None
         if retry:
             settings["retry"] = retry
         specs.append(FunctionSpec(f.get_function_name(), trigger, bindings, f.get_user_function(), settings))

@@ -1,13 +1,11 @@
-"""Storage queue triggers, with the host's semantics (host.json `extensions.queues`).
+"""Queue triggers on Azurite (or any Storage account), behaving like the host's queue listener.
 
-For each queue-triggered function: poll the queue named in the binding (already %SETTING%-resolved)
-on the account of the binding's `connection` setting (a connection string, or
-`<connection>__queueServiceUri` with a credential), with a polling interval that backs off to
-`maxPollingInterval` while the queue is empty. Each message is decoded (`messageEncoding`,
-base64 by default), handed to the function as a real `func.QueueMessage`, and deleted when the
-function returns. When it raises, the message is made visible again after `visibilityTimeout`
-for redelivery; once its dequeue count reaches `maxDequeueCount` (default 5) it moves to
-`<queue>-poison`, as the host does.
+Per function: poll `queueName` (from the `connection` setting's connection string), up to
+`batchSize` messages at a time, invisible while they run; a success deletes the message, a
+failure makes it visible again after `visibilityTimeout`, and once its dequeue count reaches
+`maxDequeueCount` it moves to `<queue>-poison`. Empty polls back off exponentially up to
+`maxPollingInterval` (capped at 2 s here: a developer waits for it). Settings come from host.json
+`extensions.queues`, with the host's defaults; `messageEncoding` base64 (default) or none.
 """
 from __future__ import annotations
 
@@ -21,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
-from azure.functions.queue import QueueMessage  # the worker's own type (dequeue count, times)
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.functions.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient
 
 from devhost.app_loader import ROOT, FunctionSpec
@@ -31,142 +28,126 @@ from devhost.invoke import Context, invoke
 
 log = logging.getLogger("devhost.queue")
 
-RECEIVE_VISIBILITY_SECONDS = 600  # the host keeps a message invisible while its function runs
+MIN_POLL_SECONDS = 0.1
+LOCAL_MAX_POLL_SECONDS = 2.0
+LEASE_SECONDS = 600  # invisible while running (the host renews its lease; functions time out at 5 min)
 
 
-def _timespan_seconds(value: Any, default: float) -> float:
-    """host.json TimeSpan "hh:mm:ss[.fff]" -> seconds."""
-    if not isinstance(value, str):
-        return default
-    parts = value.split(":")
-    try:
-        h, m, s = (float(p) for p in parts) if len(parts) == 3 else (0.0, 0.0, float(value))
-    except ValueError:
-        return default
-    return h * 3600 + m * 60 + s
+def timespan_seconds(value: str | None) -> float:
+    """host.json TimeSpan `hh:mm:ss[.fff]` -> seconds."""
+    if not value:
+        return 0.0
+    h, m, sec = str(value).split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 @dataclass(frozen=True)
 class QueueOptions:
     batch_size: int = 16
     max_dequeue_count: int = 5
-    visibility_timeout: float = 0.0
-    max_polling_interval: float = 2.0  # the host uses 1 min (2 s under the development environment)
-    message_encoding: str = "base64"
+    visibility_timeout_s: float = 0.0
+    max_poll_s: float = 60.0
+    encoding: str = "base64"
 
     @classmethod
-    def from_host_json(cls, path: Path | None = None) -> "QueueOptions":
-        path = path or ROOT / "host.json"
-        cfg: dict[str, Any] = {}
+    def from_host_json(cls, path: Path = ROOT / "host.json") -> "QueueOptions":
+        queues: dict[str, Any] = {}
         if path.exists():
-            cfg = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
+            queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
         return cls(
-            batch_size=int(cfg.get("batchSize", 16)),
-            max_dequeue_count=int(cfg.get("maxDequeueCount", 5)),
-            visibility_timeout=_timespan_seconds(cfg.get("visibilityTimeout"), 0.0),
-            max_polling_interval=_timespan_seconds(cfg.get("maxPollingInterval"), 2.0),
-            message_encoding=str(cfg.get("messageEncoding", "base64")).lower(),
+            batch_size=int(queues.get("batchSize", 16)),
+            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            visibility_timeout_s=timespan_seconds(queues.get("visibilityTimeout", "00:00:00")),
+            max_poll_s=timespan_seconds(queues.get("maxPollingInterval", "00:01:00")) or 60.0,
+            encoding=str(queues.get("messageEncoding", "base64")).lower(),
         )
 
 
-def queue_client(connection: str, queue: str) -> QueueClient:
-    """The binding's `connection` is a setting name: a connection string, or an identity-based prefix."""
-    name = connection or "AzureWebJobsStorage"
-    value = os.environ.get(name)
-    if value:
-        return QueueClient.from_connection_string(value, queue)
-    uri = os.environ.get(f"{name}__queueServiceUri")
-    if uri:
-        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
-
-        return QueueClient(uri, queue, credential=DefaultAzureCredential())
-    raise KeyError(f"queue trigger connection {name!r}: set {name} or {name}__queueServiceUri")
+def connection_string(spec: FunctionSpec) -> str:
+    name = spec.trigger.get("connection") or "AzureWebJobsStorage"
+    value = os.environ.get(name) or os.environ.get(f"AzureWebJobs{name}")
+    if not value:
+        raise KeyError(f"queue trigger {spec.name}: connection setting {name!r} is not set")
+    return value
 
 
-class QueueListener:
-    """One queue-triggered function."""
-
+class QueueWorker:
     def __init__(self, spec: FunctionSpec, options: QueueOptions) -> None:
         self.spec = spec
         self.options = options
+        conn = connection_string(spec)
         self.queue_name = str(spec.trigger["queueName"])
-        self.connection = str(spec.trigger.get("connection") or "")
-        self.client = queue_client(self.connection, self.queue_name)
-        self.poison = queue_client(self.connection, self.queue_name + "-poison")
+        self.queue = QueueClient.from_connection_string(conn, self.queue_name)
+        self.poison = QueueClient.from_connection_string(conn, f"{self.queue_name}-poison")
+        self.invocations = 0
 
-    async def ensure_queue(self) -> None:
-        try:
-            await self.client.create_queue()
-        except ResourceExistsError:
-            pass
+    def _body(self, content: str) -> bytes:
+        if self.options.encoding == "base64":
+            return base64.b64decode(content, validate=True)
+        return content.encode()
 
-    def _body(self, content: Any) -> bytes:
-        raw = content if isinstance(content, bytes) else str(content).encode()
-        if self.options.message_encoding == "base64":
-            return base64.b64decode(raw, validate=True)
-        return raw
-
-    async def run_once(self) -> int:
-        """Receive one batch and process it; returns the number of messages seen."""
-        msgs = []
-        pager = self.client.receive_messages(messages_per_page=self.options.batch_size,
-                                             visibility_timeout=RECEIVE_VISIBILITY_SECONDS,
-                                             max_messages=self.options.batch_size)
-        async for m in pager:
-            msgs.append(m)
-        await asyncio.gather(*(self._process(m) for m in msgs))
-        return len(msgs)
-
-    async def _process(self, m: Any) -> None:
-        try:
-            body = self._body(m.content)
-        except (binascii.Error, ValueError):
-            log.error("message %s on %s is not %s; moving it to the poison queue", m.id, self.queue_name,
-                      self.options.message_encoding)
-            await self._poison(m)
-            return
-        msg = QueueMessage(id=m.id, body=body, dequeue_count=m.dequeue_count,
-                                expiration_time=m.expires_on, insertion_time=m.inserted_on,
-                                time_next_visible=m.next_visible_on, pop_receipt=m.pop_receipt)
-        try:
-            await invoke(self.spec, msg, Context(self.spec.name))
-        except Exception:  # noqa: BLE001 - as the host: log, then redeliver or poison
-            log.exception("function %s failed on message %s (dequeue count %s)", self.spec.name, m.id,
-                          m.dequeue_count)
-            if m.dequeue_count >= self.options.max_dequeue_count:
-                await self._poison(m)
-            else:
-                await self.client.update_message(m, pop_receipt=m.pop_receipt,
-                                                 visibility_timeout=int(self.options.visibility_timeout))
-            return
-        await self.client.delete_message(m, pop_receipt=m.pop_receipt)
-
-    async def _poison(self, m: Any) -> None:
+    async def _to_poison(self, message: Any) -> None:
         try:
             await self.poison.create_queue()
         except ResourceExistsError:
             pass
-        await self.poison.send_message(m.content)
-        await self.client.delete_message(m, pop_receipt=m.pop_receipt)
-        log.warning("message %s moved to %s-poison", m.id, self.queue_name)
+        await self.poison.send_message(message.content)
+        await self.queue.delete_message(message)
+        log.error("%s: message %s moved to %s-poison after %d attempts", self.spec.name, message.id,
+                  self.queue_name, message.dequeue_count)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.05
-        while not stop.is_set():
+    async def handle(self, message: Any) -> None:
+        try:
+            body = self._body(message.content)
+        except (binascii.Error, ValueError):
+            log.error("%s: message %s is not %s; poison", self.spec.name, message.id, self.options.encoding)
+            await self._to_poison(message)
+            return
+        msg = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
+                           expiration_time=message.expires_on, insertion_time=message.inserted_on,
+                           time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
+        self.invocations += 1
+        try:
+            await invoke(self.spec, msg, Context(self.spec.name))
+        except Exception:
+            log.exception("%s failed on message %s (dequeue count %d)", self.spec.name, message.id,
+                          message.dequeue_count)
+            if message.dequeue_count >= self.options.max_dequeue_count:
+                await self._to_poison(message)
+            else:
+                await self.queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout_s))
+            return
+        await self.queue.delete_message(message)
+
+    async def poll_once(self) -> int:
+        try:
+            messages = [m async for m in self.queue.receive_messages(
+                max_messages=self.options.batch_size, visibility_timeout=LEASE_SECONDS)]
+        except ResourceNotFoundError:
+            return 0  # nothing has been sent yet
+        await asyncio.gather(*(self.handle(m) for m in messages))
+        return len(messages)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        delay = MIN_POLL_SECONDS
+        cap = min(self.options.max_poll_s, LOCAL_MAX_POLL_SECONDS)
+        while not stopping.is_set():
             try:
-                n = await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - storage down: keep polling, slower
-                log.warning("polling %s failed: %s", self.queue_name, type(exc).__name__)
-                n = 0
-            delay = 0.05 if n else min(self.options.max_polling_interval, delay * 2)
-            if not n:
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+                got = await self.poll_once()
+            except AzureError as exc:
+                log.warning("%s: queue %s unavailable: %s", self.spec.name, self.queue_name, type(exc).__name__)
+                got = 0
+            if got:
+                delay = MIN_POLL_SECONDS
+                continue
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, cap)
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.queue.close()
         await self.poison.close()
 
 
@@ -175,33 +156,25 @@ class QueueDriver:
 
     def __init__(self, specs: list[FunctionSpec], options: QueueOptions | None = None) -> None:
         self.options = options or QueueOptions.from_host_json()
-        self.listeners = [QueueListener(s, self.options) for s in specs]
-        self._stop = asyncio.Event()
+        self.workers = [QueueWorker(s, self.options) for s in specs]
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        for listener in self.listeners:
-            try:
-                await listener.ensure_queue()
-            except Exception as exc:  # noqa: BLE001 - storage not up yet: the loop keeps trying
-                log.warning("queue %s not created: %s", listener.queue_name, type(exc).__name__)
-            self._tasks.append(asyncio.create_task(listener.run(self._stop)))
-            log.info("queue trigger %s on %s", listener.spec.name, listener.queue_name)
-
-    async def drain(self, max_rounds: int = 1000) -> int:
-        """Process visible messages until a poll finds none (tests, one-shot runs)."""
-        total = 0
-        for _ in range(max_rounds):
-            seen = sum([await listener.run_once() for listener in self.listeners])
-            total += seen
-            if not seen:
-                break
-        return total
+        self._stopping.clear()
+        for w in self.workers:
+            self._tasks.append(asyncio.create_task(w.run(self._stopping), name=f"queue:{w.spec.name}"))
+            log.info("queue %s: %s", w.spec.name, w.queue_name)
 
     async def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for listener in self.listeners:
-            await listener.close()
+            try:
+                await asyncio.wait_for(task, timeout=30)
+            except TimeoutError:
+                task.cancel()
+            except Exception:
+                log.exception("queue worker ended with an error")
+        self._tasks.clear()
+        for w in self.workers:
+            await w.close()

@@ -10,9 +10,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Protocol
 
-from devhost.app_loader import FunctionSpec, load_functions, load_settings
+from devhost.app_loader import ROOT, FunctionSpec, load_functions, load_settings
+from devhost.cosmos_driver import CosmosDriver
 from devhost.http_driver import HttpDriver
 from devhost.queue_driver import QueueDriver
+from devhost.timer_driver import TimerDriver
 
 log = logging.getLogger("devhost")
 
@@ -32,6 +34,10 @@ DRIVERS: dict[str, DriverFactory] = {
     "httpTrigger": lambda specs, opts: HttpDriver(
         specs, opts.port, opts.host, set(opts.function_key) if opts.function_key else None
     ),
+    "cosmosDBTrigger": lambda specs, opts: CosmosDriver(
+        specs, poll_ms=getattr(opts, "feed_poll_ms", None), retry_scale=getattr(opts, "retry_scale", 1.0)
+    ),
+    "timerTrigger": lambda specs, opts: TimerDriver(specs, getattr(opts, "state_dir", None)),
     "queueTrigger": lambda specs, opts: QueueDriver(specs),
 }
 
@@ -70,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--module", default="function_app")
     ap.add_argument("--function-key", action="append", default=None,
                     help="require this key on FUNCTION-level routes (x-functions-key or ?code=)")
+    ap.add_argument("--state-dir", type=Path, default=ROOT / ".localdev" / "devhost",
+                    help="timer schedule status (useMonitor)")
+    ap.add_argument("--feed-poll-ms", type=int, default=None,
+                    help="Cosmos change feed poll delay (default: the binding's feedPollDelay, else 1000)")
+    ap.add_argument("--retry-scale", type=float, default=1.0,
+                    help="multiply retry-policy delays (0 = retry at once; tests)")
     return ap.parse_args(argv)
 
 

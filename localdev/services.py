@@ -27,6 +27,8 @@ STATE_DIR = ROOT / ".localdev"
 # Azurite's documented development account; public, not a secret.
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# The Cosmos emulator's documented key; the local server accepts any base64 key. Public, not a secret.
+LOCAL_COSMOS_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 
 
 def free_port() -> int:
@@ -96,10 +98,22 @@ def _cosmos_argv(p: dict[str, int], work: Path) -> list[str]:
     return ["node", str(ROOT / "localdev" / "cosmos" / "server.js"), "--port", str(p["port"]), "--host", "127.0.0.1"]
 
 
-def _cosmos_settings(p: dict[str, int]) -> dict[str, str]:
-    from localdev.cosmos_server import LOCAL_COSMOS_KEY  # noqa: PLC0415
+def _cosmos_https_argv(p: dict[str, int], work: Path) -> list[str]:
+    return [*_cosmos_argv(p, work), "--https"]
 
-    return {"COSMOS_DB_ENDPOINT": f"http://127.0.0.1:{p['port']}", "COSMOS_DB_KEY": LOCAL_COSMOS_KEY}
+
+def cosmos_connection_string(endpoint: str, key: str = LOCAL_COSMOS_KEY) -> str:
+    return f"AccountEndpoint={endpoint}/;AccountKey={key};"
+
+
+def _cosmos_settings(p: dict[str, int], scheme: str = "http") -> dict[str, str]:
+    endpoint = f"{scheme}://127.0.0.1:{p['port']}"
+    return {
+        "COSMOS_DB_ENDPOINT": endpoint,
+        "COSMOS_DB_KEY": LOCAL_COSMOS_KEY,
+        # The Cosmos trigger bindings' connection (`connection="COSMOS"`): a connection string locally.
+        "COSMOS": cosmos_connection_string(endpoint),
+    }
 
 
 SPECS: dict[str, ServiceSpec] = {
@@ -115,6 +129,10 @@ SPECS: dict[str, ServiceSpec] = {
         },
     ),
     "cosmos": ServiceSpec("cosmos", ("port",), _cosmos_argv, _cosmos_settings),
+    # The package's self-signed (expired) certificate: clients need connection_verify=False.
+    "cosmos-https": ServiceSpec(
+        "cosmos-https", ("port",), _cosmos_https_argv, lambda p: _cosmos_settings(p, "https")
+    ),
     "kafka": ServiceSpec(
         "kafka", ("port",), _tansu_argv,
         lambda p: {"KAFKA_BROKER": f"127.0.0.1:{p['port']}"},
@@ -216,7 +234,7 @@ def down(names: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["up", "down"])
-    ap.add_argument("services", nargs="*", default=list(SPECS))
+    ap.add_argument("services", nargs="*", default=list(DEFAULT_PORTS))
     args = ap.parse_args(argv)
     if args.command == "up":
         print(json.dumps(up(args.services), indent=2))

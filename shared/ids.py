@@ -31,3 +31,19 @@ def uuid7() -> str:
 
 def uuid7_time_ms(value: str) -> int:
     return uuid.UUID(value).int >> 80
+
+
+def derived_uuid(ms: int, *parts: str) -> str:
+    """A deterministic, time-prefixed id (UUIDv8, RFC 9562 section 5.8).
+
+    The top 48 bits are `ms` (as in UUIDv7, so ids still sort by time); the rest is a SHA-256 of
+    `parts`. The same inputs always give the same id: a change re-delivered by the Cosmos change
+    feed maps to the events it mapped to the first time, so downstream dedup by id works.
+    """
+    import hashlib  # noqa: PLC0415 - rarely used here
+
+    digest = int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:10], "big")
+    rand_a = (digest >> 68) & 0xFFF
+    rand_b = digest & ((1 << 62) - 1)
+    value = ((ms & ((1 << 48) - 1)) << 80) | (0x8 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    return str(uuid.UUID(int=value))

@@ -16,6 +16,7 @@ from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.idempotency import IdempotencyStore
+from shared.destinations.vector import VectorQueueDestination
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
@@ -33,6 +34,7 @@ DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
     "analytics": lambda s: AnalyticsDestination(s.tables, s.settings.analytics_table),
     "kafka": lambda s: KafkaDestination(s.settings),
+    "vector": lambda s: VectorQueueDestination(s.settings),
 }
 
 

@@ -59,6 +59,25 @@ class Settings(BaseModel):
 
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
 
+    # Cosmos DB: the service's own SDK calls (overdue query). Key empty = managed identity.
+    # The trigger bindings read their own connection setting, `COSMOS` (a connection string
+    # locally) or `COSMOS__accountEndpoint` (identity in Azure); the names below are also the
+    # bindings' `%SETTING%` references.
+    cosmos_endpoint: str = Field("http://127.0.0.1:8081", alias="COSMOS_DB_ENDPOINT")
+    cosmos_key: str = Field("", alias="COSMOS_DB_KEY", repr=False)
+    cosmos_database: str = Field("grc", alias="COSMOS_DB_DATABASE")
+    cosmos_risks_container: str = Field("risks", alias="COSMOS_RISKS_CONTAINER")
+    cosmos_controls_container: str = Field("controls", alias="COSMOS_CONTROLS_CONTAINER")
+    cosmos_assessments_container: str = Field("assessments", alias="COSMOS_ASSESSMENTS_CONTAINER")
+    cosmos_compliance_container: str = Field("compliance", alias="COSMOS_COMPLIANCE_CONTAINER")
+    cosmos_policies_container: str = Field("policies", alias="COSMOS_POLICIES_CONTAINER")
+    cosmos_lease_container: str = Field("leases", alias="COSMOS_LEASE_CONTAINER")
+    # Change-feed path: last-known entity snapshots, dedup markers, parked items.
+    changefeed_state_ttl_days: int = Field(400, alias="CHANGEFEED_STATE_TTL_DAYS", ge=1)
+    changefeed_dedup_ttl_hours: int = Field(168, alias="CHANGEFEED_DEDUP_TTL_HOURS", ge=1)
+    changefeed_parked_table: str = Field("parked", alias="CHANGEFEED_PARKED_TABLE")
+    overdue_schedule: str = Field("0 */5 * * * *", alias="OVERDUE_SCHEDULE")  # NCRONTAB, timer binding
+
     # Caller identity (docs/security.md). AUTH_MODE: "jwt" validates a bearer token in the app;
     # "appservice" trusts X-MS-CLIENT-PRINCIPAL, which only App Service Authentication in front of
     # the app may set (it strips the header from outside requests); "jwt+appservice" takes either.
@@ -91,6 +110,28 @@ class Settings(BaseModel):
 
     def auth_audiences(self) -> list[str]:
         return [a.strip() for a in self.auth_audience.split(",") if a.strip()]
+
+    # Vector search (issue 8). Local: sqlite-vec + the offline MiniLM; Azure: AI Search + Azure OpenAI.
+    vector_backend: Literal["sqlite", "azure-search"] = Field("sqlite", alias="VECTOR_BACKEND")
+    vector_sqlite_path: str = Field(".localdev/vector.db", alias="VECTOR_SQLITE_PATH")
+    vector_queue: str = Field("vector-index", alias="VECTOR_QUEUE")
+    vector_search_max_k: int = Field(50, ge=1, le=1000, alias="VECTOR_SEARCH_MAX_K")
+    azure_search_endpoint: str = Field("", alias="AZURE_SEARCH_ENDPOINT")
+    azure_search_index: str = Field("grc-events", alias="AZURE_SEARCH_INDEX")
+    azure_search_api_key: str = Field("", alias="AZURE_SEARCH_API_KEY", repr=False)  # empty: managed identity
+    embedding_backend: Literal["local", "azure-openai"] = Field("local", alias="EMBEDDING_BACKEND")
+    embedding_dimensions: int = Field(0, ge=0, le=4096, alias="EMBEDDING_DIMENSIONS")  # 0: the model's own
+    embedding_batch_size: int = Field(64, ge=1, le=2048, alias="EMBEDDING_BATCH_SIZE")
+    local_tokenizer_path: str = Field(
+        ".localdev/models/all-MiniLM-L6-v2/tokenizer.json", alias="LOCAL_TOKENIZER_PATH"
+    )
+    azure_openai_endpoint: str = Field("", alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_deployment: str = Field("text-embedding-3-small", alias="AZURE_OPENAI_DEPLOYMENT")
+    azure_openai_model: str = Field("text-embedding-3-small", alias="AZURE_OPENAI_MODEL")
+    azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
+    azure_openai_api_key: str = Field("", alias="AZURE_OPENAI_API_KEY", repr=False)  # empty: managed identity
+    # Client id of a user-assigned managed identity; empty: the system-assigned one.
+    azure_client_id: str = Field("", alias="AZURE_CLIENT_ID")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

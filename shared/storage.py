@@ -51,6 +51,20 @@ def queue_service(settings: Settings) -> QueueServiceClient:
     )
 
 
+def queue_service(settings: Settings) -> QueueServiceClient:
+    """Queue client whose messages are base64 text, the Functions queue trigger's default encoding."""
+    policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
+    if settings.storage_connection_string:
+        return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
+    if not settings.storage_account_name:
+        raise RuntimeError("set STORAGE_CONNECTION_STRING (local) or STORAGE_ACCOUNT_NAME (managed identity)")
+    return QueueServiceClient(
+        account_url=f"https://{settings.storage_account_name}.queue.core.windows.net",
+        credential=_credential(),  # type: ignore[arg-type]
+        **policies,
+    )
+
+
 class LazyTable:
     """A table client whose table is created (if missing) on first use, once per instance."""
 

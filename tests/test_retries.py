@@ -236,3 +236,18 @@ async def test_a_write_that_landed_despite_a_failure_is_not_dead_lettered(app_en
         rows, _ = await svc.retries.deadletters.list(t, limit=10)
         assert [r["eventId"] for r in rows if r["eventType"] == "CONTROL_FAILED"] == ["lost-1"]
         assert rows[0]["reason"] == "retries exhausted" and rows[0]["attempts"] == 0
+
+
+def test_drain_function_is_a_queue_trigger_on_the_retry_queue() -> None:
+    """The local runner drives it (devhost's queue driver) with the queue resolved from %RETRY_QUEUE%."""
+    import os
+
+    from devhost import runner
+    from devhost.app_loader import load_functions
+
+    specs = {s.name: s for s in load_functions("function_app")}
+    drain_spec = specs["drain_retries"]
+    assert drain_spec.trigger_type == "queueTrigger" and "queueTrigger" in runner.DRIVERS
+    assert drain_spec.trigger["queueName"] == os.environ["RETRY_QUEUE"]
+    assert drain_spec.trigger["connection"] == "STORAGE_CONNECTION_STRING"
+    assert specs["purge_analytics"].trigger_type == "timerTrigger"

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 from shared import limits
 from shared.http.adapter import public
 from shared.http.types import ApiRequest, ApiResponse, json_response
+from shared.api.search import SearchResult
 from shared.models import EventIn, EventResult, StreamConfig, StreamConfigIn
 from shared.security.audit import AuditRecord
 
@@ -67,7 +68,7 @@ _EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT, "EventH
                       "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 500}},
                       "additionalProperties": False}}
 _MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
-                                  EventList, AuditList, Problem]
+                                  EventList, AuditList, Problem, SearchResult]
 
 
 def _problem(desc: str) -> dict[str, Any]:

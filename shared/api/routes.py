@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from shared.api import audit, deadletters, events, health, history, metrics, streamconfig
+from shared.api import audit, deadletters, events, health, history, metrics, search, streamconfig
 from shared.http.adapter import Handler
 
 
@@ -67,6 +67,15 @@ ROUTES: tuple[Route, ...] = (
           response_schema="AuditList", tags=("audit",),
           query=(("limit", "integer", "1-1000, default 100"),
                  ("continuation", "string", "the `continuation` of the previous page"))),
+    Route("search_events", "GET", "search/{tenantId}", search.search_events,
+          "Semantic search of a tenant's events (destination `vector`), best match first",
+          response_schema="SearchResult", tags=("events",),
+          query=(("q", "string", "what to look for (required, at most 1,000 characters)"),
+                 ("k", "integer", "hits, 1-VECTOR_SEARCH_MAX_K (50), default 10"),
+                 ("eventType", "string", "EventType values, comma-separated"),
+                 ("entityType", "string", "entity types, comma-separated"),
+                 ("from", "string", "RFC 3339 date-time, inclusive"),
+                 ("to", "string", "RFC 3339 date-time, inclusive"))),
 )
 
 

@@ -114,8 +114,24 @@ class KafkaDestinationConfig(_Options):
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(timeoutSeconds=60))
 
 
+
+class VectorOptions(_Options):
+    """No options yet: what is indexed (the text template) and where (VECTOR_* settings) are
+    service-wide, so one index and one embedder serve every tenant."""
+
+
+class VectorDestinationConfig(_Options):
+    """Semantic search (docs/vector-search.md): events are queued, then embedded and indexed."""
+
+    type: Literal["vector"]
+    enabled: bool = True
+    config: VectorOptions = Field(default_factory=VectorOptions)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
 _Union = Annotated[
-    Union[RedisDestinationConfig, KafkaDestinationConfig, AnalyticsDestinationConfig], Field(discriminator="type")
+    Union[RedisDestinationConfig, KafkaDestinationConfig, AnalyticsDestinationConfig, VectorDestinationConfig],
+    Field(discriminator="type"),
 ]
 
 

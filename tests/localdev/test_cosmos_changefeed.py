@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Plain `pytest` does not put the repo root on sys.path without a project config.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from localdev.cosmos_server import LOCAL_COSMOS_KEY, start_cosmos, stop  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from localdev import services
+from localdev.services import LOCAL_COSMOS_KEY
 
 
 def _client(url: str) -> CosmosClient:
@@ -39,14 +25,9 @@ def _client(url: str) -> CosmosClient:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseProxy]:
-    port = _free_port()
-    proc = start_cosmos(port, tmp_path_factory.mktemp("cosmos"))
-    try:
-        client = _client(f"http://127.0.0.1:{port}")
-        yield client.create_database_if_not_exists("grc")
-    finally:
-        stop(proc)
+def database(cosmos_server: services.Running) -> DatabaseProxy:
+    client = _client(cosmos_server.settings["COSMOS_DB_ENDPOINT"])
+    return client.create_database_if_not_exists(f"feedtest-{uuid.uuid4().hex[:6]}")
 
 
 @pytest.fixture
@@ -197,16 +178,17 @@ def test_missing_item_read_is_404(container: ContainerProxy) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
-def test_https_mode(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = start_cosmos(port, tmp_path, https=True)
+def test_https_mode(tmp_path_factory: pytest.TempPathFactory) -> None:
+    running = services.start("cosmos-https", tmp_path_factory.mktemp("cosmos-https"))
     try:
-        db = _client(f"https://127.0.0.1:{port}").create_database_if_not_exists("tls")
+        endpoint = running.settings["COSMOS_DB_ENDPOINT"]
+        assert endpoint.startswith("https://")
+        db = _client(endpoint).create_database_if_not_exists("tls")
         c = db.create_container_if_not_exists("c", partition_key=PartitionKey(path="/tenantId"))
         c.upsert_item({"id": "a", "tenantId": "t"})
         assert [d["id"] for d in c.query_items_change_feed(start_time="Beginning")] == ["a"]
     finally:
-        stop(proc)
+        services.stop(running.proc)
 
 
 def test_many_rewrites_keep_one_entry_per_doc(container: ContainerProxy) -> None:

@@ -3,6 +3,7 @@ function key (host) and a caller identity (app) both required, as in Azure."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from typing import AsyncIterator
@@ -10,7 +11,7 @@ from typing import AsyncIterator
 import httpx
 import pytest
 
-from devhost.app_loader import load_functions
+from devhost.app_loader import ROOT, load_functions
 from devhost.http_driver import HttpDriver
 from localdev.services import free_port
 from shared.security.identity import mint_dev_token
@@ -18,6 +19,7 @@ from shared.services import reset_services
 from shared.settings import get_settings
 
 FUNCTION_KEY = "test-function-key-" + uuid.uuid4().hex
+SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"
 DEV_KEY = "dev-only-" + base64.b64encode(os.urandom(32)).decode()
 
 
@@ -30,6 +32,9 @@ async def base_url(monkeypatch: pytest.MonkeyPatch, redis_port: int,
                  "AUTH_DEV_SIGNING_KEY": DEV_KEY,
                  "RETRY_QUEUE": "delivery-retries"}.items():  # %RETRY_QUEUE% in the queue trigger
         monkeypatch.setenv(k, v)
+    for k, v in json.loads(SAMPLE_SETTINGS.read_text())["Values"].items():  # %SETTING% names in bindings
+        if k not in os.environ:
+            monkeypatch.setenv(k, str(v))
     get_settings.cache_clear()
     port = free_port()
     driver = HttpDriver(load_functions("function_app"), port, function_keys={FUNCTION_KEY})

@@ -72,7 +72,8 @@ def request(route: Route, tenant: str, bearer: str | None, other: str | None = N
     if bearer:
         headers["authorization"] = f"Bearer {bearer}"
     route_params = {"tenantId": tenant} if "{tenantId}" in route.path else {}
-    return ApiRequest(route.method, path, Headers(headers), {}, route_params,
+    query = {"q": "vendor access"} if route.name == "search_events" else {}
+    return ApiRequest(route.method, path, Headers(headers), query, route_params,
                       orjson.dumps(body) if body is not None else b"")
 
 

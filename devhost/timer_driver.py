@@ -1,0 +1,191 @@
+"""Timer triggers: NCRONTAB (`sec min hour day month day-of-week`) or a TimeSpan (`hh:mm:ss`).
+
+Like the host: `runOnStartup` fires once at start; with `useMonitor` the last and next
+occurrences are kept (here in `<state dir>/timers/<function>.json`), and an occurrence missed
+while the runner was down fires at start with `past_due=True`. A fire that starts more than a
+second after its occurrence is also `past_due`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from azure.functions.timer import TimerRequest
+
+from devhost.app_loader import FunctionSpec
+from devhost.invoke import Context, RetryContext, invoke
+from devhost.retry import RetryPolicy, timespan_seconds
+
+log = logging.getLogger("devhost.timer")
+
+_NAMES = {
+    "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6,
+    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10,
+    "nov": 11, "dec": 12,
+}
+_RANGES = [(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
+
+
+def _field(text: str, lo: int, hi: int) -> frozenset[int]:
+    out: set[int] = set()
+    for part in text.lower().split(","):
+        step = 1
+        if "/" in part:
+            part, s = part.split("/", 1)
+            step = int(s)
+        if part in ("*", ""):
+            a, b = lo, hi
+        elif "-" in part:
+            x, y = part.split("-", 1)
+            a, b = int(_NAMES.get(x, x)), int(_NAMES.get(y, y))
+        else:
+            a = int(_NAMES.get(part, part))
+            b = hi if step > 1 else a
+        if a < lo or b > hi or a > b or step < 1:
+            raise ValueError(f"NCRONTAB field {text!r} out of range {lo}-{hi}")
+        out.update(range(a, b + 1, step))
+    return frozenset(out)
+
+
+class Schedule:
+    """The next occurrence after a moment (UTC, as WEBSITE_TIME_ZONE is unset)."""
+
+    def __init__(self, expr: str) -> None:
+        self.expr = expr.strip()
+        self.interval: float | None = None
+        if re.fullmatch(r"(\d+\.)?\d{1,2}:\d{2}:\d{2}(\.\d+)?", self.expr):
+            self.interval = timespan_seconds(self.expr)
+            if self.interval <= 0:
+                raise ValueError("a TimeSpan schedule must be positive")
+            return
+        parts = self.expr.split()
+        if len(parts) != 6:
+            raise ValueError(f"NCRONTAB needs 6 fields (sec min hour day month dow): {expr!r}")
+        self.sec, self.min, self.hour, self.day, self.month, dow = (
+            _field(p, lo, hi if i != 5 else 7) for i, (p, (lo, hi)) in enumerate(zip(parts, _RANGES)))
+        self.dow = frozenset(d % 7 for d in dow)  # 7 = Sunday too
+        self._day_any, self._dow_any = parts[3] in ("*", "?"), parts[5] in ("*", "?")
+
+    def _day_ok(self, d: datetime) -> bool:
+        if d.month not in self.month:
+            return False
+        dom, dow = d.day in self.day, (d.weekday() + 1) % 7 in self.dow
+        if self._day_any or self._dow_any:
+            return dom and dow
+        return dom or dow  # cron: either restricted field matches
+
+    def next_after(self, after: datetime) -> datetime:
+        if self.interval is not None:
+            return after + timedelta(seconds=self.interval)
+        start = after.replace(microsecond=0) + timedelta(seconds=1)
+        day = start.replace(hour=0, minute=0, second=0)
+        for _ in range(366 * 5):
+            if self._day_ok(day):
+                for h in sorted(self.hour):
+                    for m in sorted(self.min):
+                        for s in sorted(self.sec):
+                            t = day.replace(hour=h, minute=m, second=s)
+                            if t >= start:
+                                return t
+            day += timedelta(days=1)
+        raise ValueError(f"schedule {self.expr!r} never fires")
+
+
+class TimerWorker:
+    def __init__(self, spec: FunctionSpec, state_dir: Path | None) -> None:
+        self.spec = spec
+        self.schedule = Schedule(str(spec.trigger["schedule"]))
+        self.run_on_startup = bool(spec.trigger.get("runOnStartup", False))
+        self.use_monitor = bool(spec.trigger.get("useMonitor", True)) and state_dir is not None
+        self.status_file = (state_dir / "timers" / f"{spec.name}.json") if state_dir else None
+        self.retry = RetryPolicy.from_setting(spec.settings.get("retry"))
+        self.invocations = 0
+
+    def _status(self) -> dict[str, Any]:
+        if self.use_monitor and self.status_file and self.status_file.exists():
+            try:
+                return json.loads(self.status_file.read_text())
+            except ValueError:
+                return {}
+        return {}
+
+    def _save(self, last: datetime, nxt: datetime) -> None:
+        if self.use_monitor and self.status_file:
+            self.status_file.parent.mkdir(parents=True, exist_ok=True)
+            self.status_file.write_text(json.dumps({"Last": last.isoformat(), "Next": nxt.isoformat(),
+                                                    "LastUpdated": datetime.now(UTC).isoformat()}))
+
+    async def fire(self, past_due: bool, last: datetime | None, nxt: datetime) -> None:
+        status = {"Last": last.isoformat() if last else None, "Next": nxt.isoformat()}
+        req = TimerRequest(past_due=past_due, schedule_status=status,
+                           schedule={"AdjustForDST": False})
+        max_retries = self.retry.max_retry_count if self.retry else 0
+        attempt = 0
+        while True:
+            self.invocations += 1
+            try:
+                await invoke(self.spec, req, Context(self.spec.name,
+                                                     retry_context=RetryContext(attempt, max_retries)))
+                return
+            except Exception:
+                log.exception("%s failed (attempt %d)", self.spec.name, attempt + 1)
+                if self.retry is None or 0 <= max_retries <= attempt:
+                    return
+                await asyncio.sleep(self.retry.delay(attempt))
+                attempt += 1
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        now = datetime.now(UTC)
+        status = self._status()
+        missed = status.get("Next") and datetime.fromisoformat(status["Next"]) < now
+        nxt = self.schedule.next_after(now)
+        if missed or self.run_on_startup:
+            last = datetime.fromisoformat(status["Last"]) if status.get("Last") else None
+            await self.fire(bool(missed), last, nxt)
+            self._save(now, nxt)
+        elif not status:
+            self._save(now, nxt)
+        while not stopping.is_set():
+            wait = (nxt - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(stopping.wait(), timeout=wait)
+                    return
+                except TimeoutError:
+                    pass
+            fired_at = datetime.now(UTC)
+            following = self.schedule.next_after(max(fired_at, nxt))
+            await self.fire((fired_at - nxt).total_seconds() > 1.0, nxt, following)
+            self._save(nxt, following)
+            nxt = following
+
+
+class TimerDriver:
+    trigger_type = "timerTrigger"
+
+    def __init__(self, specs: list[FunctionSpec], state_dir: Path | None) -> None:
+        self.workers = [TimerWorker(s, state_dir) for s in specs]
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        for w in self.workers:
+            self._tasks.append(asyncio.create_task(w.run(self._stopping), name=f"timer:{w.spec.name}"))
+            log.info("timer %s: %s", w.spec.name, w.schedule.expr)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=30)
+            except TimeoutError:
+                task.cancel()
+            except Exception:
+                log.exception("timer worker ended with an error")
+        self._tasks.clear()

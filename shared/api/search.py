@@ -1,0 +1,118 @@
+"""GET /search/{tenantId}?q=&k=10&eventType=&entityType=&from=&to=: semantic search of a tenant's events.
+
+The tenant comes from the path only (the request adapter has already checked the caller may read
+it) and is a required argument of the index search, so no request can reach another tenant's
+events. `eventType` and `entityType` take one value or a comma-separated list.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from shared.api.params import bad_param, int_param, tenant_param
+from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
+from shared.models import EventType
+from shared.settings import get_settings
+from shared.vector.base import EmbedderMismatch, SearchFilters, VectorConfigError, VectorSearchError
+from shared.vector.indexer import get_service
+
+log = logging.getLogger("grc.vector")
+
+MAX_QUERY_CHARS = 1_000
+MAX_LIST_ITEMS = 20
+ENTITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+RETRY_AFTER_SECONDS = "5"
+
+
+class SearchHitOut(BaseModel):
+    eventId: str
+    tenantId: str
+    score: float  # cosine similarity, -1..1, higher is closer; the same scale on every backend
+    eventType: str
+    source: str
+    entityType: str | None = None
+    entityId: str | None = None
+    timestamp: str
+    summary: str  # the rendered event text (docs/vector-search.md)
+
+
+class SearchResult(BaseModel):
+    tenantId: str
+    query: str
+    k: int
+    model: str
+    count: int
+    hits: list[SearchHitOut]
+
+
+def _list_param(req: ApiRequest, name: str) -> tuple[str, ...]:
+    raw = req.query.get(name)
+    if not raw:
+        return ()
+    values = tuple(dict.fromkeys(v.strip() for v in raw.split(",") if v.strip()))
+    if len(values) > MAX_LIST_ITEMS:
+        raise bad_param(name, f"at most {MAX_LIST_ITEMS} values")
+    return values
+
+
+def _time_param(req: ApiRequest, name: str) -> str | None:
+    raw = req.query.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z") from None
+    if value.tzinfo is None:
+        raise bad_param(name, "needs a time zone offset, e.g. 2026-01-31T00:00:00Z")
+    return value.isoformat()
+
+
+def parse_filters(req: ApiRequest) -> SearchFilters:
+    event_types = _list_param(req, "eventType")
+    valid = {e.value for e in EventType}
+    unknown = [v for v in event_types if v not in valid]
+    if unknown:
+        raise bad_param("eventType", f"unknown {', '.join(unknown)}; use EventType values")
+    entity_types = _list_param(req, "entityType")
+    if any(not ENTITY_TYPE.match(v) for v in entity_types):
+        raise bad_param("entityType", "letters, digits and _ . -, starting with a letter (max 64)")
+    time_from, time_to = _time_param(req, "from"), _time_param(req, "to")
+    if time_from and time_to and datetime.fromisoformat(time_from) > datetime.fromisoformat(time_to):
+        raise bad_param("from", "must not be later than 'to'")
+    return SearchFilters(event_types=event_types, entity_types=entity_types, time_from=time_from, time_to=time_to)
+
+
+async def search_events(req: ApiRequest) -> ApiResponse:
+    tenant = tenant_param(req)
+    query = (req.query.get("q") or "").strip()
+    if not query:
+        raise bad_param("q", "the search text is required")
+    if len(query) > MAX_QUERY_CHARS:
+        raise bad_param("q", f"at most {MAX_QUERY_CHARS} characters")
+    k = int_param(req, "k", 10, 1, get_settings().vector_search_max_k)
+    filters = parse_filters(req)
+    try:
+        service = get_service()
+        hits = await service.search(tenant, query, k, filters)
+    except VectorConfigError as exc:  # a deployment error, not the caller's
+        log.error("vector search not available on this instance: %s", exc)
+        raise ProblemError(503, "Service Unavailable", "vector search is not configured") from exc
+    except VectorSearchError as exc:
+        log.warning("vector search unavailable: %s (correlationId=%s)", exc, req.correlation_id)
+        raise ProblemError(503, "Service Unavailable", "vector search is unavailable; retry later",
+                           headers={"Retry-After": RETRY_AFTER_SECONDS}) from exc
+    except EmbedderMismatch as exc:  # a deployment error (index built for another model), not the caller's
+        log.error("vector index and embedder disagree: %s", exc)
+        raise ProblemError(503, "Service Unavailable", "vector search is misconfigured") from exc
+    return json_response({
+        "tenantId": tenant,
+        "query": query,
+        "k": k,
+        "model": service.embedder.model_id,
+        "count": len(hits),
+        "hits": [h.to_dict() for h in hits],
+    })

@@ -1,0 +1,131 @@
+"""ASSESSMENT_OVERDUE: once per assessment and due date whose due date passed and is not completed.
+
+A timer runs `emit_overdue`; it queries the assessments container for due dates up to now
+(plain SQL the local server also runs: no OFFSET/LIMIT, GROUP BY, DISTINCT), keeps the ones
+not completed and not soft-deleted, and publishes one event each. The event id derives from
+tenant + assessment id + due date, and a Redis marker per event id (SET NX, kept
+CHANGEFEED_STATE_TTL_DAYS) makes a second run, or a second instance running at the same time,
+publish nothing again. Moving the due date gives a new id: the new date can be overdue again.
+
+A date-only `dueDate` ("2026-11-30") is due at the end of that day (UTC).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from azure.cosmos.aio import ContainerProxy
+
+from shared.changefeed.processor import ChangeFeedProcessor
+from shared.changefeed.rules import ENTITY_TYPE, TENANT_RE, Kind, assessment_phase, parse_time
+from shared.changefeed.state import Dedup
+from shared.cosmosdb import record_charge
+from shared.ids import derived_uuid
+from shared.metrics import BatchStats
+from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, utc_now_iso
+
+log = logging.getLogger("grc.overdue")
+
+QUERY = "SELECT * FROM c WHERE IS_DEFINED(c.dueDate) AND c.dueDate <= @now"
+PAGE_SIZE = 200
+
+
+def due_at(value: Any) -> datetime | None:
+    """`dueDate` as the moment it is due: a date means the end of that day (UTC)."""
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            d = date.fromisoformat(value)
+        except ValueError:
+            return None
+        return datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1)
+    return parse_time(value)
+
+
+def is_overdue(doc: dict[str, Any], now: datetime) -> bool:
+    if doc.get("isDeleted") is True or assessment_phase(doc) == "completed":
+        return False
+    due = due_at(doc.get("dueDate"))
+    return due is not None and due <= now
+
+
+def overdue_event(doc: dict[str, Any], container: str, now: datetime, ingested_at: str) -> Event:
+    due = due_at(doc["dueDate"])
+    assert due is not None
+    tenant, aid = doc["tenantId"], doc["id"]
+    event_id = derived_uuid(int(due.timestamp() * 1000), "overdue", container, tenant, aid, str(doc["dueDate"]))
+    keep = ("id", "title", "name", "status", "ownerId", "framework", "dueDate", "startedAt")
+    data = {k: doc[k] for k in keep if k in doc}
+    data.update({"phase": assessment_phase(doc), "overdueByHours": round((now - due).total_seconds() / 3600, 1)})
+    return Event.trusted(
+        eventId=event_id, tenantId=tenant, eventType=EventType.ASSESSMENT_OVERDUE, source=Source.COSMOS_DB,
+        action=Action.DETECT, entityId=aid, entityType=ENTITY_TYPE[Kind.ASSESSMENTS], data=data,
+        metadata={"container": container, "detectedBy": "overdue-timer"},
+        timestamp=utc_now_iso(due), ingestedAt=ingested_at, schemaVersion=SCHEMA_VERSION, correlationId=event_id,
+    )
+
+
+@dataclass
+class OverdueRun:
+    scanned: int = 0
+    overdue: int = 0
+    published: int = 0
+    already: int = 0
+    unpublished: int = 0
+    request_charge: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+async def _pages(container: ContainerProxy, now_iso: str, run: OverdueRun) -> AsyncIterator[list[dict[str, Any]]]:
+    pager = container.query_items(QUERY, parameters=[{"name": "@now", "value": now_iso}],
+                                  max_item_count=PAGE_SIZE).by_page()
+    async for page in pager:
+        items = [d async for d in page]
+        run.request_charge += record_charge("overdue-query", container)
+        yield items
+
+
+async def emit_overdue(
+    container: ContainerProxy,
+    container_name: str,
+    processor: ChangeFeedProcessor,
+    markers: Dedup,
+    *,
+    now: datetime | None = None,
+) -> OverdueRun:
+    """Publish ASSESSMENT_OVERDUE for every newly overdue assessment; safe to run anywhere, anytime."""
+    now = now or datetime.now(UTC)
+    ingested_at = utc_now_iso(now)
+    run = OverdueRun()
+    # ISO strings compare in time order; a date-only due date is filtered exactly below.
+    now_iso = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    async for page in _pages(container, now_iso, run):
+        run.scanned += len(page)
+        events = []
+        for doc in page:
+            tenant = doc.get("tenantId")
+            if not (isinstance(tenant, str) and TENANT_RE.match(tenant) and isinstance(doc.get("id"), str)):
+                continue  # the change feed parks such documents
+            if is_overdue(doc, now):
+                events.append(overdue_event(doc, container_name, now, ingested_at))
+        run.overdue += len(events)
+        if not events:
+            continue
+        left, published, already = await _publish(processor, markers, events)
+        run.published += published
+        run.already += already
+        run.unpublished += len(left)
+    if run.unpublished:
+        # The next run retries them: their markers were released.
+        log.warning("%d overdue event(s) not published; the next run retries", run.unpublished)
+    return run
+
+
+async def _publish(processor: ChangeFeedProcessor, markers: Dedup, events: list[Event]) -> tuple[list[Event], int, int]:
+    stats = BatchStats()
+    out = await processor.publish_events(events, stats, time.time(), dedup=markers)
+    await processor.record(stats)
+    return out

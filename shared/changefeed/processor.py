@@ -1,0 +1,287 @@
+"""One change-feed batch -> events through the pipeline, exactly once downstream, nothing lost.
+
+For a batch of changed documents of one container:
+1. validate each; an unmappable one is parked with its reason (never dropped);
+2. swap the entity snapshots in Redis (atomic, per tenant) to learn each change's prior;
+3. map each change to its events (deterministic ids) and record its delay (now - `_ts`);
+4. claim each event's dedup marker, publish the claimed ones in bulk (`publish_enriched`),
+   mark delivered/filtered ones done, release the rest;
+5. if anything is left unpublished: raise `RetryBatch` so the host retries the batch (the
+   retry policy), or, on the last attempt, park the leftover events and return.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from shared import limits
+from shared.changefeed.parking import UNMAPPED, ParkedItem, ParkingStore, partition_for
+from shared.changefeed.rules import Kind, Mapped, Unmappable, map_change, snapshot, validate
+from shared.changefeed.state import Claim, Dedup, EntityState
+from shared.metrics import BatchStats, TenantMetrics
+from shared.models import Event, EventResult, utc_now_iso
+
+log = logging.getLogger("grc.changefeed")
+
+OK_STATUSES = frozenset({"accepted", "filtered", "duplicate"})
+
+
+class Publisher(Protocol):
+    async def publish_enriched(
+        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None
+    ) -> list[EventResult]: ...
+
+
+def _ref(doc: Any) -> str:
+    """tenant/id@version of a change, without its content (for logs)."""
+    if not isinstance(doc, dict):
+        return f"<{type(doc).__name__}>"
+    return f"{doc.get('tenantId')}/{doc.get('id')}@{doc.get('_lsn', doc.get('_etag'))}"
+
+
+class RetryBatch(RuntimeError):
+    """Some changes could not be published yet; raising lets the host's retry policy redeliver them."""
+
+
+@dataclass
+class BatchOutcome:
+    documents: int = 0
+    events: int = 0
+    published: int = 0  # accepted or filtered by the tenant's stream config
+    duplicates: int = 0  # already delivered earlier (a re-delivered batch)
+    stale: int = 0  # older than a version already processed
+    settled: int = 0  # this version's events were all delivered or parked before
+    parked_documents: int = 0
+    parked_events: int = 0
+    unpublished: list[Event] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class ChangeFeedProcessor:
+    def __init__(
+        self,
+        *,
+        state: EntityState,
+        dedup: Dedup,
+        publisher: Publisher,
+        parking: ParkingStore,
+        metrics: TenantMetrics | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.state = state
+        self.dedup = dedup
+        self.publisher = publisher
+        self.parking = parking
+        self.metrics = metrics
+        self.clock = clock
+
+    async def process(
+        self, kind: Kind, container: str, docs: Sequence[Any], *, final_attempt: bool = True
+    ) -> BatchOutcome:
+        now = self.clock()
+        ingested_at = utc_now_iso(datetime.fromtimestamp(now, UTC))
+        out = BatchOutcome(documents=len(docs))
+        stats = BatchStats()
+
+        valid: list[tuple[dict[str, Any], Any]] = []
+        unmapped: list[tuple[Any, str]] = []
+        for doc in docs:
+            try:
+                valid.append((doc, validate(kind, doc)))
+            except Unmappable as exc:
+                unmapped.append((doc, f"unmappable: {exc}"))
+
+        # Entity snapshots, one atomic swap per tenant, in feed order.
+        by_tenant: dict[str, list[int]] = {}
+        for i, (doc, _) in enumerate(valid):
+            by_tenant.setdefault(doc["tenantId"], []).append(i)
+        snaps = [snapshot(kind, doc) for doc, _ in valid]
+        priors: list[Any] = [None] * len(valid)
+        try:
+            got = await self.state.swap(kind.value, {
+                tenant: [(valid[i][0]["id"], valid[i][1], snaps[i]) for i in idx]
+                for tenant, idx in by_tenant.items()})
+            for tenant, idx in by_tenant.items():
+                for i, p in zip(idx, got[tenant]):
+                    priors[i] = p
+        except Exception as exc:
+            if not final_attempt:
+                raise RetryBatch(f"entity state unavailable: {type(exc).__name__}") from exc
+            unmapped += [(doc, f"entity state unavailable: {type(exc).__name__}") for doc, _ in valid]
+            valid = []
+
+        mapped: list[Mapped] = []
+        for (doc, version), snap, prior in zip(valid, snaps, priors):
+            if prior.stale:
+                out.stale += 1
+                continue
+            m = map_change(kind, container, doc, prior.snapshot, ingested_at=ingested_at,
+                           version=version, snap=snap)
+            if prior.settled:  # delivered or parked before: count, publish nothing
+                out.settled += 1
+                out.duplicates += len(m.events)
+                stats.tenant(m.tenant_id).count("dup", len(m.events))
+                continue
+            too_big = next((e for e in m.events if len(e.to_json()) > limits.MAX_EVENT_BYTES), None)
+            if too_big is not None:
+                unmapped.append((doc, f"{too_big.eventType.value} event exceeds {limits.MAX_EVENT_BYTES} bytes"))
+                continue
+            mapped.append(m)
+
+        events = [e for m in mapped for e in m.events]
+        out.events = len(events)
+        left, published, dupes = await self.publish_events(events, stats, now)
+        out.published = published
+        out.duplicates += dupes
+        if left and not final_attempt:
+            out.unpublished = left
+            await self.record(stats)
+            raise RetryBatch(f"{len(left)} of {len(events)} change-feed event(s) not published")
+
+        # The batch is settled: park what could not be mapped and, on the last attempt, what could
+        # not be published. Parking failures propagate, so the host retries; on the last attempt
+        # the log names every change (no document content), so each can be re-triggered by a touch.
+        try:
+            await self._park(kind, container, unmapped, left, out, stats)
+        except Exception:
+            if final_attempt:
+                log.exception("LOST after the last retry, parking failed: container=%s changes=%s",
+                              container, [_ref(d) for d, _ in unmapped] + sorted(
+                                  {f"{e.tenantId}/{e.entityId}@{e.metadata.get('changeFeed', {}).get('version')}"
+                                   for e in left}))
+            raise
+
+        # Every event of these changes is now delivered, filtered or parked: a later re-delivery of
+        # the same versions yields nothing, even after the dedup markers expire.
+        try:
+            await self.state.settle(kind.value, [(m.tenant_id, m.entity_id, m.version.ident) for m in mapped])
+        except Exception as exc:  # noqa: BLE001 - the dedup markers still cover re-deliveries
+            log.warning("settled versions not recorded: %s", type(exc).__name__)
+        for m in mapped:
+            if m.ts is not None:
+                stats.tenant(m.tenant_id).observe_delay(max(0.0, (now - m.ts) * 1000.0))
+        await self.record(stats)
+        return out
+
+    async def _park(self, kind: Kind, container: str, unmapped: list[tuple[Any, str]], left: list[Event],
+                    out: BatchOutcome, stats: BatchStats) -> None:
+        if unmapped:
+            await self.parking.park_documents(container, kind.value, unmapped)
+            out.parked_documents = len(unmapped)
+            for doc, _ in unmapped:
+                tenant = partition_for(doc)
+                if tenant != UNMAPPED:
+                    stats.tenant(tenant).count("rej")
+                    stats.tenant(tenant).count("dlq")
+            log.warning("parked %d %s document(s): %s", len(unmapped), container,
+                        "; ".join(sorted({r for _, r in unmapped}))[:500])
+        if left:
+            out.unpublished = left
+            await self.parking.park_events(container, kind.value, left, "not published after the last retry")
+            out.parked_events = len(left)
+            for ev in left:
+                stats.tenant(ev.tenantId).count("dlq")
+            try:
+                await self.dedup.mark(left, "k")
+            except Exception as exc:  # noqa: BLE001 - parked already; a replay still takes them
+                log.warning("parked markers not written: %s", type(exc).__name__)
+            log.error("parked %d %s event(s) after the last retry", len(left), container)
+
+    async def publish_events(self, events: list[Event], stats: BatchStats, now: float, *,
+                             dedup: Dedup | None = None, take_parked: bool = False) -> tuple[list[Event], int, int]:
+        """Publish what is not yet delivered: (left unpublished, published, duplicates).
+
+        `dedup` overrides the markers (the overdue timer keeps its own, longer-lived ones).
+        """
+        dedup = dedup or self.dedup
+        if not events:
+            return [], 0, 0
+        token = dedup.new_token()
+        try:
+            claims = await dedup.claim(events, token, take_parked=take_parked)
+        except Exception as exc:  # noqa: BLE001 - dedup store down: publishing now could duplicate
+            log.warning("dedup markers unavailable: %s", type(exc).__name__)
+            return list(events), 0, 0
+        mine = [e for e, c in zip(events, claims) if c is Claim.MINE]
+        busy = [e for e, c in zip(events, claims) if c is Claim.BUSY]
+        dupes = sum(1 for c in claims if c is Claim.SKIP)
+        for e, c in zip(events, claims):
+            if c is Claim.SKIP:
+                stats.tenant(e.tenantId).count("dup")
+        if not mine:
+            return busy, 0, dupes
+        try:
+            results = await self.publisher.publish_enriched(mine, received_at=now)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("publishing change-feed events failed: %s", type(exc).__name__)
+            await self._safe_release(dedup, mine, token)
+            return [*mine, *busy], 0, dupes
+        done = [e for e, r in zip(mine, results) if r.status in OK_STATUSES]
+        failed = [e for e, r in zip(mine, results) if r.status not in OK_STATUSES]
+        try:
+            await dedup.mark(done, "d")
+        except Exception as exc:  # noqa: BLE001 - delivered; a redelivery may publish them again
+            log.warning("dedup markers not written: %s", type(exc).__name__)
+        await self._safe_release(dedup, failed, token)
+        return [*failed, *busy], len(done), dupes
+
+    async def _safe_release(self, dedup: Dedup, events: list[Event], token: str) -> None:
+        try:
+            await dedup.release(events, token)
+        except Exception as exc:  # noqa: BLE001 - the pending marker expires by itself
+            log.warning("dedup claims not released: %s", type(exc).__name__)
+
+    async def record(self, stats: BatchStats) -> None:
+        if self.metrics is None or not stats.tenants:
+            return
+        try:
+            await self.metrics.record(stats)
+        except Exception as exc:  # noqa: BLE001 - metrics never fail a batch
+            log.warning("change-feed metrics not recorded: %s", type(exc).__name__)
+
+    # ---- parked items -------------------------------------------------------------------
+
+    async def replay(self, item: ParkedItem) -> bool:
+        """Process a parked item again; True (and the row deleted) when nothing is left of it."""
+        if item.kind == "events":
+            events = [Event.model_validate(e) for e in item.payload]
+            left, _, _ = await self.publish_events(events, BatchStats(), self.clock(), take_parked=True)
+            if left:
+                await self.parking.failed_again(item, f"{len(left)} event(s) still not published")
+                return False
+        else:
+            try:
+                kind = Kind(item.entity_kind)
+            except ValueError:
+                await self.parking.failed_again(item, f"unknown entity kind {item.entity_kind!r}")
+                return False
+            docs = item.payload
+            problems = []
+            for doc in docs:
+                try:
+                    validate(kind, doc)
+                except Unmappable as exc:
+                    problems.append(str(exc))
+            if problems:
+                await self.parking.failed_again(item, "unmappable: " + "; ".join(problems))
+                return False
+            try:
+                await self.process(kind, item.container, docs, final_attempt=False)
+            except RetryBatch as exc:
+                await self.parking.failed_again(item, str(exc))
+                return False
+        await self.parking.delete(item.partition, item.row)
+        return True
+
+    async def replay_tenant(self, tenant: str, limit: int = 100) -> dict[str, int]:
+        replayed = kept = 0
+        for item in await self.parking.list(tenant, limit):
+            if await self.replay(item):
+                replayed += 1
+            else:
+                kept += 1
+        return {"replayed": replayed, "kept": kept}

@@ -1,0 +1,37 @@
+"""The change-feed components of an instance, built once per `Services` (one per event loop)."""
+from __future__ import annotations
+
+import weakref
+
+from shared.changefeed.parking import ParkingStore
+from shared.changefeed.processor import ChangeFeedProcessor
+from shared.changefeed.rules import Kind
+from shared.changefeed.state import Dedup, EntityState
+from shared.services import Services
+from shared.settings import Settings
+
+_processors: weakref.WeakKeyDictionary[Services, ChangeFeedProcessor] = weakref.WeakKeyDictionary()
+
+
+def processor_for(services: Services) -> ChangeFeedProcessor:
+    proc = _processors.get(services)
+    if proc is None:
+        s = services.settings
+        proc = _processors[services] = ChangeFeedProcessor(
+            state=EntityState(services.redis, s.changefeed_state_ttl_days * 86_400),
+            dedup=Dedup(services.redis, s.changefeed_dedup_ttl_hours * 3_600),
+            publisher=services.pipeline,
+            parking=ParkingStore(services.tables, s.changefeed_parked_table),
+            metrics=services.metrics,
+        )
+    return proc
+
+
+def container_of(settings: Settings, kind: Kind) -> str:
+    return {
+        Kind.RISKS: settings.cosmos_risks_container,
+        Kind.CONTROLS: settings.cosmos_controls_container,
+        Kind.ASSESSMENTS: settings.cosmos_assessments_container,
+        Kind.COMPLIANCE: settings.cosmos_compliance_container,
+        Kind.POLICIES: settings.cosmos_policies_container,
+    }[kind]

@@ -1,0 +1,123 @@
+"""Vector search destination: publish only renders each event's text and enqueues it.
+
+Embedding takes milliseconds per event locally and a network round trip in Azure, so it never
+runs on the publish path: events go, batched into few messages, to the Storage queue
+VECTOR_QUEUE, and the queue-triggered function `index_vectors` embeds and upserts them
+(`shared.vector.indexer`). An event is `delivered` here once its message is in the queue; the
+queue's approximate length is the destination's backlog (`vector_backlog`, and `health()`).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Sequence
+
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from pydantic import BaseModel
+
+from shared.destinations.base import DependencyHealth, delivered, failed
+from shared.models import Delivery, Event, StreamConfig
+from shared.settings import Settings
+from shared.vector.indexer import IndexItem
+from shared.vector.messages import encode_messages
+
+
+BACKLOG_DEGRADED_MESSAGES = 5_000  # ~ hundreds of thousands of events waiting to be embedded
+
+
+class VectorQueueDestination:
+    type = "vector"
+
+    def __init__(self, settings: Settings, queue_client: Any = None) -> None:
+        self._settings = settings
+        self._queue = queue_client
+        self._service: Any = None
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    def _client(self) -> Any:
+        if self._queue is None:
+            from shared.storage import queue_service
+
+            self._service = queue_service(self._settings)
+            # The Functions queue trigger expects base64 by default. The service client does not
+            # hand its encode policy to the queue clients it makes, so it is given here.
+            self._queue = self._service.get_queue_client(
+                self._settings.vector_queue,
+                message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy(),
+            )
+        return self._queue
+
+    async def _ensure_queue(self) -> Any:
+        """Create the queue once per instance (infra creates it in Azure; Azurite starts empty)."""
+        queue = self._client()
+        if not self._ready:
+            async with self._ready_lock:
+                if not self._ready:
+                    try:
+                        await queue.create_queue()
+                    except ResourceExistsError:
+                        pass
+                    self._ready = True
+        return queue
+
+    async def publish(
+        self, events: Sequence[Event], options: BaseModel, stream: StreamConfig
+    ) -> list[Delivery]:
+        if not events:
+            return []
+        out: list[Delivery | None] = [None] * len(events)
+        try:
+            messages = encode_messages([IndexItem.from_event(e) for e in events])
+        except ValueError as exc:  # cannot happen with bounded texts; never retry it
+            return [failed(self.type, str(exc), transient=False) for _ in events]
+        try:
+            queue = await self._ensure_queue()
+        except AzureError as exc:
+            return [failed(self.type, f"queue unavailable: {type(exc).__name__}", transient=True) for _ in events]
+
+        async def send(text: str, members: list[int]) -> None:
+            try:
+                sent = await queue.send_message(text)
+                result = delivered(self.type, f"{self._settings.vector_queue}/{sent.id}")
+            except AzureError as exc:
+                result = failed(self.type, f"enqueue failed: {type(exc).__name__}", transient=True)
+            for i in members:
+                out[i] = result
+
+        await asyncio.gather(*(send(text, members) for text, members in messages))
+        return [d or failed(self.type, "not enqueued", transient=True) for d in out]
+
+    async def backlog(self) -> int:
+        """Approximate number of messages waiting to be indexed (each holds up to ~100 events)."""
+        props = await (await self._ensure_queue()).get_queue_properties()
+        return int(props.approximate_message_count or 0)
+
+    async def health(self) -> DependencyHealth:
+        started = time.perf_counter()
+        try:
+            backlog = await self.backlog()
+        except AzureError as exc:
+            return DependencyHealth("vector-queue", "unhealthy", detail=type(exc).__name__)
+        # A long backlog means search lags publishing (indexer down or too slow): degraded, not down.
+        status = "degraded" if backlog > BACKLOG_DEGRADED_MESSAGES else "healthy"
+        return DependencyHealth("vector-queue", status, round((time.perf_counter() - started) * 1000, 1),
+                                info={"backlogMessages": backlog})
+
+    async def close(self) -> None:
+        if self._service is not None:
+            await self._service.close()
+        elif self._queue is not None:
+            await self._queue.close()
+        self._queue = self._service = None
+        self._ready = False
+
+
+async def vector_backlog(settings: Settings) -> int:
+    """The vector queue's approximate length, for metrics (a short-lived client of its own)."""
+    dest = VectorQueueDestination(settings)
+    try:
+        return await dest.backlog()
+    finally:
+        await dest.close()

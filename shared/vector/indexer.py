@@ -1,0 +1,194 @@
+"""Index and search events: render -> embed -> upsert, and embed query -> tenant-scoped KNN.
+
+`VectorSearchService` pairs one embedder with one index (the index refuses any other embedder)
+and is built once per instance from settings: the local model loads once, clients are reused.
+The work items are `IndexItem`s, the small form an event takes in the vector queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.models import Event
+from shared.settings import Settings
+from shared.vector.base import (
+    Embedder,
+    IndexSpec,
+    SearchFilters,
+    SearchHit,
+    VectorConfigError,
+    VectorDoc,
+    VectorIndex,
+)
+from shared.vector.text import render_event_text
+
+log = logging.getLogger("grc.vector")
+
+
+class IndexItem(BaseModel):
+    """What the indexer needs of an event: its filterable fields and its rendered text (bounded)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    eventId: str
+    tenantId: str
+    eventType: str
+    source: str
+    timestamp: str
+    text: str
+    entityType: str | None = None
+    entityId: str | None = None
+
+    @classmethod
+    def from_event(cls, event: Event | Mapping[str, Any]) -> "IndexItem":
+        ev = event.to_dict() if isinstance(event, Event) else dict(event)
+        return cls(
+            eventId=ev["eventId"], tenantId=ev["tenantId"], eventType=_plain(ev["eventType"]),
+            source=_plain(ev["source"]), timestamp=ev["timestamp"], entityType=ev.get("entityType"),
+            entityId=ev.get("entityId"), text=render_event_text(ev),
+        )
+
+
+def _plain(value: Any) -> str:
+    return str(getattr(value, "value", value))  # an Enum member or its value
+
+
+class VectorSearchService:
+    def __init__(self, embedder: Embedder, index: VectorIndex) -> None:
+        if index.spec != IndexSpec(embedder.model_id, embedder.dimensions):
+            raise ValueError(
+                f"index spec {index.spec} does not match embedder {embedder.model_id} ({embedder.dimensions})"
+            )
+        self.embedder = embedder
+        self.index = index
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if not self._opened:
+                await self.index.open()
+                self._opened = True
+
+    async def index_items(self, items: Sequence[IndexItem]) -> int:
+        """Embed and upsert; the last item wins when one batch holds an event twice."""
+        await self.open()
+        latest = {(i.tenantId, i.eventId): i for i in items}
+        unique = list(latest.values())
+        if not unique:
+            return 0
+        vectors = await self.embedder.embed([i.text for i in unique])
+        docs = [
+            VectorDoc(
+                event_id=i.eventId, tenant_id=i.tenantId, event_type=i.eventType, source=i.source,
+                timestamp=i.timestamp, text=i.text, vector=v, model_id=self.embedder.model_id,
+                entity_type=i.entityType, entity_id=i.entityId,
+            )
+            for i, v in zip(unique, vectors)
+        ]
+        return await self.index.upsert(docs)
+
+    async def index_events(self, events: Sequence[Event | Mapping[str, Any]]) -> int:
+        return await self.index_items([IndexItem.from_event(e) for e in events])
+
+    async def search(
+        self, tenant_id: str, query: str, k: int = 10, filters: SearchFilters | None = None
+    ) -> list[SearchHit]:
+        if not tenant_id:
+            raise ValueError("tenant_id is required")
+        await self.open()
+        (vector,) = await self.embedder.embed([query])
+        return await self.index.search(tenant_id, vector, k, filters, model_id=self.embedder.model_id)
+
+    async def close(self) -> None:
+        await self.index.close()
+        await self.embedder.close()
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_backend == "azure-openai":
+        from shared.vector.azure_openai import AzureOpenAIEmbedder
+
+        return AzureOpenAIEmbedder(
+            endpoint=settings.azure_openai_endpoint, deployment=settings.azure_openai_deployment,
+            model=settings.azure_openai_model, dimensions=settings.embedding_dimensions,
+            api_key=settings.azure_openai_api_key, api_version=settings.azure_openai_api_version,
+            batch_size=settings.embedding_batch_size, managed_identity_client_id=settings.azure_client_id,
+        )
+    from shared.vector.local_minilm import DIMENSIONS
+
+    if settings.embedding_dimensions not in (0, DIMENSIONS):
+        raise ValueError(f"the local model makes {DIMENSIONS}-dimension vectors; EMBEDDING_DIMENSIONS is "
+                         f"{settings.embedding_dimensions}")
+    return _local_model(settings.local_tokenizer_path, min(settings.embedding_batch_size, 64))
+
+
+@lru_cache(maxsize=2)
+def _local_model(tokenizer_path: str, batch_size: int) -> Embedder:
+    """The local model is loaded once per process (it holds no event-loop state)."""
+    try:
+        from shared.vector.local_minilm import LocalMiniLM
+    except ImportError as exc:  # requirements-local.txt is never deployed
+        raise VectorConfigError(
+            "EMBEDDING_BACKEND=local needs the local-only packages (requirements-local.txt); "
+            "in Azure set EMBEDDING_BACKEND=azure-openai and VECTOR_BACKEND=azure-search"
+        ) from exc
+    return LocalMiniLM(tokenizer_path, batch_size=batch_size)
+
+
+def build_index(settings: Settings, spec: IndexSpec) -> VectorIndex:
+    if settings.vector_backend == "azure-search":
+        from shared.vector.azure_search import AzureSearchIndex
+
+        return AzureSearchIndex(
+            settings.azure_search_endpoint, settings.azure_search_index, spec,
+            api_key=settings.azure_search_api_key, managed_identity_client_id=settings.azure_client_id,
+        )
+    from shared.vector.sqlite_index import SqliteVecIndex
+
+    return SqliteVecIndex(settings.vector_sqlite_path, spec)
+
+
+def build_service(settings: Settings) -> VectorSearchService:
+    embedder = build_embedder(settings)
+    return VectorSearchService(embedder, build_index(settings, IndexSpec(embedder.model_id, embedder.dimensions)))
+
+
+# Azure clients are bound to the event loop that made them: one service per running loop, as
+# shared.services does (the Functions worker has one loop; tests get one per test).
+_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VectorSearchService]" = weakref.WeakKeyDictionary()
+
+
+def get_service() -> VectorSearchService:
+    loop = asyncio.get_running_loop()
+    service = _per_loop.get(loop)
+    if service is None:
+        from shared.settings import get_settings
+
+        service = _per_loop[loop] = build_service(get_settings())
+    return service
+
+
+async def reset_service() -> None:
+    """Close this loop's service (tests that change settings; the local runner on stop)."""
+    service = _per_loop.pop(asyncio.get_running_loop(), None)
+    if service is not None:
+        await service.close()
+
+
+async def process_queue_message(body: bytes | str) -> int:
+    """The queue-triggered indexer: decode one message, embed and upsert its events.
+
+    Raises on failure so the Functions host retries the message and, after maxDequeueCount,
+    moves it to `<queue>-poison`: an event is never dropped silently."""
+    from shared.vector.messages import decode_message
+
+    items = decode_message(body)
+    count = await get_service().index_items(items)
+    log.info("vector index: %d events upserted", count)
+    return count

@@ -1,0 +1,278 @@
+"""The change-feed batch path against real Redis and Azurite: events, dedup, retries, parking, replay."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.changefeed.processor import ChangeFeedProcessor, RetryBatch
+from shared.changefeed.rules import Kind
+from shared.changefeed.runtime import processor_for
+from shared.changefeed.state import Dedup
+from shared.destinations.redis_streams import stream_key
+from shared.metrics import BatchStats
+from shared.models import Event, EventResult
+from shared.services import Services
+from shared.settings import Settings
+
+
+@pytest.fixture
+async def services(redis_port: int, storage_connection_string: str) -> AsyncIterator[Services]:
+    settings = Settings.model_validate({
+        "REDIS_PORT": redis_port,
+        "STORAGE_CONNECTION_STRING": storage_connection_string,
+        "CHANGEFEED_PARKED_TABLE": f"parked{uuid.uuid4().hex[:8]}",
+        "STREAM_CONFIG_TABLE": f"cfg{uuid.uuid4().hex[:8]}",
+    })
+    svc = Services(settings)
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def risk(tenant: str, rid: str, lsn: int, **kw: Any) -> dict[str, Any]:
+    d = {"id": rid, "tenantId": tenant, "createdAt": "2026-11-01T10:00:00Z", "updatedAt": "2026-11-01T10:00:00Z",
+         "status": "open", "score": 9, "_lsn": lsn, "_ts": int(time.time()) - 2, "_etag": f"e{lsn}"}
+    d.update(kw)
+    return d
+
+
+async def stream(services: Services, tenant: str) -> list[dict[str, Any]]:
+    entries = await services.redis.xrange(stream_key(tenant))
+    return [orjson.loads(fields[b"e"]) for _, fields in entries]
+
+
+def kinds(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(e["eventType"], e["entityId"]) for e in events]
+
+
+class Flaky:
+    """The real pipeline, except that the first `fail_calls` calls fail every event (transiently)."""
+
+    def __init__(self, inner: Any, fail_calls: int) -> None:
+        self.inner, self.fail_calls, self.calls = inner, fail_calls, 0
+
+    async def publish_enriched(self, events: Sequence[Event], *, received_at: float | None = None,
+                               stats: BatchStats | None = None) -> list[EventResult]:
+        self.calls += 1
+        if self.calls <= self.fail_calls:
+            return [EventResult(index=i, status="failed", eventId=e.eventId, tenantId=e.tenantId,
+                                reason="destination down") for i, e in enumerate(events)]
+        return await self.inner.publish_enriched(events, received_at=received_at, stats=stats)
+
+
+def with_publisher(proc: ChangeFeedProcessor, publisher: Any) -> ChangeFeedProcessor:
+    return ChangeFeedProcessor(state=proc.state, dedup=proc.dedup, publisher=publisher,
+                               parking=proc.parking, metrics=proc.metrics)
+
+
+async def test_batch_becomes_events_in_order_per_entity(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    out = await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1), risk(tenant, "r2", 2)])
+    assert (out.events, out.published, out.duplicates) == (2, 2, 0)
+    later = risk(tenant, "r1", 3, status="mitigated", updatedAt="2026-11-02T10:00:00Z")
+    await proc.process(Kind.RISKS, "risks", [later])
+    assert kinds(await stream(services, tenant)) == [
+        ("RISK_CREATED", "r1"), ("RISK_CREATED", "r2"), ("RISK_UPDATED", "r1"), ("RISK_STATUS_CHANGED", "r1")]
+
+
+async def test_redelivered_batch_publishes_nothing_twice(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    batch = [risk(tenant, "r1", 1), risk(tenant, "r1", 2, status="closed", updatedAt="2026-11-03T00:00:00Z")]
+    first = await proc.process(Kind.RISKS, "risks", batch)
+    again = await proc.process(Kind.RISKS, "risks", batch)
+    assert first.published == 3 and again.published == 0
+    # Version 1 is now older than the stored version 2: stale, nothing; version 2's events: duplicates.
+    assert (again.stale, again.duplicates) == (1, 2)
+    evs = await stream(services, tenant)
+    assert kinds(evs) == [("RISK_CREATED", "r1"), ("RISK_UPDATED", "r1"), ("RISK_STATUS_CHANGED", "r1")]
+    assert len({e["eventId"] for e in evs}) == 3
+
+
+async def test_redelivery_after_a_failed_publish_recomputes_the_same_status_change(
+    services: Services, tenant: str
+) -> None:
+    base = processor_for(services)
+    await base.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)])
+    flaky = with_publisher(base, Flaky(services.pipeline, fail_calls=1))
+    change = [risk(tenant, "r1", 2, status="accepted", updatedAt="2026-11-04T00:00:00Z")]
+    with pytest.raises(RetryBatch):
+        await flaky.process(Kind.RISKS, "risks", change, final_attempt=False)
+    assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1")]
+    # The entity state already holds version 2; the retry still sees "open" as the prior.
+    out = await flaky.process(Kind.RISKS, "risks", change, final_attempt=False)
+    assert out.published == 2
+    evs = await stream(services, tenant)
+    assert kinds(evs)[1:] == [("RISK_UPDATED", "r1"), ("RISK_STATUS_CHANGED", "r1")]
+    assert evs[2]["data"]["previousStatus"] == "open"
+
+
+async def test_last_retry_parks_the_events_and_replay_publishes_them_once(services: Services, tenant: str) -> None:
+    base = processor_for(services)
+    down = with_publisher(base, Flaky(services.pipeline, fail_calls=99))
+    batch = [risk(tenant, "r1", 1), risk(tenant, "r2", 2)]
+    out = await down.process(Kind.RISKS, "risks", batch, final_attempt=True)
+    assert out.parked_events == 2 and out.published == 0
+    assert await stream(services, tenant) == []
+    parked = await base.parking.list(tenant)
+    assert len(parked) == 1 and parked[0].kind == "events" and parked[0].count == 2
+    assert "last retry" in parked[0].reason
+    # A redelivery of the same batch does not publish the parked events behind the park's back.
+    again = await base.process(Kind.RISKS, "risks", batch)
+    assert again.published == 0 and again.duplicates == 2
+    assert await base.replay(parked[0]) is True
+    assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1"), ("RISK_CREATED", "r2")]
+    assert await base.parking.list(tenant) == []
+    # Replaying twice (e.g. two operators) publishes nothing more.
+    assert (await base.process(Kind.RISKS, "risks", batch)).published == 0
+    assert len(await stream(services, tenant)) == 2
+
+
+async def test_unmappable_documents_are_parked_with_reason_not_dropped(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    no_tenant = {"id": "x1", "_lsn": 5, "_ts": 1}
+    bad_status = risk(tenant, "r9", 6, status=7)
+    out = await proc.process(Kind.RISKS, "risks", [no_tenant, risk(tenant, "r1", 7), bad_status])
+    assert out.parked_documents == 2 and out.published == 1
+    unmapped = [p for p in await proc.parking.list("_unmapped") if p.payload[0].get("id") == "x1"]
+    assert len(unmapped) == 1 and "tenantId" in unmapped[0].reason and unmapped[0].container == "risks"
+    mine = await proc.parking.list(tenant)
+    assert len(mine) == 1 and "status" in mine[0].reason and mine[0].payload == [bad_status]
+    # Still unmappable on replay: kept, with one more attempt counted.
+    assert await proc.replay(mine[0]) is False
+    kept = await proc.parking.get(tenant, mine[0].row)
+    assert kept is not None and kept.attempts == 2 and "status" in (kept.last_error or "")
+
+
+async def test_a_fixed_parked_document_replays(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    await proc.parking.park_documents("risks", "risks", [(risk(tenant, "r5", 9), "entity state unavailable")])
+    item = (await proc.parking.list(tenant))[0]
+    assert await proc.replay(item) is True
+    assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r5")]
+
+
+async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    other = Dedup(services.redis, 3600)  # another instance, its own token
+    doc = risk(tenant, "r1", 1)
+    from shared.changefeed.rules import map_change
+
+    ev = map_change(Kind.RISKS, "risks", doc, None, ingested_at="2026-01-01T00:00:00.000Z").events
+    token = other.new_token()
+    await other.claim(ev, token)
+    with pytest.raises(RetryBatch):
+        await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)
+    assert await stream(services, tenant) == []
+    await other.release(ev, token)
+    assert (await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)).published == 1
+
+
+async def test_stale_version_yields_nothing(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 5)])
+    out = await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 3, status="closed")])
+    assert out.stale == 1 and out.events == 0
+
+
+async def test_change_feed_delay_goes_to_tenant_metrics(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1, _ts=int(time.time()) - 40)])
+    snap = await services.metrics.snapshot(tenant)
+    delay = snap["windows"]["1m"]["changeFeedDelayMs"]
+    assert delay["mean"] is not None and delay["mean"] >= 39_000
+    assert snap["totals"]["accepted"] == 1
+
+
+async def test_duplicates_are_counted_in_metrics(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    batch = [risk(tenant, "r1", 1)]
+    await proc.process(Kind.RISKS, "risks", batch)
+    await proc.process(Kind.RISKS, "risks", batch)
+    assert (await services.metrics.snapshot(tenant))["totals"]["duplicates"] == 1
+
+
+async def test_state_store_down_on_last_retry_parks_documents(services: Services, tenant: str) -> None:
+    base = processor_for(services)
+
+    class Down:
+        async def swap(self, *a: Any, **k: Any) -> Any:
+            raise ConnectionError("redis down")
+
+    proc = ChangeFeedProcessor(state=Down(), dedup=base.dedup, publisher=services.pipeline,  # type: ignore[arg-type]
+                               parking=base.parking, metrics=None)
+    with pytest.raises(RetryBatch):
+        await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)], final_attempt=False)
+    out = await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)], final_attempt=True)
+    assert out.parked_documents == 1
+    parked = await base.parking.list(tenant)
+    assert "entity state unavailable" in parked[0].reason
+    assert await base.replay(parked[0]) is True
+    assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1")]
+
+
+async def test_large_payload_parks_across_chunks(services: Services, tenant: str) -> None:
+    proc = processor_for(services)
+    import os
+
+    big = risk(tenant, "r1", 1, blob=os.urandom(150_000).hex())  # 300 kB, incompressible-ish
+    await proc.parking.park_documents("risks", "risks", [(big, "test")])
+    item = (await proc.parking.list(tenant))[0]
+    assert item.payload == [big]
+
+
+async def test_a_retried_batch_parks_its_unmappable_documents_once(services: Services, tenant: str) -> None:
+    base = processor_for(services)
+    flaky = with_publisher(base, Flaky(services.pipeline, fail_calls=1))
+    batch = [risk(tenant, "r1", 1), risk(tenant, "bad", 2, status=["x"])]
+    with pytest.raises(RetryBatch):
+        await flaky.process(Kind.RISKS, "risks", batch, final_attempt=False)
+    assert await base.parking.list(tenant) == []  # not settled yet: nothing parked
+    out = await flaky.process(Kind.RISKS, "risks", batch, final_attempt=False)
+    assert (out.published, out.parked_documents) == (1, 1)
+    assert len(await base.parking.list(tenant)) == 1
+    totals = (await services.metrics.snapshot(tenant))["totals"]
+    assert totals["rejected"] == 1 and totals["deadLettered"] == 1 and totals["accepted"] == 1
+
+
+async def test_replay_from_the_beginning_after_markers_expired_publishes_nothing(
+    services: Services, tenant: str
+) -> None:
+    proc = processor_for(services)
+    batch = [risk(tenant, "r1", 1), risk(tenant, "r2", 2)]
+    await proc.process(Kind.RISKS, "risks", batch)
+    async for key in services.redis.scan_iter(match=f"grc:{{{tenant}}}:cf:d:*"):
+        await services.redis.delete(key)  # the dedup window has passed
+    out = await proc.process(Kind.RISKS, "risks", batch)
+    assert (out.settled, out.published, out.duplicates) == (2, 0, 2)
+    assert len(await stream(services, tenant)) == 2
+
+
+async def test_parking_down_on_the_last_retry_raises_and_names_each_change(
+    services: Services, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = processor_for(services)
+
+    class ParkingDown:
+        async def park_documents(self, *a: Any, **k: Any) -> Any:
+            raise ConnectionError("table down")
+
+        park_events = park_documents
+
+    proc = ChangeFeedProcessor(state=base.state, dedup=base.dedup,
+                               publisher=Flaky(services.pipeline, fail_calls=99),
+                               parking=ParkingDown(), metrics=None)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError), caplog.at_level("ERROR", logger="grc.changefeed"):
+        await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 41, secret="do-not-log")], final_attempt=True)
+    lost = [r.getMessage() for r in caplog.records if "LOST" in r.getMessage()]
+    assert len(lost) == 1 and f"{tenant}/r1@lsn:41" in lost[0] and "do-not-log" not in lost[0]

@@ -1,0 +1,160 @@
+"""The runner's Cosmos and timer drivers: retry policy, leases, NCRONTAB, past_due."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.cosmos.aio import CosmosClient
+
+from devhost.app_loader import FunctionSpec
+from devhost.cosmos_driver import FeedWorker, connection_settings, decode_batch
+from devhost.retry import RetryPolicy, timespan_seconds
+from devhost.timer_driver import Schedule, TimerWorker
+from localdev import services
+
+# ---- retry policy and connection settings -------------------------------------------------
+
+def test_exponential_backoff_doubles_up_to_the_maximum() -> None:
+    p = RetryPolicy.from_setting({"strategy": "exponential_backoff", "max_retry_count": "5",
+                                  "minimum_interval": "00:00:02", "maximum_interval": "00:00:10"})
+    assert p is not None and p.max_retry_count == 5
+    assert [p.delay(i) for i in range(5)] == [2, 4, 8, 10, 10]
+    fixed = RetryPolicy.from_setting({"strategy": "fixed_delay", "max_retry_count": "2", "delay_interval": "00:01:30"})
+    assert fixed is not None and fixed.delay(3) == 90
+    assert RetryPolicy.from_setting(None) is None
+    assert timespan_seconds("1.02:00:00") == 93_600
+
+
+def test_connection_string_or_identity_prefix() -> None:
+    cs = "AccountEndpoint=https://acct.documents.azure.com:443/;AccountKey=abc==;"
+    assert connection_settings("COSMOS", {"COSMOS": cs}) == ("https://acct.documents.azure.com:443", "abc==")
+    env = {"COSMOS__accountEndpoint": "http://127.0.0.1:8081/", "COSMOS_DB_KEY": "k"}
+    assert connection_settings("COSMOS", env) == ("http://127.0.0.1:8081", "k")
+    with pytest.raises(KeyError):
+        connection_settings("COSMOS", {})
+
+
+def test_decode_batch_is_the_workers_document_list() -> None:
+    docs = decode_batch([{"id": "a", "n": 1}, {"id": "b"}])
+    assert type(docs).__name__ == "DocumentList" and docs[0]["n"] == 1 and docs[1].to_dict() == {"id": "b"}
+
+
+# ---- the Cosmos driver against the local server --------------------------------------------
+
+def spec(fn: Any, container: str, db: str, retry: dict[str, Any] | None, **trigger: Any) -> FunctionSpec:
+    t = {"type": "cosmosDBTrigger", "name": "docs", "connection": "COSMOS", "databaseName": db,
+         "containerName": container, "leaseContainerName": "leases", "leaseContainerPrefix": "t-",
+         "maxItemsPerInvocation": 2, "startFromBeginning": True, **trigger}
+    return FunctionSpec("fn", t, [t], fn, {"retry": retry} if retry else {})
+
+
+async def test_retry_policy_then_the_lease_advances(cosmos_server: services.Running) -> None:
+    calls: list[tuple[int, int, list[str]]] = []
+
+    async def fn(docs: Any, context: Any) -> None:
+        calls.append((context.retry_context.retry_count, context.retry_context.max_retry_count,
+                      [d["id"] for d in docs]))
+        raise RuntimeError("downstream down")
+
+    db = f"d-{uuid.uuid4().hex[:6]}"
+    endpoint = cosmos_server.settings["COSMOS_DB_ENDPOINT"]
+    async with CosmosClient(endpoint, services.LOCAL_COSMOS_KEY, connection_verify=False,
+                            enable_endpoint_discovery=False) as client:
+        retry = {"strategy": "exponential_backoff", "max_retry_count": "2", "minimum_interval": "00:00:01",
+                 "maximum_interval": "00:00:05"}
+        slept: list[float] = []
+
+        async def no_sleep(s: float) -> None:
+            slept.append(s)
+
+        w = FeedWorker(spec(fn, "items", db, retry), client, poll_ms=0, sleep=no_sleep)
+        await w.open()
+        assert w.container is not None
+        for i in range(3):
+            await w.container.upsert_item({"id": f"d{i}", "tenantId": "t"})
+        token, n = await w.step(None)
+        assert n == 2  # maxItemsPerInvocation
+        assert calls == [(0, 2, ["d0", "d1"]), (1, 2, ["d0", "d1"]), (2, 2, ["d0", "d1"])]
+        assert slept == [1, 2] and w.failed_batches == 1
+        # Like the host, the lease moved past the failed batch (the function parks what it could not publish).
+        assert (await w.read_lease()).continuation == token
+        calls.clear()
+        _, n = await w.step(token)
+        assert n == 1 and calls[0][2] == ["d2"]
+
+
+async def test_new_lease_without_start_from_beginning_starts_now(cosmos_server: services.Running) -> None:
+    seen: list[str] = []
+
+    async def fn(docs: Any) -> None:
+        seen.extend(d["id"] for d in docs)
+
+    db = f"d-{uuid.uuid4().hex[:6]}"
+    async with CosmosClient(cosmos_server.settings["COSMOS_DB_ENDPOINT"], services.LOCAL_COSMOS_KEY,
+                            connection_verify=False, enable_endpoint_discovery=False) as client:
+        w = FeedWorker(spec(fn, "items", db, None, startFromBeginning=False), client, poll_ms=0)
+        await w.open()
+        assert w.container is not None
+        await w.container.upsert_item({"id": "old", "tenantId": "t"})
+        token, n = await w.step(None)
+        assert n == 0 and token is not None
+        assert (await w.read_lease()).continuation == token  # "now" is pinned, so a restart skips nothing
+        await w.container.upsert_item({"id": "new", "tenantId": "t"})
+        _, n = await w.step((await w.read_lease()).continuation)
+        assert seen == ["new"]
+
+
+# ---- timers -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("expr, after, expected", [
+    ("0 */5 * * * *", "2026-11-27T02:53:12", "2026-11-27T02:55:00"),
+    ("0 0 * * * *", "2026-11-27T23:10:00", "2026-11-28T00:00:00"),
+    ("30 0 9 * * MON-FRI", "2026-11-27T10:00:00", "2026-11-30T09:00:30"),  # Friday -> Monday
+    ("0 0 0 1 * *", "2026-12-15T00:00:00", "2027-01-01T00:00:00"),
+    ("0 0 12 * * 0", "2026-11-27T00:00:00", "2026-11-29T12:00:00"),  # Sunday
+    ("*/10 * * * * *", "2026-11-27T00:00:05", "2026-11-27T00:00:10"),
+    ("00:00:30", "2026-11-27T00:00:05", "2026-11-27T00:00:35"),
+])
+def test_ncrontab_next_occurrence(expr: str, after: str, expected: str) -> None:
+    got = Schedule(expr).next_after(datetime.fromisoformat(after).replace(tzinfo=UTC))
+    assert got == datetime.fromisoformat(expected).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("bad", ["* * * * *", "61 * * * * *", "0 0 25 * * *", "0 0 0 * * 9"])
+def test_bad_schedules_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        Schedule(bad)
+
+
+def timer_spec(fn: Any, **trigger: Any) -> FunctionSpec:
+    t = {"type": "timerTrigger", "name": "timer", "schedule": "0 0 0 1 1 *", "useMonitor": True, **trigger}
+    return FunctionSpec("tick", t, [t], fn, {})
+
+
+async def test_run_on_startup_and_missed_occurrence_is_past_due(tmp_path: Path) -> None:
+    import asyncio
+
+    fired: list[bool] = []
+
+    async def fn(timer: Any) -> None:
+        fired.append(timer.past_due)
+
+    # run_on_startup: fires at once, not past due.
+    stop = asyncio.Event()
+    stop.set()
+    await TimerWorker(timer_spec(fn, runOnStartup=True), tmp_path).run(stop)
+    assert fired == [False]
+    # The runner was down when the last occurrence was due: fires at start with past_due.
+    status = tmp_path / "timers" / "tick.json"
+    past = datetime.now(UTC) - timedelta(hours=1)
+    status.write_text(json.dumps({"Last": (past - timedelta(days=1)).isoformat(), "Next": past.isoformat()}))
+    await TimerWorker(timer_spec(fn), tmp_path).run(stop)
+    assert fired == [False, True]
+    # Nothing missed: nothing fires at start.
+    await TimerWorker(timer_spec(fn), tmp_path).run(stop)
+    assert fired == [False, True]
+    assert datetime.fromisoformat(json.loads(status.read_text())["Next"]) > datetime.now(UTC)

@@ -1,0 +1,157 @@
+"""The Cosmos DB trigger and timer registrations, called with batches decoded as the worker decodes them."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from azure.functions import meta
+from azure.functions.cosmosdb import CosmosDBTriggerConverter
+
+import function_app
+from shared.changefeed.processor import RetryBatch
+from shared.changefeed.runtime import processor_for
+from shared.destinations.redis_streams import stream_key
+from shared.services import Services
+
+pytestmark = pytest.mark.usefixtures("app_services")
+CONTAINERS = {"changefeed_risks": "COSMOS_RISKS_CONTAINER", "changefeed_controls": "COSMOS_CONTROLS_CONTAINER",
+              "changefeed_assessments": "COSMOS_ASSESSMENTS_CONTAINER",
+              "changefeed_compliance": "COSMOS_COMPLIANCE_CONTAINER",
+              "changefeed_policies": "COSMOS_POLICIES_CONTAINER"}
+
+
+def functions() -> dict[str, Any]:
+    function_app.app.functions_bindings = None
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def decoded(docs: list[Any]) -> Any:
+    """Exactly what the Python worker hands a cosmosDBTrigger function."""
+    return CosmosDBTriggerConverter.decode(meta.Datum(json.dumps(docs), "json"), trigger_metadata={})
+
+
+@dataclass
+class Retry:
+    retry_count: int
+    max_retry_count: int
+
+
+@dataclass
+class Ctx:
+    retry_context: Retry | None
+    function_name: str = "changefeed_risks"
+    invocation_id: str = "test"
+
+
+async def stream(services: Services, tenant: str) -> list[dict[str, Any]]:
+    return [orjson.loads(f[b"e"]) for _, f in await services.redis.xrange(stream_key(tenant))]
+
+
+def risk(tenant: str, rid: str, lsn: int, **kw: Any) -> dict[str, Any]:
+    return {"id": rid, "tenantId": tenant, "status": "open", "createdAt": "2026-11-01T00:00:00Z",
+            "updatedAt": "2026-11-01T00:00:00Z", "_lsn": lsn, "_ts": 1_790_000_000, "_etag": f'"{lsn}"', **kw}
+
+
+def test_one_trigger_per_container_sharing_one_lease_container() -> None:
+    fns = functions()
+    prefixes = set()
+    for name, setting in CONTAINERS.items():
+        b = json.loads(fns[name].get_function_json())["bindings"][0]
+        assert b["type"] == "cosmosDBTrigger" and b["direction"] == "IN"
+        assert b["containerName"] == f"%{setting}%" and b["databaseName"] == "%COSMOS_DB_DATABASE%"
+        assert b["leaseContainerName"] == "%COSMOS_LEASE_CONTAINER%" and b["connection"] == "COSMOS"
+        assert 1 <= b["maxItemsPerInvocation"] <= 1000
+        prefixes.add(b["leaseContainerPrefix"])
+        retry = fns[name].get_settings_dict("retry_policy")
+        assert retry["strategy"] == "exponential_backoff" and int(retry["max_retry_count"]) >= 1
+    assert len(prefixes) == len(CONTAINERS)  # distinct lease prefixes: no two functions steal leases
+
+
+def test_overdue_timer_registration() -> None:
+    b = json.loads(functions()["assessments_overdue"].get_function_json())["bindings"][0]
+    assert b["type"] == "timerTrigger" and b["schedule"] == "%OVERDUE_SCHEDULE%"
+
+
+async def test_a_decoded_batch_becomes_events(app_services: Services) -> None:
+    tenant = f"fa-{uuid.uuid4().hex[:8]}"
+    fn = functions()["changefeed_risks"].get_user_function()
+    docs = decoded([risk(tenant, "r1", 1), risk(tenant, "r2", 2, status="closed")])
+    assert type(docs).__name__ == "DocumentList"
+    await fn(docs=docs, context=Ctx(Retry(0, 5)))
+    evs = await stream(app_services, tenant)
+    assert [(e["eventType"], e["entityId"], e["source"]) for e in evs] == [
+        ("RISK_CREATED", "r1", "COSMOS_DB"), ("RISK_CREATED", "r2", "COSMOS_DB")]
+    # The same batch again (the host redelivers after a crash): nothing new.
+    await fn(docs=decoded([risk(tenant, "r1", 1), risk(tenant, "r2", 2, status="closed")]),
+             context=Ctx(Retry(0, 5)))
+    assert len(await stream(app_services, tenant)) == 2
+
+
+async def test_transient_failure_raises_until_the_last_retry_then_parks(app_services: Services) -> None:
+    tenant = f"fa-{uuid.uuid4().hex[:8]}"
+    fn = functions()["changefeed_controls"].get_user_function()
+    batch = [{"id": "c1", "tenantId": tenant, "lastTest": {"result": "fail", "testedAt": "2026-11-02T00:00:00Z"},
+              "_lsn": 7, "_ts": 1_790_000_000}]
+    # Break the tenant's stream (a key of the wrong type): every XADD fails.
+    await app_services.redis.set(stream_key(tenant), "not a stream")
+    with pytest.raises(RetryBatch):
+        await fn(docs=decoded(batch), context=Ctx(Retry(0, 5)))
+    with pytest.raises(RetryBatch):
+        await fn(docs=decoded(batch), context=Ctx(Retry(4, 5)))
+    await fn(docs=decoded(batch), context=Ctx(Retry(5, 5)))  # the last retry: parks, does not raise
+    proc = processor_for(app_services)
+    parked = await proc.parking.list(tenant)
+    assert len(parked) == 1 and parked[0].kind == "events" and parked[0].container == "controls"
+    assert [e["eventType"] for e in parked[0].payload] == ["CONTROL_CREATED", "CONTROL_TESTED", "CONTROL_FAILED"]
+    await app_services.redis.delete(stream_key(tenant))
+    assert await proc.replay(parked[0]) is True
+    assert [e["eventType"] for e in await stream(app_services, tenant)] == [
+        "CONTROL_CREATED", "CONTROL_TESTED", "CONTROL_FAILED"]
+
+
+async def test_no_retry_policy_context_counts_as_final(app_services: Services) -> None:
+    tenant = f"fa-{uuid.uuid4().hex[:8]}"
+    fn = functions()["changefeed_risks"].get_user_function()
+    await app_services.redis.set(stream_key(tenant), "x")
+    await fn(docs=decoded([risk(tenant, "r1", 1)]), context=Ctx(None))
+    assert len(await processor_for(app_services).parking.list(tenant)) == 1
+    await app_services.redis.delete(stream_key(tenant))
+
+
+async def test_null_and_tenantless_documents_are_parked(app_services: Services) -> None:
+    fn = functions()["changefeed_policies"].get_user_function()
+    marker = uuid.uuid4().hex
+    await fn(docs=decoded([None, {"id": marker, "_lsn": 1, "_ts": 1}]), context=Ctx(Retry(0, 5)))
+    parked = await processor_for(app_services).parking.list("_unmapped", limit=1000)
+    mine = [p for p in parked if p.payload and isinstance(p.payload[0], dict) and p.payload[0].get("id") == marker]
+    assert len(mine) == 1 and "tenantId" in mine[0].reason and mine[0].container == "policies"
+    assert any(p.payload == [None] and "JSON object" in p.reason for p in parked)
+
+
+def test_parked_cli_lists_and_replays(app_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from shared.changefeed import parked
+    from shared.services import reset_services
+
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+
+    async def park() -> None:
+        from shared.services import get_services
+
+        await processor_for(get_services()).parking.park_documents(
+            "risks", "risks", [(risk(tenant, "r1", 1), "entity state unavailable")])
+        await reset_services()
+
+    asyncio.run(park())
+    parked.main(["list", tenant])
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(listed) == 1 and listed[0]["reason"] == "entity state unavailable" and listed[0]["kind"] == "document"
+    parked.main(["replay", tenant])
+    assert json.loads(capsys.readouterr().out) == {"replayed": 1, "kept": 0}
+    parked.main(["list", tenant])
+    assert capsys.readouterr().out == ""

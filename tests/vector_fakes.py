@@ -1,0 +1,209 @@
+"""FAKE services for the vector adapters' HTTP boundary (no Azure AI Search or Azure OpenAI runs here).
+
+Each fake is a small aiohttp server on 127.0.0.1 that records every request it gets and answers
+in the shape the REST APIs document. They exist to check the requests our adapters build; they
+are not emulators: the search fake understands only the tenant clause of a filter.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import re
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+def self_signed_context(tmp_dir: Path) -> ssl.SSLContext:
+    """A throwaway TLS certificate for 127.0.0.1, so bearer tokens (https only) can be tested."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_dir / "fake.crt", tmp_dir / "fake.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+class _FakeServer:
+    def __init__(self, tls_dir: Path | None = None) -> None:
+        self.requests: list[Recorded] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._tls_dir = tls_dir  # serve https with a throwaway certificate
+
+    @property
+    def endpoint(self) -> str:
+        return f"{'https' if self._tls_dir else 'http'}://127.0.0.1:{self.port}"
+
+    async def start(self) -> "_FakeServer":
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        ctx = self_signed_context(self._tls_dir) if self._tls_dir else None
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = orjson.loads(raw) if raw else None
+        rec = Recorded(request.method, request.path, dict(request.query), dict(request.headers), body)
+        self.requests.append(rec)
+        return await self.handle(rec)
+
+    async def handle(self, rec: Recorded) -> web.Response:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @staticmethod
+    def json(status: int, payload: Any) -> web.Response:
+        return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+
+class FakeAzureSearch(_FakeServer):
+    """Keeps one index definition and its documents; answers vector queries by exact cosine."""
+
+    _INDEX = re.compile(r"^/indexes\('(?P<name>[^']+)'\)(?P<rest>.*)$")
+    _TENANT = re.compile(r"^tenantId eq '(?P<t>(?:[^']|'')*)'")
+
+    def __init__(self, tls_dir: Path | None = None) -> None:
+        super().__init__(tls_dir)
+        self.indexes: dict[str, dict[str, Any]] = {}
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.hide_index_once = False
+
+    async def handle(self, rec: Recorded) -> web.Response:
+        if rec.method == "POST" and rec.path == "/indexes":
+            if rec.body["name"] in self.indexes:
+                return self.json(409, {"error": {"code": "ResourceNameAlreadyInUse", "message": "exists"}})
+            self.indexes[rec.body["name"]] = rec.body
+            return self.json(201, rec.body)
+        m = self._INDEX.match(rec.path)
+        if not m:
+            return self.json(404, {"error": {"code": "NotFound", "message": rec.path}})
+        name, rest = m["name"], m["rest"]
+        if rest == "" and rec.method == "GET":
+            if name not in self.indexes or self.hide_index_once:
+                self.hide_index_once = False  # plays a racing instance that created it meanwhile
+                return self.json(404, {"error": {"code": "ResourceNameNotFound", "message": "No index"}})
+            return self.json(200, self.indexes[name])
+        if rest == "/docs/search.index":
+            results = []
+            for action in rec.body["value"]:
+                key = action["id"]
+                kind = action["@search.action"]
+                if kind == "delete":
+                    existed = self.docs.pop(key, None) is not None
+                    results.append({"key": key, "status": True, "errorMessage": None,
+                                    "statusCode": 200 if existed else 404})
+                    continue
+                created = key not in self.docs
+                doc = {k: v for k, v in action.items() if k != "@search.action"}
+                self.docs[key] = {**self.docs.get(key, {}), **doc} if kind == "mergeOrUpload" else doc
+                results.append({"key": key, "status": True, "errorMessage": None,
+                                "statusCode": 201 if created else 200})
+            return self.json(200, {"value": results})
+        if rest == "/docs/search.post.search":
+            return self.json(200, {"value": self._search(rec.body)})
+        if rest == "/docs/$count":
+            return web.Response(status=200, text=str(len(self.docs)), content_type="text/plain")
+        return self.json(404, {"error": {"code": "NotFound", "message": rest}})
+
+    def _search(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        tenant_match = self._TENANT.match(body.get("filter") or "")
+        query = body["vectorQueries"][0]
+        candidates = [d for d in self.docs.values()
+                      if tenant_match and d["tenantId"] == tenant_match["t"].replace("''", "'")]
+        scored = []
+        for d in candidates:
+            cos = sum(a * b for a, b in zip(query["vector"], d["embedding"]))
+            scored.append((1.0 / (1.0 + (1.0 - cos)), d))  # Azure's documented cosine score
+        scored.sort(key=lambda x: -x[0])
+        select = (body.get("select") or "").split(",")
+        return [{"@search.score": s, **{k: d.get(k) for k in select if k}} for s, d in scored[: query["k"]]]
+
+
+class FakeAzureOpenAI(_FakeServer):
+    """Answers the embeddings API with deterministic, deliberately un-normalised vectors, in reverse
+    order (the API returns an `index` per item; clients must not rely on order)."""
+
+    def __init__(self, dimensions: int = 1536, fail_first: int = 0, tls_dir: Path | None = None) -> None:
+        super().__init__(tls_dir)
+        self.dimensions = dimensions
+        self.fail_first = fail_first  # answer this many requests with 429 first
+
+    async def handle(self, rec: Recorded) -> web.Response:
+        if not re.fullmatch(r"/openai/deployments/[^/]+/embeddings", rec.path):
+            return self.json(404, {"error": {"code": "DeploymentNotFound"}})
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            return web.Response(status=429, headers={"Retry-After": "0"}, text="slow down")
+        dims = rec.body.get("dimensions", self.dimensions)
+        data = [{"object": "embedding", "index": i, "embedding": raw_vector(text, dims)}
+                for i, text in enumerate(rec.body["input"])]
+        return self.json(200, {"object": "list", "data": list(reversed(data)), "model": "text-embedding-3-small",
+                               "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+
+def raw_vector(text: str, dims: int) -> list[float]:
+    seed = hashlib.sha256(text.encode()).digest()
+    return [3.0 * math.sin(seed[i % 32] + i) for i in range(dims)]
+
+
+@dataclass
+class FakeTokenCredential:
+    """FAKE Entra ID credential: hands out a fixed token and records the scopes asked for."""
+
+    token: str = "fake-token"
+    scopes: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        self.scopes.append(scopes)
+        return AccessToken(self.token, 4_102_444_800)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> "FakeTokenCredential":
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        return None
