@@ -20,10 +20,11 @@ Flow for one (event, destination) that failed in the request after the in-proces
 from __future__ import annotations
 
 import asyncio
-import logging
 import base64
+import logging
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -340,7 +341,7 @@ class RetryProcessor:
             notice = system_error_event(event, msg.destination, reason, attempts, msg.lastError, row["RowKey"])
             try:
                 await self.s.pipeline.publish_enriched([notice], dedupe=False)
-            except Exception:  # noqa: BLE001 - the dead letter is recorded; the notice is best effort
+            except Exception:
                 log.exception("SYSTEM_ERROR for a dead letter not published")
         return "deadlettered"
 

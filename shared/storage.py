@@ -11,7 +11,6 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared.settings import Settings
 
-
 # The request path has its own retries (destination retry policies, the retry queue, the client's
 # retry on 503): the SDK's own retries stay short and a dead endpoint fails in seconds, not minutes.
 CLIENT_OPTIONS: dict[str, float] = {"retry_total": 2, "retry_backoff_factor": 0.3, "retry_backoff_max": 2,
@@ -40,20 +39,6 @@ def queue_service(settings: Settings) -> QueueServiceClient:
     """Queue client whose messages are base64 text, the Functions queue trigger's default encoding."""
     policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
                                 "message_decode_policy": TextBase64DecodePolicy(), **CLIENT_OPTIONS}
-    if settings.storage_connection_string:
-        return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
-    if not settings.storage_account_name:
-        raise RuntimeError("set STORAGE_CONNECTION_STRING (local) or STORAGE_ACCOUNT_NAME (managed identity)")
-    return QueueServiceClient(
-        account_url=f"https://{settings.storage_account_name}.queue.core.windows.net",
-        credential=_credential(),  # type: ignore[arg-type]
-        **policies,
-    )
-
-
-def queue_service(settings: Settings) -> QueueServiceClient:
-    """Queue client whose messages are base64 text, the Functions queue trigger's default encoding."""
-    policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
     if settings.storage_connection_string:
         return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
     if not settings.storage_account_name:

@@ -7,7 +7,8 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from azure.functions.queue import QueueMessage  # the worker's own type (dequeue count, times)
 from redis.asyncio import Redis
@@ -76,7 +77,7 @@ async def drain(svc: Services, timeout: float = 30.0) -> dict[str, int]:
         async def one(m: Any) -> None:  # a batch runs concurrently, as the host runs it
             try:
                 await fn(queue_message(m))
-            except Exception:  # noqa: BLE001 - the host would redeliver it
+            except Exception:
                 log.exception("queue function failed")
                 counts["errors"] += 1
                 await raw.update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=1)

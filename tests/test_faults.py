@@ -17,9 +17,10 @@ import asyncio
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -166,7 +167,7 @@ class Client:
         event_id = f"{tenant}-{n:05d}"
         body = {"tenantId": tenant, "eventType": "CONTROL_TESTED", "source": "BACKEND_API", "action": "TEST",
                 "entityId": f"ctl-{n % 17}", "data": {"n": n}, "eventId": event_id,
-                "timestamp": datetime.now(timezone.utc).isoformat()}
+                "timestamp": datetime.now(UTC).isoformat()}
         self.sent.append(event_id)
         deadline = time.monotonic() + CLIENT_RETRY_SECONDS
         while True:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ async def setup_tenant(svc: Services, retention_days: int = 30) -> str:
 
 async def test_history_endpoint_pages_with_an_opaque_token(app_services: Services) -> None:
     t = await setup_tenant(app_services)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     events = [ev(t, now - timedelta(minutes=10 * i), data={"n": i},
                  source="MCP_SERVER" if i % 2 else "ARCHER_GRC") for i in range(12)]
     status, _, body = await invoke("publish_events_bulk", "POST", "/events/bulk", {"events": events})
@@ -64,11 +64,11 @@ async def test_history_parameter_errors() -> None:
 async def test_retention_timer_purges_expired_hour_partitions(app_services: Services) -> None:
     t = await setup_tenant(app_services, retention_days=2)
     keep = await setup_tenant(app_services, retention_days=30)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     old = now - timedelta(days=3)
     for tenant in (t, keep):
         events = [ev(tenant, old - timedelta(minutes=i)) for i in range(30)] + [ev(tenant, now)]
-        status, _, body = await invoke("publish_events_bulk", "POST", "/events/bulk", {"events": events})
+        _, _, body = await invoke("publish_events_bulk", "POST", "/events/bulk", {"events": events})
         assert body["accepted"] == 31
     fn = registrations()["purge_analytics"]
     assert registrations()["purge_analytics"]["type"] == "timerTrigger"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 
 from shared import limits
 from shared.api.params import bad_param, enum_param, int_param, tenant_param
@@ -45,6 +46,6 @@ async def event_history(req: ApiRequest) -> ApiResponse:
 
 
 def _iso(ms: int) -> str:
-    from datetime import datetime, timezone  # noqa: PLC0415
+    from datetime import datetime
 
-    return utc_now_iso(datetime.fromtimestamp(ms / 1000, timezone.utc))
+    return utc_now_iso(datetime.fromtimestamp(ms / 1000, UTC))

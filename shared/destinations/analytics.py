@@ -30,9 +30,10 @@ import heapq
 import logging
 import time
 import zlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from azure.core.exceptions import (
@@ -63,15 +64,15 @@ CONCURRENCY = 8
 
 
 def hour_of(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y%m%d%H")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d%H")
 
 
 def hour_start_ms(hour: str) -> int:
-    return int(datetime.strptime(hour, "%Y%m%d%H").replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime.strptime(hour, "%Y%m%d%H").replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def event_ms(ev: Event) -> int:
-    return int(datetime.fromisoformat(ev.timestamp.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(datetime.fromisoformat(ev.timestamp).timestamp() * 1000)
 
 
 def shard_of(event_id: str, shards: int) -> int:
@@ -465,7 +466,7 @@ class AnalyticsDestination:
 
 
 def iso_to_ms(value: str) -> int:
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
         raise ValueError("needs a time zone offset")
     return int(dt.timestamp() * 1000)
