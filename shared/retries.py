@@ -23,6 +23,7 @@ import asyncio
 import base64
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import BaseModel, Field
 
 from shared.destinations.analytics import payload_from_entity, payload_properties
+from shared.destinations.base import DependencyHealth
 from shared.destinations.options import RetryPolicy
 from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics
@@ -207,6 +209,23 @@ class RetryQueue:
                         pass
                     self._client = client
         return self._client
+
+    async def health(self) -> DependencyHealth:
+        """The retry queue answers; its depth and the poison queue's (messages the drain gave up on)."""
+        start = time.perf_counter()
+        queue = await self.queue()
+        depth = (await queue.get_queue_properties()).approximate_message_count
+        poison = self._queues.get_queue_client(self._name + "-poison")
+        try:
+            poisoned = (await poison.get_queue_properties()).approximate_message_count
+        except ResourceNotFoundError:
+            poisoned = 0
+        finally:
+            await poison.close()
+        # Poison messages hold deliveries nobody retries any more: an operator must look.
+        status = "degraded" if poisoned else "healthy"
+        return DependencyHealth("retryQueue", status, round((time.perf_counter() - start) * 1000, 2),  # type: ignore[arg-type]
+                                info={"messages": depth, "poisonMessages": poisoned})
 
     async def park(self, failures: Sequence[Failure]) -> list[bool]:
         now = utc_now_iso()

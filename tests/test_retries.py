@@ -251,3 +251,21 @@ def test_drain_function_is_a_queue_trigger_on_the_retry_queue() -> None:
     assert drain_spec.trigger["queueName"] == os.environ["RETRY_QUEUE"]
     assert drain_spec.trigger["connection"] == "STORAGE_CONNECTION_STRING"
     assert specs["purge_analytics"].trigger_type == "timerTrigger"
+
+
+async def test_health_reports_the_retry_queue_depth_and_poison_messages(app_env: dict[str, str]) -> None:
+    async with isolated_services() as svc:
+        t = "rt-" + uuid.uuid4().hex[:8]
+        await configure(svc, t, analytics=False)
+        svc.destinations._built["redis"] = down_redis()
+        await svc.pipeline.publish_raw([ev(t)], PublishContext())
+        _, _, body = await invoke("health", "GET", "/health")
+        rq = body["dependencies"]["retryQueue"]
+        assert rq["status"] == "healthy" and rq["messages"] == 1 and rq["poisonMessages"] == 0
+        poison = svc.queues.get_queue_client(svc.settings.retry_queue + "-poison")
+        await poison.create_queue()
+        await poison.send_message("{}")
+        status, _, body = await invoke("health", "GET", "/health")
+        assert status == 200 and body["dependencies"]["retryQueue"]["status"] == "degraded"
+        await poison.delete_queue()
+        await poison.close()

@@ -26,6 +26,7 @@ def checks(services: Services) -> dict[str, Check]:
     out: dict[str, Check] = {
         "redis": services.redis_streams.health,
         "tables": lambda: _tables(services),
+        "retryQueue": services.retries.health,
     }
     for type_, dest in services.destinations.built().items():
         if type_ != "redis":
