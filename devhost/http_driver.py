@@ -39,7 +39,7 @@ def compile_route(template: str) -> tuple[re.Pattern[str], tuple[int, ...]]:
             parts.append(re.escape(seg))
             rank.append(0)
         elif m.group(1):
-            parts.append(f"(?P<{m.group(2)}>.*)")
+            parts.append(f"(?P<{m.group(2)}>(?s:.*))")  # DOTALL: a %0A in the path still matches
             rank.append(2)
         else:
             parts.append(f"(?P<{m.group(2)}>[^/]+)")
@@ -119,7 +119,7 @@ class HttpDriver:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:(?s:.*)}", self._handle)  # DOTALL: paths may hold %0A
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()

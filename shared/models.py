@@ -27,6 +27,10 @@ SYSTEM_TENANT = "system"
 
 TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
 TENANT_RE = re.compile(TENANT_PATTERN)
+# RFC 3339 date-time (use fullmatch); a missing offset passes here so that EventIn can say what is missing.
+RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
 
 
@@ -137,6 +141,17 @@ class EventIn(BaseModel):
     @classmethod
     def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
         check_shape(v)
+        return v
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _rfc3339(cls, v: Any) -> Any:
+        # pydantic's lax mode would also read numbers and digit strings as Unix seconds; the API
+        # documents an RFC 3339 date-time string (datetimes pass for in-process callers).
+        if v is None or isinstance(v, datetime):
+            return v
+        if not isinstance(v, str) or not RFC3339_RE.fullmatch(v):
+            raise ValueError("timestamp must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
         return v
 
     @field_validator("timestamp")

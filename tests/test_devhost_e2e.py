@@ -114,3 +114,13 @@ def test_function_keys_when_the_runner_requires_them(app_env: dict[str, str], tm
         assert httpx.get(base + "/metrics/e2e-tenant", params={"code": "local-test-key"}, headers=auth).status_code == 200
     finally:
         services.stop(proc)
+
+
+def test_control_characters_in_the_path_reach_the_app(runner: str) -> None:
+    """A %0A in a path segment still routes to the function (the app answers 400 for the bad tenant),
+    and the catch-all still answers 404 as problem details; not the HTTP server's bare 404."""
+    auth = auth_headers()
+    r = httpx.get(runner + "/stream-config/a%0Ab", headers=auth)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json"), r.text
+    r = httpx.get(runner + "/no%0Awhere", headers=auth)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json"), r.text

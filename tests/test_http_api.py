@@ -83,7 +83,8 @@ async def test_list_events_query_validation_and_filters() -> None:
     status, _, body = await invoke("list_events", "GET", "/events/list-tenant", route=route,
                                    params={"source": "MCP_SERVER"})
     assert [e["event"]["source"] for e in body["events"]] == ["MCP_SERVER"]
-    for bad in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"eventType": "NOPE"}, {"source": "x"}):
+    for bad in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"limit": ""}, {"limit": "\u00b2"},
+                {"limit": "+5"}, {"eventType": "NOPE"}, {"eventType": ""}, {"source": "x"}):
         status, _, body = await invoke("list_events", "GET", "/events/list-tenant", route=route, params=bad)
         assert status == 400, bad
         assert body["errors"][0]["field"] in bad
@@ -131,6 +132,23 @@ async def test_stream_config_validation_errors_have_field_paths() -> None:
     status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-bad",
                                    {"tenantId": "other-tenant"}, route=route)
     assert status == 400 and body["errors"][0]["field"] == "tenantId"
+
+
+async def test_bulk_refuses_unknown_top_level_members() -> None:
+    """BulkRequest forbids members other than `events`; a typo such as `event` must not pass silently."""
+    status, _, body = await invoke("publish_events_bulk", "POST", "/events/bulk",
+                                   {"events": [ev("bulk-extra")], "dryRun": True})
+    assert status == 400 and body["errors"][0]["field"] == "dryRun"
+
+
+@pytest.mark.parametrize("field,value", [("compressionEnabled", 0), ("enabled", "true"), ("retentionDays", "30"),
+                                         ("batchSize", 10.5), ("destinations", [{"type": "redis", "enabled": 1}])])
+async def test_stream_config_takes_json_types_as_documented(field: str, value: object) -> None:
+    """No coercion of look-alike values (0 -> false, "30" -> 30): the body must match the schema."""
+    route = {"tenantId": "cfg-strict"}
+    status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-strict", {field: value}, route=route)
+    assert status == 400, body
+    assert body["errors"][0]["field"].split("[")[0] == field
 
 
 async def test_metrics_endpoint_counts_what_was_published() -> None:

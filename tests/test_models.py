@@ -307,3 +307,15 @@ def test_numeric_bounds(field: str, bad: list[int], good: list[int]) -> None:
 def test_stream_config_extra_fields_and_tenant_rule() -> None:
     assert fields_of(StreamConfigIn, {"retention": 3}) == {"retention"}
     assert fields_of(StreamConfigIn, {"tenantId": "Bad_Tenant"}) == {"tenantId"}
+
+
+@pytest.mark.parametrize("ts", [0, 1_700_000_000, 1.7e9, True, "1700000000", "2026-01-31 12:00:00Z", "2026-01-31"])
+def test_timestamp_must_be_an_rfc3339_string(ts: object) -> None:
+    """The API documents a date-time string; pydantic's lax mode alone would read numbers as Unix seconds."""
+    assert fields_of(EventIn, event_dict(timestamp=ts)) == {"timestamp"}
+
+
+def test_timestamp_may_be_a_datetime_in_process() -> None:
+    """The producer library hands validated models back in (model_dump keeps datetimes)."""
+    ts = datetime(2026, 1, 31, 12, tzinfo=timezone.utc)
+    assert EventIn.model_validate(event_dict(timestamp=ts)).timestamp == ts

@@ -11,6 +11,7 @@ from shared.models import ClientIdPattern, EventResult, EventType, Source
 from shared.pipeline import PublishContext
 from shared.security.tenants import tenant_costs
 from shared.services import get_services
+from shared.validation import pointer
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -54,6 +55,11 @@ async def publish_bulk(req: ApiRequest) -> ApiResponse:
     if not isinstance(events, list):
         raise ProblemError(400, "Bad Request", 'the body must be {"events": [...]}',
                            errors=[{"pointer": "/events", "field": "events", "detail": "expected an array of events"}])
+    extra = sorted(set(body) - {"events"})
+    if extra:
+        raise ProblemError(400, "Bad Request", 'the body holds only "events": {"events": [...]}',
+                           errors=[{"pointer": pointer([name]), "field": name, "detail": "unknown member"}
+                                   for name in extra[:20]])
     if len(events) > limits.MAX_BULK_EVENTS:
         raise ProblemError(413, "Content Too Large",
                            f"{len(events)} events in one request; the limit is {limits.MAX_BULK_EVENTS}",

@@ -90,8 +90,11 @@ def document() -> dict[str, Any]:
             params.append({"name": "tenantId", "in": "path", "required": True,
                            "schema": schemas["EventIn"]["properties"]["tenantId"]})
         for name, typ, desc in r.query:
-            params.append({"name": name, "in": "query", "required": False, "description": desc,
-                           "schema": {"type": typ}})
+            params.append({"name": name, "in": "query", "required": name in r.required_query,
+                           "description": desc, "schema": typ if isinstance(typ, dict) else {"type": typ}})
+        for name, schema, desc in r.headers:
+            params.append({"name": name, "in": "header", "required": False, "description": desc,
+                           "schema": schema})
         if params:
             op["parameters"] = params
         if r.request_schema:
@@ -112,6 +115,8 @@ def document() -> dict[str, Any]:
         responses["500"] = _problem("Unexpected error (no internals disclosed)")
         responses["503"] = _problem("A dependency is unavailable; retry after Retry-After")
         if r.method == "PUT":
+            # Create or replace: 201 when nothing was stored before, 200 when it replaced a document.
+            responses["201"] = {**ok, "description": "Created (nothing was stored before)"}
             responses["412"] = _problem("If-Match / If-None-Match failed")
         op["responses"] = responses
         if not r.anonymous:

@@ -24,16 +24,17 @@ def tenant_param(req: ApiRequest) -> str:
 
 def int_param(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int:
     raw = req.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
         raise bad_param(name, f"must be an integer from {lo} to {hi}")
     return int(raw)
 
 
 def enum_param(req: ApiRequest, name: str, enum: type[E]) -> E | None:
     raw = req.query.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         return enum(raw)

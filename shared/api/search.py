@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from shared.api.params import bad_param, int_param, tenant_param
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.models import EventType
+from shared.models import RFC3339_RE, EventType
 from shared.settings import get_settings
 from shared.vector.base import EmbedderMismatch, SearchFilters, VectorConfigError, VectorSearchError
 from shared.vector.indexer import get_service
@@ -60,8 +60,11 @@ def _list_param(req: ApiRequest, name: str) -> tuple[str, ...]:
 
 def _time_param(req: ApiRequest, name: str) -> str | None:
     raw = req.query.get(name)
-    if not raw:
+    if raw is None:
         return None
+    # RFC 3339 as documented: fromisoformat alone also takes ISO 8601 basic forms (20260131T000000).
+    if not RFC3339_RE.fullmatch(raw):
+        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z")
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:

@@ -24,9 +24,10 @@ async def get_stream_config(req: ApiRequest) -> ApiResponse:
 
 async def put_stream_config(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
-    raw = read_json(req, MAX_CONFIG_BYTES)
+    read_json(req, MAX_CONFIG_BYTES)  # media type, size, well-formed JSON
     try:
-        body = StreamConfigIn.model_validate(raw)
+        # Strict JSON mode: values must have the documented JSON types (no 0 -> false, "30" -> 30).
+        body = StreamConfigIn.model_validate_json(req.body, strict=True)
     except ValidationError as exc:
         raise ProblemError(400, "Bad Request", "the stream configuration is not valid",
                            errors=[e.model_dump(exclude_none=True) for e in field_errors(exc)]) from exc
