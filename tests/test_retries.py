@@ -136,7 +136,8 @@ async def test_replay_of_all_requeues_when_the_destination_still_fails(app_env: 
         for m in await receive_raw(svc):
             await (await svc.retries.queue()).update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=0)
         await drain(svc)
-        status, _, body = await invoke("replay_deadletters", "POST", f"/deadletters/{t}/replay", route={"tenantId": t})
+        status, _, body = await invoke("replay_deadletters", "POST", f"/deadletters/{t}/replay", {},
+                                       route={"tenantId": t})
         assert status == 200 and body["counts"] == {"requeued": 2}  # the event and its SYSTEM_ERROR
         [msg, _] = sorted((RetryMessage.model_validate_json(m.content) for m in await receive_raw(svc)),
                           key=lambda m: m.event["eventType"] != "CONTROL_FAILED")  # type: ignore[index]

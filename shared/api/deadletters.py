@@ -15,7 +15,7 @@ MAX_REPLAY = 500
 async def list_deadletters(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
     limit = int_param(req, "limit", 100, 1, 1000)
-    include = (req.query.get("includeReplayed") or "false").lower()
+    include = req.query.get("includeReplayed", "false")
     if include not in ("true", "false"):
         raise bad_param("includeReplayed", "must be true or false")
     try:
@@ -27,21 +27,20 @@ async def list_deadletters(req: ApiRequest) -> ApiResponse:
 
 
 async def replay_deadletters(req: ApiRequest) -> ApiResponse:
-    """Body `{"ids": [...]}` replays those records; `{}` (or no body) replays every record not yet replayed."""
+    """Body `{"ids": [...]}` replays those records; `{}` replays every record not yet replayed (500 at most)."""
     tenant = tenant_param(req)
     ids: list[str] | None = None
-    if req.body:
-        body: Any = read_json(req, 256 * 1024)
-        if not isinstance(body, dict):
-            raise ProblemError(400, "Bad Request", 'the body must be {"ids": [...]} or {}',
-                               errors=[{"pointer": "", "field": "(body)", "detail": "expected an object"}])
-        raw = body.get("ids")
-        if raw is not None:
-            if not isinstance(raw, list) or not all(isinstance(i, str) and 0 < len(i) <= 512 for i in raw) \
-                    or len(raw) > MAX_REPLAY:
-                raise ProblemError(400, "Bad Request", f"ids must be a list of up to {MAX_REPLAY} record ids",
-                                   errors=[{"pointer": "/ids", "field": "ids", "detail": "expected a list of strings"}])
-            ids = raw
+    body: Any = read_json(req, 256 * 1024)  # required: an explicit {} says "all"
+    if not isinstance(body, dict) or set(body) - {"ids"}:
+        raise ProblemError(400, "Bad Request", 'the body must be {"ids": [...]} or {}',
+                           errors=[{"pointer": "", "field": "(body)", "detail": 'expected {"ids": [...]} or {}'}])
+    if "ids" in body:
+        raw = body["ids"]
+        if not isinstance(raw, list) or not all(isinstance(i, str) and 0 < len(i) <= 512 for i in raw) \
+                or len(raw) > MAX_REPLAY:
+            raise ProblemError(400, "Bad Request", f"ids must be a list of up to {MAX_REPLAY} record ids",
+                               errors=[{"pointer": "/ids", "field": "ids", "detail": "expected a list of strings"}])
+        ids = raw
     results = await replay(get_services(), tenant, ids, limit=MAX_REPLAY)
     counts: dict[str, int] = {}
     for r in results:

@@ -8,7 +8,7 @@ from shared import limits
 from shared.api.params import bad_param, enum_param, int_param, tenant_param
 from shared.destinations.analytics import BadToken, iso_to_ms
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.models import EventType, Source, utc_now_iso
+from shared.models import RFC3339_RE, EventType, Source, utc_now_iso
 from shared.services import get_services
 
 DEFAULT_RANGE_MS = 24 * 3_600_000
@@ -16,12 +16,15 @@ DEFAULT_RANGE_MS = 24 * 3_600_000
 
 def _time_param(req: ApiRequest, name: str) -> int | None:
     raw = req.query.get(name)
-    if not raw:
+    if raw is None:
         return None
+    # RFC 3339 as documented (fromisoformat alone also takes ISO 8601 basic forms); empty is an error.
+    if not RFC3339_RE.fullmatch(raw):
+        raise bad_param(name, "must be an RFC 3339 date-time with a zone, e.g. 2026-01-31T12:00:00Z")
     try:
         return iso_to_ms(raw)
     except ValueError:
-        raise bad_param(name, "must be an RFC 3339 time with a zone, e.g. 2026-01-31T12:00:00Z") from None
+        raise bad_param(name, "must be an RFC 3339 date-time with a zone, e.g. 2026-01-31T12:00:00Z") from None
 
 
 async def event_history(req: ApiRequest) -> ApiResponse:
@@ -29,8 +32,10 @@ async def event_history(req: ApiRequest) -> ApiResponse:
     limit = int_param(req, "limit", limits.DEFAULT_EVENTS_QUERY_LIMIT, 1, limits.MAX_EVENTS_QUERY_LIMIT)
     event_type = enum_param(req, "eventType", EventType)
     source = enum_param(req, "source", Source)
-    to_ms = _time_param(req, "to") or int(time.time() * 1000)
-    from_ms = _time_param(req, "from") or to_ms - DEFAULT_RANGE_MS
+    to_ms = _time_param(req, "to")
+    to_ms = int(time.time() * 1000) if to_ms is None else to_ms
+    from_ms = _time_param(req, "from")
+    from_ms = to_ms - DEFAULT_RANGE_MS if from_ms is None else from_ms
     if from_ms > to_ms:
         raise bad_param("from", "must not be after 'to'")
     try:

@@ -65,8 +65,10 @@ _OPEN_OBJECT = {"type": "object", "additionalProperties": True}
 _EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT, "EventHistory": _OPEN_OBJECT,
                   "DeadLetterList": _OPEN_OBJECT, "ReplayResult": _OPEN_OBJECT,
                   "ReplayRequest": {"type": "object", "properties": {
-                      "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 500}},
-                      "additionalProperties": False}}
+                      "ids": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 512},
+                              "maxItems": 500}},
+                      "additionalProperties": False,
+                      "description": "`{}` replays every record not yet replayed; `ids` only those"}}
 _MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
                                   EventList, AuditList, Problem, SearchResult]
 
