@@ -26,7 +26,7 @@ class RetryPolicy(_Options):
     by `timeoutSeconds`. Non-transient failures skip straight to the dead-letter table.
     """
 
-    attempts: int = Field(5, ge=0, le=50)
+    attempts: int = Field(8, ge=0, le=50)  # 2, 4, ... 256 s: about 8.5 min before a dead letter
     inProcessAttempts: int = Field(2, ge=1, le=10)
     backoffSeconds: float = Field(2.0, ge=0, le=3600)
     maxBackoffSeconds: float = Field(300.0, ge=0, le=7 * 86400)  # a queue message is invisible for at most 7 days
