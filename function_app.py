@@ -10,12 +10,14 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import monitor, telemetry
+from shared import jobs, monitor, telemetry
 from shared.api import (
     audit,
+    deadletters,
     events,
     fallback,
     health as health_api,
+    history,
     metrics,
     openapi as openapi_api,
     search,
@@ -63,6 +65,40 @@ async def publish_events_bulk(req: func.HttpRequest, context: func.Context) -> f
 @app.route(route="events/{tenantId}", methods=["GET"])
 async def list_events(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     return await serve(req, events.list_events, context)
+
+
+@app.function_name("event_history")
+@app.route(route="events/{tenantId}/history", methods=["GET"])
+async def event_history(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, history.event_history, context)
+
+
+@app.function_name("list_deadletters")
+@app.route(route="deadletters/{tenantId}", methods=["GET"])
+async def list_deadletters(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, deadletters.list_deadletters, context)
+
+
+@app.function_name("replay_deadletters")
+@app.route(route="deadletters/{tenantId}/replay", methods=["POST"])
+async def replay_deadletters(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return await serve(req, deadletters.replay_deadletters, context)
+
+
+# Failed deliveries parked by the pipeline: one retry each, re-enqueued with backoff, then dead-lettered.
+@app.function_name("drain_retries")
+@app.queue_trigger(arg_name="msg", queue_name="%RETRY_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+async def drain_retries(msg: func.QueueMessage, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await jobs.process_retry_message(msg.get_body())
+
+
+# Hourly: drop analytics hour partitions older than each tenant's retentionDays.
+@app.function_name("purge_analytics")
+@app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)
+async def purge_analytics(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await jobs.purge_analytics()
 
 
 @app.function_name("get_metrics")

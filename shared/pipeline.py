@@ -5,12 +5,19 @@ tenant's passing events in chunks of the stream's `batchSize`, destinations run 
 and metrics are written once per batch. A delivery that fails is handed to the `Parker` (the
 retry queue); an event is `accepted` only when each of its destinations delivered or parked it,
 otherwise `failed` (the client must retry: nothing was acknowledged).
+
+Each destination call runs under its retry policy (`retry` of the destination config): a
+per-attempt timeout, and the failed, transient events of a chunk retried in process a few times
+with a short backoff before they are parked. Events with a client-given id (eventId or
+Idempotency-Key) and service-made events are claimed in the idempotency store first: a repeat
+within the window gets the original result as `duplicate` and is not delivered again.
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,10 +27,12 @@ from pydantic import ValidationError
 
 from shared import limits
 from shared.destinations.base import Destination
+from shared.destinations.options import RetryPolicy
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
+from shared.idempotency import IdempotencyStore, duplicate_result
 from shared.ids import uuid7
-from shared.metrics import BatchStats, TenantMetrics
+from shared.metrics import BatchStats, TenantMetrics, TenantStats
 from shared.models import TENANT_RE, Delivery, Event, EventIn, EventResult, FieldError, StreamConfig
 from shared.validation import field_errors
 
@@ -55,6 +64,9 @@ class DestinationLookup(Protocol):
 # Runs after metrics are written; may be async (awaited: e.g. system events for failed deliveries).
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
+IN_PROCESS_MAX_DELAY_SECONDS = 1.0  # in-request retries never hold a client long
+PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
+
 
 @dataclass
 class PublishContext:
@@ -72,12 +84,16 @@ class Pipeline:
         metrics: TenantMetrics | None = None,
         parker: Parker | None = None,
         hooks: Sequence[BatchHook] = (),
+        idempotency: IdempotencyStore | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.configs = configs
         self.destinations = destinations
         self.metrics = metrics
         self.parker = parker
         self.hooks = list(hooks)
+        self.idempotency = idempotency
+        self.rand = rand
 
     # ---- entry points ------------------------------------------------------------------
 
@@ -88,6 +104,7 @@ class Pipeline:
         ingested_at = now_iso()
         correlation_id = ctx.correlation_id or uuid7()  # one request, one correlation id
         ready: list[tuple[int, Event]] = []
+        client_ids: set[int] = set()  # generated ids need no idempotency check
         for i, raw in enumerate(items):
             prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
             try:
@@ -108,7 +125,9 @@ class Pipeline:
                 )
                 continue
             ready.append((i, ev))
-        routed = await self._route(ready, stats, ctx.received_at)
+            if ein.eventId or ctx.idempotency_key:
+                client_ids.add(i)
+        routed = await self._route(ready, stats, ctx.received_at, client_ids)
         for i, res in routed.items():
             results[i] = res
         out = [r for r in results if r is not None]
@@ -116,11 +135,13 @@ class Pipeline:
         return out
 
     async def publish_enriched(
-        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None
+        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None,
+        dedupe: bool = True,
     ) -> list[EventResult]:
-        """Events built by the service itself (change feed, system events, replays)."""
+        """Events built by the service itself (change feed, system events): ids are stable, so deduped."""
         stats = stats or BatchStats()
-        routed = await self._route(list(enumerate(events)), stats, received_at or time.time())
+        routed = await self._route(list(enumerate(events)), stats, received_at or time.time(),
+                                   set(range(len(events))) if dedupe else set())
         out = [routed[i] for i in range(len(events))]
         await self._finish(stats, out)
         return out
@@ -140,8 +161,64 @@ class Pipeline:
                            httpStatus=http_status)
 
     async def _route(
-        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float, dedupe: set[int]
     ) -> dict[int, EventResult]:
+        """Idempotency around routing: claim ids, route the new ones, store their results."""
+        checked = [(i, ev) for i, ev in ready if i in dedupe]
+        if self.idempotency is None or not checked:
+            return await self._route_new(ready, stats, received_at)
+        prior: dict[int, dict[str, Delivery]] = {}  # a retried event: destinations already done
+        results: dict[int, EventResult] = {}
+        first: dict[tuple[str, str], int] = {}
+        repeats: dict[int, int] = {}  # the same id twice in one batch: index -> first index
+        unique: list[tuple[int, Event]] = []
+        for i, ev in checked:
+            k = (ev.tenantId, ev.eventId)
+            if k in first:
+                repeats[i] = first[k]
+            else:
+                first[k] = i
+                unique.append((i, ev))
+        claims = await self.idempotency.claim([ev for _, ev in unique])
+        skip = set(repeats)
+        claimed: list[tuple[int, Event]] = []
+        for (i, ev), claim in zip(unique, claims):
+            if claim.state == "duplicate" and claim.original is not None:
+                results[i] = duplicate_result(i, ev, claim.original)
+                stats.tenant(ev.tenantId).count("dup")
+                skip.add(i)
+            elif claim.state == "busy":
+                stats.tenant(ev.tenantId).count("fail")
+                results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=ev.tenantId,
+                                         reason="an event with this eventId is being processed; retry later",
+                                         httpStatus=409)
+                skip.add(i)
+            elif claim.state in ("new", "resume"):
+                claimed.append((i, ev))
+                if claim.prior:
+                    prior[i] = {d.destination: d for d in claim.prior}
+        results.update(await self._route_new([(i, ev) for i, ev in ready if i not in skip], stats, received_at,
+                                             prior))
+        await self.idempotency.settle([(ev, results[i]) for i, ev in claimed])
+        events = dict(ready)
+        for i, j in repeats.items():
+            orig = results[j]
+            ev = events[i]
+            if orig.status in ("accepted", "filtered", "duplicate"):
+                stats.tenant(ev.tenantId).count("dup")
+                results[i] = duplicate_result(i, ev, {"s": orig.status, "e": orig.eventId, "at": "this request",
+                                                      "d": [d.model_dump() for d in orig.destinations]})
+            else:
+                results[i] = orig.model_copy(update={"index": i})
+        return results
+
+    async def _route_new(
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float,
+        prior: dict[int, dict[str, Delivery]] | None = None,
+    ) -> dict[int, EventResult]:
+        """Route events; `prior` names, per event, destinations an earlier attempt already delivered
+        to or parked for (a client's retry after a 503): those are not sent again."""
+        prior = prior or {}
         results: dict[int, EventResult] = {}
         if not ready:
             return results
@@ -175,13 +252,14 @@ class Pipeline:
                                              reason=reason, httpStatus=200)
             if not passing:
                 continue
-            for dest_cfg in config.destinations:
-                if not dest_cfg.enabled:
-                    continue
-                for start in range(0, len(passing), config.batchSize):
-                    jobs.append((dest_cfg.type, config, passing[start:start + config.batchSize]))
+            enabled = [d.type for d in config.destinations if d.enabled]
+            for dest_type in enabled:
+                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})]
+                for start in range(0, len(todo), config.batchSize):
+                    jobs.append((dest_type, config, todo[start:start + config.batchSize]))
             for i, ev in passing:
-                deliveries[i]  # every passing event gets an entry, even with no destination
+                # every passing event gets an entry, even with no destination
+                deliveries[i].extend(prior[i][t] for t in enabled if t in prior.get(i, {}))
 
         # Chunks of one tenant at one destination go in sequence (a stream keeps request order);
         # tenants and destinations run concurrently.
@@ -192,7 +270,9 @@ class Pipeline:
 
         async def run_lane(indices: list[int]) -> None:
             for j in indices:
-                outcomes[j] = await self._deliver(*jobs[j])
+                dest_type, config, chunk = jobs[j]
+                outcomes[j] = await self._deliver(dest_type, config, [ev for _, ev in chunk],
+                                                  stats.tenant(config.tenantId))
 
         await asyncio.gather(*(run_lane(ix) for ix in lanes.values()))
         failures: list[tuple[int, Failure]] = []
@@ -205,7 +285,7 @@ class Pipeline:
         # fails there too must not come back through the retry queue and its dead letters.
         if failures and self.parker is not None and not stats.system:
             try:
-                parked = await self.parker.park([f for _, f in failures])
+                parked = await asyncio.wait_for(self.parker.park([f for _, f in failures]), PARK_TIMEOUT_SECONDS)
             except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted
                 log.error("parking failed deliveries failed: %s", type(exc).__name__)
                 parked = [False] * len(failures)
@@ -219,8 +299,10 @@ class Pipeline:
         for i, dels in deliveries.items():
             ev = events[i]
             ts = stats.tenant(ev.tenantId)
+            earlier = prior.get(i, {})
             for d in dels:
-                ts.count(f"d:{d.destination}:" + {"delivered": "ok", "failed": "fail", "parked": "park"}[d.status])
+                if earlier.get(d.destination) is not d:  # counted by the attempt that did it
+                    ts.count(f"d:{d.destination}:" + {"delivered": "ok", "failed": "fail", "parked": "park"}[d.status])
             ok = all(d.status != "failed" for d in dels)
             if ok:
                 ts.count("acc")
@@ -240,21 +322,56 @@ class Pipeline:
             )
         return results
 
-    async def _deliver(self, dest_type: str, config: StreamConfig, chunk: list[tuple[int, Event]]) -> list[Delivery]:
+    async def deliver(
+        self, dest_type: str, config: StreamConfig, events: Sequence[Event], *,
+        attempts: int | None = None, stats: TenantStats | None = None,
+    ) -> list[Delivery]:
+        """One destination only (retry queue, replay): the destination's retry policy, no parking."""
+        return await self._deliver(dest_type, config, list(events), stats or TenantStats(), attempts=attempts)
+
+    async def _deliver(
+        self, dest_type: str, config: StreamConfig, events: list[Event], ts: TenantStats,
+        attempts: int | None = None,
+    ) -> list[Delivery]:
         dest = self.destinations.get(dest_type)
         if dest is None:
             return [Delivery(destination=dest_type, status="failed", transient=False,
                              error=f"destination type {dest_type!r} is not available in this deployment")
-                    for _ in chunk]
-        options = next(d.options for d in config.destinations if d.type == dest_type)
+                    for _ in events]
+        dest_cfg = next(d for d in config.destinations if d.type == dest_type)
+        policy = getattr(dest_cfg, "retry", None) or RetryPolicy()
+        out: list[Delivery] = [Delivery(destination=dest_type, status="failed", transient=True)] * len(events)
+        pending = list(range(len(events)))
+        tries = attempts if attempts is not None else policy.inProcessAttempts
+        for attempt in range(1, tries + 1):
+            if attempt > 1:
+                ts.count("retry", len(pending))
+                await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
+            got = await self._attempt(dest, dest_cfg.options, config, [events[i] for i in pending], policy)
+            retry_next = []
+            for i, d in zip(pending, got):
+                out[i] = d
+                if d.status == "failed" and d.transient:
+                    retry_next.append(i)
+            pending = retry_next
+            if not pending:
+                break
+        return out
+
+    async def _attempt(
+        self, dest: Destination, options: Any, config: StreamConfig, events: list[Event], policy: RetryPolicy
+    ) -> list[Delivery]:
         try:
-            out = await dest.publish([ev for _, ev in chunk], options, config)
+            out = await asyncio.wait_for(dest.publish(events, options, config), policy.timeoutSeconds)
+        except asyncio.TimeoutError:
+            return [Delivery(destination=dest.type, status="failed", transient=True,
+                             error=f"no answer within {policy.timeoutSeconds} s") for _ in events]
         except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
-            log.exception("destination %s raised", dest_type)
-            return [Delivery(destination=dest_type, status="failed", transient=True,
-                             error=f"destination error: {type(exc).__name__}") for _ in chunk]
-        if len(out) != len(chunk):
-            raise RuntimeError(f"destination {dest_type} returned {len(out)} results for {len(chunk)} events")
+            log.exception("destination %s raised", dest.type)
+            return [Delivery(destination=dest.type, status="failed", transient=True,
+                             error=f"destination error: {type(exc).__name__}") for _ in events]
+        if len(out) != len(events):
+            raise RuntimeError(f"destination {dest.type} returned {len(out)} results for {len(events)} events")
         return out
 
     async def _finish(self, stats: BatchStats, results: Sequence[EventResult]) -> None:

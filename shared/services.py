@@ -12,9 +12,11 @@ from typing import Callable
 
 from shared import service_stats
 from shared.configstore import ConfigStore
+from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
 from shared.destinations.redis_streams import RedisStreamsDestination
+from shared.idempotency import IdempotencyStore
 from shared.destinations.vector import VectorQueueDestination
 from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
@@ -24,13 +26,15 @@ from shared.security.identity import Authenticator
 from shared.security.ratelimit import RateLimiter
 from shared.system_events import DestinationFailureHook
 from shared.settings import Settings, get_settings
-from shared.storage import table_service
+from shared.retries import DeadLetters, RetryQueue
+from shared.storage import queue_service, table_service
 
 DestinationFactory = Callable[["Services"], Destination]
 
 # type -> factory; a destination is built the first time a tenant's config routes to it.
 DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
+    "analytics": lambda s: AnalyticsDestination(s.tables, s.settings.analytics_table),
     "kafka": lambda s: KafkaDestination(s.settings),
     "vector": lambda s: VectorQueueDestination(s.settings),
 }
@@ -68,7 +72,12 @@ class Services:
                                    settings.stream_config_cache_seconds)
         self.metrics = TenantMetrics(self.redis)
         self.destinations = DestinationRegistry(self)
-        self.pipeline = Pipeline(self.configs, self.destinations, self.metrics)
+        self.queues = queue_service(settings)
+        self.retries = RetryQueue(self.queues, settings.retry_queue,
+                                  DeadLetters(self.tables, settings.deadletter_table))
+        self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds)
+        self.pipeline = Pipeline(self.configs, self.destinations, self.metrics, parker=self.retries,
+                                 idempotency=self.idempotency)
         self.auth = Authenticator(settings)
         self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
                                      burst=settings.rate_limit_burst)
@@ -86,10 +95,17 @@ class Services:
         assert isinstance(dest, RedisStreamsDestination)
         return dest
 
+    @property
+    def analytics(self) -> AnalyticsDestination:
+        dest = self.destinations.get("analytics")
+        assert isinstance(dest, AnalyticsDestination)
+        return dest
+
     async def close(self) -> None:
         await self.failure_hook.drain()  # SYSTEM_ERROR notices still in flight
         await self.destinations.close()
         await self.tables.close()
+        await self.queues.close()
         await self.redis.aclose()
 
 

@@ -41,6 +41,11 @@ class Settings(BaseModel):
     stream_config_table: str = Field("streamconfigs", alias="STREAM_CONFIG_TABLE")
     stream_config_cache_seconds: float = Field(30.0, alias="STREAM_CONFIG_CACHE_SECONDS")
 
+    # Delivery: analytics table, retry queue, dead letters, idempotency window.
+    analytics_table: str = Field("events", alias="ANALYTICS_TABLE")
+    retry_queue: str = Field("delivery-retries", alias="RETRY_QUEUE")
+    deadletter_table: str = Field("deadletters", alias="DEADLETTER_TABLE")
+    idempotency_window_seconds: int = Field(86400, ge=1, alias="IDEMPOTENCY_WINDOW_SECONDS")
     # Kafka destination: any Kafka broker, or Event Hubs' Kafka endpoint (<namespace>:9093).
     kafka_broker: str = Field("127.0.0.1:9092", alias="KAFKA_BROKER")
     # plaintext | sasl-plain (Event Hubs connection string) | oauth (managed identity, OAUTHBEARER)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -9,6 +10,11 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
 from shared.settings import Settings
+
+# The request path has its own retries (destination retry policies, the retry queue, the client's
+# retry on 503): the SDK's own retries stay short and a dead endpoint fails in seconds, not minutes.
+CLIENT_OPTIONS: dict[str, float] = {"retry_total": 2, "retry_backoff_factor": 0.3, "retry_backoff_max": 2,
+                                    "connection_timeout": 5, "read_timeout": 30}
 
 
 def _credential() -> object:
@@ -19,18 +25,20 @@ def _credential() -> object:
 
 def table_service(settings: Settings) -> TableServiceClient:
     if settings.storage_connection_string:
-        return TableServiceClient.from_connection_string(settings.storage_connection_string)
+        return TableServiceClient.from_connection_string(settings.storage_connection_string, **CLIENT_OPTIONS)
     if not settings.storage_account_name:
         raise RuntimeError("set STORAGE_CONNECTION_STRING (local) or STORAGE_ACCOUNT_NAME (managed identity)")
     return TableServiceClient(
         endpoint=f"https://{settings.storage_account_name}.table.core.windows.net",
         credential=_credential(),  # type: ignore[arg-type]
+        **CLIENT_OPTIONS,
     )
 
 
 def queue_service(settings: Settings) -> QueueServiceClient:
     """Queue client whose messages are base64 text, the Functions queue trigger's default encoding."""
-    policies = {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
+    policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
+                                "message_decode_policy": TextBase64DecodePolicy(), **CLIENT_OPTIONS}
     if settings.storage_connection_string:
         return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
     if not settings.storage_account_name:

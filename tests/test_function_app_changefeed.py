@@ -96,8 +96,10 @@ async def test_transient_failure_raises_until_the_last_retry_then_parks(app_serv
     fn = functions()["changefeed_controls"].get_user_function()
     batch = [{"id": "c1", "tenantId": tenant, "lastTest": {"result": "fail", "testedAt": "2026-11-02T00:00:00Z"},
               "_lsn": 7, "_ts": 1_790_000_000}]
-    # Break the tenant's stream (a key of the wrong type): every XADD fails.
+    # Break the tenant's stream (a key of the wrong type): every XADD fails. Without the retry queue
+    # (as when it cannot be written) the failure reaches the change-feed function.
     await app_services.redis.set(stream_key(tenant), "not a stream")
+    app_services.pipeline.parker = None
     with pytest.raises(RetryBatch):
         await fn(docs=decoded(batch), context=Ctx(Retry(0, 5)))
     with pytest.raises(RetryBatch):
@@ -117,6 +119,7 @@ async def test_no_retry_policy_context_counts_as_final(app_services: Services) -
     tenant = f"fa-{uuid.uuid4().hex[:8]}"
     fn = functions()["changefeed_risks"].get_user_function()
     await app_services.redis.set(stream_key(tenant), "x")
+    app_services.pipeline.parker = None  # the failure must reach the function (no retry queue)
     await fn(docs=decoded([risk(tenant, "r1", 1)]), context=Ctx(None))
     assert len(await processor_for(app_services).parking.list(tenant)) == 1
     await app_services.redis.delete(stream_key(tenant))

@@ -339,18 +339,24 @@ class TestRealServices:
             await raw.aclose()
 
     async def test_redis_down_gives_failed_transient(self, storage_connection_string: str) -> None:
-        # A port nothing listens on: the destination reports failure, the event is `failed`.
+        # A port nothing listens on: the destination reports failure; the retry queue parks it
+        # (accepted); with no parker the event is `failed`.
         import socket
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         svc = Services(Settings(REDIS_PORT=port, STORAGE_CONNECTION_STRING=storage_connection_string,
-                                STREAM_CONFIG_TABLE="pipelinetest", STREAM_CONFIG_CACHE_SECONDS=0))
+                                STREAM_CONFIG_TABLE="pipelinetest", STREAM_CONFIG_CACHE_SECONDS=0,
+                                RETRY_QUEUE="pipeline-test-retries"))
         try:
+            parked = await svc.pipeline.publish_raw([event_dict(tenantId="pipe-real-2")], CTX)
+            svc.pipeline.parker = None
             res = await svc.pipeline.publish_raw([event_dict(tenantId="pipe-real-2")], CTX)
+            await (await svc.retries.queue()).delete_queue()
         finally:
             await svc.close()
+        assert parked[0].status == "accepted" and parked[0].destinations[0].status == "parked"
         assert res[0].status == "failed"
         d = res[0].destinations[0]
         assert d.status == "failed" and d.transient is True and "redis unavailable" in (d.error or "")

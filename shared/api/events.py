@@ -38,6 +38,8 @@ async def publish_event(req: ApiRequest) -> ApiResponse:
         title = "Content Too Large" if status == 413 else "Bad Request"
         raise ProblemError(status, title, "the event is not valid" if status == 400 else result.errors[0].detail,
                            errors=[e.model_dump(exclude_none=True) for e in result.errors])
+    if result.status == "failed" and result.httpStatus == 409:
+        raise ProblemError(409, "Conflict", result.reason, headers={"Retry-After": "1"}, eventId=result.eventId)
     if result.status == "failed":
         raise ProblemError(503, "Service Unavailable", result.reason or "delivery failed; retry later",
                            headers={"Retry-After": RETRY_AFTER_SECONDS}, eventId=result.eventId,
@@ -65,7 +67,7 @@ async def publish_bulk(req: ApiRequest) -> ApiResponse:
     await admit(req, tenant_costs(events))  # a foreign tenant anywhere refuses the whole request
     ctx = PublishContext(correlation_id=req.correlation_id, pointer_prefix=("events",))
     results = await get_services().pipeline.publish_raw(events, ctx)
-    counts = {s: 0 for s in ("accepted", "filtered", "rejected", "failed")}
+    counts = {s: 0 for s in ("accepted", "filtered", "rejected", "failed", "duplicate")}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     payload = {"correlationId": req.correlation_id, "total": len(results), **counts,

@@ -27,6 +27,7 @@ class BulkResult(BaseModel):
     filtered: int
     rejected: int
     failed: int
+    duplicate: int = 0
     results: list[EventResult]
 
 
@@ -61,7 +62,13 @@ class Problem(BaseModel):
 
 
 _OPEN_OBJECT = {"type": "object", "additionalProperties": True}
-_EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT}
+_EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT, "EventHistory": _OPEN_OBJECT,
+                  "DeadLetterList": _OPEN_OBJECT, "ReplayResult": _OPEN_OBJECT,
+                  "ReplayRequest": {"type": "object", "properties": {
+                      "ids": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 512},
+                              "maxItems": 500}},
+                      "additionalProperties": False,
+                      "description": "`{}` replays every record not yet replayed; `ids` only those"}}
 _MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
                                   EventList, AuditList, Problem, SearchResult]
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from shared import limits
-from shared.api import audit, events, health, metrics, search, streamconfig
+from shared.api import audit, deadletters, events, health, history, metrics, search, streamconfig
 from shared.models import CLIENT_ID_PATTERN
 from shared.http.adapter import Handler
 
@@ -49,6 +49,25 @@ ROUTES: tuple[Route, ...] = (
           query=(("limit", _EVENTS_LIMIT, "1-1000, default 100"),
                  ("eventType", {"$ref": "#/components/schemas/EventType"}, "only this event type"),
                  ("source", {"$ref": "#/components/schemas/Source"}, "only this source"))),
+    Route("event_history", "GET", "events/{tenantId}/history", history.event_history,
+          "A tenant's stored events (analytics table) in a time range, newest first, paged",
+          response_schema="EventHistory", tags=("events",),
+          query=(("from", {"type": "string", "format": "date-time"}, "RFC 3339, inclusive (default: 24 h before 'to')"),
+                 ("to", {"type": "string", "format": "date-time"}, "RFC 3339, inclusive (default: now)"),
+                 ("eventType", {"$ref": "#/components/schemas/EventType"}, "only this event type"),
+                 ("source", {"$ref": "#/components/schemas/Source"}, "only this source"),
+                 ("limit", _EVENTS_LIMIT, "1-1000, default 100"),
+                 ("continuationToken", "string", "the `continuationToken` of the previous page"))),
+    Route("list_deadletters", "GET", "deadletters/{tenantId}", deadletters.list_deadletters,
+          "A tenant's dead-lettered deliveries (destination, reason, attempts, last error, the event)",
+          response_schema="DeadLetterList", tags=("delivery",),
+          query=(("limit", _EVENTS_LIMIT, "1-1000, default 100"),
+                 ("includeReplayed", {"type": "string", "enum": ["true", "false"]},
+                  "also list records already replayed (default false)"),
+                 ("continuationToken", "string", "the `continuationToken` of the previous page"))),
+    Route("replay_deadletters", "POST", "deadletters/{tenantId}/replay", deadletters.replay_deadletters,
+          "Send dead letters back through their destination (all not yet replayed, or the given ids)",
+          request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",)),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
           "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals), alert conditions, service figures",
           response_schema="TenantMetrics", tags=("operations",)),

@@ -51,8 +51,15 @@ _TRANSIENT_NAMES = (
     "REQUEST_TIMED_OUT", "NETWORK_EXCEPTION", "LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION",
     "NOT_LEADER_OR_FOLLOWER", "NOT_ENOUGH_REPLICAS", "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
     "BROKER_NOT_AVAILABLE", "THROTTLING_QUOTA_EXCEEDED", "KAFKA_STORAGE_ERROR", "OUT_OF_ORDER_SEQUENCE_NUMBER",
+    # The broker forgot the idempotent producer (e.g. restarted) and refused the batch unwritten:
+    # a new producer (new producer id) can send it again.
+    "UNKNOWN_PRODUCER_ID",
 )
 TRANSIENT_CODES = frozenset(getattr(KafkaError, n) for n in _TRANSIENT_NAMES if hasattr(KafkaError, n))
+
+
+# Outcomes after which the producer is replaced (see _send).
+_RESET_MARKERS = ("_MSG_TIMED_OUT", "no delivery report", "UNKNOWN_PRODUCER_ID", "_FATAL")
 
 
 def is_transient(err: KafkaError) -> bool:
@@ -192,7 +199,12 @@ class _PolledProducer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(0.1)
+            try:
+                self.producer.poll(0.1)
+            except KafkaException as exc:  # a fatal error surfaces here too: keep serving reports
+                err = exc.args[0]
+                self.fatal = self.fatal or describe(err)
+                log.error("kafka producer (%s) poll: %s", self.mode, describe(err))
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -286,7 +298,8 @@ class KafkaDestination:
         if not records:
             return []
         try:
-            producer = self._producer(gzip).producer
+            polled = self._producer(gzip)
+            producer = polled.producer
         except (KafkaConfigError, KafkaException) as exc:
             return [Outcome(False, f"kafka producer not configured: {exc}", False)] * len(records)
         loop = asyncio.get_running_loop()
@@ -312,7 +325,13 @@ class KafkaDestination:
             await asyncio.wait_for(asyncio.shield(reports.done), timeout=max(0.0, deadline - loop.time()))
         except TimeoutError:
             pass
-        return reports.result(f"no delivery report within {self._wait_seconds:.0f} s (outcome unknown)")
+        outcomes = reports.result(f"no delivery report within {self._wait_seconds:.0f} s (outcome unknown)")
+        if any(not o.ok and any(m in o.detail for m in _RESET_MARKERS) for o in outcomes):
+            # After timed-out messages an idempotent producer's sequence state may no longer match the
+            # broker's (a restarted broker forgets the producer id, and every later message then times
+            # out too): the next call starts a new producer, with a new producer id.
+            polled.fatal = polled.fatal or "messages timed out; idempotent producer state reset"
+        return outcomes
 
     def pending(self) -> dict[str, Any]:
         """Producer lag for metrics: messages queued or in flight now, and bytes from the last statistics."""

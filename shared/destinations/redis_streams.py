@@ -6,6 +6,12 @@ XADD (approximate, so Redis trims whole macro-nodes cheaply); an optional length
 per batch. A batch is one command: a server-side script appends every entry (one key, so it is
 Redis-Cluster safe) and answers each entry's id or its error, which removes redis-py's
 per-command packing and reply handling from the hot path (see bench/publish_path.py).
+
+Writes are idempotent on eventId (option `dedupeSeconds`, default one hour): the script keeps
+`grc:{tenant}:dlv:<eventId>` -> entry id (same hash tag as the stream, so every key of the call
+is in one cluster slot), and a retry after an unknown outcome (a timeout, a connection dropped
+mid-call, a redelivered queue message) answers the first entry's id instead of appending a second
+one. The marker only has to outlive the retry horizon (in-process retries and the retry queue).
 """
 from __future__ import annotations
 
@@ -23,14 +29,29 @@ from shared.redisconn import tenant_key
 
 DAY_MS = 86_400_000
 
-# KEYS[1] stream; ARGV: minid, format, maxlen (0 = none), then (type, source, payload) per event.
+# KEYS[1] stream, KEYS[2..n+1] the per-event markers (only when deduplicating);
+# ARGV: minid, format, maxlen (0 = none), marker ttl, then (type, source, payload) per event.
 # pcall per entry: one failing XADD (e.g. OOM) is reported for that entry, the others still land.
 _APPEND = """
-local key, minid, fmt, maxlen = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local key, minid, fmt, maxlen, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-for i = 4, #ARGV, 3 do
-  local r = redis.pcall('XADD', key, 'MINID', '~', minid, '*', 't', ARGV[i], 's', ARGV[i + 1], 'f', fmt, 'e', ARGV[i + 2])
-  if type(r) == 'table' and r.err then out[#out + 1] = 'ERR ' .. r.err else out[#out + 1] = r end
+local n = 1
+for i = 5, #ARGV, 3 do
+  n = n + 1
+  local marker = KEYS[n]
+  local prev = false
+  if marker then prev = redis.call('GET', marker) end
+  if prev then
+    out[#out + 1] = prev
+  else
+    local r = redis.pcall('XADD', key, 'MINID', '~', minid, '*', 't', ARGV[i], 's', ARGV[i + 1], 'f', fmt, 'e', ARGV[i + 2])
+    if type(r) == 'table' and r.err then
+      out[#out + 1] = 'ERR ' .. r.err
+    else
+      out[#out + 1] = r
+      if marker then redis.call('SET', marker, r, 'EX', ttl) end
+    end
+  end
 end
 if maxlen > 0 then redis.pcall('XTRIM', key, 'MAXLEN', '~', maxlen) end
 return out
@@ -39,6 +60,10 @@ return out
 
 def stream_key(tenant_id: str) -> str:
     return tenant_key(tenant_id, "events")
+
+
+def delivered_key(tenant_id: str, event_id: str) -> str:
+    return tenant_key(tenant_id, "dlv", event_id)
 
 
 class RedisStreamsDestination:
@@ -56,11 +81,15 @@ class RedisStreamsDestination:
         key = stream_key(stream.tenantId)
         minid = str(int(time.time() * 1000) - stream.retentionDays * DAY_MS)
         fmt = options.format
-        args: list[Any] = [minid, fmt, options.maxLen or 0]
+        ttl = options.dedupeSeconds
+        args: list[Any] = [minid, fmt, options.maxLen or 0, ttl]
+        keys = [key]
         for ev in events:
             args += (ev.eventType.value, ev.source.value, ev.encode(fmt))
+            if ttl:
+                keys.append(delivered_key(stream.tenantId, ev.eventId))
         try:
-            replies = await self._append(keys=[key], args=args)
+            replies = await self._append(keys=keys, args=args)
         except RedisError as exc:  # connection-level or script error: nothing is known to be written
             return [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True) for _ in events]
         out: list[Delivery] = []
@@ -73,6 +102,17 @@ class RedisStreamsDestination:
             else:
                 out.append(delivered(self.type, text))
         return out
+
+    async def landed(
+        self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig
+    ) -> list[bool]:
+        """Whether each event is already in the stream (its marker exists; needs dedupeSeconds)."""
+        if not options.dedupeSeconds:
+            return [False] * len(events)
+        pipe = self._redis.pipeline(transaction=False)
+        for ev in events:
+            pipe.exists(delivered_key(stream.tenantId, ev.eventId))
+        return [bool(n) for n in await pipe.execute()]
 
     async def read_recent(
         self,

@@ -29,7 +29,8 @@ async def base_url(monkeypatch: pytest.MonkeyPatch, redis_port: int,
     for k, v in {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port),
                  "STORAGE_CONNECTION_STRING": storage_connection_string,
                  "AUDIT_TABLE": "aud" + uuid.uuid4().hex[:8], "AUTH_MODE": "jwt",
-                 "AUTH_DEV_SIGNING_KEY": DEV_KEY}.items():
+                 "AUTH_DEV_SIGNING_KEY": DEV_KEY,
+                 "RETRY_QUEUE": "delivery-retries"}.items():  # %RETRY_QUEUE% in the queue trigger
         monkeypatch.setenv(k, v)
     for k, v in json.loads(SAMPLE_SETTINGS.read_text())["Values"].items():  # %SETTING% names in bindings
         if k not in os.environ:

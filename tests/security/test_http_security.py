@@ -68,6 +68,8 @@ def request(route: Route, tenant: str, bearer: str | None, other: str | None = N
         body = {"events": [event(other, 1), event(tenant, 2)] if other else [event(tenant, 1)]}
     elif route.name == "put_stream_config":
         body = {"enabled": True, "batchSize": 50}
+    elif route.name == "replay_deadletters":
+        body = {}  # replay everything not yet replayed
     headers = {"content-type": "application/json"} if body is not None else {}
     if bearer:
         headers["authorization"] = f"Bearer {bearer}"

@@ -1,0 +1,48 @@
+"""GET /deadletters/{tenantId} and POST /deadletters/{tenantId}/replay."""
+from __future__ import annotations
+
+from typing import Any
+
+from shared.api.params import bad_param, int_param, tenant_param
+from shared.http.adapter import read_json
+from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
+from shared.retries import replay
+from shared.services import get_services
+
+MAX_REPLAY = 500
+
+
+async def list_deadletters(req: ApiRequest) -> ApiResponse:
+    tenant = tenant_param(req)
+    limit = int_param(req, "limit", 100, 1, 1000)
+    include = req.query.get("includeReplayed", "false")
+    if include not in ("true", "false"):
+        raise bad_param("includeReplayed", "must be true or false")
+    try:
+        rows, token = await get_services().retries.deadletters.list(
+            tenant, limit=limit, token=req.query.get("continuationToken") or None, include_replayed=include == "true")
+    except ValueError as exc:
+        raise bad_param("continuationToken", str(exc)) from None
+    return json_response({"tenantId": tenant, "count": len(rows), "deadLetters": rows, "continuationToken": token})
+
+
+async def replay_deadletters(req: ApiRequest) -> ApiResponse:
+    """Body `{"ids": [...]}` replays those records; `{}` replays every record not yet replayed (500 at most)."""
+    tenant = tenant_param(req)
+    ids: list[str] | None = None
+    body: Any = read_json(req, 256 * 1024)  # required: an explicit {} says "all"
+    if not isinstance(body, dict) or set(body) - {"ids"}:
+        raise ProblemError(400, "Bad Request", 'the body must be {"ids": [...]} or {}',
+                           errors=[{"pointer": "", "field": "(body)", "detail": 'expected {"ids": [...]} or {}'}])
+    if "ids" in body:
+        raw = body["ids"]
+        if not isinstance(raw, list) or not all(isinstance(i, str) and 0 < len(i) <= 512 for i in raw) \
+                or len(raw) > MAX_REPLAY:
+            raise ProblemError(400, "Bad Request", f"ids must be a list of up to {MAX_REPLAY} record ids",
+                               errors=[{"pointer": "/ids", "field": "ids", "detail": "expected a list of strings"}])
+        ids = raw
+    results = await replay(get_services(), tenant, ids, limit=MAX_REPLAY)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["result"]] = counts.get(r["result"], 0) + 1
+    return json_response({"tenantId": tenant, "total": len(results), "counts": counts, "results": results})

@@ -1,0 +1,478 @@
+"""Analytics destination: every event of every tenant in one Azure Table (setting ANALYTICS_TABLE).
+
+Key design (docs/analytics.md has the long form):
+
+- PartitionKey = `{tenantId}_{yyyyMMddHH}_{shard:02}`, the event's own timestamp (UTC hour) and
+  shard = crc32(eventId) % N (N = the destination's `shards` option). One partition takes about
+  2,000 entities/s, so one tenant's writes spread over N partitions per hour; a tenant's data never
+  shares a partition with another tenant's, and retention drops whole hour partitions.
+- RowKey = `{9999999999999 - epoch_ms:013}_{eventId}`: ascending RowKey order inside a partition is
+  newest first, and the eventId makes it unique. Keys come from the event only, so a retried write
+  is an upsert of the same entity: idempotent.
+- A small index (PartitionKey `~index`, RowKey `{tenantId}_{yyyyMMddHH}_{N:02}`) records which
+  tenant-hours hold data with which shard count. History reads list the index for the asked range
+  (one query), then read each hour newest first, fanning out over its shards and merging the pages
+  by RowKey; the continuation token is (hour, last RowKey). The retention timer lists the same
+  index to find expired tenant-hours and deletes their partitions.
+- Payload: the native JSON in `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split
+  into `Payload_0..n` when longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when
+  the stream's `compressionEnabled` is set or the text would not fit an entity (1 MiB). Type,
+  source, action, entity and times are columns too, for server-side filters.
+- Writes: entity group transactions per partition, at most 100 operations and under 4 MB each
+  (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import heapq
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from shared.destinations.base import DependencyHealth, delivered, failed
+from shared.destinations.options import AnalyticsOptions
+from shared.models import Delivery, Event, StreamConfig
+
+log = logging.getLogger("grc.analytics")
+
+INDEX_PARTITION = "~index"
+MAX_TS_MS = 9_999_999_999_999
+MAX_BATCH_OPS = 100
+MAX_BATCH_BYTES = 3_500_000  # the service's limit is 4 MiB per transaction request; keep headroom
+STRING_CHUNK_UTF16_BYTES = 64_000  # a string property holds 64 KiB of UTF-16
+BINARY_CHUNK_BYTES = 64_000
+MAX_TEXT_UTF16_BYTES = 900_000  # above this the text would not fit a 1 MiB entity: gzip instead
+MAX_PAGE_HOURS = 48  # hours with data read by one history page at most
+CONCURRENCY = 8
+
+
+def hour_of(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d%H")
+
+
+def hour_start_ms(hour: str) -> int:
+    return int(datetime.strptime(hour, "%Y%m%d%H").replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def event_ms(ev: Event) -> int:
+    return int(datetime.fromisoformat(ev.timestamp).timestamp() * 1000)
+
+
+def shard_of(event_id: str, shards: int) -> int:
+    return zlib.crc32(event_id.encode()) % shards
+
+
+def partition_key(tenant: str, hour: str, shard: int) -> str:
+    return f"{tenant}_{hour}_{shard:02d}"
+
+
+def row_key(ms: int, event_id: str) -> str:
+    return f"{MAX_TS_MS - ms:013d}_{event_id}"
+
+
+def _split_text(text: str) -> list[str]:
+    """Chunks whose UTF-16 size fits one string property (surrogate pairs never split)."""
+    chunks: list[str] = []
+    start = 0
+    step = STRING_CHUNK_UTF16_BYTES // 2
+    while start < len(text):
+        end = min(len(text), start + step)
+        while len(text[start:end].encode("utf-16-le")) > STRING_CHUNK_UTF16_BYTES:
+            end = start + (end - start) * 3 // 4
+        chunks.append(text[start:end])
+        start = end
+    return chunks
+
+
+def payload_properties(raw: bytes, compress: bool) -> tuple[dict[str, Any], int]:
+    """Entity properties holding the event JSON, and the estimated request bytes they take."""
+    text = raw.decode()
+    utf16 = len(text.encode("utf-16-le")) if not compress else 0
+    if not compress and utf16 <= MAX_TEXT_UTF16_BYTES:
+        if utf16 <= STRING_CHUNK_UTF16_BYTES:
+            return {"Payload": text}, len(raw)
+        chunks = _split_text(text)
+        props: dict[str, Any] = {f"Payload_{i}": c for i, c in enumerate(chunks)}
+        props["PayloadChunks"] = len(chunks)
+        return props, len(raw)
+    gz = gzip.compress(raw, compresslevel=6, mtime=0)
+    size = len(gz) * 4 // 3 + 64  # base64 on the wire
+    if len(gz) <= BINARY_CHUNK_BYTES:
+        return {"PayloadGz": gz}, size
+    parts = [gz[i:i + BINARY_CHUNK_BYTES] for i in range(0, len(gz), BINARY_CHUNK_BYTES)]
+    props = {f"PayloadGz_{i}": p for i, p in enumerate(parts)}
+    props["PayloadChunks"] = len(parts)
+    return props, size
+
+
+def payload_from_entity(entity: dict[str, Any]) -> dict[str, Any]:
+    if "Payload" in entity:
+        return orjson.loads(entity["Payload"])
+    if "PayloadGz" in entity:
+        return orjson.loads(gzip.decompress(bytes(entity["PayloadGz"])))
+    n = int(entity["PayloadChunks"])
+    if "PayloadGz_0" in entity:
+        return orjson.loads(gzip.decompress(b"".join(bytes(entity[f"PayloadGz_{i}"]) for i in range(n))))
+    return orjson.loads("".join(entity[f"Payload_{i}"] for i in range(n)))
+
+
+def to_entity(ev: Event, shards: int, compress: bool) -> tuple[dict[str, Any], int]:
+    ms = event_ms(ev)
+    entity: dict[str, Any] = {
+        "PartitionKey": partition_key(ev.tenantId, hour_of(ms), shard_of(ev.eventId, shards)),
+        "RowKey": row_key(ms, ev.eventId),
+        "EventId": ev.eventId,
+        "EventType": ev.eventType.value,
+        "Source": ev.source.value,
+        "Action": ev.action.value,
+        "EventTime": ev.timestamp,
+        "IngestedAt": ev.ingestedAt,
+        "CorrelationId": ev.correlationId,
+    }
+    if ev.entityId is not None:
+        entity["EntityId"] = ev.entityId
+    if ev.entityType is not None:
+        entity["EntityType"] = ev.entityType
+    props, size = payload_properties(ev.to_json(), compress)
+    entity.update(props)
+    return entity, size + 1024
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, ConnectionError, OSError)):
+        return True
+    if isinstance(exc, ResourceNotFoundError):
+        return True  # table missing (recreated by the next try)
+    if isinstance(exc, HttpResponseError):
+        return exc.status_code is None or exc.status_code in (408, 429) or exc.status_code >= 500
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None)
+    return f"table write failed: {type(exc).__name__}" + (f" {status}" if status else "") + (f" {code}" if code else "")
+
+
+@dataclass
+class _Op:
+    index: int
+    entity: dict[str, Any]
+    size: int
+
+
+def transactions(ops: Sequence[_Op]) -> list[list[_Op]]:
+    """One partition's operations cut into transactions of <= 100 ops and < MAX_BATCH_BYTES."""
+    out: list[list[_Op]] = []
+    cur: list[_Op] = []
+    size = 0
+    for op in ops:
+        if cur and (len(cur) >= MAX_BATCH_OPS or size + op.size > MAX_BATCH_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(op)
+        size += op.size
+    if cur:
+        out.append(cur)
+    return out
+
+
+# ---- continuation token ------------------------------------------------------------------
+
+class BadToken(ValueError):
+    pass
+
+
+def encode_token(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(state)).decode().rstrip("=")
+
+
+def decode_token(token: str) -> dict[str, Any]:
+    try:
+        state = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise BadToken("continuationToken is not valid") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("h"), str) or not state["h"].isdigit() \
+            or len(state["h"]) != 10 or not (state.get("rk") is None or isinstance(state["rk"], str)) \
+            or not isinstance(state.get("f"), int) or not isinstance(state.get("t"), int):
+        raise BadToken("continuationToken is not valid")
+    return state
+
+
+@dataclass
+class HistoryPage:
+    events: list[dict[str, Any]]
+    continuation: str | None
+
+
+def _q(value: str) -> str:
+    return value.replace("'", "''")
+
+
+RetentionLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
+
+
+class AnalyticsDestination:
+    type = "analytics"
+
+    def __init__(self, tables: TableServiceClient, table_name: str) -> None:
+        self._tables = tables
+        self._name = table_name
+        self._table: TableClient | None = None
+        self._lock = asyncio.Lock()
+        self._indexed: set[str] = set()  # index rows this instance already wrote
+        self._sem = asyncio.Semaphore(CONCURRENCY)
+
+    async def table(self) -> TableClient:
+        if self._table is None:
+            async with self._lock:
+                if self._table is None:
+                    try:
+                        await self._tables.create_table(self._name)
+                    except ResourceExistsError:
+                        pass
+                    self._table = self._tables.get_table_client(self._name)
+        return self._table
+
+    def _forget_table(self) -> None:
+        self._table = None
+        self._indexed.clear()
+
+    # ---- write -----------------------------------------------------------------------
+
+    async def publish(
+        self, events: Sequence[Event], options: AnalyticsOptions, stream: StreamConfig  # type: ignore[override]
+    ) -> list[Delivery]:
+        if not events:
+            return []
+        out: list[Delivery | None] = [None] * len(events)
+        by_pk: dict[str, list[_Op]] = {}
+        index_rows: set[str] = set()
+        for i, ev in enumerate(events):
+            try:
+                entity, size = to_entity(ev, options.shards, stream.compressionEnabled)
+            except Exception as exc:  # noqa: BLE001 - a bad timestamp must not fail the chunk
+                out[i] = failed(self.type, f"not storable: {type(exc).__name__}", transient=False)
+                continue
+            if size > 1_000_000:
+                out[i] = failed(self.type, f"event is {size} bytes even compressed; an entity holds 1 MiB",
+                                transient=False)
+                continue
+            by_pk.setdefault(entity["PartitionKey"], []).append(_Op(i, entity, size))
+            hour = entity["PartitionKey"].rsplit("_", 2)[1]
+            index_rows.add(f"{ev.tenantId}_{hour}_{options.shards:02d}")
+        try:
+            table = await self.table()
+            new_rows = sorted(index_rows - self._indexed)
+            for rk in new_rows:  # at most a few per batch (one per tenant-hour)
+                await table.upsert_entity({"PartitionKey": INDEX_PARTITION, "RowKey": rk}, mode=UpdateMode.MERGE)
+            self._indexed.update(new_rows)
+        except Exception as exc:  # noqa: BLE001 - storage down: every event of the chunk failed
+            if isinstance(exc, ResourceNotFoundError):
+                self._forget_table()
+            return [d or failed(self.type, _describe(exc), transient=is_transient(exc)) for d in out]
+
+        groups = [tx for ops in by_pk.values() for tx in transactions(ops)]
+        results = await asyncio.gather(*(self._submit(table, tx) for tx in groups))
+        for tx, res in zip(groups, results):
+            for op, d in zip(tx, res):
+                out[op.index] = d
+        return [d for d in out if d is not None]
+
+    async def _submit(self, table: TableClient, tx: list[_Op]) -> list[Delivery]:
+        async with self._sem:
+            try:
+                await table.submit_transaction([("upsert", op.entity, {"mode": UpdateMode.REPLACE}) for op in tx])
+                return [delivered(self.type, f"{op.entity['PartitionKey']}/{op.entity['RowKey']}") for op in tx]
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, ResourceNotFoundError):
+                    self._forget_table()
+                if is_transient(exc) or len(tx) == 1:
+                    return [failed(self.type, _describe(exc), transient=is_transient(exc)) for _ in tx]
+            # One bad entity fails its whole transaction: write one by one to find it.
+            out = []
+            for op in tx:
+                try:
+                    await table.upsert_entity(op.entity, mode=UpdateMode.REPLACE)
+                    out.append(delivered(self.type, f"{op.entity['PartitionKey']}/{op.entity['RowKey']}"))
+                except Exception as exc:  # noqa: BLE001
+                    out.append(failed(self.type, _describe(exc), transient=is_transient(exc)))
+            return out
+
+    async def landed(
+        self, events: Sequence[Event], options: AnalyticsOptions, stream: StreamConfig
+    ) -> list[bool]:
+        """Whether each event's entity exists (the keys derive from the event)."""
+        table = await self.table()
+        out = []
+        for ev in events:
+            ms = event_ms(ev)
+            try:
+                await table.get_entity(partition_key(ev.tenantId, hour_of(ms), shard_of(ev.eventId, options.shards)),
+                                       row_key(ms, ev.eventId), select=["RowKey"])
+                out.append(True)
+            except ResourceNotFoundError:
+                out.append(False)
+        return out
+
+    # ---- read ------------------------------------------------------------------------
+
+    async def _index_hours(self, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
+        """hour -> shard count (the largest one written in that hour), for the tenant's hours in range."""
+        table = await self.table()
+        lo, hi = f"{tenant}_{hour_of(from_ms)}", f"{tenant}_{hour_of(to_ms)}_~"
+        hours: dict[str, int] = {}
+        async for row in table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
+            parameters={"pk": INDEX_PARTITION, "lo": lo, "hi": hi}, select=["RowKey"],
+        ):
+            _, hour, n = row["RowKey"].rsplit("_", 2)
+            hours[hour] = max(hours.get(hour, 0), int(n))
+        return hours
+
+    async def history(
+        self,
+        tenant: str,
+        *,
+        from_ms: int,
+        to_ms: int,
+        limit: int,
+        event_type: str | None = None,
+        source: str | None = None,
+        token: str | None = None,
+    ) -> HistoryPage:
+        """The tenant's events with from_ms <= time <= to_ms, newest first, `limit` per page."""
+        state = decode_token(token) if token else None
+        if state:
+            from_ms, to_ms = state["f"], state["t"]
+        hours = await self._index_hours(tenant, from_ms, to_ms)
+        ordered = sorted((h for h in hours if state is None or h <= state["h"]), reverse=True)
+        lo_rk = f"{MAX_TS_MS - to_ms:013d}"
+        hi_rk = f"{MAX_TS_MS - from_ms:013d}~"
+        table = await self.table()
+        events: list[dict[str, Any]] = []
+        for n_hour, hour in enumerate(ordered):
+            if n_hour >= MAX_PAGE_HOURS:
+                return HistoryPage(events, encode_token({"h": hour, "rk": None, "f": from_ms, "t": to_ms}))
+            after = state["rk"] if state and hour == state["h"] else None
+            want = limit - len(events)
+            rows = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, after, want,
+                                         event_type, source)
+            events.extend(payload_from_entity(r) for r in rows[:want])
+            if len(events) >= limit:
+                last_rk = rows[want - 1]["RowKey"]
+                more = len(rows) > want or n_hour + 1 < len(ordered)
+                nxt = encode_token({"h": hour, "rk": last_rk, "f": from_ms, "t": to_ms}) if more else None
+                return HistoryPage(events, nxt)
+        return HistoryPage(events, None)
+
+    async def _read_hour(
+        self, table: TableClient, tenant: str, hour: str, shards: int, lo_rk: str, hi_rk: str,
+        after: str | None, want: int, event_type: str | None, source: str | None,
+    ) -> list[dict[str, Any]]:
+        """Up to want+1 rows of one hour, newest first: the first page of each shard, merged."""
+        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
+        params: dict[str, Any] = {"lo": lo_rk, "hi": hi_rk}
+        if after is not None:
+            flt += " and RowKey gt @after"
+            params["after"] = after
+        if event_type:
+            flt += " and EventType eq @et"
+            params["et"] = event_type
+        if source:
+            flt += " and Source eq @src"
+            params["src"] = source
+
+        async def shard_rows(shard: int) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = []
+            pager = table.query_entities(flt, parameters={**params, "pk": partition_key(tenant, hour, shard)},
+                                         results_per_page=min(1000, want + 1))
+            async for page in pager.by_page():
+                async for e in page:
+                    rows.append(e)
+                if len(rows) > want:
+                    break
+            return rows
+
+        per_shard = await asyncio.gather(*(shard_rows(s) for s in range(shards)))
+        # Each shard's rows are in RowKey order and each shard gave its first want+1: merging them
+        # yields the hour's first want+1 rows overall.
+        merged = list(heapq.merge(*per_shard, key=lambda e: e["RowKey"]))
+        return merged[: want + 1]
+
+    # ---- retention -----------------------------------------------------------------------
+
+    async def purge_expired(
+        self, retention_of: RetentionLookup, *, now: float | None = None, budget_seconds: float = 240.0
+    ) -> dict[str, int]:
+        """Delete hour partitions older than each tenant's retentionDays; returns counts."""
+        now_ms = int((time.time() if now is None else now) * 1000)
+        deadline = time.monotonic() + budget_seconds
+        table = await self.table()
+        rows = [r["RowKey"] async for r in table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION}, select=["RowKey"])]
+        parsed = [(rk, *rk.rsplit("_", 2)) for rk in rows]
+        retention = await retention_of(sorted({t for _, t, _, _ in parsed}))
+        stats = {"hours": 0, "entities": 0, "kept": 0}
+        for rk, tenant, hour, n in parsed:
+            days = retention.get(tenant)
+            if days is None or hour_start_ms(hour) + 3_600_000 > now_ms - days * 86_400_000:
+                stats["kept"] += 1
+                continue
+            if time.monotonic() > deadline:
+                break  # the next run carries on
+            for shard in range(int(n)):
+                stats["entities"] += await self._delete_partition(table, partition_key(tenant, hour, shard))
+            await table.delete_entity(INDEX_PARTITION, rk)
+            self._indexed.discard(rk)
+            stats["hours"] += 1
+        return stats
+
+    async def _delete_partition(self, table: TableClient, pk: str) -> int:
+        keys = [e["RowKey"] async for e in table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"])]
+        for start in range(0, len(keys), MAX_BATCH_OPS):
+            await table.submit_transaction(
+                [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in keys[start:start + MAX_BATCH_OPS]])
+        return len(keys)
+
+    async def health(self) -> DependencyHealth:
+        start = time.perf_counter()
+        table = await self.table()
+        async for _ in table.query_entities("PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION},
+                                            results_per_page=1).by_page():
+            break
+        return DependencyHealth("analytics", "healthy", round((time.perf_counter() - start) * 1000, 2))
+
+    async def close(self) -> None:
+        """The table service client is owned by the service container."""
+
+
+def iso_to_ms(value: str) -> int:
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        raise ValueError("needs a time zone offset")
+    return int(dt.timestamp() * 1000)
+
+
+def default_range(now: float, hours: int = 24) -> tuple[int, int]:
+    to_ms = int(now * 1000)
+    return to_ms - int(timedelta(hours=hours).total_seconds() * 1000), to_ms
+

@@ -1,0 +1,400 @@
+"""Retry queue, dead letters and replay: a failed delivery is parked, retried, then dead-lettered.
+
+Flow for one (event, destination) that failed in the request after the in-process retries:
+1. `RetryQueue.park` puts a message on the Storage queue RETRY_QUEUE (base64 JSON: the event,
+   the destination, the attempt number, the first failure time, the last error), invisible for
+   the policy's first backoff. Events too large for a queue message (64 KiB) are stored in the
+   dead-letter table as a payload row and the message carries its key (claim check). If the
+   queue cannot be written, `park` says so and the pipeline answers 503: nothing is acknowledged
+   that is not parked.
+2. The queue-triggered function calls `process_retry_message`: one try at that destination only.
+   On a transient failure with attempts left it re-enqueues the message with attempt + 1 and a
+   growing visibility timeout; the original message is then deleted by the host.
+3. After the last attempt (or at once for a non-transient error) `DeadLetters.record` writes a row
+   (PartitionKey tenant, RowKey `{eventId}__{destination}`, so writing it twice is harmless) with
+   destination, reason, attempts, last error, the event and times, and a SYSTEM_ERROR event goes
+   through the pipeline for the tenant. A dead-lettered SYSTEM_ERROR never raises another one.
+4. `replay` sends dead letters back through their destination and marks them replayed; a replay
+   that fails again goes to the retry queue with a fresh attempt count.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+from pydantic import BaseModel, Field
+
+from shared.system_events import emit_system_error, is_system_event
+from shared.destinations.analytics import payload_from_entity, payload_properties
+from shared.destinations.base import DependencyHealth
+from shared.destinations.options import RetryPolicy
+from shared.ids import uuid7
+from shared.metrics import BatchStats, TenantMetrics
+from shared.models import Event, StreamConfig, utc_now_iso
+from shared.pipeline import Failure
+
+log = logging.getLogger("grc.retries")
+
+MAX_MESSAGE_BYTES = 48_000  # a queue message holds 64 KiB after base64 (4/3)
+MAX_VISIBILITY_SECONDS = 7 * 86400 - 60
+PAYLOAD_PREFIX = "~payload_"  # payload rows share the dead-letter table; "~" sorts after every event id
+DEADLETTER_REASONS = ("retries exhausted", "non-transient error", "destination not configured")
+
+
+class RetryMessage(BaseModel):
+    v: int = 1
+    tenantId: str
+    destination: str
+    attempt: int = Field(ge=1)  # the number of the queue attempt this message is for
+    firstFailureAt: str
+    lastError: str | None = None
+    transient: bool = True
+    event: dict[str, Any] | None = None
+    payloadRef: str | None = None  # RowKey of a payload row in the dead-letter table
+    replayOf: str | None = None
+
+
+def record_id(event_id: str, destination: str) -> str:
+    return f"{event_id}__{destination}"
+
+
+async def _ensure_table(tables: TableServiceClient, name: str) -> TableClient:
+    try:
+        await tables.create_table(name)
+    except ResourceExistsError:
+        pass
+    return tables.get_table_client(name)
+
+
+class DeadLetters:
+    """Dead-letter rows and claim-check payload rows, one table, PartitionKey = tenant."""
+
+    def __init__(self, tables: TableServiceClient, table_name: str) -> None:
+        self._tables = tables
+        self._name = table_name
+        self._table: TableClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def table(self) -> TableClient:
+        if self._table is None:
+            async with self._lock:
+                if self._table is None:
+                    self._table = await _ensure_table(self._tables, self._name)
+        return self._table
+
+    async def _call(self, fn: str, *args: Any, **kw: Any) -> Any:
+        """Run a table call; a missing table (storage was reset) is created and the call retried once."""
+        table = await self.table()
+        try:
+            return await getattr(table, fn)(*args, **kw)
+        except ResourceNotFoundError as exc:
+            if "TableNotFound" not in str(getattr(exc, "error_code", "")) + str(exc):
+                raise
+            self._table = None
+            table = await self.table()
+            return await getattr(table, fn)(*args, **kw)
+
+    async def put_payload(self, tenant: str, event: dict[str, Any]) -> str:
+        rk = PAYLOAD_PREFIX + uuid7()
+        props, _ = payload_properties(orjson.dumps(event), compress=True)
+        await self._call("upsert_entity", {"PartitionKey": tenant, "RowKey": rk, **props}, mode=UpdateMode.REPLACE)
+        return rk
+
+    async def get_payload(self, tenant: str, rk: str) -> dict[str, Any]:
+        return payload_from_entity(await self._call("get_entity", tenant, rk))
+
+    async def delete_payload(self, tenant: str, rk: str) -> None:
+        try:
+            await self._call("delete_entity", tenant, rk)
+        except ResourceNotFoundError:
+            pass
+
+    async def record(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int) -> dict[str, Any]:
+        now = utc_now_iso()
+        rid = record_id(str(event["eventId"]), msg.destination)
+        props, _ = payload_properties(orjson.dumps(event), compress=False)
+        entity: dict[str, Any] = {
+            "PartitionKey": msg.tenantId, "RowKey": rid, "Id": rid, "EventId": str(event["eventId"]),
+            "EventType": str(event.get("eventType")), "Destination": msg.destination, "Reason": reason,
+            "Attempts": attempts, "LastError": (msg.lastError or "")[:4000], "FirstFailureAt": msg.firstFailureAt,
+            "DeadLetteredAt": now, "Replayed": False, **props,
+        }
+        await self._call("upsert_entity", entity, mode=UpdateMode.REPLACE)
+        return entity
+
+    async def list(self, tenant: str, *, limit: int, token: str | None = None,
+                   include_replayed: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+        flt = "PartitionKey eq @pk and RowKey lt @payload"
+        if not include_replayed:
+            flt += " and Replayed eq false"
+        table = await self.table()
+        pager = table.query_entities(flt, parameters={"pk": tenant, "payload": PAYLOAD_PREFIX},
+                                     results_per_page=limit).by_page(continuation_token=decode_token(token))
+        rows: list[dict[str, Any]] = []
+        async for page in pager:
+            rows = [e async for e in page]
+            break
+        nxt = pager.continuation_token  # type: ignore[attr-defined]
+        return [self.view(r) for r in rows], (encode_token(nxt) if nxt else None)
+
+    async def get(self, tenant: str, rid: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("get_entity", tenant, rid)
+        except ResourceNotFoundError:
+            return None
+
+    async def mark_replayed(self, tenant: str, rid: str, result: str) -> None:
+        await self._call("update_entity", {"PartitionKey": tenant, "RowKey": rid, "Replayed": True,
+                                           "ReplayedAt": utc_now_iso(), "ReplayResult": result},
+                         mode=UpdateMode.MERGE)
+
+    @staticmethod
+    def view(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": row["RowKey"], "eventId": row.get("EventId"), "eventType": row.get("EventType"),
+            "destination": row.get("Destination"), "reason": row.get("Reason"), "attempts": row.get("Attempts"),
+            "lastError": row.get("LastError"), "firstFailureAt": row.get("FirstFailureAt"),
+            "deadLetteredAt": row.get("DeadLetteredAt"), "replayed": bool(row.get("Replayed")),
+            "replayedAt": row.get("ReplayedAt"), "replayResult": row.get("ReplayResult"),
+            "event": payload_from_entity(row),
+        }
+
+
+def encode_token(state: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(state)).decode().rstrip("=")
+
+
+def decode_token(token: str | None) -> Any:
+    """The table's continuation (opaque to clients: base64url JSON); ValueError when malformed."""
+    if not token:
+        return None
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise ValueError("continuationToken is not valid") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError("continuationToken is not valid")
+    return value
+
+
+class RetryQueue:
+    """The pipeline's `Parker`: failed deliveries go to the Storage queue for later retries."""
+
+    def __init__(self, queues: QueueServiceClient, queue_name: str, deadletters: DeadLetters,
+                 rand: Any = random.random) -> None:
+        self._queues = queues
+        self._name = queue_name
+        self.deadletters = deadletters
+        self._client: QueueClient | None = None
+        self._lock = asyncio.Lock()
+        self._rand = rand
+
+    async def queue(self) -> QueueClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    client = self._queues.get_queue_client(self._name)
+                    try:
+                        await client.create_queue()
+                    except ResourceExistsError:
+                        pass
+                    self._client = client
+        return self._client
+
+    async def health(self) -> DependencyHealth:
+        """The retry queue answers; its depth and the poison queue's (messages the drain gave up on)."""
+        start = time.perf_counter()
+        queue = await self.queue()
+        depth = (await queue.get_queue_properties()).approximate_message_count
+        poison = self._queues.get_queue_client(self._name + "-poison")
+        try:
+            poisoned = (await poison.get_queue_properties()).approximate_message_count
+        except ResourceNotFoundError:
+            poisoned = 0
+        finally:
+            await poison.close()
+        # Poison messages hold deliveries nobody retries any more: an operator must look.
+        status = "degraded" if poisoned else "healthy"
+        return DependencyHealth("retryQueue", status, round((time.perf_counter() - start) * 1000, 2),  # type: ignore[arg-type]
+                                info={"messages": depth, "poisonMessages": poisoned})
+
+    async def park(self, failures: Sequence[Failure]) -> list[bool]:
+        now = utc_now_iso()
+        results = await asyncio.gather(*(self._park_one(f, now) for f in failures), return_exceptions=True)
+        out = []
+        for r in results:
+            if isinstance(r, BaseException):
+                log.warning("parking a failed delivery failed: %s", type(r).__name__)
+            out.append(r is True)
+        return out
+
+    async def _park_one(self, f: Failure, now: str) -> bool:
+        policy = _policy(f.stream, f.destination)
+        msg = RetryMessage(tenantId=f.event.tenantId, destination=f.destination, attempt=1, firstFailureAt=now,
+                           lastError=f.delivery.error, transient=f.delivery.transient,
+                           event=f.event.to_dict())
+        delay = policy.delay(1, self._rand()) if msg.transient and policy.attempts > 0 else 0.0
+        await self.send(msg, delay)
+        return True
+
+    async def send(self, msg: RetryMessage, delay_seconds: float) -> None:
+        body = msg.model_dump_json(exclude_none=True)
+        if len(body) > MAX_MESSAGE_BYTES and msg.event is not None:
+            ref = await self.deadletters.put_payload(msg.tenantId, msg.event)
+            body = msg.model_copy(update={"event": None, "payloadRef": ref}).model_dump_json(exclude_none=True)
+        queue = await self.queue()
+        try:
+            await queue.send_message(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
+        except ResourceNotFoundError:  # the queue was deleted (storage reset): create it again
+            self._client = None
+            queue = await self.queue()
+            await queue.send_message(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
+
+
+def _policy(stream: StreamConfig, destination: str) -> RetryPolicy:
+    for d in stream.destinations:
+        if d.type == destination:
+            return d.retry
+    return RetryPolicy()
+
+
+class RetryProcessor:
+    """What the queue-triggered function runs for one message."""
+
+    def __init__(self, services: Any) -> None:
+        self.s = services
+
+    async def process(self, body: str | bytes) -> str:
+        """Returns the outcome: delivered, requeued or deadlettered. Raises when it must be redelivered."""
+        msg = RetryMessage.model_validate_json(body)
+        retries: RetryQueue = self.s.retries
+        event = msg.event if msg.event is not None else await retries.deadletters.get_payload(
+            msg.tenantId, str(msg.payloadRef))
+        config = await self.s.configs.get(msg.tenantId)
+        dest_cfg = next((d for d in config.destinations if d.type == msg.destination and d.enabled), None)
+        stats = BatchStats()
+        ts = stats.tenant(msg.tenantId)
+        if dest_cfg is None:
+            outcome = await self._dead_letter(msg, event, "destination not configured", msg.attempt - 1, stats)
+        elif not msg.transient:
+            outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
+        elif msg.attempt > dest_cfg.retry.attempts:  # a policy with no queue retries (attempts: 0)
+            outcome = await self._exhausted(msg, event, config, msg.attempt - 1, stats)
+        else:
+            ev = Event.model_validate(event)
+            ts.count("retry")
+            [d] = await self.s.pipeline.deliver(msg.destination, config, [ev], attempts=1, stats=ts)
+            if d.status == "delivered":
+                ts.count(f"d:{msg.destination}:ok")
+                outcome = "delivered"
+            else:
+                msg = msg.model_copy(update={"lastError": d.error, "transient": d.transient})
+                policy = dest_cfg.retry
+                if d.transient and msg.attempt < policy.attempts:
+                    nxt = msg.model_copy(update={"attempt": msg.attempt + 1})
+                    await retries.send(nxt, policy.delay(msg.attempt + 1, random.random()))
+                    return "requeued"  # the payload row (if any) stays for the next attempt
+                if d.transient:
+                    outcome = await self._exhausted(msg, event, config, msg.attempt, stats)
+                else:
+                    outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
+        if msg.payloadRef:
+            await retries.deadletters.delete_payload(msg.tenantId, msg.payloadRef)
+        await _record(self.s.metrics, stats)
+        return outcome
+
+    async def _exhausted(self, msg: RetryMessage, event: dict[str, Any], config: StreamConfig, attempts: int,
+                         stats: BatchStats) -> str:
+        """Retries used up on transient failures. A transient failure can hide a write that landed
+        (the connection dropped after the command ran): a destination that can tell (`landed`) is
+        asked first, so such an event counts as delivered instead of being dead-lettered."""
+        dest = self.s.destinations.get(msg.destination)
+        check = getattr(dest, "landed", None)
+        if check is not None:
+            dest_cfg = next(d for d in config.destinations if d.type == msg.destination)
+            try:
+                [done] = await check([Event.model_validate(event)], dest_cfg.options, config)
+            except Exception as exc:  # noqa: BLE001 - cannot tell: dead-letter it
+                log.warning("could not check %s for a landed write: %s", msg.destination, type(exc).__name__)
+                done = False
+            if done:
+                stats.tenant(msg.tenantId).count(f"d:{msg.destination}:ok")
+                return "delivered"
+        return await self._dead_letter(msg, event, "retries exhausted", attempts, stats)
+
+    async def _dead_letter(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int,
+                           stats: BatchStats) -> str:
+        row = await self.s.retries.deadletters.record(msg, event, reason, attempts)
+        stats.tenant(msg.tenantId).count("dlq")
+        log.warning("dead-lettered %s for %s at %s: %s", event.get("eventId"), msg.tenantId, msg.destination, reason)
+        if not is_system_event(event):  # a dead-lettered system event raises nothing further
+            await emit_system_error(
+                self.s.pipeline, msg.tenantId, msg.destination, reason, [str(event.get("eventId"))],
+                extra={"deadLetterId": row["RowKey"], "attempts": attempts,
+                       "lastError": (msg.lastError or "")[:1000], "eventType": event.get("eventType")},
+            )
+        return "deadlettered"
+
+
+async def _record(metrics: TenantMetrics | None, stats: BatchStats) -> None:
+    if metrics is None:
+        return
+    try:
+        await metrics.record(stats)
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a retry
+        log.warning("metrics not recorded: %s", type(exc).__name__)
+
+
+async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int = 500) -> list[dict[str, Any]]:
+    """Send dead letters back through their destination; returns a result per record."""
+    dl: DeadLetters = services.retries.deadletters
+    if ids is None:
+        rows, _ = await dl.list(tenant, limit=limit)
+        targets: list[tuple[str, dict[str, Any] | None]] = [(r["id"], None) for r in rows]
+    else:
+        targets = [(i, None) for i in ids[:limit]]
+    config = await services.configs.get(tenant)
+    out: list[dict[str, Any]] = []
+    stats = BatchStats()
+    for rid, _ in targets:
+        row = await dl.get(tenant, rid)
+        if row is None or rid.startswith(PAYLOAD_PREFIX):
+            out.append({"id": rid, "result": "not found"})
+            continue
+        if row.get("Replayed"):
+            out.append({"id": rid, "result": "already replayed", "replayResult": row.get("ReplayResult")})
+            continue
+        dest = str(row["Destination"])
+        event = payload_from_entity(row)
+        if not any(d.type == dest and d.enabled for d in config.destinations):
+            out.append({"id": rid, "result": "destination not configured"})
+            continue
+        [d] = await services.pipeline.deliver(dest, config, [Event.model_validate(event)],
+                                              stats=stats.tenant(tenant))
+        if d.status == "delivered":
+            result = "delivered"
+            stats.tenant(tenant).count(f"d:{dest}:ok")
+        else:
+            msg = RetryMessage(tenantId=tenant, destination=dest, attempt=1, firstFailureAt=utc_now_iso(),
+                               lastError=d.error, transient=True, event=event, replayOf=rid)
+            try:
+                await services.retries.send(msg, _policy(config, dest).delay(1, random.random()))
+            except Exception as exc:  # noqa: BLE001
+                out.append({"id": rid, "result": "failed", "error": f"retry queue unavailable: {type(exc).__name__}"})
+                continue
+            result = "requeued"
+        await dl.mark_replayed(tenant, rid, result)
+        out.append({"id": rid, "result": result})
+    await _record(services.metrics, stats)
+    return out
+

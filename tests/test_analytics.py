@@ -1,0 +1,169 @@
+"""Analytics destination against Azurite: keys, transactions, large payloads, history, retention."""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.destinations.analytics import (
+    INDEX_PARTITION,
+    AnalyticsDestination,
+    _Op,
+    decode_token,
+    payload_from_entity,
+    transactions,
+)
+from shared.destinations.options import AnalyticsOptions
+from shared.enrich import enrich, now_iso
+from shared.models import EventIn, StreamConfig, StreamConfigIn
+from shared.services import Services
+
+pytestmark = pytest.mark.usefixtures("app_services")
+
+
+def make_event(tenant: str, ts: datetime, **over: Any):  # type: ignore[no-untyped-def]
+    raw: dict[str, Any] = {"tenantId": tenant, "eventType": "RISK_UPDATED", "source": "ARCHER_GRC",
+                           "action": "UPDATE", "entityId": "r-1", "entityType": "risk",
+                           "data": {"score": 3}, "timestamp": ts.isoformat(), "eventId": str(uuid.uuid4())}
+    raw.update(over)
+    return enrich(EventIn.model_validate(raw), ingested_at=now_iso())
+
+
+def tenant() -> str:
+    return "an-" + uuid.uuid4().hex[:10]
+
+
+async def entities(dest: AnalyticsDestination, tenant_id: str) -> list[dict[str, Any]]:
+    table = await dest.table()
+    return [e async for e in table.query_entities(
+        "PartitionKey ge @lo and PartitionKey lt @hi", parameters={"lo": tenant_id + "_", "hi": tenant_id + "`"})]
+
+
+def test_transactions_split_at_100_ops_and_by_size() -> None:
+    ops = [_Op(i, {}, 1000) for i in range(250)]
+    assert [len(t) for t in transactions(ops)] == [100, 100, 50]
+    big = [_Op(i, {}, 900_000) for i in range(9)]
+    assert [len(t) for t in transactions(big)] == [3, 3, 3]  # 3.5 MB per transaction at most
+
+
+async def test_250_events_in_one_partition_are_all_stored(app_services: Services) -> None:
+    t = tenant()
+    dest = app_services.analytics
+    now = datetime.now(UTC)
+    events = [make_event(t, now) for _ in range(250)]
+    out = await dest.publish(events, AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
+    assert [d.status for d in out] == ["delivered"] * 250
+    rows = await entities(dest, t)
+    assert len(rows) == 250 and len({r["PartitionKey"] for r in rows}) == 1
+    # Upsert: writing the same events again (a retry) keeps one entity per event.
+    out = await dest.publish(events[:120], AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
+    assert all(d.status == "delivered" for d in out)
+    assert len(await entities(dest, t)) == 250
+
+
+async def test_keys_spread_over_shards_newest_first(app_services: Services) -> None:
+    t = tenant()
+    dest = app_services.analytics
+    now = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=30)  # all 40 events in one past hour
+    events = [make_event(t, now - timedelta(seconds=i)) for i in range(40)]
+    await dest.publish(events, AnalyticsOptions(shards=4), StreamConfig(tenantId=t))
+    rows = await entities(dest, t)
+    pks = {r["PartitionKey"] for r in rows}
+    assert pks == {f"{t}_{now:%Y%m%d%H}_{shard:02d}" for shard in range(4)}
+    for pk in pks:  # inside a partition, RowKey order is newest first
+        times = [r["EventTime"] for r in rows if r["PartitionKey"] == pk]
+        assert times == sorted(times, reverse=True)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+async def test_payload_over_64_kib_is_kept_without_loss(app_services: Services, compress: bool) -> None:
+    t = tenant()
+    dest = app_services.analytics
+    # ~240 KB of text with non-ASCII (UTF-16 surrogate pairs) and random-ish content.
+    data = {f"k{i}": ("é𝄞" + uuid.uuid4().hex) * 2000 for i in range(3)}
+    ev = make_event(t, datetime.now(UTC), data=data)
+    assert len(ev.to_json()) > 64 * 1024
+    out = await dest.publish([ev], AnalyticsOptions(shards=2), StreamConfig(tenantId=t, compressionEnabled=compress))
+    assert out[0].status == "delivered", out[0].error
+    [row] = await entities(dest, t)
+    if compress:
+        assert "PayloadGz" in row or "PayloadGz_0" in row
+    else:
+        assert "Payload_0" in row and int(row["PayloadChunks"]) > 1
+    assert payload_from_entity(row) == ev.to_dict()
+
+
+async def test_history_pages_newest_first_with_filters(app_services: Services) -> None:
+    t = tenant()
+    dest = app_services.analytics
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = []
+    for i in range(60):  # 60 events 4 minutes apart: 4 hours of data
+        kind = {"eventType": "CONTROL_FAILED", "source": "MCP_SERVER", "action": "TEST"} if i % 3 == 0 else {}
+        events.append(make_event(t, now - timedelta(minutes=4 * i), **kind))
+    out = await dest.publish(events, AnalyticsOptions(shards=3), StreamConfig(tenantId=t))
+    assert all(d.status == "delivered" for d in out)
+    from_ms = int((now - timedelta(hours=6)).timestamp() * 1000)
+    to_ms = int(now.timestamp() * 1000)
+
+    seen: list[str] = []
+    token = None
+    pages = 0
+    while True:
+        page = await dest.history(t, from_ms=from_ms, to_ms=to_ms, limit=7, token=token)
+        pages += 1
+        assert len(page.events) <= 7
+        seen += [e["eventId"] for e in page.events]
+        token = page.continuation
+        if token is None:
+            break
+        assert decode_token(token)["f"] == from_ms
+    assert seen == [e.eventId for e in events]  # all of them, once each, newest first
+    assert pages == 9
+
+    page = await dest.history(t, from_ms=from_ms, to_ms=to_ms, limit=100, event_type="CONTROL_FAILED",
+                              source="MCP_SERVER")
+    assert [e["eventId"] for e in page.events] == [e.eventId for e in events[::3]] and page.continuation is None
+    # A time range inside one hour, bounds inclusive.
+    lo = int((now - timedelta(minutes=40)).timestamp() * 1000)
+    hi = int((now - timedelta(minutes=8)).timestamp() * 1000)
+    page = await dest.history(t, from_ms=lo, to_ms=hi, limit=100)
+    assert [e["eventId"] for e in page.events] == [e.eventId for e in events[2:11]]
+
+
+async def test_pipeline_honours_batch_size_and_routes_to_analytics(app_services: Services) -> None:
+    t = tenant()
+    await app_services.configs.write(t, StreamConfigIn.model_validate({
+        "destinations": [{"type": "analytics", "config": {"shards": 2}}], "batchSize": 10}))
+    dest = app_services.analytics
+    chunks: list[int] = []
+    real = dest.publish
+
+    async def counting(events, options, stream):  # type: ignore[no-untyped-def]
+        chunks.append(len(events))
+        return await real(events, options, stream)
+
+    dest.publish = counting  # type: ignore[method-assign]
+    raws = [{"tenantId": t, "eventType": "RISK_CREATED", "source": "FRONTEND_APP", "action": "CREATE",
+             "data": {"i": i}} for i in range(25)]
+    from shared.pipeline import PublishContext
+
+    results = await app_services.pipeline.publish_raw(raws, PublishContext())
+    assert [r.status for r in results] == ["accepted"] * 25
+    assert sorted(chunks) == [5, 10, 10]
+    assert len(await entities(dest, t)) == 25
+
+
+async def test_index_rows_record_tenant_hours(app_services: Services) -> None:
+    t = tenant()
+    dest = app_services.analytics
+    now = datetime.now(UTC)
+    await dest.publish([make_event(t, now), make_event(t, now - timedelta(hours=2))], AnalyticsOptions(shards=5),
+                       StreamConfig(tenantId=t))
+    table = await dest.table()
+    rows = [r["RowKey"] async for r in table.query_entities(
+        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+        parameters={"pk": INDEX_PARTITION, "lo": t + "_", "hi": t + "`"})]
+    assert rows == sorted([f"{t}_{now - timedelta(hours=2):%Y%m%d%H}_05", f"{t}_{now:%Y%m%d%H}_05"])
