@@ -20,7 +20,7 @@ from shared import services as services_mod
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.services import Services
 from shared.settings import get_settings
-from tests.functions_client import registrations
+from tests.functions_client import context, registrations
 
 log = logging.getLogger("tests.delivery")
 
@@ -76,7 +76,7 @@ async def drain(svc: Services, timeout: float = 30.0) -> dict[str, int]:
         msgs = [m async for m in raw.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30)]
         async def one(m: Any) -> None:  # a batch runs concurrently, as the host runs it
             try:
-                await fn(queue_message(m))
+                await fn(queue_message(m), context("drain_retries"))
             except Exception:
                 log.exception("queue function failed")
                 counts["errors"] += 1

@@ -1,6 +1,7 @@
 """Helpers for tests that talk to the local Kafka broker (tansu): topics, reading back, events."""
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -29,7 +30,7 @@ class TopicReader:
     def __init__(self, broker: str) -> None:
         self.consumer = Consumer({"bootstrap.servers": broker, "group.id": f"read-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False, "session.timeout.ms": 6000,
-                                  "fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 20})
+                                  "fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 20, "logger": logging.getLogger("tests.kafka")})
 
     def read(self, topic: str, expect: int, timeout: float = 10.0, settle: float = 0.2) -> list[Message]:
         """Every record of `topic` from the beginning: until `expect` arrived, then `settle` s more."""

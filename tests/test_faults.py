@@ -14,6 +14,7 @@ each event carries its eventId and timestamp, and a 503/409 is retried until it 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -107,7 +108,7 @@ class TopicWatcher:
         self.consumer = Consumer({"bootstrap.servers": broker, "group.id": f"watch-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                   "fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 20,
-                                  "reconnect.backoff.max.ms": 200, "topic.metadata.refresh.interval.ms": 500})
+                                  "reconnect.backoff.max.ms": 200, "topic.metadata.refresh.interval.ms": 500, "logger": logging.getLogger("tests.kafka")})
         self.records: dict[tuple[int, int, str], str] = {}
         self.notices = 0
         self._rewind = threading.Event()

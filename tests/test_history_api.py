@@ -10,7 +10,7 @@ from azure.functions.timer import TimerRequest
 
 from shared.models import StreamConfigIn
 from shared.services import Services
-from tests.functions_client import invoke, registrations
+from tests.functions_client import context, invoke, registrations
 
 pytestmark = pytest.mark.usefixtures("app_services")
 
@@ -72,7 +72,7 @@ async def test_retention_timer_purges_expired_hour_partitions(app_services: Serv
         assert body["accepted"] == 31
     fn = registrations()["purge_analytics"]
     assert registrations()["purge_analytics"]["type"] == "timerTrigger"
-    await fn["fn"](TimerRequest(past_due=False))
+    await fn["fn"](TimerRequest(past_due=False), context("purge_analytics"))
 
     async def count(tenant: str) -> int:
         table = await app_services.analytics.table()

@@ -191,7 +191,8 @@ class _PolledProducer:
         self.conf = {k: v for k, v in conf.items() if k not in {"sasl.password", "oauth_cb"}}  # for tests/health
         self.stats: dict[str, Any] = {}
         self.fatal: str | None = None
-        full = dict(conf, error_cb=self._on_error, stats_cb=self._on_stats)
+        # librdkafka's own log lines go through Python logging (telemetry, levels), not raw stderr.
+        full = dict(conf, error_cb=self._on_error, stats_cb=self._on_stats, logger=log)
         self.producer = Producer(full)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"kafka-poll-{mode}", daemon=True)
