@@ -30,6 +30,7 @@ from azure.functions.cosmosdb import CosmosDBTriggerConverter
 from devhost.app_loader import FunctionSpec
 from devhost.invoke import Context, RetryContext, invoke
 from devhost.retry import RetryPolicy
+from devhost.workers import WorkerTasks
 
 log = logging.getLogger("devhost.cosmos")
 _CREATE_LOCK = asyncio.Lock()
@@ -207,8 +208,7 @@ class CosmosDriver:
         self.retry_scale = retry_scale
         self.clients: dict[tuple[str, str], CosmosClient] = {}
         self.workers: list[FeedWorker] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = asyncio.Event()
+        self._workers = WorkerTasks("cosmos", stop_timeout=10)
 
     def _client(self, connection: str) -> CosmosClient:
         endpoint, key = connection_settings(connection)
@@ -219,24 +219,15 @@ class CosmosDriver:
         return client
 
     async def start(self) -> None:
-        self._stopping.clear()
         for spec in self.specs:
             worker = FeedWorker(spec, self._client(str(spec.trigger["connection"])), poll_ms=self.poll_ms,
                                 retry_scale=self.retry_scale)
             self.workers.append(worker)
-            self._tasks.append(asyncio.create_task(worker.run(self._stopping), name=f"cosmos:{spec.name}"))
+            self._workers.spawn(spec.name, worker.run)
         log.info("Cosmos DB triggers: %s", ", ".join(s.name for s in self.specs))
 
     async def stop(self) -> None:
-        self._stopping.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, timeout=10)
-            except TimeoutError:
-                task.cancel()
-            except Exception:
-                log.exception("cosmos worker ended with an error")
-        self._tasks.clear()
+        await self._workers.stop()
         for client in self.clients.values():
             await client.close()
         self.clients.clear()

@@ -25,6 +25,7 @@ from azure.storage.queue.aio import QueueClient
 
 from devhost.app_loader import ROOT, FunctionSpec
 from devhost.invoke import Context, invoke
+from devhost.workers import WorkerTasks
 
 log = logging.getLogger("devhost.queue")
 
@@ -157,24 +158,14 @@ class QueueDriver:
     def __init__(self, specs: list[FunctionSpec], options: QueueOptions | None = None) -> None:
         self.options = options or QueueOptions.from_host_json()
         self.workers = [QueueWorker(s, self.options) for s in specs]
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers = WorkerTasks("queue")
 
     async def start(self) -> None:
-        self._stopping.clear()
         for w in self.workers:
-            self._tasks.append(asyncio.create_task(w.run(self._stopping), name=f"queue:{w.spec.name}"))
+            self._workers.spawn(w.spec.name, w.run)
             log.info("queue %s: %s", w.spec.name, w.queue_name)
 
     async def stop(self) -> None:
-        self._stopping.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, timeout=30)
-            except TimeoutError:
-                task.cancel()
-            except Exception:
-                log.exception("queue worker ended with an error")
-        self._tasks.clear()
+        await self._workers.stop()
         for w in self.workers:
             await w.close()

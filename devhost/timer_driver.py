@@ -20,6 +20,7 @@ from azure.functions.timer import TimerRequest
 from devhost.app_loader import FunctionSpec
 from devhost.invoke import Context, RetryContext, invoke
 from devhost.retry import RetryPolicy, timespan_seconds
+from devhost.workers import WorkerTasks
 
 log = logging.getLogger("devhost.timer")
 
@@ -170,22 +171,12 @@ class TimerDriver:
 
     def __init__(self, specs: list[FunctionSpec], state_dir: Path | None) -> None:
         self.workers = [TimerWorker(s, state_dir) for s in specs]
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers = WorkerTasks("timer")
 
     async def start(self) -> None:
-        self._stopping.clear()
         for w in self.workers:
-            self._tasks.append(asyncio.create_task(w.run(self._stopping), name=f"timer:{w.spec.name}"))
+            self._workers.spawn(w.spec.name, w.run)
             log.info("timer %s: %s", w.spec.name, w.schedule.expr)
 
     async def stop(self) -> None:
-        self._stopping.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, timeout=30)
-            except TimeoutError:
-                task.cancel()
-            except Exception:
-                log.exception("timer worker ended with an error")
-        self._tasks.clear()
+        await self._workers.stop()

@@ -1,6 +1,7 @@
 """Real local services for the suite: started once per session on free ports, stopped by PID."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -11,6 +12,25 @@ from redis.asyncio import Redis
 from localdev import services
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def env_overrides(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (App Settings) for a block, restore them after; settings re-read."""
+    from shared.settings import get_settings
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
 
 
 def _service(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Running]:
@@ -72,17 +92,10 @@ def app_env(redis_port: int, storage_connection_string: str) -> Iterator[dict[st
         # SYSTEM_PERFORMANCE event whenever a minute turns. tests/test_monitor.py turns them on.
         "SYSTEM_PERFORMANCE_EVENTS": "false",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    load_settings(ROOT / "local.settings.sample.json")  # the rest of the defaults, env wins
-    get_settings.cache_clear()
-    yield env
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    get_settings.cache_clear()
+    with env_overrides(env):
+        load_settings(ROOT / "local.settings.sample.json")  # the rest of the defaults, env wins
+        get_settings.cache_clear()
+        yield env
 
 
 @pytest.fixture

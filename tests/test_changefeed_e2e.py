@@ -2,7 +2,6 @@
 Cosmos driver (the change feed via the azure-cosmos SDK, leases in the lease container)."""
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +18,7 @@ from localdev import services
 from shared.changefeed.entry import run_overdue_check
 from shared.destinations.redis_streams import stream_key
 from shared.services import Services, get_services, reset_services
-from shared.settings import get_settings
+from tests.conftest import env_overrides
 from tests.test_devhost_e2e import start_runner
 
 NOW = "2026-11-20T10:00:00Z"
@@ -29,16 +28,8 @@ NOW = "2026-11-20T10:00:00Z"
 def cosmos_env(app_env: dict[str, str], cosmos_server: services.Running) -> Iterator[dict[str, str]]:
     """The app pointed at the local Cosmos server, with a database of its own per test."""
     env = {**cosmos_server.settings, "COSMOS_DB_DATABASE": f"grc-{uuid.uuid4().hex[:8]}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    yield {**app_env, **env}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    get_settings.cache_clear()
+    with env_overrides(env):
+        yield {**app_env, **env}
 
 
 @pytest.fixture
