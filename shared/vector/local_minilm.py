@@ -26,7 +26,7 @@ class ModelFileError(VectorConfigError):
     """The model or tokenizer file is missing or not the one pinned."""
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -38,7 +38,7 @@ def _checked(path: Path, sha256: str, what: str) -> Path:
     if not path.is_file():
         hint = " (run: python -m localdev.fetch_tokenizer)" if what == "tokenizer" else ""
         raise ModelFileError(f"{what} file not found: {path}{hint}")
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != sha256:
         raise ModelFileError(f"{what} file {path} has sha256 {actual}, expected {sha256}")
     return path
