@@ -25,6 +25,7 @@ from shared.api import (
 )
 from shared.changefeed import entry as changefeed
 from shared.changefeed.rules import Kind
+from shared.gc_tuning import tune_for_throughput
 from shared.http.functions_adapter import serve
 from shared.settings import get_settings
 from shared.vector import indexer as vector_indexer
@@ -32,6 +33,7 @@ from shared.vector import indexer as vector_indexer
 # Once per worker process, before any invocation: telemetry is process-wide (exporter threads and
 # a handler on the `grc` logger), unlike the per-event-loop service container.
 telemetry.configure(get_settings())
+tune_for_throughput()  # after the imports, so start-up objects are frozen out of collections
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 ANONYMOUS = func.AuthLevel.ANONYMOUS

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from localdev import services
 from shared.enrich import enrich, now_iso
+from shared.gc_tuning import tune_for_throughput
 from shared.models import EventIn
 from shared.pipeline import PublishContext
 from shared.producer import EventProducer
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    tune_for_throughput()  # the app's process settings (function_app.py does the same at import)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     redis = services.start("redis", work / "redis")
     azurite = services.start("azurite", work / "azurite")

@@ -95,28 +95,37 @@ class Action(str, Enum):
     NOTIFY = "NOTIFY"
 
 
-def check_shape(value: Any, depth: int = 0, counter: list[int] | None = None) -> None:
-    """Bound nesting, key length, string length and field count of free-form JSON."""
-    counter = [0] if counter is None else counter
-    if depth > limits.MAX_DEPTH:
-        raise ValueError(f"nested deeper than {limits.MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        counter[0] += len(value)
-        for k, v in value.items():
-            if len(k) > limits.MAX_KEY_LENGTH:
-                raise ValueError(f"key longer than {limits.MAX_KEY_LENGTH} characters")
-            if isinstance(v, (dict, list)):
-                check_shape(v, depth + 1, counter)
-            elif isinstance(v, str) and len(v) > limits.MAX_STRING_LENGTH:
-                raise ValueError(f"string longer than {limits.MAX_STRING_LENGTH} characters at key {k!r}")
-    elif isinstance(value, list):
-        counter[0] += len(value)
-        for v in value:
-            if isinstance(v, (dict, list)):
-                check_shape(v, depth + 1, counter)
-            elif isinstance(v, str) and len(v) > limits.MAX_STRING_LENGTH:
-                raise ValueError(f"string longer than {limits.MAX_STRING_LENGTH} characters")
-    if counter[0] > limits.MAX_FIELDS:
+def check_shape(value: Any) -> None:
+    """Bound nesting, key length, string length and field count of free-form JSON.
+
+    Iterative, with exact-type checks (parsed JSON holds plain dicts, lists and strs): it runs on
+    every event's `data` and `metadata`, so it is on the publish hot path.
+    """
+    max_depth, max_key, max_str = limits.MAX_DEPTH, limits.MAX_KEY_LENGTH, limits.MAX_STRING_LENGTH
+    fields = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        fields += len(node)
+        if type(node) is dict:
+            for k, v in node.items():
+                if len(k) > max_key:
+                    raise ValueError(f"key longer than {max_key} characters")
+                t = type(v)
+                if t is dict or t is list:
+                    stack.append((v, depth + 1))
+                elif t is str and len(v) > max_str:
+                    raise ValueError(f"string longer than {max_str} characters at key {k!r}")
+        else:
+            for v in node:
+                t = type(v)
+                if t is dict or t is list:
+                    stack.append((v, depth + 1))
+                elif t is str and len(v) > max_str:
+                    raise ValueError(f"string longer than {max_str} characters")
+    if fields > limits.MAX_FIELDS:
         raise ValueError(f"more than {limits.MAX_FIELDS} fields")
 
 
