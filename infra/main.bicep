@@ -137,7 +137,7 @@ param redisSku string = 'Balanced_B0'
 @description('Azure Managed Redis high availability (replication, SLA). false halves the cost; dev only.')
 param redisHighAvailability bool = true
 
-@description('Grant the app identity the Azure Managed Redis "default" access policy (Entra ID auth; the client still uses the access key, see modules/redis.bicep).')
+@description('Redis with Entra ID: the app identity gets the "default" access policy, signs in with its token (REDIS_AUTH=entra) and access keys are disabled; false = access key in Key Vault (REDIS_AUTH=key).')
 param redisEntraAuth bool = true
 
 @description('Storage redundancy.')
@@ -334,6 +334,7 @@ module redis 'modules/redis.bicep' = {
     publicNetworkAccess: effectivePublicAccess
     cmk: redisCmk
     workspaceId: monitoring.outputs.workspaceId
+    accessKeysEnabled: !redisEntraAuth
   }
 }
 
@@ -345,6 +346,7 @@ module keyvault 'modules/keyvault.bicep' = {
     tags: allTags
     name: 'kv-${take(resourceToken, 20)}'
     redisName: redis.outputs.name
+    redisKeyAuth: !redisEntraAuth
     eventHubsNamespaceName: eventhubs.outputs.name
     eventHubsSendRuleName: eventhubs.outputs.sendRuleName
     publicNetworkAccess: effectivePublicAccess
@@ -401,7 +403,8 @@ var appSettings = {
   REDIS_HOST: redis.outputs.hostName
   REDIS_PORT: string(redis.outputs.port)
   REDIS_SSL: 'true'
-  REDIS_PASSWORD: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.redisPasswordSecretUri})'
+  REDIS_AUTH: redisEntraAuth ? 'entra' : 'key'
+  REDIS_PASSWORD: redisEntraAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.redisPasswordSecretUri})'
   // Storage: account name + managed identity (no connection string in Azure).
   STORAGE_ACCOUNT_NAME: storage.outputs.name
   STREAM_CONFIG_TABLE: storageTables.streamConfigs

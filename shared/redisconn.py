@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.credentials import CredentialProvider
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -15,11 +16,26 @@ def tenant_key(tenant_id: str, *parts: str) -> str:
     return ":".join(("grc", "{" + tenant_id + "}", *parts))
 
 
-def create_redis(settings: Settings) -> Redis:
+ENTRA_REDIS_SCOPE = "https://redis.azure.com/.default"
+
+
+def entra_credentials() -> CredentialProvider:
+    """The managed identity's token as Redis credentials (user = the identity's object id),
+    renewed before it expires and re-sent on open connections (redis-entraid)."""
+    from redis_entraid.cred_provider import create_from_default_azure_credential  # noqa: PLC0415 - Azure only
+
+    return create_from_default_azure_credential((ENTRA_REDIS_SCOPE,))
+
+
+def create_redis(settings: Settings, credential_provider: CredentialProvider | None = None) -> Redis:
+    """`credential_provider` overrides the one REDIS_AUTH chooses (tests pass a fake identity)."""
+    if credential_provider is None and settings.redis_auth == "entra":
+        credential_provider = entra_credentials()
     return Redis(
         host=settings.redis_host,
         port=settings.redis_port,
-        password=settings.redis_password or None,
+        password=None if credential_provider else (settings.redis_password or None),
+        credential_provider=credential_provider,
         ssl=settings.redis_ssl,
         socket_timeout=5.0,
         socket_connect_timeout=2.0,

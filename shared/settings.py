@@ -33,6 +33,9 @@ class Settings(BaseModel):
     redis_port: int = Field(6379, alias="REDIS_PORT")
     redis_password: str = Field("", alias="REDIS_PASSWORD", repr=False)
     redis_ssl: bool = Field(False, alias="REDIS_SSL")
+    # "key": REDIS_PASSWORD (an access key; local Redis); "entra": the managed identity's Entra ID
+    # token (Azure Managed Redis with access keys disabled), refreshed in the background.
+    redis_auth: Literal["key", "entra"] = Field("key", alias="REDIS_AUTH")
 
     # Storage for stream configs (and later analytics, retries): a connection string locally,
     # an account name (managed identity) in Azure.

@@ -70,18 +70,20 @@ def test_clustering_policy_matches_the_client() -> None:
     assert '"{" + tenant_id + "}"' in CLIENT
 
 
-def test_access_keys_stay_enabled_while_the_client_uses_a_password() -> None:
-    uses_password = "password=settings.redis_password" in CLIENT
-    uses_entra = "credential_provider" in CLIENT
-    expected = "'Disabled'" if uses_entra and not uses_password else "'Enabled'"
-    assert prop(REDIS, "accessKeysAuthentication") == expected
+def test_access_keys_follow_the_client_auth_mode() -> None:
+    # The client signs in with an Entra token when REDIS_AUTH=entra, else with REDIS_PASSWORD.
+    assert 'settings.redis_auth == "entra"' in CLIENT and "credential_provider=credential_provider" in CLIENT
+    assert prop(REDIS, "accessKeysAuthentication") == "accessKeysEnabled ? 'Enabled' : 'Disabled'"
+    assert prop(MAIN, "accessKeysEnabled") == "!redisEntraAuth"
+    assert prop(MAIN, "redisKeyAuth") == "!redisEntraAuth"
+    assert prop(MAIN, "REDIS_AUTH") == "redisEntraAuth ? 'entra' : 'key'"
 
 
 def test_app_settings_point_at_the_managed_redis_endpoint() -> None:
     assert prop(MAIN, "REDIS_HOST") == "redis.outputs.hostName"
     assert prop(MAIN, "REDIS_PORT") == "string(redis.outputs.port)"
     assert prop(MAIN, "REDIS_SSL") == "'true'"
-    secret_ref = "'@Microsoft.KeyVault(SecretUri=${keyvault.outputs.redisPasswordSecretUri})"
+    secret_ref = "redisEntraAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.redisPasswordSecretUri})"
     assert prop(MAIN, "REDIS_PASSWORD").startswith(secret_ref)
     assert "value: redisDatabase.listKeys().primaryKey" in (INFRA / "modules" / "keyvault.bicep").read_text()
 

@@ -1,12 +1,14 @@
 // Key Vault (RBAC mode, soft delete + purge protection) for the secrets the app settings
-// reference with @Microsoft.KeyVault(SecretUri=...). Today that is only the Redis access key;
-// everything else uses the managed identity.
+// reference with @Microsoft.KeyVault(SecretUri=...): the Redis access key (only when Redis uses keys)
+// and the Event Hubs connection string (only when SAS is enabled); everything else uses the managed identity.
 // Encryption at rest: secrets are encrypted by Key Vault with HSM-protected, Microsoft-managed
 // keys (FIPS 140 validated); there is no customer-managed-key option for the vault itself.
 param location string
 param tags object
 param name string
 param redisName string
+@description('Store the Redis access key (REDIS_AUTH=key); false when the app uses Entra ID.')
+param redisKeyAuth bool
 param eventHubsNamespaceName string
 @description('Send-only SAS rule of the namespace; empty = Entra ID only, no secret.')
 param eventHubsSendRuleName string
@@ -49,10 +51,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource redisPassword 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+resource redisPassword 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (redisKeyAuth) {
   parent: vault
   name: 'redis-password'
   properties: {
+    // checkov:skip=CKV_AZURE_114: false positive, contentType is set below; checkov does not see the properties of a conditional (if) resource.
     // checkov:skip=CKV_AZURE_41: the value is the Redis database's own access key; it is rotated by regenerating the key and redeploying, and an expiry here would break the app-setting reference without rotating anything.
     contentType: 'text/plain; redis-access-key'
     value: redisDatabase.listKeys().primaryKey
@@ -84,5 +87,5 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
 output id string = vault.id
 output name string = vault.name
 // Versionless URI: the reference follows key rotation.
-output redisPasswordSecretUri string = '${vault.properties.vaultUri}secrets/${redisPassword.name}'
+output redisPasswordSecretUri string = redisKeyAuth ? '${vault.properties.vaultUri}secrets/redis-password' : ''
 output eventHubsConnectionSecretUri string = empty(eventHubsSendRuleName) ? '' : '${vault.properties.vaultUri}secrets/eventhubs-connection-string'

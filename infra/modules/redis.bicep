@@ -12,10 +12,10 @@
 //   cluster-aware client (MOVED redirects, per-shard connections). The policy is fixed at create.
 // - TLS only (clientProtocol Encrypted, minimum TLS 1.2), port 10000.
 // - evictionPolicy NoEviction: streams and metrics must never be evicted silently.
-// Auth: the app's redis-py client uses the database access key (REDIS_PASSWORD, a Key Vault
-// reference), so access keys stay enabled. With redisEntraAuth (main.bicep) the app identity also
-// gets the database's "default" access policy (roles.bicep), so moving the client to Entra tokens (a
-// redis-py credential provider) needs only `accessKeysAuthentication: 'Disabled'` here.
+// Auth: with redisEntraAuth (main.bicep, the default) the app signs in with its managed identity's
+// Entra ID token (REDIS_AUTH=entra: redis-entraid renews it and re-authenticates open connections),
+// holds the database's "default" access policy (roles.bicep), and access keys are disabled. With
+// redisEntraAuth false the app uses the access key (REDIS_AUTH=key, a Key Vault reference).
 // Encryption at rest: data and persistence files are encrypted with Microsoft-managed keys, or a
 // customer-managed key (cmk.enabled + a versioned key URL) through a user-assigned identity.
 param location string
@@ -31,6 +31,8 @@ param publicNetworkAccess string
 @description('Customer-managed key: {enabled, identityId, keyUrl}; keyUrl is a versioned key URL (the service accepts no versionless one).')
 param cmk object
 param workspaceId string
+@description('Allow access-key authentication (false when the app uses Entra ID tokens).')
+param accessKeysEnabled bool
 
 resource cluster 'Microsoft.Cache/redisEnterprise@2025-07-01' = {
   name: name
@@ -67,8 +69,8 @@ resource database 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' = {
     port: 10000
     clusteringPolicy: 'EnterpriseCluster'
     evictionPolicy: 'NoEviction'
-    // The app authenticates with this key today (REDIS_PASSWORD); the API default is Disabled.
-    accessKeysAuthentication: 'Enabled'
+    // Keys only when the app is configured for them (REDIS_AUTH=key); the API default is Disabled.
+    accessKeysAuthentication: accessKeysEnabled ? 'Enabled' : 'Disabled'
   }
 }
 
