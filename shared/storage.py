@@ -23,13 +23,18 @@ def _credential() -> object:
     return DefaultAzureCredential()
 
 
+def _account_url(settings: Settings, service: str) -> str:
+    """The account's endpoint for the managed identity (no connection string set)."""
+    if not settings.storage_account_name:
+        raise RuntimeError("set STORAGE_CONNECTION_STRING (local) or STORAGE_ACCOUNT_NAME (managed identity)")
+    return f"https://{settings.storage_account_name}.{service}.core.windows.net"
+
+
 def table_service(settings: Settings) -> TableServiceClient:
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **CLIENT_OPTIONS)
-    if not settings.storage_account_name:
-        raise RuntimeError("set STORAGE_CONNECTION_STRING (local) or STORAGE_ACCOUNT_NAME (managed identity)")
     return TableServiceClient(
-        endpoint=f"https://{settings.storage_account_name}.table.core.windows.net",
+        endpoint=_account_url(settings, "table"),
         credential=_credential(),  # type: ignore[arg-type]
         **CLIENT_OPTIONS,
     )
@@ -41,10 +46,8 @@ def queue_service(settings: Settings) -> QueueServiceClient:
                                 "message_decode_policy": TextBase64DecodePolicy(), **CLIENT_OPTIONS}
     if settings.storage_connection_string:
         return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
-    if not settings.storage_account_name:
-        raise RuntimeError("set STORAGE_CONNECTION_STRING (local) or STORAGE_ACCOUNT_NAME (managed identity)")
     return QueueServiceClient(
-        account_url=f"https://{settings.storage_account_name}.queue.core.windows.net",
+        account_url=_account_url(settings, "queue"),
         credential=_credential(),  # type: ignore[arg-type]
         **policies,
     )
