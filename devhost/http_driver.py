@@ -14,6 +14,7 @@ from typing import Any
 import azure.functions as func
 from aiohttp import web
 
+from devhost.admin import Admin
 from devhost.app_loader import FunctionSpec
 from devhost.invoke import Context, TraceContext, invoke
 
@@ -69,6 +70,7 @@ class HttpDriver:
         self.port = port
         self.host = host
         self.function_keys = function_keys
+        self.admin: Admin | None = None  # set by the runner: /admin/* is the host's, matched first
         self._runner: web.AppRunner | None = None
 
     def match(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
@@ -85,6 +87,8 @@ class HttpDriver:
         return key in self.function_keys
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.admin is not None and (request.path == "/admin" or request.path.startswith("/admin/")):
+            return await self.admin.handle(request)
         found = self.match(request.method, request.path)
         if found is None:
             return web.Response(status=404)

@@ -15,6 +15,7 @@ import binascii
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,16 @@ class QueueDriver:
         for w in self.workers:
             self._workers.spawn(w.spec.name, w.run)
             log.info("queue %s: %s", w.spec.name, w.queue_name)
+
+    def function_names(self) -> list[str]:
+        return [w.spec.name for w in self.workers]
+
+    async def run_now(self, name: str, input_: str | None) -> None:
+        """Run by hand (admin API): the input is the message body, as the host passes it."""
+        worker = next(w for w in self.workers if w.spec.name == name)
+        msg = QueueMessage(id="manual-" + uuid.uuid4().hex, body=(input_ or "").encode(), dequeue_count=1)
+        worker.invocations += 1
+        await invoke(worker.spec, msg, Context(worker.spec.name))
 
     async def stop(self) -> None:
         await self._workers.stop()

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Protocol
 
+from devhost.admin import Admin
 from devhost.app_loader import ROOT, FunctionSpec, load_functions, load_settings
 from devhost.cosmos_driver import CosmosDriver
 from devhost.http_driver import HttpDriver
@@ -46,21 +47,29 @@ class Runner:
     def __init__(self, opts: argparse.Namespace) -> None:
         self.opts = opts
         self.drivers: list[Driver] = []
+        self.admin = Admin({})
 
     async def start(self) -> None:
         by_type: dict[str, list[FunctionSpec]] = defaultdict(list)
         for spec in load_functions(self.opts.module):
             by_type[spec.trigger_type].append(spec)
+        self.admin = Admin({s.name: t for t, specs in by_type.items() for s in specs},
+                           getattr(self.opts, "master_key", None))
         for trigger_type, specs in by_type.items():
             factory = DRIVERS.get(trigger_type)
             if factory is None:
                 log.warning("no local driver for %s: %s not run", trigger_type, [s.name for s in specs])
                 continue
             driver = factory(specs, self.opts)
+            if isinstance(driver, HttpDriver):
+                driver.admin = self.admin
+            self.admin.register(driver)
             await driver.start()
             self.drivers.append(driver)
+        self.admin.started = True
 
     async def stop(self) -> None:
+        await self.admin.stop()
         for driver in reversed(self.drivers):
             await driver.stop()
         from shared.services import reset_services  # noqa: PLC0415 - close clients on this loop
@@ -76,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--module", default="function_app")
     ap.add_argument("--function-key", action="append", default=None,
                     help="require this key on FUNCTION-level routes (x-functions-key or ?code=)")
+    ap.add_argument("--master-key", default=None,
+                    help="require this key on /admin/* (like Azure's _master key); none: no check, as func start")
     ap.add_argument("--state-dir", type=Path, default=ROOT / ".localdev" / "devhost",
                     help="timer schedule status (useMonitor)")
     ap.add_argument("--feed-poll-ms", type=int, default=None,

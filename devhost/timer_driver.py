@@ -178,5 +178,13 @@ class TimerDriver:
             self._workers.spawn(w.spec.name, w.run)
             log.info("timer %s: %s", w.spec.name, w.schedule.expr)
 
+    def function_names(self) -> list[str]:
+        return [w.spec.name for w in self.workers]
+
+    async def run_now(self, name: str, input_: str | None) -> None:
+        """Run by hand (admin API): not past due; the schedule and its status are left as they are."""
+        worker = next(w for w in self.workers if w.spec.name == name)
+        await worker.fire(False, None, worker.schedule.next_after(datetime.now(UTC)))
+
     async def stop(self) -> None:
         await self._workers.stop()

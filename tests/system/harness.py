@@ -1,0 +1,213 @@
+"""The system tier's view of the service: only what a client or an operator can touch from outside.
+
+`App` is function_app.py served by the local runner (`python -m devhost`) in its own process, on
+the real local stand-ins; tests talk to it over HTTP, run its timers through the host's admin API
+(`POST /admin/functions/{name}`), write documents to the local Cosmos server and read queues and
+tables with the Azure SDKs, exactly as a person could. Nothing here imports `shared`: the tests
+must not share the code's assumptions (tests/system/test_tier_rules.py checks it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import httpx
+import jwt
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy
+
+from localdev import services
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_SETTINGS = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2,
+             what: str = "condition") -> T:
+    """Poll until `probe()` returns something truthy; its value, or AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not met within {timeout} s (last: {last!r})")
+        time.sleep(interval)
+
+
+def tenant(prefix: str = "sys") -> str:
+    """A tenant id of its own for each test: tests share one running app."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def bearer(env: dict[str, str], tenants: list[str] | None = None, roles: list[str] | None = None,
+           subject: str = "system-test", ttl: int = 3600) -> dict[str, str]:
+    """A caller identity as the local runner accepts it: an HS256 token signed with the
+    development key of the app's settings (what a developer mints; Azure uses Entra ID)."""
+    roles = ["Events.Admin"] if tenants is None and roles is None else roles
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": env["AUTH_ISSUER"].split(",")[0].strip(),
+                              "aud": env["AUTH_AUDIENCE"].split(",")[0].strip(),
+                              "sub": subject, "iat": now, "nbf": now, "exp": now + ttl}
+    if tenants is not None:
+        claims[env.get("AUTH_TENANT_CLAIM", "tenants")] = tenants
+    if roles is not None:
+        claims["roles"] = roles
+    return {"authorization": "Bearer " + jwt.encode(claims, env["AUTH_DEV_SIGNING_KEY"], algorithm="HS256")}
+
+
+@dataclass
+class Stack:
+    """The local stand-ins for Azure, started by PID on free ports."""
+
+    work: Path
+    running: dict[str, services.Running] = field(default_factory=dict)
+
+    def start(self, names: Iterable[str]) -> "Stack":
+        for name in names:
+            self.running[name] = services.start(name, self.work / name)
+        return self
+
+    def restart(self, name: str, outage: float = 0.0) -> float:
+        """Stop a service by PID, wait `outage` seconds, start it on the same ports; the downtime."""
+        old = self.running[name]
+        t0 = time.monotonic()
+        services.stop(old.proc, 2.0)
+        time.sleep(outage)
+        self.running[name] = services.start(old.name, self.work / name, old.ports)
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        for r in self.running.values():
+            services.stop(r.proc)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in self.running.values():
+            out.update(r.settings)
+        return out
+
+    @property
+    def storage(self) -> str:
+        return self.settings["STORAGE_CONNECTION_STRING"]
+
+    def queues(self) -> QueueServiceClient:
+        return QueueServiceClient.from_connection_string(self.storage, message_decode_policy=TextBase64DecodePolicy())
+
+    def queue_depth(self, name: str) -> int:
+        """Messages in a queue, visible or not (Azure's approximate count), 0 when it does not exist."""
+        with self.queues() as qs:
+            try:
+                return qs.get_queue_client(name).get_queue_properties().approximate_message_count
+            except ResourceNotFoundError:
+                return 0
+
+    def poison_counts(self) -> dict[str, int]:
+        """Every `<queue>-poison` queue and its message count."""
+        with self.queues() as qs:
+            names = [q.name for q in qs.list_queues() if q.name.endswith("-poison")]
+            return {n: qs.get_queue_client(n).get_queue_properties().approximate_message_count for n in names}
+
+
+@dataclass
+class App:
+    """function_app.py in the local runner, as a separate process."""
+
+    base: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.base, timeout=30)
+
+    def auth(self, tenants: list[str] | None = None, roles: list[str] | None = None, **kw: Any) -> dict[str, str]:
+        return bearer(self.env, tenants, roles, **kw)
+
+    def request(self, method: str, path: str, *, tenants: list[str] | None = None, roles: list[str] | None = None,
+                headers: dict[str, str] | None = None, anonymous: bool = False, **kw: Any) -> httpx.Response:
+        """An HTTP call as a client makes it: by default an admin identity; `tenants=` for a tenant's caller."""
+        hdrs = {} if anonymous else self.auth(tenants, roles)
+        hdrs.update(headers or {})
+        return self.client.request(method, path, headers=hdrs, **kw)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("PUT", path, **kw)
+
+    def run_function(self, name: str, input_: str | None = None) -> None:
+        """Run a timer or queue function now, through the host's admin API (202: started)."""
+        r = self.client.post(f"/admin/functions/{name}", json={"input": input_} if input_ is not None else {})
+        assert r.status_code == 202, (r.status_code, r.text)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        self.client.close()
+        services.stop(self.proc)
+
+
+def app_env(stack: Stack, work: Path, **overrides: str) -> dict[str, str]:
+    """The app's settings: local.settings.sample.json, pointed at the stack, with Azure's auth rules
+    (a caller identity on every protected route; `make run` adds `+local-open`)."""
+    env = {**SAMPLE_SETTINGS, **stack.settings,
+           "AUTH_MODE": "jwt",
+           "VECTOR_SQLITE_PATH": str(work / "vector.db"),
+           "LOCAL_TOKENIZER_PATH": str(ROOT / SAMPLE_SETTINGS["LOCAL_TOKENIZER_PATH"])}
+    env.update(overrides)
+    return env
+
+
+def start_app(env: dict[str, str], work: Path, *args: str, timeout: float = 60.0) -> App:
+    """Start the runner on a free port and wait until the host says Running."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = services.free_port()
+    log_path = work / f"devhost-{port}.log"
+    # The runner reads local.settings.json for anything the environment does not set: give it an
+    # empty one so that a developer's own file never leaks into a test.
+    settings_file = work / "local.settings.json"
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
+    child_env = {k: v for k, v in os.environ.items() if k not in SAMPLE_SETTINGS}
+    child_env.update(env)
+    child_env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--port", str(port), "--settings", str(settings_file),
+         "--state-dir", str(work / "devhost-state"), *args],
+        cwd=ROOT, env=child_env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdin=subprocess.DEVNULL, start_new_session=True)
+    app = App(f"http://127.0.0.1:{port}", env, proc, log_path)
+
+    def running() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"devhost exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            return app.client.get("/admin/host/status", timeout=1).json().get("state") == "Running"
+        except (httpx.TransportError, ValueError):
+            return False
+
+    try:
+        wait_for(running, timeout, 0.1, "devhost running")
+    except BaseException:
+        app.stop()
+        raise
+    return app
