@@ -42,6 +42,7 @@ from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics
 from shared.models import Event, StreamConfig, utc_now_iso
 from shared.pipeline import Failure
+from shared.storage import LazyQueue, queue_client
 
 log = logging.getLogger("grc.retries")
 
@@ -193,30 +194,23 @@ class RetryQueue:
     def __init__(self, queues: QueueServiceClient, queue_name: str, deadletters: DeadLetters,
                  rand: Any = random.random) -> None:
         self._queues = queues
-        self._name = queue_name
+        self._queue = LazyQueue(queues, queue_name)
         self.deadletters = deadletters
-        self._client: QueueClient | None = None
-        self._lock = asyncio.Lock()
         self._rand = rand
 
+    @property
+    def name(self) -> str:
+        return self._queue.name
+
     async def queue(self) -> QueueClient:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    client = self._queues.get_queue_client(self._name)
-                    try:
-                        await client.create_queue()
-                    except ResourceExistsError:
-                        pass
-                    self._client = client
-        return self._client
+        """The retry queue's client (base64 text, as the queue trigger reads it)."""
+        return await self._queue.get()
 
     async def health(self) -> DependencyHealth:
         """The retry queue answers; its depth and the poison queue's (messages the drain gave up on)."""
         start = time.perf_counter()
-        queue = await self.queue()
-        depth = (await queue.get_queue_properties()).approximate_message_count
-        poison = self._queues.get_queue_client(self._name + "-poison")
+        depth = await self._queue.depth()
+        poison = queue_client(self._queues, self.name + "-poison")
         try:
             poisoned = (await poison.get_queue_properties()).approximate_message_count
         except ResourceNotFoundError:
@@ -252,13 +246,7 @@ class RetryQueue:
         if len(body) > MAX_MESSAGE_BYTES and msg.event is not None:
             ref = await self.deadletters.put_payload(msg.tenantId, msg.event)
             body = msg.model_copy(update={"event": None, "payloadRef": ref}).model_dump_json(exclude_none=True)
-        queue = await self.queue()
-        try:
-            await queue.send_message(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
-        except ResourceNotFoundError:  # the queue was deleted (storage reset): create it again
-            self._client = None
-            queue = await self.queue()
-            await queue.send_message(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
+        await self._queue.send(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
 
 
 def _policy(stream: StreamConfig, destination: str) -> RetryPolicy:

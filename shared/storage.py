@@ -1,13 +1,19 @@
-"""Azure Storage clients (Tables, Queues): a connection string locally, managed identity in Azure."""
+"""Azure Storage clients (Tables, Queues): a connection string locally, managed identity in Azure.
+
+Queue clients come from `queue_client` (or `LazyQueue`, which uses it) and nowhere else: they write
+and read base64 text, the encoding the Functions queue trigger expects (host.json
+`extensions.queues.messageEncoding: "base64"`). A client made by
+`QueueServiceClient.get_queue_client(name)` alone does NOT inherit anything of the kind: its
+messages would be raw text, and the host moves every one of them to `<queue>-poison` unread.
+"""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient, TableServiceClient
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueServiceClient
+from azure.storage.queue import QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from shared.settings import Settings
 
@@ -41,16 +47,21 @@ def table_service(settings: Settings) -> TableServiceClient:
 
 
 def queue_service(settings: Settings) -> QueueServiceClient:
-    """Queue client whose messages are base64 text, the Functions queue trigger's default encoding."""
-    policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
-                                "message_decode_policy": TextBase64DecodePolicy(), **CLIENT_OPTIONS}
+    """The account's Queue service; make queue clients from it with `queue_client` / `LazyQueue`."""
     if settings.storage_connection_string:
-        return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
+        return QueueServiceClient.from_connection_string(settings.storage_connection_string, **CLIENT_OPTIONS)
     return QueueServiceClient(
         account_url=_account_url(settings, "queue"),
         credential=_credential(),  # type: ignore[arg-type]
-        **policies,
+        **CLIENT_OPTIONS,
     )
+
+
+def queue_client(queues: QueueServiceClient, name: str) -> QueueClient:
+    """The one way to get a queue client: messages are base64 text both ways, as the queue trigger
+    reads them (and as `devhost.queue_driver` decodes them, like the host)."""
+    return queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy(),
+                                   message_decode_policy=TextBase64DecodePolicy())
 
 
 class LazyTable:
@@ -72,3 +83,49 @@ class LazyTable:
                         pass
                     self._client = self._tables.get_table_client(self.name)
         return self._client
+
+
+class LazyQueue:
+    """A queue (base64 text, see `queue_client`) created if missing on first use, once per instance.
+
+    Infra creates the queues in Azure; Azurite starts empty, and a reset storage account loses
+    them: a send that finds the queue gone creates it again and sends once more.
+    """
+
+    def __init__(self, queues: QueueServiceClient, name: str) -> None:
+        self._queues = queues
+        self.name = name
+        self._client: QueueClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> QueueClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    client = queue_client(self._queues, self.name)
+                    try:
+                        await client.create_queue()
+                    except ResourceExistsError:
+                        pass
+                    self._client = client
+        return self._client
+
+    async def send(self, text: str, visibility_timeout: int | None = None) -> QueueMessage:
+        """Enqueue `text` (base64-encoded on the wire), invisible for `visibility_timeout` seconds."""
+        queue = await self.get()
+        try:
+            return await queue.send_message(text, visibility_timeout=visibility_timeout)
+        except ResourceNotFoundError:  # the queue was deleted (storage reset): create it again
+            self._client = None
+            queue = await self.get()
+            return await queue.send_message(text, visibility_timeout=visibility_timeout)
+
+    async def depth(self) -> int:
+        """Approximate number of messages, visible or not."""
+        props = await (await self.get()).get_queue_properties()
+        return int(props.approximate_message_count or 0)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()

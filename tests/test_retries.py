@@ -19,6 +19,7 @@ from shared.models import StreamConfigIn
 from shared.pipeline import PublishContext
 from shared.retries import MAX_MESSAGE_BYTES, RetryMessage
 from shared.services import DESTINATION_FACTORIES, Services
+from shared.storage import LazyQueue
 from tests.delivery_helpers import down_redis, drain, isolated_services, receive_raw
 from tests.functions_client import invoke
 
@@ -176,15 +177,14 @@ async def test_503_when_the_retry_queue_cannot_be_written(app_env: dict[str, str
         await configure(svc, t, analytics=False)
         svc.destinations._built["redis"] = down_redis()
         dead = localdev_services.azurite_connection_string(*(localdev_services.free_port() for _ in range(3)))
-        svc.retries._queues = QueueServiceClient.from_connection_string(dead, retry_total=0)
-        svc.retries._client = None
+        dead_queues = QueueServiceClient.from_connection_string(dead, retry_total=0)
+        svc.retries._queue = LazyQueue(dead_queues, svc.settings.retry_queue)
         status, headers, body = await invoke("publish_event", "POST", "/events", ev(t, eventId="must-retry-1"))
         assert status == 503 and headers["Retry-After"]
         assert body["destinations"][0]["status"] == "failed"
-        await svc.retries._queues.close()
+        await dead_queues.close()
         # Nothing was acknowledged, so the idempotency marker is gone: the client's retry goes through.
-        svc.retries._queues = svc.queues
-        svc.retries._client = None
+        svc.retries._queue = LazyQueue(svc.queues, svc.settings.retry_queue)
         del svc.destinations._built["redis"]
         status, _, body = await invoke("publish_event", "POST", "/events", ev(t, eventId="must-retry-1"))
         assert status == 201 and body["status"] == "accepted"
