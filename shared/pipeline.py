@@ -275,23 +275,23 @@ class Pipeline:
                                                   stats.tenant(config.tenantId))
 
         await asyncio.gather(*(run_lane(ix) for ix in lanes.values()))
-        failures: list[tuple[int, Failure]] = []
+        failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
         for (dest_type, config, chunk), dels in zip(jobs, outcomes):
             for (i, ev), d in zip(chunk, dels):
                 deliveries[i].append(d)
                 if d.status == "failed":
-                    failures.append((i, Failure(ev, dest_type, d, config)))
+                    failures.append((i, len(deliveries[i]) - 1, Failure(ev, dest_type, d, config)))
         # System events are best effort and never parked: a notice about a failing destination that
         # fails there too must not come back through the retry queue and its dead letters.
         if failures and self.parker is not None and not stats.system:
             try:
-                parked = await asyncio.wait_for(self.parker.park([f for _, f in failures]), PARK_TIMEOUT_SECONDS)
+                parked = await asyncio.wait_for(self.parker.park([f for _, _, f in failures]), PARK_TIMEOUT_SECONDS)
             except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted
                 log.error("parking failed deliveries failed: %s", type(exc).__name__)
                 parked = [False] * len(failures)
-            for (i, f), ok in zip(failures, parked):
-                if ok:
-                    f.delivery.status = "parked"
+            for (i, pos, f), ok in zip(failures, parked):
+                if ok:  # a new value for this event only (Delivery is frozen; others may share f.delivery)
+                    deliveries[i][pos] = f.delivery.model_copy(update={"status": "parked"})
 
         done = time.time()
         latency_ms = max(0.0, (done - received_at) * 1000.0)
