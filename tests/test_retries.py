@@ -127,6 +127,12 @@ async def test_drain_requeues_then_dead_letters_with_system_error_and_no_loop(ap
         status, _, body = await invoke("replay_deadletters", "POST", f"/deadletters/{t}/replay", {"ids": ids},
                                        route={"tenantId": t})
         assert body["counts"] == {"already replayed": 2}
+        # Both replays are in the tenant's audit trail: who, when, which ids, the result per record.
+        status, _, trail = await invoke("get_audit", "GET", f"/audit/{t}", route={"tenantId": t})
+        replays = [r for r in trail["items"] if r["action"] == "deadletters.replay"]
+        assert [r["after"]["counts"] for r in replays] == [{"already replayed": 2}, {"delivered": 2}]  # newest first
+        assert all(r["actor"] == "test-client" and r["at"] and r["before"] == {"ids": ids} for r in replays)
+        assert sorted(x["id"] for x in replays[1]["after"]["results"]) == sorted(ids)
 
 
 async def test_replay_of_all_requeues_when_the_destination_still_fails(app_env: dict[str, str]) -> None:
