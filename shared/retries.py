@@ -291,6 +291,7 @@ class RetryProcessor:
                 if d.transient and msg.attempt < policy.attempts:
                     nxt = msg.model_copy(update={"attempt": msg.attempt + 1})
                     await retries.send(nxt, policy.delay(msg.attempt + 1, random.random()))
+                    await _record(self.s.metrics, stats)  # this attempt's retry and failure count too
                     return "requeued"  # the payload row (if any) stays for the next attempt
                 if d.transient:
                     outcome = await self._exhausted(msg, event, config, msg.attempt, stats)
