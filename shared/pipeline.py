@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from shared import limits
 from shared.destinations.base import Destination
-from shared.destinations.options import RetryPolicy
+from shared.destinations.options import IN_PROCESS_MAX_DELAY_SECONDS, RetryPolicy
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
 from shared.idempotency import IdempotencyStore, duplicate_result
@@ -64,7 +64,6 @@ class DestinationLookup(Protocol):
 # Runs after metrics are written; may be async (awaited: e.g. system events for failed deliveries).
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
-IN_PROCESS_MAX_DELAY_SECONDS = 1.0  # in-request retries never hold a client long
 PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
 
 

@@ -44,6 +44,14 @@ async def configure(svc: Services, tenant: str, redis_retry: dict[str, Any] | No
     await svc.configs.write(tenant, StreamConfigIn.model_validate({"destinations": dests}))
 
 
+def test_retry_horizon_is_the_longest_a_delivery_stays_undecided() -> None:
+    p = RetryPolicy(attempts=3, inProcessAttempts=2, backoffSeconds=2, maxBackoffSeconds=5, jitter=0.2,
+                    timeoutSeconds=10)
+    # 5 tries x 10 s + 1 in-process wait of <= 1 s + backoffs (2, 4, 5) x 1.2 + 3 queue polls x 60 s
+    assert p.horizon_seconds() == pytest.approx(50 + 1 + 13.2 + 180)
+    assert RetryPolicy().horizon_seconds() <= 3600  # the default Redis dedupe window covers the default policy
+
+
 def test_backoff_grows_is_capped_and_jittered() -> None:
     p = RetryPolicy(backoffSeconds=2, maxBackoffSeconds=30, jitter=0.2)
     assert [p.delay(n) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
