@@ -58,9 +58,18 @@ class RetryPolicy(_Options):
 
 
 class RedisStreamOptions(_Options):
+    """The tenant's stream is the store of *recent* events (history is the analytics table), and
+    the deployed Redis evicts nothing: it is bounded by default, by length and by age, so its memory
+    has a ceiling (docs/capacity.md)."""
+
     format: WireFormat = "native"
-    # Length cap per tenant stream (approximate trim); retention by retentionDays applies too.
-    maxLen: int | None = Field(None, ge=100, le=100_000_000)
+    # Length cap per tenant stream (approximate trim: at most one 100-entry node above it); null = none.
+    # 10,000 is also how far a filtered GET /events scans.
+    maxLen: int | None = Field(10_000, ge=100, le=100_000_000)
+    # Age cap of the entries (approximate MINID trim); never kept longer than retentionDays either.
+    # 6 hours: at 100 events/s the whole Redis footprint levels off within a 6 GB cache's 80 % alert
+    # line however many tenants share the rate (docs/capacity.md).
+    retentionHours: int = Field(6, ge=1, le=3650 * 24)
     # How long a per-event marker makes retried writes idempotent (0 = plain XADD, no marker).
     dedupeSeconds: int = Field(3600, ge=0, le=7 * 86400)
 

@@ -9,6 +9,7 @@ must not share the code's assumptions (tests/system/test_tier_rules.py checks it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -208,7 +209,8 @@ def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.
     """The headers of every record of `topic`, read from the beginning of each partition: until
     `expect` records arrived (or `timeout`), then `settle` seconds more for any late duplicate."""
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"sys-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 20,
+                         "logger": logging.getLogger("tests.kafka")})
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
