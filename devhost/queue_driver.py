@@ -16,8 +16,10 @@ QueuesOptions of Microsoft.Azure.WebJobs.Extensions.Storage.Queues 5.x):
   after `visibilityTimeout` (default 00:00:00) for the next attempt (QueueProcessor.CompleteProcessingMessageAsync).
 - `maxPollingInterval` 00:01:00: empty polls back off exponentially from 100 ms up to it (capped at
   2 s here: a developer waits for it).
-While a message runs it is invisible (the host leases it for 10 minutes and renews; functions time
-out at 5 minutes here, so one 10-minute lease suffices).
+While a message runs it is invisible: leased for 10 minutes, as the host does, and the lease renewed
+at half-time while the function runs. A dequeue whose answer is lost (storage dies mid-request)
+leaves its messages leased: they come back when the lease ends (at-least-once). `lease_seconds`
+shortens the lease for tests that kill storage (`python -m devhost --queue-lease-seconds`).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ log = logging.getLogger("devhost.queue")
 
 MIN_POLL_SECONDS = 0.1
 LOCAL_MAX_POLL_SECONDS = 2.0
-LEASE_SECONDS = 600  # invisible while running (the host renews its lease; functions time out at 5 min)
+LEASE_SECONDS = 600  # the host's lease on a running message, renewed at half-time
 
 
 def timespan_seconds(value: str | None) -> float:
@@ -105,9 +107,10 @@ def connection_string(spec: FunctionSpec) -> str:
 
 
 class QueueWorker:
-    def __init__(self, spec: FunctionSpec, options: QueueOptions) -> None:
+    def __init__(self, spec: FunctionSpec, options: QueueOptions, lease_seconds: float = LEASE_SECONDS) -> None:
         self.spec = spec
         self.options = options
+        self.lease_seconds = max(2, int(lease_seconds))
         conn = connection_string(spec)
         self.queue_name = str(spec.trigger["queueName"])
         # Raw text both ways: the driver decodes as the host does, and a poisoned message is
@@ -148,19 +151,45 @@ class QueueWorker:
                            expiration_time=message.expires_on, insertion_time=message.inserted_on,
                            time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
         self.invocations += 1
+        renewing = asyncio.create_task(self._renew(message))
         try:
             await invoke(self.spec, msg, Context(self.spec.name))
+            ok = True
         except Exception:
-            self.failed += 1
+            ok = False
             log.exception("%s failed on message %s (dequeue count %d)", self.spec.name, message.id,
                           message.dequeue_count)
-            if message.dequeue_count >= self.options.max_dequeue_count:
-                await self._to_poison(message)
-            else:
-                await self.queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout_s))
+        finally:
+            await self._stop(renewing)
+        if ok:
+            self.succeeded += 1
+            await self.queue.delete_message(message)
             return
-        self.succeeded += 1
-        await self.queue.delete_message(message)
+        self.failed += 1
+        if message.dequeue_count >= self.options.max_dequeue_count:
+            await self._to_poison(message)
+        else:
+            await self.queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout_s))
+
+    async def _renew(self, message: Any) -> None:
+        """Keep the message leased while the function runs (the host renews at half the lease)."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 2)
+            try:
+                renewed = await self.queue.update_message(message, visibility_timeout=self.lease_seconds)
+            except AzureError as exc:  # storage down: try again at the next half-lease
+                log.warning("%s: lease of message %s not renewed: %s", self.spec.name, message.id, type(exc).__name__)
+                continue
+            message.pop_receipt = renewed.pop_receipt  # settling needs the newest receipt
+            message.next_visible_on = renewed.next_visible_on
+
+    @staticmethod
+    async def _stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
 
     async def _run_one(self, message: Any) -> None:
         self.running += 1
@@ -178,7 +207,7 @@ class QueueWorker:
         """One batch: up to `batchSize` visible messages, leased while they run."""
         try:
             return [m async for m in self.queue.receive_messages(
-                max_messages=self.options.batch_size, visibility_timeout=LEASE_SECONDS)]
+                max_messages=self.options.batch_size, visibility_timeout=self.lease_seconds)]
         except ResourceNotFoundError:
             return []  # nothing has been sent yet
 
@@ -226,9 +255,10 @@ class QueueWorker:
 class QueueDriver:
     trigger_type = "queueTrigger"
 
-    def __init__(self, specs: list[FunctionSpec], options: QueueOptions | None = None) -> None:
+    def __init__(self, specs: list[FunctionSpec], options: QueueOptions | None = None,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.options = options or QueueOptions.from_host_json()
-        self.workers = [QueueWorker(s, self.options) for s in specs]
+        self.workers = [QueueWorker(s, self.options, lease_seconds) for s in specs]
         self._workers = WorkerTasks("queue")
 
     async def start(self) -> None:

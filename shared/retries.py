@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
@@ -42,7 +42,7 @@ from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics
 from shared.models import Event, StreamConfig, utc_now_iso
 from shared.pipeline import Failure
-from shared.storage import LazyQueue, queue_client
+from shared.storage import LazyQueue, LazyTable, queue_client
 
 log = logging.getLogger("grc.retries")
 
@@ -69,29 +69,14 @@ def record_id(event_id: str, destination: str) -> str:
     return f"{event_id}__{destination}"
 
 
-async def _ensure_table(tables: TableServiceClient, name: str) -> TableClient:
-    try:
-        await tables.create_table(name)
-    except ResourceExistsError:
-        pass
-    return tables.get_table_client(name)
-
-
 class DeadLetters:
     """Dead-letter rows and claim-check payload rows, one table, PartitionKey = tenant."""
 
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
-        self._tables = tables
-        self._name = table_name
-        self._table: TableClient | None = None
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(tables, table_name)
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._lock:
-                if self._table is None:
-                    self._table = await _ensure_table(self._tables, self._name)
-        return self._table
+        return await self._table.get()
 
     async def _call(self, fn: str, *args: Any, **kw: Any) -> Any:
         """Run a table call; a missing table (storage was reset) is created and the call retried once."""
@@ -101,7 +86,7 @@ class DeadLetters:
         except ResourceNotFoundError as exc:
             if "TableNotFound" not in str(getattr(exc, "error_code", "")) + str(exc):
                 raise
-            self._table = None
+            self._table.forget()
             table = await self.table()
             return await getattr(table, fn)(*args, **kw)
 

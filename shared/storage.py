@@ -9,6 +9,7 @@ messages would be raw text, and the host moves every one of them to `<queue>-poi
 from __future__ import annotations
 
 import asyncio
+from typing import Generic, TypeVar
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -16,6 +17,8 @@ from azure.storage.queue import QueueMessage, TextBase64DecodePolicy, TextBase64
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from shared.settings import Settings
+
+C = TypeVar("C", TableClient, QueueClient)
 
 # The request path has its own retries (destination retry policies, the retry queue, the client's
 # retry on 503): the SDK's own retries stay short and a dead endpoint fails in seconds, not minutes.
@@ -64,28 +67,45 @@ def queue_client(queues: QueueServiceClient, name: str) -> QueueClient:
                                    message_decode_policy=TextBase64DecodePolicy())
 
 
-class LazyTable:
-    """A table client whose table is created (if missing) on first use, once per instance."""
+class _CreatedOnce(Generic[C]):
+    """A client for a resource (table, queue) that is created, if missing, on first use and once
+    per instance; `forget()` after the resource vanished (storage reset) creates it again next time."""
 
-    def __init__(self, tables: TableServiceClient, name: str) -> None:
-        self._tables = tables
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._client: TableClient | None = None
+        self._client: C | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self) -> TableClient:
+    async def _create(self) -> C:
+        raise NotImplementedError
+
+    async def get(self) -> C:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    try:
-                        await self._tables.create_table(self.name)
-                    except ResourceExistsError:
-                        pass
-                    self._client = self._tables.get_table_client(self.name)
+                    self._client = await self._create()
         return self._client
 
+    def forget(self) -> None:
+        self._client = None
 
-class LazyQueue:
+
+class LazyTable(_CreatedOnce[TableClient]):
+    """A table client whose table is created (if missing) on first use, once per instance."""
+
+    def __init__(self, tables: TableServiceClient, name: str) -> None:
+        super().__init__(name)
+        self._tables = tables
+
+    async def _create(self) -> TableClient:
+        try:
+            await self._tables.create_table(self.name)
+        except ResourceExistsError:
+            pass
+        return self._tables.get_table_client(self.name)
+
+
+class LazyQueue(_CreatedOnce[QueueClient]):
     """A queue (base64 text, see `queue_client`) created if missing on first use, once per instance.
 
     Infra creates the queues in Azure; Azurite starts empty, and a reset storage account loses
@@ -93,22 +113,16 @@ class LazyQueue:
     """
 
     def __init__(self, queues: QueueServiceClient, name: str) -> None:
+        super().__init__(name)
         self._queues = queues
-        self.name = name
-        self._client: QueueClient | None = None
-        self._lock = asyncio.Lock()
 
-    async def get(self) -> QueueClient:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    client = queue_client(self._queues, self.name)
-                    try:
-                        await client.create_queue()
-                    except ResourceExistsError:
-                        pass
-                    self._client = client
-        return self._client
+    async def _create(self) -> QueueClient:
+        client = queue_client(self._queues, self.name)
+        try:
+            await client.create_queue()
+        except ResourceExistsError:
+            pass
+        return client
 
     async def send(self, text: str, visibility_timeout: int | None = None) -> QueueMessage:
         """Enqueue `text` (base64-encoded on the wire), invisible for `visibility_timeout` seconds."""
@@ -116,7 +130,7 @@ class LazyQueue:
         try:
             return await queue.send_message(text, visibility_timeout=visibility_timeout)
         except ResourceNotFoundError:  # the queue was deleted (storage reset): create it again
-            self._client = None
+            self.forget()
             queue = await self.get()
             return await queue.send_message(text, visibility_timeout=visibility_timeout)
 

@@ -154,6 +154,24 @@ async def test_batch_size_and_new_batch_threshold(queue_env: str, sender: QueueC
     assert worker.max_running == 6  # batchSize + newBatchThreshold
 
 
+async def test_a_running_message_stays_leased_past_its_first_lease(queue_env: str, sender: QueueClient) -> None:
+    """The lease is renewed at half-time while the function runs, so a long invocation is not run twice."""
+    await sender.send_message("hold")
+    queue_app.GATE = asyncio.Semaphore(0)
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"), QueueOptions(), lease_seconds=2)
+    [worker] = driver.workers
+    await driver.start()
+    try:
+        await _wait_for(lambda: len(queue_app.SEEN) == 1)
+        await asyncio.sleep(4)  # two lease lengths: without renewal the message would be handed out again
+        assert [c for _, c, _ in queue_app.SEEN] == [1]
+        queue_app.GATE.release()
+        await _wait_for(lambda: worker.succeeded == 1)
+    finally:
+        await driver.stop()
+    assert (await sender.get_queue_properties()).approximate_message_count == 0  # deleted with the renewed receipt
+
+
 def test_queue_options_from_host_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
     defaults = QueueOptions.from_host_json(tmp_path / "missing.json")
     assert defaults == QueueOptions()  # the host's defaults

@@ -52,6 +52,17 @@ async def _raw(conn: str, queue: str) -> list[str]:
         await client.close()
 
 
+async def _trigger_once(worker: QueueWorker) -> bytes:
+    """Let the runner's listener take the one message waiting; the bytes the function was given."""
+    try:
+        assert await worker.poll_once() == 1
+    finally:
+        await worker.close()
+    assert (worker.succeeded, worker.poisoned) == (1, 0)
+    [(body, _, _)] = queue_app.SEEN
+    return body
+
+
 def _event(tenant: str, n: int) -> Any:
     return enrich(EventIn.model_validate({"tenantId": tenant, "eventType": "RISK_CREATED", "source": "ARCHER_GRC",
                                           "action": "CREATE", "entityId": f"r-{n}", "entityType": "risk",
@@ -69,13 +80,7 @@ async def test_retry_queue_messages_reach_the_trigger_as_written(
         meant = msg.model_dump_json(exclude_none=True)
         assert await _raw(storage_connection_string, svc.retries.name) == [
             base64.b64encode(meant.encode()).decode()]  # base64 text on the wire
-        worker = recorder(svc.retries.name)
-        try:
-            assert await worker.poll_once() == 1
-        finally:
-            await worker.close()
-        assert (worker.succeeded, worker.poisoned) == (1, 0)
-        [(body, _, _)] = queue_app.SEEN
+        body = await _trigger_once(recorder(svc.retries.name))
         assert body == meant.encode()
         assert RetryMessage.model_validate_json(body) == msg
 
@@ -93,13 +98,7 @@ async def test_vector_queue_messages_reach_the_trigger_as_written(
         await dest.close()
     assert [d.status for d in deliveries] == ["delivered"] * 5
     [raw] = await _raw(storage_connection_string, settings.vector_queue)
-    worker = recorder(settings.vector_queue)
-    try:
-        assert await worker.poll_once() == 1
-    finally:
-        await worker.close()
-    assert (worker.succeeded, worker.poisoned) == (1, 0)
-    [(body, _, _)] = queue_app.SEEN
+    body = await _trigger_once(recorder(settings.vector_queue))
     assert body == base64.b64decode(raw)
     items = decode_message(body)
     assert [i.eventId for i in items] == [e.eventId for e in events]

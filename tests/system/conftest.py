@@ -21,6 +21,7 @@ BREAKABLE = ("redis-durable", "azurite-durable", "cosmos", "kafka")
 # The breakable app's Kafka producer gives up on a message after 2 s (the sample says 30 s), so a
 # stopped broker turns into failed, retried deliveries within seconds.
 BREAKABLE_KAFKA_DELIVERY_TIMEOUT_MS = 2000
+BREAKABLE_QUEUE_LEASE_SECONDS = 20
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +50,11 @@ def breakable_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     s = Stack(work / "stack")
     try:
         s.start(BREAKABLE)
+        # A queue message whose dequeue answer is lost when storage dies stays leased until the
+        # lease ends: 20 s here instead of the host's 10 minutes, so such a retry is seen in time.
         running = start_app(app_env(s, work, KAFKA_DELIVERY_TIMEOUT_MS=str(BREAKABLE_KAFKA_DELIVERY_TIMEOUT_MS),
-                                    SYSTEM_PERFORMANCE_EVENTS="false"), work / "app")
+                                    SYSTEM_PERFORMANCE_EVENTS="false"), work / "app",
+                            "--queue-lease-seconds", str(BREAKABLE_QUEUE_LEASE_SECONDS))
         try:
             yield s, running
         finally:
