@@ -71,11 +71,14 @@ def test_redis_memory_per_event_stays_within_the_documented_figure(app: App, sta
                         tenants=[t])
         assert resp.status_code == 200 and resp.json()["accepted"] == BATCH, resp.text[:500]
     grew = int(r.info("memory")["used_memory"]) - before
+    # The session app's monitor timer may add a SYSTEM_PERFORMANCE event when a minute turns.
+    n = int(r.xlen(f"grc:{{{t}}}:events"))
     r.close()
+    assert EVENTS <= n <= EVENTS + 2
     by_kind, keys = _measure(stack, t)
-    per_event = _report("published over HTTP", EVENTS, by_kind, keys,
-                        f"; INFO used_memory grew {grew} bytes = {grew / EVENTS:.0f} bytes/event")
-    assert keys["events"] == 1 and keys["dlv"] == EVENTS and keys["idem"] == EVENTS
+    per_event = _report("published over HTTP", n, by_kind, keys,
+                        f"; INFO used_memory grew {grew} bytes = {grew / n:.0f} bytes/event")
+    assert keys["events"] == 1 and keys["dlv"] == n and keys["idem"] == n
     assert per_event <= DOCUMENTED_BYTES_PER_EVENT
 
 
@@ -97,6 +100,6 @@ def test_change_feed_state_per_event_and_per_entity(app: App, stack: Stack) -> N
              what="change-feed events in the stream")
     by_kind, keys = _measure(stack, t)
     _report("change feed", n, by_kind, keys)
-    assert keys["cf:d"] == n and keys["cf:s"] == n and keys["idem"] == n and keys["dlv"] == n
+    assert keys["cf:d"] == n and keys["cf:s"] == n and n <= keys["idem"] == keys["dlv"] <= n + 2
     assert by_kind["cf:d"] / n <= DOCUMENTED_CF_MARKER_BYTES
     assert by_kind["cf:s"] / n <= DOCUMENTED_CF_SNAPSHOT_BYTES

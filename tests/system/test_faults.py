@@ -340,6 +340,10 @@ async def test_kill_and_restart_each_service_under_steady_load(breakable: tuple[
         "httpStatuses": client.statuses,
         "deliveredBeforeReplay": {d: len(set(ids) & acked) for d, ids in delivered.items()},
         "deadLettered": {d: len(rows) for d, rows in dead_by_dest.items()},
+        # A write whose answer was lost when Redis died, and that the drain could not check (Redis
+        # still down): dead-lettered although it landed; its replay is answered by the marker.
+        "deadLetteredButLanded": {d: len({r["eventId"] for r in rows} & set(delivered[d]))
+                                  for d, rows in dead_by_dest.items()},
         "replayed": replayed,
         "deliveredAfterReplay": {d: len(set(ids) & acked) for d, ids in after.items()},
         "duplicates": {d: len(ids) - len(set(ids)) for d, ids in after.items()},
@@ -359,7 +363,6 @@ async def test_kill_and_restart_each_service_under_steady_load(breakable: tuple[
     for d, ids in delivered.items():
         dead_ids = {r["eventId"] for r in dead_by_dest[d]}
         assert acked <= set(ids) | dead_ids, f"{d}: acknowledged but neither delivered nor dead-lettered"
-        assert not (set(ids) & dead_ids), f"{d}: delivered and dead-lettered"
         assert set(ids) <= set(client.sent)
     assert replayed == {"delivered": len(dlq)}
     assert counts["lost"] == {"kafka": 0, "redis": 0, "analytics": 0}
