@@ -118,6 +118,8 @@ async def test_new_lease_without_start_from_beginning_starts_now(cosmos_server: 
     ("0 0 12 * * 0", "2026-11-27T00:00:00", "2026-11-29T12:00:00"),  # Sunday
     ("*/10 * * * * *", "2026-11-27T00:00:05", "2026-11-27T00:00:10"),
     ("00:00:30", "2026-11-27T00:00:05", "2026-11-27T00:00:35"),
+    ("0 0 9 1 * MON", "2026-12-05T10:00:00", "2026-12-07T09:00:00"),  # day 1 OR Monday, as cron
+    ("0 0 9 1 * MON", "2026-12-28T10:00:00", "2027-01-01T09:00:00"),
 ])
 def test_ncrontab_next_occurrence(expr: str, after: str, expected: str) -> None:
     got = Schedule(expr).next_after(datetime.fromisoformat(after).replace(tzinfo=UTC))
