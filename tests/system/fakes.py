@@ -21,6 +21,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 
+def _reply(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Server:
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -50,10 +57,7 @@ class FakeEntraKeys(_Server):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 outer.fetches += 1
-                self.send_response(200 if self.path == "/keys" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(document if self.path == "/keys" else b"{}")
+                _reply(self, *((200, document) if self.path == "/keys" else (404, b"{}")))
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -88,10 +92,7 @@ class FakeIngestion(_Server):
                 with outer._lock:
                     outer.envelopes.extend(items)
                 reply = json.dumps({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
-                self.send_response(200 if self.path.endswith("/v2.1/track") else 404)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(reply.encode())
+                _reply(self, 200 if self.path.endswith("/v2.1/track") else 404, reply.encode())
 
             def log_message(self, *args: Any) -> None:
                 pass
