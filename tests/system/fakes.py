@@ -21,15 +21,19 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 
-def _reply(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.end_headers()
-    handler.wfile.write(body)
+class _Handler(BaseHTTPRequestHandler):
+    def reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:  # quiet: the test's output is the app's log
+        pass
 
 
 class _Server:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, handler: type[_Handler]) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -54,13 +58,10 @@ class FakeEntraKeys(_Server):
         self.fetches = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Handler):
             def do_GET(self) -> None:  # noqa: N802
                 outer.fetches += 1
-                _reply(self, *((200, document) if self.path == "/keys" else (404, b"{}")))
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.reply(*((200, document) if self.path == "/keys" else (404, b"{}")))
 
         super().__init__(Handler)
 
@@ -83,7 +84,7 @@ class FakeIngestion(_Server):
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Handler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding", "").lower() == "gzip":
@@ -92,10 +93,7 @@ class FakeIngestion(_Server):
                 with outer._lock:
                     outer.envelopes.extend(items)
                 reply = json.dumps({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
-                _reply(self, 200 if self.path.endswith("/v2.1/track") else 404, reply.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.reply(200 if self.path.endswith("/v2.1/track") else 404, reply.encode())
 
         super().__init__(Handler)
 
