@@ -20,6 +20,9 @@ param location string
 @description('Resource group name; default rg-<environmentName>.')
 param resourceGroupName string = ''
 
+@description('Salt of the Key Vault name, set by the postdown hook in azure.yaml after `azd down` (a deleted vault keeps its name for 90 days). Empty = the original name.')
+param keyVaultNameSalt string = ''
+
 @description('Extra tags for every resource.')
 param tags object = {}
 
@@ -134,8 +137,8 @@ param eventHubConsumerGroups array = ['analytics', 'compliance-monitoring', 'ml-
 @allowed(['Balanced_B0', 'Balanced_B1', 'Balanced_B3', 'Balanced_B5', 'Balanced_B10', 'Balanced_B20', 'Balanced_B50', 'MemoryOptimized_M10', 'MemoryOptimized_M20', 'MemoryOptimized_M50', 'ComputeOptimized_X3', 'ComputeOptimized_X5', 'ComputeOptimized_X10'])
 param redisSku string = 'Balanced_B0'
 
-@description('Azure Managed Redis high availability (replication, SLA). false halves the cost; dev only.')
-param redisHighAvailability bool = true
+@description('Azure Managed Redis high availability (replication, SLA): prod.parameters.json sets true. false (the dev default) halves the cost.')
+param redisHighAvailability bool = false
 
 @description('Redis with Entra ID: the app identity gets the "default" access policy, signs in with its token (REDIS_AUTH=entra) and access keys are disabled; false = access key in Key Vault (REDIS_AUTH=key).')
 param redisEntraAuth bool = true
@@ -167,11 +170,15 @@ param storageQueues object = {
 @allowed(['jwt', 'appservice', 'jwt+appservice'])
 param authMode string = 'jwt'
 
-@description('Accepted JWT issuer(s), comma-separated (e.g. https://login.microsoftonline.com/<tenant>/v2.0).')
+@description('Accepted JWT issuer(s), comma-separated. Empty = the Entra ID v2.0 issuer of the tenant you deploy into (https://login.microsoftonline.com/<tenant id>/v2.0 in Azure\'s public cloud).')
 param authIssuer string = ''
 
-@description('Accepted JWT audience(s), comma-separated (the API app ID URI / client id).')
-param authAudience string = ''
+// Required, no default: nothing in Azure can guess which app registration callers request tokens
+// for, and an empty audience would leave every protected route answering 503. azd asks for it when
+// GRC_AUTH_AUDIENCE is not set; `az deployment` asks or fails on the missing parameter.
+@minLength(1)
+@description('Accepted JWT audience(s), comma-separated: the Application (client) ID of the API\'s app registration (the `aud` of v2.0 tokens) and/or its app ID URI (v1.0 tokens).')
+param authAudience string
 
 @description('Signing keys URL; empty = jwks_uri of the issuer\'s OpenID configuration.')
 param authJwksUrl string = ''
@@ -238,18 +245,32 @@ var allTags = union(tags, { 'azd-env-name': environmentName, workload: 'grc-even
 var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
 var functionAppName = 'func-grc-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
+// The vault URI with exactly one trailing '/', however cmkKeyVaultUri was written; every key URL
+// below is built from it, in one place.
+var cmkVaultUri = endsWith(cmkKeyVaultUri, '/') ? cmkKeyVaultUri : '${cmkKeyVaultUri}/'
 var cmk = {
   enabled: !empty(cmkKeyVaultUri) && !empty(cmkKeyName) && !empty(cmkUserAssignedIdentityId)
-  keyVaultUri: cmkKeyVaultUri
+  keyVaultUri: cmkVaultUri
   keyName: cmkKeyName
+  // Versionless key URL (Cosmos DB): the service follows key rotation.
+  keyUri: '${cmkVaultUri}keys/${cmkKeyName}'
   identityId: cmkUserAssignedIdentityId
 }
 // Azure Managed Redis takes only a versioned key URL, so its CMK also needs cmkRedisKeyVersion.
 var redisCmk = {
   enabled: cmk.enabled && !empty(cmkRedisKeyVersion)
   identityId: cmkUserAssignedIdentityId
-  keyUrl: '${cmkKeyVaultUri}${endsWith(cmkKeyVaultUri, '/') ? '' : '/'}keys/${cmkKeyName}/${cmkRedisKeyVersion}'
+  keyUrl: '${cmk.keyUri}/${cmkRedisKeyVersion}'
 }
+// Entra ID v2.0 issuer of the deploying tenant: the default of authIssuer. Azure's cloud metadata
+// gives loginEndpoint with a trailing '/' (https://login.microsoftonline.com/); do not rely on it.
+var loginEndpoint = environment().authentication.loginEndpoint
+var tenantIssuer = '${loginEndpoint}${endsWith(loginEndpoint, '/') ? '' : '/'}${tenant().tenantId}/v2.0'
+var effectiveAuthIssuer = empty(authIssuer) ? tenantIssuer : authIssuer
+// Key Vault keeps a deleted vault's name reserved for its 90-day retention (purge protection), so
+// `azd down` + `azd up` of the same environment would fail on the name. azure.yaml's postdown hook
+// sets a new GRC_KEYVAULT_SALT after every `azd down`; empty keeps the original name.
+var keyVaultName = empty(keyVaultNameSalt) ? 'kv-${take(resourceToken, 20)}' : 'kv-${uniqueString(resourceToken, keyVaultNameSalt)}'
 // Public access is only switched off when something private can reach the services.
 var effectivePublicAccess = usePrivateEndpoints ? publicNetworkAccess : 'Enabled'
 
@@ -344,7 +365,7 @@ module keyvault 'modules/keyvault.bicep' = {
   params: {
     location: location
     tags: allTags
-    name: 'kv-${take(resourceToken, 20)}'
+    name: keyVaultName
     redisName: redis.outputs.name
     redisKeyAuth: !redisEntraAuth
     eventHubsNamespaceName: eventhubs.outputs.name
@@ -399,7 +420,7 @@ var appSettings = {
   MONITOR_LOOKBACK_MINUTES: '60'
   SYSTEM_PERFORMANCE_EVENTS: 'true'
   // Azure Managed Redis: TLS on 10000 (EnterpriseCluster: one endpoint, plain redis-py client);
-  // the database access key comes from Key Vault.
+  // Entra ID token of the identity (default), or the database access key from Key Vault.
   REDIS_HOST: redis.outputs.hostName
   REDIS_PORT: string(redis.outputs.port)
   REDIS_SSL: 'true'
@@ -439,7 +460,7 @@ var appSettings = {
   EVENTHUBS_CONNECTION_STRING: eventHubsDisableLocalAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.eventHubsConnectionSecretUri})'
   // Caller authentication and tenant isolation (docs/security.md).
   AUTH_MODE: authMode
-  AUTH_ISSUER: authIssuer
+  AUTH_ISSUER: effectiveAuthIssuer
   AUTH_AUDIENCE: authAudience
   AUTH_JWKS_URL: authJwksUrl
   AUTH_TENANT_CLAIM: authTenantClaim

@@ -22,7 +22,6 @@ from shared.metrics import TenantMetrics
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
 from shared.security.audit import AuditLog
-from shared.security.identity import Authenticator
 from shared.security.ratelimit import RateLimiter
 from shared.system_events import DestinationFailureHook
 from shared.settings import Settings, get_settings
@@ -78,7 +77,6 @@ class Services:
         self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds)
         self.pipeline = Pipeline(self.configs, self.destinations, self.metrics, parker=self.retries,
                                  idempotency=self.idempotency)
-        self.auth = Authenticator(settings)
         self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
                                      burst=settings.rate_limit_burst)
         self.audit = AuditLog(self.tables, settings.audit_table)

@@ -99,7 +99,10 @@ class Settings(BaseModel):
     # "appservice" trusts X-MS-CLIENT-PRINCIPAL, which only App Service Authentication in front of
     # the app may set (it strips the header from outside requests); "jwt+appservice" takes either.
     # "+local-open" (local runner only, refused in Azure): no credentials = a local admin caller.
-    auth_mode: Literal["jwt", "appservice", "jwt+appservice", "jwt+local-open"] = Field("jwt", alias="AUTH_MODE")
+    # The AUTH_* values are validated when the authenticator is built (shared/security/identity.py
+    # AuthOptions), not here: a bad one then refuses the protected routes (503) while change capture,
+    # timers, queue triggers and /health keep running. Hence plain strings for the mode and numbers.
+    auth_mode: str = Field("jwt", alias="AUTH_MODE")
     # Comma-separated lists: Entra v1 and v2 tokens carry different issuers; the audience may be
     # the app ID URI or the client id.
     auth_issuer: str = Field("https://grc-events.localhost/dev", alias="AUTH_ISSUER")
@@ -111,10 +114,10 @@ class Settings(BaseModel):
     auth_dev_signing_key: str = Field("", alias="AUTH_DEV_SIGNING_KEY", repr=False)
     auth_tenant_claim: str = Field("tenants", alias="AUTH_TENANT_CLAIM")
     auth_admin_role: str = Field("Events.Admin", alias="AUTH_ADMIN_ROLE")
-    auth_leeway_seconds: float = Field(60.0, alias="AUTH_LEEWAY_SECONDS")
-    auth_jwks_cache_seconds: float = Field(3600.0, alias="AUTH_JWKS_CACHE_SECONDS")
+    auth_leeway_seconds: str = Field("60", alias="AUTH_LEEWAY_SECONDS")
+    auth_jwks_cache_seconds: str = Field("3600", alias="AUTH_JWKS_CACHE_SECONDS")
     # Fewest seconds between two JWKS fetches caused by unknown key ids (tokens an attacker mints).
-    auth_jwks_min_refresh_seconds: float = Field(60.0, alias="AUTH_JWKS_MIN_REFRESH_SECONDS")
+    auth_jwks_min_refresh_seconds: str = Field("60", alias="AUTH_JWKS_MIN_REFRESH_SECONDS")
 
     # Per-tenant token bucket in Redis, shared by all instances; one event costs one token.
     rate_limit_events_per_second: float = Field(1000.0, alias="RATE_LIMIT_EVENTS_PER_SECOND", ge=0)

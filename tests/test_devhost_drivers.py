@@ -160,3 +160,32 @@ async def test_run_on_startup_and_missed_occurrence_is_past_due(tmp_path: Path) 
     await TimerWorker(timer_spec(fn), tmp_path).run(stop)
     assert fired == [False, True]
     assert datetime.fromisoformat(json.loads(status.read_text())["Next"]) > datetime.now(UTC)
+
+
+async def test_queue_connection_string_or_identity_based_service_uri() -> None:
+    """A queue trigger's connection as the host resolves it: the setting as a connection string,
+    else `<connection>__queueServiceUri` with an identity (the developer's, outside Azure)."""
+    from azure.identity.aio import DefaultAzureCredential
+
+    from devhost.app_loader import FunctionSpec
+    from devhost.queue_driver import queue_clients
+
+    spec = FunctionSpec("q", {"type": "queueTrigger", "name": "msg", "queueName": "work",
+                              "connection": "STORE"}, [], lambda msg: None, {})
+    cs = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+          "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;")
+    queue, poison, cred = queue_clients(spec, "work", {"STORE": cs, "STORE__queueServiceUri": "https://x"})
+    assert (queue.url, poison.queue_name, cred) == ("http://127.0.0.1:10001/devstoreaccount1/work",
+                                                    "work-poison", None)
+    await queue.close()
+    await poison.close()
+    uri = "https://acct.queue.core.windows.net/"
+    queue, poison, cred = queue_clients(spec, "work", {"STORE__queueServiceUri": uri})
+    try:
+        assert queue.url == uri + "work" and poison.url == uri + "work-poison"
+        assert isinstance(cred, DefaultAzureCredential) and queue.credential is cred
+    finally:
+        for closable in (queue, poison, cred):
+            await closable.close()
+    with pytest.raises(KeyError, match="STORE__queueServiceUri"):
+        queue_clients(spec, "work", {})

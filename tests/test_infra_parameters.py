@@ -24,6 +24,11 @@ OUTPUT = re.compile(r"^output (\w+) ")
 OUTPUT_USE = re.compile(r"\b(\w+)\.outputs\.(\w+)")
 AZD_VAR = re.compile(r"^\$\{(\w+)(?:=(.*))?\}$")
 JSON_TYPES = {"string": str, "int": int, "bool": bool, "array": list, "object": dict}
+# Required parameters no committed file can hold, because they belong to the deployer's Entra ID tenant:
+# the env files leave them to the command line (`--parameters authAudience=...`, infra/README.md), and
+# main.parameters.json maps each to an azd variable without a default, so azd asks for it (or fails
+# with --no-prompt) instead of deploying an app that refuses every caller.
+PER_TENANT = {"authAudience": "GRC_AUTH_AUDIENCE"}
 
 
 @dataclass
@@ -78,6 +83,9 @@ def test_parameter_file_matches_main_bicep(path: Path) -> None:
     unknown = set(values) - set(MAIN_PARAMS)
     assert not unknown, f"{path.name}: parameters main.bicep does not declare: {sorted(unknown)}"
     required = {name for name, p in MAIN_PARAMS.items() if not p.has_default}
+    if path.name != "main.parameters.json":
+        assert not set(PER_TENANT) & set(values), f"{path.name}: {sorted(PER_TENANT)} belong on the command line"
+        required -= set(PER_TENANT)
     assert required <= set(values), f"{path.name}: missing required {sorted(required - set(values))}"
     for name, entry in values.items():
         param, value = MAIN_PARAMS[name], entry["value"]
@@ -96,6 +104,9 @@ def test_main_parameters_use_azd_environment() -> None:
     values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert values["environmentName"]["value"] == "${AZURE_ENV_NAME}"
     assert values["location"]["value"] == "${AZURE_LOCATION}"
+    for name, variable in PER_TENANT.items():
+        assert not MAIN_PARAMS[name].has_default, f"{name} must stay required (no default)"
+        assert values[name]["value"] == "${%s}" % variable, f"{name}: no default after the azd variable"
 
 
 def test_prod_is_private_and_redundant() -> None:

@@ -16,6 +16,7 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
 from shared.models import ClientIdPattern
 from shared.security.errors import RateLimited, SecurityError, response_headers
+from shared.security.identity import authenticate
 from shared.security.tenants import authorize_all, is_tenant_id
 from shared.services import get_services
 
@@ -55,7 +56,7 @@ async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
 
 async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:
     if not getattr(handler, "public", False):
-        req.principal = await get_services().auth.authenticate(req.headers)
+        req.principal = await authenticate(req.headers, get_services().settings)
         if "tenantId" in req.route:  # path-scoped routes; body-scoped ones call admit() themselves
             await admit(req, {req.route["tenantId"]: 1})
     return await handler(req)
