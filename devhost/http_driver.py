@@ -75,7 +75,7 @@ class HttpDriver:
 
     def match(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
         for route in self.routes:
-            m = route.regex.match(path)
+            m = route.regex.fullmatch(path)
             if m and method in route.methods:
                 return route, {k: v for k, v in m.groupdict().items() if v is not None}
         return None

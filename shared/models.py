@@ -25,8 +25,11 @@ from shared.destinations.options import DestinationConfig
 SCHEMA_VERSION = "1.0"
 SYSTEM_TENANT = "system"
 
+# The one tenant-id rule. The whole value must match: Python's `$` also matches before a final
+# newline, so `re.match` would take "acme\n"; `is_tenant_id` uses fullmatch. TENANT_PATTERN is the
+# JSON Schema form (ECMA-262, where `$` is the end of the input).
 TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
-TENANT_RE = re.compile(TENANT_PATTERN)
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
 # RFC 3339 date-time (use fullmatch); a missing offset passes here so that EventIn can say what is missing.
 RFC3339_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
@@ -34,8 +37,13 @@ RFC3339_RE = re.compile(
 TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
 
 
+def is_tenant_id(value: object) -> bool:
+    """Whether `value` is a tenant id (a str matching the rule as a whole)."""
+    return isinstance(value, str) and TENANT_RE.fullmatch(value) is not None
+
+
 def _check_tenant(value: str) -> str:
-    if not TENANT_RE.match(value):
+    if not is_tenant_id(value):
         raise ValueError(f"tenantId must be {TENANT_RULE}")
     return value
 

@@ -117,4 +117,4 @@ def all_routes() -> tuple[Route, ...]:
 
 
 def allowed_methods(path: str) -> list[str]:
-    return sorted({r.method for rx, r in _compiled() if rx.match(path)})
+    return sorted({r.method for rx, r in _compiled() if rx.fullmatch(path)})

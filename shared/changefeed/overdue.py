@@ -21,12 +21,12 @@ from typing import Any
 from azure.cosmos.aio import ContainerProxy
 
 from shared.changefeed.processor import ChangeFeedProcessor
-from shared.changefeed.rules import ENTITY_TYPE, TENANT_RE, Kind, assessment_phase, parse_time
+from shared.changefeed.rules import ENTITY_TYPE, Kind, assessment_phase, parse_time
 from shared.changefeed.state import Dedup
 from shared.cosmosdb import record_charge
 from shared.ids import derived_uuid
 from shared.metrics import BatchStats
-from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, utc_now_iso
+from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, is_tenant_id, utc_now_iso
 
 log = logging.getLogger("grc.overdue")
 
@@ -107,7 +107,7 @@ async def emit_overdue(
         events = []
         for doc in page:
             tenant = doc.get("tenantId")
-            if not (isinstance(tenant, str) and TENANT_RE.match(tenant) and isinstance(doc.get("id"), str)):
+            if not (is_tenant_id(tenant) and isinstance(doc.get("id"), str)):
                 continue  # the change feed parks such documents
             if is_overdue(doc, now):
                 events.append(overdue_event(doc, container_name, now, ingested_at))

@@ -22,12 +22,12 @@ import orjson
 from shared.ids import derived_uuid
 from shared.models import (
     SCHEMA_VERSION,
-    TENANT_RE,
     Action,
     Event,
     EventType,
     Source,
     check_shape,
+    is_tenant_id,
     utc_now_iso,
 )
 
@@ -129,7 +129,7 @@ def validate(kind: Kind, doc: Any) -> Version:
     tenant = doc.get("tenantId")
     if not isinstance(tenant, str) or not tenant:
         raise Unmappable("missing `tenantId`")
-    if not TENANT_RE.match(tenant):
+    if not is_tenant_id(tenant):
         raise Unmappable("invalid `tenantId` (3-64 of a-z, 0-9, '-')")
     if "status" in doc and doc["status"] is not None and not isinstance(doc["status"], str):
         raise Unmappable("`status` must be a string")

@@ -14,9 +14,9 @@ import orjson
 from shared import telemetry
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
-from shared.models import ClientIdPattern
+from shared.models import ClientIdPattern, is_tenant_id
 from shared.security.errors import RateLimited, SecurityError, response_headers
-from shared.security.tenants import authorize_all, is_tenant_id
+from shared.security.tenants import authorize_all
 from shared.services import get_services
 
 log = logging.getLogger("grc.http")
@@ -28,7 +28,7 @@ JSON_TYPES = ("application/json", "text/json")
 def correlation_id_for(req: ApiRequest) -> str:
     for name in ("x-correlation-id", "x-request-id"):
         value = req.headers.get(name)
-        if value and ClientIdPattern.match(value):
+        if value and ClientIdPattern.fullmatch(value):
             return value
     return uuid7()
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.storage import LazyTable
 from shared.security.identity import Principal
-from shared.security.tenants import is_tenant_id
+from shared.models import is_tenant_id
 
 CHUNK_UTF16_BYTES = 64_000
 MAX_PARTS = 6
