@@ -19,6 +19,7 @@ from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.idempotency import IdempotencyStore
 from shared.destinations.vector import VectorQueueDestination
 from shared.metrics import TenantMetrics
+from shared.pagetokens import PageTokens
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
 from shared.security.audit import AuditLog
@@ -88,6 +89,14 @@ class Services:
         self.pipeline.hooks.append(service_stats.telemetry_hook)
         self.failure_hook = DestinationFailureHook(self.pipeline, background=True)
         self.pipeline.hooks.append(self.failure_hook)
+
+    @property
+    def page_tokens(self) -> PageTokens:
+        """The continuation-token codec (built on first use: only paged reads need PAGE_TOKEN_KEY)."""
+        codec = self.__dict__.get("_page_tokens")
+        if codec is None:
+            codec = self.__dict__["_page_tokens"] = PageTokens.from_settings(self.settings)
+        return codec
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:

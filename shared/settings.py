@@ -121,6 +121,8 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(5000, alias="RATE_LIMIT_BURST", ge=1)
 
     audit_table: str = Field("audit", alias="AUDIT_TABLE")
+    # HMAC key of continuation tokens (shared/pagetokens.py): the same on every instance, >= 32 bytes.
+    page_token_key: str = Field("", alias="PAGE_TOKEN_KEY", repr=False)
 
     def auth_issuers(self) -> list[str]:
         return [i.strip() for i in self.auth_issuer.split(",") if i.strip()]
