@@ -398,6 +398,7 @@ var appSettings = {
   STORAGE_CONNECTION_STRING__queueServiceUri: storage.outputs.queueEndpoint
   LOG_LEVEL: logLevel
   HEALTH_TIMEOUT_SECONDS: '2'
+  HEALTH_CACHE_SECONDS: '5'
   HEALTH_DEGRADED_MS: '1000'
   // Observability: the alert thresholds shared with alerts.bicep; per-minute tenant monitoring.
   ALERT_ERROR_RATE: alertErrorRate

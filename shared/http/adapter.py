@@ -16,6 +16,7 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
 from shared.models import ClientIdPattern, is_tenant_id
 from shared.security.errors import RateLimited, SecurityError, response_headers
+from shared.security.identity import Principal
 from shared.security.tenants import authorize_all
 from shared.services import get_services
 
@@ -37,6 +38,15 @@ def public(handler: Handler) -> Handler:
     """Mark a handler as answering without a caller identity (/health, /openapi.json, 404/405)."""
     handler.public = True  # type: ignore[attr-defined]
     return handler
+
+
+async def optional_principal(req: ApiRequest) -> Principal | None:
+    """The caller's identity on a public route, or None when it has none or a bad one (a public route
+    never refuses; it may only tell an admin more)."""
+    try:
+        return await get_services().auth.authenticate(req.headers)
+    except SecurityError:
+        return None
 
 
 async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
