@@ -51,7 +51,8 @@ async def run_overdue_check() -> OverdueRun:
     if markers is None:
         markers = _overdue_markers[services] = Dedup(services.redis, s.changefeed_state_ttl_days * 86_400)
     client = await services.cosmos.client()  # the instance's one client, kept between runs
-    container = client.get_database_client(s.cosmos_database).get_container_client(s.cosmos_assessments_container)
+    container = client.get_database_client(s.cosmos_database).get_container_client(
+        s.cosmos_assessments_container)
     run = await emit_overdue(container, s.cosmos_assessments_container, processor_for(services), markers)
     log.info("overdue check: %d scanned, %d overdue, %d published, %d already sent, %.1f RU",
              run.scanned, run.overdue, run.published, run.already, run.request_charge)

@@ -2,18 +2,18 @@
 
 A timer runs `emit_overdue`; it queries the assessments container for due dates up to now
 (plain SQL the local server also runs: no OFFSET/LIMIT, GROUP BY, DISTINCT), keeps the ones
-not completed and not soft-deleted, and publishes one event each.
-
-Due dates are compared as instants, in code: `dueDate` is text as the writer stored it, with any
-offset ("2026-12-02T07:07:42+05:30" is 02:07:42Z), and text order is not time order across offsets.
-So the query over-selects safely by text, up to `now` + QUERY_MARGIN (RFC 3339 offsets lie within
-±24 h, and a lowercase `t`/`z` sorts after its uppercase form, hence two days), and `is_overdue`
-keeps exactly those whose instant is not after now. docs/change-capture.md states the convention. The event id derives from
+not completed and not soft-deleted, and publishes one event each. The event id derives from
 tenant + assessment id + due date, and a Redis marker per event id (SET NX, kept
 CHANGEFEED_STATE_TTL_DAYS) makes a second run, or a second instance running at the same time,
 publish nothing again. Moving the due date gives a new id: the new date can be overdue again.
 
 A date-only `dueDate` ("2026-11-30") is due at the end of that day (UTC).
+
+Due dates are compared as instants, in code: `dueDate` is text as the writer stored it, with any
+offset ("2026-12-02T07:07:42+05:30" is 01:37:42Z), and text order is not time order across offsets.
+So the query over-selects safely by text, up to `now` + QUERY_MARGIN (RFC 3339 offsets lie within
+±24 h, and a lowercase `t`/`z` sorts after its uppercase form, hence two days), and `is_overdue`
+keeps exactly those whose instant is not after now. docs/change-capture.md states the convention.
 """
 from __future__ import annotations
 
