@@ -330,6 +330,13 @@ class StreamConfigIn(BaseModel):
     retentionDays: int = Field(30, ge=1, le=3650)
     batchSize: int = Field(100, ge=1, le=1000)
     compressionEnabled: bool = False
+    # The read-only fields GET answers with, accepted so that a read-modify-write sends back what it
+    # read: `version` makes the write conditional on it, the other two are ignored.
+    version: int | None = Field(None, ge=0, description=(
+        "read-only, set by the service; when sent (as read by GET) the write is conditional on it: it must "
+        "equal the stored version (0 when none is stored), else 412, like a stale If-Match"))
+    updatedAt: str | None = Field(None, max_length=64, description="read-only, set by the service; ignored on PUT")
+    isDefault: bool | None = Field(None, description="read-only, set by the service; ignored on PUT")
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> "StreamConfigIn":
@@ -342,9 +349,9 @@ class StreamConfigIn(BaseModel):
 
 class StreamConfig(StreamConfigIn):
     tenantId: TenantId  # type: ignore[assignment]
-    version: int = 0  # stored revision; bumped on each write
+    version: int = 0  # type: ignore[assignment]  # stored revision; bumped on each write
     updatedAt: str | None = None
-    isDefault: bool = False
+    isDefault: bool = False  # type: ignore[assignment]
 
     @classmethod
     def default(cls, tenant_id: str) -> "StreamConfig":

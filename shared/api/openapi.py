@@ -119,7 +119,8 @@ def document() -> dict[str, Any]:
         if r.method == "PUT":
             # Create or replace: 201 when nothing was stored before, 200 when it replaced a document.
             responses["201"] = {**ok, "description": "Created (nothing was stored before)"}
-            responses["412"] = _problem("If-Match / If-None-Match failed")
+            responses["412"] = _problem("If-Match / If-None-Match failed, or the body's `version` (as read by "
+                                        "GET) is no longer the stored one")
         op["responses"] = responses
         if not r.anonymous:
             # A function key (host) and a caller identity (app): docs/security.md.

@@ -77,7 +77,9 @@ ROUTES: tuple[Route, ...] = (
           "A tenant's stream configuration (the documented default when none is stored)",
           response_schema="StreamConfig", tags=("config",)),
     Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
-          "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency)",
+          "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency). The body "
+          "GET answers with can be sent back as it is: its read-only `version` makes the write conditional on "
+          "it (412 when the stored version moved on), `updatedAt` and `isDefault` are ignored",
           request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",),
           headers=(("If-Match", {"type": "string"}, "the ETag read (or `*`: only if one is stored)"),
                    ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
