@@ -62,7 +62,14 @@ class Problem(BaseModel):
 
 
 _OPEN_OBJECT = {"type": "object", "additionalProperties": True}
-_EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT, "EventHistory": _OPEN_OBJECT,
+_EXTRA_SCHEMAS = {"TenantMetrics": {**_OPEN_OBJECT, "description": (
+                      "The tenant's windows, totals and alert conditions. The service-wide figures (`service`: "
+                      "Kafka lag, Redis memory, Cosmos RU, all tenants' stream processing, instance memory) and "
+                      "the instance `memory` condition are answered to admins only (AUTH_ADMIN_ROLE).")},
+                  "Health": {**_OPEN_OBJECT, "description": (
+                      "`status`, `service` and each dependency's `status`; admins also get latencies, details "
+                      "and figures, `time` and `checkedAt` (results are cached HEALTH_CACHE_SECONDS).")},
+                  "EventHistory": _OPEN_OBJECT,
                   "DeadLetterList": _OPEN_OBJECT, "ReplayResult": _OPEN_OBJECT,
                   "ReplayRequest": {"type": "object", "properties": {
                       "ids": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 512},
