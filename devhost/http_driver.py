@@ -37,7 +37,7 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the host's default maxRequestLength
 MAX_REQUEST_LINE_BYTES = 8192
 MAX_HEADERS_TOTAL_BYTES = 32768
 MAX_HEADER_COUNT = 100
-_REASON = re.compile(r"[A-Za-z][A-Za-z ]{0,79}")
+_REASON = re.compile(r"\A[A-Za-z][A-Za-z ]{0,79}")
 
 
 def refusal(exc: BaseException | None, status: int) -> tuple[int, str, str]:
@@ -50,7 +50,7 @@ def refusal(exc: BaseException | None, status: int) -> tuple[int, str, str]:
             f"a request header is longer than {MAX_HEADERS_TOTAL_BYTES} bytes"
     if isinstance(exc, BadHttpMessage):
         # The parser's own words only (its messages go on to quote the offending bytes).
-        words = _REASON.match(exc.message or "")
+        words = _REASON.search(exc.message or "")
         reason = words.group(0).strip() if words else "malformed request"
         if reason == "Too many headers received":
             return 431, "Request Header Fields Too Large", f"more than {MAX_HEADER_COUNT} request headers"

@@ -208,3 +208,13 @@ async def test_one_managed_identity_credential_per_instance(configure: Configure
     vector = services.destinations.get("vector")
     assert vector._client() is not None and vector._service.credential is identity  # type: ignore[union-attr]
     assert services.cosmos._credential() is identity  # what the one Cosmos client is built with
+
+
+async def test_a_destination_built_within_the_period_is_checked_at_once(configure: Configure) -> None:
+    await configure(HEALTH_CACHE_SECONDS="300")
+    first = (await invoke("health", "GET", "/health"))[2]
+    assert "vector" not in first["dependencies"]
+    get_services().destinations.get("vector")  # a tenant's config routes to it now
+    second = (await invoke("health", "GET", "/health"))[2]
+    assert second["dependencies"]["vector"]["status"] in ("healthy", "degraded")
+    assert (await invoke("health", "GET", "/health"))[2]["checkedAt"] == second["checkedAt"]  # cached again

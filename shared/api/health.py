@@ -168,8 +168,10 @@ async def cached_checks(services: Services) -> tuple[dict[str, DependencyHealth]
     if cache is None:
         cache = _caches[services] = _Cache()
     ttl = services.settings.health_cache_seconds
-    if cache.results is not None and time.monotonic() - cache.at < ttl:
-        return cache.results, cache.checked_at
+    # Fresh enough, and about the same dependencies (a destination built since is checked at once).
+    fresh = cache.results is not None and time.monotonic() - cache.at < ttl
+    if fresh and set(cache.results or ()) == set(checks(services)):
+        return cache.results, cache.checked_at  # type: ignore[return-value]
     running = cache.running
     if running is None:
         started, checked_at = time.monotonic(), utc_now_iso()

@@ -91,6 +91,8 @@ def parse_time(value: Any) -> datetime | None:
     """An ISO 8601 / RFC 3339 string (no offset = UTC), or None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
+    if value[-1] == "z":  # RFC 3339 allows a lowercase "z"; fromisoformat takes "Z" only
+        value = value[:-1] + "Z"
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
