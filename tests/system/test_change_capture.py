@@ -32,7 +32,7 @@ def test_created_and_edited_between_two_polls_is_still_created(app: App) -> None
     # And the real thing: create, then edit at once (usually one poll sees only the edit).
     created = p.create("risks", {"id": "r-fast", "tenantId": t, "title": "Phishing", "status": "open", "score": 4})
     p.update("risks", created, score=9)
-    evs = wait_events(app, t, 6)
+    evs = wait_events(app, t, 6, source="COSMOS_DB")
     got = types_by_entity(evs)
     assert got["r-coalesced"] == ["RISK_CREATED", "RISK_STATUS_CHANGED"], got
     changed = _by_type(evs, "r-coalesced")["RISK_STATUS_CHANGED/STATUS_CHANGE"]
@@ -59,7 +59,7 @@ def test_every_container_create_update_status_change_and_soft_delete(app: App) -
         "policies": p.create("policies", {"id": "pol-1", "tenantId": t, "name": "Access",
                                           "violations": [{"id": "v1", "severity": "medium"}]}),
     }
-    evs = wait_events(app, t, 6)
+    evs = wait_events(app, t, 6, source="COSMOS_DB")
     assert types_by_entity(evs) == {
         "risk-1": ["RISK_CREATED"], "ctl-1": ["CONTROL_CREATED", "CONTROL_TESTED"],
         "iso-1": ["COMPLIANCE_STATUS_CHANGED", "COMPLIANCE_GAP_DETECTED"], "pol-1": ["POLICY_VIOLATION"],
@@ -76,7 +76,7 @@ def test_every_container_create_update_status_change_and_soft_delete(app: App) -
                                   gaps=[*docs["compliance"]["gaps"], {"id": "g2", "requirement": "A.8.2"}])
     docs["policies"] = p.update("policies", docs["policies"],
                                 violations=[*docs["policies"]["violations"], {"id": "v2", "severity": "high"}])
-    evs = wait_events(app, t, 6 + 7)
+    evs = wait_events(app, t, 6 + 7, source="COSMOS_DB")
     got = types_by_entity(evs)
     assert got["risk-1"][1:] == ["RISK_UPDATED"]
     assert got["ctl-1"][2:] == ["CONTROL_UPDATED", "CONTROL_TESTED", "CONTROL_FAILED"]
@@ -88,7 +88,7 @@ def test_every_container_create_update_status_change_and_soft_delete(app: App) -
     docs["risks"] = p.update("risks", docs["risks"], status="closed")
     docs["assessments"] = p.update("assessments", docs["assessments"], status="completed", completedAt=iso())
     docs["compliance"] = p.update("compliance", docs["compliance"], status="compliant", gaps=[])
-    evs = wait_events(app, t, 13 + 4)
+    evs = wait_events(app, t, 13 + 4, source="COSMOS_DB")
     got = types_by_entity(evs)
     assert got["risk-1"][2:] == ["RISK_UPDATED", "RISK_STATUS_CHANGED"]
     closed = [e for e in evs if e["eventType"] == "RISK_STATUS_CHANGED"][-1]["data"]
@@ -99,7 +99,7 @@ def test_every_container_create_update_status_change_and_soft_delete(app: App) -
     # Soft deletes (isDeleted + ttl): the catalogue's delete event of each container.
     for kind in ("risks", "controls", "compliance"):
         docs[kind] = p.update(kind, docs[kind], isDeleted=True, ttl=86400)
-    evs = wait_events(app, t, 17 + 3)
+    evs = wait_events(app, t, 17 + 3, source="COSMOS_DB")
     deleted = {(e["entityId"], e["eventType"], e["action"]) for e in evs[17:]}
     assert deleted == {("risk-1", "RISK_DELETED", "DELETE"), ("ctl-1", "CONTROL_UPDATED", "DELETE"),
                        ("iso-1", "COMPLIANCE_STATUS_CHANGED", "DELETE")}, evs[17:]
