@@ -1,7 +1,8 @@
 // GRC Event Streaming Service: everything the Functions app needs, in one resource group.
 // Deployed by `azd up` (azure.yaml at the repo root) or `az deployment sub create`.
 // Data-plane access is by the Function App's system-assigned managed identity wherever the
-// service supports it; the only secret (the Azure Managed Redis access key) lives in Key Vault.
+// service supports it; the secrets (the Azure Managed Redis access key when keys are used, the
+// continuation-token HMAC key) live in Key Vault.
 targetScope = 'subscription'
 
 // ---------------------------------------------------------------------------------------------
@@ -189,6 +190,11 @@ param authTenantClaim string = 'tenants'
 @description('App role granting every tenant.')
 param authAdminRole string = 'Events.Admin'
 
+@description('HMAC key of continuation tokens (PAGE_TOKEN_KEY, kept in Key Vault), at least 32 characters. azd generates one once and keeps it in the environment; with az deployment pass it. A new key ends paged listings in progress (their next page answers 400, the client starts again).')
+@secure()
+@metadata({ azd: { type: 'generate', config: { length: 48 } } })
+param pageTokenKey string
+
 @description('Per-tenant rate limit: token refill (events/s; 0 disables) and bucket size.')
 param rateLimitEventsPerSecond int = 1000
 param rateLimitBurst int = 5000
@@ -370,6 +376,7 @@ module keyvault 'modules/keyvault.bicep' = {
     redisKeyAuth: !redisEntraAuth
     eventHubsNamespaceName: eventhubs.outputs.name
     eventHubsSendRuleName: eventhubs.outputs.sendRuleName
+    pageTokenKey: pageTokenKey
     publicNetworkAccess: effectivePublicAccess
     workspaceId: monitoring.outputs.workspaceId
   }
@@ -412,6 +419,7 @@ var appSettings = {
   STORAGE_CONNECTION_STRING__queueServiceUri: storage.outputs.queueEndpoint
   LOG_LEVEL: logLevel
   HEALTH_TIMEOUT_SECONDS: '2'
+  HEALTH_CACHE_SECONDS: '5'
   HEALTH_DEGRADED_MS: '1000'
   // Observability: the alert thresholds shared with alerts.bicep; per-minute tenant monitoring.
   ALERT_ERROR_RATE: alertErrorRate
@@ -433,6 +441,7 @@ var appSettings = {
   ANALYTICS_TABLE: storageTables.analytics
   DEADLETTER_TABLE: storageTables.deadLetters
   AUDIT_TABLE: storageTables.audit
+  PAGE_TOKEN_KEY: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.pageTokenKeySecretUri})'
   RETRY_QUEUE: storageQueues.retry
   IDEMPOTENCY_WINDOW_SECONDS: '86400'
   // Cosmos DB change capture (SDK calls of the app; the triggers use COSMOS__accountEndpoint).

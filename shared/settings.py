@@ -65,6 +65,8 @@ class Settings(BaseModel):
     eventhubs_transport: Literal["kafka", "amqp"] = Field("kafka", alias="EVENTHUBS_TRANSPORT")
 
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
+    # /health runs its checks at most once per this many seconds per instance (0: every call).
+    health_cache_seconds: float = Field(5.0, ge=0, le=300, alias="HEALTH_CACHE_SECONDS")
     # Observability (docs/observability.md). The alert rules in infra/ use the same numbers.
     alert_error_rate: float = Field(0.05, ge=0, le=1, alias="ALERT_ERROR_RATE")
     alert_delay_seconds: float = Field(30.0, gt=0, alias="ALERT_DELAY_SECONDS")
@@ -124,6 +126,8 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(5000, alias="RATE_LIMIT_BURST", ge=1)
 
     audit_table: str = Field("audit", alias="AUDIT_TABLE")
+    # HMAC key of continuation tokens (shared/pagetokens.py): the same on every instance, >= 32 bytes.
+    page_token_key: str = Field("", alias="PAGE_TOKEN_KEY", repr=False)
 
     def auth_issuers(self) -> list[str]:
         return [i.strip() for i in self.auth_issuer.split(",") if i.strip()]

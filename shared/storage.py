@@ -17,8 +17,11 @@ CLIENT_OPTIONS: dict[str, float] = {"retry_total": 2, "retry_backoff_factor": 0.
                                     "connection_timeout": 5, "read_timeout": 30}
 
 
-def _credential() -> object:
-    from azure.identity.aio import DefaultAzureCredential  # only in Azure: managed identity
+def managed_identity() -> Any:
+    """A new async credential for the managed identity (Azure). An instance builds one and shares it
+    (shared.services.Services.identity): each credential keeps its own token cache and, for IMDS, its
+    own HTTP session, so one per client would multiply calls to the token endpoint."""
+    from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - only in Azure
 
     return DefaultAzureCredential()
 
@@ -30,25 +33,27 @@ def _account_url(settings: Settings, service: str) -> str:
     return f"https://{settings.storage_account_name}.{service}.core.windows.net"
 
 
-def table_service(settings: Settings) -> TableServiceClient:
+def table_service(settings: Settings, credential: Any = None) -> TableServiceClient:
+    """`credential`: the instance's managed identity (used when no connection string is set)."""
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **CLIENT_OPTIONS)
     return TableServiceClient(
         endpoint=_account_url(settings, "table"),
-        credential=_credential(),  # type: ignore[arg-type]
+        credential=credential or managed_identity(),
         **CLIENT_OPTIONS,
     )
 
 
-def queue_service(settings: Settings) -> QueueServiceClient:
-    """Queue client whose messages are base64 text, the Functions queue trigger's default encoding."""
+def queue_service(settings: Settings, credential: Any = None) -> QueueServiceClient:
+    """Queue client whose messages are base64 text, the Functions queue trigger's default encoding.
+    `credential`: the instance's managed identity (used when no connection string is set)."""
     policies: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(),
                                 "message_decode_policy": TextBase64DecodePolicy(), **CLIENT_OPTIONS}
     if settings.storage_connection_string:
         return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
     return QueueServiceClient(
         account_url=_account_url(settings, "queue"),
-        credential=_credential(),  # type: ignore[arg-type]
+        credential=credential or managed_identity(),
         **policies,
     )
 

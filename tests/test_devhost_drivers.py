@@ -189,3 +189,25 @@ async def test_queue_connection_string_or_identity_based_service_uri() -> None:
             await closable.close()
     with pytest.raises(KeyError, match="STORE__queueServiceUri"):
         queue_clients(spec, "work", {})
+
+
+def test_what_the_http_server_refuses_maps_to_a_status_and_a_detail_without_the_request_bytes() -> None:
+    from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+
+    from devhost.http_driver import MAX_HEADERS_TOTAL_BYTES, MAX_REQUEST_LINE_BYTES, refusal
+
+    secret = "Bearer s3cr3t-token"
+    cases = [
+        (LineTooLong(secret.encode(), MAX_HEADERS_TOTAL_BYTES), 431),  # one header too long
+        (LineTooLong(bytearray(b"/" + secret.encode()), MAX_REQUEST_LINE_BYTES), 414),  # the request line
+        (BadHttpMessage("Too many headers received"), 431),
+        (BadHttpMessage(f"Invalid header value char:\n\n  b'Authorization: {secret}\\x00'\n   ^"), 400),
+        (BadHttpMessage(f"Missing expected LF after header value:\n\n  b'X: {secret}\\r'"), 400),
+        (BadHttpMethod(f"G(T /{secret} HTTP/1.1"), 400),
+        (None, 500),
+    ]
+    for exc, status in cases:
+        code, title, detail = refusal(exc, 400 if exc is not None else 500)
+        assert code == status, (exc, code)
+        assert title and secret not in detail, detail
+    assert refusal(cases[3][0], 400)[2] == "the request is not valid HTTP/1.1: Invalid header value char"

@@ -222,7 +222,7 @@ async def dead_lettered(svc: Any, tenant: str) -> dict[str, list[dict[str, Any]]
     out: dict[str, list[dict[str, Any]]] = {}
     token = None
     while True:
-        rows, token = await svc.retries.deadletters.list(tenant, limit=1000, token=token, include_replayed=True)
+        rows, token = await svc.retries.deadletters.list(tenant, limit=1000, after=token, include_replayed=True)
         for r in rows:
             if r["eventType"] != "SYSTEM_ERROR":
                 out.setdefault(r["destination"], []).append(r)

@@ -47,6 +47,11 @@ resource redisPasswordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' exis
   name: 'redis-password'
 }
 
+resource pageTokenKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: 'page-token-key'
+}
+
 resource eventHubsConnectionSecretRes 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = if (eventHubsConnectionSecret) {
   parent: vault
   name: 'eventhubs-connection-string'
@@ -124,6 +129,17 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (
     principalId: principalId
     principalType: 'ServicePrincipal'
     description: 'Key Vault reference REDIS_PASSWORD'
+  }
+}
+
+resource pageTokenKeyUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pageTokenKeySecret.id, principalId, roles.keyVaultSecretsUser)
+  scope: pageTokenKeySecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'Key Vault reference PAGE_TOKEN_KEY'
   }
 }
 

@@ -29,9 +29,10 @@ BACKLOG_DEGRADED_MESSAGES = 5_000  # ~ hundreds of thousands of events waiting t
 class VectorQueueDestination:
     type = "vector"
 
-    def __init__(self, settings: Settings, queue_client: Any = None) -> None:
+    def __init__(self, settings: Settings, queue_client: Any = None, *, credential: Any = None) -> None:
         self._settings = settings
         self._queue = queue_client
+        self._credential = credential  # the instance's managed identity, when no connection string
         self._service: Any = None
         self._ready = False
         self._ready_lock = asyncio.Lock()
@@ -40,7 +41,7 @@ class VectorQueueDestination:
         if self._queue is None:
             from shared.storage import queue_service
 
-            self._service = queue_service(self._settings)
+            self._service = queue_service(self._settings, self._credential)
             # The Functions queue trigger expects base64 by default. The service client does not
             # hand its encode policy to the queue clients it makes, so it is given here.
             self._queue = self._service.get_queue_client(

@@ -246,7 +246,7 @@ class Authenticator:
     async def _from_bearer(self, authorization: str) -> Principal:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > MAX_BEARER or not _JWS.match(token):
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_BEARER or not _JWS.fullmatch(token):
             raise AuthenticationError("malformed authorization header")
         try:
             header = jwt.get_unverified_header(token)
@@ -314,12 +314,13 @@ class Authenticator:
 
         role_types = _ROLE + ((data["role_typ"],) if isinstance(data.get("role_typ"), str) else ())
         name_types = ((data["name_typ"],) if isinstance(data.get("name_typ"), str) else ()) + _NAME
-        roles = sorted({r for t in set(role_types) for v in by_type.get(t, []) for r in v.split()})
+        # One claim entry per role: each value whole (never split, so no value can smuggle a second role).
+        roles = sorted({v for t in set(role_types) for v in by_type.get(t, [])})
         subject = first(_OID) or first(_SUB) or h.get("x-ms-client-principal-id", "")
         if not subject:
             raise AuthenticationError("client principal has no subject")
         name = first(name_types) or h.get("x-ms-client-principal-name", "")
-        tenant_claim = [t for v in by_type.get(self._settings.auth_tenant_claim, []) for t in v.split()]
+        tenant_claim = [t for v in by_type.get(self._settings.auth_tenant_claim, []) for t in claim_values(v)]
         grants = grants_from(tenant_claim, roles, self._settings.auth_admin_role)
         return Principal(
             subject=subject, name=name, tenants=grants, roles=frozenset(roles), auth_method="appservice"
