@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVICES ?= redis azurite cosmos kafka
 
-.PHONY: setup test-setup run demo test bench services-up services-down clean
+.PHONY: setup test-setup run demo overdue test bench services-up services-down clean
 
 TOKENIZER := .localdev/models/all-MiniLM-L6-v2/tokenizer.json
 
@@ -51,6 +51,13 @@ run: setup
 # server and watch it flow through the change feed into /events and /metrics.
 demo: setup
 	$(PY) -m localdev.demo
+
+# With `make run` going: run the overdue-assessment check now instead of waiting for its schedule,
+# through the host's admin API (POST /admin/functions/{name}: 202, the run's summary is in the log).
+PORT ?= 3003
+overdue:
+	curl -fsS -X POST -H 'Content-Type: application/json' -d '{}' -o /dev/null -w '%{http_code}\n' \
+	  http://127.0.0.1:$(PORT)/admin/functions/assessments_overdue
 
 services-up: setup
 	$(PY) -m localdev.services up $(SERVICES)

@@ -24,6 +24,7 @@ from shared.api import (
     streamconfig,
 )
 from shared.changefeed import entry as changefeed
+from shared.changefeed.leases import LEASE_PREFIXES
 from shared.changefeed.rules import Kind
 from shared.gc_tuning import tune_for_throughput
 from shared.http.functions_adapter import serve
@@ -160,7 +161,8 @@ async def not_matched(req: func.HttpRequest, context: func.Context) -> func.Http
 
 # ---- change capture: one Cosmos DB trigger per monitored container ---------------------------
 # All share the lease container, each with its own lease prefix. New leases start from the
-# beginning (a first deployment backfills; documents seen late map to UPDATED, not CREATED).
+# beginning (a first deployment backfills: documents older than the processor's start map to
+# UPDATED with firstSeen, newer ones to CREATED; shared/changefeed/leases.py).
 # While retries remain an unpublished batch raises (the host retries it with backoff); on the
 # last attempt it is parked instead, because the host advances the lease either way.
 CHANGEFEED_MAX_ITEMS = 100
@@ -190,39 +192,40 @@ async def _on_changes(kind: Kind, docs: func.DocumentList, context: func.Context
 
 @app.function_name("changefeed_risks")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_RISKS_CONTAINER%", lease_container_prefix="risks-", **COSMOS_TRIGGER)
+@app.cosmos_db_trigger(container_name="%COSMOS_RISKS_CONTAINER%",
+                       lease_container_prefix=LEASE_PREFIXES[Kind.RISKS], **COSMOS_TRIGGER)
 async def changefeed_risks(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.RISKS, docs, context)
 
 
 @app.function_name("changefeed_controls")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_CONTROLS_CONTAINER%", lease_container_prefix="controls-",
-                       **COSMOS_TRIGGER)
+@app.cosmos_db_trigger(container_name="%COSMOS_CONTROLS_CONTAINER%",
+                       lease_container_prefix=LEASE_PREFIXES[Kind.CONTROLS], **COSMOS_TRIGGER)
 async def changefeed_controls(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.CONTROLS, docs, context)
 
 
 @app.function_name("changefeed_assessments")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_ASSESSMENTS_CONTAINER%", lease_container_prefix="assessments-",
-                       **COSMOS_TRIGGER)
+@app.cosmos_db_trigger(container_name="%COSMOS_ASSESSMENTS_CONTAINER%",
+                       lease_container_prefix=LEASE_PREFIXES[Kind.ASSESSMENTS], **COSMOS_TRIGGER)
 async def changefeed_assessments(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.ASSESSMENTS, docs, context)
 
 
 @app.function_name("changefeed_compliance")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_COMPLIANCE_CONTAINER%", lease_container_prefix="compliance-",
-                       **COSMOS_TRIGGER)
+@app.cosmos_db_trigger(container_name="%COSMOS_COMPLIANCE_CONTAINER%",
+                       lease_container_prefix=LEASE_PREFIXES[Kind.COMPLIANCE], **COSMOS_TRIGGER)
 async def changefeed_compliance(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.COMPLIANCE, docs, context)
 
 
 @app.function_name("changefeed_policies")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_POLICIES_CONTAINER%", lease_container_prefix="policies-",
-                       **COSMOS_TRIGGER)
+@app.cosmos_db_trigger(container_name="%COSMOS_POLICIES_CONTAINER%",
+                       lease_container_prefix=LEASE_PREFIXES[Kind.POLICIES], **COSMOS_TRIGGER)
 async def changefeed_policies(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.POLICIES, docs, context)
 

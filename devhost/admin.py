@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from devhost.problems import problem
+
 log = logging.getLogger("devhost.admin")
 
 class ManualRun(Protocol):
@@ -28,11 +30,6 @@ class ManualRun(Protocol):
     def function_names(self) -> list[str]: ...
 
     async def run_now(self, name: str, input_: str | None) -> None: ...
-
-
-def _problem(status: int, title: str, detail: str) -> web.Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return web.Response(status=status, body=json.dumps(body), content_type="application/problem+json")
 
 
 class Admin:
@@ -48,14 +45,14 @@ class Admin:
             for name in driver.function_names():
                 self.runners[name.lower()] = driver
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorized(self, request: web.BaseRequest) -> bool:
         if self.master_key is None:
             return True
         return (request.headers.get("x-functions-key") or request.query.get("code")) == self.master_key
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if not self._authorized(request):
-            return _problem(401, "Unauthorized", "admin APIs need the master key (x-functions-key)")
+            return problem(401, "Unauthorized", "admin APIs need the master key (x-functions-key)")
         parts = [p for p in request.path.split("/") if p]
         if parts == ["admin", "host", "status"] and request.method == "GET":
             return web.json_response({"state": "Running" if self.started else "Initialized"})
@@ -63,26 +60,26 @@ class Admin:
             return web.json_response([{"name": n, "trigger": t} for n, t in sorted(self.functions.items())])
         if len(parts) == 3 and parts[:2] == ["admin", "functions"]:
             if request.method != "POST":
-                return _problem(405, "Method Not Allowed", "POST runs the function")
+                return problem(405, "Method Not Allowed", "POST runs the function")
             return await self._run(parts[2], request)
-        return _problem(404, "Not Found", "no such admin API in the local runner")
+        return problem(404, "Not Found", "no such admin API in the local runner")
 
-    async def _run(self, name: str, request: web.Request) -> web.StreamResponse:
+    async def _run(self, name: str, request: web.BaseRequest) -> web.StreamResponse:
         driver = self.runners.get(name.lower())
         if driver is None:
             if name.lower() in {n.lower() for n in self.functions}:
-                return _problem(400, "Bad Request", f"{name} cannot be run by hand (HTTP functions are called directly)")
-            return _problem(404, "Not Found", f"no function named {name}")
+                return problem(400, "Bad Request", f"{name} cannot be run by hand (HTTP functions are called directly)")
+            return problem(404, "Not Found", f"no function named {name}")
         input_: str | None = None
         raw = await request.read()
         if raw:
             try:
                 body = json.loads(raw)
             except ValueError:
-                return _problem(400, "Bad Request", 'the body must be JSON: {"input": "..."}')
+                return problem(400, "Bad Request", 'the body must be JSON: {"input": "..."}')
             value = body.get("input") if isinstance(body, dict) else None
             if value is not None and not isinstance(value, (str, int, float, bool)):
-                return _problem(400, "Bad Request", "input must be a string, number or boolean")
+                return problem(400, "Bad Request", "input must be a string, number or boolean")
             input_ = None if value is None else (value if isinstance(value, str) else json.dumps(value))
         canonical = next(n for n in self.functions if n.lower() == name.lower())
         task = asyncio.create_task(driver.run_now(canonical, input_), name=f"admin:{canonical}")

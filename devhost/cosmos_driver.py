@@ -8,6 +8,11 @@ container (`{leaseContainerPrefix}{database}.{container}`), as the host does aft
 also when the last retry failed. A restart resumes from the lease: nothing replayed, nothing
 skipped. A new lease starts from the beginning when `startFromBeginning` is true, else from now.
 
+Like the host's change-feed processor (azure-cosmos .NET SDK v3) when it first initialises a lease
+store, the worker creates, once, the marker `{prefix}{host}_{database _rid}_{container _rid}.info` in
+the lease container; its `_ts` is when this container's processor started, which the app reads to
+tell new documents from old ones (shared/changefeed/leases.py).
+
 One instance, one lease per container (the local server has one physical partition).
 """
 from __future__ import annotations
@@ -20,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
-from azure.cosmos.exceptions import CosmosResourceNotFoundError
+from azure.cosmos.exceptions import CosmosResourceExistsError, CosmosResourceNotFoundError
 from azure.functions import meta
 from azure.functions.cosmosdb import CosmosDBTriggerConverter
 
@@ -103,6 +109,20 @@ class FeedWorker:
             lease_db = await self.client.create_database_if_not_exists(self.lease_database)
             self.leases = await lease_db.create_container_if_not_exists(
                 self.lease_container_name, partition_key=PartitionKey("/id"))
+            await self.mark_lease_store(db)
+
+    async def mark_lease_store(self, db: Any) -> None:
+        """Create the lease store's `.info` marker unless it exists (create only, never replaced)."""
+        assert self.container is not None and self.leases is not None
+        host = urlparse(str(self.client.client_connection.url_connection)).hostname or ""
+        db_rid = (await db.read())["_rid"]
+        container_rid = (await self.container.read())["_rid"]
+        marker = f"{self.prefix}{host}_{db_rid}_{container_rid}.info"
+        try:
+            await self.leases.create_item({"id": marker})
+            log.info("%s: lease store initialised (%s)", self.spec.name, marker)
+        except CosmosResourceExistsError:
+            pass
 
     async def read_lease(self) -> Lease:
         assert self.leases is not None

@@ -3,23 +3,93 @@
 Route precedence follows ASP.NET routing as the Functions host uses it: literal segments before
 parameters, parameters before a catch-all `{*x}`. Function and admin levels need a key when the
 runner is given keys (`--function-key`); like `func start`, no keys means no key check.
+
+Requests the HTTP server refuses before any function runs answer problem details, as the app's own
+errors do: header limits of the host's web server (Kestrel's documented defaults, below) give 431
+(headers) or 414 (request line), a malformed request (CR, LF or NUL inside a header, a bad header
+name or method) 400. aiohttp's parser raises those before a handler or middleware could see the
+request; its protocol's `handle_error` builds the answer, so the server uses a protocol that
+overrides it (`ProblemRequestHandler`).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from devhost.admin import Admin
 from devhost.app_loader import FunctionSpec
 from devhost.invoke import Context, TraceContext, invoke
+from devhost.problems import problem
 
 log = logging.getLogger("devhost.http")
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the host's default maxRequestLength
+# Kestrel's defaults (KestrelServerLimits): MaxRequestLineSize 8,192 bytes (414), MaxRequestHeadersTotalSize
+# 32,768 bytes and MaxRequestHeaderCount 100 (431). One header may be as long as all of them together.
+MAX_REQUEST_LINE_BYTES = 8192
+MAX_HEADERS_TOTAL_BYTES = 32768
+MAX_HEADER_COUNT = 100
+_REASON = re.compile(r"\A[A-Za-z][A-Za-z ]{0,79}")
+
+
+def refusal(exc: BaseException | None, status: int) -> tuple[int, str, str]:
+    """(status, title, detail) for a request the server refuses before routing it. The detail names
+    the rule broken, never the request's own bytes."""
+    if isinstance(exc, LineTooLong):
+        if exc.args[1:2] == (MAX_REQUEST_LINE_BYTES,):  # the parser's limit tells which line it was
+            return 414, "URI Too Long", f"the request line is longer than {MAX_REQUEST_LINE_BYTES} bytes"
+        return 431, "Request Header Fields Too Large", \
+            f"a request header is longer than {MAX_HEADERS_TOTAL_BYTES} bytes"
+    if isinstance(exc, BadHttpMessage):
+        # The parser's own words only (its messages go on to quote the offending bytes).
+        words = _REASON.search(exc.message or "")
+        reason = words.group(0).strip() if words else "malformed request"
+        if reason == "Too many headers received":
+            return 431, "Request Header Fields Too Large", f"more than {MAX_HEADER_COUNT} request headers"
+        return 400, "Bad Request", f"the request is not valid HTTP/1.1: {reason}"
+    if status >= 500:
+        return status, HTTPStatus(status).phrase, "the request could not be processed"
+    return status, HTTPStatus(status).phrase, "the request is not valid HTTP/1.1"
+
+
+class ProblemRequestHandler(RequestHandler):
+    """aiohttp's HTTP/1.1 protocol, answering what it refuses itself with problem details."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, BadHttpMessage):
+            log.info("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
+        else:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        code, title, detail = refusal(exc, status)
+        resp = problem(code, title, detail)
+        resp.force_close()  # the stream is out of step after a parse error: as aiohttp does
+        return resp
+
+
+class ProblemServer(web.Server):
+    """aiohttp's low-level server with ProblemRequestHandler as its protocol."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        loop = asyncio.get_running_loop()
+        super().__init__(handler, request_factory=self._request, loop=loop, **kwargs)
+        self._protocol_kwargs = kwargs
+        self._protocol_loop = loop
+
+    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, self._protocol_loop,
+                               client_max_size=MAX_REQUEST_BYTES)
+
+    def __call__(self) -> RequestHandler:
+        return ProblemRequestHandler(self, loop=self._protocol_loop, **self._protocol_kwargs)
 
 
 @dataclass
@@ -71,22 +141,26 @@ class HttpDriver:
         self.host = host
         self.function_keys = function_keys
         self.admin: Admin | None = None  # set by the runner: /admin/* is the host's, matched first
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
 
     def match(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
         for route in self.routes:
-            m = route.regex.match(path)
+            m = route.regex.fullmatch(path)
             if m and method in route.methods:
                 return route, {k: v for k, v in m.groupdict().items() if v is not None}
         return None
 
-    def _authorized(self, route: HttpRoute, request: web.Request) -> bool:
+    def _authorized(self, route: HttpRoute, request: web.BaseRequest) -> bool:
         if route.auth_level == "ANONYMOUS" or self.function_keys is None:
             return True
         key = request.headers.get("x-functions-key") or request.query.get("code")
         return key in self.function_keys
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        total = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)  # "name: value\r\n"
+        if total > MAX_HEADERS_TOTAL_BYTES:
+            return problem(431, "Request Header Fields Too Large",
+                           f"the request headers total more than {MAX_HEADERS_TOTAL_BYTES} bytes")
         if self.admin is not None and (request.path == "/admin" or request.path.startswith("/admin/")):
             return await self.admin.handle(request)
         found = self.match(request.method, request.path)
@@ -122,9 +196,10 @@ class HttpDriver:
         return web.Response(status=resp.status_code, body=resp.get_body(), headers=headers)
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        app.router.add_route("*", "/{tail:(?s:.*)}", self._handle)  # DOTALL: paths may hold %0A
-        self._runner = web.AppRunner(app, access_log=None)
+        # Every path comes to `_handle` (it routes itself, %0A in paths included).
+        server = ProblemServer(self._handle, access_log=None, max_line_size=MAX_REQUEST_LINE_BYTES,
+                               max_field_size=MAX_HEADERS_TOTAL_BYTES, max_headers=MAX_HEADER_COUNT)
+        self._runner = web.ServerRunner(server)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         log.info("HTTP functions on http://%s:%s", self.host, self.port)

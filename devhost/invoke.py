@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from devhost.app_loader import FunctionSpec
+
+log = logging.getLogger("devhost.invoke")
 
 
 @dataclass
@@ -37,10 +41,25 @@ class Context:
 
 
 async def invoke(spec: FunctionSpec, trigger_value: Any, context: Context | None = None) -> Any:
+    """Run the function once. Non-HTTP invocations end with the host's own log line,
+    `Executed 'Functions.<name>' (Succeeded|Failed, Id=<invocation id>, Duration=<ms>ms)`, so a run by
+    hand, a timer or a queue message shows in the log whether it finished and how."""
+    context = context or Context(spec.name)
     params = inspect.signature(spec.user_function).parameters
     kwargs: dict[str, Any] = {spec.trigger["name"]: trigger_value}
     if "context" in params:
-        kwargs["context"] = context or Context(spec.name)
-    if spec.is_async:
-        return await spec.user_function(**kwargs)
-    return await asyncio.to_thread(spec.user_function, **kwargs)
+        kwargs["context"] = context
+    started = time.perf_counter()
+    outcome = "Failed"
+    try:
+        if spec.is_async:
+            result = await spec.user_function(**kwargs)
+        else:
+            result = await asyncio.to_thread(spec.user_function, **kwargs)
+        outcome = "Succeeded"
+        return result
+    finally:
+        if spec.trigger_type != "httpTrigger":  # HTTP: the response status says it
+            (log.info if outcome == "Succeeded" else log.error)(
+                "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)", spec.name, outcome,
+                context.invocation_id, (time.perf_counter() - started) * 1000)

@@ -98,12 +98,27 @@ class QueueOptions:
         )
 
 
-def connection_string(spec: FunctionSpec) -> str:
+def queue_clients(spec: FunctionSpec, queue_name: str,
+                  env: dict[str, str] | None = None) -> tuple[QueueClient, QueueClient, Any]:
+    """(queue, poison queue, credential to close or None) clients for the binding's `connection`, resolved as the host does: the
+    setting itself is a connection string; else `<connection>__queueServiceUri` is an identity-based
+    connection, which outside Azure signs in with the developer's identity ("When run in other
+    contexts, such as local development, your developer identity is used instead", Functions docs,
+    identity-based connections), here DefaultAzureCredential."""
+    env = dict(os.environ) if env is None else env
     name = spec.trigger.get("connection") or "AzureWebJobsStorage"
-    value = os.environ.get(name) or os.environ.get(f"AzureWebJobs{name}")
-    if not value:
-        raise KeyError(f"queue trigger {spec.name}: connection setting {name!r} is not set")
-    return value
+    value = env.get(name) or env.get(f"AzureWebJobs{name}")
+    if value:
+        return (QueueClient.from_connection_string(value, queue_name),
+                QueueClient.from_connection_string(value, f"{queue_name}-poison"), None)
+    uri = env.get(f"{name}__queueServiceUri")
+    if uri:
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - identity-based only
+
+        credential = DefaultAzureCredential()
+        return (QueueClient(uri, queue_name, credential=credential),
+                QueueClient(uri, f"{queue_name}-poison", credential=credential), credential)
+    raise KeyError(f"queue trigger {spec.name}: set {name} (connection string) or {name}__queueServiceUri")
 
 
 class QueueWorker:
@@ -111,12 +126,10 @@ class QueueWorker:
         self.spec = spec
         self.options = options
         self.lease_seconds = max(2, int(lease_seconds))
-        conn = connection_string(spec)
         self.queue_name = str(spec.trigger["queueName"])
         # Raw text both ways: the driver decodes as the host does, and a poisoned message is
         # copied as it is (still base64), as the host copies it.
-        self.queue = QueueClient.from_connection_string(conn, self.queue_name)
-        self.poison = QueueClient.from_connection_string(conn, f"{self.queue_name}-poison")
+        self.queue, self.poison, self._credential = queue_clients(spec, self.queue_name)
         self.invocations = 0
         self.succeeded = 0
         self.failed = 0
@@ -250,6 +263,8 @@ class QueueWorker:
     async def close(self) -> None:
         await self.queue.close()
         await self.poison.close()
+        if self._credential is not None:
+            await self._credential.close()
 
 
 class QueueDriver:

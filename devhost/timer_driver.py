@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from azure.functions.timer import TimerRequest
+from croniter import croniter
 
 from devhost.app_loader import FunctionSpec
 from devhost.invoke import Context, RetryContext, invoke
@@ -24,37 +25,13 @@ from devhost.workers import WorkerTasks
 
 log = logging.getLogger("devhost.timer")
 
-_NAMES = {
-    "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6,
-    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10,
-    "nov": 11, "dec": 12,
-}
-_RANGES = [(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
-
-
-def _field(text: str, lo: int, hi: int) -> frozenset[int]:
-    out: set[int] = set()
-    for part in text.lower().split(","):
-        step = 1
-        if "/" in part:
-            part, s = part.split("/", 1)
-            step = int(s)
-        if part in ("*", ""):
-            a, b = lo, hi
-        elif "-" in part:
-            x, y = part.split("-", 1)
-            a, b = int(_NAMES.get(x, x)), int(_NAMES.get(y, y))
-        else:
-            a = int(_NAMES.get(part, part))
-            b = hi if step > 1 else a
-        if a < lo or b > hi or a > b or step < 1:
-            raise ValueError(f"NCRONTAB field {text!r} out of range {lo}-{hi}")
-        out.update(range(a, b + 1, step))
-    return frozenset(out)
-
 
 class Schedule:
-    """The next occurrence after a moment (UTC, as WEBSITE_TIME_ZONE is unset)."""
+    """The next occurrence after a moment (UTC, as WEBSITE_TIME_ZONE is unset).
+
+    NCRONTAB is cron with a leading seconds field; croniter parses it (`second_at_beginning`), with
+    cron's rule that a restricted day-of-month and day-of-week match when either does, as NCRONTAB's.
+    """
 
     def __init__(self, expr: str) -> None:
         self.expr = expr.strip()
@@ -64,37 +41,16 @@ class Schedule:
             if self.interval <= 0:
                 raise ValueError("a TimeSpan schedule must be positive")
             return
-        parts = self.expr.split()
-        if len(parts) != 6:
+        if len(self.expr.split()) != 6:
             raise ValueError(f"NCRONTAB needs 6 fields (sec min hour day month dow): {expr!r}")
-        self.sec, self.min, self.hour, self.day, self.month, dow = (
-            _field(p, lo, hi if i != 5 else 7) for i, (p, (lo, hi)) in enumerate(zip(parts, _RANGES)))
-        self.dow = frozenset(d % 7 for d in dow)  # 7 = Sunday too
-        self._day_any, self._dow_any = parts[3] in ("*", "?"), parts[5] in ("*", "?")
-
-    def _day_ok(self, d: datetime) -> bool:
-        if d.month not in self.month:
-            return False
-        dom, dow = d.day in self.day, (d.weekday() + 1) % 7 in self.dow
-        if self._day_any or self._dow_any:
-            return dom and dow
-        return dom or dow  # cron: either restricted field matches
+        if not croniter.is_valid(self.expr, second_at_beginning=True):
+            raise ValueError(f"not a valid NCRONTAB expression: {expr!r}")
 
     def next_after(self, after: datetime) -> datetime:
         if self.interval is not None:
             return after + timedelta(seconds=self.interval)
-        start = after.replace(microsecond=0) + timedelta(seconds=1)
-        day = start.replace(hour=0, minute=0, second=0)
-        for _ in range(366 * 5):
-            if self._day_ok(day):
-                for h in sorted(self.hour):
-                    for m in sorted(self.min):
-                        for s in sorted(self.sec):
-                            t = day.replace(hour=h, minute=m, second=s)
-                            if t >= start:
-                                return t
-            day += timedelta(days=1)
-        raise ValueError(f"schedule {self.expr!r} never fires")
+        nxt: datetime = croniter(self.expr, after, second_at_beginning=True).get_next(datetime)
+        return nxt
 
 
 class TimerWorker:

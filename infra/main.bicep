@@ -1,7 +1,8 @@
 // GRC Event Streaming Service: everything the Functions app needs, in one resource group.
 // Deployed by `azd up` (azure.yaml at the repo root) or `az deployment sub create`.
 // Data-plane access is by the Function App's system-assigned managed identity wherever the
-// service supports it; the only secret (the Azure Managed Redis access key) lives in Key Vault.
+// service supports it; the secrets (the Azure Managed Redis access key when keys are used, the
+// continuation-token HMAC key) live in Key Vault.
 targetScope = 'subscription'
 
 // ---------------------------------------------------------------------------------------------
@@ -19,6 +20,9 @@ param location string
 
 @description('Resource group name; default rg-<environmentName>.')
 param resourceGroupName string = ''
+
+@description('Salt of the Key Vault name, set by the postdown hook in azure.yaml after `azd down` (a deleted vault keeps its name for 90 days). Empty = the original name.')
+param keyVaultNameSalt string = ''
 
 @description('Extra tags for every resource.')
 param tags object = {}
@@ -134,8 +138,8 @@ param eventHubConsumerGroups array = ['analytics', 'compliance-monitoring', 'ml-
 @allowed(['Balanced_B0', 'Balanced_B1', 'Balanced_B3', 'Balanced_B5', 'Balanced_B10', 'Balanced_B20', 'Balanced_B50', 'MemoryOptimized_M10', 'MemoryOptimized_M20', 'MemoryOptimized_M50', 'ComputeOptimized_X3', 'ComputeOptimized_X5', 'ComputeOptimized_X10'])
 param redisSku string = 'Balanced_B0'
 
-@description('Azure Managed Redis high availability (replication, SLA). false halves the cost; dev only.')
-param redisHighAvailability bool = true
+@description('Azure Managed Redis high availability (replication, SLA): prod.parameters.json sets true. false (the dev default) halves the cost.')
+param redisHighAvailability bool = false
 
 @description('Redis with Entra ID: the app identity gets the "default" access policy, signs in with its token (REDIS_AUTH=entra) and access keys are disabled; false = access key in Key Vault (REDIS_AUTH=key).')
 param redisEntraAuth bool = true
@@ -167,11 +171,15 @@ param storageQueues object = {
 @allowed(['jwt', 'appservice', 'jwt+appservice'])
 param authMode string = 'jwt'
 
-@description('Accepted JWT issuer(s), comma-separated (e.g. https://login.microsoftonline.com/<tenant>/v2.0).')
+@description('Accepted JWT issuer(s), comma-separated. Empty = the Entra ID v2.0 issuer of the tenant you deploy into (https://login.microsoftonline.com/<tenant id>/v2.0 in Azure\'s public cloud).')
 param authIssuer string = ''
 
-@description('Accepted JWT audience(s), comma-separated (the API app ID URI / client id).')
-param authAudience string = ''
+// Required, no default: nothing in Azure can guess which app registration callers request tokens
+// for, and an empty audience would leave every protected route answering 503. azd asks for it when
+// GRC_AUTH_AUDIENCE is not set; `az deployment` asks or fails on the missing parameter.
+@minLength(1)
+@description('Accepted JWT audience(s), comma-separated: the Application (client) ID of the API\'s app registration (the `aud` of v2.0 tokens) and/or its app ID URI (v1.0 tokens).')
+param authAudience string
 
 @description('Signing keys URL; empty = jwks_uri of the issuer\'s OpenID configuration.')
 param authJwksUrl string = ''
@@ -181,6 +189,11 @@ param authTenantClaim string = 'tenants'
 
 @description('App role granting every tenant.')
 param authAdminRole string = 'Events.Admin'
+
+@description('HMAC key of continuation tokens (PAGE_TOKEN_KEY, kept in Key Vault), at least 32 characters. azd generates one once and keeps it in the environment; with az deployment pass it. A new key ends paged listings in progress (their next page answers 400, the client starts again).')
+@secure()
+@metadata({ azd: { type: 'generate', config: { length: 48 } } })
+param pageTokenKey string
 
 @description('Per-tenant rate limit: token refill (events/s; 0 disables) and bucket size.')
 param rateLimitEventsPerSecond int = 1000
@@ -238,18 +251,32 @@ var allTags = union(tags, { 'azd-env-name': environmentName, workload: 'grc-even
 var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
 var functionAppName = 'func-grc-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
+// The vault URI with exactly one trailing '/', however cmkKeyVaultUri was written; every key URL
+// below is built from it, in one place.
+var cmkVaultUri = endsWith(cmkKeyVaultUri, '/') ? cmkKeyVaultUri : '${cmkKeyVaultUri}/'
 var cmk = {
   enabled: !empty(cmkKeyVaultUri) && !empty(cmkKeyName) && !empty(cmkUserAssignedIdentityId)
-  keyVaultUri: cmkKeyVaultUri
+  keyVaultUri: cmkVaultUri
   keyName: cmkKeyName
+  // Versionless key URL (Cosmos DB): the service follows key rotation.
+  keyUri: '${cmkVaultUri}keys/${cmkKeyName}'
   identityId: cmkUserAssignedIdentityId
 }
 // Azure Managed Redis takes only a versioned key URL, so its CMK also needs cmkRedisKeyVersion.
 var redisCmk = {
   enabled: cmk.enabled && !empty(cmkRedisKeyVersion)
   identityId: cmkUserAssignedIdentityId
-  keyUrl: '${cmkKeyVaultUri}${endsWith(cmkKeyVaultUri, '/') ? '' : '/'}keys/${cmkKeyName}/${cmkRedisKeyVersion}'
+  keyUrl: '${cmk.keyUri}/${cmkRedisKeyVersion}'
 }
+// Entra ID v2.0 issuer of the deploying tenant: the default of authIssuer. Azure's cloud metadata
+// gives loginEndpoint with a trailing '/' (https://login.microsoftonline.com/); do not rely on it.
+var loginEndpoint = environment().authentication.loginEndpoint
+var tenantIssuer = '${loginEndpoint}${endsWith(loginEndpoint, '/') ? '' : '/'}${tenant().tenantId}/v2.0'
+var effectiveAuthIssuer = empty(authIssuer) ? tenantIssuer : authIssuer
+// Key Vault keeps a deleted vault's name reserved for its 90-day retention (purge protection), so
+// `azd down` + `azd up` of the same environment would fail on the name. azure.yaml's postdown hook
+// sets a new GRC_KEYVAULT_SALT after every `azd down`; empty keeps the original name.
+var keyVaultName = empty(keyVaultNameSalt) ? 'kv-${take(resourceToken, 20)}' : 'kv-${uniqueString(resourceToken, keyVaultNameSalt)}'
 // Public access is only switched off when something private can reach the services.
 var effectivePublicAccess = usePrivateEndpoints ? publicNetworkAccess : 'Enabled'
 
@@ -344,11 +371,12 @@ module keyvault 'modules/keyvault.bicep' = {
   params: {
     location: location
     tags: allTags
-    name: 'kv-${take(resourceToken, 20)}'
+    name: keyVaultName
     redisName: redis.outputs.name
     redisKeyAuth: !redisEntraAuth
     eventHubsNamespaceName: eventhubs.outputs.name
     eventHubsSendRuleName: eventhubs.outputs.sendRuleName
+    pageTokenKey: pageTokenKey
     publicNetworkAccess: effectivePublicAccess
     workspaceId: monitoring.outputs.workspaceId
   }
@@ -391,6 +419,7 @@ var appSettings = {
   STORAGE_CONNECTION_STRING__queueServiceUri: storage.outputs.queueEndpoint
   LOG_LEVEL: logLevel
   HEALTH_TIMEOUT_SECONDS: '2'
+  HEALTH_CACHE_SECONDS: '5'
   HEALTH_DEGRADED_MS: '1000'
   // Observability: the alert thresholds shared with alerts.bicep; per-minute tenant monitoring.
   ALERT_ERROR_RATE: alertErrorRate
@@ -399,7 +428,7 @@ var appSettings = {
   MONITOR_LOOKBACK_MINUTES: '60'
   SYSTEM_PERFORMANCE_EVENTS: 'true'
   // Azure Managed Redis: TLS on 10000 (EnterpriseCluster: one endpoint, plain redis-py client);
-  // the database access key comes from Key Vault.
+  // Entra ID token of the identity (default), or the database access key from Key Vault.
   REDIS_HOST: redis.outputs.hostName
   REDIS_PORT: string(redis.outputs.port)
   REDIS_SSL: 'true'
@@ -412,6 +441,7 @@ var appSettings = {
   ANALYTICS_TABLE: storageTables.analytics
   DEADLETTER_TABLE: storageTables.deadLetters
   AUDIT_TABLE: storageTables.audit
+  PAGE_TOKEN_KEY: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.pageTokenKeySecretUri})'
   RETRY_QUEUE: storageQueues.retry
   IDEMPOTENCY_WINDOW_SECONDS: '86400'
   // Cosmos DB change capture (SDK calls of the app; the triggers use COSMOS__accountEndpoint).
@@ -439,7 +469,7 @@ var appSettings = {
   EVENTHUBS_CONNECTION_STRING: eventHubsDisableLocalAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.eventHubsConnectionSecretUri})'
   // Caller authentication and tenant isolation (docs/security.md).
   AUTH_MODE: authMode
-  AUTH_ISSUER: authIssuer
+  AUTH_ISSUER: effectiveAuthIssuer
   AUTH_AUDIENCE: authAudience
   AUTH_JWKS_URL: authJwksUrl
   AUTH_TENANT_CLAIM: authTenantClaim

@@ -70,7 +70,8 @@ class ConfigStore:
         if_match: str | None = None,
         if_none_match: str | None = None,
     ) -> tuple[StreamConfig, str, StreamConfig | None]:
-        """Create or replace; returns (new config, new ETag, previous config or None)."""
+        """Create or replace; returns (new config, new ETag, previous config or None). A `version` in
+        the body must equal the stored one (0: none stored), checked in the same conditional write."""
         table = await self.table()
         previous, etag = await self.read(tenant_id)
         existed = etag is not None
@@ -80,8 +81,12 @@ class ConfigStore:
             raise PreconditionFailed("the stream config was changed since it was read")
         if if_match == "*" and not existed:
             raise PreconditionFailed("no stream config is stored for this tenant")
+        stored_version = previous.version if existed else 0
+        if body.version is not None and body.version != stored_version:
+            raise PreconditionFailed(f"the body was read at version {body.version}; the stored version is "
+                                     f"{stored_version}")
         config = StreamConfig(
-            **body.model_dump(exclude={"tenantId"}),
+            **body.model_dump(exclude={"tenantId", "version", "updatedAt", "isDefault"}),
             tenantId=tenant_id,
             version=(previous.version + 1) if existed else 1,
             updatedAt=utc_now_iso(),

@@ -1,15 +1,18 @@
 """The service's own Cosmos DB client (azure-cosmos, async) and a request-charge hook.
 
 The trigger bindings use their own connection (`COSMOS`); this client is for what the service
-reads itself (the overdue-assessment query). A key locally, managed identity in Azure (empty key).
+reads itself (the overdue-assessment query, the change-feed processors' start, /health). A key
+locally, managed identity in Azure (empty key). One client per instance (`SharedCosmos`, held by
+shared.services.Services): the SDK client keeps the account's metadata, connection pool and, with
+the identity, a token cache, so one per call would repeat the account read and the token request.
 Every response's `x-ms-request-charge` goes to the registered hooks, so RU use can be exported
 to metrics/telemetry without touching the callers.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -66,13 +69,37 @@ def cosmos_client(settings: Settings, credential: Any = None) -> CosmosClient:
     return CosmosClient(endpoint, cred)
 
 
-@asynccontextmanager
-async def open_cosmos(settings: Settings) -> AsyncIterator[CosmosClient]:
-    """A client for one unit of work; closes it and, with managed identity, its credential."""
-    async with AsyncExitStack() as stack:
-        credential = None
-        if not settings.cosmos_key:
-            from azure.identity.aio import DefaultAzureCredential
+class SharedCosmos:
+    """The instance's one Cosmos client, opened (account read) on first use and kept.
 
-            credential = await stack.enter_async_context(DefaultAzureCredential())
-        yield await stack.enter_async_context(cosmos_client(settings, credential))
+    `credential` gives the instance's managed identity when no key is set. An open that fails (the
+    account unreachable) is not kept: the next use tries again."""
+
+    def __init__(self, settings: Settings, credential: Callable[[], Any]) -> None:
+        self._settings = settings
+        self._credential = credential
+        self._client: CosmosClient | None = None
+        self._lock = asyncio.Lock()
+        self.opened = 0  # clients opened by this instance (1 in a steady state)
+
+    async def client(self) -> CosmosClient:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    cred = None if self._settings.cosmos_key else self._credential()
+                    client = cosmos_client(self._settings, cred)
+                    try:
+                        await client.__aenter__()  # reads the account: endpoints, consistency
+                    except BaseException:
+                        await client.close()
+                        raise
+                    self.opened += 1
+                    self._client = client
+                    log.info("Cosmos DB client opened (one per instance; %s)",
+                             "key" if self._settings.cosmos_key else "managed identity")
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()

@@ -25,8 +25,11 @@ from shared.destinations.options import DestinationConfig
 SCHEMA_VERSION = "1.0"
 SYSTEM_TENANT = "system"
 
+# The one tenant-id rule. The whole value must match: Python's `$` also matches before a final
+# newline, so `re.match` would take "acme\n"; `is_tenant_id` uses fullmatch. TENANT_PATTERN is the
+# JSON Schema form (ECMA-262, where `$` is the end of the input).
 TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
-TENANT_RE = re.compile(TENANT_PATTERN)
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
 # RFC 3339 date-time (use fullmatch); a missing offset passes here so that EventIn can say what is missing.
 RFC3339_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
@@ -34,8 +37,13 @@ RFC3339_RE = re.compile(
 TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
 
 
+def is_tenant_id(value: object) -> bool:
+    """Whether `value` is a tenant id (a str matching the rule as a whole)."""
+    return isinstance(value, str) and TENANT_RE.fullmatch(value) is not None
+
+
 def _check_tenant(value: str) -> str:
-    if not TENANT_RE.match(value):
+    if not is_tenant_id(value):
         raise ValueError(f"tenantId must be {TENANT_RULE}")
     return value
 
@@ -322,6 +330,13 @@ class StreamConfigIn(BaseModel):
     retentionDays: int = Field(30, ge=1, le=3650)
     batchSize: int = Field(100, ge=1, le=1000)
     compressionEnabled: bool = False
+    # The read-only fields GET answers with, accepted so that a read-modify-write sends back what it
+    # read: `version` makes the write conditional on it, the other two are ignored.
+    version: int | None = Field(None, ge=0, description=(
+        "read-only, set by the service; when sent (as read by GET) the write is conditional on it: it must "
+        "equal the stored version (0 when none is stored), else 412, like a stale If-Match"))
+    updatedAt: str | None = Field(None, max_length=64, description="read-only, set by the service; ignored on PUT")
+    isDefault: bool | None = Field(None, description="read-only, set by the service; ignored on PUT")
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> "StreamConfigIn":
@@ -334,9 +349,9 @@ class StreamConfigIn(BaseModel):
 
 class StreamConfig(StreamConfigIn):
     tenantId: TenantId  # type: ignore[assignment]
-    version: int = 0  # stored revision; bumped on each write
+    version: int = 0  # type: ignore[assignment]  # stored revision; bumped on each write
     updatedAt: str | None = None
-    isDefault: bool = False
+    isDefault: bool = False  # type: ignore[assignment]
 
     @classmethod
     def default(cls, tenant_id: str) -> "StreamConfig":

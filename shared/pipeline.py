@@ -33,7 +33,7 @@ from shared.filters import passes
 from shared.idempotency import IdempotencyStore, duplicate_result
 from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics, TenantStats
-from shared.models import TENANT_RE, Delivery, Event, EventIn, EventResult, FieldError, StreamConfig
+from shared.models import Delivery, Event, EventIn, EventResult, FieldError, StreamConfig, is_tenant_id
 from shared.validation import field_errors
 
 log = logging.getLogger("grc.pipeline")
@@ -151,7 +151,7 @@ class Pipeline:
         self, i: int, errors: list[FieldError], raw: Any, stats: BatchStats, http_status: int = 400
     ) -> EventResult:
         tenant = raw.get("tenantId") if isinstance(raw, dict) else None
-        if isinstance(tenant, str) and TENANT_RE.match(tenant):
+        if is_tenant_id(tenant):
             stats.tenant(tenant).count("rej")
         else:
             tenant = None

@@ -20,7 +20,6 @@ Flow for one (event, destination) that failed in the request after the in-proces
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 import time
@@ -118,20 +117,24 @@ class DeadLetters:
         await self._call("upsert_entity", entity, mode=UpdateMode.REPLACE)
         return entity
 
-    async def list(self, tenant: str, *, limit: int, token: str | None = None,
-                   include_replayed: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    async def list(self, tenant: str, *, limit: int, after: dict[str, str] | None = None,
+                   include_replayed: bool = False) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """One page of the tenant's records and where the next starts (the table's own continuation,
+        which the API signs as a continuation token; shared/pagetokens.py)."""
+        if after is not None and not (isinstance(after, dict) and all(isinstance(v, str) for v in after.values())):
+            raise ValueError("not a dead-letter position")
         flt = "PartitionKey eq @pk and RowKey lt @payload"
         if not include_replayed:
             flt += " and Replayed eq false"
         table = await self.table()
         pager = table.query_entities(flt, parameters={"pk": tenant, "payload": PAYLOAD_PREFIX},
-                                     results_per_page=limit).by_page(continuation_token=decode_token(token))
+                                     results_per_page=limit).by_page(continuation_token=after)
         rows: list[dict[str, Any]] = []
         async for page in pager:
             rows = [e async for e in page]
             break
         nxt = pager.continuation_token  # type: ignore[attr-defined]
-        return [self.view(r) for r in rows], (encode_token(nxt) if nxt else None)
+        return [self.view(r) for r in rows], (nxt or None)
 
     async def get(self, tenant: str, rid: str) -> dict[str, Any] | None:
         try:
@@ -154,23 +157,6 @@ class DeadLetters:
             "replayedAt": row.get("ReplayedAt"), "replayResult": row.get("ReplayResult"),
             "event": payload_from_entity(row),
         }
-
-
-def encode_token(state: Any) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(state)).decode().rstrip("=")
-
-
-def decode_token(token: str | None) -> Any:
-    """The table's continuation (opaque to clients: base64url JSON); ValueError when malformed."""
-    if not token:
-        return None
-    try:
-        value = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise ValueError("continuationToken is not valid") from exc
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ValueError("continuationToken is not valid")
-    return value
 
 
 class RetryQueue:

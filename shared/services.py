@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Callable
+from typing import Any, Callable
 
 from shared import service_stats
 from shared.configstore import ConfigStore
+from shared.cosmosdb import SharedCosmos
 from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
@@ -19,15 +20,15 @@ from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.idempotency import IdempotencyStore
 from shared.destinations.vector import VectorQueueDestination
 from shared.metrics import TenantMetrics
+from shared.pagetokens import PageTokens
 from shared.pipeline import Pipeline
 from shared.redisconn import create_redis
 from shared.security.audit import AuditLog
-from shared.security.identity import Authenticator
 from shared.security.ratelimit import RateLimiter
 from shared.system_events import DestinationFailureHook
 from shared.settings import Settings, get_settings
 from shared.retries import DeadLetters, RetryQueue
-from shared.storage import queue_service, table_service
+from shared.storage import managed_identity, queue_service, table_service
 
 DestinationFactory = Callable[["Services"], Destination]
 
@@ -66,19 +67,21 @@ class DestinationRegistry:
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._identity: Any = None
         self.redis = create_redis(settings)
-        self.tables = table_service(settings)
+        self.tables = table_service(settings, self.storage_credential())
         self.configs = ConfigStore(self.tables, settings.stream_config_table, self.redis,
                                    settings.stream_config_cache_seconds)
         self.metrics = TenantMetrics(self.redis)
         self.destinations = DestinationRegistry(self)
-        self.queues = queue_service(settings)
+        self.queues = queue_service(settings, self.storage_credential())
+        # One Cosmos client for the instance: the overdue timer, the feed-start lookup and /health.
+        self.cosmos = SharedCosmos(settings, self.identity)
         self.retries = RetryQueue(self.queues, settings.retry_queue,
                                   DeadLetters(self.tables, settings.deadletter_table))
         self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds)
         self.pipeline = Pipeline(self.configs, self.destinations, self.metrics, parker=self.retries,
                                  idempotency=self.idempotency)
-        self.auth = Authenticator(settings)
         self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
                                      burst=settings.rate_limit_burst)
         self.audit = AuditLog(self.tables, settings.audit_table)
@@ -88,6 +91,25 @@ class Services:
         self.pipeline.hooks.append(service_stats.telemetry_hook)
         self.failure_hook = DestinationFailureHook(self.pipeline, background=True)
         self.pipeline.hooks.append(self.failure_hook)
+
+    def identity(self) -> Any:
+        """The instance's one async managed-identity credential (Azure), built on first use and shared by
+        Tables, Queues and Cosmos DB: one token cache, not one token request per client or call."""
+        if self._identity is None:
+            self._identity = managed_identity()
+        return self._identity
+
+    def storage_credential(self) -> Any:
+        """The identity for Storage clients, or None when a connection string is set (locally)."""
+        return None if self.settings.storage_connection_string else self.identity()
+
+    @property
+    def page_tokens(self) -> PageTokens:
+        """The continuation-token codec (built on first use: only paged reads need PAGE_TOKEN_KEY)."""
+        codec = self.__dict__.get("_page_tokens")
+        if codec is None:
+            codec = self.__dict__["_page_tokens"] = PageTokens.from_settings(self.settings)
+        return codec
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:
@@ -106,7 +128,10 @@ class Services:
         await self.destinations.close()
         await self.tables.close()
         await self.queues.close()
+        await self.cosmos.close()
         await self.redis.aclose()
+        if self._identity is not None:
+            await self._identity.close()
 
 
 _per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Services]" = weakref.WeakKeyDictionary()

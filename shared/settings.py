@@ -65,6 +65,8 @@ class Settings(BaseModel):
     eventhubs_transport: Literal["kafka", "amqp"] = Field("kafka", alias="EVENTHUBS_TRANSPORT")
 
     health_timeout_seconds: float = Field(2.0, alias="HEALTH_TIMEOUT_SECONDS")
+    # /health runs its checks at most once per this many seconds per instance (0: every call).
+    health_cache_seconds: float = Field(5.0, ge=0, le=300, alias="HEALTH_CACHE_SECONDS")
     # Observability (docs/observability.md). The alert rules in infra/ use the same numbers.
     alert_error_rate: float = Field(0.05, ge=0, le=1, alias="ALERT_ERROR_RATE")
     alert_delay_seconds: float = Field(30.0, gt=0, alias="ALERT_DELAY_SECONDS")
@@ -99,7 +101,10 @@ class Settings(BaseModel):
     # "appservice" trusts X-MS-CLIENT-PRINCIPAL, which only App Service Authentication in front of
     # the app may set (it strips the header from outside requests); "jwt+appservice" takes either.
     # "+local-open" (local runner only, refused in Azure): no credentials = a local admin caller.
-    auth_mode: Literal["jwt", "appservice", "jwt+appservice", "jwt+local-open"] = Field("jwt", alias="AUTH_MODE")
+    # The AUTH_* values are validated when the authenticator is built (shared/security/identity.py
+    # AuthOptions), not here: a bad one then refuses the protected routes (503) while change capture,
+    # timers, queue triggers and /health keep running. Hence plain strings for the mode and numbers.
+    auth_mode: str = Field("jwt", alias="AUTH_MODE")
     # Comma-separated lists: Entra v1 and v2 tokens carry different issuers; the audience may be
     # the app ID URI or the client id.
     auth_issuer: str = Field("https://grc-events.localhost/dev", alias="AUTH_ISSUER")
@@ -111,16 +116,18 @@ class Settings(BaseModel):
     auth_dev_signing_key: str = Field("", alias="AUTH_DEV_SIGNING_KEY", repr=False)
     auth_tenant_claim: str = Field("tenants", alias="AUTH_TENANT_CLAIM")
     auth_admin_role: str = Field("Events.Admin", alias="AUTH_ADMIN_ROLE")
-    auth_leeway_seconds: float = Field(60.0, alias="AUTH_LEEWAY_SECONDS")
-    auth_jwks_cache_seconds: float = Field(3600.0, alias="AUTH_JWKS_CACHE_SECONDS")
+    auth_leeway_seconds: str = Field("60", alias="AUTH_LEEWAY_SECONDS")
+    auth_jwks_cache_seconds: str = Field("3600", alias="AUTH_JWKS_CACHE_SECONDS")
     # Fewest seconds between two JWKS fetches caused by unknown key ids (tokens an attacker mints).
-    auth_jwks_min_refresh_seconds: float = Field(60.0, alias="AUTH_JWKS_MIN_REFRESH_SECONDS")
+    auth_jwks_min_refresh_seconds: str = Field("60", alias="AUTH_JWKS_MIN_REFRESH_SECONDS")
 
     # Per-tenant token bucket in Redis, shared by all instances; one event costs one token.
     rate_limit_events_per_second: float = Field(1000.0, alias="RATE_LIMIT_EVENTS_PER_SECOND", ge=0)
     rate_limit_burst: int = Field(5000, alias="RATE_LIMIT_BURST", ge=1)
 
     audit_table: str = Field("audit", alias="AUDIT_TABLE")
+    # HMAC key of continuation tokens (shared/pagetokens.py): the same on every instance, >= 32 bytes.
+    page_token_key: str = Field("", alias="PAGE_TOKEN_KEY", repr=False)
 
     def auth_issuers(self) -> list[str]:
         return [i.strip() for i in self.auth_issuer.split(",") if i.strip()]

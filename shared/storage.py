@@ -9,7 +9,7 @@ messages would be raw text, and the host moves every one of them to `<queue>-poi
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -26,8 +26,11 @@ CLIENT_OPTIONS: dict[str, float] = {"retry_total": 2, "retry_backoff_factor": 0.
                                     "connection_timeout": 5, "read_timeout": 30}
 
 
-def _credential() -> object:
-    from azure.identity.aio import DefaultAzureCredential  # only in Azure: managed identity
+def managed_identity() -> Any:
+    """A new async credential for the managed identity (Azure). An instance builds one and shares it
+    (shared.services.Services.identity): each credential keeps its own token cache and, for IMDS, its
+    own HTTP session, so one per client would multiply calls to the token endpoint."""
+    from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - only in Azure
 
     return DefaultAzureCredential()
 
@@ -39,23 +42,25 @@ def _account_url(settings: Settings, service: str) -> str:
     return f"https://{settings.storage_account_name}.{service}.core.windows.net"
 
 
-def table_service(settings: Settings) -> TableServiceClient:
+def table_service(settings: Settings, credential: Any = None) -> TableServiceClient:
+    """`credential`: the instance's managed identity (used when no connection string is set)."""
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **CLIENT_OPTIONS)
     return TableServiceClient(
         endpoint=_account_url(settings, "table"),
-        credential=_credential(),  # type: ignore[arg-type]
+        credential=credential or managed_identity(),
         **CLIENT_OPTIONS,
     )
 
 
-def queue_service(settings: Settings) -> QueueServiceClient:
-    """The account's Queue service; make queue clients from it with `queue_client` / `LazyQueue`."""
+def queue_service(settings: Settings, credential: Any = None) -> QueueServiceClient:
+    """The account's Queue service; make queue clients from it with `queue_client` / `LazyQueue`.
+    `credential`: the instance's managed identity (used when no connection string is set)."""
     if settings.storage_connection_string:
         return QueueServiceClient.from_connection_string(settings.storage_connection_string, **CLIENT_OPTIONS)
     return QueueServiceClient(
         account_url=_account_url(settings, "queue"),
-        credential=_credential(),  # type: ignore[arg-type]
+        credential=credential or managed_identity(),
         **CLIENT_OPTIONS,
     )
 

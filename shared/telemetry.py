@@ -96,7 +96,7 @@ def parse_traceparent(traceparent: str | None) -> tuple[str, str] | None:
     """(trace id, parent span id) of a W3C traceparent, or None when absent or malformed."""
     if not traceparent:
         return None
-    m = _TRACEPARENT.match(traceparent.strip().lower())
+    m = _TRACEPARENT.fullmatch(traceparent.strip().lower())
     if not m or m.group(1) == "0" * 32 or m.group(2) == "0" * 16:
         return None
     return m.group(1), m.group(2)

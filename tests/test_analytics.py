@@ -11,7 +11,6 @@ from shared.destinations.analytics import (
     INDEX_PARTITION,
     AnalyticsDestination,
     _Op,
-    decode_token,
     payload_from_entity,
     transactions,
 )
@@ -109,23 +108,23 @@ async def test_history_pages_newest_first_with_filters(app_services: Services) -
     to_ms = int(now.timestamp() * 1000)
 
     seen: list[str] = []
-    token = None
+    after = None
     pages = 0
     while True:
-        page = await dest.history(t, from_ms=from_ms, to_ms=to_ms, limit=7, token=token)
+        page = await dest.history(t, from_ms=from_ms, to_ms=to_ms, limit=7, after=after)
         pages += 1
         assert len(page.events) <= 7
         seen += [e["eventId"] for e in page.events]
-        token = page.continuation
-        if token is None:
+        after = page.next_position
+        if after is None:
             break
-        assert decode_token(token)["f"] == from_ms
+        assert after["f"] == from_ms
     assert seen == [e.eventId for e in events]  # all of them, once each, newest first
     assert pages == 9
 
     page = await dest.history(t, from_ms=from_ms, to_ms=to_ms, limit=100, event_type="CONTROL_FAILED",
                               source="MCP_SERVER")
-    assert [e["eventId"] for e in page.events] == [e.eventId for e in events[::3]] and page.continuation is None
+    assert [e["eventId"] for e in page.events] == [e.eventId for e in events[::3]] and page.next_position is None
     # A time range inside one hour, bounds inclusive.
     lo = int((now - timedelta(minutes=40)).timestamp() * 1000)
     hi = int((now - timedelta(minutes=8)).timestamp() * 1000)

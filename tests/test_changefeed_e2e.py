@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,7 +22,10 @@ from shared.services import Services, get_services, reset_services
 from tests.conftest import env_overrides
 from tests.test_devhost_e2e import start_runner
 
-NOW = "2026-11-20T10:00:00Z"
+# Documents are "created" an hour from now: after every change-feed processor a test starts, so their
+# first sighting is a creation (leases.py); LATER and LATEST are their edits.
+_BASE = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+NOW, LATER, LATEST = (f"{(_BASE + timedelta(days=d)).isoformat()}".replace("+00:00", "Z") for d in (0, 1, 2))
 
 
 @pytest.fixture
@@ -107,7 +111,7 @@ async def test_documents_become_the_right_events_in_order_per_entity(svc: Servic
         assessments.upsert_item(stamp(id="a1", tenantId=tenant, status="in_progress", dueDate="2026-12-31"))
         assert sum([await drain(w) for w in ws.values()]) == 6
 
-        later = "2026-11-21T09:00:00Z"
+        later = LATER
         risks.upsert_item(stamp(id="r1", tenantId=tenant, status="mitigated", score=6, updatedAt=later))
         risks.upsert_item(stamp(id="r2", tenantId=tenant, status="open", isDeleted=True, ttl=86400,
                                 updatedAt=later))
@@ -215,7 +219,7 @@ def test_through_the_local_runner_process_with_restart(cosmos_env: dict[str, str
     proc, base = start_runner({**cosmos_env, "AUTH_MODE": "jwt+local-open"}, tmp_path, *args)
     try:
         assert [e["eventType"] for e in wait_for(base, 1)] == ["RISK_CREATED"]
-        risks.upsert_item(stamp(id="r1", tenantId=tenant, status="closed", updatedAt="2026-11-22T00:00:00Z"))
+        risks.upsert_item(stamp(id="r1", tenantId=tenant, status="closed", updatedAt=LATEST))
         assert len(wait_for(base, 3)) == 3
     finally:
         services.stop(proc)
@@ -231,3 +235,58 @@ def test_through_the_local_runner_process_with_restart(cosmos_env: dict[str, str
         assert len({e["eventId"] for e in evs}) == 4
     finally:
         services.stop(proc)
+
+
+async def test_the_processor_start_is_the_lease_store_marker_and_decides_creation(svc: Services, db: Any) -> None:
+    """The runner writes the lease store's `.info` marker as the host's processor does; the app reads
+    its `_ts` as the start: a document created before it is a backfill (UPDATED, firstSeen), one created
+    after it is CREATED even when edited before the feed delivered it (issue 12, item 4)."""
+    from shared.changefeed.leases import LEASE_PREFIXES, FeedStarts
+    from shared.changefeed.rules import Kind
+    from shared.changefeed.runtime import container_of, processor_for
+
+    tenant = f"e2e-{uuid.uuid4().hex[:8]}"
+    risks = container(db, "risks")
+    ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    risks.upsert_item({"id": "old", "tenantId": tenant, "status": "open", "createdAt": ago, "updatedAt": ago})
+    clock = [0.0]
+    s = svc.settings
+    starts = FeedStarts(svc.cosmos, s.cosmos_database, s.cosmos_lease_container,
+                        {k: container_of(s, k) for k in Kind}, clock=lambda: clock[0])
+    assert await starts.started(Kind.RISKS) is None  # no processor yet
+
+    driver = CosmosDriver(cosmos_specs())
+    try:
+        w = (await workers(driver))["risks"]
+        markers = [d for d in db.get_container_client(s.cosmos_lease_container).query_items(
+            "SELECT * FROM c", enable_cross_partition_query=True) if d["id"].endswith(".info")]
+        risks_marker = next(m for m in markers if m["id"].startswith(LEASE_PREFIXES[Kind.RISKS]))
+        assert risks_marker["id"] == (f"risks-127.0.0.1_{db.read()['_rid']}_{risks.read()['_rid']}.info")
+        assert len(markers) == 5  # one per monitored container
+        await w.open()  # a second start keeps the first marker
+        assert [d["_ts"] for d in db.get_container_client(s.cosmos_lease_container).query_items(
+            "SELECT * FROM c", enable_cross_partition_query=True) if d["id"] == risks_marker["id"]] == [
+            risks_marker["_ts"]]
+
+        assert await starts.started(Kind.RISKS) is None  # "none yet" is cached for MISSING_TTL
+        clock[0] += 31
+        started = await starts.started(Kind.RISKS)
+        assert started == datetime.fromtimestamp(risks_marker["_ts"], UTC)
+        assert abs((datetime.now(UTC) - started).total_seconds()) < 60
+        assert await processor_for(svc).feed_started(Kind.RISKS) == started  # what the triggers use
+
+        # Created after the start and edited before the first poll: one change, still a creation.
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        risks.upsert_item({"id": "new", "tenantId": tenant, "status": "open", "createdAt": now, "updatedAt": now})
+        edited = (datetime.now(UTC) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+        risks.upsert_item({"id": "new", "tenantId": tenant, "status": "assessing", "createdAt": now,
+                           "updatedAt": edited})
+        assert await drain(w) == 2  # "old" and the last version of "new"
+        evs = await stream(svc, tenant)
+        assert per_entity(evs) == {"old": ["RISK_UPDATED"], "new": ["RISK_CREATED", "RISK_STATUS_CHANGED"]}
+        old = next(e for e in evs if e["entityId"] == "old")
+        assert old["metadata"]["firstSeen"] is True
+        changed = next(e for e in evs if e["eventType"] == "RISK_STATUS_CHANGED")
+        assert (changed["data"]["previousStatus"], changed["data"]["status"]) == ("open", "assessing")
+    finally:
+        await driver.stop()

@@ -1,6 +1,7 @@
 """Mapping rules: every rule and its edge cases, pure (no Redis, no Cosmos)."""
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -33,9 +34,10 @@ def doc(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in base.items() if v is not None}
 
 
-def run(kind: Kind, d: dict[str, Any], prior: dict[str, Any] | None = None, container: str = "c"):
+def run(kind: Kind, d: dict[str, Any], prior: dict[str, Any] | None = None, container: str = "c",
+        started: datetime | None = None):
     validate(kind, d)
-    return map_change(kind, container, d, prior, ingested_at=INGESTED).events
+    return map_change(kind, container, d, prior, ingested_at=INGESTED, feed_started=started).events
 
 
 def types(events: list[Any]) -> list[tuple[str, str]]:
@@ -69,6 +71,61 @@ def test_risk_first_sighting_after_updates_is_updated_first_seen() -> None:
     evs = run(Kind.RISKS, doc(updatedAt=T1, status="open"))
     assert types(evs) == [("RISK_UPDATED", "UPDATE")]
     assert evs[0].metadata["firstSeen"] is True
+
+
+# ---- creation: the processor's start decides (leases.FeedStarts) -------------------------
+
+STARTED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)  # the processor started between T0 and T1
+T2 = "2026-11-02T09:30:01Z"
+
+
+def test_created_and_edited_before_the_first_poll_is_created() -> None:
+    """The issue's case: created after the processor started, edited before the feed delivered it."""
+    evs = run(Kind.RISKS, doc(createdAt=T1, updatedAt=T2, status="open", score=9), started=STARTED)
+    assert types(evs) == [("RISK_CREATED", "CREATE")]
+    assert "firstSeen" not in evs[0].metadata and evs[0].data["score"] == 9
+
+
+def test_created_and_moved_on_unseen_is_created_plus_status_changed_from_open() -> None:
+    evs = run(Kind.RISKS, doc(createdAt=T1, updatedAt=T2, status="mitigating"), started=STARTED)
+    assert types(evs) == [("RISK_CREATED", "CREATE"), ("RISK_STATUS_CHANGED", "STATUS_CHANGE")]
+    assert evs[1].data["previousStatus"] == "open" and evs[1].data["status"] == "mitigating"
+    assert evs[1].data["previousStatusInferred"] is True
+    assert evs[0].correlationId == evs[1].correlationId and evs[0].eventId != evs[1].eventId
+
+
+def test_created_in_a_later_status_but_never_edited_is_created_only() -> None:
+    assert types(run(Kind.RISKS, doc(createdAt=T1, updatedAt=T1, status="accepted"), started=STARTED)) == [
+        ("RISK_CREATED", "CREATE")]
+    assert types(run(Kind.RISKS, doc(createdAt=T1, updatedAt=T2, status="Open"), started=STARTED)) == [
+        ("RISK_CREATED", "CREATE")]
+
+
+def test_a_document_older_than_the_processor_is_updated_first_seen_even_untouched() -> None:
+    for d in (doc(status="open"), doc(updatedAt=T1, status="closed")):  # created T0 < start
+        evs = run(Kind.RISKS, d, started=STARTED)
+        assert types(evs) == [("RISK_UPDATED", "UPDATE")] and evs[0].metadata["firstSeen"] is True
+
+
+def test_without_created_at_the_last_write_against_the_start_decides() -> None:
+    after, before = int(STARTED.timestamp()) + 5, int(STARTED.timestamp()) - 5
+    assert types(run(Kind.RISKS, doc(createdAt=None, _ts=after), started=STARTED)) == [("RISK_CREATED", "CREATE")]
+    assert types(run(Kind.RISKS, doc(createdAt=None, _ts=before), started=STARTED)) == [("RISK_UPDATED", "UPDATE")]
+
+
+def test_control_created_and_tested_unseen_is_created_and_tested() -> None:
+    test = {"result": "fail", "testedAt": T2}
+    evs = run(Kind.CONTROLS, doc(createdAt=T1, updatedAt=T2, lastTest=test), started=STARTED)
+    assert types(evs) == [("CONTROL_CREATED", "CREATE"), ("CONTROL_TESTED", "TEST"), ("CONTROL_FAILED", "TEST")]
+    old = run(Kind.CONTROLS, doc(updatedAt=T2, lastTest=test), started=STARTED)
+    assert types(old)[0] == ("CONTROL_UPDATED", "UPDATE") and old[0].metadata["firstSeen"] is True
+
+
+def test_a_later_change_of_a_created_document_is_unaffected_by_the_start() -> None:
+    prior = seen(Kind.RISKS, doc(createdAt=T1, updatedAt=T1, status="open"))
+    evs = run(Kind.RISKS, doc(createdAt=T1, updatedAt=T2, status="closed", _lsn=11), prior, started=STARTED)
+    assert types(evs) == [("RISK_UPDATED", "UPDATE"), ("RISK_STATUS_CHANGED", "STATUS_CHANGE")]
+    assert "previousStatusInferred" not in evs[1].data and evs[1].data["previousStatus"] == "open"
 
 
 def test_risk_update_with_same_status_is_updated_only() -> None:

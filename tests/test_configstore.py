@@ -102,6 +102,28 @@ async def test_if_match(make_store: Callable[..., ConfigStore], tenant: str) -> 
     assert (await store.read(tenant))[0].batchSize == 7
 
 
+async def test_what_get_answers_can_be_put_back_and_its_version_is_checked(
+        make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    """A read-modify-write sends back the read-only fields GET answers with: `version` makes the write
+    conditional (0 = none stored), `updatedAt` and `isDefault` are ignored."""
+    store = make_store()
+    read, _ = await store.read(tenant)  # the default: version 0, isDefault true
+    round_trip = StreamConfigIn.model_validate_json(read.model_dump_json(), strict=True)
+    first, _, previous = await store.write(tenant, round_trip)
+    assert previous is None and first.version == 1 and first.isDefault is False and first.updatedAt != read.updatedAt
+    stale = round_trip  # still says version 0
+    with pytest.raises(PreconditionFailed, match="version 0; the stored version is 1"):
+        await store.write(tenant, stale)
+    edited = StreamConfigIn.model_validate({**first.model_dump(mode="json"), "batchSize": 7,
+                                            "updatedAt": "1999-01-01T00:00:00Z", "isDefault": True})
+    second, _, _ = await store.write(tenant, edited)
+    assert (second.version, second.batchSize, second.isDefault) == (2, 7, False)
+    assert second.updatedAt != "1999-01-01T00:00:00Z"
+    with pytest.raises(PreconditionFailed):
+        await store.write(tenant, edited)  # read at 1, stored 2
+    assert (await store.write(tenant, body(batchSize=9)))[0].version == 3  # no version: unconditional
+
+
 async def test_if_match_star_needs_an_existing_config(make_store: Callable[..., ConfigStore], tenant: str) -> None:
     with pytest.raises(PreconditionFailed):
         await make_store().write(tenant, body(), if_match="*")

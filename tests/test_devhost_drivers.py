@@ -118,6 +118,8 @@ async def test_new_lease_without_start_from_beginning_starts_now(cosmos_server: 
     ("0 0 12 * * 0", "2026-11-27T00:00:00", "2026-11-29T12:00:00"),  # Sunday
     ("*/10 * * * * *", "2026-11-27T00:00:05", "2026-11-27T00:00:10"),
     ("00:00:30", "2026-11-27T00:00:05", "2026-11-27T00:00:35"),
+    ("0 0 9 1 * MON", "2026-12-05T10:00:00", "2026-12-07T09:00:00"),  # day 1 OR Monday, as cron
+    ("0 0 9 1 * MON", "2026-12-28T10:00:00", "2027-01-01T09:00:00"),
 ])
 def test_ncrontab_next_occurrence(expr: str, after: str, expected: str) -> None:
     got = Schedule(expr).next_after(datetime.fromisoformat(after).replace(tzinfo=UTC))
@@ -158,3 +160,54 @@ async def test_run_on_startup_and_missed_occurrence_is_past_due(tmp_path: Path) 
     await TimerWorker(timer_spec(fn), tmp_path).run(stop)
     assert fired == [False, True]
     assert datetime.fromisoformat(json.loads(status.read_text())["Next"]) > datetime.now(UTC)
+
+
+async def test_queue_connection_string_or_identity_based_service_uri() -> None:
+    """A queue trigger's connection as the host resolves it: the setting as a connection string,
+    else `<connection>__queueServiceUri` with an identity (the developer's, outside Azure)."""
+    from azure.identity.aio import DefaultAzureCredential
+
+    from devhost.app_loader import FunctionSpec
+    from devhost.queue_driver import queue_clients
+
+    spec = FunctionSpec("q", {"type": "queueTrigger", "name": "msg", "queueName": "work",
+                              "connection": "STORE"}, [], lambda msg: None, {})
+    cs = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+          "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;")
+    queue, poison, cred = queue_clients(spec, "work", {"STORE": cs, "STORE__queueServiceUri": "https://x"})
+    assert (queue.url, poison.queue_name, cred) == ("http://127.0.0.1:10001/devstoreaccount1/work",
+                                                    "work-poison", None)
+    await queue.close()
+    await poison.close()
+    uri = "https://acct.queue.core.windows.net/"
+    queue, poison, cred = queue_clients(spec, "work", {"STORE__queueServiceUri": uri})
+    try:
+        assert queue.url == uri + "work" and poison.url == uri + "work-poison"
+        assert isinstance(cred, DefaultAzureCredential) and queue.credential is cred
+    finally:
+        for closable in (queue, poison, cred):
+            await closable.close()
+    with pytest.raises(KeyError, match="STORE__queueServiceUri"):
+        queue_clients(spec, "work", {})
+
+
+def test_what_the_http_server_refuses_maps_to_a_status_and_a_detail_without_the_request_bytes() -> None:
+    from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+
+    from devhost.http_driver import MAX_HEADERS_TOTAL_BYTES, MAX_REQUEST_LINE_BYTES, refusal
+
+    secret = "Bearer s3cr3t-token"
+    cases = [
+        (LineTooLong(secret.encode(), MAX_HEADERS_TOTAL_BYTES), 431),  # one header too long
+        (LineTooLong(bytearray(b"/" + secret.encode()), MAX_REQUEST_LINE_BYTES), 414),  # the request line
+        (BadHttpMessage("Too many headers received"), 431),
+        (BadHttpMessage(f"Invalid header value char:\n\n  b'Authorization: {secret}\\x00'\n   ^"), 400),
+        (BadHttpMessage(f"Missing expected LF after header value:\n\n  b'X: {secret}\\r'"), 400),
+        (BadHttpMethod(f"G(T /{secret} HTTP/1.1"), 400),
+        (None, 500),
+    ]
+    for exc, status in cases:
+        code, title, detail = refusal(exc, 400 if exc is not None else 500)
+        assert code == status, (exc, code)
+        assert title and secret not in detail, detail
+    assert refusal(cases[3][0], 400)[2] == "the request is not valid HTTP/1.1: Invalid header value char"

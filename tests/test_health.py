@@ -1,17 +1,19 @@
 """GET /health against the real local services, a hanging dependency, and the degraded states."""
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from azure.cosmos import PartitionKey
 
 from shared.api.health import recent_health
 from shared.services import get_services, reset_services
 from shared.settings import get_settings
-from tests.functions_client import invoke
+from tests.functions_client import auth_headers, invoke
 
 Configure = Callable[..., Awaitable[None]]
 
@@ -138,3 +140,82 @@ async def test_built_kafka_destination_reports_health_and_producer_lag(configure
     assert section["kafka"] == lag
     stats = service_stats.system_stats(section, {"kafka": kafka["status"]})
     assert stats.kafka_pending_messages == 0 and stats.destinations_healthy == {"kafka": True}
+
+
+async def test_strangers_and_tenant_callers_get_states_only_admins_the_figures(configure: Configure,
+                                                                              cosmos_server: Any) -> None:
+    await configure(**cosmos_server.settings)
+    admin = (await invoke("health", "GET", "/health"))[2]  # the suite's default caller is an admin
+    assert admin["dependencies"]["redis"]["latencyMs"] is not None and "memoryPercent" in admin["dependencies"]["redis"]
+    assert admin["checkedAt"] and admin["time"]
+    for headers in ({"authorization": ""}, auth_headers(["acme"]), {"authorization": "Bearer not.a.token"}):
+        status, _, body = await invoke("health", "GET", "/health", headers=headers)
+        assert status == 200 and set(body) == {"status", "service", "dependencies"}, body
+        assert body["dependencies"] == {n: {"status": d["status"]} for n, d in admin["dependencies"].items()}
+
+
+async def test_checks_run_once_per_cache_period_and_callers_share_a_run(configure: Configure,
+                                                                       cosmos_server: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.api import health as health_api
+
+    await configure(**cosmos_server.settings, HEALTH_CACHE_SECONDS="30")
+    runs: list[float] = []
+    real = health_api.run_checks
+
+    async def counted(services: Any) -> Any:
+        runs.append(time.monotonic())
+        await asyncio.sleep(0.2)  # a slow dependency: concurrent callers arrive during the run
+        return await real(services)
+
+    monkeypatch.setattr(health_api, "run_checks", counted)
+    answers = await asyncio.gather(*(invoke("health", "GET", "/health") for _ in range(25)))
+    answers += [await invoke("health", "GET", "/health") for _ in range(5)]
+    assert len(runs) == 1, runs
+    assert {a[2]["checkedAt"] for a in answers} == {answers[0][2]["checkedAt"]}
+    # A period of 0 checks on every call.
+    await configure(**cosmos_server.settings, HEALTH_CACHE_SECONDS="0")
+    for _ in range(3):
+        await invoke("health", "GET", "/health")
+    assert len(runs) == 4
+
+
+async def test_one_cosmos_client_per_instance_for_health_and_the_overdue_timer(configure: Configure,
+                                                                              cosmos_server: Any) -> None:
+    from shared.changefeed.entry import run_overdue_check
+
+    await configure(**cosmos_server.settings, HEALTH_CACHE_SECONDS="0",
+                    COSMOS_DB_DATABASE=f"health-{time.time_ns()}")
+    services = get_services()
+    client = await services.cosmos.client()
+    db = await client.create_database_if_not_exists(services.settings.cosmos_database)
+    await db.create_container_if_not_exists(services.settings.cosmos_assessments_container,
+                                            partition_key=PartitionKey("/tenantId"))
+    for _ in range(3):
+        assert (await invoke("health", "GET", "/health"))[2]["dependencies"]["cosmos"]["status"] != "unhealthy"
+        await run_overdue_check()
+    assert services.cosmos.opened == 1
+
+
+async def test_one_managed_identity_credential_per_instance(configure: Configure) -> None:
+    """In Azure (no connection string, no Cosmos key) Tables, Queues, the vector queue and Cosmos DB
+    share the instance's one credential (constructed only; no token is requested here)."""
+    await configure(STORAGE_CONNECTION_STRING="", STORAGE_ACCOUNT_NAME="grcstorage", COSMOS_DB_KEY="",
+                    COSMOS_DB_ENDPOINT="https://grc.documents.azure.com:443/")
+    services = get_services()
+    identity = services.identity()
+    assert services.tables.credential is identity and services.queues.credential is identity
+    vector = services.destinations.get("vector")
+    vector._lazy()  # type: ignore[union-attr]
+    assert vector._service is services.queues  # type: ignore[union-attr]  # the container's Queue client
+    assert services.cosmos._credential() is identity  # what the one Cosmos client is built with
+
+
+async def test_a_destination_built_within_the_period_is_checked_at_once(configure: Configure) -> None:
+    await configure(HEALTH_CACHE_SECONDS="300")
+    first = (await invoke("health", "GET", "/health"))[2]
+    assert "vector" not in first["dependencies"]
+    get_services().destinations.get("vector")  # a tenant's config routes to it now
+    second = (await invoke("health", "GET", "/health"))[2]
+    assert second["dependencies"]["vector"]["status"] in ("healthy", "degraded")
+    assert (await invoke("health", "GET", "/health"))[2]["checkedAt"] == second["checkedAt"]  # cached again

@@ -38,15 +38,23 @@ async def test_history_endpoint_pages_with_an_opaque_token(app_services: Service
     assert status == 200 and body["accepted"] == 12
     route = {"tenantId": t}
     got: list[int] = []
-    params: dict[str, str] = {"limit": "5", "from": (now - timedelta(hours=3)).isoformat()}
+    query: dict[str, str] = {"limit": "5", "from": (now - timedelta(hours=3)).isoformat()}
+    params = dict(query)
     while True:
         status, _, page = await invoke("event_history", "GET", f"/events/{t}/history", route=route, params=params)
         assert status == 200 and page["count"] <= 5
         got += [e["data"]["n"] for e in page["events"]]
         if not page["continuationToken"]:
             break
-        params = {"limit": "5", "continuationToken": page["continuationToken"]}
+        params = {**query, "continuationToken": page["continuationToken"]}
     assert got == list(range(12))
+    # The token continues only the query it came from: another filter, range or tenant is refused.
+    token = {"continuationToken": (await invoke("event_history", "GET", f"/events/{t}/history", route=route,
+                                                params=query))[2]["continuationToken"]}
+    for other in ({"limit": "5"}, {**query, "source": "MCP_SERVER"}, {**query, "to": now.isoformat()}):
+        status, _, body = await invoke("event_history", "GET", f"/events/{t}/history", route=route,
+                                       params={**other, **token})
+        assert status == 400 and body["errors"][0]["field"] == "continuationToken", other
     status, _, page = await invoke("event_history", "GET", f"/events/{t}/history", route=route,
                                    params={"source": "MCP_SERVER", "from": (now - timedelta(hours=3)).isoformat()})
     assert [e["data"]["n"] for e in page["events"]] == [1, 3, 5, 7, 9, 11]

@@ -24,6 +24,11 @@ OUTPUT = re.compile(r"^output (\w+) ")
 OUTPUT_USE = re.compile(r"\b(\w+)\.outputs\.(\w+)")
 AZD_VAR = re.compile(r"^\$\{(\w+)(?:=(.*))?\}$")
 JSON_TYPES = {"string": str, "int": int, "bool": bool, "array": list, "object": dict}
+# Required parameters no committed file can hold, because they belong to the deployer's Entra ID tenant:
+# the env files leave them to the command line (`--parameters authAudience=...`, infra/README.md), and
+# main.parameters.json maps each to an azd variable without a default, so azd asks for it (or fails
+# with --no-prompt) instead of deploying an app that refuses every caller.
+PER_TENANT = {"authAudience": "GRC_AUTH_AUDIENCE"}
 
 
 @dataclass
@@ -31,19 +36,23 @@ class Param:
     type: str
     has_default: bool
     allowed: list[object] = field(default_factory=list)
+    secure: bool = False
 
 
 def bicep_params(text: str) -> dict[str, Param]:
     params: dict[str, Param] = {}
     allowed: list[object] = []
+    secure = False
     for line in text.splitlines():
         if m := ALLOWED.match(line.strip()):
             allowed = json.loads("[" + m.group(1).replace("'", '"') + "]")
+        elif line.strip() == "@secure()":
+            secure = True
         elif m := PARAM.match(line):
-            params[m.group(1)] = Param(m.group(2), m.group(3) is not None, allowed)
-            allowed = []
+            params[m.group(1)] = Param(m.group(2), m.group(3) is not None, allowed, secure)
+            allowed, secure = [], False
         elif line and not line.startswith("@"):
-            allowed = []
+            allowed, secure = [], False
     return params
 
 
@@ -77,7 +86,14 @@ def test_parameter_file_matches_main_bicep(path: Path) -> None:
     values = json.loads(path.read_text())["parameters"]
     unknown = set(values) - set(MAIN_PARAMS)
     assert not unknown, f"{path.name}: parameters main.bicep does not declare: {sorted(unknown)}"
-    required = {name for name, p in MAIN_PARAMS.items() if not p.has_default}
+    # Secure parameters are never written in a file: azd generates them (metadata `generate`) or
+    # they are passed at deployment (`--parameters name=...`).
+    secure = {name for name, p in MAIN_PARAMS.items() if p.secure}
+    assert not secure & set(values), f"{path.name}: secrets in a parameter file: {sorted(secure & set(values))}"
+    required = {name for name, p in MAIN_PARAMS.items() if not p.has_default and not p.secure}
+    if path.name != "main.parameters.json":
+        assert not set(PER_TENANT) & set(values), f"{path.name}: {sorted(PER_TENANT)} belong on the command line"
+        required -= set(PER_TENANT)
     assert required <= set(values), f"{path.name}: missing required {sorted(required - set(values))}"
     for name, entry in values.items():
         param, value = MAIN_PARAMS[name], entry["value"]
@@ -96,6 +112,9 @@ def test_main_parameters_use_azd_environment() -> None:
     values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert values["environmentName"]["value"] == "${AZURE_ENV_NAME}"
     assert values["location"]["value"] == "${AZURE_LOCATION}"
+    for name, variable in PER_TENANT.items():
+        assert not MAIN_PARAMS[name].has_default, f"{name} must stay required (no default)"
+        assert values[name]["value"] == "${%s}" % variable, f"{name}: no default after the azd variable"
 
 
 def test_prod_is_private_and_redundant() -> None:
@@ -133,7 +152,8 @@ def test_azure_yaml_deploys_the_function_app() -> None:
 
 
 def test_parsers_on_small_inputs() -> None:
-    text = "@allowed(['A', 'B'])\nparam x string = 'A'\nparam y int\n"
-    assert bicep_params(text) == {"x": Param("string", True, ["A", "B"]), "y": Param("int", False, [])}
+    text = "@allowed(['A', 'B'])\nparam x string = 'A'\nparam y int\n@secure()\n@description('k')\nparam z string\n"
+    assert bicep_params(text) == {"x": Param("string", True, ["A", "B"]), "y": Param("int", False, []),
+                                  "z": Param("string", False, [], True)}
     calls = module_calls("module m 'modules/x.bicep' = {\n  name: 'm'\n  params: {\n    a: 1\n    b: c.outputs.d\n  }\n}\n")
     assert calls == {"m": ("modules/x.bicep", {"a", "b"})}

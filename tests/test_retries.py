@@ -271,7 +271,7 @@ def test_drain_function_is_a_queue_trigger_on_the_retry_queue() -> None:
 
 
 async def test_health_reports_the_retry_queue_depth_and_poison_messages(app_env: dict[str, str]) -> None:
-    async with isolated_services() as svc:
+    async with isolated_services(health_cache_seconds=0) as svc:  # each call checks afresh
         t = "rt-" + uuid.uuid4().hex[:8]
         await configure(svc, t, analytics=False)
         svc.destinations._built["redis"] = down_redis()

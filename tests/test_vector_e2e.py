@@ -172,7 +172,7 @@ def test_through_the_local_runner(app_env: dict[str, str], tmp_path: Any) -> Non
                 break
             time.sleep(0.2)
         assert found["hits"][0]["eventId"] == f"evt-a12-{run}", found
-        health = httpx.get(f"{base}/health", timeout=10).json()
+        health = httpx.get(f"{base}/health", headers=auth_headers(), timeout=10).json()  # admin: figures
         assert health["dependencies"]["vector"]["backlogMessages"] == 0
     finally:
         services.stop(proc)

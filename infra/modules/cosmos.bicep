@@ -14,7 +14,7 @@ param capacityMode string
 param autoscaleMaxThroughput int
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string
-@description('{ enabled, keyVaultUri, keyName, identityId }')
+@description('{ enabled, keyVaultUri, keyName, keyUri, identityId }: keyUri is the versionless key URL built in main.bicep.')
 param cmk object
 param workspaceId string
 
@@ -42,7 +42,7 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
     minimalTlsVersion: 'Tls12'
     publicNetworkAccess: publicNetworkAccess
     networkAclBypass: 'AzureServices'
-    keyVaultKeyUri: cmk.enabled ? '${cmk.keyVaultUri}keys/${cmk.keyName}' : null
+    keyVaultKeyUri: cmk.enabled ? cmk.keyUri : null
     defaultIdentity: cmk.enabled ? 'UserAssignedIdentity=${cmk.identityId}' : 'FirstPartyIdentity'
     // Point-in-time restore (7 days, no extra charge) on provisioned accounts; serverless keeps
     // periodic backups (every 4 h, 8 h retention, in-region copies).

@@ -1,6 +1,7 @@
 // Key Vault (RBAC mode, soft delete + purge protection) for the secrets the app settings
 // reference with @Microsoft.KeyVault(SecretUri=...): the Redis access key (only when Redis uses keys)
-// and the Event Hubs connection string (only when SAS is enabled); everything else uses the managed identity.
+// the Event Hubs connection string (only when SAS is enabled) and the HMAC key of continuation tokens;
+// everything else uses the managed identity.
 // Encryption at rest: secrets are encrypted by Key Vault with HSM-protected, Microsoft-managed
 // keys (FIPS 140 validated); there is no customer-managed-key option for the vault itself.
 param location string
@@ -12,6 +13,9 @@ param redisKeyAuth bool
 param eventHubsNamespaceName string
 @description('Send-only SAS rule of the namespace; empty = Entra ID only, no secret.')
 param eventHubsSendRuleName string
+@description('HMAC key of the API\'s continuation tokens (PAGE_TOKEN_KEY).')
+@secure()
+param pageTokenKey string
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string
 param workspaceId string
@@ -74,6 +78,17 @@ resource eventHubsConnection 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if
   }
 }
 
+// Continuation tokens of paged reads are signed with this key on every instance (shared/pagetokens.py).
+resource pageTokenKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'page-token-key'
+  properties: {
+    // checkov:skip=CKV_AZURE_41: rotated by deploying a new pageTokenKey; an expiry here would break the app-setting reference without rotating anything.
+    contentType: 'text/plain; hmac-key'
+    value: pageTokenKey
+  }
+}
+
 resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: vault
@@ -88,4 +103,5 @@ output id string = vault.id
 output name string = vault.name
 // Versionless URI: the reference follows key rotation.
 output redisPasswordSecretUri string = redisKeyAuth ? '${vault.properties.vaultUri}secrets/redis-password' : ''
+output pageTokenKeySecretUri string = '${vault.properties.vaultUri}secrets/page-token-key'
 output eventHubsConnectionSecretUri string = empty(eventHubsSendRuleName) ? '' : '${vault.properties.vaultUri}secrets/eventhubs-connection-string'

@@ -9,8 +9,12 @@ param appInsightsName string
 @description('Days of retention in the workspace (30 days are included in the per-GB price).')
 param retentionInDays int = 30
 
-@description('Disable instrumentation-key ingestion (Entra-only). The opencensus exporter then needs a credential; keep false until the telemetry module passes one.')
-param appInsightsDisableLocalAuth bool = false
+// The app (shared/telemetry.py) and the Functions host both send with the managed identity's Entra ID
+// token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD; the identity holds Monitoring
+// Metrics Publisher, roles.bicep), so the instrumentation key in the connection string must not be
+// enough to write telemetry.
+@description('Disable instrumentation-key (local) authentication: only Entra ID authenticated telemetry is ingested.')
+param appInsightsDisableLocalAuth bool = true
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: workspaceName

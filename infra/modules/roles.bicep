@@ -40,9 +40,16 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
-resource redisPasswordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+// Exists only with Redis key auth (keyvault.bicep creates it under the same condition): an
+// unconditional reference would make the role assignment below fail with NotFound.
+resource redisPasswordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = if (!redisEntraAuth) {
   parent: vault
   name: 'redis-password'
+}
+
+resource pageTokenKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: 'page-token-key'
 }
 
 resource eventHubsConnectionSecretRes 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = if (eventHubsConnectionSecret) {
@@ -113,8 +120,8 @@ resource eventHubsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-// Read the one secret the app settings reference, not the whole vault.
-resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+// Read the one secret the app settings reference, not the whole vault (none with Entra ID auth).
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!redisEntraAuth) {
   name: guid(redisPasswordSecret.id, principalId, roles.keyVaultSecretsUser)
   scope: redisPasswordSecret
   properties: {
@@ -125,6 +132,17 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+resource pageTokenKeyUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(pageTokenKeySecret.id, principalId, roles.keyVaultSecretsUser)
+  scope: pageTokenKeySecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'Key Vault reference PAGE_TOKEN_KEY'
+  }
+}
+
 resource eventHubsSecretUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (eventHubsConnectionSecret) {
   name: guid(vault.id, 'eventhubs-connection-string', principalId, roles.keyVaultSecretsUser)
   scope: eventHubsConnectionSecretRes
@@ -132,7 +150,7 @@ resource eventHubsSecretUser 'Microsoft.Authorization/roleAssignments@2022-04-01
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'Key Vault reference KAFKA_SASL_PASSWORD'
+    description: 'Key Vault reference EVENTHUBS_CONNECTION_STRING'
   }
 }
 
@@ -159,7 +177,7 @@ resource cosmosData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@20
   }
 }
 
-// Redis data access by Entra ID token (ready for when the client moves off the access key):
+// Redis data access by Entra ID token (REDIS_AUTH=entra):
 // Azure Managed Redis has one built-in access policy, "default" (full data access to the database).
 resource redisAccess 'Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments@2025-07-01' = if (redisEntraAuth) {
   parent: redisDatabase

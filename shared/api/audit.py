@@ -6,22 +6,23 @@ from typing import Any
 
 import orjson
 
-from shared.api.params import bad_param, int_param, tenant_param
+from shared.api import paging
+from shared.api.params import int_param, tenant_param
 from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.services import get_services
 
 log = logging.getLogger("grc.audit")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+PAGE_SCOPE = "audit"
 
 
 async def get_audit(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
     limit = int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    try:
-        page = await get_services().audit.list(tenant, limit, req.query.get("continuation") or None)
-    except ValueError:
-        raise bad_param("continuation", "not a value this API returned") from None
+    after = paging.position(req, PAGE_SCOPE, tenant, {}, param="continuation")
+    page = await get_services().audit.list(tenant, limit, after)
+    page.continuation = paging.token(PAGE_SCOPE, tenant, {}, page.continuation)
     return json_response({"tenantId": tenant, **page.model_dump(mode="json")})
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.api import paging
 from shared.api.audit import record_audit
 from shared.api.params import bad_param, int_param, tenant_param
 from shared.http.adapter import read_json
@@ -11,6 +12,7 @@ from shared.retries import replay
 from shared.services import get_services
 
 MAX_REPLAY = 500
+PAGE_SCOPE = "deadletters"
 
 
 async def list_deadletters(req: ApiRequest) -> ApiResponse:
@@ -19,12 +21,12 @@ async def list_deadletters(req: ApiRequest) -> ApiResponse:
     include = req.query.get("includeReplayed", "false")
     if include not in ("true", "false"):
         raise bad_param("includeReplayed", "must be true or false")
-    try:
-        rows, token = await get_services().retries.deadletters.list(
-            tenant, limit=limit, token=req.query.get("continuationToken") or None, include_replayed=include == "true")
-    except ValueError as exc:
-        raise bad_param("continuationToken", str(exc)) from None
-    return json_response({"tenantId": tenant, "count": len(rows), "deadLetters": rows, "continuationToken": token})
+    bound = {"includeReplayed": include == "true"}  # a token continues only the same listing
+    after = paging.position(req, PAGE_SCOPE, tenant, bound)
+    rows, nxt = await get_services().retries.deadletters.list(
+        tenant, limit=limit, after=after, include_replayed=include == "true")
+    return json_response({"tenantId": tenant, "count": len(rows), "deadLetters": rows,
+                          "continuationToken": paging.token(PAGE_SCOPE, tenant, bound, nxt)})
 
 
 async def replay_deadletters(req: ApiRequest) -> ApiResponse:

@@ -25,7 +25,7 @@ async def publish_event(req: ApiRequest) -> ApiResponse:
         raise ProblemError(400, "Bad Request", "the body must be a JSON object (one event)",
                            errors=[{"pointer": "", "field": "(body)", "detail": "expected an object"}])
     key = req.headers.get("idempotency-key")
-    if key is not None and not ClientIdPattern.match(key):
+    if key is not None and not ClientIdPattern.fullmatch(key):
         raise ProblemError(400, "Bad Request", "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -",
                            errors=[{"pointer": "#/headers/Idempotency-Key", "field": "Idempotency-Key",
                                     "detail": "invalid format"}])

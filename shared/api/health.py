@@ -12,23 +12,30 @@ The bound is enforced here, not by the SDKs' own timeouts/retries: a check still
 deadline is cancelled and *not waited for* (a client stuck in its own cleanup cannot hold the
 answer), so /health answers within HEALTH_TIMEOUT_SECONDS plus scheduling noise.
 Results are also kept in Redis (`grc:health`) for the failing-destination alert of /metrics.
+
+/health is anonymous (load balancers and App Service's health check call it), so it must be cheap
+and say little: the checks run at most once per HEALTH_CACHE_SECONDS per instance, concurrent
+requests share one run in flight, and they use the instance's long-lived clients (one Cosmos
+client, one credential). A caller who is not an admin gets the overall status and each
+dependency's status only; an admin (AUTH_ADMIN_ROLE, or local-open under `make run`) also gets
+latencies, details and figures (Redis memory, queue depths, producer lag).
 """
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import Any, Awaitable, Callable
 
 import orjson
 
 from shared import resources
 from shared.destinations.base import DependencyHealth
-from shared.http.adapter import public
+from shared.http.adapter import optional_principal, public
 from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.models import utc_now_iso
 from shared.services import Services, get_services
-from shared.settings import Settings
 
 Check = Callable[[], Awaitable[DependencyHealth]]
 HEALTH_KEY = "grc:health"
@@ -66,55 +73,24 @@ async def _tables(services: Services) -> DependencyHealth:
     return DependencyHealth("tables", "healthy", _ms(start))
 
 
-def _queue_service(settings: Settings) -> Any:
-    """A Queue service client for the probe when the container has none (retries not deployed)."""
-    from azure.storage.queue.aio import QueueServiceClient  # noqa: PLC0415 - only for the probe
-
-    if settings.storage_connection_string:
-        return QueueServiceClient.from_connection_string(settings.storage_connection_string)
-    from shared.storage import _credential  # noqa: PLC0415 - managed identity in Azure
-
-    return QueueServiceClient(f"https://{settings.storage_account_name}.queue.core.windows.net",
-                              credential=_credential())  # type: ignore[arg-type]
-
-
 async def _queues(services: Services) -> DependencyHealth:
-    own = getattr(services, "queues", None)
-    client = own if own is not None else _queue_service(services.settings)
     start = time.perf_counter()
-    try:
-        async for _ in client.list_queues(results_per_page=1).by_page():
-            break
-    finally:
-        if own is None:
-            await client.close()
+    async for _ in services.queues.list_queues(results_per_page=1).by_page():
+        break
     return DependencyHealth("queues", "healthy", _ms(start))
 
 
-async def _cosmos(settings: Settings) -> DependencyHealth:
-    """A cheap account read (GET /, what the SDK does on open), no retries, short timeouts."""
-    from azure.cosmos.aio import CosmosClient  # noqa: PLC0415 - only when Cosmos is configured
+async def _cosmos(services: Services) -> DependencyHealth:
+    """A database read on the instance's Cosmos client (opening it reads the account first); a
+    missing database still means the account answered."""
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError  # noqa: PLC0415
 
-    from shared.cosmosdb import is_local  # noqa: PLC0415
-
-    timeout = settings.health_timeout_seconds
-    credential: Any = settings.cosmos_key
-    if not credential:
-        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - managed identity in Azure
-
-        credential = DefaultAzureCredential()
-    local = is_local(settings.cosmos_endpoint)
-    kwargs: dict[str, Any] = dict(connection_timeout=timeout, read_timeout=timeout, timeout=timeout,
-                                  retry_total=0, retry_connect=0, retry_read=0)
-    if local:  # the local server: self-signed certificate, no multi-region discovery
-        kwargs.update(connection_verify=False, enable_endpoint_discovery=False)
     start = time.perf_counter()
+    client = await services.cosmos.client()
     try:
-        async with CosmosClient(settings.cosmos_endpoint, credential, **kwargs):
-            pass  # __aenter__ reads the database account
-    finally:
-        if not settings.cosmos_key:
-            await credential.close()
+        await client.get_database_client(services.settings.cosmos_database).read()
+    except CosmosResourceNotFoundError:
+        pass
     return DependencyHealth("cosmos", "healthy", _ms(start))
 
 
@@ -129,7 +105,7 @@ def checks(services: Services) -> dict[str, Check]:
     else:
         out["queues"] = lambda: _queues(services)
     if services.settings.cosmos_endpoint:
-        out["cosmos"] = lambda: _cosmos(services.settings)
+        out["cosmos"] = lambda: _cosmos(services)
     for type_, dest in services.destinations.built().items():
         if type_ != "redis":
             out[type_] = dest.health
@@ -173,6 +149,46 @@ async def run_checks(services: Services) -> dict[str, DependencyHealth]:
     return out
 
 
+class _Cache:
+    """The last results of this instance's checks and the run in flight, if any."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, DependencyHealth] | None = None
+        self.at = 0.0  # time.monotonic() when `results` were taken
+        self.checked_at = ""
+        self.running: asyncio.Future[dict[str, DependencyHealth]] | None = None
+
+
+_caches: "weakref.WeakKeyDictionary[Services, _Cache]" = weakref.WeakKeyDictionary()
+
+
+async def cached_checks(services: Services) -> tuple[dict[str, DependencyHealth], str]:
+    """The checks' results no older than HEALTH_CACHE_SECONDS, and when they were taken: at most one
+    run per period per instance, whatever the request rate; callers arriving during a run share it."""
+    cache = _caches.get(services)
+    if cache is None:
+        cache = _caches[services] = _Cache()
+    ttl = services.settings.health_cache_seconds
+    # Fresh enough, and about the same dependencies (a destination built since is checked at once).
+    fresh = cache.results is not None and time.monotonic() - cache.at < ttl
+    if fresh and set(cache.results or ()) == set(checks(services)):
+        return cache.results, cache.checked_at  # type: ignore[return-value]
+    running = cache.running
+    if running is None:
+        started, checked_at = time.monotonic(), utc_now_iso()
+        running = cache.running = asyncio.ensure_future(run_checks(services))
+
+        def keep(task: asyncio.Future[dict[str, DependencyHealth]]) -> None:
+            cache.running = None
+            if not task.cancelled() and task.exception() is None:
+                cache.results, cache.at, cache.checked_at = task.result(), started, checked_at
+
+        running.add_done_callback(keep)
+    # Shielded: a caller that goes away does not cancel the run the others wait for.
+    results = await asyncio.shield(running)
+    return results, cache.checked_at
+
+
 async def _store(services: Services, results: dict[str, DependencyHealth]) -> None:
     if results.get("redis") is None or results["redis"].status == "unhealthy":
         return
@@ -214,10 +230,16 @@ def overall(results: dict[str, DependencyHealth]) -> str:
 
 @public
 async def health(req: ApiRequest) -> ApiResponse:
-    results = await run_checks(get_services())
+    services = get_services()
+    results, checked_at = await cached_checks(services)
     status = overall(results)
-    body = {"status": status, "service": "grc-event-streaming", "time": utc_now_iso(),
-            "dependencies": {n: r.to_dict() for n, r in results.items()}}
+    body: dict[str, Any] = {"status": status, "service": "grc-event-streaming"}
+    caller = await optional_principal(req)
+    if caller is not None and caller.is_admin:
+        body.update(time=utc_now_iso(), checkedAt=checked_at,
+                    dependencies={n: r.to_dict() for n, r in results.items()})
+    else:  # strangers and tenant callers: states only, no latencies, hosts, sizes or errors
+        body["dependencies"] = {n: {"status": r.status} for n, r in results.items()}
     headers = {"Cache-Control": "no-store"}
     if status == "unhealthy":  # the health document itself is the body; Retry-After as on every 503
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -5,13 +5,17 @@ import time
 from datetime import UTC
 
 from shared import limits
+from shared.api import paging
 from shared.api.params import bad_param, enum_param, int_param, tenant_param
-from shared.destinations.analytics import BadToken, iso_to_ms
+from shared.destinations.analytics import iso_to_ms
 from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.models import RFC3339_RE, EventType, Source, utc_now_iso
 from shared.services import get_services
 
 DEFAULT_RANGE_MS = 24 * 3_600_000
+PAGE_SCOPE = "history"
+# The parameters that define the result set, as sent; a continuation token is valid only with the same.
+BOUND = ("from", "to", "eventType", "source")
 
 
 def _time_param(req: ApiRequest, name: str) -> int | None:
@@ -38,15 +42,15 @@ async def event_history(req: ApiRequest) -> ApiResponse:
     from_ms = to_ms - DEFAULT_RANGE_MS if from_ms is None else from_ms
     if from_ms > to_ms:
         raise bad_param("from", "must not be after 'to'")
-    try:
-        page = await get_services().analytics.history(
-            tenant, from_ms=from_ms, to_ms=to_ms, limit=limit, token=req.query.get("continuationToken") or None,
-            event_type=event_type.value if event_type else None, source=source.value if source else None,
-        )
-    except BadToken as exc:
-        raise bad_param("continuationToken", str(exc)) from None
+    bound = paging.as_sent(req, *BOUND)
+    after = paging.position(req, PAGE_SCOPE, tenant, bound)
+    page = await get_services().analytics.history(
+        tenant, from_ms=from_ms, to_ms=to_ms, limit=limit, after=after,
+        event_type=event_type.value if event_type else None, source=source.value if source else None,
+    )
     body = {"tenantId": tenant, "from": _iso(from_ms), "to": _iso(to_ms), "count": len(page.events),
-            "events": page.events, "continuationToken": page.continuation}
+            "events": page.events,
+            "continuationToken": paging.token(PAGE_SCOPE, tenant, bound, page.next_position)}
     return json_response(body)
 
 

@@ -62,7 +62,14 @@ class Problem(BaseModel):
 
 
 _OPEN_OBJECT = {"type": "object", "additionalProperties": True}
-_EXTRA_SCHEMAS = {"TenantMetrics": _OPEN_OBJECT, "Health": _OPEN_OBJECT, "EventHistory": _OPEN_OBJECT,
+_EXTRA_SCHEMAS = {"TenantMetrics": {**_OPEN_OBJECT, "description": (
+                      "The tenant's windows, totals and alert conditions. The service-wide figures (`service`: "
+                      "Kafka lag, Redis memory, Cosmos RU, all tenants' stream processing, instance memory) and "
+                      "the instance `memory` condition are answered to admins only (AUTH_ADMIN_ROLE).")},
+                  "Health": {**_OPEN_OBJECT, "description": (
+                      "`status`, `service` and each dependency's `status`; admins also get latencies, details "
+                      "and figures, `time` and `checkedAt` (results are cached HEALTH_CACHE_SECONDS).")},
+                  "EventHistory": _OPEN_OBJECT,
                   "DeadLetterList": _OPEN_OBJECT, "ReplayResult": _OPEN_OBJECT,
                   "ReplayRequest": {"type": "object", "properties": {
                       "ids": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 512},
@@ -119,7 +126,8 @@ def document() -> dict[str, Any]:
         if r.method == "PUT":
             # Create or replace: 201 when nothing was stored before, 200 when it replaced a document.
             responses["201"] = {**ok, "description": "Created (nothing was stored before)"}
-            responses["412"] = _problem("If-Match / If-None-Match failed")
+            responses["412"] = _problem("If-Match / If-None-Match failed, or the body's `version` (as read by "
+                                        "GET) is no longer the stored one")
         op["responses"] = responses
         if not r.anonymous:
             # A function key (host) and a caller identity (app): docs/security.md.

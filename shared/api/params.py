@@ -5,7 +5,7 @@ from enum import Enum
 from typing import TypeVar
 
 from shared.http.types import ApiRequest, ProblemError
-from shared.models import TENANT_RE, TENANT_RULE
+from shared.models import TENANT_RULE, is_tenant_id
 
 E = TypeVar("E", bound=Enum)
 
@@ -17,7 +17,7 @@ def bad_param(name: str, detail: str, where: str = "query") -> ProblemError:
 
 def tenant_param(req: ApiRequest) -> str:
     tenant = req.route.get("tenantId", "")
-    if not TENANT_RE.match(tenant):
+    if not is_tenant_id(tenant):
         raise bad_param("tenantId", f"must be {TENANT_RULE}", "path")
     return tenant
 

@@ -32,6 +32,8 @@ class Route:
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
 _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
+_TOKEN_DOC = ("the `continuationToken` of the previous page, sent with the same query parameters (it is signed "
+              "and bound to the tenant and the query; any other value answers 400)")
 
 ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "health", health.health, "Health of the service and each dependency",
@@ -57,14 +59,14 @@ ROUTES: tuple[Route, ...] = (
                  ("eventType", {"$ref": "#/components/schemas/EventType"}, "only this event type"),
                  ("source", {"$ref": "#/components/schemas/Source"}, "only this source"),
                  ("limit", _EVENTS_LIMIT, "1-1000, default 100"),
-                 ("continuationToken", "string", "the `continuationToken` of the previous page"))),
+                 ("continuationToken", "string", _TOKEN_DOC))),
     Route("list_deadletters", "GET", "deadletters/{tenantId}", deadletters.list_deadletters,
           "A tenant's dead-lettered deliveries (destination, reason, attempts, last error, the event)",
           response_schema="DeadLetterList", tags=("delivery",),
           query=(("limit", _EVENTS_LIMIT, "1-1000, default 100"),
                  ("includeReplayed", {"type": "string", "enum": ["true", "false"]},
                   "also list records already replayed (default false)"),
-                 ("continuationToken", "string", "the `continuationToken` of the previous page"))),
+                 ("continuationToken", "string", _TOKEN_DOC))),
     Route("replay_deadletters", "POST", "deadletters/{tenantId}/replay", deadletters.replay_deadletters,
           "Send dead letters back through their destination (all not yet replayed, or the given ids)",
           request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",)),
@@ -75,7 +77,9 @@ ROUTES: tuple[Route, ...] = (
           "A tenant's stream configuration (the documented default when none is stored)",
           response_schema="StreamConfig", tags=("config",)),
     Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
-          "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency)",
+          "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency). The body "
+          "GET answers with can be sent back as it is: its read-only `version` makes the write conditional on "
+          "it (412 when the stored version moved on), `updatedAt` and `isDefault` are ignored",
           request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",),
           headers=(("If-Match", {"type": "string"}, "the ETag read (or `*`: only if one is stored)"),
                    ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
@@ -83,7 +87,8 @@ ROUTES: tuple[Route, ...] = (
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
           response_schema="AuditList", tags=("audit",),
           query=(("limit", _AUDIT_LIMIT, "1-1000, default 100"),
-                 ("continuation", "string", "the `continuation` of the previous page"))),
+                 ("continuation", "string", "the `continuation` of the previous page (signed and bound to the "
+                                  "tenant; any other value answers 400)"))),
     Route("search_events", "GET", "search/{tenantId}", search.search_events,
           "Semantic search of a tenant's events (destination `vector`), best match first",
           response_schema="SearchResult", tags=("events",),
@@ -117,4 +122,4 @@ def all_routes() -> tuple[Route, ...]:
 
 
 def allowed_methods(path: str) -> list[str]:
-    return sorted({r.method for rx, r in _compiled() if rx.match(path)})
+    return sorted({r.method for rx, r in _compiled() if rx.fullmatch(path)})

@@ -81,7 +81,7 @@ def parse_filters(req: ApiRequest) -> SearchFilters:
     if unknown:
         raise bad_param("eventType", f"unknown {', '.join(unknown)}; use EventType values")
     entity_types = _list_param(req, "entityType")
-    if any(not ENTITY_TYPE.match(v) for v in entity_types):
+    if any(not ENTITY_TYPE.fullmatch(v) for v in entity_types):
         raise bad_param("entityType", "letters, digits and _ . -, starting with a letter (max 64)")
     time_from, time_to = _time_param(req, "from"), _time_param(req, "to")
     if time_from and time_to and datetime.fromisoformat(time_from) > datetime.fromisoformat(time_to):

@@ -14,7 +14,6 @@ from shared.changefeed.processor import BatchOutcome
 from shared.changefeed.rules import Kind
 from shared.changefeed.runtime import container_of, processor_for
 from shared.changefeed.state import Dedup
-from shared.cosmosdb import open_cosmos
 from shared.services import Services, get_services
 
 log = logging.getLogger("grc.changefeed")
@@ -51,11 +50,10 @@ async def run_overdue_check() -> OverdueRun:
     markers = _overdue_markers.get(services)
     if markers is None:
         markers = _overdue_markers[services] = Dedup(services.redis, s.changefeed_state_ttl_days * 86_400)
-    # A client per run: the timer fires every few minutes, and nothing is left open between runs.
-    async with open_cosmos(s) as client:
-        container = client.get_database_client(s.cosmos_database).get_container_client(
-            s.cosmos_assessments_container)
-        run = await emit_overdue(container, s.cosmos_assessments_container, processor_for(services), markers)
+    client = await services.cosmos.client()  # the instance's one client, kept between runs
+    container = client.get_database_client(s.cosmos_database).get_container_client(
+        s.cosmos_assessments_container)
+    run = await emit_overdue(container, s.cosmos_assessments_container, processor_for(services), markers)
     log.info("overdue check: %d scanned, %d overdue, %d published, %d already sent, %.1f RU",
              run.scanned, run.overdue, run.published, run.already, run.request_charge)
     return run

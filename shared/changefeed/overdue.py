@@ -8,6 +8,12 @@ CHANGEFEED_STATE_TTL_DAYS) makes a second run, or a second instance running at t
 publish nothing again. Moving the due date gives a new id: the new date can be overdue again.
 
 A date-only `dueDate` ("2026-11-30") is due at the end of that day (UTC).
+
+Due dates are compared as instants, in code: `dueDate` is text as the writer stored it, with any
+offset ("2026-12-02T07:07:42+05:30" is 01:37:42Z), and text order is not time order across offsets.
+So the query over-selects safely by text, up to `now` + QUERY_MARGIN (RFC 3339 offsets lie within
+±24 h, and a lowercase `t`/`z` sorts after its uppercase form, hence two days), and `is_overdue`
+keeps exactly those whose instant is not after now. docs/change-capture.md states the convention.
 """
 from __future__ import annotations
 
@@ -21,16 +27,17 @@ from typing import Any
 from azure.cosmos.aio import ContainerProxy
 
 from shared.changefeed.processor import ChangeFeedProcessor
-from shared.changefeed.rules import ENTITY_TYPE, TENANT_RE, Kind, assessment_phase, parse_time
+from shared.changefeed.rules import ENTITY_TYPE, Kind, assessment_phase, parse_time
 from shared.changefeed.state import Dedup
 from shared.cosmosdb import record_charge
 from shared.ids import derived_uuid
 from shared.metrics import BatchStats
-from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, utc_now_iso
+from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, is_tenant_id, utc_now_iso
 
 log = logging.getLogger("grc.overdue")
 
-QUERY = "SELECT * FROM c WHERE IS_DEFINED(c.dueDate) AND c.dueDate <= @now"
+QUERY = "SELECT * FROM c WHERE IS_DEFINED(c.dueDate) AND c.dueDate <= @upper"
+QUERY_MARGIN = timedelta(days=2)
 PAGE_SIZE = 200
 
 
@@ -64,7 +71,7 @@ def overdue_event(doc: dict[str, Any], container: str, now: datetime, ingested_a
         eventId=event_id, tenantId=tenant, eventType=EventType.ASSESSMENT_OVERDUE, source=Source.COSMOS_DB,
         action=Action.DETECT, entityId=aid, entityType=ENTITY_TYPE[Kind.ASSESSMENTS], data=data,
         metadata={"container": container, "detectedBy": "overdue-timer"},
-        timestamp=utc_now_iso(due), ingestedAt=ingested_at, schemaVersion=SCHEMA_VERSION, correlationId=event_id,
+        timestamp=utc_now_iso(due.astimezone(UTC)), ingestedAt=ingested_at, schemaVersion=SCHEMA_VERSION, correlationId=event_id,
     )
 
 
@@ -79,8 +86,13 @@ class OverdueRun:
     errors: list[str] = field(default_factory=list)
 
 
-async def _pages(container: ContainerProxy, now_iso: str, run: OverdueRun) -> AsyncIterator[list[dict[str, Any]]]:
-    pager = container.query_items(QUERY, parameters=[{"name": "@now", "value": now_iso}],
+def query_upper_bound(now: datetime) -> str:
+    """The text the query compares `dueDate` with: later than the text of any due date up to now."""
+    return (now.astimezone(UTC) + QUERY_MARGIN).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _pages(container: ContainerProxy, upper: str, run: OverdueRun) -> AsyncIterator[list[dict[str, Any]]]:
+    pager = container.query_items(QUERY, parameters=[{"name": "@upper", "value": upper}],
                                   max_item_count=PAGE_SIZE).by_page()
     async for page in pager:
         items = [d async for d in page]
@@ -100,14 +112,12 @@ async def emit_overdue(
     now = now or datetime.now(UTC)
     ingested_at = utc_now_iso(now)
     run = OverdueRun()
-    # ISO strings compare in time order; a date-only due date is filtered exactly below.
-    now_iso = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    async for page in _pages(container, now_iso, run):
+    async for page in _pages(container, query_upper_bound(now), run):
         run.scanned += len(page)
         events = []
         for doc in page:
             tenant = doc.get("tenantId")
-            if not (isinstance(tenant, str) and TENANT_RE.match(tenant) and isinstance(doc.get("id"), str)):
+            if not (is_tenant_id(tenant) and isinstance(doc.get("id"), str)):
                 continue  # the change feed parks such documents
             if is_overdue(doc, now):
                 events.append(overdue_event(doc, container_name, now, ingested_at))

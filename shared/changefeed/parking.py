@@ -23,9 +23,8 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.changefeed.rules import TENANT_RE
 from shared.ids import uuid7
-from shared.models import Event, utc_now_iso
+from shared.models import Event, is_tenant_id, utc_now_iso
 from shared.storage import LazyTable
 
 UNMAPPED = "_unmapped"
@@ -62,7 +61,7 @@ class ParkedItem:
 
 def partition_for(doc: Any) -> str:
     tenant = doc.get("tenantId") if isinstance(doc, dict) else None
-    return tenant if isinstance(tenant, str) and TENANT_RE.match(tenant) else UNMAPPED
+    return tenant if is_tenant_id(tenant) else UNMAPPED
 
 
 def _pack(items: Sequence[dict[str, Any]]) -> list[bytes]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,6 +41,9 @@ def _ref(doc: Any) -> str:
     if not isinstance(doc, dict):
         return f"<{type(doc).__name__}>"
     return f"{doc.get('tenantId')}/{doc.get('id')}@{doc.get('_lsn', doc.get('_etag'))}"
+
+
+FeedStart = Callable[[Kind], Awaitable[datetime | None]]  # leases.FeedStarts.started
 
 
 class RetryBatch(RuntimeError):
@@ -71,7 +74,9 @@ class ChangeFeedProcessor:
         parking: ParkingStore,
         metrics: TenantMetrics | None = None,
         clock: Any = time.time,
+        feed_started: FeedStart | None = None,
     ) -> None:
+        self.feed_started = feed_started
         self.state = state
         self.dedup = dedup
         self.publisher = publisher
@@ -114,13 +119,15 @@ class ChangeFeedProcessor:
             unmapped += [(doc, f"entity state unavailable: {type(exc).__name__}") for doc, _ in valid]
             valid = []
 
+        # Creation is told by the processor's start (rules.Change.is_create); None = unknown.
+        started = await self.feed_started(kind) if self.feed_started is not None and valid else None
         mapped: list[Mapped] = []
         for (doc, version), snap, prior in zip(valid, snaps, priors):
             if prior.stale:
                 out.stale += 1
                 continue
             m = map_change(kind, container, doc, prior.snapshot, ingested_at=ingested_at,
-                           version=version, snap=snap)
+                           version=version, snap=snap, feed_started=started)
             if prior.settled:  # delivered or parked before: count, publish nothing
                 out.settled += 1
                 out.duplicates += len(m.events)

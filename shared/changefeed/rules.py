@@ -22,12 +22,12 @@ import orjson
 from shared.ids import derived_uuid
 from shared.models import (
     SCHEMA_VERSION,
-    TENANT_RE,
     Action,
     Event,
     EventType,
     Source,
     check_shape,
+    is_tenant_id,
     utc_now_iso,
 )
 
@@ -58,6 +58,9 @@ PASS_RESULTS = frozenset({"pass", "passed"})
 FAIL_RESULTS = frozenset({"fail", "failed"})
 STARTED_STATUSES = frozenset({"in_progress", "in-progress", "inprogress", "started", "active"})
 COMPLETED_STATUSES = frozenset({"completed", "complete", "done", "closed"})
+# A risk's first status (docs/change-capture.md): a risk created and moved on before the feed delivered
+# it gets a RISK_STATUS_CHANGED from this one.
+INITIAL_RISK_STATUS = "open"
 CLOSED_ITEM_STATUSES = frozenset({"closed", "resolved", "remediated", "dismissed"})
 
 
@@ -88,6 +91,8 @@ def parse_time(value: Any) -> datetime | None:
     """An ISO 8601 / RFC 3339 string (no offset = UTC), or None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
+    if value[-1] == "z":  # RFC 3339 allows a lowercase "z"; fromisoformat takes "Z" only
+        value = value[:-1] + "Z"
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
@@ -129,7 +134,7 @@ def validate(kind: Kind, doc: Any) -> Version:
     tenant = doc.get("tenantId")
     if not isinstance(tenant, str) or not tenant:
         raise Unmappable("missing `tenantId`")
-    if not TENANT_RE.match(tenant):
+    if not is_tenant_id(tenant):
         raise Unmappable("invalid `tenantId` (3-64 of a-z, 0-9, '-')")
     if "status" in doc and doc["status"] is not None and not isinstance(doc["status"], str):
         raise Unmappable("`status` must be a string")
@@ -204,6 +209,7 @@ class Change:
     doc: dict[str, Any]
     prior: dict[str, Any] | None  # snapshot when last seen; None = first sighting
     snap: dict[str, Any]
+    feed_started: datetime | None = None  # when this container's change-feed processor started (leases.py)
 
     @property
     def deleted(self) -> bool:
@@ -215,16 +221,30 @@ class Change:
 
     @property
     def is_create(self) -> bool:
-        """First sighting of a live document whose `createdAt` equals `updatedAt` (or lacks one).
+        """First sighting of a live document created after this container's processor started.
 
-        A first sighting with `updatedAt` later than `createdAt` was created before the service saw
-        it (feed started later, coalesced writes, state expired): UPDATED with `firstSeen`, so a lost
-        Redis state never re-announces old entities as new.
+        The feed delivers a document created and edited between two polls once, already edited, so
+        "createdAt == updatedAt" alone would miss its creation. With the processor's start known
+        (`feed_started`), `createdAt` decides: created since the start = CREATED (edited or not);
+        created before = it existed before the processor (a backfill from the beginning, or state
+        lost): UPDATED with `firstSeen`. No `createdAt`: CREATED when last written (`_ts`) since the
+        start. Start unknown (no lease marker found): the document's own times decide, as a document
+        written once has `createdAt == updatedAt` (or lacks one).
         """
         if self.prior is not None or self.deleted:
             return False
         created, updated = parse_time(self.doc.get("createdAt")), parse_time(self.doc.get("updatedAt"))
+        if self.feed_started is not None:
+            if created is not None:
+                return created >= self.feed_started
+            written = _ts_of(self.doc)
+            return written is not None and written >= self.feed_started
         return created is None or updated is None or created == updated
+
+    @property
+    def edited_since_created(self) -> bool:
+        created, updated = parse_time(self.doc.get("createdAt")), parse_time(self.doc.get("updatedAt"))
+        return created is not None and updated is not None and updated > created
 
 
 @dataclass(frozen=True)
@@ -279,8 +299,19 @@ def _summary(c: Change) -> dict[str, Any]:
 
 
 def _status_changed(c: Change) -> list[Emission]:
-    """Live, seen before, and `status` differs from the last known one."""
-    if c.deleted or c.prior is None or c.prior.get("deleted"):
+    """Live, seen before, and `status` differs from the last known one; or created, edited before
+    its first sighting, and no longer in the initial status (the status it was created with is not in
+    the document: the rule takes the lifecycle's first, `previousStatusInferred: true`)."""
+    if c.deleted:
+        return []
+    if c.prior is None:
+        after = c.snap.get("status")
+        if not (c.is_create and c.edited_since_created and isinstance(after, str)
+                and _norm(after) not in (None, INITIAL_RISK_STATUS)):
+            return []
+        return [Emission({**_summary(c), "previousStatus": INITIAL_RISK_STATUS, "status": after,
+                          "previousStatusInferred": True}, _changed_at(c.doc))]
+    if c.prior.get("deleted"):
         return []
     before, after = c.prior.get("status"), c.snap.get("status")
     if before == after:
@@ -368,13 +399,14 @@ def _new_items(name: str, key: str) -> Fire:
 E, A = EventType, Action
 RULES: dict[Kind, tuple[Rule, ...]] = {
     Kind.RISKS: (
-        Rule(E.RISK_CREATED, A.CREATE, _created, "first sighting, `createdAt` == `updatedAt` (or one missing)"),
+        Rule(E.RISK_CREATED, A.CREATE, _created, "first sighting of a document created since the processor started"),
         Rule(E.RISK_UPDATED, A.UPDATE, _updated, "any other live change"),
-        Rule(E.RISK_STATUS_CHANGED, A.STATUS_CHANGE, _status_changed, "`status` differs from the last known"),
+        Rule(E.RISK_STATUS_CHANGED, A.STATUS_CHANGE, _status_changed,
+             "`status` differs from the last known (or, created and edited unseen, from `open`)"),
         Rule(E.RISK_DELETED, A.DELETE, _deleted, "`isDeleted: true` first seen"),
     ),
     Kind.CONTROLS: (
-        Rule(E.CONTROL_CREATED, A.CREATE, _created, "first sighting, `createdAt` == `updatedAt` (or one missing)"),
+        Rule(E.CONTROL_CREATED, A.CREATE, _created, "first sighting of a document created since the processor started"),
         Rule(E.CONTROL_UPDATED, A.UPDATE, _updated, "any other live change"),
         Rule(E.CONTROL_UPDATED, A.DELETE, _deleted, "`isDeleted: true` first seen (no CONTROL_DELETED type)"),
         Rule(E.CONTROL_TESTED, A.TEST, _tested, "`lastTest` (`testedAt`, `result`) differs from the last known"),
@@ -425,11 +457,13 @@ def map_change(
     ingested_at: str,
     version: Version | None = None,
     snap: dict[str, Any] | None = None,
+    feed_started: datetime | None = None,
 ) -> Mapped:
-    """All events of one validated document (call `validate` first)."""
+    """All events of one validated document (call `validate` first); `feed_started`: when the
+    container's change-feed processor started (leases.FeedStarts), None when unknown."""
     version = version or version_of(doc)
     snap = snap if snap is not None else snapshot(kind, doc)
-    change = Change(kind, doc, prior, snap)
+    change = Change(kind, doc, prior, snap, feed_started)
     tenant, doc_id = doc["tenantId"], doc["id"]
     ts_dt = _ts_of(doc)
     base_ms = int(ts_dt.timestamp() * 1000) if ts_dt else 0

@@ -12,7 +12,8 @@ Key design (docs/analytics.md has the long form):
 - A small index (PartitionKey `~index`, RowKey `{tenantId}_{yyyyMMddHH}_{N:02}`) records which
   tenant-hours hold data with which shard count. History reads list the index for the asked range
   (one query), then read each hour newest first, fanning out over its shards and merging the pages
-  by RowKey; the continuation token is (hour, last RowKey). The retention timer lists the same
+  by RowKey; a page ends at a position (hour, last RowKey), which the API signs as the continuation
+  token. The retention timer lists the same
   index to find expired tenant-hours and deletes their partitions.
 - Payload: the native JSON in `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split
   into `Payload_0..n` when longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when
@@ -24,7 +25,6 @@ Key design (docs/analytics.md has the long form):
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 import heapq
 import logging
@@ -194,32 +194,21 @@ def transactions(ops: Sequence[_Op]) -> list[list[_Op]]:
     return out
 
 
-# ---- continuation token ------------------------------------------------------------------
+# ---- paging -------------------------------------------------------------------------------
+# A page ends at a position {"h": hour, "rk": last RowKey or None, "f": from_ms, "t": to_ms}; the API
+# hands it to clients as a signed continuation token (shared/pagetokens.py), so a position comes
+# back only as this store issued it.
 
-class BadToken(ValueError):
-    pass
-
-
-def encode_token(state: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(state)).decode().rstrip("=")
-
-
-def decode_token(token: str) -> dict[str, Any]:
-    try:
-        state = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise BadToken("continuationToken is not valid") from exc
-    if not isinstance(state, dict) or not isinstance(state.get("h"), str) or not state["h"].isdigit() \
-            or len(state["h"]) != 10 or not (state.get("rk") is None or isinstance(state["rk"], str)) \
-            or not isinstance(state.get("f"), int) or not isinstance(state.get("t"), int):
-        raise BadToken("continuationToken is not valid")
-    return state
+def is_position(state: Any) -> bool:
+    return (isinstance(state, dict) and isinstance(state.get("h"), str) and state["h"].isdigit()
+            and len(state["h"]) == 10 and (state.get("rk") is None or isinstance(state["rk"], str))
+            and isinstance(state.get("f"), int) and isinstance(state.get("t"), int))
 
 
 @dataclass
 class HistoryPage:
     events: list[dict[str, Any]]
-    continuation: str | None
+    next_position: dict[str, Any] | None  # where the next page starts; None = this was the last
 
 
 def _q(value: str) -> str:
@@ -356,10 +345,13 @@ class AnalyticsDestination:
         limit: int,
         event_type: str | None = None,
         source: str | None = None,
-        token: str | None = None,
+        after: dict[str, Any] | None = None,
     ) -> HistoryPage:
-        """The tenant's events with from_ms <= time <= to_ms, newest first, `limit` per page."""
-        state = decode_token(token) if token else None
+        """The tenant's events with from_ms <= time <= to_ms, newest first, `limit` per page;
+        `after` = the previous page's `next_position` (its range then applies)."""
+        if after is not None and not is_position(after):
+            raise ValueError("not a history position")
+        state = after
         if state:
             from_ms, to_ms = state["f"], state["t"]
         hours = await self._index_hours(tenant, from_ms, to_ms)
@@ -370,7 +362,7 @@ class AnalyticsDestination:
         events: list[dict[str, Any]] = []
         for n_hour, hour in enumerate(ordered):
             if n_hour >= MAX_PAGE_HOURS:
-                return HistoryPage(events, encode_token({"h": hour, "rk": None, "f": from_ms, "t": to_ms}))
+                return HistoryPage(events, {"h": hour, "rk": None, "f": from_ms, "t": to_ms})
             after = state["rk"] if state and hour == state["h"] else None
             want = limit - len(events)
             rows = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, after, want,
@@ -379,7 +371,7 @@ class AnalyticsDestination:
             if len(events) >= limit:
                 last_rk = rows[want - 1]["RowKey"]
                 more = len(rows) > want or n_hour + 1 < len(ordered)
-                nxt = encode_token({"h": hour, "rk": last_rk, "f": from_ms, "t": to_ms}) if more else None
+                nxt = {"h": hour, "rk": last_rk, "f": from_ms, "t": to_ms} if more else None
                 return HistoryPage(events, nxt)
         return HistoryPage(events, None)
 

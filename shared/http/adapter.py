@@ -16,9 +16,10 @@ from shared import telemetry
 from shared.http.outages import RETRY_AFTER_SECONDS, unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
-from shared.models import ClientIdPattern
+from shared.models import ClientIdPattern, is_tenant_id
 from shared.security.errors import RateLimited, SecurityError, response_headers
-from shared.security.tenants import authorize_all, is_tenant_id
+from shared.security.identity import Principal, authenticate
+from shared.security.tenants import authorize_all
 from shared.services import get_services
 
 log = logging.getLogger("grc.http")
@@ -30,7 +31,7 @@ JSON_TYPES = ("application/json", "text/json")
 def correlation_id_for(req: ApiRequest) -> str:
     for name in ("x-correlation-id", "x-request-id"):
         value = req.headers.get(name)
-        if value and ClientIdPattern.match(value):
+        if value and ClientIdPattern.fullmatch(value):
             return value
     return uuid7()
 
@@ -39,6 +40,15 @@ def public(handler: Handler) -> Handler:
     """Mark a handler as answering without a caller identity (/health, /openapi.json, 404/405)."""
     handler.public = True  # type: ignore[attr-defined]
     return handler
+
+
+async def optional_principal(req: ApiRequest) -> Principal | None:
+    """The caller's identity on a public route, or None when it has none or a bad one (a public route
+    never refuses; it may only tell an admin more)."""
+    try:
+        return await authenticate(req.headers, get_services().settings)
+    except SecurityError:
+        return None
 
 
 async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
@@ -57,7 +67,7 @@ async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
 
 async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:
     if not getattr(handler, "public", False):
-        req.principal = await get_services().auth.authenticate(req.headers)
+        req.principal = await authenticate(req.headers, get_services().settings)
         if "tenantId" in req.route:  # path-scoped routes; body-scoped ones call admit() themselves
             await admit(req, {req.route["tenantId"]: 1})
     return await handler(req)

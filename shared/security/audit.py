@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.storage import LazyTable
 from shared.security.identity import Principal
-from shared.security.tenants import is_tenant_id
+from shared.models import is_tenant_id
 
 CHUNK_UTF16_BYTES = 64_000
 MAX_PARTS = 6
@@ -159,20 +159,21 @@ class AuditLog:
             raise RuntimeError("audit RowKey collided three times")
         return _record(entity)
 
-    async def list(self, tenant: str, limit: int = 100, continuation: str | None = None) -> AuditPage:
-        """Newest first. `continuation` is the opaque value of a previous page; it can only move
-        within `tenant`'s partition, so it cannot reach another tenant's records."""
+    async def list(self, tenant: str, limit: int = 100, after: str | None = None) -> AuditPage:
+        """Newest first. `after` = the `continuation` of the previous page (the last RowKey it held;
+        the API signs it as a continuation token, shared/pagetokens.py); it can only move within
+        `tenant`'s partition, so it cannot reach another tenant's records."""
         if not is_tenant_id(tenant):
             raise ValueError("invalid tenant id")
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}")
         query = "PartitionKey eq @pk"
         params: dict[str, Any] = {"pk": tenant}
-        if continuation:
-            if not ROW_KEY.fullmatch(continuation):
+        if after:
+            if not ROW_KEY.fullmatch(after):
                 raise ValueError("invalid continuation")
             query += " and RowKey gt @after"
-            params["after"] = continuation
+            params["after"] = after
         table = await self.table()
         items: list[AuditRecord] = []
         # One more than asked for tells whether another page exists.

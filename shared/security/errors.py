@@ -41,6 +41,23 @@ class IdentityProviderUnavailable(SecurityError):
     retry_after_seconds = 30
 
 
+class AuthMisconfigured(SecurityError):
+    """The AUTH_* settings cannot build an authenticator (e.g. AUTH_ISSUER empty) -> 503.
+
+    Not 500: the condition is known and named, not a bug, and the same request succeeds unchanged once
+    an operator fixes the settings (App Service restarts the app on a settings change), which is what
+    503 Service Unavailable says. Not 401: the caller's credentials are not at fault, and a 401 would
+    send clients into refreshing tokens that can never be accepted. Only the routes that need a caller
+    identity answer it; /health, change capture, timers and queue triggers keep running.
+    """
+
+    status = 503
+    title = "Service Unavailable"
+    detail = ("Caller authentication is misconfigured on this service, so no caller identity can be "
+              "verified; an operator must correct its AUTH_* settings.")
+    retry_after_seconds = 60
+
+
 class TenantForbidden(SecurityError):
     """The identity is valid but not granted the tenant -> 403 (the same answer whether or not the
     tenant exists, so a caller cannot probe for tenants)."""
@@ -66,6 +83,6 @@ def response_headers(exc: SecurityError) -> dict[str, str]:
     """The headers an HTTP answer to `exc` must carry."""
     if isinstance(exc, AuthenticationError):
         return {"WWW-Authenticate": exc.www_authenticate}
-    if isinstance(exc, (RateLimited, IdentityProviderUnavailable)):
+    if isinstance(exc, (RateLimited, IdentityProviderUnavailable, AuthMisconfigured)):
         return {"Retry-After": str(exc.retry_after_seconds)}
     return {}

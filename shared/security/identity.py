@@ -23,9 +23,9 @@ from typing import Any, Callable, Literal, Mapping
 
 import httpx
 import jwt
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.security.errors import AuthenticationError, IdentityProviderUnavailable
+from shared.security.errors import AuthenticationError, AuthMisconfigured, IdentityProviderUnavailable
 from shared.security.tenants import ALL_TENANTS, Grants, claim_values, grants_from
 from shared.settings import Settings
 
@@ -170,18 +170,48 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> Any:
     return resp.json()
 
 
+_AUTH_SETTING = {"mode": "AUTH_MODE", "leeway_seconds": "AUTH_LEEWAY_SECONDS",
+                 "jwks_cache_seconds": "AUTH_JWKS_CACHE_SECONDS",
+                 "jwks_min_refresh_seconds": "AUTH_JWKS_MIN_REFRESH_SECONDS"}
+
+
+class AuthOptions(BaseModel):
+    """The typed AUTH_* settings, validated when an authenticator is built (see `Settings.auth_mode`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Literal["jwt", "appservice", "jwt+appservice", "jwt+local-open"]
+    leeway_seconds: float = Field(ge=0)
+    jwks_cache_seconds: float = Field(gt=0)
+    jwks_min_refresh_seconds: float = Field(ge=0)
+
+    @classmethod
+    def of(cls, settings: Settings) -> "AuthOptions":
+        """ValueError naming each bad setting (its message only: values never reach the log)."""
+        try:
+            return cls(mode=settings.auth_mode, leeway_seconds=settings.auth_leeway_seconds,
+                       jwks_cache_seconds=settings.auth_jwks_cache_seconds,
+                       jwks_min_refresh_seconds=settings.auth_jwks_min_refresh_seconds)
+        except ValidationError as exc:
+            problems = [f"{_AUTH_SETTING.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()]
+            raise ValueError("; ".join(problems)) from None
+
+
 class Authenticator:
-    """Turns request headers into a Principal, or raises AuthenticationError (-> 401)."""
+    """Turns request headers into a Principal, or raises AuthenticationError (-> 401).
+
+    Construction raises ValueError when the AUTH_* settings cannot work (see `get_authenticator`)."""
 
     def __init__(self, settings: Settings, *, jwks: JwksCache | None = None) -> None:
         self._settings = settings
+        self._options = options = AuthOptions.of(settings)
         self._issuers = settings.auth_issuers()
         self._audiences = settings.auth_audiences()
-        self._use_jwt = "jwt" in settings.auth_mode.split("+")
-        self._use_appservice = "appservice" in settings.auth_mode.split("+")
+        self._use_jwt = "jwt" in options.mode.split("+")
+        self._use_appservice = "appservice" in options.mode.split("+")
         # `make run` only: a caller without credentials acts as a local admin, as under `func start`,
         # so the original curl example works verbatim. Refused where App Service runs the app.
-        self._local_open = "local-open" in settings.auth_mode.split("+")
+        self._local_open = "local-open" in options.mode.split("+")
         if self._local_open and os.environ.get("WEBSITE_INSTANCE_ID"):
             raise ValueError("AUTH_MODE local-open is for the local runner only and is refused in Azure")
         dev_key = settings.auth_dev_signing_key.encode()
@@ -193,8 +223,8 @@ class Authenticator:
         self._jwks = jwks or JwksCache(
             jwks_url=settings.auth_jwks_url,
             issuer=self._issuers[0] if self._issuers else "",
-            ttl=settings.auth_jwks_cache_seconds,
-            min_refresh=settings.auth_jwks_min_refresh_seconds,
+            ttl=options.jwks_cache_seconds,
+            min_refresh=options.jwks_min_refresh_seconds,
         )
 
     @property
@@ -216,7 +246,7 @@ class Authenticator:
     async def _from_bearer(self, authorization: str) -> Principal:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > MAX_BEARER or not _JWS.match(token):
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_BEARER or not _JWS.fullmatch(token):
             raise AuthenticationError("malformed authorization header")
         try:
             header = jwt.get_unverified_header(token)
@@ -242,7 +272,7 @@ class Authenticator:
                 algorithms=[alg],  # one algorithm per key source, chosen above from the allow-list
                 audience=self._audiences,
                 issuer=self._issuers,
-                leeway=self._settings.auth_leeway_seconds,
+                leeway=self._options.leeway_seconds,
                 options={"require": REQUIRED_CLAIMS, "verify_signature": True},
             )
         except jwt.PyJWTError as exc:
@@ -284,27 +314,43 @@ class Authenticator:
 
         role_types = _ROLE + ((data["role_typ"],) if isinstance(data.get("role_typ"), str) else ())
         name_types = ((data["name_typ"],) if isinstance(data.get("name_typ"), str) else ()) + _NAME
-        roles = sorted({r for t in set(role_types) for v in by_type.get(t, []) for r in v.split()})
+        # One claim entry per role: each value whole (never split, so no value can smuggle a second role).
+        roles = sorted({v for t in set(role_types) for v in by_type.get(t, [])})
         subject = first(_OID) or first(_SUB) or h.get("x-ms-client-principal-id", "")
         if not subject:
             raise AuthenticationError("client principal has no subject")
         name = first(name_types) or h.get("x-ms-client-principal-name", "")
-        tenant_claim = [t for v in by_type.get(self._settings.auth_tenant_claim, []) for t in v.split()]
+        tenant_claim = [t for v in by_type.get(self._settings.auth_tenant_claim, []) for t in claim_values(v)]
         grants = grants_from(tenant_claim, roles, self._settings.auth_admin_role)
         return Principal(
             subject=subject, name=name, tenants=grants, roles=frozenset(roles), auth_method="appservice"
         )
 
 
-_authenticators: dict[int, tuple[Settings, Authenticator]] = {}
+# Per settings object: its Authenticator, or why none can be built (the ValueError's message).
+_authenticators: dict[int, tuple[Settings, Authenticator | str]] = {}
 
 
 def get_authenticator(settings: Settings) -> Authenticator:
-    """One Authenticator (and so one JWKS cache) per settings object, for the life of the worker."""
+    """One Authenticator (and so one JWKS cache) per settings object, for the life of the worker.
+
+    Built on the first request that needs a caller identity, never with the service container: when
+    the AUTH_* settings cannot work (AUTH_ISSUER empty, an unknown AUTH_MODE, ...), the reason is
+    logged once at ERROR and every protected route raises AuthMisconfigured (503), while the Cosmos DB
+    triggers, timers, queue triggers and /health, which need no caller identity, keep running."""
     hit = _authenticators.get(id(settings))
     if hit is None or hit[0] is not settings:
-        hit = (settings, Authenticator(settings))
+        built: Authenticator | str
+        try:
+            built = Authenticator(settings)
+        except ValueError as exc:
+            built = str(exc)
+            log.error("caller authentication is misconfigured (%s): protected routes answer 503 until the "
+                      "AUTH_* settings are corrected", built)
+        hit = (settings, built)
         _authenticators[id(settings)] = hit
+    if isinstance(hit[1], str):
+        raise AuthMisconfigured(hit[1])
     return hit[1]
 
 

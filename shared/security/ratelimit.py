@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
+from shared.models import is_tenant_id
 from shared.redisconn import tenant_key
-from shared.security.tenants import is_tenant_id
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,19 @@
 """Which tenants an identity is granted, and the check every tenant-scoped operation makes.
 
 Mapping (documented in docs/security.md):
-- claim `AUTH_TENANT_CLAIM` (default `tenants`): a JSON array of tenant ids or one space-separated
-  string (both shapes occur: custom claims from claims-mapping policies are strings);
+- claim `AUTH_TENANT_CLAIM` (default `tenants`): a JSON array of tenant ids, each item taken whole,
+  or one string of ids separated by spaces (U+0020 only; custom claims from claims-mapping policies
+  are strings);
 - app roles `Tenant.<tenantId>` (Entra app roles, emitted in the `roles` claim);
 - the platform-admin role `AUTH_ADMIN_ROLE` (default `Events.Admin`) grants every tenant.
-Values that are not valid tenant ids are ignored, so a malformed grant never widens access.
+Values that are not valid tenant ids (shared.models.is_tenant_id, the one rule) are ignored, so a
+malformed grant never widens access: `["acme\n"]` or `["acme beta"]` grants nothing.
 """
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
+from shared.models import is_tenant_id
 from shared.security.errors import TenantForbidden
 
 if TYPE_CHECKING:
@@ -19,26 +21,17 @@ if TYPE_CHECKING:
 
 ALL_TENANTS: Literal["*"] = "*"
 TENANT_ROLE_PREFIX = "Tenant."
-# Same rule as shared.models.TenantId; repeated here as a compiled pattern for the hot path.
-TENANT_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$")
-
 Grants = frozenset[str] | Literal["*"]
 
 
-def is_tenant_id(value: object) -> bool:
-    return isinstance(value, str) and TENANT_PATTERN.fullmatch(value) is not None
-
-
 def claim_values(value: Any) -> list[str]:
-    """A claim as a list of strings: an array, or one space-separated string."""
+    """A claim as a list of strings: an array (each string item whole, never split), or one string
+    of values separated by spaces. Only U+0020 separates: "acme\n" stays one (invalid) value
+    instead of becoming "acme"."""
     if isinstance(value, str):
-        return value.split()
+        return [v for v in value.split(" ") if v]
     if isinstance(value, (list, tuple)):
-        out: list[str] = []
-        for item in value:
-            if isinstance(item, str):
-                out.extend(item.split())
-        return out
+        return [item for item in value if isinstance(item, str)]
     return []
 
 

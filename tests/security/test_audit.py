@@ -61,7 +61,7 @@ async def test_paging_with_continuation(audit: AuditLog) -> None:
     cont: str | None = None
     pages = 0
     while True:
-        page = await audit.list(t, limit=3, continuation=cont)
+        page = await audit.list(t, limit=3, after=cont)
         seen += [r.after for r in page.items]
         pages += 1
         cont = page.continuation
@@ -72,7 +72,7 @@ async def test_paging_with_continuation(audit: AuditLog) -> None:
 
 async def test_bad_input_is_rejected(audit: AuditLog) -> None:
     with pytest.raises(ValueError):
-        await audit.list(tenant(), continuation="' or PartitionKey ne '")
+        await audit.list(tenant(), after="' or PartitionKey ne '")
     with pytest.raises(ValueError):
         await audit.list(tenant(), limit=0)
     with pytest.raises(ValueError):

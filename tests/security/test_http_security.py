@@ -203,3 +203,59 @@ async def test_malformed_tenant_is_403_for_others_and_400_for_admins(app: None) 
     assert (await handle(request(listing, "Not_A_Tenant", token([own])), listing.handler)).status == 403
     admin = await handle(request(listing, "Not_A_Tenant", token(roles=["Events.Admin"])), listing.handler)
     assert admin.status == 400 and problem(admin)["errors"][0]["field"] == "tenantId"
+
+
+# A bad AUTH_* setting refuses the protected routes only: the authenticator is built where HTTP needs
+# it, not with the service container the change feed, timers, queues and /health share (issue 17).
+BAD_AUTH = {
+    "issuer-empty": {"AUTH_ISSUER": ""},
+    "audience-blank": {"AUTH_AUDIENCE": " , "},
+    "mode-unknown": {"AUTH_MODE": "jwt+oops"},
+    "leeway-not-a-number": {"AUTH_LEEWAY_SECONDS": "one minute"},
+    "dev-key-too-short": {"AUTH_DEV_SIGNING_KEY": "short"},
+}
+
+
+@pytest.mark.parametrize("bad", BAD_AUTH.values(), ids=list(BAD_AUTH))
+async def test_bad_auth_settings_answer_503_on_protected_routes_and_nothing_else_stops(
+        bad: dict[str, str], env: Callable[..., None], app: None, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.changefeed.entry import on_change_batch
+    from shared.changefeed.rules import Kind
+    from shared.destinations.redis_streams import stream_key
+    from shared.services import get_services
+
+    env(**bad)
+    own, _ = tenants()
+    for route in PROTECTED:
+        for bearer in (None, "not-a-token"):
+            resp = await handle(request(route, own, bearer), route.handler)
+            assert resp.status == 503, (route.name, resp.status, resp.body)
+            assert resp.headers["Retry-After"] == "60"
+            body = problem(resp)
+            assert body["status"] == 503 and "misconfigured" in body["detail"] and "AUTH_*" in body["detail"]
+            assert all(v not in body["detail"] for v in bad.values() if v.strip())
+    # Logged once, at ERROR, with the setting named (not per request).
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "misconfigured" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert any(name in errors[0].getMessage() for name in bad), errors[0].getMessage()
+    # /health and change capture run on the same service container.
+    health = next(r for r in ROUTES if r.name == "health")
+    ok = await handle(ApiRequest("GET", "/health", Headers({}), {}, {}), health.handler)
+    assert ok.status == 200, ok.body
+    doc = {"id": "r1", "tenantId": own, "status": "open", "createdAt": "2026-11-01T00:00:00Z",
+           "updatedAt": "2026-11-01T00:00:00Z", "_lsn": 1, "_ts": 1_790_000_000, "_etag": '"1"'}
+    out = await on_change_batch(Kind.RISKS, [doc], retry_count=0, max_retry_count=5)
+    assert out.published == 1
+    entries = await get_services().redis.xrange(stream_key(own))
+    assert [orjson.loads(f[b"e"])["eventType"] for _, f in entries] == ["RISK_CREATED"]
+
+
+async def test_fixed_auth_settings_serve_again(env: Callable[..., None], app: None) -> None:
+    """The refusal belongs to the settings object: new settings (a restart in Azure) build a new one."""
+    listing = next(r for r in ROUTES if r.name == "list_events")
+    own, _ = tenants()
+    env(AUTH_AUDIENCE="")
+    assert (await handle(request(listing, own, None), listing.handler)).status == 503
+    await reset_services()
+    env(AUTH_AUDIENCE="api://grc-events")  # corrected: a new Settings object
+    assert (await handle(request(listing, own, token([own])), listing.handler)).status == 200

@@ -380,3 +380,24 @@ async def test_single_event_for_b_stores_nothing() -> None:
     )
     assert_problem(status, headers, body, 403, victim)
     assert await state_of(victim) == before
+
+
+SERVICE_WIDE = {"instanceMemory", "kafka", "redis", "cosmos", "streamProcessing"}
+
+
+@pytest.mark.parametrize("grant", sorted(GRANTS))
+async def test_service_wide_figures_go_to_admins_only(grant: str) -> None:
+    """GET /metrics/{tenantId}: a tenant's caller gets its tenant's figures; the whole service's (all
+    tenants' stream processing, Redis memory, Kafka lag, the instance's memory) only an admin gets."""
+    own, victim = fresh_tenants()
+    route = by_name("get_metrics")
+    for headers in (GRANTS[grant](own), auth_headers([own, victim], roles=[])):
+        status, _, body = await call(route, path_tenant=own, headers=headers)
+        assert status == 200, body
+        assert "service" not in body, "service-wide figures answered to a tenant's caller"
+        assert "memory" not in body["alerts"]["conditions"] and "memory" not in body["alerts"]["firing"]
+        assert {"errorRate", "processingDelay", "failingDestination"} <= set(body["alerts"]["conditions"])
+        assert "windows" in body and "totals" in body
+    status, _, body = await call(route, path_tenant=own, headers=auth_headers())
+    assert status == 200 and SERVICE_WIDE <= set(body["service"]), body
+    assert "memory" in body["alerts"]["conditions"]

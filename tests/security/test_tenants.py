@@ -13,9 +13,18 @@ def principal(tenants: frozenset[str] | str) -> Principal:
 
 
 def test_claim_values_accepts_array_and_space_separated() -> None:
-    assert claim_values(["a b", "c"]) == ["a", "b", "c"]
+    # Array items are taken whole: an item is one value, never split into several.
+    assert claim_values(["a b", "c"]) == ["a b", "c"]
+    assert claim_values(["acme\n", "Tenant.x Events.Admin"]) == ["acme\n", "Tenant.x Events.Admin"]
+    # A string claim is split on spaces only: a newline or tab does not separate (nor vanish).
     assert claim_values(" acme  globex ") == ["acme", "globex"]
+    assert claim_values("acme\nglobex\t") == ["acme\nglobex\t"]
     assert claim_values(None) == [] and claim_values(42) == [] and claim_values([1, {"x": 1}]) == []
+
+
+def test_a_role_item_cannot_smuggle_the_admin_role() -> None:
+    assert grants_from([], claim_values(["Tenant.acme Events.Admin"]), "Events.Admin") == frozenset()
+    assert grants_from(claim_values(["acme\n", "beta gamma"]), [], "Events.Admin") == frozenset()
 
 
 def test_grants_from_claim_roles_and_admin() -> None:

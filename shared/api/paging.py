@@ -1,0 +1,38 @@
+"""Continuation tokens at the API's edge: the caller's token back to a store position, a store's
+next position out as a token. One codec for every paged read (shared/pagetokens.py): a token is
+bound to its list (`scope`), the tenant and the query parameters that define the result set, and
+any token the service did not issue for them answers 400 problem details."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shared.api.params import bad_param
+from shared.http.types import ApiRequest
+from shared.pagetokens import BadPageToken
+from shared.services import get_services
+
+
+def as_sent(req: ApiRequest, *names: str) -> dict[str, str | None]:
+    """Query parameters as the client sent them (absent = None), to bind a token to."""
+    return {n: req.query.get(n) for n in names}
+
+
+def position(req: ApiRequest, scope: str, tenant: str, bound: Mapping[str, Any],
+             param: str = "continuationToken") -> Any | None:
+    """The store position the request's token carries; None without one; 400 for a bad one.
+    `bound` = what defines the result set (a page continues only the same query)."""
+    raw = req.query.get(param)
+    if not raw:
+        return None
+    try:
+        return get_services().page_tokens.decode(scope, tenant, bound, raw)
+    except BadPageToken:
+        raise bad_param(param, "not a token this API issued for this tenant and query") from None
+
+
+def token(scope: str, tenant: str, bound: Mapping[str, Any], at: Any | None) -> str | None:
+    """The token for the next page starting at `at` (None: there is no next page)."""
+    if at is None:
+        return None
+    return get_services().page_tokens.encode(scope, tenant, bound, at)

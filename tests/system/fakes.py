@@ -1,0 +1,107 @@
+"""Fakes of the two Azure endpoints no local stand-in exists for, at their HTTP boundary: the app's
+production code talks to them exactly as it talks to Azure.
+
+- `FakeEntraKeys`: the signing keys of an Entra ID tenant (a JWKS document) and tokens signed with
+  them, RS256 as Entra signs access tokens. The app fetches the keys over HTTP (`AUTH_JWKS_URL`)
+  and validates issuer, audience and signature as in Azure.
+- `FakeIngestion`: Application Insights' ingestion endpoint (`POST <IngestionEndpoint>/v2.1/track`),
+  recording the envelopes the app's exporter sends.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:  # quiet: the test's output is the app's log
+        pass
+
+
+class _Server:
+    def __init__(self, handler: type[_Handler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeEntraKeys(_Server):
+    """A JWKS endpoint with one RSA key, and RS256 tokens signed by it."""
+
+    def __init__(self) -> None:
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = uuid.uuid4().hex
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
+        document = json.dumps({"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}).encode()
+        self.fetches = 0
+        outer = self
+
+        class Handler(_Handler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.fetches += 1
+                self.reply(*((200, document) if self.path == "/keys" else (404, b"{}")))
+
+        super().__init__(Handler)
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.base}/keys"
+
+    def token(self, issuer: str, audience: str, tenants: list[str], tenant_claim: str = "tenants") -> str:
+        now = int(time.time())
+        claims = {"iss": issuer, "aud": audience, "sub": "deployed-settings-test", "oid": str(uuid.uuid4()),
+                  "iat": now, "nbf": now, "exp": now + 600, tenant_claim: tenants}
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
+
+
+class FakeIngestion(_Server):
+    """Application Insights' track endpoint: accepts every envelope, keeps them."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(_Handler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                    body = gzip.decompress(body)
+                items = json.loads(body) if self.path.endswith("/v2.1/track") else []
+                with outer._lock:
+                    outer.envelopes.extend(items)
+                reply = json.dumps({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
+                self.reply(200 if self.path.endswith("/v2.1/track") else 404, reply.encode())
+
+        super().__init__(Handler)
+
+    @property
+    def connection_string(self) -> str:
+        # The shape of the connection string Azure hands out (appInsights.properties.ConnectionString).
+        return f"InstrumentationKey={uuid.uuid4()};IngestionEndpoint={self.base}/;LiveEndpoint={self.base}/"
+
+    def received(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.envelopes)

@@ -1,0 +1,43 @@
+"""Stream configs round-trip: what GET answers can be PUT back (issue 12, item 5)."""
+from __future__ import annotations
+
+from tests.system.harness import App, tenant
+
+
+def test_get_then_put_of_the_same_body_round_trips(app: App) -> None:
+    t = tenant()
+    path = f"/stream-config/{t}"
+    read = app.get(path, tenants=[t])
+    assert read.status_code == 200 and read.json()["isDefault"] is True and read.json()["version"] == 0
+    created = app.put(path, json=read.json(), tenants=[t])
+    assert created.status_code == 201, created.text
+    assert created.json()["version"] == 1 and created.json()["isDefault"] is False
+    assert created.json()["updatedAt"] and created.headers["etag"]
+
+    # Read, modify, write back whole: the read-only fields come along and are accepted.
+    current = app.get(path, tenants=[t]).json()
+    current["batchSize"] = 25
+    current["filters"] = [{"eventTypes": ["RISK_CREATED"], "sources": [], "conditions": {}}]
+    replaced = app.put(path, json=current, tenants=[t])
+    assert replaced.status_code == 200, replaced.text
+    body = replaced.json()
+    assert (body["version"], body["batchSize"], body["isDefault"]) == (2, 25, False)
+    assert body["updatedAt"] != current["updatedAt"]
+    assert app.get(path, tenants=[t]).json() == body
+
+    # The body's version is what was read: a write from a stale read is refused, nothing changes.
+    stale = app.put(path, json=read.json(), tenants=[t])
+    assert stale.status_code == 412 and stale.headers["content-type"].startswith("application/problem+json")
+    assert app.get(path, tenants=[t]).json() == body
+    # Read-only fields still have their types: junk is a 400 naming the field.
+    bad = app.put(path, json={**body, "version": "two"}, tenants=[t])
+    assert bad.status_code == 400 and [e["field"] for e in bad.json()["errors"]] == ["version"], bad.text
+
+
+def test_openapi_documents_the_read_only_fields_on_put(app: App) -> None:
+    doc = app.get("/openapi.json", anonymous=True).json()
+    props = doc["components"]["schemas"]["StreamConfigIn"]["properties"]
+    for name in ("version", "updatedAt", "isDefault"):
+        assert "read-only" in props[name]["description"], props[name]
+    put = doc["paths"]["/stream-config/{tenantId}"]["put"]
+    assert "412" in put["responses"] and "version" in put["responses"]["412"]["description"]
