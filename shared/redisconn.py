@@ -1,11 +1,15 @@
 """The instance's Redis client (redis.asyncio), shared by destinations, metrics and config versions."""
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any, Sequence
+
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
+from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.settings import Settings
@@ -17,6 +21,8 @@ def tenant_key(tenant_id: str, *parts: str) -> str:
 
 
 ENTRA_REDIS_SCOPE = "https://redis.azure.com/.default"
+MAX_CONNECTIONS = 64
+POOL_WAIT_SECONDS = 5.0
 
 
 def entra_credentials() -> CredentialProvider:
@@ -31,12 +37,17 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
     """`credential_provider` overrides the one REDIS_AUTH chooses (tests pass a fake identity)."""
     if credential_provider is None and settings.redis_auth == "entra":
         credential_provider = entra_credentials()
-    return Redis(
+    # A blocking pool: when every connection is busy (a burst of concurrent requests) a command
+    # waits up to POOL_WAIT_SECONDS for one, where redis-py's default pool raises
+    # MaxConnectionsError at once -- a failure of the service's own making.
+    pool = BlockingConnectionPool(
+        connection_class=SSLConnection if settings.redis_ssl else Connection,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
         host=settings.redis_host,
         port=settings.redis_port,
         password=None if credential_provider else (settings.redis_password or None),
         credential_provider=credential_provider,
-        ssl=settings.redis_ssl,
         socket_timeout=5.0,
         socket_connect_timeout=2.0,
         health_check_interval=30,
@@ -44,5 +55,37 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=False,
-        max_connections=64,
     )
+    # The provider is passed again so the client registers the pool for token re-authentication.
+    client = Redis(connection_pool=pool, credential_provider=credential_provider)
+    client.auto_close_connection_pool = True  # the client owns its pool (what Redis.from_pool does)
+    return client
+
+
+async def run_script(client: Redis, script: AsyncScript,
+                     calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    """Many calls of one Lua script, `(keys, args)` each, in one round trip.
+
+    A pipeline of EVALSHA: redis-py's own pipeline would first send SCRIPT EXISTS (a second round
+    trip on every call). On NOSCRIPT (Redis restarted or failed over) the script is loaded and only
+    those calls are sent again. Each call's keys must share one hash slot (the tenant's tag), so a
+    pipeline may mix tenants on Redis Cluster. Replies come in call order; a call that failed
+    in Redis (a script error) has its `ResponseError` as reply. Connection errors raise.
+    """
+    if not calls:
+        return []
+    replies = await _evalsha(client, script, calls)
+    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+    if missing:
+        script.sha = await client.script_load(script.script)
+        again = await _evalsha(client, script, [calls[i] for i in missing])
+        for i, r in zip(missing, again):
+            replies[i] = r
+    return replies
+
+
+async def _evalsha(client: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    return await pipe.execute(raise_on_error=False)

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 
 from pydantic import BaseModel
 
-from shared.destinations.base import DependencyHealth, Destination, delivered, failed
+from shared.destinations.base import Chunk, DependencyHealth, Destination, delivered, failed
 from shared.metrics import BatchStats, TenantMetrics
 from shared.models import Delivery, Event, StreamConfig
 from shared.pipeline import Failure
@@ -41,22 +41,29 @@ def stream_config(tenant: str = "tenant-123", **over: Any) -> StreamConfig:
 
 
 class MemoryDestination:
-    """Stores delivered events; `fail_ids` fail (transient), `raise_exc` makes publish raise."""
+    """Stores delivered events; `fail_ids` fail (transient), `raise_exc` makes publish raise.
+    `calls` holds each chunk's events, `publishes` each publish call's chunks."""
 
     def __init__(self, type_: str = "redis", *, fail_ids: Iterable[str] = (), raise_exc: Exception | None = None):
         self.type = type_
         self.fail_ids = set(fail_ids)
         self.raise_exc = raise_exc
         self.calls: list[list[Event]] = []
+        self.publishes: list[list[Chunk]] = []
         self.options_seen: list[BaseModel] = []
         self.stored: list[Event] = []
         self.closed = False
 
-    async def publish(self, events: Sequence[Event], options: BaseModel, stream: StreamConfig) -> list[Delivery]:
-        self.calls.append(list(events))
-        self.options_seen.append(options)
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
+        self.publishes.append(list(chunks))
+        for ch in chunks:
+            self.calls.append(list(ch.events))
+            self.options_seen.append(ch.options)
         if self.raise_exc is not None:
             raise self.raise_exc
+        return [self._store(ch.events) for ch in chunks]
+
+    def _store(self, events: Sequence[Event]) -> list[Delivery]:
         out: list[Delivery] = []
         for ev in events:
             if ev.eventId in self.fail_ids:

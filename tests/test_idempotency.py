@@ -15,6 +15,7 @@ from shared.idempotency import PENDING, IdempotencyStore, idem_key
 from shared.models import EventIn, StreamConfig
 from shared.pipeline import PublishContext
 from shared.services import Services
+from shared.destinations.base import publish_one
 from tests.delivery_helpers import down_redis, isolated_services
 from tests.functions_client import invoke
 
@@ -137,11 +138,11 @@ async def test_redis_stream_write_is_idempotent_on_event_id(app_services: Servic
     t = tenant()
     event = enrich(EventIn.model_validate(ev(t, eventId="w-1")), ingested_at=now_iso())
     dest = app_services.redis_streams
-    [a] = await dest.publish([event], RedisStreamOptions(), StreamConfig(tenantId=t))
-    [b] = await dest.publish([event], RedisStreamOptions(), StreamConfig(tenantId=t))
+    [a] = await publish_one(dest, [event], RedisStreamOptions(), StreamConfig(tenantId=t))
+    [b] = await publish_one(dest, [event], RedisStreamOptions(), StreamConfig(tenantId=t))
     assert a.status == b.status == "delivered" and a.ref == b.ref
     assert await stream_ids(app_services, t) == ["w-1"]
-    [c] = await dest.publish([event], RedisStreamOptions(dedupeSeconds=0), StreamConfig(tenantId=t))
+    [c] = await publish_one(dest, [event], RedisStreamOptions(dedupeSeconds=0), StreamConfig(tenantId=t))
     assert c.ref != a.ref and len(await stream_ids(app_services, t)) == 2
 
 
