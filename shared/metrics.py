@@ -8,6 +8,10 @@ Layout (all keys of a tenant carry the `{tenant}` hash tag, so they live in one 
 - `grc:{t}:m:total`: the same counters without histograms, never expiring.
 Windows (1 min, 5 min, 1 h) are sums over buckets; percentiles come from the merged histogram
 (upper bound of the bucket: at most 10 % high).
+
+A batch is written in one round trip whatever the number of its tenants: one script call per
+tenant (its bucket and total share the tenant's hash tag, so each call is Cluster-safe) plus one
+ZADD and one SADD naming every tenant, in one pipeline.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from typing import Any, Iterable
 
 from redis.asyncio import Redis
 
-from shared.redisconn import tenant_key
+from shared.redisconn import run_script, tenant_key
 
 BUCKET_SECONDS = 10
 BUCKET_TTL_SECONDS = 3900
@@ -31,6 +35,28 @@ TENANTS_KEY = "grc:tenants"  # tenants seen, for periodic snapshots
 # timer's work list. System events never mark a tenant active, so they cannot keep it monitored.
 ACTIVE_KEY = "grc:active"
 SYSTEM_COUNTERS = ("acc", "flt", "rej", "fail", "dup")  # also written as `sys:<name>` for system batches
+
+# KEYS[1] bucket, KEYS[2] total; ARGV: bucket TTL, n pairs for bucket and total, m pairs for the
+# bucket only, then float pairs for the bucket (HINCRBYFLOAT) to the end.
+_RECORD = """
+local b, t = KEYS[1], KEYS[2]
+local i = 4
+for _ = 1, tonumber(ARGV[2]) do
+  redis.call('HINCRBY', b, ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', t, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, tonumber(ARGV[3]) do
+  redis.call('HINCRBY', b, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i < #ARGV do
+  redis.call('HINCRBYFLOAT', b, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('EXPIRE', b, ARGV[1])
+return 1
+"""
 
 
 def hist_index(ms: float) -> int:
@@ -90,42 +116,48 @@ def _percentile(hist: dict[int, int], q: float) -> float | None:
     return round(hist_upper(max(hist)), 2)
 
 
+def _record_call(tenant: str, ts: TenantStats, bucket: int, system: bool) -> tuple[list[str], list[Any]]:
+    both = [(k, int(v)) for k, v in ts.counters.items() if v]
+    only_bucket = [(f"lat:{idx}", n) for idx, n in ts.latency.items()]
+    only_bucket += [(f"dly:{idx}", n) for idx, n in ts.delay.items()]
+    floats: list[tuple[str, float]] = []
+    if ts.latency:
+        only_bucket.append(("latn", sum(ts.latency.values())))
+        floats.append(("lats", ts.latency_sum_ms))
+    if ts.delay:
+        only_bucket.append(("dlyn", sum(ts.delay.values())))
+        floats.append(("dlys", ts.delay_sum_ms))
+    if system:
+        only_bucket += [(f"sys:{k}", v) for k, v in both if k in SYSTEM_COUNTERS]
+    args: list[Any] = [BUCKET_TTL_SECONDS, len(both), len(only_bucket)]
+    for k, v in (*both, *only_bucket, *floats):
+        args += (k, v)
+    return [tenant_key(tenant, "m", "b", str(bucket)), tenant_key(tenant, "m", "total")], args
+
+
 class TenantMetrics:
     def __init__(self, client: Redis) -> None:
         self._redis = client
+        self._record = client.register_script(_RECORD)
 
     async def record(self, stats: BatchStats, now: float | None = None) -> None:
         if not stats.tenants:
             return
         now = time.time() if now is None else now
         bucket = int(now // BUCKET_SECONDS)
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant, ts in stats.tenants.items():
-            bkey = tenant_key(tenant, "m", "b", str(bucket))
-            tkey = tenant_key(tenant, "m", "total")
-            fields: dict[str, float] = {k: v for k, v in ts.counters.items() if v}
-            for k, v in fields.items():
-                pipe.hincrby(bkey, k, int(v))
-                pipe.hincrby(tkey, k, int(v))
-            for idx, n in ts.latency.items():
-                pipe.hincrby(bkey, f"lat:{idx}", n)
-            if ts.latency:
-                pipe.hincrby(bkey, "latn", sum(ts.latency.values()))
-                pipe.hincrbyfloat(bkey, "lats", ts.latency_sum_ms)
-            for idx, n in ts.delay.items():
-                pipe.hincrby(bkey, f"dly:{idx}", n)
-            if ts.delay:
-                pipe.hincrby(bkey, "dlyn", sum(ts.delay.values()))
-                pipe.hincrbyfloat(bkey, "dlys", ts.delay_sum_ms)
-            if stats.system:
-                for k in SYSTEM_COUNTERS:
-                    if fields.get(k):
-                        pipe.hincrby(bkey, f"sys:{k}", int(fields[k]))
-            else:
-                pipe.zadd(ACTIVE_KEY, {tenant: now})
-            pipe.expire(bkey, BUCKET_TTL_SECONDS)
-            pipe.sadd(TENANTS_KEY, tenant)
-        await pipe.execute()
+        tenants = list(stats.tenants)
+
+        def index(pipe: Any) -> None:
+            if not stats.system:
+                pipe.zadd(ACTIVE_KEY, dict.fromkeys(tenants, now))
+            pipe.sadd(TENANTS_KEY, *tenants)
+
+        replies = await run_script(self._redis, self._record,
+                                   [_record_call(t, ts, bucket, stats.system) for t, ts in stats.tenants.items()],
+                                   then=index)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
     async def active_tenants(self, since: float, until: float | None = None) -> list[str]:
         """Tenants with events of their own in [since, until] (epoch seconds)."""

@@ -1,9 +1,10 @@
 """The instance's Redis client (redis.asyncio), shared by destinations, metrics and config versions."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
 from redis.asyncio.retry import Retry
@@ -63,29 +64,38 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
 
 
 async def run_script(client: Redis, script: AsyncScript,
-                     calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+                     calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+                     then: Callable[[Pipeline], None] | None = None) -> list[Any]:
     """Many calls of one Lua script, `(keys, args)` each, in one round trip.
 
     A pipeline of EVALSHA: redis-py's own pipeline would first send SCRIPT EXISTS (a second round
     trip on every call). On NOSCRIPT (Redis restarted or failed over) the script is loaded and only
     those calls are sent again. Each call's keys must share one hash slot (the tenant's tag), so a
-    pipeline may mix tenants on Redis Cluster. Replies come in call order; a call that failed
-    in Redis (a script error) has its `ResponseError` as reply. Connection errors raise.
+    pipeline may mix tenants on Redis Cluster. `then` may queue more commands on the same
+    pipeline (their errors raise). Replies come in call order; a call that failed in Redis (a
+    script error) has its `ResponseError` as reply. Connection errors raise.
     """
-    if not calls:
+    if not calls and then is None:
         return []
-    replies = await _evalsha(client, script, calls)
+    replies = await _evalsha(client, script, calls, then)
     missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
     if missing:
         script.sha = await client.script_load(script.script)
-        again = await _evalsha(client, script, [calls[i] for i in missing])
+        again = await _evalsha(client, script, [calls[i] for i in missing], None)
         for i, r in zip(missing, again):
             replies[i] = r
     return replies
 
 
-async def _evalsha(client: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+async def _evalsha(client: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+                   then: Callable[[Pipeline], None] | None) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for keys, args in calls:
         pipe.evalsha(script.sha, len(keys), *keys, *args)
-    return await pipe.execute(raise_on_error=False)
+    if then is not None:
+        then(pipe)
+    replies = await pipe.execute(raise_on_error=False)
+    for extra in replies[len(calls):]:
+        if isinstance(extra, Exception):
+            raise extra
+    return replies[:len(calls)]

@@ -1,13 +1,15 @@
 """In-memory test doubles that implement the pipeline's real protocols (no mocks).
 
 `MemoryDestination` is a `Destination`, `MemoryConfigs` a `ConfigSource`, `MemoryParker` a `Parker`,
-`SpyMetrics` a `TenantMetrics` that keeps what it was asked to record.
+`SpyMetrics` a `TenantMetrics` that keeps what it was asked to record; `CountingRedis` a real Redis
+client that counts its round trips.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
 from shared.destinations.base import Chunk, DependencyHealth, Destination, delivered, failed
 from shared.metrics import BatchStats, TenantMetrics
@@ -128,3 +130,25 @@ class SpyMetrics(TenantMetrics):
 
     async def record(self, stats: BatchStats, now: float | None = None) -> None:
         self.batches.append(stats)
+
+
+class CountingRedis(Redis):
+    """Counts round trips: direct commands and pipeline executions."""
+
+    direct = 0
+    executes = 0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).direct += 1
+        return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        original = pipe.execute
+
+        async def execute(*a: Any, **kw: Any) -> Any:
+            type(self).executes += 1
+            return await original(*a, **kw)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe

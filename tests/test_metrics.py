@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.metrics import (
+    ACTIVE_KEY,
     BUCKET_SECONDS,
     BUCKET_TTL_SECONDS,
     TENANTS_KEY,
@@ -19,28 +20,7 @@ from shared.metrics import (
     hist_upper,
 )
 from shared.redisconn import tenant_key
-
-
-class CountingRedis(Redis):
-    """Counts round trips: direct commands and pipeline executions."""
-
-    direct = 0
-    executes = 0
-
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        type(self).direct += 1
-        return await super().execute_command(*args, **kwargs)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
-        original = pipe.execute
-
-        async def execute(*a: Any, **kw: Any) -> Any:
-            type(self).executes += 1
-            return await original(*a, **kw)
-
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
+from tests.doubles import CountingRedis
 
 
 @pytest.fixture
@@ -167,6 +147,7 @@ async def test_one_round_trip_per_batch(redis_port: int, tenant: str) -> None:
         stats = batch(tenant, acc=5, types={"RISK_UPDATED": 5}, dests={"redis:ok": 5}, latencies=[1, 2, 3])
         other = batch(f"{tenant}-b", acc=2, rej=1)
         stats.tenants.update(other.tenants)
+        await m.record(batch(f"{tenant}-w", acc=1))  # the script is loaded once per server
         CountingRedis.direct = CountingRedis.executes = 0
         await m.record(stats)
         assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
@@ -178,6 +159,31 @@ async def test_one_round_trip_per_batch(redis_port: int, tenant: str) -> None:
         assert (await m.snapshot(f"{tenant}-b"))["windows"]["1m"]["rejected"] == 1
     finally:
         await client.aclose()
+
+
+async def test_a_thousand_tenants_in_one_round_trip(redis_port: int, redis: Redis, tenant: str) -> None:
+    client = CountingRedis(port=redis_port)
+    try:
+        m = TenantMetrics(client)
+        stats = BatchStats()
+        for i in range(1000):
+            stats.tenants.update(batch(f"{tenant}-{i}", acc=2, dests={"redis:ok": 2}, latencies=[3.0, 4.0]).tenants)
+        await m.record(batch(f"{tenant}-w", acc=1))
+        CountingRedis.direct = CountingRedis.executes = 0
+        await m.record(stats)
+        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+    finally:
+        await client.aclose()
+    for i in (0, 999):
+        w = (await TenantMetrics(redis).snapshot(f"{tenant}-{i}"))["windows"]["1m"]
+        assert w["accepted"] == 2 and w["destinations"]["redis"]["delivered"] == 2 and w["latencyMs"]["p50"]
+    assert await redis.zscore(ACTIVE_KEY, f"{tenant}-999") and await redis.sismember(TENANTS_KEY, f"{tenant}-0")
+
+
+async def test_script_flushed_from_redis_is_loaded_again(redis: Redis, tenant: str) -> None:
+    await redis.script_flush()
+    await TenantMetrics(redis).record(batch(tenant, acc=3, latencies=[1.0]))
+    assert (await TenantMetrics(redis).snapshot(tenant))["totals"]["accepted"] == 3
 
 
 async def test_pipeline_counts_reach_redis(redis: Redis, tenant: str) -> None:

@@ -114,3 +114,31 @@ async def test_redis_down_lets_requests_through() -> None:
         assert d.allowed
     finally:
         await dead.aclose()
+
+
+async def test_many_tenants_are_charged_in_one_round_trip(redis_port: int) -> None:
+    from tests.doubles import CountingRedis
+
+    client = CountingRedis(port=redis_port)
+    try:
+        limiter = RateLimiter(client, rate=10, burst=50)
+        await limiter.take(tenant(), 1, now=0.0)  # the script is loaded once per server
+        tenants = [tenant() for _ in range(500)]
+        CountingRedis.direct = CountingRedis.executes = 0
+        got = await limiter.take_all({t: 10 for t in tenants}, now=0.0)
+        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        assert all(d.allowed and d.remaining == 40 for d in got.values()) and list(got) == tenants
+    finally:
+        await client.aclose()
+
+
+async def test_one_refused_tenant_refuses_all_and_charges_nobody(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=10, burst=50)
+    a, b, c = tenant(), tenant(), tenant()
+    assert (await limiter.take(b, 45, now=0.0)).allowed  # b has 5 tokens left
+    got = await limiter.take_all({a: 20, b: 10, c: 30}, now=0.0)
+    assert [got[t].allowed for t in (a, b, c)] == [True, False, True]
+    assert got[b].retry_after_seconds == 1  # 5 more tokens at 10/s
+    # a and c were given their tokens back: a full bucket each; b still has its 5.
+    assert (await limiter.take(a, 50, now=0.0)).allowed and (await limiter.take(c, 50, now=0.0)).allowed
+    assert (await limiter.take(b, 5, now=0.0)).allowed and not (await limiter.take(b, 1, now=0.0)).allowed
