@@ -7,6 +7,7 @@ client that counts its round trips.
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -152,3 +153,19 @@ class CountingRedis(Redis):
 
         pipe.execute = execute  # type: ignore[method-assign]
         return pipe
+
+
+class RequestLog:
+    """A `raw_request_hook` for Azure SDK clients (a real client, its requests recorded): the method
+    and path of every HTTP request it sends, e.g. to count Table reads."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def __call__(self, request: Any) -> None:
+        http = request.http_request
+        self.requests.append((http.method, urlsplit(http.url).path))
+
+    def reads(self, table: str) -> int:
+        """GETs of entities of `table` (queries and point reads), not of table metadata."""
+        return sum(1 for m, p in self.requests if m == "GET" and p.rsplit("/", 1)[-1].startswith(table + "("))
