@@ -146,15 +146,12 @@ class TenantMetrics:
         now = time.time() if now is None else now
         bucket = int(now // BUCKET_SECONDS)
         tenants = list(stats.tenants)
-
-        def index(pipe: Any) -> None:
-            if not stats.system:
-                pipe.zadd(ACTIVE_KEY, dict.fromkeys(tenants, now))
-            pipe.sadd(TENANTS_KEY, *tenants)
-
+        index: list[tuple[Any, ...]] = [("SADD", TENANTS_KEY, *tenants)]
+        if not stats.system:
+            index.append(("ZADD", ACTIVE_KEY, *(x for t in tenants for x in (now, t))))
         replies = await run_script(self._redis, self._record,
                                    [_record_call(t, ts, bucket, stats.system) for t, ts in stats.tenants.items()],
-                                   then=index)
+                                   extra=index)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

@@ -1,16 +1,18 @@
 """The instance's Redis client (redis.asyncio), shared by destinations, metrics and config versions."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import asyncio
+import math
+from typing import Any, Sequence
 
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.settings import Settings
@@ -65,37 +67,62 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
 
 async def run_script(client: Redis, script: AsyncScript,
                      calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
-                     then: Callable[[Pipeline], None] | None = None) -> list[Any]:
+                     extra: Sequence[tuple[Any, ...]] = ()) -> list[Any]:
     """Many calls of one Lua script, `(keys, args)` each, in one round trip.
 
-    A pipeline of EVALSHA: redis-py's own pipeline would first send SCRIPT EXISTS (a second round
-    trip on every call). On NOSCRIPT (Redis restarted or failed over) the script is loaded and only
-    those calls are sent again. Each call's keys must share one hash slot (the tenant's tag), so a
-    pipeline may mix tenants on Redis Cluster. `then` may queue more commands on the same
-    pipeline (their errors raise). Replies come in call order; a call that failed in Redis (a
-    script error) has its `ResponseError` as reply. Connection errors raise.
+    A pipeline of EVALSHA (see `pipelined`). On NOSCRIPT (Redis restarted or failed over) the
+    script is loaded and only those calls are sent again. Each call's keys must share one hash slot
+    (the tenant's tag), so a pipeline may mix tenants on Redis Cluster. `extra` commands go in the
+    same round trip (their errors raise). Replies come in call order; a call that failed in Redis
+    (a script error) has its `ResponseError` as reply. Connection errors raise.
     """
-    if not calls and then is None:
-        return []
-    replies = await _evalsha(client, script, calls, then)
+    sha = script.sha
+    replies = await pipelined(client, [("EVALSHA", sha, len(k), *k, *a) for k, a in calls] + list(extra))
+    for error in replies[len(calls):]:
+        if isinstance(error, ResponseError):
+            raise error
+    replies = replies[:len(calls)]
     missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
     if missing:
         script.sha = await client.script_load(script.script)
-        again = await _evalsha(client, script, [calls[i] for i in missing], None)
+        again = await pipelined(client, [("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                                         for i in missing])
         for i, r in zip(missing, again):
             replies[i] = r
     return replies
 
 
-async def _evalsha(client: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
-                   then: Callable[[Pipeline], None] | None) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
-    for keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-    if then is not None:
-        then(pipe)
-    replies = await pipe.execute(raise_on_error=False)
-    for extra in replies[len(calls):]:
-        if isinstance(extra, Exception):
-            raise extra
-    return replies[:len(calls)]
+async def pipelined(client: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Commands in one round trip, raw replies (no redis-py response callbacks), a `ResponseError`
+    in place of each command Redis refused. For pipelines naming hundreds of tenants: commands are
+    packed by hiredis' C packer and the replies read under ONE deadline (the socket timeout),
+    where redis-py's pipeline packs every argument in Python and arms a timer per reply -- a
+    few times the cost, all of it per tenant. The client's retry policy and pool apply as usual.
+    """
+    if not commands:
+        return []
+    payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        return await conn.retry.call_with_retry(lambda: _round_trip(conn, payload, len(commands)),
+                                                lambda _error: conn.disconnect())
+    finally:
+        await pool.release(conn)
+
+
+async def _round_trip(conn: Connection, payload: bytes, n: int) -> list[Any]:
+    out: list[Any] = []
+    try:
+        await conn.send_packed_command(payload)
+        async with asyncio.timeout(conn.socket_timeout):
+            for _ in range(n):
+                try:
+                    # math.inf: no timer per reply (redis-py's documented "block" value); the
+                    # deadline above bounds the whole read, and a read cut short drops the connection.
+                    out.append(await conn.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    out.append(exc)
+    except TimeoutError as exc:
+        raise RedisTimeoutError(f"no reply within {conn.socket_timeout} s") from exc
+    return out

@@ -1,8 +1,8 @@
 """In-memory test doubles that implement the pipeline's real protocols (no mocks).
 
 `MemoryDestination` is a `Destination`, `MemoryConfigs` a `ConfigSource`, `MemoryParker` a `Parker`,
-`SpyMetrics` a `TenantMetrics` that keeps what it was asked to record; `CountingRedis` a real Redis
-client that counts its round trips.
+`SpyMetrics` a `TenantMetrics` that keeps what it was asked to record; `RoundTrips` a real Redis
+client that counts its round trips; `RequestLog` records an Azure SDK client's requests.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
-from redis.asyncio import Redis
+from redis.asyncio import Connection, ConnectionPool, Redis
 
 from shared.destinations.base import Chunk, DependencyHealth, Destination, delivered, failed
 from shared.metrics import BatchStats, TenantMetrics
@@ -133,26 +133,25 @@ class SpyMetrics(TenantMetrics):
         self.batches.append(stats)
 
 
-class CountingRedis(Redis):
-    """Counts round trips: direct commands and pipeline executions."""
+class RoundTrips:
+    """A real Redis client (`.client`) whose connections count what they send: every command and
+    every pipeline is one send, so `.count` is the number of round trips."""
 
-    direct = 0
-    executes = 0
+    def __init__(self, port: int) -> None:
+        self.count = 0
+        counter = self
 
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        type(self).direct += 1
-        return await super().execute_command(*args, **kwargs)
+        class _Counting(Connection):
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                counter.count += 1
+                await super().send_packed_command(command, check_health)
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
-        original = pipe.execute
+        self.client = Redis(connection_pool=ConnectionPool(connection_class=_Counting, port=port))
 
-        async def execute(*a: Any, **kw: Any) -> Any:
-            type(self).executes += 1
-            return await original(*a, **kw)
-
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
+    async def warm(self) -> None:
+        """Connect (the handshake is sent too) and start counting from zero."""
+        await self.client.ping()
+        self.count = 0
 
 
 class RequestLog:

@@ -20,7 +20,7 @@ from shared.metrics import (
     hist_upper,
 )
 from shared.redisconn import tenant_key
-from tests.doubles import CountingRedis
+from tests.doubles import RoundTrips
 
 
 @pytest.fixture
@@ -141,20 +141,21 @@ async def test_bucket_expires_total_does_not(redis: Redis, tenant: str) -> None:
 
 
 async def test_one_round_trip_per_batch(redis_port: int, tenant: str) -> None:
-    client = CountingRedis(port=redis_port)
+    trips = RoundTrips(redis_port)
+    client = trips.client
     try:
         m = TenantMetrics(client)
         stats = batch(tenant, acc=5, types={"RISK_UPDATED": 5}, dests={"redis:ok": 5}, latencies=[1, 2, 3])
         other = batch(f"{tenant}-b", acc=2, rej=1)
         stats.tenants.update(other.tenants)
         await m.record(batch(f"{tenant}-w", acc=1))  # the script is loaded once per server
-        CountingRedis.direct = CountingRedis.executes = 0
+        await trips.warm()
         await m.record(stats)
-        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        assert trips.count == 1
         await m.record(BatchStats())  # nothing to write: no round trip
-        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        assert trips.count == 1
         snap = await m.snapshot(tenant)
-        assert (CountingRedis.direct, CountingRedis.executes) == (0, 2)  # a snapshot is one round trip too
+        assert trips.count == 2  # a snapshot is one round trip too
         assert snap["windows"]["1m"]["accepted"] == 5
         assert (await m.snapshot(f"{tenant}-b"))["windows"]["1m"]["rejected"] == 1
     finally:
@@ -162,16 +163,17 @@ async def test_one_round_trip_per_batch(redis_port: int, tenant: str) -> None:
 
 
 async def test_a_thousand_tenants_in_one_round_trip(redis_port: int, redis: Redis, tenant: str) -> None:
-    client = CountingRedis(port=redis_port)
+    trips = RoundTrips(redis_port)
+    client = trips.client
     try:
         m = TenantMetrics(client)
         stats = BatchStats()
         for i in range(1000):
             stats.tenants.update(batch(f"{tenant}-{i}", acc=2, dests={"redis:ok": 2}, latencies=[3.0, 4.0]).tenants)
         await m.record(batch(f"{tenant}-w", acc=1))
-        CountingRedis.direct = CountingRedis.executes = 0
+        await trips.warm()
         await m.record(stats)
-        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        assert trips.count == 1
     finally:
         await client.aclose()
     for i in (0, 999):
