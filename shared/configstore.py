@@ -56,6 +56,7 @@ class ConfigStore:
         self._redis = redis
         self._ttl = cache_seconds
         self._cache: dict[str, _Cached] = {}
+        self.queried = False  # whether the last get_many read the table
 
     async def table(self) -> TableClient:
         return await self._table.get()
@@ -147,7 +148,13 @@ class ConfigStore:
                 # Version 0 = never written; a failed version read caches under the TTL rule.
                 self._cache[t] = _Cached(config, etag, ver if ver is not None else -1, now)
                 out[t] = config
+        self.queried = bool(missing)
         return out
+
+    async def prefetch(self, tenant_ids: Iterable[str]) -> bool:
+        """Bring the tenants' configs into the cache (at most one Table query); whether one ran."""
+        await self.get_many(tenant_ids)
+        return self.queried
 
     async def _read_many(self, tenants: list[str]) -> dict[str, tuple[StreamConfig, str | None]]:
         """The stored configs of `tenants` (absent: none stored), in one query (see the module doc)."""

@@ -19,11 +19,11 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from redis.asyncio import Redis
 
-from shared.redisconn import run_script, tenant_key
+from shared.redisconn import pipelined, run_script, tenant_key
 
 BUCKET_SECONDS = 10
 BUCKET_TTL_SECONDS = 3900
@@ -162,13 +162,18 @@ class TenantMetrics:
         hi: float | str = "+inf" if until is None else until
         return sorted(t.decode() for t in await self._redis.zrangebyscore(ACTIVE_KEY, since, hi))
 
-    async def interval(self, tenant: str, start: float, seconds: int) -> dict[str, float]:
-        """Raw counters/histograms of the buckets in [start, start + seconds) (bucket-aligned)."""
+    async def intervals(self, tenants: Sequence[str], start: float, seconds: int) -> dict[str, dict[str, float]]:
+        """Per tenant, raw counters/histograms of the buckets in [start, start + seconds)
+        (bucket-aligned), for any number of tenants in one round trip."""
         first = int(start // BUCKET_SECONDS)
-        pipe = self._redis.pipeline(transaction=False)
-        for b in range(first, first + max(1, seconds // BUCKET_SECONDS)):
-            pipe.hgetall(tenant_key(tenant, "m", "b", str(b)))
-        return _merge(_decode(r) for r in await pipe.execute())
+        buckets = [str(b) for b in range(first, first + max(1, seconds // BUCKET_SECONDS))]
+        replies = await pipelined(self._redis, [("HGETALL", tenant_key(t, "m", "b", b)) for t in tenants
+                                                for b in buckets])
+        for r in replies:
+            if isinstance(r, Exception):
+                raise r
+        n = len(buckets)
+        return {t: _merge(_decode(_pairs(r)) for r in replies[i * n:(i + 1) * n]) for i, t in enumerate(tenants)}
 
     async def snapshot(self, tenant: str, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
@@ -191,6 +196,14 @@ class TenantMetrics:
             "windows": windows,
             "totals": summarize_counters(totals),
         }
+
+
+def _pairs(reply: dict[bytes, bytes] | list[bytes]) -> dict[bytes, bytes]:
+    """A raw HGETALL reply as a dict: a map in RESP3, a flat field, value, ... list in RESP2."""
+    if isinstance(reply, dict):
+        return reply
+    it = iter(reply)
+    return dict(zip(it, it))
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, float]:
