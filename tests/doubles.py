@@ -132,6 +132,9 @@ class SpyMetrics(TenantMetrics):
     async def record(self, stats: BatchStats, now: float | None = None) -> None:
         self.batches.append(stats)
 
+    async def flush(self) -> None:
+        """Nothing is pending: every batch is kept as it came."""
+
 
 class RoundTrips:
     """A real Redis client (`.client`) whose connections count what they send: every command and

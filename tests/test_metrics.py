@@ -1,6 +1,7 @@
 """Per-tenant real-time metrics on the real Redis: windows, rates, top lists, percentiles, TTLs."""
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -200,3 +201,53 @@ async def test_pipeline_counts_reach_redis(redis: Redis, tenant: str) -> None:
     assert w["accepted"] == 2 and w["rejected"] == 1 and w["errorRate"] == round(1 / 3, 4)
     assert {t["name"] for t in w["topEventTypes"]} == {"RISK_UPDATED", "CONTROL_FAILED"}
     assert w["latencyMs"]["p50"] is not None
+
+
+async def test_write_behind_merges_batches_into_one_write_and_reads_flush_first(
+        redis_port: int, redis: Redis, tenant: str) -> None:
+    trips = RoundTrips(redis_port)
+    try:
+        m = TenantMetrics(trips.client, flush_seconds=30.0)  # no timer flush within this test
+        await m.record(batch(f"{tenant}-w", acc=1))
+        await m.flush()  # the script is loaded once per server
+        await trips.warm()
+        for _ in range(20):  # 20 batches, each naming the same 100 tenants
+            stats = BatchStats()
+            for i in range(100):
+                stats.tenants.update(batch(f"{tenant}-{i}", acc=3, latencies=[7.0]).tenants)
+            await m.record(stats)
+        assert trips.count == 0  # nothing written yet
+        assert not await redis.exists(tenant_key(f"{tenant}-0", "m", "total"))  # another instance sees nothing yet
+        snap = await m.snapshot(f"{tenant}-0")  # a read on this instance flushes first
+        assert trips.count == 2  # one write for all 2,000 tenant-batches, then the read
+        assert snap["windows"]["1m"]["accepted"] == 60 and snap["totals"]["accepted"] == 60
+        assert snap["windows"]["1m"]["latencyMs"]["p50"] is not None
+        assert (await TenantMetrics(trips.client).snapshot(f"{tenant}-99"))["totals"]["accepted"] == 60
+    finally:
+        await trips.client.aclose()
+
+
+async def test_write_behind_flushes_by_itself_and_on_close(redis: Redis, tenant: str) -> None:
+    m = TenantMetrics(redis, flush_seconds=0.05)
+    await m.record(batch(tenant, acc=2))
+    deadline = time.monotonic() + 5
+    while not await redis.exists(tenant_key(tenant, "m", "total")):  # the background flush
+        assert time.monotonic() < deadline, "not flushed"
+        await asyncio.sleep(0.02)
+    m = TenantMetrics(redis, flush_seconds=60.0)
+    await m.record(batch(f"{tenant}-c", acc=4))
+    await m.close()
+    assert int((await redis.hgetall(tenant_key(f"{tenant}-c", "m", "total")))[b"acc"]) == 4
+
+
+async def test_write_behind_caps_what_it_keeps(redis: Redis, tenant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "MAX_PENDING_TENANTS", 10)
+    m = TenantMetrics(redis, flush_seconds=60.0)
+    stats = BatchStats()
+    for i in range(10):
+        stats.tenants.update(batch(f"{tenant}-{i}", acc=1).tenants)
+    await m.record(stats)  # the cap is reached: written before record returns
+    assert await redis.exists(tenant_key(f"{tenant}-9", "m", "total"))
+    await m.close()

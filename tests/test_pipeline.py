@@ -347,6 +347,7 @@ class TestRealServices:
             docs = [orjson.loads(f[b"e"]) for _, f in entries]
             assert [d["subject"] for d in docs] == [f"risk/r{i}" for i in range(5)]
             assert {d["specversion"] for d in docs} == {"1.0"}
+            await services.metrics.flush()  # written behind (METRICS_FLUSH_MS): what another instance sees
             total = await raw.hgetall(f"grc:{{{tenant}}}:m:total")
             assert int(total[b"acc"]) == 5 and int(total[b"flt"]) == 1 and int(total[b"rej"]) == 1
             assert int(total[b"d:redis:ok"]) == 5
