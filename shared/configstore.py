@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.models import StreamConfig, StreamConfigIn, utc_now_iso
-from shared.redisconn import tenant_key
+from shared.redisconn import pipelined, tenant_key
 from shared.storage import LazyTable
 
 ROW_KEY = "streamconfig"
@@ -126,7 +126,9 @@ class ConfigStore:
         try:
             # MGET across tenants' slots: allowed by Azure Managed Redis' Enterprise clustering policy
             # (https://learn.microsoft.com/azure/redis/best-practices-client-libraries, multi-key commands).
-            raw = await self._redis.mget([tenant_key(t, "cfgver") for t in tenants])
+            [raw] = await pipelined(self._redis, [("MGET", *(tenant_key(t, "cfgver") for t in tenants))])
+            if isinstance(raw, RedisError):
+                raise raw
             versions = [int(v) if v else 0 for v in raw]
         except RedisError:
             versions = [None] * len(tenants)

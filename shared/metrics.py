@@ -99,22 +99,29 @@ class TenantStats:
     delay: Counts = field(default_factory=Counts)
     delay_sum_ms: float = 0.0
 
+    # dict.get rather than `+=` through __missing__ (a Python call per new key): these run per event.
     def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] += n
+        c = self.counters
+        c[name] = c.get(name, 0) + n
 
     def observe_latency(self, ms: float, n: int = 1) -> None:
-        self.latency[hist_index(ms)] += n
+        h, i = self.latency, hist_index(ms)
+        h[i] = h.get(i, 0) + n
         self.latency_sum_ms += ms * n
 
     def observe_delay(self, ms: float) -> None:
         self.delay[hist_index(ms)] += 1
         self.delay_sum_ms += ms
 
+    def copy(self) -> "TenantStats":
+        return TenantStats(Counts(self.counters), Counts(self.latency), self.latency_sum_ms, Counts(self.delay),
+                           self.delay_sum_ms)
+
     def add(self, other: "TenantStats") -> None:
         for mine, theirs in ((self.counters, other.counters), (self.latency, other.latency),
                              (self.delay, other.delay)):
             for k, n in theirs.items():
-                mine[k] += n
+                mine[k] = mine.get(k, 0) + n
         self.latency_sum_ms += other.latency_sum_ms
         self.delay_sum_ms += other.delay_sum_ms
 
@@ -192,10 +199,11 @@ class TenantMetrics:
         into = self._pending.setdefault(key, {})
         for tenant, ts in stats.tenants.items():
             mine = into.get(tenant)
-            if mine is None:
-                into[tenant] = mine = TenantStats()
+            if mine is None:  # a copy: the caller's hooks still read the batch's own stats
+                into[tenant] = ts.copy()
                 self._size += 1
-            mine.add(ts)
+            else:
+                mine.add(ts)
         for tenant in active:
             self._active[tenant] = max(now, self._active.get(tenant, now))
         if self._size >= MAX_PENDING_TENANTS:

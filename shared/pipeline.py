@@ -66,7 +66,26 @@ class DestinationLookup(Protocol):
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
 IN_PROCESS_MAX_DELAY_SECONDS = 1.0  # in-request retries never hold a client long
+MAX_ROUTES = 10_000  # stream configs whose routing is kept worked out
 PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a stream config says about routing, worked out once per config object (configs are
+    cached per instance, so a batch naming hundreds of tenants does not redo this per tenant)."""
+
+    enabled: tuple[str, ...]  # enabled destination types, in config order
+    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]]  # type -> (options, policy, policy key)
+
+
+def _route_of(config: StreamConfig) -> _Route:
+    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]] = {}
+    for d in config.destinations:  # the first of a type (types are unique in a valid config)
+        if d.type not in targets:
+            policy = getattr(d, "retry", None) or RetryPolicy()
+            targets[d.type] = (d.options, policy, tuple(policy.__dict__.values()))
+    return _Route(tuple(d.type for d in config.destinations if d.enabled), targets)
 
 
 @dataclass
@@ -95,6 +114,17 @@ class Pipeline:
         self.hooks = list(hooks)
         self.idempotency = idempotency
         self.rand = rand
+        self._routes: dict[int, tuple[StreamConfig, _Route]] = {}
+
+    def _route_for(self, config: StreamConfig) -> _Route:
+        hit = self._routes.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        if len(self._routes) >= MAX_ROUTES:
+            self._routes.clear()
+        route = _route_of(config)
+        self._routes[id(config)] = (config, route)  # the config is held, so its id is not reused
+        return route
 
     # ---- entry points ------------------------------------------------------------------
 
@@ -238,7 +268,7 @@ class Pipeline:
             return results
 
         # Per destination, every tenant's chunks of the batch (in request order per tenant).
-        jobs: dict[str, list[tuple[StreamConfig, list[tuple[int, Event]]]]] = defaultdict(list)
+        jobs: dict[str, list[tuple[StreamConfig, list[int], list[Event]]]] = defaultdict(list)
         deliveries: dict[int, list[Delivery]] = defaultdict(list)
         for tenant, items in by_tenant.items():
             config = configs[tenant]
@@ -254,11 +284,12 @@ class Pipeline:
                                              reason=reason, httpStatus=200)
             if not passing:
                 continue
-            enabled = [d.type for d in config.destinations if d.enabled]
+            enabled = self._route_for(config).enabled
             for dest_type in enabled:
-                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})]
+                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})] if prior else passing
                 for start in range(0, len(todo), config.batchSize):
-                    jobs[dest_type].append((config, todo[start:start + config.batchSize]))
+                    chunk = todo[start:start + config.batchSize]
+                    jobs[dest_type].append((config, [i for i, _ in chunk], [ev for _, ev in chunk]))
             for i, ev in passing:
                 # every passing event gets an entry, even with no destination
                 deliveries[i].extend(prior[i][t] for t in enabled if t in prior.get(i, {}))
@@ -267,12 +298,11 @@ class Pipeline:
         # destinations run concurrently, so a batch has at most one call in flight per destination.
         dest_types = list(jobs)
         per_dest = await asyncio.gather(*(
-            self._deliver_chunks(t, [(config, [ev for _, ev in chunk]) for config, chunk in jobs[t]], stats)
-            for t in dest_types))
+            self._deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
         failures: list[tuple[int, Failure]] = []
         for dest_type, outcomes in zip(dest_types, per_dest):
-            for (config, chunk), dels in zip(jobs[dest_type], outcomes):
-                for (i, ev), d in zip(chunk, dels):
+            for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
+                for i, ev, d in zip(indices, evs, dels):
                     deliveries[i].append(d)
                     if d.status == "failed":
                         failures.append((i, Failure(ev, dest_type, d, config)))
@@ -345,10 +375,12 @@ class Pipeline:
         groups: dict[tuple[Any, ...], tuple[RetryPolicy, list[int]]] = {}
         prepared: list[Chunk] = []
         for j, (config, events) in enumerate(chunks):
-            dest_cfg = next(d for d in config.destinations if d.type == dest_type)
-            policy = getattr(dest_cfg, "retry", None) or RetryPolicy()
-            prepared.append(Chunk(config, dest_cfg.options, events))
-            groups.setdefault(tuple(policy.__dict__.values()), (policy, []))[1].append(j)
+            options, policy, key = self._route_for(config).targets[dest_type]
+            prepared.append(Chunk(config, options, events))
+            groups.setdefault(key, (policy, []))[1].append(j)
+        if len(groups) == 1:  # the usual case: every tenant of the batch has the same policy
+            [(policy, _)] = groups.values()
+            return await self._deliver_group(dest, prepared, policy, stats, attempts)
         out: list[list[Delivery]] = [[] for _ in chunks]
         for policy, members in groups.values():
             got = await self._deliver_group(dest, [prepared[j] for j in members], policy, stats, attempts)
@@ -362,29 +394,24 @@ class Pipeline:
     ) -> list[list[Delivery]]:
         """Calls under one retry policy: the failed, transient events of every chunk are tried again
         together, after the policy's (capped) backoff."""
-        failed_first = Delivery(destination=dest.type, status="failed", transient=True)
-        out: list[list[Delivery]] = [[failed_first] * len(ch.events) for ch in chunks]
-        pending: list[list[int]] = [list(range(len(ch.events))) for ch in chunks]
+        out = await self._attempt(dest, chunks, policy)
         tries = attempts if attempts is not None else policy.inProcessAttempts
-        for attempt in range(1, tries + 1):
-            live = [c for c, p in enumerate(pending) if p]
-            if not live:
+        for attempt in range(2, tries + 1):
+            again = [(c, ix) for c, ix in (
+                (c, [i for i, d in enumerate(dels) if d.status == "failed" and d.transient])
+                for c, dels in enumerate(out)) if ix]
+            if not again:
                 break
-            if attempt > 1:
-                for c in live:
-                    stats.tenant(chunks[c].stream.tenantId).count("retry", len(pending[c]))
-                await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
-            call = [chunks[c] if len(pending[c]) == len(chunks[c].events)
-                    else Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in pending[c]])
-                    for c in live]
-            got = await self._attempt(dest, call, policy)
-            for c, dels in zip(live, got):
-                retry_next = []
-                for i, d in zip(pending[c], dels):
-                    out[c][i] = d
-                    if d.status == "failed" and d.transient:
-                        retry_next.append(i)
-                pending[c] = retry_next
+            for c, ix in again:
+                stats.tenant(chunks[c].stream.tenantId).count("retry", len(ix))
+            await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
+            got = await self._attempt(
+                dest, [Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in ix]) for c, ix in again],
+                policy)
+            for (c, ix), dels in zip(again, got):
+                row = out[c] = list(out[c])
+                for i, d in zip(ix, dels):
+                    row[i] = d
         return out
 
     async def _attempt(self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy) -> list[list[Delivery]]:

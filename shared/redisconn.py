@@ -67,7 +67,7 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
 
 async def run_script(client: Redis, script: AsyncScript,
                      calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
-                     extra: Sequence[tuple[Any, ...]] = ()) -> list[Any]:
+                     extra: Sequence[Sequence[Any]] = ()) -> list[Any]:
     """Many calls of one Lua script, `(keys, args)` each, in one round trip.
 
     A pipeline of EVALSHA (see `pipelined`). On NOSCRIPT (Redis restarted or failed over) the
@@ -92,7 +92,7 @@ async def run_script(client: Redis, script: AsyncScript,
     return replies
 
 
-async def pipelined(client: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def pipelined(client: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """Commands in one round trip, raw replies (no redis-py response callbacks), a `ResponseError`
     in place of each command Redis refused. For pipelines naming hundreds of tenants: commands are
     packed by hiredis' C packer and the replies read under ONE deadline (the socket timeout),

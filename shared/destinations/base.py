@@ -15,7 +15,7 @@ are shared by all invocations of an instance.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -41,8 +41,7 @@ class DependencyHealth:
         return out
 
 
-@dataclass(frozen=True)
-class Chunk:
+class Chunk(NamedTuple):
     """One tenant's events for one destination, with the tenant's config and destination options."""
 
     stream: StreamConfig

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -77,8 +77,7 @@ return {allowed, tostring(wait), tostring(tokens), tostring(taken)}
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     retry_after_seconds: int  # whole seconds for the Retry-After header; 0 when allowed
     remaining: int
