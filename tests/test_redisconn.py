@@ -73,3 +73,21 @@ async def test_unreachable_redis_raises_a_redis_error() -> None:
             await pipelined(client, [("PING",)])
     finally:
         await client.aclose()
+
+
+async def test_a_long_pipeline_from_a_generator_is_one_round_trip_in_order(redis_port: int) -> None:
+    trips = RoundTrips(redis_port)
+    try:
+        await trips.warm()
+        n = 10 * redisconn.SEND_SLICE + 3  # written in several slices
+        replies = await pipelined(trips.client, (("ECHO", str(i)) for i in range(n)))
+        assert replies == [str(i).encode() for i in range(n)] and trips.count == 1
+    finally:
+        await trips.client.aclose()
+
+
+async def test_run_script_takes_calls_from_a_generator_even_after_a_reload(redis: Redis) -> None:
+    script = redis.register_script("return ARGV[1]")
+    await redis.script_flush()
+    calls = (([f"k{{t{i}}}"], [f"v{i}"]) for i in range(200))
+    assert await run_script(redis, script, calls) == [f"v{i}".encode() for i in range(200)]

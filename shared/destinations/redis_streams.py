@@ -97,7 +97,8 @@ class RedisStreamsDestination:
         todo = [i for i, ch in enumerate(chunks) if ch.events]
         now_ms = int(time.time() * 1000)
         try:
-            replies = await run_script(self._redis, self._append, [_append_call(chunks[i], now_ms) for i in todo])
+            # A generator: the pipeline is written while the calls are still being built.
+            replies = await run_script(self._redis, self._append, (_append_call(chunks[i], now_ms) for i in todo))
         except RedisError as exc:  # connection-level error: nothing is known to be written
             for i in todo:
                 out[i] = [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True)
