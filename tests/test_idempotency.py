@@ -172,3 +172,20 @@ async def test_retry_after_a_failure_skips_destinations_that_already_have_the_ev
         assert await stream_ids(svc, t) == ["part-1"]  # not appended a second time
         [third] = await svc.pipeline.publish_raw([ev(t, eventId="part-1")], PublishContext())
         assert third.status == "duplicate"
+
+
+async def test_claims_of_a_thousand_tenants_are_one_round_trip(redis_port: int) -> None:
+    from tests.doubles import RoundTrips
+
+    trips = RoundTrips(redis_port)
+    try:
+        store = IdempotencyStore(trips.client, 60)
+        ingested = now_iso()
+        events = [enrich(EventIn.model_validate(ev(tenant(), eventId=f"e-{i}")), ingested_at=ingested)
+                  for i in range(1000)]
+        await store.claim(events[:1])  # the script is loaded once per server
+        await trips.warm()
+        claims = await store.claim(events[1:])
+        assert [c.state for c in claims] == ["new"] * 999 and trips.count == 1
+    finally:
+        await trips.client.aclose()
