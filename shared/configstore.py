@@ -166,7 +166,8 @@ class ConfigStore:
         if len(ordered) <= MAX_OR_TENANTS:
             params.update({f"p{i}": t for i, t in enumerate(ordered)})
             # (spaces around the parentheses: the SDK finds @names between blanks)
-            flt = "RowKey eq @rk and ( " + " or ".join(f"PartitionKey eq @p{i}" for i in range(len(ordered))) + " )"
+            keys = " or ".join(f"PartitionKey eq @p{i}" for i in range(len(ordered)))
+            flt = f"RowKey eq @rk and ( {keys} )"
         else:
             params.update(lo=ordered[0], hi=ordered[-1])
             flt = "PartitionKey ge @lo and PartitionKey le @hi and RowKey eq @rk"

@@ -103,8 +103,8 @@ class IdempotencyStore:
 
     async def _try_claim(self, events: Sequence[Event]) -> list[Claim]:
         """Every event's claim in one round trip, whatever the number of tenants."""
-        replies = await run_script(self._redis, self._claim,
-                                   [([idem_key(ev.tenantId, ev.eventId)], [PENDING_TTL_SECONDS]) for ev in events])
+        calls = [([idem_key(ev.tenantId, ev.eventId)], [PENDING_TTL_SECONDS]) for ev in events]
+        replies = await run_script(self._redis, self._claim, calls)
         claims = []
         for reply in replies:
             if isinstance(reply, Exception):

@@ -256,7 +256,9 @@ class TenantMetrics:
         hi: float | str = "+inf" if until is None else until
         return sorted(t.decode() for t in await self._redis.zrangebyscore(ACTIVE_KEY, since, hi))
 
-    async def intervals(self, tenants: Sequence[str], start: float, seconds: int) -> dict[str, dict[str, float]]:
+    async def intervals(
+        self, tenants: Sequence[str], start: float, seconds: int
+    ) -> dict[str, dict[str, float]]:
         """Per tenant, raw counters/histograms of the buckets in [start, start + seconds)
         (bucket-aligned), for any number of tenants in one round trip."""
         await self.flush()
@@ -268,7 +270,8 @@ class TenantMetrics:
             if isinstance(r, Exception):
                 raise r
         n = len(buckets)
-        return {t: _merge(_decode(_pairs(r)) for r in replies[i * n:(i + 1) * n]) for i, t in enumerate(tenants)}
+        return {t: _merge(_decode(_pairs(r)) for r in replies[i * n:(i + 1) * n])
+                for i, t in enumerate(tenants)}
 
     async def snapshot(self, tenant: str, now: float | None = None) -> dict[str, Any]:
         await self.flush()

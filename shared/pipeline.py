@@ -3,15 +3,17 @@
 The pipeline works on a batch: the configs of all its tenants are fetched in one go, each
 destination gets every tenant's passing events, in chunks of the tenant's `batchSize`, in ONE call
 (so a batch naming a thousand tenants costs each destination one call, not a thousand concurrent
-ones), destinations run concurrently, and metrics are written once per batch. A delivery that fails is handed to the `Parker` (the
-retry queue); an event is `accepted` only when each of its destinations delivered or parked it,
-otherwise `failed` (the client must retry: nothing was acknowledged).
+ones), destinations run concurrently, and metrics are recorded once per batch. A delivery that
+fails is handed to the `Parker` (the retry queue); an event is `accepted` only when each of its
+destinations delivered or parked it, otherwise `failed` (the client must retry: nothing was
+acknowledged).
 
 Each destination call runs under its retry policy (`retry` of the destination config; tenants
 with different policies go in separate calls, one after another): a per-attempt timeout, and the
-failed, transient events retried in process a few times with a short backoff before they are parked. Events with a client-given id (eventId or
-Idempotency-Key) and service-made events are claimed in the idempotency store first: a repeat
-within the window gets the original result as `duplicate` and is not delivered again.
+failed, transient events retried in process a few times with a short backoff before they are
+parked. Events with a client-given id (eventId or Idempotency-Key) and service-made events are
+claimed in the idempotency store first: a repeat within the window gets the original result as
+`duplicate` and is not delivered again.
 """
 from __future__ import annotations
 
@@ -405,16 +407,17 @@ class Pipeline:
             for c, ix in again:
                 stats.tenant(chunks[c].stream.tenantId).count("retry", len(ix))
             await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
-            got = await self._attempt(
-                dest, [Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in ix]) for c, ix in again],
-                policy)
+            retry = [Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in ix]) for c, ix in again]
+            got = await self._attempt(dest, retry, policy)
             for (c, ix), dels in zip(again, got):
                 row = out[c] = list(out[c])
                 for i, d in zip(ix, dels):
                     row[i] = d
         return out
 
-    async def _attempt(self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy) -> list[list[Delivery]]:
+    async def _attempt(
+        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy
+    ) -> list[list[Delivery]]:
         try:
             out = await asyncio.wait_for(dest.publish(chunks), policy.timeoutSeconds)
         except asyncio.TimeoutError:

@@ -117,7 +117,8 @@ async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[An
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
-        return await conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda _error: conn.disconnect())
+        return await conn.retry.call_with_retry(lambda: _round_trip(conn, packed),
+                                                lambda _error: conn.disconnect())
     finally:
         await pool.release(conn)
 

@@ -53,6 +53,18 @@ def test_stream_config_accepts_the_vector_destination() -> None:
     assert "model" in str(err.value)
 
 
+async def queued_items(settings: Settings) -> list[IndexItem]:
+    """What the queue trigger will get: base64 on the wire (the Functions default), our JSON inside."""
+    queue = QueueClient.from_connection_string(settings.storage_connection_string, settings.vector_queue)
+    try:
+        items = []
+        async for msg in queue.receive_messages(max_messages=32):
+            items.extend(decode_message(base64.b64decode(msg.content)))
+    finally:
+        await queue.close()
+    return items
+
+
 @pytest.fixture
 def settings(storage_connection_string: str) -> Settings:
     return Settings.from_env({"STORAGE_CONNECTION_STRING": storage_connection_string,
@@ -73,14 +85,7 @@ async def test_publish_enqueues_rendered_texts_in_few_messages(settings: Setting
         assert health.status == "healthy" and health.info["backlogMessages"] == expected_messages
     finally:
         await dest.close()
-    # What the queue trigger will get: base64 on the wire (the Functions default), our JSON inside.
-    queue = QueueClient.from_connection_string(settings.storage_connection_string, settings.vector_queue)
-    try:
-        items = []
-        async for msg in queue.receive_messages(max_messages=32):
-            items.extend(decode_message(base64.b64decode(msg.content)))
-    finally:
-        await queue.close()
+    items = await queued_items(settings)
     assert {i.eventId for i in items} == {e.eventId for e in events}
     first = next(i for i in items if i.eventId == events[0].eventId)
     assert first.text == render_event_text(events[0]) and first.tenantId == BANK
@@ -129,11 +134,5 @@ async def test_one_call_for_many_tenants_packs_their_items_together(settings: Se
         assert backlog < 10  # 120 items of 60 tenants share messages; not one message per tenant
     finally:
         await dest.close()
-    queue = QueueClient.from_connection_string(settings.storage_connection_string, settings.vector_queue)
-    try:
-        items = []
-        async for msg in queue.receive_messages(max_messages=32):
-            items.extend(decode_message(base64.b64decode(msg.content)))
-    finally:
-        await queue.close()
+    items = await queued_items(settings)
     assert sorted({i.tenantId for i in items}) == tenants and len(items) == 120

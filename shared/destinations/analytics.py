@@ -272,8 +272,8 @@ class AnalyticsDestination:
                     out[c][i] = failed(self.type, f"not storable: {type(exc).__name__}", transient=False)
                     continue
                 if size > 1_000_000:
-                    out[c][i] = failed(self.type, f"event is {size} bytes even compressed; an entity holds 1 MiB",
-                                       transient=False)
+                    out[c][i] = failed(self.type, f"event is {size} bytes even compressed; an entity holds "
+                                                  "1 MiB", transient=False)
                     continue
                 by_pk.setdefault(entity["PartitionKey"], []).append(_Op((c, i), entity, size))
                 hour = entity["PartitionKey"].rsplit("_", 2)[1]
@@ -284,7 +284,8 @@ class AnalyticsDestination:
         except Exception as exc:  # noqa: BLE001 - storage down: every event of the call failed
             if isinstance(exc, ResourceNotFoundError):
                 self._forget_table()
-            return [[d or failed(self.type, _describe(exc), transient=is_transient(exc)) for d in row] for row in out]
+            error, transient = _describe(exc), is_transient(exc)
+            return [[d or failed(self.type, error, transient=transient) for d in row] for row in out]
 
         groups = [tx for ops in by_pk.values() for tx in transactions(ops)]
         results = await asyncio.gather(*(self._submit(table, tx) for tx in groups))

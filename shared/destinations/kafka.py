@@ -286,12 +286,13 @@ class KafkaDestination:
         """All chunks' records go out together, per (transport, compression) -- normally one group:
         produced in chunk order (so a tenant's chunks keep their order on each partition), then one
         wait for all delivery reports."""
-        plans = [plan_records(ch.events, ch.options, ch.stream, self.settings.kafka_default_topic)  # type: ignore[arg-type]
-                 for ch in chunks]
+        topic = self.settings.kafka_default_topic
+        plans = [plan_records(ch.events, ch.options, ch.stream, topic) for ch in chunks]  # type: ignore[arg-type]
         groups: dict[tuple[str, bool], list[int]] = {}
         for i, ch in enumerate(chunks):
             if plans[i].records:
-                groups.setdefault((self.transport(ch.options), ch.stream.compressionEnabled), []).append(i)  # type: ignore[arg-type]
+                mode = (self.transport(ch.options), ch.stream.compressionEnabled)  # type: ignore[arg-type]
+                groups.setdefault(mode, []).append(i)
 
         async def send(transport: str, gzip: bool, members: list[int]) -> list[Outcome]:
             records = [r for i in members for r in plans[i].records]

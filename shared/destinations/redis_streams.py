@@ -98,7 +98,8 @@ class RedisStreamsDestination:
         now_ms = int(time.time() * 1000)
         try:
             # A generator: the pipeline is written while the calls are still being built.
-            replies = await run_script(self._redis, self._append, (_append_call(chunks[i], now_ms) for i in todo))
+            calls = (_append_call(chunks[i], now_ms) for i in todo)
+            replies = await run_script(self._redis, self._append, calls)
         except RedisError as exc:  # connection-level error: nothing is known to be written
             for i in todo:
                 out[i] = [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True)

@@ -135,9 +135,10 @@ class RateLimiter:
             lease = self._leases.get(tenant)
             have = lease.tokens if lease is not None and lease.until > clock else 0.0
             if have >= cost:
-                lease.tokens -= cost  # type: ignore[union-attr]
+                assert lease is not None
+                lease.tokens -= cost
                 spent[tenant] = cost
-                out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=math.floor(lease.tokens))  # type: ignore[union-attr]
+                out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=math.floor(lease.tokens))
             else:
                 need[tenant] = (cost, have)
         if need:
@@ -154,7 +155,8 @@ class RateLimiter:
         calls = []
         for tenant, (cost, have) in need.items():
             short = cost - have
-            calls.append(([bucket_key(tenant)], [rate, burst, repr(short), repr(short + self._extra), redis_clock]))
+            most = short + self._extra
+            calls.append(([bucket_key(tenant)], [rate, burst, repr(short), repr(most), redis_clock]))
         try:
             replies = await run_script(self._client, self._script, calls)
         except RedisError as exc:
@@ -177,4 +179,5 @@ class RateLimiter:
             lease.tokens = have + taken - cost
             lease.until = clock + LEASE_SECONDS
             spent[tenant] = cost
-            out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=math.floor(left + lease.tokens))
+            out[tenant] = Decision(allowed=True, retry_after_seconds=0,
+                                   remaining=math.floor(left + lease.tokens))
