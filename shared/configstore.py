@@ -56,7 +56,6 @@ class ConfigStore:
         self._redis = redis
         self._ttl = cache_seconds
         self._cache: dict[str, _Cached] = {}
-        self.queried = False  # whether the last get_many read the table
 
     async def table(self) -> TableClient:
         return await self._table.get()
@@ -120,6 +119,13 @@ class ConfigStore:
 
     async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]:
         """Configs for the tenants of a batch, from the cache when still current."""
+        return (await self._get_many(tenant_ids))[0]
+
+    async def prefetch(self, tenant_ids: Iterable[str]) -> bool:
+        """Bring the tenants' configs into the cache (at most one Table query); whether one ran."""
+        return (await self._get_many(tenant_ids))[1]
+
+    async def _get_many(self, tenant_ids: Iterable[str]) -> tuple[dict[str, StreamConfig], bool]:
         tenants = list(dict.fromkeys(tenant_ids))
         now = time.monotonic()
         versions: list[int | None]
@@ -150,13 +156,7 @@ class ConfigStore:
                 # Version 0 = never written; a failed version read caches under the TTL rule.
                 self._cache[t] = _Cached(config, etag, ver if ver is not None else -1, now)
                 out[t] = config
-        self.queried = bool(missing)
-        return out
-
-    async def prefetch(self, tenant_ids: Iterable[str]) -> bool:
-        """Bring the tenants' configs into the cache (at most one Table query); whether one ran."""
-        await self.get_many(tenant_ids)
-        return self.queried
+        return out, bool(missing)
 
     async def _read_many(self, tenants: list[str]) -> dict[str, tuple[StreamConfig, str | None]]:
         """The stored configs of `tenants` (absent: none stored), in one query (see the module doc)."""

@@ -215,7 +215,8 @@ class TenantMetrics:
         try:
             await asyncio.sleep(self._flush_seconds)
             self._flusher = None
-            await self.flush()
+            # Shielded: `close` cancels a flusher that is still sleeping, never a write under way.
+            await asyncio.shield(self.flush())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - metrics never fail the service; the counts are lost
@@ -236,7 +237,7 @@ class TenantMetrics:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
-        await self.flush()
+        await self.flush()  # after a write under way (the lock), then what is still pending
 
     async def _write(self, pending: Pending, active: dict[str, float]) -> None:
         calls = [_record_call(tenant, ts, bucket, system)
