@@ -192,7 +192,7 @@ async def test_a_pass_over_many_tenants_reads_tables_once_and_works_in_chunks(
     from tests.doubles import RequestLog
 
     log = RequestLog()
-    monkeypatch.setattr(services_module, "table_service", lambda s: TableServiceClient.from_connection_string(
+    monkeypatch.setattr(services_module, "table_service", lambda s, credential=None: TableServiceClient.from_connection_string(
         s.storage_connection_string, raw_request_hook=log, **CLIENT_OPTIONS))
     monkeypatch.setenv("SYSTEM_PERFORMANCE_EVENTS", "true")
     monkeypatch.setattr(monitor, "CHUNK_TENANTS", 100)
