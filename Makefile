@@ -71,6 +71,8 @@ test: test-setup
 
 bench: setup
 	$(PY) -m bench.publish_path
+	$(PY) -m bench.tenant_scaling
+	$(PY) -m bench.monitor_pass
 
 clean:
 	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed

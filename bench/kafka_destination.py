@@ -30,6 +30,7 @@ from shared.destinations.options import KafkaOptions  # noqa: E402
 from shared.enrich import enrich, now_iso  # noqa: E402
 from shared.models import Event, EventIn, StreamConfig  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.destinations.base import publish_one
 
 
 def build_events(n: int, tenants: int) -> list[Event]:
@@ -68,7 +69,7 @@ async def destination_rate(settings: Settings, topic: str, events: list[Event], 
     cfg = StreamConfig(tenantId="tenant-000", topics=[topic], compressionEnabled=gzip,
                        destinations=[{"type": "kafka"}])  # type: ignore[list-item]
     options = KafkaOptions()
-    await dest.publish(events[:1], options, cfg)  # warm-up: producer id, metadata
+    await publish_one(dest, events[:1], options, cfg)  # warm-up: producer id, metadata
     chunks = [events[i:i + batch] for i in range(0, len(events), batch)]
     sem = asyncio.Semaphore(concurrency)
     failed = 0
@@ -76,7 +77,7 @@ async def destination_rate(settings: Settings, topic: str, events: list[Event], 
     async def one(chunk: list[Event]) -> None:
         nonlocal failed
         async with sem:
-            dels = await dest.publish(chunk, options, cfg)
+            dels = await publish_one(dest, chunk, options, cfg)
             failed += sum(d.status != "delivered" for d in dels)
 
     start = time.perf_counter()

@@ -24,6 +24,7 @@ import numpy as np
 from shared.vector.base import IndexSpec, VectorDoc
 from shared.vector.indexer import IndexItem
 from shared.vector.sqlite_index import SqliteVecIndex
+from shared.destinations.base import publish_one
 from tests.vector_corpus import CORPUS, QUERIES
 from tests.vector_support import local_embedder
 
@@ -108,11 +109,11 @@ async def enqueue_bench(batches: int) -> None:
             dest = VectorQueueDestination(settings)
             events = [Event.model_validate({**CORPUS[i % len(CORPUS)], "eventId": f"e{i}"}) for i in range(100)]
             stream = StreamConfig.default("acme-bank")
-            await dest.publish(events[:1], None, stream)  # type: ignore[arg-type]  # queue created, warm
+            await publish_one(dest, events[:1], None, stream)  # type: ignore[arg-type]  # queue created, warm
             ms = []
             for _ in range(batches):
                 t0 = time.perf_counter()
-                await dest.publish(events, None, stream)  # type: ignore[arg-type]
+                await publish_one(dest, events, None, stream)  # type: ignore[arg-type]
                 ms.append((time.perf_counter() - t0) * 1000)
             print(f"vector destination publish, 100 events (render + enqueue to Azurite), {batches} batches: "
                   f"median {statistics.median(ms):.1f} ms, p95 {_pct(ms, 95):.1f} ms; "

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.models import Delivery, Event, EventResult, utc_now_iso
-from shared.redisconn import tenant_key
+from shared.redisconn import run_script, tenant_key
 
 log = logging.getLogger("grc.idempotency")
 
@@ -102,11 +102,14 @@ class IdempotencyStore:
             return [Claim("unchecked") for _ in events]
 
     async def _try_claim(self, events: Sequence[Event]) -> list[Claim]:
-        pipe = self._redis.pipeline(transaction=False)
-        for ev in events:
-            await self._claim(keys=[idem_key(ev.tenantId, ev.eventId)], args=[PENDING_TTL_SECONDS], client=pipe)
+        """Every event's claim in one round trip, whatever the number of tenants."""
+        calls = [([idem_key(ev.tenantId, ev.eventId)], [PENDING_TTL_SECONDS]) for ev in events]
+        replies = await run_script(self._redis, self._claim, calls)
         claims = []
-        for state, value in await pipe.execute():
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply  # a claim that failed in Redis: the batch goes unchecked (fail open)
+            state, value = reply
             state = state.decode() if isinstance(state, bytes) else str(state)
             if state == "final":
                 claims.append(Claim("duplicate", orjson.loads(value)))

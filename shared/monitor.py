@@ -3,7 +3,11 @@ detection, service-wide figures as custom metrics.
 
 Per run it looks at the last *complete* minute M (bucket-aligned, so every instance computes the
 same figures for M) and at the tenants with events of their own in the last
-MONITOR_LOOKBACK_MINUTES (`metrics.ACTIVE_KEY`; system events never mark a tenant active). For each:
+MONITOR_LOOKBACK_MINUTES (`metrics.ACTIVE_KEY`, a sorted set by last activity; system events never
+mark a tenant active) -- never at every tenant ever seen, so the work follows the active tenants.
+They are handled CHUNK_TENANTS at a time, each step a few Redis round trips for the whole chunk
+(not per tenant), one chunk after another within BUDGET_SECONDS (tenants left when it runs out
+are logged; their minute stays unlocked, so a later run of it can still take them). For each:
 
 1. `SET grc:{t}:mon:<M> NX` -- the tenant-minute lock: whichever instance gets it does the work,
    so overlapping or repeated runs (past-due timers, two instances) emit nothing twice;
@@ -14,14 +18,15 @@ MONITOR_LOOKBACK_MINUTES (`metrics.ACTIVE_KEY`; system events never mark a tenan
    observation per minute (quiet minutes count as 0 events, so a collapse is seen too; the stored
    `lastMinute` makes a second observation of M a no-op) -> DATA_ANOMALY events.
 
-All events of a run go through the pipeline as one system batch (shared/system_events.py).
+All events of a run go through the pipeline as one system batch (shared/system_events.py); their
+tenants' stream configs are loaded first in at most one Table query (`ConfigStore.prefetch`), and
+that query doubles as the pass's Tables health check, so a pass reads Azure Tables at most once.
 Service-wide: health of every dependency (stored for /metrics alerts), instance memory, Kafka
 producer lag, Redis memory -> telemetry `on_system`; the all-tenant stream figures of M ->
 `grc:service:perf` for /metrics.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,9 +37,10 @@ import orjson
 
 from shared import service_stats, telemetry
 from shared.anomaly import Anomaly, TenantBaselines
+from shared.destinations.base import DependencyHealth
 from shared.metrics import summarize
 from shared.models import SYSTEM_EVENT_TYPES, Event, EventType
-from shared.redisconn import tenant_key
+from shared.redisconn import pipelined, tenant_key
 from shared.system_events import publish_system_events, system_event
 
 log = logging.getLogger("grc.monitor")
@@ -42,7 +48,8 @@ log = logging.getLogger("grc.monitor")
 MINUTE = 60
 LOCK_TTL_SECONDS = 2 * 3600
 ANOMALY_TTL_SECONDS = 7 * 24 * 3600
-CONCURRENCY = 16
+CHUNK_TENANTS = 500  # tenants per step: bounds each pipeline's size
+BUDGET_SECONDS = 40.0  # a pass stops taking new chunks after this (the timer fires every 60 s)
 clock: Callable[[], float] = time.time  # the timer's notion of now (tests replay synthetic minutes)
 _SYSTEM_TYPE_KEYS = tuple(f"t:{t.value}" for t in SYSTEM_EVENT_TYPES)
 
@@ -93,6 +100,7 @@ class MonitorReport:
     minute: int  # epoch minute (epoch seconds // 60) of the interval looked at
     tenants: list[TenantMinute] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # another run holds the tenant-minute
+    deferred: list[str] = field(default_factory=list)  # not reached within BUDGET_SECONDS
     events: list[Event] = field(default_factory=list)
     system: telemetry.SystemStats | None = None
 
@@ -121,34 +129,43 @@ def performance_data(counts: OwnCounts, fields: Mapping[str, float], start: floa
     }
 
 
-async def _observe(redis: Any, tenant: str, minute: int, counts: OwnCounts) -> list[Anomaly]:
-    key = tenant_key(tenant, "anomaly")
-    raw = await redis.get(key)
+def _observe(raw: bytes | None, minute: int, counts: OwnCounts) -> tuple[list[Anomaly], bytes | None]:
+    """Advance a tenant's baselines by minute M; the anomalies and the new state (None: M was seen)."""
     state = orjson.loads(raw) if raw else {}
     if int(state.get("lastMinute", -1)) >= minute:
-        return []  # this minute was already observed
+        return [], None  # this minute was already observed
     baselines = TenantBaselines.from_dict(state.get("baselines"))
     anomalies = baselines.observe_interval(counts.processed, counts.failed + counts.rejected)
-    await redis.set(key, orjson.dumps({"lastMinute": minute, "baselines": baselines.to_dict()}),
-                    ex=ANOMALY_TTL_SECONDS)
-    return anomalies
+    return anomalies, orjson.dumps({"lastMinute": minute, "baselines": baselines.to_dict()})
 
 
-async def _tenant(services: Any, tenant: str, minute: int) -> TenantMinute | None:
+async def _tenants(services: Any, tenants: list[str], minute: int) -> list[TenantMinute | None]:
+    """One chunk: locks, counters and anomaly states of all its tenants in a few round trips.
+    None for a tenant whose minute another run holds."""
     redis = services.redis
-    lock = tenant_key(tenant, "mon", str(minute))
-    if not await redis.set(lock, b"1", nx=True, ex=LOCK_TTL_SECONDS):
-        return None
+    locks = [tenant_key(t, "mon", str(minute)) for t in tenants]
+    taken = await pipelined(redis, [("SET", k, b"1", "NX", "EX", LOCK_TTL_SECONDS) for k in locks])
+    mine = [t for t, ok in zip(tenants, taken) if ok is not None and not isinstance(ok, Exception)]
     start = minute * MINUTE
     try:
-        fields = await services.metrics.interval(tenant, start, MINUTE)
-        counts = own_counts(fields)
-        figures = performance_data(counts, fields, start)
-        anomalies = await _observe(redis, tenant, minute, counts)
+        fields = await services.metrics.intervals(mine, start, MINUTE)
+        states = await redis.mget([tenant_key(t, "anomaly") for t in mine]) if mine else []
+        out: dict[str, TenantMinute] = {}
+        writes: list[tuple[Any, ...]] = []
+        for t, raw in zip(mine, states):
+            counts = own_counts(fields[t])
+            anomalies, state = _observe(raw, minute, counts)
+            if state is not None:
+                writes.append(("SET", tenant_key(t, "anomaly"), state, "EX", ANOMALY_TTL_SECONDS))
+            out[t] = TenantMinute(t, counts, performance_data(counts, fields[t], start), anomalies)
+        for reply in await pipelined(redis, writes):
+            if isinstance(reply, Exception):
+                raise reply
     except Exception:
-        await redis.delete(lock)  # let a later run of this minute try again
+        if mine:  # let a later run of this minute try these tenants again
+            await redis.delete(*(tenant_key(t, "mon", str(minute)) for t in mine))
         raise
-    return TenantMinute(tenant, counts, figures, anomalies)
+    return [out.get(t) for t in tenants]
 
 
 def _events(tm: TenantMinute, perf_events: bool) -> list[Event]:
@@ -190,33 +207,59 @@ async def run_minute(services: Any, now: float | None = None) -> MonitorReport:
     report = MonitorReport(minute)
     since = (minute - settings.monitor_lookback_minutes + 1) * MINUTE
     tenants = await services.metrics.active_tenants(since, (minute + 1) * MINUTE)
-    sem = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(t: str) -> TenantMinute | None:
-        async with sem:
-            return await _tenant(services, t, minute)
-
-    outcomes = await asyncio.gather(*(one(t) for t in tenants), return_exceptions=True)
-    for t, out in zip(tenants, outcomes):
-        if isinstance(out, BaseException):
-            log.error("monitor pass failed for tenant %s: %s", t, type(out).__name__)
-        elif out is None:
-            report.skipped.append(t)
-        else:
-            report.tenants.append(out)
-            report.events.extend(_events(out, settings.system_performance_events))
-    await publish_system_events(services.pipeline, report.events)
+    deadline = time.monotonic() + BUDGET_SECONDS
+    for first in range(0, len(tenants), CHUNK_TENANTS):
+        if first and time.monotonic() > deadline:  # the first chunk always runs
+            report.deferred = tenants[first:]
+            log.warning("monitor pass for minute %d: budget of %.0f s spent, %d tenant(s) not reached",
+                        minute, BUDGET_SECONDS, len(report.deferred))
+            break
+        chunk = tenants[first:first + CHUNK_TENANTS]
+        try:
+            outcomes = await _tenants(services, chunk, minute)
+        except Exception as exc:  # noqa: BLE001 - the next chunk and the next run carry on
+            log.error("monitor pass failed for %d tenant(s): %s", len(chunk), type(exc).__name__)
+            continue
+        for t, out in zip(chunk, outcomes):
+            if out is None:
+                report.skipped.append(t)
+            else:
+                report.tenants.append(out)
+                report.events.extend(_events(out, settings.system_performance_events))
+    known = {}
+    if report.events:
+        tables = await _prefetch_configs(services, sorted({e.tenantId for e in report.events}))
+        if tables is not None:
+            known["tables"] = tables
+        if tables is None or tables.status != "unhealthy":
+            await publish_system_events(services.pipeline, report.events)
     if report.tenants:
         await services.redis.set(service_stats.STREAM_PERF_KEY,
                                  orjson.dumps(_stream_figures(minute, report.tenants)),
                                  ex=service_stats.STREAM_PERF_TTL_SECONDS)
 
-    health = await run_checks(services)
+    health = await run_checks(services, known)
     section = await service_stats.service_section(services)
     known = set(services.destinations.built()) | {"redis"}
     report.system = service_stats.system_stats(section, {n: h.status for n, h in health.items() if n in known})
     telemetry.current().on_system(report.system)
     return report
+
+
+async def _prefetch_configs(services: Any, tenants: list[str]) -> DependencyHealth | None:
+    """Stream configs of the system events' tenants, in at most one Table query. When a query ran,
+    its outcome is the Tables health of this pass (no second read to probe it); None when every
+    config was cached (the health check then probes Tables itself)."""
+    start = time.perf_counter()
+    try:
+        queried = await services.configs.prefetch(tenants)
+    except Exception as exc:  # noqa: BLE001 - reported as the Tables health; the events wait a minute
+        log.error("monitor pass: stream configs unavailable: %s", type(exc).__name__)
+        return DependencyHealth("tables", "unhealthy", round((time.perf_counter() - start) * 1000, 2),
+                                detail=type(exc).__name__)
+    if not queried:
+        return None
+    return DependencyHealth("tables", "healthy", round((time.perf_counter() - start) * 1000, 2))
 
 
 async def on_timer(timer: Any = None, context: Any = None) -> MonitorReport:

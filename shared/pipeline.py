@@ -1,16 +1,19 @@
 """validate -> enrich -> tenant filter -> route, with a result for every event.
 
-The pipeline works on a batch: configs are fetched once per tenant, each destination gets the
-tenant's passing events in chunks of the stream's `batchSize`, destinations run concurrently,
-and metrics are written once per batch. A delivery that fails is handed to the `Parker` (the
-retry queue); an event is `accepted` only when each of its destinations delivered or parked it,
-otherwise `failed` (the client must retry: nothing was acknowledged).
+The pipeline works on a batch: the configs of all its tenants are fetched in one go, each
+destination gets every tenant's passing events, in chunks of the tenant's `batchSize`, in ONE call
+(so a batch naming a thousand tenants costs each destination one call, not a thousand concurrent
+ones), destinations run concurrently, and metrics are recorded once per batch. A delivery that
+fails is handed to the `Parker` (the retry queue); an event is `accepted` only when each of its
+destinations delivered or parked it, otherwise `failed` (the client must retry: nothing was
+acknowledged).
 
-Each destination call runs under its retry policy (`retry` of the destination config): a
-per-attempt timeout, and the failed, transient events of a chunk retried in process a few times
-with a short backoff before they are parked. Events with a client-given id (eventId or
-Idempotency-Key) and service-made events are claimed in the idempotency store first: a repeat
-within the window gets the original result as `duplicate` and is not delivered again.
+Each destination call runs under its retry policy (`retry` of the destination config; tenants
+with different policies go in separate calls, one after another): a per-attempt timeout, and the
+failed, transient events retried in process a few times with a short backoff before they are
+parked. Events with a client-given id (eventId or Idempotency-Key) and service-made events are
+claimed in the idempotency store first: a repeat within the window gets the original result as
+`duplicate` and is not delivered again.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 from pydantic import ValidationError
 
 from shared import limits
-from shared.destinations.base import Destination
+from shared.destinations.base import Chunk, Destination
 from shared.destinations.options import IN_PROCESS_MAX_DELAY_SECONDS, RetryPolicy
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
@@ -64,7 +67,26 @@ class DestinationLookup(Protocol):
 # Runs after metrics are written; may be async (awaited: e.g. system events for failed deliveries).
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
+MAX_ROUTES = 10_000  # stream configs whose routing is kept worked out
 PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a stream config says about routing, worked out once per config object (configs are
+    cached per instance, so a batch naming hundreds of tenants does not redo this per tenant)."""
+
+    enabled: tuple[str, ...]  # enabled destination types, in config order
+    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]]  # type -> (options, policy, policy key)
+
+
+def _route_of(config: StreamConfig) -> _Route:
+    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]] = {}
+    for d in config.destinations:  # the first of a type (types are unique in a valid config)
+        if d.type not in targets:
+            policy = getattr(d, "retry", None) or RetryPolicy()
+            targets[d.type] = (d.options, policy, tuple(policy.__dict__.values()))
+    return _Route(tuple(d.type for d in config.destinations if d.enabled), targets)
 
 
 @dataclass
@@ -93,6 +115,17 @@ class Pipeline:
         self.hooks = list(hooks)
         self.idempotency = idempotency
         self.rand = rand
+        self._routes: dict[int, tuple[StreamConfig, _Route]] = {}
+
+    def _route_for(self, config: StreamConfig) -> _Route:
+        hit = self._routes.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        if len(self._routes) >= MAX_ROUTES:
+            self._routes.clear()
+        route = _route_of(config)
+        self._routes[id(config)] = (config, route)  # the config is held, so its id is not reused
+        return route
 
     # ---- entry points ------------------------------------------------------------------
 
@@ -235,7 +268,8 @@ class Pipeline:
                                              reason="stream configuration unavailable", httpStatus=503)
             return results
 
-        jobs: list[tuple[str, StreamConfig, list[tuple[int, Event]]]] = []
+        # Per destination, every tenant's chunks of the batch (in request order per tenant).
+        jobs: dict[str, list[tuple[StreamConfig, list[int], list[Event]]]] = defaultdict(list)
         deliveries: dict[int, list[Delivery]] = defaultdict(list)
         for tenant, items in by_tenant.items():
             config = configs[tenant]
@@ -251,35 +285,28 @@ class Pipeline:
                                              reason=reason, httpStatus=200)
             if not passing:
                 continue
-            enabled = [d.type for d in config.destinations if d.enabled]
+            enabled = self._route_for(config).enabled
             for dest_type in enabled:
-                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})]
+                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})] if prior else passing
                 for start in range(0, len(todo), config.batchSize):
-                    jobs.append((dest_type, config, todo[start:start + config.batchSize]))
+                    chunk = todo[start:start + config.batchSize]
+                    jobs[dest_type].append((config, [i for i, _ in chunk], [ev for _, ev in chunk]))
             for i, ev in passing:
                 # every passing event gets an entry, even with no destination
                 deliveries[i].extend(prior[i][t] for t in enabled if t in prior.get(i, {}))
 
-        # Chunks of one tenant at one destination go in sequence (a stream keeps request order);
-        # tenants and destinations run concurrently.
-        lanes: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for j, (dest_type, config, _chunk) in enumerate(jobs):
-            lanes[(config.tenantId, dest_type)].append(j)
-        outcomes: list[list[Delivery]] = [[] for _ in jobs]
-
-        async def run_lane(indices: list[int]) -> None:
-            for j in indices:
-                dest_type, config, chunk = jobs[j]
-                outcomes[j] = await self._deliver(dest_type, config, [ev for _, ev in chunk],
-                                                  stats.tenant(config.tenantId))
-
-        await asyncio.gather(*(run_lane(ix) for ix in lanes.values()))
+        # One call per destination carries every tenant's chunks (see destinations/base.py); the
+        # destinations run concurrently, so a batch has at most one call in flight per destination.
+        dest_types = list(jobs)
+        per_dest = await asyncio.gather(*(
+            self._deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
         failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
-        for (dest_type, config, chunk), dels in zip(jobs, outcomes):
-            for (i, ev), d in zip(chunk, dels):
-                deliveries[i].append(d)
-                if d.status == "failed":
-                    failures.append((i, len(deliveries[i]) - 1, Failure(ev, dest_type, d, config)))
+        for dest_type, outcomes in zip(dest_types, per_dest):
+            for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
+                for i, ev, d in zip(indices, evs, dels):
+                    deliveries[i].append(d)
+                    if d.status == "failed":
+                        failures.append((i, len(deliveries[i]) - 1, Failure(ev, dest_type, d, config)))
         # System events are best effort and never parked: a notice about a failing destination that
         # fails there too must not come back through the retry queue and its dead letters.
         if failures and self.parker is not None and not stats.system:
@@ -326,51 +353,83 @@ class Pipeline:
         attempts: int | None = None, stats: TenantStats | None = None,
     ) -> list[Delivery]:
         """One destination only (retry queue, replay): the destination's retry policy, no parking."""
-        return await self._deliver(dest_type, config, list(events), stats or TenantStats(), attempts=attempts)
+        batch = BatchStats()
+        if stats is not None:
+            batch.tenants[config.tenantId] = stats
+        return (await self._deliver_chunks(dest_type, [(config, list(events))], batch, attempts=attempts))[0]
 
-    async def _deliver(
-        self, dest_type: str, config: StreamConfig, events: list[Event], ts: TenantStats,
+    async def _deliver_chunks(
+        self, dest_type: str, chunks: list[tuple[StreamConfig, list[Event]]], stats: BatchStats,
         attempts: int | None = None,
-    ) -> list[Delivery]:
+    ) -> list[list[Delivery]]:
+        """Chunks of any number of tenants to one destination; a Delivery per event, per chunk.
+
+        Chunks whose tenants share a retry policy (normally all) go in one call per attempt; the
+        groups of different policies go one after another, so one batch never has more than one
+        call in flight to a destination.
+        """
         dest = self.destinations.get(dest_type)
         if dest is None:
-            return [Delivery(destination=dest_type, status="failed", transient=False,
-                             error=f"destination type {dest_type!r} is not available in this deployment")
-                    for _ in events]
-        dest_cfg = next(d for d in config.destinations if d.type == dest_type)
-        policy = getattr(dest_cfg, "retry", None) or RetryPolicy()
-        out: list[Delivery] = [Delivery(destination=dest_type, status="failed", transient=True)] * len(events)
-        pending = list(range(len(events)))
+            return [[Delivery(destination=dest_type, status="failed", transient=False,
+                              error=f"destination type {dest_type!r} is not available in this deployment")
+                     for _ in events] for _, events in chunks]
+        groups: dict[tuple[Any, ...], tuple[RetryPolicy, list[int]]] = {}
+        prepared: list[Chunk] = []
+        for j, (config, events) in enumerate(chunks):
+            options, policy, key = self._route_for(config).targets[dest_type]
+            prepared.append(Chunk(config, options, events))
+            groups.setdefault(key, (policy, []))[1].append(j)
+        if len(groups) == 1:  # the usual case: every tenant of the batch has the same policy
+            [(policy, _)] = groups.values()
+            return await self._deliver_group(dest, prepared, policy, stats, attempts)
+        out: list[list[Delivery]] = [[] for _ in chunks]
+        for policy, members in groups.values():
+            got = await self._deliver_group(dest, [prepared[j] for j in members], policy, stats, attempts)
+            for j, dels in zip(members, got):
+                out[j] = dels
+        return out
+
+    async def _deliver_group(
+        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy, stats: BatchStats,
+        attempts: int | None,
+    ) -> list[list[Delivery]]:
+        """Calls under one retry policy: the failed, transient events of every chunk are tried again
+        together, after the policy's (capped) backoff."""
+        out = await self._attempt(dest, chunks, policy)
         tries = attempts if attempts is not None else policy.inProcessAttempts
-        for attempt in range(1, tries + 1):
-            if attempt > 1:
-                ts.count("retry", len(pending))
-                await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
-            got = await self._attempt(dest, dest_cfg.options, config, [events[i] for i in pending], policy)
-            retry_next = []
-            for i, d in zip(pending, got):
-                out[i] = d
-                if d.status == "failed" and d.transient:
-                    retry_next.append(i)
-            pending = retry_next
-            if not pending:
+        for attempt in range(2, tries + 1):
+            again = [(c, ix) for c, ix in (
+                (c, [i for i, d in enumerate(dels) if d.status == "failed" and d.transient])
+                for c, dels in enumerate(out)) if ix]
+            if not again:
                 break
+            for c, ix in again:
+                stats.tenant(chunks[c].stream.tenantId).count("retry", len(ix))
+            await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
+            retry = [Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in ix]) for c, ix in again]
+            got = await self._attempt(dest, retry, policy)
+            for (c, ix), dels in zip(again, got):
+                row = out[c] = list(out[c])
+                for i, d in zip(ix, dels):
+                    row[i] = d
         return out
 
     async def _attempt(
-        self, dest: Destination, options: Any, config: StreamConfig, events: list[Event], policy: RetryPolicy
-    ) -> list[Delivery]:
+        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy
+    ) -> list[list[Delivery]]:
         try:
-            out = await asyncio.wait_for(dest.publish(events, options, config), policy.timeoutSeconds)
+            out = await asyncio.wait_for(dest.publish(chunks), policy.timeoutSeconds)
         except asyncio.TimeoutError:
-            return [Delivery(destination=dest.type, status="failed", transient=True,
-                             error=f"no answer within {policy.timeoutSeconds} s") for _ in events]
+            return [[Delivery(destination=dest.type, status="failed", transient=True,
+                              error=f"no answer within {policy.timeoutSeconds} s") for _ in ch.events]
+                    for ch in chunks]
         except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
             log.exception("destination %s raised", dest.type)
-            return [Delivery(destination=dest.type, status="failed", transient=True,
-                             error=f"destination error: {type(exc).__name__}") for _ in events]
-        if len(out) != len(events):
-            raise RuntimeError(f"destination {dest.type} returned {len(out)} results for {len(events)} events")
+            return [[Delivery(destination=dest.type, status="failed", transient=True,
+                              error=f"destination error: {type(exc).__name__}") for _ in ch.events]
+                    for ch in chunks]
+        if len(out) != len(chunks) or any(len(d) != len(ch.events) for d, ch in zip(out, chunks)):
+            raise RuntimeError(f"destination {dest.type} returned results that do not match its chunks")
         return out
 
     async def _finish(self, stats: BatchStats, results: Sequence[EventResult]) -> None:

@@ -72,7 +72,7 @@ class Services:
         self.tables = table_service(settings, self.storage_credential())
         self.configs = ConfigStore(self.tables, settings.stream_config_table, self.redis,
                                    settings.stream_config_cache_seconds)
-        self.metrics = TenantMetrics(self.redis)
+        self.metrics = TenantMetrics(self.redis, settings.metrics_flush_ms / 1000.0)
         self.destinations = DestinationRegistry(self)
         self.queues = queue_service(settings, self.storage_credential())
         # One Cosmos client for the instance: the overdue timer, the feed-start lookup and /health.
@@ -125,6 +125,10 @@ class Services:
 
     async def close(self) -> None:
         await self.failure_hook.drain()  # SYSTEM_ERROR notices still in flight
+        try:
+            await self.metrics.close()  # counts still waiting for the write-behind flush
+        except Exception:  # noqa: BLE001 - closing must not fail shutdown (Redis may be gone)
+            pass
         await self.destinations.close()
         await self.tables.close()
         await self.queues.close()

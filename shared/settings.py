@@ -77,6 +77,9 @@ class Settings(BaseModel):
     monitor_lookback_minutes: int = Field(60, ge=1, le=60, alias="MONITOR_LOOKBACK_MINUTES")
     # SYSTEM_PERFORMANCE events per tenant per minute (off: custom metrics and DATA_ANOMALY only).
     system_performance_events: bool = Field(True, alias="SYSTEM_PERFORMANCE_EVENTS")
+    # Per-tenant metrics are merged per instance and written at most this long after a batch
+    # (0: every batch writes before it returns); shared/metrics.py, "Write-behind".
+    metrics_flush_ms: int = Field(200, ge=0, le=5000, alias="METRICS_FLUSH_MS")
 
     # Cosmos DB: the service's own SDK calls (overdue query). Key empty = managed identity.
     # The trigger bindings read their own connection setting, `COSMOS` (a connection string

@@ -1,15 +1,18 @@
 """In-memory test doubles that implement the pipeline's real protocols (no mocks).
 
 `MemoryDestination` is a `Destination`, `MemoryConfigs` a `ConfigSource`, `MemoryParker` a `Parker`,
-`SpyMetrics` a `TenantMetrics` that keeps what it was asked to record.
+`SpyMetrics` a `TenantMetrics` that keeps what it was asked to record; `RoundTrips` a real Redis
+client that counts its round trips; `RequestLog` records an Azure SDK client's requests.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
+from redis.asyncio import Connection, ConnectionPool, Redis
 
-from shared.destinations.base import DependencyHealth, Destination, delivered, failed
+from shared.destinations.base import Chunk, DependencyHealth, Destination, delivered, failed
 from shared.metrics import BatchStats, TenantMetrics
 from shared.models import Delivery, Event, StreamConfig
 from shared.pipeline import Failure
@@ -41,22 +44,29 @@ def stream_config(tenant: str = "tenant-123", **over: Any) -> StreamConfig:
 
 
 class MemoryDestination:
-    """Stores delivered events; `fail_ids` fail (transient), `raise_exc` makes publish raise."""
+    """Stores delivered events; `fail_ids` fail (transient), `raise_exc` makes publish raise.
+    `calls` holds each chunk's events, `publishes` each publish call's chunks."""
 
     def __init__(self, type_: str = "redis", *, fail_ids: Iterable[str] = (), raise_exc: Exception | None = None):
         self.type = type_
         self.fail_ids = set(fail_ids)
         self.raise_exc = raise_exc
         self.calls: list[list[Event]] = []
+        self.publishes: list[list[Chunk]] = []
         self.options_seen: list[BaseModel] = []
         self.stored: list[Event] = []
         self.closed = False
 
-    async def publish(self, events: Sequence[Event], options: BaseModel, stream: StreamConfig) -> list[Delivery]:
-        self.calls.append(list(events))
-        self.options_seen.append(options)
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
+        self.publishes.append(list(chunks))
+        for ch in chunks:
+            self.calls.append(list(ch.events))
+            self.options_seen.append(ch.options)
         if self.raise_exc is not None:
             raise self.raise_exc
+        return [self._store(ch.events) for ch in chunks]
+
+    def _store(self, events: Sequence[Event]) -> list[Delivery]:
         out: list[Delivery] = []
         for ev in events:
             if ev.eventId in self.fail_ids:
@@ -123,3 +133,51 @@ class SpyMetrics(TenantMetrics):
 
     async def record(self, stats: BatchStats, now: float | None = None) -> None:
         self.batches.append(stats)
+
+    async def flush(self) -> None:
+        """Nothing is pending: every batch is kept as it came."""
+
+
+class RoundTrips:
+    """A real Redis client (`.client`) whose connections count round trips: a write after a read
+    (or the first write) starts one; a pipeline sent in several writes is still one."""
+
+    def __init__(self, port: int) -> None:
+        self.count = 0
+        counter = self
+
+        class _Counting(Connection):
+            writing = False
+
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                if not self.writing:
+                    counter.count += 1
+                    self.writing = True
+                await super().send_packed_command(command, check_health)
+
+            async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+                self.writing = False
+                return await super().read_response(*args, **kwargs)
+
+        self.client = Redis(connection_pool=ConnectionPool(connection_class=_Counting, port=port))
+
+    async def warm(self) -> None:
+        """Connect (the handshake is sent too) and start counting from zero."""
+        await self.client.ping()
+        self.count = 0
+
+
+class RequestLog:
+    """A `raw_request_hook` for Azure SDK clients (a real client, its requests recorded): the method
+    and path of every HTTP request it sends, e.g. to count Table reads."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def __call__(self, request: Any) -> None:
+        http = request.http_request
+        self.requests.append((http.method, urlsplit(http.url).path))
+
+    def reads(self, table: str) -> int:
+        """GETs of entities of `table` (queries and point reads), not of table metadata."""
+        return sum(1 for m, p in self.requests if m == "GET" and p.rsplit("/", 1)[-1].startswith(table + "("))

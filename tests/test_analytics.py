@@ -18,6 +18,7 @@ from shared.destinations.options import AnalyticsOptions
 from shared.enrich import enrich, now_iso
 from shared.models import EventIn, StreamConfig, StreamConfigIn
 from shared.services import Services
+from shared.destinations.base import Chunk, publish_one
 
 pytestmark = pytest.mark.usefixtures("app_services")
 
@@ -52,12 +53,12 @@ async def test_250_events_in_one_partition_are_all_stored(app_services: Services
     dest = app_services.analytics
     now = datetime.now(UTC)
     events = [make_event(t, now) for _ in range(250)]
-    out = await dest.publish(events, AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
+    out = await publish_one(dest, events, AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
     assert [d.status for d in out] == ["delivered"] * 250
     rows = await entities(dest, t)
     assert len(rows) == 250 and len({r["PartitionKey"] for r in rows}) == 1
     # Upsert: writing the same events again (a retry) keeps one entity per event.
-    out = await dest.publish(events[:120], AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
+    out = await publish_one(dest, events[:120], AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
     assert all(d.status == "delivered" for d in out)
     assert len(await entities(dest, t)) == 250
 
@@ -67,7 +68,7 @@ async def test_keys_spread_over_shards_newest_first(app_services: Services) -> N
     dest = app_services.analytics
     now = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=30)  # all 40 events in one past hour
     events = [make_event(t, now - timedelta(seconds=i)) for i in range(40)]
-    await dest.publish(events, AnalyticsOptions(shards=4), StreamConfig(tenantId=t))
+    await publish_one(dest, events, AnalyticsOptions(shards=4), StreamConfig(tenantId=t))
     rows = await entities(dest, t)
     pks = {r["PartitionKey"] for r in rows}
     assert pks == {f"{t}_{now:%Y%m%d%H}_{shard:02d}" for shard in range(4)}
@@ -84,7 +85,7 @@ async def test_payload_over_64_kib_is_kept_without_loss(app_services: Services, 
     data = {f"k{i}": ("é𝄞" + uuid.uuid4().hex) * 2000 for i in range(3)}
     ev = make_event(t, datetime.now(UTC), data=data)
     assert len(ev.to_json()) > 64 * 1024
-    out = await dest.publish([ev], AnalyticsOptions(shards=2), StreamConfig(tenantId=t, compressionEnabled=compress))
+    out = await publish_one(dest, [ev], AnalyticsOptions(shards=2), StreamConfig(tenantId=t, compressionEnabled=compress))
     assert out[0].status == "delivered", out[0].error
     [row] = await entities(dest, t)
     if compress:
@@ -102,7 +103,7 @@ async def test_history_pages_newest_first_with_filters(app_services: Services) -
     for i in range(60):  # 60 events 4 minutes apart: 4 hours of data
         kind = {"eventType": "CONTROL_FAILED", "source": "MCP_SERVER", "action": "TEST"} if i % 3 == 0 else {}
         events.append(make_event(t, now - timedelta(minutes=4 * i), **kind))
-    out = await dest.publish(events, AnalyticsOptions(shards=3), StreamConfig(tenantId=t))
+    out = await publish_one(dest, events, AnalyticsOptions(shards=3), StreamConfig(tenantId=t))
     assert all(d.status == "delivered" for d in out)
     from_ms = int((now - timedelta(hours=6)).timestamp() * 1000)
     to_ms = int(now.timestamp() * 1000)
@@ -140,9 +141,9 @@ async def test_pipeline_honours_batch_size_and_routes_to_analytics(app_services:
     chunks: list[int] = []
     real = dest.publish
 
-    async def counting(events, options, stream):  # type: ignore[no-untyped-def]
-        chunks.append(len(events))
-        return await real(events, options, stream)
+    async def counting(call):  # type: ignore[no-untyped-def]
+        chunks.extend(len(c.events) for c in call)
+        return await real(call)
 
     dest.publish = counting  # type: ignore[method-assign]
     raws = [{"tenantId": t, "eventType": "RISK_CREATED", "source": "FRONTEND_APP", "action": "CREATE",
@@ -159,10 +160,37 @@ async def test_index_rows_record_tenant_hours(app_services: Services) -> None:
     t = tenant()
     dest = app_services.analytics
     now = datetime.now(UTC)
-    await dest.publish([make_event(t, now), make_event(t, now - timedelta(hours=2))], AnalyticsOptions(shards=5),
+    await publish_one(dest, [make_event(t, now), make_event(t, now - timedelta(hours=2))], AnalyticsOptions(shards=5),
                        StreamConfig(tenantId=t))
     table = await dest.table()
     rows = [r["RowKey"] async for r in table.query_entities(
         "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
         parameters={"pk": INDEX_PARTITION, "lo": t + "_", "hi": t + "`"})]
     assert rows == sorted([f"{t}_{now - timedelta(hours=2):%Y%m%d%H}_05", f"{t}_{now:%Y%m%d%H}_05"])
+
+
+async def test_one_call_for_150_tenants_writes_their_index_rows_in_transactions(app_services: Services) -> None:
+    dest = app_services.analytics
+    now = datetime.now(UTC)
+    tenants = [tenant() for _ in range(150)]
+    chunks = [Chunk(StreamConfig(tenantId=t), AnalyticsOptions(shards=1), [make_event(t, now), make_event(t, now)])
+              for t in tenants]
+    table = await dest.table()
+    requests: list[str] = []
+    original = table.submit_transaction
+
+    async def counting(ops, **kw):  # type: ignore[no-untyped-def]
+        requests.append(ops[0][1]["PartitionKey"])
+        return await original(ops, **kw)
+
+    table.submit_transaction = counting  # type: ignore[method-assign]
+    try:
+        out = await dest.publish(chunks)
+    finally:
+        del table.submit_transaction
+    assert [[d.status for d in ds] for ds in out] == [["delivered"] * 2] * 150
+    assert requests.count(INDEX_PARTITION) == 2  # 150 new index rows: 100 + 50, not 150 requests
+    rows = {r["RowKey"] async for r in table.query_entities("PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION},
+                                                            select=["RowKey"])}
+    assert {f"{t}_{now:%Y%m%d%H}_01" for t in tenants} <= rows
+    assert len(await entities(dest, tenants[-1])) == 2

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from shared.configstore import ConfigStore, PreconditionFailed
 from shared.models import StreamConfigIn
 from shared.redisconn import tenant_key
+from tests.doubles import RequestLog
 
 TABLE = f"cfgtest{uuid.uuid4().hex[:8]}"
 
@@ -198,3 +199,49 @@ async def test_failed_version_bump_is_bounded_by_the_ttl(make_store: Callable[..
     await blind_writer.write(tenant, body(batchSize=77))  # cfgver unchanged in Redis
     assert (await reader_long.get(tenant)).isDefault      # within its TTL: the documented staleness bound
     assert (await reader_no_ttl.get(tenant)).batchSize == 77
+
+
+@pytest.fixture
+async def counted(storage_connection_string: str, redis_port: int) -> AsyncIterator[tuple[ConfigStore, RequestLog]]:
+    log = RequestLog()
+    tables = TableServiceClient.from_connection_string(storage_connection_string, raw_request_hook=log)
+    redis = Redis(port=redis_port)
+    try:
+        yield ConfigStore(tables, TABLE, redis, 30.0), log
+    finally:
+        await tables.close()
+        await redis.aclose()
+
+
+async def test_never_seen_tenants_are_read_in_one_query_and_cached(
+        make_store: Callable[..., ConfigStore], counted: tuple[ConfigStore, RequestLog]) -> None:
+    writer = make_store()
+    run = uuid.uuid4().hex[:8]
+    tenants = [f"cfgm-{run}-{i:03d}" for i in range(500)]
+    stored = tenants[::25]  # 20 of them have a config; the others get the default
+    for i, t in enumerate(stored):
+        await writer.write(t, body(retentionDays=1 + i))
+    await writer.write(f"cfgm-{run}-0005x", body(retentionDays=99))  # in the key range, not in the batch
+    store, log = counted
+    await store.table()  # the table client exists (created once per instance)
+    log.requests.clear()
+    got = await store.get_many(tenants)
+    assert log.reads(TABLE) == 1  # one query for 500 tenants
+    assert [got[t].retentionDays for t in stored] == [1 + i for i in range(len(stored))]
+    assert all(got[t].isDefault for t in tenants if t not in stored)
+    assert set(got) == set(tenants)
+    log.requests.clear()
+    again = await store.get_many(tenants)  # every answer cached, "no config" included
+    assert log.requests == [] and again == got
+
+
+async def test_a_few_tenants_are_read_by_key_in_one_query(
+        make_store: Callable[..., ConfigStore], counted: tuple[ConfigStore, RequestLog]) -> None:
+    run = uuid.uuid4().hex[:8]
+    await make_store().write(f"a-{run}", body(retentionDays=3))
+    store, log = counted
+    await store.table()
+    log.requests.clear()
+    got = await store.get_many([f"a-{run}", f"m-{run}", f"z-{run}"])
+    assert log.reads(TABLE) == 1
+    assert got[f"a-{run}"].retentionDays == 3 and got[f"m-{run}"].isDefault and got[f"z-{run}"].isDefault

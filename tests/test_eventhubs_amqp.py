@@ -23,6 +23,7 @@ from shared.destinations.kafka import KafkaDestination
 from shared.destinations.options import KafkaOptions
 from shared.models import StreamConfig
 from shared.settings import Settings
+from shared.destinations.base import publish_one
 from tests.kafka_helpers import big_event, make_event
 
 AMQP = KafkaOptions(transport="amqp")
@@ -105,7 +106,7 @@ async def test_batches_per_partition_key_with_headers_as_properties() -> None:
     dest = amqp_dest(ns)
     events = [make_event(t, data={"n": n}) for n in range(5) for t in ("tenant-a", "tenant-b")]
 
-    dels = await dest.publish(events, AMQP, stream(topics=["grc-hub"]))
+    dels = await publish_one(dest, events, AMQP, stream(topics=["grc-hub"]))
 
     assert [d.status for d in dels] == ["delivered"] * 10
     assert all(d.ref == "grc-hub/amqp" for d in dels)
@@ -127,7 +128,7 @@ async def test_batches_per_partition_key_with_headers_as_properties() -> None:
 async def test_setting_selects_amqp_when_options_do_not() -> None:
     ns = FakeEventHubs()
     dest = amqp_dest(ns, EVENTHUBS_TRANSPORT="amqp", KAFKA_DEFAULT_TOPIC="default-hub")
-    [d] = await dest.publish([make_event()], KafkaOptions(), stream())
+    [d] = await publish_one(dest, [make_event()], KafkaOptions(), stream())
     assert d.status == "delivered" and [s.hub for s in ns.sent] == ["default-hub"]
     assert (await dest.health()).status == "healthy"
     # The options win over the setting.
@@ -141,7 +142,7 @@ async def test_new_batch_when_full_keeps_order_within_the_size_limit() -> None:
     dest = amqp_dest(ns)
     events = [make_event(data={"n": n, "pad": "p" * 1_500}) for n in range(12)]
 
-    dels = await dest.publish(events, AMQP, stream(topics=["hub"]))
+    dels = await publish_one(dest, events, AMQP, stream(topics=["hub"]))
 
     assert [d.status for d in dels] == ["delivered"] * 12
     assert len(ns.sent) >= 3  # ~1.8 KB events, 8 KB batches
@@ -155,7 +156,7 @@ async def test_event_that_fits_no_batch_fails_for_good_others_go() -> None:
     small1, huge, small2 = make_event(), make_event(data={"pad": "x" * 5_000}), make_event()
     over_limit = big_event("tenant-a", 1_000_001)
 
-    dels = await dest.publish([small1, huge, small2, over_limit], AMQP, stream(topics=["hub"]))
+    dels = await publish_one(dest, [small1, huge, small2, over_limit], AMQP, stream(topics=["hub"]))
 
     assert [d.status for d in dels] == ["delivered", "failed", "delivered", "failed"]
     assert dels[1].transient is False and dels[1].error and "empty Event Hubs batch" in dels[1].error
@@ -169,7 +170,7 @@ async def test_failed_batch_stops_its_key_and_reports_transient() -> None:
     a_events = [make_event("tenant-a", data={"n": n, "pad": "p" * 1_500}) for n in range(8)]
     ns.fail_on_send[2] = ConnectionLostError("link detached")
 
-    dels = await dest.publish(a_events, AMQP, stream(topics=["hub"]))
+    dels = await publish_one(dest, a_events, AMQP, stream(topics=["hub"]))
 
     first = ns.sent[0].event_ids()
     assert first == [e.eventId for e in a_events[: len(first)]]
@@ -184,7 +185,7 @@ async def test_authentication_error_is_not_transient() -> None:
     ns = FakeEventHubs()
     ns.fail_on_send[1] = AuthenticationError("unauthorized")
     dest = amqp_dest(ns)
-    [d] = await dest.publish([make_event()], AMQP, stream(topics=["hub"]))
+    [d] = await publish_one(dest, [make_event()], AMQP, stream(topics=["hub"]))
     assert d.status == "failed" and d.transient is False
 
 
@@ -195,7 +196,7 @@ async def test_concurrent_chunks_of_one_tenant_keep_their_order() -> None:
     events = [make_event(data={"n": n}) for n in range(30)]
     chunks = [events[i:i + 10] for i in range(0, 30, 10)]
 
-    results = await asyncio.gather(*(dest.publish(c, AMQP, stream(topics=["hub"])) for c in chunks))
+    results = await asyncio.gather(*(publish_one(dest, c, AMQP, stream(topics=["hub"])) for c in chunks))
 
     assert all(d.status == "delivered" for r in results for d in r)
     assert [i for s in ns.sent for i in s.event_ids()] == [e.eventId for e in events]
@@ -209,7 +210,7 @@ async def test_routes_and_gzip_bodies_when_compression_enabled() -> None:
         {"topic": "risks", "eventTypes": ["RISK_CREATED"]}]})
     risk, ctrl = make_event(event_type="RISK_CREATED"), make_event(event_type="CONTROL_TESTED")
 
-    dels = await dest.publish([risk, ctrl], options, stream(topics=["all"], compressionEnabled=True))
+    dels = await publish_one(dest, [risk, ctrl], options, stream(topics=["all"], compressionEnabled=True))
 
     assert [d.status for d in dels] == ["delivered", "delivered"]
     assert dels[0].ref == "all/amqp,risks/amqp"
@@ -223,7 +224,7 @@ async def test_routes_and_gzip_bodies_when_compression_enabled() -> None:
 
 async def test_without_credentials_deliveries_fail_for_good() -> None:
     dest = KafkaDestination(Settings.from_env({"EVENTHUBS_TRANSPORT": "amqp"}))
-    [d] = await dest.publish([make_event()], KafkaOptions(), stream())
+    [d] = await publish_one(dest, [make_event()], KafkaOptions(), stream())
     assert d.status == "failed" and d.transient is False
     assert d.error and "EVENTHUBS_CONNECTION_STRING" in d.error
     await dest.close()

@@ -15,6 +15,7 @@ from shared.idempotency import PENDING, IdempotencyStore, idem_key
 from shared.models import EventIn, StreamConfig
 from shared.pipeline import PublishContext
 from shared.services import Services
+from shared.destinations.base import publish_one
 from tests.delivery_helpers import down_redis, isolated_services
 from tests.functions_client import invoke
 
@@ -137,11 +138,11 @@ async def test_redis_stream_write_is_idempotent_on_event_id(app_services: Servic
     t = tenant()
     event = enrich(EventIn.model_validate(ev(t, eventId="w-1")), ingested_at=now_iso())
     dest = app_services.redis_streams
-    [a] = await dest.publish([event], RedisStreamOptions(), StreamConfig(tenantId=t))
-    [b] = await dest.publish([event], RedisStreamOptions(), StreamConfig(tenantId=t))
+    [a] = await publish_one(dest, [event], RedisStreamOptions(), StreamConfig(tenantId=t))
+    [b] = await publish_one(dest, [event], RedisStreamOptions(), StreamConfig(tenantId=t))
     assert a.status == b.status == "delivered" and a.ref == b.ref
     assert await stream_ids(app_services, t) == ["w-1"]
-    [c] = await dest.publish([event], RedisStreamOptions(dedupeSeconds=0), StreamConfig(tenantId=t))
+    [c] = await publish_one(dest, [event], RedisStreamOptions(dedupeSeconds=0), StreamConfig(tenantId=t))
     assert c.ref != a.ref and len(await stream_ids(app_services, t)) == 2
 
 
@@ -171,3 +172,20 @@ async def test_retry_after_a_failure_skips_destinations_that_already_have_the_ev
         assert await stream_ids(svc, t) == ["part-1"]  # not appended a second time
         [third] = await svc.pipeline.publish_raw([ev(t, eventId="part-1")], PublishContext())
         assert third.status == "duplicate"
+
+
+async def test_claims_of_a_thousand_tenants_are_one_round_trip(redis_port: int) -> None:
+    from tests.doubles import RoundTrips
+
+    trips = RoundTrips(redis_port)
+    try:
+        store = IdempotencyStore(trips.client, 60)
+        ingested = now_iso()
+        events = [enrich(EventIn.model_validate(ev(tenant(), eventId=f"e-{i}")), ingested_at=ingested)
+                  for i in range(1000)]
+        await store.claim(events[:1])  # the script is loaded once per server
+        await trips.warm()
+        claims = await store.claim(events[1:])
+        assert [c.state for c in claims] == ["new"] * 999 and trips.count == 1
+    finally:
+        await trips.client.aclose()

@@ -20,6 +20,7 @@ from shared.models import StreamConfig, StreamConfigIn
 from shared.pipeline import Pipeline, PublishContext
 from shared.producer import EventProducer
 from shared.settings import Settings
+from shared.destinations.base import Chunk, publish_one
 from tests.kafka_helpers import TopicReader, big_event, create_topics, headers, make_event, unique_topic
 
 
@@ -73,9 +74,12 @@ async def test_keys_headers_and_order_per_tenant(
     events = [make_event(t, data={"seq": n}) for n in range(20) for t in tenants]  # interleaved
     cfg = stream(topics=[topic])
 
-    # The pipeline gives a destination one tenant's events per call; concurrent calls share the producer.
-    results = await asyncio.gather(*(
-        dest.publish([e for e in events if e.tenantId == t], KafkaOptions(), cfg) for t in tenants))
+    # One call carries every tenant's chunks (two per tenant here, as with batchSize 10).
+    own = {t: [e for e in events if e.tenantId == t] for t in tenants}
+    chunks = [Chunk(cfg.model_copy(update={"tenantId": t}), KafkaOptions(), own[t][half:half + 10])
+              for half in (0, 10) for t in tenants]
+    out = await dest.publish(chunks)
+    results = [out[k] + out[k + 3] for k in range(3)]
 
     for t, dels in zip(tenants, results):
         assert [d.status for d in dels] == ["delivered"] * 20
@@ -108,7 +112,7 @@ async def test_entity_key_falls_back_to_tenant(
     topic = unique_topic()
     create_topics(broker, topic)
     events = [make_event("tenant-a", entity_id="risk-1"), make_event("tenant-a")]
-    dels = await dest.publish(events, KafkaOptions(key="entityId"), stream(topics=[topic]))
+    dels = await publish_one(dest, events, KafkaOptions(key="entityId"), stream(topics=[topic]))
     assert [d.status for d in dels] == ["delivered", "delivered"]
     keys = {headers(m)["eventId"]: m.key().decode() for m in reader.read(topic, expect=2)}
     assert keys == {events[0].eventId: "risk-1", events[1].eventId: "tenant-a"}
@@ -128,7 +132,7 @@ async def test_topic_routing_by_event_type_and_source(
     e_ctrl = make_event(event_type="CONTROL_TESTED", source="BACKEND_API")
     e_mcp_risk = make_event(event_type="RISK_UPDATED", source="MCP_SERVER")
 
-    dels = await dest.publish([e_risk, e_ctrl, e_mcp_risk], options, cfg)
+    dels = await publish_one(dest, [e_risk, e_ctrl, e_mcp_risk], options, cfg)
 
     assert [d.status for d in dels] == ["delivered"] * 3
     assert dels[2].ref is not None and dels[2].ref.count("@") == 3  # one ack per topic
@@ -149,9 +153,9 @@ async def test_unmatched_event_is_not_sent_and_no_topics_means_default_topic(
     try:
         ev = make_event(event_type="CONTROL_FAILED")
         routed = KafkaOptions.model_validate({"routes": [{"topic": only_risks, "eventTypes": ["RISK_CREATED"]}]})
-        [unrouted] = await d.publish([ev], routed, stream())
+        [unrouted] = await publish_one(d, [ev], routed, stream())
         assert unrouted.status == "delivered" and unrouted.ref and unrouted.ref.startswith("unrouted")
-        [to_default] = await d.publish([ev], KafkaOptions(), stream())
+        [to_default] = await publish_one(d, [ev], KafkaOptions(), stream())
         assert to_default.status == "delivered" and to_default.ref and to_default.ref.startswith(f"{default}/")
     finally:
         await d.close()
@@ -167,7 +171,7 @@ async def test_event_over_1_000_000_bytes_is_refused_not_sent(
     small, big = make_event(), big_event("tenant-a", 1_000_001)
     assert len(big.to_json()) > 1_000_000
 
-    dels = await dest.publish([small, big], KafkaOptions(), stream(topics=[topic]))
+    dels = await publish_one(dest, [small, big], KafkaOptions(), stream(topics=[topic]))
 
     assert dels[0].status == "delivered"
     assert dels[1].status == "failed" and dels[1].transient is False
@@ -182,7 +186,7 @@ async def test_event_just_under_the_limit_is_delivered(
     create_topics(broker, topic, partitions=1)
     ev = big_event("tenant-a", 999_000)
     assert 999_000 < len(ev.to_json()) <= 1_000_000
-    [d] = await dest.publish([ev], KafkaOptions(), stream(topics=[topic]))
+    [d] = await publish_one(dest, [ev], KafkaOptions(), stream(topics=[topic]))
     assert d.status == "delivered", d.error
     [m] = reader.read(topic, expect=1)
     assert len(m.value()) == len(ev.to_json())
@@ -192,7 +196,7 @@ async def test_cloudevents_binary_mode(reader: TopicReader, broker: str, dest: K
     topic = unique_topic()
     create_topics(broker, topic)
     ev = make_event(entity_id="risk-9", data={"score": 7})
-    [d] = await dest.publish([ev], KafkaOptions(format="cloudevents"), stream(topics=[topic]))
+    [d] = await publish_one(dest, [ev], KafkaOptions(format="cloudevents"), stream(topics=[topic]))
     assert d.status == "delivered"
     [m] = reader.read(topic, expect=1)
     h = headers(m)
@@ -224,10 +228,12 @@ async def test_gzip_producer_when_compression_enabled(
     create_topics(broker, topic)
     data = {"text": "compliance " * 2000}  # ~22 KB, very compressible
     plain_events = [make_event(data=data) for _ in range(20)]
-    gz_events = [make_event(data=data) for _ in range(20)]
+    gz_events = [make_event("tenant-z", data=data) for _ in range(20)]
 
-    dels = await dest.publish(plain_events, KafkaOptions(), stream(topics=[topic]))
-    dels += await dest.publish(gz_events, KafkaOptions(), stream(topics=[topic], compressionEnabled=True))
+    plain, gz = await dest.publish([  # one call; the two compression modes go to their own producers
+        Chunk(stream(topics=[topic]), KafkaOptions(), plain_events),
+        Chunk(stream("tenant-z", topics=[topic], compressionEnabled=True), KafkaOptions(), gz_events)])
+    dels = plain + gz
     assert all(d.status == "delivered" for d in dels)
     done = time.time()
 
@@ -249,7 +255,7 @@ async def test_broker_down_gives_failed_transient_deliveries() -> None:
     d = KafkaDestination(kafka_settings(closed, KAFKA_DELIVERY_TIMEOUT_MS="1000", HEALTH_TIMEOUT_SECONDS="0.5"))
     try:
         events = [make_event() for _ in range(3)]
-        dels = await d.publish(events, KafkaOptions(), stream(topics=["nowhere"]))
+        dels = await publish_one(d, events, KafkaOptions(), stream(topics=["nowhere"]))
         assert [(x.status, x.transient) for x in dels] == [("failed", True)] * 3
         assert all(x.error and "nowhere" in x.error and "TIMED_OUT" in x.error for x in dels)
         health = await d.health()
@@ -263,7 +269,7 @@ async def test_no_report_within_the_bounded_wait_is_a_transient_failure() -> Non
     d = KafkaDestination(kafka_settings(closed, KAFKA_DELIVERY_TIMEOUT_MS="60000"))
     d._wait_seconds = 0.3  # librdkafka would still be retrying: the call must not wait for it
     try:
-        [x] = await d.publish([make_event()], KafkaOptions(), stream(topics=["t"]))
+        [x] = await publish_one(d, [make_event()], KafkaOptions(), stream(topics=["t"]))
         assert x.status == "failed" and x.transient is True
         assert x.error and "no delivery report" in x.error
         assert d.pending()["messages"] == 1  # still queued in the producer
@@ -274,7 +280,7 @@ async def test_no_report_within_the_bounded_wait_is_a_transient_failure() -> Non
 async def test_health_reports_latency_and_pending(broker: str, dest: KafkaDestination) -> None:
     topic = unique_topic()
     create_topics(broker, topic)
-    await dest.publish([make_event()], KafkaOptions(), stream(topics=[topic]))
+    await publish_one(dest, [make_event()], KafkaOptions(), stream(topics=[topic]))
     h = await dest.health()
     assert h.status == "healthy"
     assert h.latency_ms is not None and h.latency_ms >= 0
@@ -328,7 +334,7 @@ def test_oauth_config_gets_a_token_for_the_namespace_scope() -> None:
 
 async def test_misconfigured_security_fails_deliveries_without_raising() -> None:
     d = KafkaDestination(kafka_settings("x:9093", KAFKA_SECURITY="sasl-plain"))
-    dels = await d.publish([make_event()], KafkaOptions(), stream())
+    dels = await publish_one(d, [make_event()], KafkaOptions(), stream())
     assert dels[0].status == "failed" and dels[0].transient is False
     assert dels[0].error and "EVENTHUBS_CONNECTION_STRING" in dels[0].error
     await d.close()

@@ -14,6 +14,7 @@ from shared.destinations.kafka import KafkaDestination
 from shared.destinations.options import KafkaOptions
 from shared.models import StreamConfig
 from shared.settings import Settings
+from shared.destinations.base import publish_one
 from tests.kafka_helpers import create_topics, make_event, unique_topic
 
 
@@ -25,7 +26,7 @@ async def test_a_new_producer_after_the_broker_forgot_the_old_one(tmp_path: Path
     dest = KafkaDestination(Settings.from_env({"KAFKA_BROKER": broker, "KAFKA_DELIVERY_TIMEOUT_MS": "1500"}))
     cfg = StreamConfig.model_validate({"tenantId": "tenant-r", "topics": [topic], "destinations": [{"type": "kafka"}]})
     try:
-        [d] = await dest.publish([make_event("tenant-r")], KafkaOptions(), cfg)
+        [d] = await publish_one(dest, [make_event("tenant-r")], KafkaOptions(), cfg)
         assert d.status == "delivered"
         services.stop(broker_proc.proc, timeout=2)
         broker_proc = services.start("kafka", tmp_path / "kafka", broker_proc.ports)
@@ -33,7 +34,7 @@ async def test_a_new_producer_after_the_broker_forgot_the_old_one(tmp_path: Path
         outcomes = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            [d] = await dest.publish([make_event("tenant-r")], KafkaOptions(), cfg)
+            [d] = await publish_one(dest, [make_event("tenant-r")], KafkaOptions(), cfg)
             outcomes.append((d.status, d.transient, d.error))
             if d.status == "delivered":
                 break

@@ -1,6 +1,7 @@
 """Per-tenant real-time metrics on the real Redis: windows, rates, top lists, percentiles, TTLs."""
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -10,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.metrics import (
+    ACTIVE_KEY,
     BUCKET_SECONDS,
     BUCKET_TTL_SECONDS,
     TENANTS_KEY,
@@ -19,28 +21,7 @@ from shared.metrics import (
     hist_upper,
 )
 from shared.redisconn import tenant_key
-
-
-class CountingRedis(Redis):
-    """Counts round trips: direct commands and pipeline executions."""
-
-    direct = 0
-    executes = 0
-
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        type(self).direct += 1
-        return await super().execute_command(*args, **kwargs)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
-        original = pipe.execute
-
-        async def execute(*a: Any, **kw: Any) -> Any:
-            type(self).executes += 1
-            return await original(*a, **kw)
-
-        pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
+from tests.doubles import RoundTrips
 
 
 @pytest.fixture
@@ -161,23 +142,51 @@ async def test_bucket_expires_total_does_not(redis: Redis, tenant: str) -> None:
 
 
 async def test_one_round_trip_per_batch(redis_port: int, tenant: str) -> None:
-    client = CountingRedis(port=redis_port)
+    trips = RoundTrips(redis_port)
+    client = trips.client
     try:
         m = TenantMetrics(client)
         stats = batch(tenant, acc=5, types={"RISK_UPDATED": 5}, dests={"redis:ok": 5}, latencies=[1, 2, 3])
         other = batch(f"{tenant}-b", acc=2, rej=1)
         stats.tenants.update(other.tenants)
-        CountingRedis.direct = CountingRedis.executes = 0
+        await m.record(batch(f"{tenant}-w", acc=1))  # the script is loaded once per server
+        await trips.warm()
         await m.record(stats)
-        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        assert trips.count == 1
         await m.record(BatchStats())  # nothing to write: no round trip
-        assert (CountingRedis.direct, CountingRedis.executes) == (0, 1)
+        assert trips.count == 1
         snap = await m.snapshot(tenant)
-        assert (CountingRedis.direct, CountingRedis.executes) == (0, 2)  # a snapshot is one round trip too
+        assert trips.count == 2  # a snapshot is one round trip too
         assert snap["windows"]["1m"]["accepted"] == 5
         assert (await m.snapshot(f"{tenant}-b"))["windows"]["1m"]["rejected"] == 1
     finally:
         await client.aclose()
+
+
+async def test_a_thousand_tenants_in_one_round_trip(redis_port: int, redis: Redis, tenant: str) -> None:
+    trips = RoundTrips(redis_port)
+    client = trips.client
+    try:
+        m = TenantMetrics(client)
+        stats = BatchStats()
+        for i in range(1000):
+            stats.tenants.update(batch(f"{tenant}-{i}", acc=2, dests={"redis:ok": 2}, latencies=[3.0, 4.0]).tenants)
+        await m.record(batch(f"{tenant}-w", acc=1))
+        await trips.warm()
+        await m.record(stats)
+        assert trips.count == 1
+    finally:
+        await client.aclose()
+    for i in (0, 999):
+        w = (await TenantMetrics(redis).snapshot(f"{tenant}-{i}"))["windows"]["1m"]
+        assert w["accepted"] == 2 and w["destinations"]["redis"]["delivered"] == 2 and w["latencyMs"]["p50"]
+    assert await redis.zscore(ACTIVE_KEY, f"{tenant}-999") and await redis.sismember(TENANTS_KEY, f"{tenant}-0")
+
+
+async def test_script_flushed_from_redis_is_loaded_again(redis: Redis, tenant: str) -> None:
+    await redis.script_flush()
+    await TenantMetrics(redis).record(batch(tenant, acc=3, latencies=[1.0]))
+    assert (await TenantMetrics(redis).snapshot(tenant))["totals"]["accepted"] == 3
 
 
 async def test_pipeline_counts_reach_redis(redis: Redis, tenant: str) -> None:
@@ -192,3 +201,53 @@ async def test_pipeline_counts_reach_redis(redis: Redis, tenant: str) -> None:
     assert w["accepted"] == 2 and w["rejected"] == 1 and w["errorRate"] == round(1 / 3, 4)
     assert {t["name"] for t in w["topEventTypes"]} == {"RISK_UPDATED", "CONTROL_FAILED"}
     assert w["latencyMs"]["p50"] is not None
+
+
+async def test_write_behind_merges_batches_into_one_write_and_reads_flush_first(
+        redis_port: int, redis: Redis, tenant: str) -> None:
+    trips = RoundTrips(redis_port)
+    try:
+        m = TenantMetrics(trips.client, flush_seconds=30.0)  # no timer flush within this test
+        await m.record(batch(f"{tenant}-w", acc=1))
+        await m.flush()  # the script is loaded once per server
+        await trips.warm()
+        for _ in range(20):  # 20 batches, each naming the same 100 tenants
+            stats = BatchStats()
+            for i in range(100):
+                stats.tenants.update(batch(f"{tenant}-{i}", acc=3, latencies=[7.0]).tenants)
+            await m.record(stats)
+        assert trips.count == 0  # nothing written yet
+        assert not await redis.exists(tenant_key(f"{tenant}-0", "m", "total"))  # another instance sees nothing yet
+        snap = await m.snapshot(f"{tenant}-0")  # a read on this instance flushes first
+        assert trips.count == 2  # one write for all 2,000 tenant-batches, then the read
+        assert snap["windows"]["1m"]["accepted"] == 60 and snap["totals"]["accepted"] == 60
+        assert snap["windows"]["1m"]["latencyMs"]["p50"] is not None
+        assert (await TenantMetrics(trips.client).snapshot(f"{tenant}-99"))["totals"]["accepted"] == 60
+    finally:
+        await trips.client.aclose()
+
+
+async def test_write_behind_flushes_by_itself_and_on_close(redis: Redis, tenant: str) -> None:
+    m = TenantMetrics(redis, flush_seconds=0.05)
+    await m.record(batch(tenant, acc=2))
+    deadline = time.monotonic() + 5
+    while not await redis.exists(tenant_key(tenant, "m", "total")):  # the background flush
+        assert time.monotonic() < deadline, "not flushed"
+        await asyncio.sleep(0.02)
+    m = TenantMetrics(redis, flush_seconds=60.0)
+    await m.record(batch(f"{tenant}-c", acc=4))
+    await m.close()
+    assert int((await redis.hgetall(tenant_key(f"{tenant}-c", "m", "total")))[b"acc"]) == 4
+
+
+async def test_write_behind_caps_what_it_keeps(redis: Redis, tenant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "MAX_PENDING_TENANTS", 10)
+    m = TenantMetrics(redis, flush_seconds=60.0)
+    stats = BatchStats()
+    for i in range(10):
+        stats.tenants.update(batch(f"{tenant}-{i}", acc=1).tenants)
+    await m.record(stats)  # the cap is reached: written before record returns
+    assert await redis.exists(tenant_key(f"{tenant}-9", "m", "total"))
+    await m.close()

@@ -178,3 +178,71 @@ async def test_registered_timer_function_runs_a_pass(app_env: dict[str, str], mo
         await reset_services()
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+async def test_a_pass_over_many_tenants_reads_tables_once_and_works_in_chunks(
+        app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 active tenants (10 with a stored config) among 1,300 seen, in chunks of 100: one Table
+    query for all their configs, which also stands for the Tables health check."""
+    from azure.data.tables.aio import TableServiceClient
+
+    import shared.services as services_module
+    from shared.models import StreamConfigIn
+    from shared.storage import CLIENT_OPTIONS
+    from tests.doubles import RequestLog
+
+    log = RequestLog()
+    monkeypatch.setattr(services_module, "table_service", lambda s, credential=None: TableServiceClient.from_connection_string(
+        s.storage_connection_string, raw_request_hook=log, **CLIENT_OPTIONS))
+    monkeypatch.setenv("SYSTEM_PERFORMANCE_EVENTS", "true")
+    monkeypatch.setattr(monitor, "CHUNK_TENANTS", 100)
+    get_settings.cache_clear()
+    services = get_services()
+    try:
+        m = _minute()
+        run = uuid.uuid4().hex[:8]
+        active = [f"mon-{run}-{i:04d}" for i in range(300)]
+        for start in range(0, 1300, 500):  # 1,000 more tenants seen two hours earlier: not active
+            stats = BatchStats()
+            for i in range(start, min(start + 500, 1300)):
+                stats.tenant(f"old-{run}-{i:04d}").count("acc", 1)
+            await services.metrics.record(stats, now=(m - 120) * 60)
+        stats = BatchStats()
+        for t in active:
+            ts = stats.tenant(t)
+            ts.count("acc", 4)
+            ts.count("t:RISK_UPDATED", 4)
+            ts.observe_latency(20.0, 4)
+        await services.metrics.record(stats, now=m * 60 + 30)
+        for t in active[::30]:
+            await services.configs.write(t, StreamConfigIn.model_validate({"retentionDays": 3}))
+        await services.configs.table()
+        log.requests.clear()
+
+        report = await monitor.run_minute(services, now=(m + 1) * 60 + 1)
+
+        assert sorted(t.tenant for t in report.tenants) == active and report.deferred == []
+        assert len(report.events) == 300
+        assert log.reads(get_settings().stream_config_table) == 1  # configs and the Tables health: one query
+        assert sum(1 for method, _ in log.requests if method == "GET") == 1  # nothing else read from Tables
+        assert [e["eventType"] for e in await stream_events(services, active[0])] == ["SYSTEM_PERFORMANCE"]
+        assert [e["eventType"] for e in await stream_events(services, active[30])] == ["SYSTEM_PERFORMANCE"]
+    finally:
+        await reset_services()
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+async def test_tenants_left_when_the_budget_is_spent_are_taken_by_a_later_run(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(monitor, "CHUNK_TENANTS", 2)
+    monkeypatch.setattr(monitor, "BUDGET_SECONDS", 0.0)
+    m = _minute()
+    tenants = sorted(_tenant("budget") for _ in range(5))
+    for t in tenants:
+        await record(services, t, m, accepted=3)
+    first = await monitor.run_minute(services, now=(m + 1) * 60 + 1)
+    assert [t.tenant for t in first.tenants] == tenants[:2] and first.deferred == tenants[2:]
+    monkeypatch.setattr(monitor, "BUDGET_SECONDS", 40.0)
+    second = await monitor.run_minute(services, now=(m + 1) * 60 + 20)  # the same minute, again
+    assert [t.tenant for t in second.tenants] == tenants[2:] and second.skipped == tenants[:2]

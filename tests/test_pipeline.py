@@ -148,9 +148,9 @@ async def test_failed_delivery_with_parker_is_parked_and_accepted() -> None:
 class OneMessageDestination(MemoryDestination):
     """As the vector destination does: the events of one queue message share one Delivery object."""
 
-    async def publish(self, events: Any, options: Any, stream: StreamConfig) -> list[Delivery]:
+    async def publish(self, chunks: Any) -> list[list[Delivery]]:
         shared = failed(self.type, "enqueue failed: ServiceRequestError", transient=True)
-        return [shared] * len(events)
+        return [[shared] * len(ch.events) for ch in chunks]
 
 
 async def test_parking_one_of_two_events_that_share_a_delivery_changes_that_event_only() -> None:
@@ -207,34 +207,49 @@ async def test_chunking_per_destination() -> None:
 
 
 class OverlapDestination(MemoryDestination):
-    """Counts publish calls in flight per tenant, yielding to the loop inside each call."""
+    """Counts publish calls in flight, yielding to the loop inside each call."""
 
     def __init__(self) -> None:
         super().__init__("redis")
-        self.active: dict[str, int] = {}
-        self.max_per_tenant = 0
-        self.max_total = 0
+        self.active = 0
+        self.max_active = 0
 
-    async def publish(self, events, options, stream):  # type: ignore[no-untyped-def]
-        t = stream.tenantId
-        self.active[t] = self.active.get(t, 0) + 1
-        self.max_per_tenant = max(self.max_per_tenant, self.active[t])
-        self.max_total = max(self.max_total, sum(self.active.values()))
+    async def publish(self, chunks):  # type: ignore[no-untyped-def]
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        self.active[t] -= 1
-        return await super().publish(events, options, stream)
+        self.active -= 1
+        return await super().publish(chunks)
 
 
-async def test_chunks_of_one_tenant_go_in_sequence_tenants_in_parallel() -> None:
+async def test_all_tenants_of_a_batch_go_in_one_call_in_order() -> None:
     dest = OverlapDestination()
     pipe, _ = make(MemoryConfigs(stream_config("tenant-a", batchSize=2), stream_config("tenant-b", batchSize=2)), dest)
     items = [event_dict(tenantId=t, entityId=f"{t}-{i}") for i in range(6) for t in ("tenant-a", "tenant-b")]
     await pipe.publish_raw(items, CTX)
-    assert dest.max_per_tenant == 1  # a stream keeps request order
-    assert dest.max_total == 2       # different tenants do not wait for each other
+    assert len(dest.publishes) == 1 and dest.max_active == 1  # one call for both tenants' six chunks
+    assert [len(c.events) for c in dest.publishes[0]] == [2] * 6
     for t in ("tenant-a", "tenant-b"):
         assert [e.entityId for e in dest.stored if e.tenantId == t] == [f"{t}-{i}" for i in range(6)]
+
+
+async def test_a_thousand_tenants_make_one_call_per_destination() -> None:
+    a, b = OverlapDestination(), MemoryDestination("kafka")
+    cfgs = [multi_dest_config(DestCfg("redis"), DestCfg("kafka"), tenant=f"tenant-{i:04d}") for i in range(1000)]
+    pipe, _ = make(MemoryConfigs(*cfgs), a, b)
+    res = await pipe.publish_raw([event_dict(tenantId=f"tenant-{i:04d}") for i in range(1000)], CTX)
+    assert {r.status for r in res} == {"accepted"}
+    assert len(a.publishes) == 1 and len(b.publishes) == 1 and len(a.publishes[0]) == 1000
+
+
+async def test_tenants_with_different_retry_policies_go_in_separate_calls() -> None:
+    dest = OverlapDestination()
+    slow = StreamConfig.model_validate({"tenantId": "tenant-s", "destinations": [
+        {"type": "redis", "retry": {"timeoutSeconds": 30}}]})
+    pipe, _ = make(MemoryConfigs(stream_config("tenant-a"), stream_config("tenant-b"), slow), dest)
+    await pipe.publish_raw([event_dict(tenantId=t) for t in ("tenant-a", "tenant-s", "tenant-b")], CTX)
+    assert sorted(len(p) for p in dest.publishes) == [1, 2] and dest.max_active == 1
 
 
 async def test_unknown_destination_type_is_failed_not_transient() -> None:
@@ -359,6 +374,7 @@ class TestRealServices:
             docs = [orjson.loads(f[b"e"]) for _, f in entries]
             assert [d["subject"] for d in docs] == [f"risk/r{i}" for i in range(5)]
             assert {d["specversion"] for d in docs} == {"1.0"}
+            await services.metrics.flush()  # written behind (METRICS_FLUSH_MS): what another instance sees
             total = await raw.hgetall(f"grc:{{{tenant}}}:m:total")
             assert int(total[b"acc"]) == 5 and int(total[b"flt"]) == 1 and int(total[b"rej"]) == 1
             assert int(total[b"d:redis:ok"]) == 5

@@ -18,6 +18,7 @@ from azure.storage.queue.aio import QueueClient
 
 from devhost.app_loader import load_functions
 from devhost.queue_driver import QueueOptions, QueueWorker
+from shared.destinations.base import publish_one
 from shared.destinations.vector import VectorQueueDestination
 from shared.enrich import enrich, now_iso
 from shared.models import EventIn, StreamConfig
@@ -93,7 +94,7 @@ async def test_vector_queue_messages_reach_the_trigger_as_written(
     events = [_event(tenant, n) for n in range(5)]
     dest = VectorQueueDestination(settings)
     try:
-        deliveries = await dest.publish(events, None, StreamConfig.default(tenant))  # type: ignore[arg-type]
+        deliveries = await publish_one(dest, events, None, StreamConfig.default(tenant))  # type: ignore[arg-type]
     finally:
         await dest.close()
     assert [d.status for d in deliveries] == ["delivered"] * 5

@@ -16,6 +16,7 @@ from shared.destinations.redis_streams import DAY_MS, RedisStreamsDestination, s
 from shared.enrich import enrich, now_iso
 from shared.models import Event, EventIn
 from shared.redisconn import tenant_key
+from shared.destinations.base import Chunk, publish_one
 from tests.doubles import event_dict, stream_config
 
 NODE_MAX_ENTRIES = 100  # Redis default stream-node-max-entries: approximate trims remove whole nodes
@@ -44,7 +45,7 @@ def test_stream_key_has_the_tenant_hash_tag() -> None:
 async def test_publish_writes_fields_in_one_stream(redis: Redis, tenant: str) -> None:
     dest = RedisStreamsDestination(redis)
     evs = events(tenant, 3) + events(tenant, 1, eventType="CONTROL_FAILED", source="FRONTEND_APP")
-    out = await dest.publish(evs, RedisStreamOptions(), stream_config(tenant))
+    out = await publish_one(dest, evs, RedisStreamOptions(), stream_config(tenant))
     assert [d.status for d in out] == ["delivered"] * 4 and all(d.destination == "redis" for d in out)
     entries = await redis.xrange(stream_key(tenant))
     assert [e[0].decode() for e in entries] == [d.ref for d in out]
@@ -58,7 +59,7 @@ async def test_publish_writes_fields_in_one_stream(redis: Redis, tenant: str) ->
 async def test_cloudevents_format_is_stored_when_chosen(redis: Redis, tenant: str) -> None:
     dest = RedisStreamsDestination(redis)
     [ev] = events(tenant, 1)
-    await dest.publish([ev], RedisStreamOptions(format="cloudevents"), stream_config(tenant))
+    await publish_one(dest, [ev], RedisStreamOptions(format="cloudevents"), stream_config(tenant))
     [(_, fields)] = await redis.xrange(stream_key(tenant))
     assert fields[b"f"] == b"cloudevents"
     doc = orjson.loads(fields[b"e"])
@@ -68,7 +69,7 @@ async def test_cloudevents_format_is_stored_when_chosen(redis: Redis, tenant: st
 
 
 async def test_empty_batch_writes_nothing(redis: Redis, tenant: str) -> None:
-    assert await RedisStreamsDestination(redis).publish([], RedisStreamOptions(), stream_config(tenant)) == []
+    assert await publish_one(RedisStreamsDestination(redis), [], RedisStreamOptions(), stream_config(tenant)) == []
     assert await redis.exists(stream_key(tenant)) == 0
 
 
@@ -91,7 +92,7 @@ async def test_retention_days_trims_old_entries_with_minid(redis: Redis, tenant:
     await pipe.execute()
     assert await redis.xlen(key) == 1005
 
-    out = await RedisStreamsDestination(redis).publish(events(tenant, 1), RedisStreamOptions(),
+    out = await publish_one(RedisStreamsDestination(redis), events(tenant, 1), RedisStreamOptions(),
                                                        stream_config(tenant, retentionDays=1))
     ids = [int(e[0].split(b"-")[0]) for e in await redis.xrange(key)]
     cut = now_ms - DAY_MS
@@ -108,7 +109,7 @@ async def test_long_retention_keeps_everything(redis: Redis, tenant: str) -> Non
     for i in range(300):
         pipe.xadd(key, {"e": b"{}"}, id=f"{start + i}-0")
     await pipe.execute()
-    await RedisStreamsDestination(redis).publish(events(tenant, 1), RedisStreamOptions(retentionHours=30 * 24),
+    await publish_one(RedisStreamsDestination(redis), events(tenant, 1), RedisStreamOptions(retentionHours=30 * 24),
                                                  stream_config(tenant, retentionDays=30))
     assert await redis.xlen(key) == 301
 
@@ -128,7 +129,7 @@ async def test_the_stream_is_bounded_by_default_by_age_and_length(redis: Redis, 
         pipe.xadd(key, {"t": "RISK_UPDATED", "s": "ARCHER_GRC", "f": "native", "e": b"{}"},
                   id=f"{now_ms - 5 * hour + i}-0")
     await pipe.execute()
-    await RedisStreamsDestination(redis).publish(events(tenant, 1), defaults, stream_config(tenant, retentionDays=30))
+    await publish_one(RedisStreamsDestination(redis), events(tenant, 1), defaults, stream_config(tenant, retentionDays=30))
     ids = [int(e[0].split(b"-")[0]) for e in await redis.xrange(key)]
     assert len([i for i in ids if i < now_ms - 6 * hour]) < NODE_MAX_ENTRIES
     assert len([i for i in ids if now_ms - 6 * hour <= i < now_ms - 4 * hour]) == 5
@@ -136,14 +137,14 @@ async def test_the_stream_is_bounded_by_default_by_age_and_length(redis: Redis, 
     other = f"{tenant}-len"
     dest = RedisStreamsDestination(redis)
     for _ in range(10):
-        await dest.publish(events(other, 1060), RedisStreamOptions(dedupeSeconds=0), stream_config(other))
+        await publish_one(dest, events(other, 1060), RedisStreamOptions(dedupeSeconds=0), stream_config(other))
     assert 10_000 <= await redis.xlen(stream_key(other)) < 10_000 + NODE_MAX_ENTRIES
 
 
 async def test_max_len_caps_the_stream(redis: Redis, tenant: str) -> None:
     dest = RedisStreamsDestination(redis)
     evs = events(tenant, 1000)
-    out = await dest.publish(evs, RedisStreamOptions(maxLen=100), stream_config(tenant))
+    out = await publish_one(dest, evs, RedisStreamOptions(maxLen=100), stream_config(tenant))
     length = await redis.xlen(stream_key(tenant))
     # Approximate: never below the cap, never more than one macro node above it.
     assert 100 <= length < 100 + NODE_MAX_ENTRIES, length
@@ -151,14 +152,14 @@ async def test_max_len_caps_the_stream(redis: Redis, tenant: str) -> None:
     assert newest[0][0].decode() == out[-1].ref
     # Without a cap (null), nothing is trimmed by length.
     other = f"{tenant}-nocap"
-    await dest.publish(events(other, 300), RedisStreamOptions(maxLen=None), stream_config(other))
+    await publish_one(dest, events(other, 300), RedisStreamOptions(maxLen=None), stream_config(other))
     assert await redis.xlen(stream_key(other)) == 300
 
 
 async def test_read_recent_newest_first_with_limit(redis: Redis, tenant: str) -> None:
     dest = RedisStreamsDestination(redis)
     evs = events(tenant, 30)
-    await dest.publish(evs, RedisStreamOptions(), stream_config(tenant))
+    await publish_one(dest, evs, RedisStreamOptions(), stream_config(tenant))
     got = await dest.read_recent(tenant, 10)
     assert [g["event"]["entityId"] for g in got] == [f"e{i}" for i in range(29, 19, -1)]
     ids = [tuple(int(p) for p in g["streamId"].split("-")) for g in got]  # (ms, seq): compare as numbers
@@ -171,9 +172,9 @@ async def test_read_recent_filters_and_pages(redis: Redis, tenant: str) -> None:
     dest = RedisStreamsDestination(redis)
     cfg = stream_config(tenant)
     # Five matching events, then 1,500 others on top: matches lie beyond the first pages.
-    await dest.publish(events(tenant, 5, eventType="CONTROL_FAILED", source="FRONTEND_APP"), RedisStreamOptions(), cfg)
-    await dest.publish(events(tenant, 500, eventType="CONTROL_FAILED"), RedisStreamOptions(), cfg)
-    await dest.publish(events(tenant, 1000), RedisStreamOptions(), cfg)
+    await publish_one(dest, events(tenant, 5, eventType="CONTROL_FAILED", source="FRONTEND_APP"), RedisStreamOptions(), cfg)
+    await publish_one(dest, events(tenant, 500, eventType="CONTROL_FAILED"), RedisStreamOptions(), cfg)
+    await publish_one(dest, events(tenant, 1000), RedisStreamOptions(), cfg)
 
     by_type = await dest.read_recent(tenant, 20, event_type="CONTROL_FAILED")
     assert len(by_type) == 20 and {g["event"]["eventType"] for g in by_type} == {"CONTROL_FAILED"}
@@ -193,7 +194,7 @@ async def test_read_recent_filters_and_pages(redis: Redis, tenant: str) -> None:
 
 async def test_unfiltered_read_pages_beyond_one_page(redis: Redis, tenant: str) -> None:
     dest = RedisStreamsDestination(redis)
-    await dest.publish(events(tenant, 50), RedisStreamOptions(), stream_config(tenant))
+    await publish_one(dest, events(tenant, 50), RedisStreamOptions(), stream_config(tenant))
     got = await dest.read_recent(tenant, 50, event_type="RISK_UPDATED")
     assert len(got) == 50 and len({g["streamId"] for g in got}) == 50
 
@@ -226,7 +227,7 @@ async def test_health_and_publish_when_redis_is_down() -> None:
     try:
         dest = RedisStreamsDestination(client)
         h = await dest.health()
-        out = await dest.publish(events("rs-down", 2), RedisStreamOptions(), stream_config("rs-down"))
+        out = await publish_one(dest, events("rs-down", 2), RedisStreamOptions(), stream_config("rs-down"))
     finally:
         await client.aclose()
     assert h.status == "unhealthy" and h.detail == "ConnectionError"
@@ -236,6 +237,41 @@ async def test_health_and_publish_when_redis_is_down() -> None:
 async def test_xadd_error_reply_is_a_permanent_failure(redis: Redis, tenant: str) -> None:
     # The key holds a string: XADD gets WRONGTYPE, which retrying cannot fix.
     await redis.set(stream_key(tenant), "not a stream")
-    out = await RedisStreamsDestination(redis).publish(events(tenant, 2), RedisStreamOptions(), stream_config(tenant))
+    out = await publish_one(RedisStreamsDestination(redis), events(tenant, 2), RedisStreamOptions(), stream_config(tenant))
     assert [d.status for d in out] == ["failed", "failed"]
     assert out[0].transient is False and "WRONGTYPE" in (out[0].error or "")
+
+
+async def test_a_thousand_tenants_in_one_call_use_one_connection(redis_port: int) -> None:
+    """Every tenant's chunk in one pipeline: a pool of ONE connection (redis-py's non-blocking pool,
+    which raises MaxConnectionsError for a second one) serves a call naming 1,000 tenants."""
+    client = Redis(port=redis_port, max_connections=1)
+    try:
+        dest = RedisStreamsDestination(client)
+        tenants = [f"rs-{uuid.uuid4().hex[:8]}-{i}" for i in range(1000)]
+        chunks = [Chunk(stream_config(t), RedisStreamOptions(), events(t, 2)) for t in tenants]
+        out = await dest.publish(chunks)
+        assert [len(d) for d in out] == [2] * 1000
+        assert {d.status for ds in out for d in ds} == {"delivered"}
+        for t, ds in zip(tenants[:20], out[:20]):  # each tenant's own stream, in order
+            assert [e[0].decode() for e in await client.xrange(stream_key(t))] == [d.ref for d in ds]
+    finally:
+        await client.aclose()
+
+
+async def test_chunks_of_one_tenant_land_in_call_order(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    evs = events(tenant, 7)
+    cfg = stream_config(tenant)
+    out = await dest.publish([Chunk(cfg, RedisStreamOptions(), evs[:3]), Chunk(cfg, RedisStreamOptions(), []),
+                              Chunk(cfg, RedisStreamOptions(), evs[3:])])
+    assert [len(d) for d in out] == [3, 0, 4]
+    stored = [orjson.loads(e[1][b"e"])["entityId"] for e in await redis.xrange(stream_key(tenant))]
+    assert stored == [f"e{i}" for i in range(7)]
+
+
+async def test_script_flushed_from_redis_is_loaded_again(redis: Redis, tenant: str) -> None:
+    dest = RedisStreamsDestination(redis)
+    await redis.script_flush()  # what a restart or failover does to the script cache
+    out = await publish_one(dest, events(tenant, 2), RedisStreamOptions(), stream_config(tenant))
+    assert [d.status for d in out] == ["delivered"] * 2

@@ -19,6 +19,7 @@ from shared.models import StreamConfigIn
 from shared.pipeline import PublishContext
 from shared.retries import MAX_MESSAGE_BYTES, RetryMessage
 from shared.services import DESTINATION_FACTORIES, Services
+from shared.destinations.base import publish_one
 from shared.storage import LazyQueue
 from tests.delivery_helpers import down_redis, drain, isolated_services, receive_raw
 from tests.functions_client import invoke
@@ -245,7 +246,7 @@ async def test_a_write_that_landed_despite_a_failure_is_not_dead_lettered(app_en
         # The first write did land (as when a connection drops after the command ran).
         config = await svc.configs.get(t)
         first = enrich(EventIn.model_validate(ev(t, eventId="landed-1")), ingested_at=now_iso())
-        await svc.redis_streams.publish([first], config.destinations[0].options, config)
+        await publish_one(svc.redis_streams, [first], config.destinations[0].options, config)
         for m in await receive_raw(svc):
             await (await svc.retries.queue()).update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=0)
         # Redis is back for the drain; with attempts 0 it makes no new attempt, it only checks.

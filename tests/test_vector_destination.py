@@ -15,6 +15,7 @@ from shared.settings import Settings
 from shared.vector.indexer import IndexItem
 from shared.vector.messages import MAX_MESSAGE_BYTES, decode_message, encode_messages
 from shared.vector.text import render_event_text
+from shared.destinations.base import Chunk, publish_one
 from tests.vector_corpus import BANK, CORPUS
 
 
@@ -52,6 +53,18 @@ def test_stream_config_accepts_the_vector_destination() -> None:
     assert "model" in str(err.value)
 
 
+async def queued_items(settings: Settings) -> list[IndexItem]:
+    """What the queue trigger will get: base64 on the wire (the Functions default), our JSON inside."""
+    queue = QueueClient.from_connection_string(settings.storage_connection_string, settings.vector_queue)
+    try:
+        items = []
+        async for msg in queue.receive_messages(max_messages=32):
+            items.extend(decode_message(base64.b64decode(msg.content)))
+    finally:
+        await queue.close()
+    return items
+
+
 @pytest.fixture
 def settings(storage_connection_string: str) -> Settings:
     return Settings.from_env({"STORAGE_CONNECTION_STRING": storage_connection_string,
@@ -62,7 +75,7 @@ async def test_publish_enqueues_rendered_texts_in_few_messages(settings: Setting
     events = _events(120)
     dest = VectorQueueDestination(settings)
     try:
-        deliveries = await dest.publish(events, None, StreamConfig.default(BANK))  # type: ignore[arg-type]
+        deliveries = await publish_one(dest, events, None, StreamConfig.default(BANK))  # type: ignore[arg-type]
         assert [d.status for d in deliveries] == ["delivered"] * 120
         assert all(d.ref and d.ref.startswith(settings.vector_queue + "/") for d in deliveries)
         expected_messages = len(encode_messages([IndexItem.from_event(e) for e in events]))
@@ -72,14 +85,7 @@ async def test_publish_enqueues_rendered_texts_in_few_messages(settings: Setting
         assert health.status == "healthy" and health.info["backlogMessages"] == expected_messages
     finally:
         await dest.close()
-    # What the queue trigger will get: base64 on the wire (the Functions default), our JSON inside.
-    queue = QueueClient.from_connection_string(settings.storage_connection_string, settings.vector_queue)
-    try:
-        items = []
-        async for msg in queue.receive_messages(max_messages=32):
-            items.extend(decode_message(base64.b64decode(msg.content)))
-    finally:
-        await queue.close()
+    items = await queued_items(settings)
     assert {i.eventId for i in items} == {e.eventId for e in events}
     first = next(i for i in items if i.eventId == events[0].eventId)
     assert first.text == render_event_text(events[0]) and first.tenantId == BANK
@@ -91,7 +97,7 @@ async def test_unreachable_queue_fails_transiently(settings: Settings) -> None:
         + base64.b64encode(b"k" * 32).decode() + ";QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
         retry_total=0)
     dest = VectorQueueDestination(settings, dead)
-    deliveries = await dest.publish(_events(3), None, StreamConfig.default(BANK))  # type: ignore[arg-type]
+    deliveries = await publish_one(dest, _events(3), None, StreamConfig.default(BANK))  # type: ignore[arg-type]
     await dest.close()
     await dead.close()
     assert [(d.status, d.transient) for d in deliveries] == [("failed", True)] * 3
@@ -108,10 +114,26 @@ async def test_long_backlog_is_degraded(settings: Settings, monkeypatch: pytest.
 
     dest = VectorQueueDestination(settings)
     try:
-        await dest.publish(_events(2), None, StreamConfig.default(BANK))  # type: ignore[arg-type]
+        await publish_one(dest, _events(2), None, StreamConfig.default(BANK))  # type: ignore[arg-type]
         assert (await dest.health()).status == "healthy"
         monkeypatch.setattr(vector_destination, "BACKLOG_DEGRADED_MESSAGES", 0)
         health = await dest.health()
         assert health.status == "degraded" and health.info["backlogMessages"] == 1
     finally:
         await dest.close()
+
+
+async def test_one_call_for_many_tenants_packs_their_items_together(settings: Settings) -> None:
+    tenants = [f"vt-{i:03d}" for i in range(60)]
+    chunks = [Chunk(StreamConfig.default(t), None, [  # type: ignore[arg-type]
+        e.model_copy(update={"tenantId": t}) for e in _events(2)]) for t in tenants]
+    dest = VectorQueueDestination(settings)
+    try:
+        out = await dest.publish(chunks)
+        assert [[d.status for d in ds] for ds in out] == [["delivered"] * 2] * 60
+        backlog = await dest.backlog()
+        assert backlog < 10  # 120 items of 60 tenants share messages; not one message per tenant
+    finally:
+        await dest.close()
+    items = await queued_items(settings)
+    assert sorted({i.tenantId for i in items}) == tenants and len(items) == 120

@@ -74,7 +74,8 @@ async def test_publish_then_search_through_the_registered_functions(vector_app: 
                                      params={"q": "vendor access control failures"})
     assert status == 200 and before["count"] == 0
 
-    assert await drain() >= 2  # two tenants: at least one message each
+    # One publish call carries both tenants' events: they share messages (each item names its tenant).
+    assert await drain() >= 1
 
     status, _, found = await invoke("search_events", "GET", f"/search/{bank}", route={"tenantId": bank},
                                     params={"q": "vendor access control failures", "k": "5"})

@@ -138,13 +138,16 @@ async def _run(name: str, check: Check, timeout: float, degraded_ms: float) -> D
     return result
 
 
-async def run_checks(services: Services) -> dict[str, DependencyHealth]:
-    """All checks, concurrently, bounded; the results are also stored for /metrics alerts."""
+async def run_checks(services: Services, known: dict[str, DependencyHealth] | None = None
+                     ) -> dict[str, DependencyHealth]:
+    """All checks, concurrently, bounded; the results are also stored for /metrics alerts.
+    `known`: results the caller just observed itself (e.g. the monitor's Table query), not probed again."""
     s = services.settings
-    named = checks(services)
+    known = known or {}
+    named = {n: c for n, c in checks(services).items() if n not in known}
     results = await asyncio.gather(*(_run(n, c, s.health_timeout_seconds, s.health_degraded_ms)
                                      for n, c in named.items()))
-    out = dict(zip(named, results))
+    out = {**dict(zip(named, results)), **known}
     await _store(services, out)
     return out
 

@@ -46,7 +46,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.destinations.base import DependencyHealth, delivered, failed
+from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
 from shared.destinations.options import AnalyticsOptions
 from shared.models import Delivery, Event, StreamConfig
 
@@ -173,7 +173,7 @@ def _describe(exc: BaseException) -> str:
 
 @dataclass
 class _Op:
-    index: int
+    index: tuple[int, int]  # (chunk, event) of the publish call
     entity: dict[str, Any]
     size: int
 
@@ -246,44 +246,54 @@ class AnalyticsDestination:
 
     # ---- write -----------------------------------------------------------------------
 
-    async def publish(
-        self, events: Sequence[Event], options: AnalyticsOptions, stream: StreamConfig  # type: ignore[override]
-    ) -> list[Delivery]:
-        if not events:
-            return []
-        out: list[Delivery | None] = [None] * len(events)
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
+        """Every chunk's entities, grouped by partition into transactions, submitted CONCURRENCY at a
+        time; the new index rows of all tenants go first, in transactions of the one index partition."""
+        out: list[list[Delivery | None]] = [[None] * len(ch.events) for ch in chunks]
         by_pk: dict[str, list[_Op]] = {}
         index_rows: set[str] = set()
-        for i, ev in enumerate(events):
-            try:
-                entity, size = to_entity(ev, options.shards, stream.compressionEnabled)
-            except Exception as exc:  # noqa: BLE001 - a bad timestamp must not fail the chunk
-                out[i] = failed(self.type, f"not storable: {type(exc).__name__}", transient=False)
-                continue
-            if size > 1_000_000:
-                out[i] = failed(self.type, f"event is {size} bytes even compressed; an entity holds 1 MiB",
-                                transient=False)
-                continue
-            by_pk.setdefault(entity["PartitionKey"], []).append(_Op(i, entity, size))
-            hour = entity["PartitionKey"].rsplit("_", 2)[1]
-            index_rows.add(f"{ev.tenantId}_{hour}_{options.shards:02d}")
+        for c, ch in enumerate(chunks):
+            options: AnalyticsOptions = ch.options  # type: ignore[assignment]
+            for i, ev in enumerate(ch.events):
+                try:
+                    entity, size = to_entity(ev, options.shards, ch.stream.compressionEnabled)
+                except Exception as exc:  # noqa: BLE001 - a bad timestamp must not fail the chunk
+                    out[c][i] = failed(self.type, f"not storable: {type(exc).__name__}", transient=False)
+                    continue
+                if size > 1_000_000:
+                    out[c][i] = failed(self.type, f"event is {size} bytes even compressed; an entity holds "
+                                                  "1 MiB", transient=False)
+                    continue
+                by_pk.setdefault(entity["PartitionKey"], []).append(_Op((c, i), entity, size))
+                hour = entity["PartitionKey"].rsplit("_", 2)[1]
+                index_rows.add(f"{ev.tenantId}_{hour}_{options.shards:02d}")
         try:
             table = await self.table()
-            new_rows = sorted(index_rows - self._indexed)
-            for rk in new_rows:  # at most a few per batch (one per tenant-hour)
-                await table.upsert_entity({"PartitionKey": INDEX_PARTITION, "RowKey": rk}, mode=UpdateMode.MERGE)
-            self._indexed.update(new_rows)
-        except Exception as exc:  # noqa: BLE001 - storage down: every event of the chunk failed
+            await self._write_index(table, sorted(index_rows - self._indexed))
+        except Exception as exc:  # noqa: BLE001 - storage down: every event of the call failed
             if isinstance(exc, ResourceNotFoundError):
                 self._forget_table()
-            return [d or failed(self.type, _describe(exc), transient=is_transient(exc)) for d in out]
+            error, transient = _describe(exc), is_transient(exc)
+            return [[d or failed(self.type, error, transient=transient) for d in row] for row in out]
 
         groups = [tx for ops in by_pk.values() for tx in transactions(ops)]
         results = await asyncio.gather(*(self._submit(table, tx) for tx in groups))
         for tx, res in zip(groups, results):
             for op, d in zip(tx, res):
-                out[op.index] = d
-        return [d for d in out if d is not None]
+                c, i = op.index
+                out[c][i] = d
+        return [[d for d in row if d is not None] for row in out]
+
+    async def _write_index(self, table: TableClient, rows: list[str]) -> None:
+        """New index rows (one per tenant-hour this instance has not written yet): all in the index
+        partition, so 100 per transaction rather than one request each."""
+        for start in range(0, len(rows), MAX_BATCH_OPS):
+            part = rows[start:start + MAX_BATCH_OPS]
+            async with self._sem:
+                await table.submit_transaction(
+                    [("upsert", {"PartitionKey": INDEX_PARTITION, "RowKey": rk}, {"mode": UpdateMode.MERGE})
+                     for rk in part])
+            self._indexed.update(part)
 
     async def _submit(self, table: TableClient, tx: list[_Op]) -> list[Delivery]:
         async with self._sem:

@@ -1,14 +1,21 @@
 """The one destination protocol: publish a batch, report health, close.
 
-A destination gets the events of one tenant that passed the tenant's filters, in order, and
-returns one `Delivery` per event, in the same order. It never raises for a delivery problem:
-a failed event is a `Delivery(status="failed", transient=...)` so the pipeline can retry or park
-it. Destinations hold their own clients and are shared by all invocations of an instance.
+A publish call carries the work of a whole batch for this destination: `Chunk`s, each the events
+of one tenant that passed the tenant's filters, in order, with the tenant's stream config and
+its options for this destination. Chunks of any number of tenants go in one call, so a batch
+naming a thousand tenants costs the destination one call (one Redis pipeline, one produce-and-
+flush), not a thousand. The destination returns, per chunk, one `Delivery` per event in the same
+order. Chunks of the same tenant are applied in list order (a stream keeps request order);
+whatever concurrency a destination uses inside a call is bounded by the destination itself.
+
+It never raises for a delivery problem: a failed event is a `Delivery(status="failed",
+transient=...)` so the pipeline can retry or park it. Destinations hold their own clients and
+are shared by all invocations of an instance.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -34,17 +41,30 @@ class DependencyHealth:
         return out
 
 
+class Chunk(NamedTuple):
+    """One tenant's events for one destination, with the tenant's config and destination options."""
+
+    stream: StreamConfig
+    options: BaseModel
+    events: Sequence[Event]
+
+
 @runtime_checkable
 class Destination(Protocol):
     type: str
 
-    async def publish(
-        self, events: Sequence[Event], options: BaseModel, stream: StreamConfig
-    ) -> list[Delivery]: ...
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]: ...
 
     async def health(self) -> DependencyHealth: ...
 
     async def close(self) -> None: ...
+
+
+async def publish_one(
+    dest: Destination, events: Sequence[Event], options: BaseModel, stream: StreamConfig
+) -> list[Delivery]:
+    """One tenant's events through `dest.publish` (a single chunk)."""
+    return (await dest.publish([Chunk(stream, options, events)]))[0]
 
 
 def delivered(dest: str, ref: str | None = None) -> Delivery:

@@ -7,8 +7,9 @@ DefaultAzureCredential). Records are grouped by (event hub, partition key), each
 into `EventDataBatch`es created with that partition key; a batch is sent when the next event does
 not fit (`add` raises ValueError). Groups go out concurrently, the batches of one group one after
 another, and after a failed batch the rest of its group is not sent (so a retry keeps the order).
-The pipeline publishes a tenant's chunks concurrently: a FIFO lock per (event hub, key) makes
-the chunk that started first send first.
+At most MAX_CONCURRENT_SENDS groups are in flight per sender (one call may carry every tenant of a
+batch: a group each). Concurrent calls (requests) may hold the same key: a FIFO lock per (event
+hub, key) makes the call that started first send first.
 With `compressionEnabled` the body is gzipped and marked `content-encoding: gzip` (AMQP itself has
 no compression). `send_batch` returning is the service's acknowledgement.
 """
@@ -30,6 +31,8 @@ from shared.destinations.event_records import Outcome, Record
 from shared.settings import Settings
 
 log = logging.getLogger("grc.destinations.eventhubs_amqp")
+
+MAX_CONCURRENT_SENDS = 16
 
 
 class ProducerClient(Protocol):
@@ -79,6 +82,7 @@ class EventHubsAmqpSender:
         self._factory = client_factory or self._sdk_client
         self._clients: dict[str, ProducerClient] = {}
         self._order: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}  # lock, users
+        self._sends = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
 
     def _sdk_client(self, eventhub: str) -> ProducerClient:
         from azure.eventhub.aio import EventHubProducerClient  # noqa: PLC0415
@@ -129,7 +133,8 @@ class EventHubsAmqpSender:
         self, hub: str, key: str, idx: list[int], records: Sequence[Record],
         outcomes: list[Outcome | None], gzip: bool,
     ) -> None:
-        async with self._in_order(hub, key):
+        # The key's turn first, then a send slot: a slot is never held while waiting for a turn.
+        async with self._in_order(hub, key), self._sends:
             await self._send_in_batches(hub, key, idx, records, outcomes, gzip)
 
     async def _send_in_batches(

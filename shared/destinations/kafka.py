@@ -24,10 +24,10 @@ from typing import Any, Callable, Sequence
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from shared.destinations.base import DependencyHealth
-from shared.destinations.event_records import Outcome, Plan, Record, merge, plan_records
+from shared.destinations.base import Chunk, DependencyHealth
+from shared.destinations.event_records import Outcome, Record, merge, plan_records
 from shared.destinations.options import KAFKA_REPORT_GRACE_SECONDS, KafkaOptions
-from shared.models import Delivery, Event, StreamConfig
+from shared.models import Delivery
 from shared.settings import Settings
 
 log = logging.getLogger("grc.destinations.kafka")
@@ -280,20 +280,35 @@ class KafkaDestination:
 
     # ---- protocol -----------------------------------------------------------------------
 
-    async def publish(
-        self, events: Sequence[Event], options: KafkaOptions, stream: StreamConfig  # type: ignore[override]
-    ) -> list[Delivery]:
-        if not events:
-            return []
-        plan = plan_records(events, options, stream, self.settings.kafka_default_topic)
-        if self.transport(options) == "amqp":
-            outcomes = await self._amqp_sender().send(plan.records, gzip=stream.compressionEnabled)
-        else:
-            outcomes = await self._send(plan, gzip=stream.compressionEnabled)
-        return merge(self.type, len(events), plan, outcomes)
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
+        """All chunks' records go out together, per (transport, compression) -- normally one group:
+        produced in chunk order (so a tenant's chunks keep their order on each partition), then one
+        wait for all delivery reports."""
+        topic = self.settings.kafka_default_topic
+        plans = [plan_records(ch.events, ch.options, ch.stream, topic) for ch in chunks]  # type: ignore[arg-type]
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for i, ch in enumerate(chunks):
+            if plans[i].records:
+                mode = (self.transport(ch.options), ch.stream.compressionEnabled)  # type: ignore[arg-type]
+                groups.setdefault(mode, []).append(i)
 
-    async def _send(self, plan: Plan, *, gzip: bool) -> list[Outcome]:
-        records: list[Record] = plan.records
+        async def send(transport: str, gzip: bool, members: list[int]) -> list[Outcome]:
+            records = [r for i in members for r in plans[i].records]
+            if transport == "amqp":
+                return await self._amqp_sender().send(records, gzip=gzip)
+            return await self._send(records, gzip=gzip)
+
+        sent = await asyncio.gather(*(send(t, gz, members) for (t, gz), members in groups.items()))
+        outcomes: list[list[Outcome]] = [[] for _ in chunks]
+        for members, got in zip(groups.values(), sent):
+            pos = 0
+            for i in members:
+                n = len(plans[i].records)
+                outcomes[i] = got[pos:pos + n]
+                pos += n
+        return [merge(self.type, len(ch.events), plan, out) for ch, plan, out in zip(chunks, plans, outcomes)]
+
+    async def _send(self, records: list[Record], *, gzip: bool) -> list[Outcome]:
         if not records:
             return []
         try:

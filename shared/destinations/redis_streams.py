@@ -4,9 +4,14 @@ Each entry holds `t` (eventType), `s` (source), `f` (wire format) and `e` (the e
 so readers can filter without parsing. The stream holds recent events only, bounded by default:
 entries older than `retentionHours` (or `retentionDays`, if shorter) go with MINID on every XADD
 (approximate, so Redis trims whole macro-nodes cheaply), and the length cap `maxLen` (default
-10,000) trims once per batch. A batch is one command: a server-side script appends every entry (one key, so it is
+10,000) trims once per chunk. A chunk is one command: a server-side script appends every entry (one key, so it is
 Redis-Cluster safe) and answers each entry's id or its error, which removes redis-py's
-per-command packing and reply handling from the hot path (see bench/publish_path.py).
+per-command packing and reply handling from the hot path (see bench/publish_path.py). A publish
+call sends the scripts of all its chunks -- every tenant of the batch -- in one pipeline: one
+connection and one round trip however many tenants the batch names. The keys stay per tenant (a
+script may only touch keys of one hash slot on Redis Cluster, so there is one script call per
+tenant chunk, not one for the batch); Redis runs a pipeline in order, so a tenant's chunks land
+in request order.
 
 Writes are idempotent on eventId (option `dedupeSeconds`, default one hour): the script keeps
 `grc:{tenant}:dlv:<eventId>` -> entry id (same hash tag as the stream, so every key of the call
@@ -23,10 +28,10 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.destinations.base import DependencyHealth, delivered, failed
+from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
 from shared.destinations.options import RedisStreamOptions
 from shared.models import Delivery, Event, StreamConfig
-from shared.redisconn import tenant_key
+from shared.redisconn import run_script, tenant_key
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -68,6 +73,21 @@ def delivered_key(tenant_id: str, event_id: str) -> str:
     return tenant_key(tenant_id, "dlv", event_id)
 
 
+def _append_call(chunk: Chunk, now_ms: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the append script for one tenant's chunk."""
+    stream = chunk.stream
+    options: RedisStreamOptions = chunk.options  # type: ignore[assignment]
+    fmt, ttl = options.format, options.dedupeSeconds
+    keep_ms = min(stream.retentionDays * DAY_MS, options.retentionHours * HOUR_MS)
+    args: list[Any] = [str(now_ms - keep_ms), fmt, options.maxLen or 0, ttl]
+    keys = [stream_key(stream.tenantId)]
+    for ev in chunk.events:
+        args += (ev.eventType.value, ev.source.value, ev.encode(fmt))
+        if ttl:
+            keys.append(delivered_key(stream.tenantId, ev.eventId))
+    return keys, args
+
+
 class RedisStreamsDestination:
     type = "redis"
 
@@ -75,36 +95,34 @@ class RedisStreamsDestination:
         self._redis = client
         self._append = client.register_script(_APPEND)
 
-    async def publish(
-        self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig  # type: ignore[override]
-    ) -> list[Delivery]:
-        if not events:
-            return []
-        key = stream_key(stream.tenantId)
-        keep_ms = min(stream.retentionDays * DAY_MS, options.retentionHours * HOUR_MS)
-        minid = str(int(time.time() * 1000) - keep_ms)
-        fmt = options.format
-        ttl = options.dedupeSeconds
-        args: list[Any] = [minid, fmt, options.maxLen or 0, ttl]
-        keys = [key]
-        for ev in events:
-            args += (ev.eventType.value, ev.source.value, ev.encode(fmt))
-            if ttl:
-                keys.append(delivered_key(stream.tenantId, ev.eventId))
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
+        out: list[list[Delivery]] = [[] for _ in chunks]
+        todo = [i for i, ch in enumerate(chunks) if ch.events]
+        now_ms = int(time.time() * 1000)
         try:
-            replies = await self._append(keys=keys, args=args)
-        except RedisError as exc:  # connection-level or script error: nothing is known to be written
-            return [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True) for _ in events]
-        out: list[Delivery] = []
-        for reply in replies:
-            text = reply.decode() if isinstance(reply, bytes) else str(reply)
-            if text.startswith("ERR "):
-                # OOM and LOADING clear up; anything else is a refusal that retrying will not fix.
-                transient = "OOM" in text or "LOADING" in text or "BUSY" in text
-                out.append(failed(self.type, f"XADD failed: {text[4:204]}", transient=transient))
+            # A generator: the pipeline is written while the calls are still being built.
+            calls = (_append_call(chunks[i], now_ms) for i in todo)
+            replies = await run_script(self._redis, self._append, calls)
+        except RedisError as exc:  # connection-level error: nothing is known to be written
+            for i in todo:
+                out[i] = [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True)
+                          for _ in chunks[i].events]
+            return out
+        for i, reply in zip(todo, replies):
+            if isinstance(reply, Exception):  # the script failed as a whole (e.g. OOM before its first XADD)
+                out[i] = [failed(self.type, f"redis script failed: {str(reply)[:200]}", transient=True)
+                          for _ in chunks[i].events]
             else:
-                out.append(delivered(self.type, text))
+                out[i] = [self._delivery(r) for r in reply]
         return out
+
+    def _delivery(self, reply: Any) -> Delivery:
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        if text.startswith("ERR "):
+            # OOM and LOADING clear up; anything else is a refusal that retrying will not fix.
+            transient = "OOM" in text or "LOADING" in text or "BUSY" in text
+            return failed(self.type, f"XADD failed: {text[4:204]}", transient=transient)
+        return delivered(self.type, text)
 
     async def landed(
         self, events: Sequence[Event], options: RedisStreamOptions, stream: StreamConfig

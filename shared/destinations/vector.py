@@ -14,10 +14,9 @@ from typing import Sequence
 
 from azure.core.exceptions import AzureError
 from azure.storage.queue.aio import QueueServiceClient
-from pydantic import BaseModel
 
-from shared.destinations.base import DependencyHealth, delivered, failed
-from shared.models import Delivery, Event, StreamConfig
+from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
+from shared.models import Delivery
 from shared.settings import Settings
 from shared.storage import LazyQueue, queue_service
 from shared.vector.indexer import IndexItem
@@ -25,6 +24,7 @@ from shared.vector.messages import encode_messages
 
 
 BACKLOG_DEGRADED_MESSAGES = 5_000  # ~ hundreds of thousands of events waiting to be embedded
+MAX_CONCURRENT_SENDS = 8
 
 
 class VectorQueueDestination:
@@ -36,6 +36,7 @@ class VectorQueueDestination:
         self._owned = queues is None
         self._service: QueueServiceClient | None = queues
         self._queue: LazyQueue | None = None
+        self._sends = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
 
     def _lazy(self) -> LazyQueue:
         if self._queue is None:
@@ -44,33 +45,37 @@ class VectorQueueDestination:
             self._queue = LazyQueue(self._service, self._settings.vector_queue)
         return self._queue
 
-    async def publish(
-        self, events: Sequence[Event], options: BaseModel, stream: StreamConfig
-    ) -> list[Delivery]:
-        if not events:
-            return []
-        out: list[Delivery | None] = [None] * len(events)
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
+        """The events of every chunk, packed into as few messages as fit (an item names its tenant),
+        sent MAX_CONCURRENT_SENDS at a time."""
+        where = [(c, i) for c, ch in enumerate(chunks) for i in range(len(ch.events))]
+        out: list[list[Delivery | None]] = [[None] * len(ch.events) for ch in chunks]
+        if not where:
+            return [[] for _ in chunks]
         try:
-            messages = encode_messages([IndexItem.from_event(e) for e in events])
+            messages = encode_messages([IndexItem.from_event(chunks[c].events[i]) for c, i in where])
         except ValueError as exc:  # cannot happen with bounded texts; never retry it
-            return [failed(self.type, str(exc), transient=False) for _ in events]
+            return [[failed(self.type, str(exc), transient=False) for _ in ch.events] for ch in chunks]
         queue = self._lazy()
         try:
             await queue.get()
         except AzureError as exc:
-            return [failed(self.type, f"queue unavailable: {type(exc).__name__}", transient=True) for _ in events]
+            return [[failed(self.type, f"queue unavailable: {type(exc).__name__}", transient=True)
+                     for _ in ch.events] for ch in chunks]
 
         async def send(text: str, members: list[int]) -> None:
-            try:
-                sent = await queue.send(text)
-                result = delivered(self.type, f"{self._settings.vector_queue}/{sent.id}")
-            except AzureError as exc:
-                result = failed(self.type, f"enqueue failed: {type(exc).__name__}", transient=True)
-            for i in members:
-                out[i] = result
+            async with self._sends:
+                try:
+                    sent = await queue.send(text)
+                    result = delivered(self.type, f"{self._settings.vector_queue}/{sent.id}")
+                except AzureError as exc:
+                    result = failed(self.type, f"enqueue failed: {type(exc).__name__}", transient=True)
+            for m in members:
+                c, i = where[m]
+                out[c][i] = result
 
         await asyncio.gather(*(send(text, members) for text, members in messages))
-        return [d or failed(self.type, "not enqueued", transient=True) for d in out]
+        return [[d or failed(self.type, "not enqueued", transient=True) for d in row] for row in out]
 
     async def backlog(self) -> int:
         """Approximate number of messages waiting to be indexed (each holds up to ~100 events)."""

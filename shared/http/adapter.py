@@ -56,13 +56,15 @@ async def admit(req: ApiRequest, tenant_costs: Mapping[str, int]) -> None:
     Any tenant not granted refuses the whole request (docs/security.md, 'Bulk requests')."""
     assert req.principal is not None, "admit() needs an authenticated request"
     authorize_all(req.principal, tenant_costs)
-    limiter = get_services().ratelimit
-    for tenant, cost in sorted(tenant_costs.items()):
-        if not is_tenant_id(tenant):
-            continue  # only an admin gets here with one; the handler answers 400 for it
-        decision = await limiter.take(tenant, cost)
-        if not decision.allowed:
-            raise RateLimited(decision.retry_after_seconds, f"tenant {tenant} over its rate")
+    # Invalid ids: only an admin gets here with one; the handler answers 400 for it.
+    costs = {t: c for t, c in tenant_costs.items() if is_tenant_id(t)}
+    if not costs:
+        return
+    decisions = await get_services().ratelimit.take_all(costs)  # every tenant in one round trip
+    refused = sorted(t for t, d in decisions.items() if not d.allowed)
+    if refused:
+        wait = max(decisions[t].retry_after_seconds for t in refused)
+        raise RateLimited(wait, f"tenant(s) {', '.join(refused[:5])} over their rate")
 
 
 async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:

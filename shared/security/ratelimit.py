@@ -1,33 +1,50 @@
 """Per-tenant rate limit: a token bucket in Redis, shared by every instance of the app.
 
-One Lua script reads, refills, takes and writes the bucket atomically in one round trip (EVALSHA,
-falling back to EVAL once after a Redis restart). The bucket lives in one key with the tenant as
-hash tag, `grc:{tenant}:ratelimit`, so it is Redis-Cluster safe. One event costs one token, so a bulk
-request of N events costs N. The clock is Redis' own `TIME` (no skew between instances); tests pass
-`now` instead and so never sleep.
+One Lua script reads, refills, takes and writes a bucket atomically. The bucket lives in one key
+with the tenant as hash tag, `grc:{tenant}:ratelimit`, so it is Redis-Cluster safe. One event costs
+one token, so a bulk request of N events costs N. The clock is Redis' own `TIME` (no skew between
+instances); tests pass `now` instead and so never sleep.
+
+Leases: an instance takes a tenant's tokens from Redis a little ahead -- the request's cost plus
+up to LEASE_RATE_SECONDS of the tenant's rate (at most a tenth of the burst) -- and spends the
+rest on the tenant's next requests for up to LEASE_SECONDS, so a tenant named in every request
+(a backend publishing for all tenants) costs a Redis call per lease, not per request. A token is
+never spent twice (every lease comes atomically from the shared bucket), so no tenant gets over
+its rate; a lease not used up in time is dropped, so across instances a tenant can be refused up
+to LEASE_RATE_SECONDS of its rate early. A request naming many tenants (a bulk) takes the leases
+it needs in one round trip (a pipeline of one script call per tenant) and is all or nothing: when
+any tenant is refused, the tokens of the others go back to their leases on this instance.
 """
 from __future__ import annotations
 
 import logging
 import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
 from shared.models import is_tenant_id
-from shared.redisconn import tenant_key
+from shared.redisconn import run_script, tenant_key
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] bucket hash {t: tokens, ts: seconds}; ARGV: rate/s, burst, cost, now ("" = Redis TIME).
-# Returns {allowed 0|1, seconds until `cost` tokens are there, tokens left} as strings, because Redis
+LEASE_SECONDS = 1.0
+LEASE_RATE_SECONDS = 0.1
+MAX_LEASES = 10_000  # beyond this many tenants, expired leases are forgotten
+
+# KEYS[1] bucket hash {t: tokens, ts: seconds}; ARGV: rate/s, burst, cost, most to take, now
+# ("" = Redis TIME). Takes at least `cost` and up to `most` tokens, or nothing. Returns {allowed
+# 0|1, seconds until `cost` tokens are there, tokens left, tokens taken} as strings, because Redis
 # truncates Lua numbers to integers.
 _TOKEN_BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
+local most = tonumber(ARGV[4])
+local now = tonumber(ARGV[5])
 if now == nil then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -45,8 +62,10 @@ if now > ts then
 end
 local allowed = 0
 local wait = 0
+local taken = 0
 if tokens >= cost then
-  tokens = tokens - cost
+  taken = math.min(tokens, most)
+  tokens = tokens - taken
   allowed = 1
 else
   wait = (cost - tokens) / rate
@@ -54,16 +73,20 @@ end
 redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(ts))
 -- A full bucket is the same as no bucket: let idle tenants' keys expire.
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(wait), tostring(tokens)}
+return {allowed, tostring(wait), tostring(tokens), tostring(taken)}
 """
 
 
-class Decision(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Decision(NamedTuple):
     allowed: bool
     retry_after_seconds: int  # whole seconds for the Retry-After header; 0 when allowed
     remaining: int
+
+
+@dataclass(slots=True)
+class _Lease:
+    tokens: float
+    until: float
 
 
 def bucket_key(tenant: str) -> str:
@@ -86,24 +109,75 @@ class RateLimiter:
         self._rate = rate
         self._burst = burst
         self._script = client.register_script(_TOKEN_BUCKET)
+        self._extra = min(int(rate * LEASE_RATE_SECONDS), burst // 10)  # tokens taken ahead
+        self._leases: dict[str, _Lease] = {}
 
     async def take(self, tenant: str, cost: int = 1, *, now: float | None = None) -> Decision:
-        if not is_tenant_id(tenant):
-            raise ValueError("invalid tenant id")
-        if cost < 1:
-            raise ValueError("cost must be >= 1")
+        return (await self.take_all({tenant: cost}, now=now))[tenant]
+
+    async def take_all(self, costs: Mapping[str, int], *, now: float | None = None) -> dict[str, Decision]:
+        """Charge each tenant its cost, from its lease or in one round trip for all; all or nothing."""
+        for tenant, cost in costs.items():
+            if not is_tenant_id(tenant):
+                raise ValueError("invalid tenant id")
+            if cost < 1:
+                raise ValueError("cost must be >= 1")
         if self._rate == 0:
-            return Decision(allowed=True, retry_after_seconds=0, remaining=self._burst)
-        cost = min(cost, self._burst)
-        args = [repr(float(self._rate)), str(self._burst), str(cost), "" if now is None else repr(float(now))]
+            return {t: Decision(allowed=True, retry_after_seconds=0, remaining=self._burst) for t in costs}
+        clock = time.monotonic() if now is None else now
+        if len(self._leases) > MAX_LEASES:
+            self._leases = {t: lease for t, lease in self._leases.items() if lease.until > clock}
+        out: dict[str, Decision] = {}
+        spent: dict[str, float] = {}  # tenant -> tokens taken from its lease for this request
+        need: dict[str, tuple[float, float]] = {}  # tenant -> (cost, what its lease holds)
+        for tenant, cost in costs.items():
+            cost = min(cost, self._burst)
+            lease = self._leases.get(tenant)
+            have = lease.tokens if lease is not None and lease.until > clock else 0.0
+            if have >= cost:
+                assert lease is not None
+                lease.tokens -= cost
+                spent[tenant] = cost
+                out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=math.floor(lease.tokens))
+            else:
+                need[tenant] = (cost, have)
+        if need:
+            await self._take_leases(need, clock, now, out, spent)
+        if not all(d.allowed for d in out.values()):
+            for tenant, n in spent.items():  # all or nothing: kept for the tenant's next request
+                self._leases[tenant].tokens += n
+        return out
+
+    async def _take_leases(self, need: dict[str, tuple[float, float]], clock: float, now: float | None,
+                           out: dict[str, Decision], spent: dict[str, float]) -> None:
+        rate, burst = repr(float(self._rate)), str(self._burst)
+        redis_clock = "" if now is None else repr(float(now))
+        calls = []
+        for tenant, (cost, have) in need.items():
+            short = cost - have
+            most = short + self._extra
+            calls.append(([bucket_key(tenant)], [rate, burst, repr(short), repr(most), redis_clock]))
         try:
-            allowed, wait, tokens = await self._script(keys=[bucket_key(tenant)], args=args)
+            replies = await run_script(self._client, self._script, calls)
         except RedisError as exc:
-            log.warning("rate limit for %s not applied: %s", tenant, type(exc).__name__)
-            return Decision(allowed=True, retry_after_seconds=0, remaining=0)
-        ok = int(allowed) == 1
-        return Decision(
-            allowed=ok,
-            retry_after_seconds=0 if ok else max(1, math.ceil(float(wait))),
-            remaining=max(0, math.floor(float(tokens))),
-        )
+            log.warning("rate limit for %d tenant(s) not applied: %s", len(need), type(exc).__name__)
+            for tenant in need:
+                out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=0)
+            return
+        for (tenant, (cost, have)), reply in zip(need.items(), replies):
+            if isinstance(reply, Exception):  # this tenant's script failed in Redis: let it through
+                log.warning("rate limit for %s not applied: %s", tenant, type(reply).__name__)
+                out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=0)
+                continue
+            allowed, wait, left, taken = (float(x) for x in reply)
+            if allowed != 1:
+                out[tenant] = Decision(allowed=False, retry_after_seconds=max(1, math.ceil(wait)), remaining=0)
+                continue
+            lease = self._leases.get(tenant)
+            if lease is None or lease.until <= clock:
+                lease = self._leases[tenant] = _Lease(0.0, 0.0)
+            lease.tokens = have + taken - cost
+            lease.until = clock + LEASE_SECONDS
+            spent[tenant] = cost
+            out[tenant] = Decision(allowed=True, retry_after_seconds=0,
+                                   remaining=math.floor(left + lease.tokens))

@@ -58,10 +58,12 @@ async def test_clients_share_the_bucket_and_tenants_do_not(redis: Redis, redis_p
     try:
         a, b = RateLimiter(redis, rate=10, burst=30), RateLimiter(other, rate=10, burst=30)
         t, u = tenant(), tenant()
-        assert (await a.take(t, 20, now=5.0)).allowed
+        assert (await a.take(t, 20, now=5.0)).allowed  # a also leased 1 token ahead (0.1 s of 10/s)
         d = await b.take(t, 20, now=5.0)
-        assert not d.allowed and d.retry_after_seconds == 1
-        assert (await b.take(t, 10, now=5.0)).allowed
+        assert not d.allowed and d.retry_after_seconds == 2  # 9 left: 11 more at 10/s
+        assert (await b.take(t, 9, now=5.0)).allowed and not (await b.take(t, 1, now=5.0)).allowed
+        assert (await a.take(t, 1, now=5.0)).allowed  # a's lease: never a token more than the bucket had
+        assert not (await a.take(t, 1, now=5.0)).allowed
         assert (await b.take(u, 30, now=5.0)).allowed  # another tenant has its own bucket
     finally:
         await other.aclose()
@@ -114,3 +116,53 @@ async def test_redis_down_lets_requests_through() -> None:
         assert d.allowed
     finally:
         await dead.aclose()
+
+
+async def test_many_tenants_are_charged_in_one_round_trip(redis_port: int) -> None:
+    from tests.doubles import RoundTrips
+
+    trips = RoundTrips(redis_port)
+    client = trips.client
+    try:
+        limiter = RateLimiter(client, rate=10, burst=50)
+        await limiter.take(tenant(), 1, now=0.0)  # the script is loaded once per server
+        tenants = [tenant() for _ in range(500)]
+        await trips.warm()
+        got = await limiter.take_all({t: 10 for t in tenants}, now=0.0)
+        assert trips.count == 1
+        assert all(d.allowed and d.remaining == 40 for d in got.values()) and list(got) == tenants
+    finally:
+        await client.aclose()
+
+
+async def test_one_refused_tenant_refuses_all_and_the_others_keep_their_tokens(redis: Redis) -> None:
+    limiter = RateLimiter(redis, rate=10, burst=50)
+    a, b, c = tenant(), tenant(), tenant()
+    assert (await limiter.take(b, 45, now=0.0)).allowed  # b has 5 tokens left
+    got = await limiter.take_all({a: 20, b: 10, c: 30}, now=0.0)
+    assert [got[t].allowed for t in (a, b, c)] == [True, False, True]
+    assert got[b].retry_after_seconds == 1  # 5 more tokens at 10/s
+    # a's and c's tokens went back to their leases on this instance: 50 each still; b still has its 5.
+    assert (await limiter.take(a, 50, now=0.0)).allowed and (await limiter.take(c, 50, now=0.0)).allowed
+    assert (await limiter.take(b, 5, now=0.0)).allowed and not (await limiter.take(b, 1, now=0.0)).allowed
+
+
+async def test_a_tenant_in_every_request_costs_one_redis_call_per_lease(redis_port: int) -> None:
+    from tests.doubles import RoundTrips
+
+    trips = RoundTrips(redis_port)
+    try:
+        limiter = RateLimiter(trips.client, rate=1000, burst=5000)  # leases of 100 tokens (0.1 s)
+        await limiter.take(tenant(), 1, now=0.0)  # the script is loaded once per server
+        tenants = [tenant() for _ in range(300)]
+        await trips.warm()
+        for i in range(101):  # 101 requests naming all 300 tenants, one token each
+            got = await limiter.take_all(dict.fromkeys(tenants, 1), now=0.0 + i * 0.001)
+            assert all(d.allowed for d in got.values())
+        assert trips.count == 1  # the first request took 1 + a lease of 100 per tenant; 100 used it up
+        await limiter.take_all(dict.fromkeys(tenants, 1), now=0.2)
+        assert trips.count == 2  # used up: new leases, in one round trip
+        await limiter.take_all(dict.fromkeys(tenants, 1), now=5.0)
+        assert trips.count == 3  # a lease lasts LEASE_SECONDS: after that, a new one
+    finally:
+        await trips.client.aclose()

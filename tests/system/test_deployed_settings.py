@@ -40,11 +40,16 @@ AUDIENCE = "6f1c1b9e-5d3a-4c1e-9a7b-0c0ffee0a0d1"
 
 # How a new user deploys (infra/README.md): `azd up` with only the variables that must be set, and
 # `az deployment sub create --parameters infra/env/prod.parameters.json authAudience=<client id>`.
+# Secure parameters are in no file: azd generates `pageTokenKey` once, `az deployment` passes it.
+PAGE_TOKEN_KEY = "deployed-page-token-key-" + "x" * 24
 PARAMETER_SETS: dict[str, Callable[[], dict[str, Any]]] = {
     "azd-defaults": lambda: parameter_file(INFRA / "main.parameters.json", {
-        "AZURE_ENV_NAME": "grc-dev", "AZURE_LOCATION": "westeurope", "GRC_AUTH_AUDIENCE": AUDIENCE}),
-    "prod-file": lambda: parameter_file(INFRA / "env" / "prod.parameters.json", extra={"authAudience": AUDIENCE}),
+        "AZURE_ENV_NAME": "grc-dev", "AZURE_LOCATION": "westeurope", "GRC_AUTH_AUDIENCE": AUDIENCE},
+        extra={"pageTokenKey": PAGE_TOKEN_KEY}),
+    "prod-file": lambda: parameter_file(INFRA / "env" / "prod.parameters.json",
+                                        extra={"authAudience": AUDIENCE, "pageTokenKey": PAGE_TOKEN_KEY}),
 }
+VAULT_URI = "https://kv-local.vault.azure.net/"
 
 
 # ---- 1. endpoints -----------------------------------------------------------------------------
@@ -64,7 +69,30 @@ def endpoints(stack: Stack, ingestion: FakeIngestion) -> dict[str, Any]:
         # Only composes the Kafka endpoint (TRANSPORT below) and the AMQP namespace, unused with
         # EVENTHUBS_TRANSPORT=kafka.
         "eventhubs.outputs.name": "evhns-local",
+        # Azure: https://<vault>.vault.azure.net/secrets/page-token-key
+        "keyvault.outputs.pageTokenKeySecretUri": f"{VAULT_URI}secrets/page-token-key",
     }
+
+
+# ---- 1b. Key Vault references -------------------------------------------------------------------
+KEY_VAULT_REFERENCE = re.compile(r"@Microsoft\.KeyVault\(SecretUri=(?P<uri>[^)]+)\)")
+
+
+def key_vault_secrets() -> dict[str, str]:
+    """Secret URI -> value: what App Service resolves a Key Vault reference to with the app's identity
+    (Key Vault Secrets User on that secret, infra/modules/roles.bicep). Each secret is the parameter
+    infra/modules/keyvault.bicep stores in it."""
+    return {f"{VAULT_URI}secrets/page-token-key": PAGE_TOKEN_KEY}
+
+
+def resolve_key_vault_references(settings: dict[str, str]) -> dict[str, str]:
+    secrets = key_vault_secrets()
+    out = dict(settings)
+    for name, value in settings.items():
+        if (m := KEY_VAULT_REFERENCE.fullmatch(value)) is not None:
+            assert m.group("uri") in secrets, f"{name} refers to a secret this test does not know: {value}"
+            out[name] = secrets[m.group("uri")]
+    return out
 
 
 def deployed_settings(params: dict[str, Any], stand_ins: dict[str, Any]) -> dict[str, str]:
@@ -173,7 +201,7 @@ def local_settings(deployed: dict[str, str], stack: Stack, keys: FakeEntraKeys) 
     covered = {name for row in rows for name in row.deployed}
     missing = needs_identity(deployed) - covered
     assert not missing, f"identity-only settings without a local stand-in in IDENTITY_STAND_INS: {sorted(missing)}"
-    env = dict(deployed)
+    env = resolve_key_vault_references(deployed)
     for row in rows:
         for name, value in row.deployed.items():
             assert name in deployed, f"IDENTITY_STAND_INS names {name}, which infra/ no longer deploys"

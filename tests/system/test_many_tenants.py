@@ -1,0 +1,109 @@
+"""Batches naming many tenants, through the running app: bulks spanning 1,000 tenants (several at
+once) and a change-feed batch of 100 documents of 100 tenants. Nothing may fail or be parked
+because of the service's own limits (connection pools, concurrency, timeouts): every event is
+delivered at once, the retry queue stays empty, and no SYSTEM_ERROR is raised.
+
+The app runs on a stack of its own, so its retry queue and its log hold only this module's work.
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.cosmos import CosmosClient, PartitionKey
+
+from tests.system.harness import App, Stack, app_env, start_app, wait_for
+
+STACK = ("redis", "azurite", "cosmos", "kafka")
+TENANTS = 1000
+FAILURE_LINE = re.compile(r"destination \S+ failed \d+ event\(s\) of tenant")
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, App]]:
+    work: Path = tmp_path_factory.mktemp("many-tenants")
+    stack = Stack(work / "stack").start(STACK)
+    try:
+        app = start_app(app_env(stack, work / "app"), work / "app")
+        try:
+            yield stack, app
+        finally:
+            app.stop()
+    finally:
+        stack.stop()
+
+
+def event(tenant: str, n: int) -> dict[str, Any]:
+    return {"tenantId": tenant, "eventType": "RISK_UPDATED", "source": "BACKEND_API", "action": "UPDATE",
+            "entityId": f"risk-{n}", "entityType": "risk", "data": {"score": n % 25}}
+
+
+def assert_nothing_failed(stack: Stack, app: App, tenants: list[str]) -> None:
+    """No delivery failure logged, nothing in the retry queue or a poison queue, and no
+    SYSTEM_ERROR in a sample of the tenants' streams."""
+    assert not FAILURE_LINE.findall(app.log()), [ln for ln in app.log().splitlines() if FAILURE_LINE.search(ln)][:5]
+    assert "MaxConnectionsError" not in app.log() and "stream configs unavailable" not in app.log()
+    assert stack.queue_depth(app.env["RETRY_QUEUE"]) == 0
+    assert not any(stack.poison_counts().values())
+    for t in tenants[:: max(1, len(tenants) // 10)]:
+        listed = app.get(f"/events/{t}?eventType=SYSTEM_ERROR").json()
+        assert listed["count"] == 0, listed
+
+
+def test_bulks_spanning_1000_tenants_deliver_every_event(own: tuple[Stack, App]) -> None:
+    stack, app = own
+    run = uuid.uuid4().hex[:6]
+    tenants = [f"mt{run}-{i:04d}" for i in range(TENANTS)]
+    # Three bulks of 1,000 events, each naming all 1,000 tenants, sent at the same time.
+    bodies = [{"events": [event(t, k * TENANTS + i) for i, t in enumerate(tenants)]} for k in range(3)]
+    headers = app.auth()
+
+    def post(body: dict[str, Any]) -> Any:
+        return app.client.post("/events/bulk", json=body, headers=headers, timeout=120)
+
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(post, bodies))
+    for r in responses:
+        assert r.status_code == 200, r.text[:500]
+        doc = r.json()
+        assert doc["accepted"] == TENANTS and doc["failed"] == 0, {k: doc[k] for k in ("accepted", "failed")}
+        statuses = {(d["destination"], d["status"]) for res in doc["results"] for d in res["destinations"]}
+        assert statuses == {("redis", "delivered")}  # none failed, none parked
+    for t in (tenants[0], tenants[499], tenants[-1]):
+        listed = app.get(f"/events/{t}?eventType=RISK_UPDATED").json()
+        assert listed["count"] == 3, listed
+        metrics = app.get(f"/metrics/{t}").json()
+        one_minute = metrics["windows"]["1m"]
+        assert one_minute["accepted"] == 3 and one_minute["failed"] == 0
+        assert one_minute["destinations"]["redis"] == {"delivered": 3, "failed": 0, "parked": 0}
+    assert_nothing_failed(stack, app, tenants)
+
+
+def test_a_change_feed_batch_of_100_tenants(own: tuple[Stack, App]) -> None:
+    stack, app = own
+    run = uuid.uuid4().hex[:6]
+    tenants = [f"cf{run}-{i:03d}" for i in range(100)]
+    client = CosmosClient(app.env["COSMOS_DB_ENDPOINT"], app.env["COSMOS_DB_KEY"],
+                          connection_verify=False, enable_endpoint_discovery=False)
+    db = client.create_database_if_not_exists(app.env["COSMOS_DB_DATABASE"])
+    risks = db.create_container_if_not_exists(app.env["COSMOS_RISKS_CONTAINER"], partition_key=PartitionKey("/tenantId"))
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    docs = [{"id": f"risk-{t}", "tenantId": t, "title": "Vendor outage", "status": "open", "score": 12,
+             "createdAt": now, "updatedAt": now} for t in tenants]
+    with ThreadPoolExecutor(8) as pool:  # written fast, so the feed hands them over in few batches
+        list(pool.map(risks.upsert_item, docs))
+
+    def arrived() -> bool:
+        return all(app.get(f"/events/{t}?source=COSMOS_DB").json()["count"] >= 1 for t in tenants)
+
+    wait_for(arrived, 90, 1.0, "an event for each of the 100 tenants")
+    for t in tenants[::20]:
+        [ev] = app.get(f"/events/{t}?source=COSMOS_DB").json()["events"]
+        assert ev["event"]["entityId"] == f"risk-{t}" and ev["event"]["tenantId"] == t
+    assert_nothing_failed(stack, app, tenants)

@@ -1,0 +1,93 @@
+"""The instance's Redis client against the real Redis: a pool that waits, pipelines of many tenants."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared import redisconn
+from shared.redisconn import create_redis, pipelined, run_script
+from shared.settings import Settings
+from tests.doubles import RoundTrips
+
+
+async def test_busy_pool_waits_for_a_connection_instead_of_failing(
+        redis_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More concurrent commands than connections: each waits its turn (redis-py's default pool
+    raises MaxConnectionsError at once, which failed deliveries under a many-tenant load)."""
+    monkeypatch.setattr(redisconn, "MAX_CONNECTIONS", 2)
+    client = create_redis(Settings(REDIS_PORT=redis_port))
+    try:
+        key = f"empty-{uuid.uuid4().hex}"
+        got = await asyncio.gather(*(client.blpop([key], timeout=0.2) for _ in range(8)))
+        assert got == [None] * 8  # all eight ran (two at a time), none refused
+    finally:
+        await client.aclose()
+
+
+async def test_pipelined_answers_in_order_with_errors_in_place(redis_port: int) -> None:
+    trips = RoundTrips(redis_port)
+    try:
+        await trips.warm()
+        key = f"k-{uuid.uuid4().hex}"
+        replies = await pipelined(trips.client, [("SET", key, "v"), ("INCR", key), ("GET", key), ("PING",)])
+        assert replies[0] == b"OK" and isinstance(replies[1], ResponseError) and replies[2:] == [b"v", b"PONG"]
+        assert trips.count == 1
+        assert await pipelined(trips.client, []) == [] and trips.count == 1
+    finally:
+        await trips.client.aclose()
+
+
+async def test_a_late_reply_times_out_and_the_next_call_is_not_out_of_step(redis_port: int, redis: Redis) -> None:
+    client = Redis(port=redis_port, socket_timeout=0.3, retry=Retry(NoBackoff(), 0))
+    try:
+        await client.ping()
+        await redis.client_pause(1000)  # the server holds every reply for a second
+        with pytest.raises(RedisTimeoutError):
+            await pipelined(client, [("PING",), ("PING",)])
+        await asyncio.sleep(0.8)
+        assert await pipelined(client, [("ECHO", "a"), ("ECHO", "b")]) == [b"a", b"b"]
+    finally:
+        await client.aclose()
+
+
+async def test_run_script_reloads_a_flushed_script_and_keeps_script_errors_per_call(redis: Redis) -> None:
+    script = redis.register_script("if ARGV[1] == 'bad' then return redis.error_reply('nope') end return ARGV[1]")
+    await redis.script_flush()
+    replies = await run_script(redis, script, [(["a{t1}"], ["x"]), (["a{t2}"], ["bad"]), (["a{t3}"], ["y"])])
+    assert replies[0] == b"x" and isinstance(replies[1], ResponseError) and replies[2] == b"y"
+
+
+async def test_unreachable_redis_raises_a_redis_error() -> None:
+    from localdev.services import free_port
+
+    client = create_redis(Settings(REDIS_PORT=free_port()))
+    try:
+        with pytest.raises(RedisError):
+            await pipelined(client, [("PING",)])
+    finally:
+        await client.aclose()
+
+
+async def test_a_long_pipeline_from_a_generator_is_one_round_trip_in_order(redis_port: int) -> None:
+    trips = RoundTrips(redis_port)
+    try:
+        await trips.warm()
+        n = 10 * redisconn.SEND_SLICE + 3  # written in several slices
+        replies = await pipelined(trips.client, (("ECHO", str(i)) for i in range(n)))
+        assert replies == [str(i).encode() for i in range(n)] and trips.count == 1
+    finally:
+        await trips.client.aclose()
+
+
+async def test_run_script_takes_calls_from_a_generator_even_after_a_reload(redis: Redis) -> None:
+    script = redis.register_script("return ARGV[1]")
+    await redis.script_flush()
+    calls = (([f"k{{t{i}}}"], [f"v{i}"]) for i in range(200))
+    assert await run_script(redis, script, calls) == [f"v{i}".encode() for i in range(200)]
