@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVICES ?= redis azurite cosmos kafka
 
-.PHONY: setup test-setup run demo overdue test bench services-up services-down clean
+.PHONY: setup test-setup run demo overdue watch doctor test bench services-up services-down clean
 
 TOKENIZER := .localdev/models/all-MiniLM-L6-v2/tokenizer.json
 
@@ -58,6 +58,10 @@ PORT ?= 3003
 overdue:
 	curl -fsS -X POST -H 'Content-Type: application/json' -d '{}' -o /dev/null -w '%{http_code}\n' \
 	  http://127.0.0.1:$(PORT)/admin/functions/assessments_overdue
+
+# The Functions project checks (docs/functions-doctor.md); the suite runs them too.
+doctor: setup
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/azure-functions-doctor doctor --profile full
 
 services-up: setup
 	$(PY) -m localdev.services up $(SERVICES)
