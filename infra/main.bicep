@@ -549,6 +549,24 @@ module alerts 'modules/alerts.bicep' = if (deployAlerts) {
   }
 }
 
+// The operations workbook: Application Insights > Monitoring > Workbooks (infra/README.md). Its alert
+// lines are the alert rules' thresholds.
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: allTags
+    displayName: 'GRC event streaming operations (${environmentName})'
+    appInsightsId: monitoring.outputs.appInsightsId
+    storageAccountId: storage.outputs.id
+    retryQueue: storageQueues.retry
+    errorRate: alertErrorRate
+    delayMs: alertDelaySeconds * 1000
+    memoryPercent: alertMemoryPercent
+  }
+}
+
 // azd reads these outputs into the environment (.azure/<env>/.env).
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId

@@ -796,6 +796,12 @@ class Scope:
         return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "+": a + b, "-": a - b, "*": a * b,
                 "/": a // b if b else None, "%": a % b if b else None}[op]
 
+    def _load_text(self, rel: str) -> str:
+        path = (self.template.path.parent / rel).resolve()
+        if not path.is_file():
+            raise BicepError(f"{self.where}: loadTextContent('{rel}'): no such file")
+        return path.read_text(encoding="utf-8")
+
     def _call(self, name: str, arg_nodes: list[Node]) -> Any:
         d = self.deployment
         if name == "environment":
@@ -823,6 +829,8 @@ class Scope:
             "union": lambda *os: {k: v for o in os for k, v in o.items()},
             "max": max,
             "min": min,
+            # Read at compile time from a path relative to the template, as Bicep does.
+            "loadTextContent": lambda rel, *_: self._load_text(rel),
         }
         fn = fns.get(name)
         if fn is None:
