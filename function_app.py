@@ -10,7 +10,6 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import jobs, monitor, telemetry
 from shared.api import (
     audit,
     deadletters,
@@ -23,12 +22,14 @@ from shared.api import (
     search,
     streamconfig,
 )
+from shared.app import jobs
+from shared.app.gc_tuning import tune_for_throughput
 from shared.changefeed import entry as changefeed
 from shared.changefeed.leases import LEASE_PREFIXES
 from shared.changefeed.rules import Kind
-from shared.gc_tuning import tune_for_throughput
+from shared.core.settings import get_settings
 from shared.http.functions_adapter import serve
-from shared.settings import get_settings
+from shared.observability import monitor, telemetry
 from shared.vector import indexer as vector_indexer
 
 # Once per worker process, before any invocation: telemetry is process-wide (exporter threads and

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from localdev import services
+from shared.app.services import Services
 from shared.changefeed.rules import Kind
 from shared.changefeed.runtime import processor_for
-from shared.services import Services
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 def docs(n: int, tenants: int, lsn0: int, result: str) -> list[dict[str, Any]]:

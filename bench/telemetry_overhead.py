@@ -17,9 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"] = "true"
 
-from shared import telemetry  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.telemetry import BatchStatsBuilder, SystemStats  # noqa: E402
+from shared.core.settings import Settings  # noqa: E402
+from shared.observability import telemetry  # noqa: E402
+from shared.observability.telemetry import BatchStatsBuilder, SystemStats  # noqa: E402
 
 CONN = "InstrumentationKey=11111111-2222-3333-4444-555555555555;IngestionEndpoint=http://127.0.0.1:9"
 
@@ -34,10 +34,10 @@ def _batch() -> telemetry.BatchStats:
 
 
 def _pipeline_batch() -> object:
-    from shared.metrics import BatchStats as PipelineStats
+    from shared.observability.tenant_metrics import BatchStats as PipelineStats
 
     ps = PipelineStats()
-    for i in range(100):  # what shared.pipeline records for the same batch
+    for i in range(100):  # what shared.delivery.pipeline records for the same batch
         ts = ps.tenant(f"tenant-{i % 3}")
         ts.count("acc"), ts.count("t:RISK_UPDATED" if i % 2 else "t:RISK_CREATED"), ts.count("s:COSMOS_DB")
         ts.count("d:redis:ok"), ts.count("d:kafka:ok"), ts.observe_latency(12.5 + i)

@@ -7,6 +7,11 @@ from typing import Any
 
 import pytest
 
+from shared.app.services import Services
+from shared.core.destination_options import AnalyticsOptions
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import EventIn
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
 from shared.destinations.analytics import (
     INDEX_PARTITION,
     AnalyticsDestination,
@@ -14,10 +19,6 @@ from shared.destinations.analytics import (
     payload_from_entity,
     transactions,
 )
-from shared.destinations.options import AnalyticsOptions
-from shared.enrich import enrich, now_iso
-from shared.models import EventIn, StreamConfig, StreamConfigIn
-from shared.services import Services
 from shared.destinations.base import Chunk, publish_one
 
 pytestmark = pytest.mark.usefixtures("app_services")
@@ -148,7 +149,7 @@ async def test_pipeline_honours_batch_size_and_routes_to_analytics(app_services:
     dest.publish = counting  # type: ignore[method-assign]
     raws = [{"tenantId": t, "eventType": "RISK_CREATED", "source": "FRONTEND_APP", "action": "CREATE",
              "data": {"i": i}} for i in range(25)]
-    from shared.pipeline import PublishContext
+    from shared.delivery.pipeline import PublishContext
 
     results = await app_services.pipeline.publish_raw(raws, PublishContext())
     assert [r.status for r in results] == ["accepted"] * 25

@@ -16,9 +16,9 @@ from azure.cosmos import ContainerProxy, CosmosClient
 from devhost.app_loader import load_functions
 from devhost.cosmos_driver import CosmosDriver, FeedWorker
 from localdev import services
+from shared.app.services import Services, get_services, reset_services
 from shared.changefeed.entry import run_overdue_check
 from shared.destinations.redis_streams import stream_key
-from shared.services import Services, get_services, reset_services
 from tests.conftest import env_overrides
 from tests.test_devhost_e2e import start_runner
 

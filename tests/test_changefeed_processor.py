@@ -9,15 +9,16 @@ from typing import Any
 import orjson
 import pytest
 
+from shared.app.services import Services
 from shared.changefeed.processor import ChangeFeedProcessor, RetryBatch
 from shared.changefeed.rules import Kind
 from shared.changefeed.runtime import processor_for
 from shared.changefeed.state import Dedup
+from shared.core.events import Event
+from shared.core.results import EventResult
+from shared.core.settings import Settings
 from shared.destinations.redis_streams import stream_key
-from shared.metrics import BatchStats
-from shared.models import Event, EventResult
-from shared.services import Services
-from shared.settings import Settings
+from shared.observability.tenant_metrics import BatchStats
 
 
 @pytest.fixture

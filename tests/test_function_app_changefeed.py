@@ -12,10 +12,10 @@ from azure.functions import meta
 from azure.functions.cosmosdb import CosmosDBTriggerConverter
 
 import function_app
+from shared.app.services import Services
 from shared.changefeed.processor import RetryBatch
 from shared.changefeed.runtime import processor_for
 from shared.destinations.redis_streams import stream_key
-from shared.services import Services
 
 pytestmark = pytest.mark.usefixtures("app_services")
 CONTAINERS = {"changefeed_risks": "COSMOS_RISKS_CONTAINER", "changefeed_controls": "COSMOS_CONTROLS_CONTAINER",
@@ -138,13 +138,13 @@ async def test_null_and_tenantless_documents_are_parked(app_services: Services) 
 def test_parked_cli_lists_and_replays(app_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 
+    from shared.app.services import reset_services
     from shared.changefeed import parked
-    from shared.services import reset_services
 
     tenant = f"cli-{uuid.uuid4().hex[:8]}"
 
     async def park() -> None:
-        from shared.services import get_services
+        from shared.app.services import get_services
 
         await processor_for(get_services()).parking.park_documents(
             "risks", "risks", [(risk(tenant, "r1", 1), "entity state unavailable")])

@@ -11,8 +11,8 @@ import pytest
 from azure.cosmos import PartitionKey
 
 from shared.api.health import recent_health
-from shared.services import get_services, reset_services
-from shared.settings import get_settings
+from shared.app.services import get_services, reset_services
+from shared.core.settings import get_settings
 from tests.functions_client import auth_headers, invoke
 
 Configure = Callable[..., Awaitable[None]]
@@ -126,7 +126,7 @@ async def test_redis_memory_above_the_alert_threshold_is_degraded(configure: Con
 
 async def test_built_kafka_destination_reports_health_and_producer_lag(configure: Configure,
                                                                        kafka_broker: Any) -> None:
-    from shared import service_stats
+    from shared.observability import service_stats
 
     await configure(**kafka_broker.settings)
     services = get_services()

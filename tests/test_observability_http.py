@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from shared import service_stats
-from shared import services as services_mod
+from shared.app import services as services_mod
+from shared.app.services import get_services, reset_services
 from shared.destinations.redis_streams import RedisStreamsDestination
-from shared.services import get_services, reset_services
+from shared.observability import service_stats
 from tests.functions_client import invoke
 from tests.test_telemetry import (  # noqa: F401 - fixtures
     SECRET,

@@ -13,14 +13,14 @@ import pytest
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import services as localdev_services
-from shared.destinations.options import RetryPolicy
-from shared.destinations.redis_streams import stream_key
-from shared.models import StreamConfigIn
-from shared.pipeline import PublishContext
-from shared.retries import MAX_MESSAGE_BYTES, RetryMessage
-from shared.services import DESTINATION_FACTORIES, Services
+from shared.app.services import DESTINATION_FACTORIES, Services
+from shared.core.destination_options import RetryPolicy
+from shared.core.streamconfig import StreamConfigIn
+from shared.delivery.pipeline import PublishContext
+from shared.delivery.retry_queue import MAX_MESSAGE_BYTES, RetryMessage
 from shared.destinations.base import publish_one
-from shared.storage import LazyQueue
+from shared.destinations.redis_streams import stream_key
+from shared.storage.clients import LazyQueue
 from tests.delivery_helpers import down_redis, drain, isolated_services, receive_raw
 from tests.functions_client import invoke
 
@@ -232,8 +232,8 @@ async def test_timeout_per_attempt_is_a_transient_failure(app_env: dict[str, str
 
 async def test_a_write_that_landed_despite_a_failure_is_not_dead_lettered(app_env: dict[str, str]) -> None:
     """attempts 0: no queue retries; the drain still asks the destination whether the write landed."""
-    from shared.enrich import enrich, now_iso
-    from shared.models import EventIn
+    from shared.core.enrich import enrich, now_iso
+    from shared.core.events import EventIn
 
     async with isolated_services() as svc:
         t = "rt-" + uuid.uuid4().hex[:8]

@@ -1,4 +1,4 @@
-"""shared.telemetry against a local ingestion endpoint (the exporter honours IngestionEndpoint).
+"""shared.observability.telemetry against a local ingestion endpoint (the exporter honours IngestionEndpoint).
 
 The server records every envelope POSTed to /v2.1/track; tests assert on what really left the
 process: names, dimensions, values, operation correlation, and that secrets/payloads did not.
@@ -15,10 +15,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from shared import telemetry
-from shared.models import EventType, Source
-from shared.settings import Settings
-from shared.telemetry import BatchStatsBuilder, Summary, SystemStats
+from shared.core.events import EventType, Source
+from shared.core.settings import Settings
+from shared.observability import telemetry
+from shared.observability.telemetry import BatchStatsBuilder, Summary, SystemStats
 
 IKEY = "11111111-2222-3333-4444-555555555555"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -406,7 +406,7 @@ def test_summary_merge() -> None:
 
 
 def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
-    from shared.metrics import BatchStats as PipelineStats
+    from shared.observability.tenant_metrics import BatchStats as PipelineStats
 
     ps = PipelineStats()
     t1 = ps.tenant("t1")  # one source: the type x source split is exact
@@ -436,7 +436,7 @@ def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
 
 
 def test_pipeline_hook_exports(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
-    from shared.metrics import BatchStats as PipelineStats
+    from shared.observability.tenant_metrics import BatchStats as PipelineStats
 
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)

@@ -21,8 +21,9 @@ from pydantic import TypeAdapter, ValidationError
 from shared.api.params import tenant_param
 from shared.changefeed.parking import UNMAPPED, partition_for
 from shared.changefeed.rules import Kind, Unmappable, validate
+from shared.core.events import EventIn, TenantId, is_tenant_id
+from shared.core.streamconfig import StreamConfigIn
 from shared.http.types import ApiRequest, Headers, ProblemError
-from shared.models import EventIn, StreamConfigIn, TenantId, is_tenant_id
 from shared.security.tenants import claim_values, grants_from
 
 ALLOWED = frozenset(string.ascii_lowercase + string.digits + "-")

@@ -8,8 +8,8 @@ import orjson
 
 from shared.api import paging
 from shared.api.params import int_param, tenant_param
+from shared.app.services import get_services
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.services import get_services
 
 log = logging.getLogger("grc.audit")
 DEFAULT_LIMIT = 100

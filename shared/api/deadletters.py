@@ -6,10 +6,10 @@ from typing import Any
 from shared.api import paging
 from shared.api.audit import record_audit
 from shared.api.params import bad_param, int_param, tenant_param
+from shared.app.services import get_services
+from shared.delivery.retry_queue import replay
 from shared.http.adapter import read_json
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.retries import replay
-from shared.services import get_services
 
 MAX_REPLAY = 500
 PAGE_SCOPE = "deadletters"

@@ -29,13 +29,13 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from shared import resources
+from shared.app.services import Services, get_services
+from shared.core.events import utc_now_iso
 from shared.destinations.base import DependencyHealth
 from shared.http.adapter import optional_principal, public
 from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.models import utc_now_iso
-from shared.services import Services, get_services
+from shared.observability import resources
 
 Check = Callable[[], Awaitable[DependencyHealth]]
 HEALTH_KEY = "grc:health"

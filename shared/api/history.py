@@ -4,13 +4,13 @@ from __future__ import annotations
 import time
 from datetime import UTC
 
-from shared import limits
 from shared.api import paging
 from shared.api.params import bad_param, enum_param, int_param, tenant_param
+from shared.app.services import get_services
+from shared.core import limits
+from shared.core.events import RFC3339_RE, EventType, Source, utc_now_iso
 from shared.destinations.analytics import iso_to_ms
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.models import RFC3339_RE, EventType, Source, utc_now_iso
-from shared.services import get_services
 
 DEFAULT_RANGE_MS = 24 * 3_600_000
 PAGE_SCOPE = "history"

@@ -7,11 +7,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from shared import limits
+from shared.api.search import SearchResult
+from shared.core import limits
+from shared.core.events import EventIn
+from shared.core.results import EventResult
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
 from shared.http.adapter import public
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.api.search import SearchResult
-from shared.models import EventIn, EventResult, StreamConfig, StreamConfigIn
 from shared.security.audit import AuditRecord
 
 

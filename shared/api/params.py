@@ -4,8 +4,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import TypeVar
 
+from shared.core.events import TENANT_RULE, is_tenant_id
 from shared.http.types import ApiRequest, ProblemError
-from shared.models import TENANT_RULE, is_tenant_id
 
 E = TypeVar("E", bound=Enum)
 

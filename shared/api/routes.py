@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from shared import limits
 from shared.api import audit, deadletters, events, health, history, metrics, search, streamconfig
-from shared.models import CLIENT_ID_PATTERN
+from shared.core import limits
+from shared.core.events import CLIENT_ID_PATTERN
 from shared.http.adapter import Handler
 
 

@@ -13,10 +13,10 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from shared.api.params import bad_param, int_param, tenant_param
+from shared.core.events import RFC3339_RE, EventType
+from shared.core.settings import get_settings
 from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.models import RFC3339_RE, EventType
-from shared.settings import get_settings
 from shared.vector.base import EmbedderMismatch, SearchFilters, VectorConfigError, VectorSearchError
 from shared.vector.indexer import get_service
 

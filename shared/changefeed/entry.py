@@ -9,12 +9,12 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from shared.app.services import Services, get_services
 from shared.changefeed.overdue import OverdueRun, emit_overdue
 from shared.changefeed.processor import BatchOutcome
 from shared.changefeed.rules import Kind
 from shared.changefeed.runtime import container_of, processor_for
 from shared.changefeed.state import Dedup
-from shared.services import Services, get_services
 
 log = logging.getLogger("grc.changefeed")
 _overdue_markers: weakref.WeakKeyDictionary[Services, Dedup] = weakref.WeakKeyDictionary()

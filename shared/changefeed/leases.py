@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from shared.changefeed.rules import Kind
-from shared.cosmosdb import SharedCosmos
+from shared.storage.cosmosdb import SharedCosmos
 
 log = logging.getLogger("grc.changefeed")
 

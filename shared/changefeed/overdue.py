@@ -29,10 +29,10 @@ from azure.cosmos.aio import ContainerProxy
 from shared.changefeed.processor import ChangeFeedProcessor
 from shared.changefeed.rules import ENTITY_TYPE, Kind, assessment_phase, parse_time
 from shared.changefeed.state import Dedup
-from shared.cosmosdb import record_charge
-from shared.ids import derived_uuid
-from shared.metrics import BatchStats
-from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, is_tenant_id, utc_now_iso
+from shared.core.events import SCHEMA_VERSION, Action, Event, EventType, Source, is_tenant_id, utc_now_iso
+from shared.core.ids import derived_uuid
+from shared.observability.tenant_metrics import BatchStats
+from shared.storage.cosmosdb import record_charge
 
 log = logging.getLogger("grc.overdue")
 

@@ -10,8 +10,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from shared.app.services import get_services, reset_services
 from shared.changefeed.runtime import processor_for
-from shared.services import get_services, reset_services
 
 
 async def _list(tenant: str, limit: int) -> None:

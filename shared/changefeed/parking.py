@@ -23,9 +23,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.ids import uuid7
-from shared.models import Event, is_tenant_id, utc_now_iso
-from shared.storage import LazyTable
+from shared.core.events import Event, is_tenant_id, utc_now_iso
+from shared.core.ids import uuid7
+from shared.storage.clients import LazyTable
 
 UNMAPPED = "_unmapped"
 CHUNK_BYTES = 60_000  # binary property limit is 64 KiB

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared import limits, telemetry
 from shared.changefeed.parking import UNMAPPED, ParkedItem, ParkingStore, partition_for
 from shared.changefeed.rules import Kind, Mapped, Unmappable, map_change, snapshot, validate
 from shared.changefeed.state import Claim, Dedup, EntityState
-from shared.metrics import BatchStats, TenantMetrics
-from shared.models import Event, EventResult, utc_now_iso
+from shared.core import limits
+from shared.core.events import Event, utc_now_iso
+from shared.core.results import EventResult
+from shared.observability import telemetry
+from shared.observability.tenant_metrics import BatchStats, TenantMetrics
 
 log = logging.getLogger("grc.changefeed")
 

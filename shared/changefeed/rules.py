@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 
-from shared.ids import derived_uuid
-from shared.models import (
+from shared.core.events import (
     SCHEMA_VERSION,
     Action,
     Event,
@@ -30,6 +29,7 @@ from shared.models import (
     is_tenant_id,
     utc_now_iso,
 )
+from shared.core.ids import derived_uuid
 
 
 class Kind(str, Enum):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import weakref
 
+from shared.app.services import Services
 from shared.changefeed.leases import FeedStarts
 from shared.changefeed.parking import ParkingStore
 from shared.changefeed.processor import ChangeFeedProcessor
 from shared.changefeed.rules import Kind
 from shared.changefeed.state import Dedup, EntityState
-from shared.services import Services
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 _processors: weakref.WeakKeyDictionary[Services, ChangeFeedProcessor] = weakref.WeakKeyDictionary()
 

@@ -30,8 +30,8 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.changefeed.rules import Version
-from shared.models import Event
-from shared.redisconn import tenant_key
+from shared.core.events import Event
+from shared.storage.redisconn import tenant_key
 
 _SWAP = """
 local ttl = tonumber(ARGV[1])

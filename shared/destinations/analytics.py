@@ -46,9 +46,11 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.core.destination_options import AnalyticsOptions
+from shared.core.events import Event
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
-from shared.destinations.options import AnalyticsOptions
-from shared.models import Delivery, Event, StreamConfig
 
 log = logging.getLogger("grc.analytics")
 
@@ -196,7 +198,7 @@ def transactions(ops: Sequence[_Op]) -> list[list[_Op]]:
 
 # ---- paging -------------------------------------------------------------------------------
 # A page ends at a position {"h": hour, "rk": last RowKey or None, "f": from_ms, "t": to_ms}; the API
-# hands it to clients as a signed continuation token (shared/pagetokens.py), so a position comes
+# hands it to clients as a signed continuation token (shared/storage/pagetokens.py), so a position comes
 # back only as this store issued it.
 
 def is_position(state: Any) -> bool:

@@ -19,7 +19,9 @@ from typing import Any, Literal, NamedTuple, Protocol, Sequence, runtime_checkab
 
 from pydantic import BaseModel
 
-from shared.models import Delivery, Event, StreamConfig
+from shared.core.events import Event
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
 
 HealthState = Literal["healthy", "degraded", "unhealthy"]
 

@@ -15,10 +15,10 @@ from typing import Sequence
 from azure.core.exceptions import AzureError
 from azure.storage.queue.aio import QueueServiceClient
 
+from shared.core.results import Delivery
+from shared.core.settings import Settings
 from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
-from shared.models import Delivery
-from shared.settings import Settings
-from shared.storage import LazyQueue, queue_service
+from shared.storage.clients import LazyQueue, queue_service
 from shared.vector.indexer import IndexItem
 from shared.vector.messages import encode_messages
 

@@ -26,9 +26,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient, TableServiceClient
 from pydantic import BaseModel, ConfigDict
 
-from shared.storage import LazyTable
+from shared.core.events import is_tenant_id
 from shared.security.identity import Principal
-from shared.models import is_tenant_id
+from shared.storage.clients import LazyTable
 
 CHUNK_UTF16_BYTES = 64_000
 MAX_PARTS = 6
@@ -161,7 +161,7 @@ class AuditLog:
 
     async def list(self, tenant: str, limit: int = 100, after: str | None = None) -> AuditPage:
         """Newest first. `after` = the `continuation` of the previous page (the last RowKey it held;
-        the API signs it as a continuation token, shared/pagetokens.py); it can only move within
+        the API signs it as a continuation token, shared/storage/pagetokens.py); it can only move within
         `tenant`'s partition, so it cannot reach another tenant's records."""
         if not is_tenant_id(tenant):
             raise ValueError("invalid tenant id")

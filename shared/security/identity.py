@@ -25,9 +25,9 @@ import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.security.errors import AuthenticationError, AuthMisconfigured, IdentityProviderUnavailable
+from shared.core.settings import Settings
+from shared.security.errors import AuthMisconfigured, AuthenticationError, IdentityProviderUnavailable
 from shared.security.tenants import ALL_TENANTS, Grants, claim_values, grants_from
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ Mapping (documented in docs/security.md):
   are strings);
 - app roles `Tenant.<tenantId>` (Entra app roles, emitted in the `roles` claim);
 - the platform-admin role `AUTH_ADMIN_ROLE` (default `Events.Admin`) grants every tenant.
-Values that are not valid tenant ids (shared.models.is_tenant_id, the one rule) are ignored, so a
+Values that are not valid tenant ids (shared.core.events.is_tenant_id, the one rule) are ignored, so a
 malformed grant never widens access: `["acme\n"]` or `["acme beta"]` grants nothing.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-from shared.models import is_tenant_id
+from shared.core.events import is_tenant_id
 from shared.security.errors import TenantForbidden
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.models import Event
-from shared.settings import Settings
+from shared.core.events import Event
+from shared.core.settings import Settings
 from shared.vector.base import (
     Embedder,
     IndexSpec,
@@ -160,7 +160,7 @@ def build_service(settings: Settings) -> VectorSearchService:
 
 
 # Azure clients are bound to the event loop that made them: one service per running loop, as
-# shared.services does (the Functions worker has one loop; tests get one per test).
+# shared.app.services does (the Functions worker has one loop; tests get one per test).
 _per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VectorSearchService]" = weakref.WeakKeyDictionary()
 
 
@@ -168,7 +168,7 @@ def get_service() -> VectorSearchService:
     loop = asyncio.get_running_loop()
     service = _per_loop.get(loop)
     if service is None:
-        from shared.settings import get_settings
+        from shared.core.settings import get_settings
 
         service = _per_loop[loop] = build_service(get_settings())
     return service

@@ -9,13 +9,7 @@ import orjson
 import pytest
 from azure.data.tables.aio import TableServiceClient
 
-from shared.security.audit import (
-    CHUNK_UTF16_BYTES,
-    MAX_PARTS,
-    AuditLog,
-    row_key,
-    split_utf16,
-)
+from shared.security.audit import CHUNK_UTF16_BYTES, MAX_PARTS, AuditLog, row_key, split_utf16
 from shared.security.identity import Principal
 
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from shared.api.routes import ROUTES, Route
+from shared.app.services import reset_services
+from shared.core.settings import Settings, get_settings
 from shared.http.adapter import handle
 from shared.http.types import ApiRequest, ApiResponse, Headers
 from shared.security.identity import mint_dev_token
-from shared.services import reset_services
-from shared.settings import Settings, get_settings
 
 DEV_KEY = "dev-only-" + base64.b64encode(os.urandom(32)).decode()
 
@@ -219,10 +219,10 @@ BAD_AUTH = {
 @pytest.mark.parametrize("bad", BAD_AUTH.values(), ids=list(BAD_AUTH))
 async def test_bad_auth_settings_answer_503_on_protected_routes_and_nothing_else_stops(
         bad: dict[str, str], env: Callable[..., None], app: None, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.app.services import get_services
     from shared.changefeed.entry import on_change_batch
     from shared.changefeed.rules import Kind
     from shared.destinations.redis_streams import stream_key
-    from shared.services import get_services
 
     env(**bad)
     own, _ = tenants()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared.retries import RetryProcessor
-from shared.services import get_services
+from shared.app.services import get_services
+from shared.delivery.retry_queue import RetryProcessor
 
 log = logging.getLogger("grc.jobs")
 

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 
 from redis.asyncio import Redis
 
-from shared.redisconn import pipelined, run_script, tenant_key
+from shared.storage.redisconn import pipelined, run_script, tenant_key
 
 log = logging.getLogger("grc.metrics")
 
@@ -129,7 +129,7 @@ class TenantStats:
 @dataclass
 class BatchStats:
     tenants: dict[str, TenantStats] = field(default_factory=dict)
-    # A batch of the service's own system events (shared/system_events.py): its outcome counters
+    # A batch of the service's own system events (shared/observability/system_events.py): its outcome counters
     # are also kept as `sys:<name>` so detectors can leave them out, and it triggers no system event.
     system: bool = False
 

@@ -14,11 +14,11 @@ are logged; their minute stays unlocked, so a later run of it can still take the
 2. the minute's counters without the service's own system events (`sys:*` counters, types
    SYSTEM_*/DATA_ANOMALY): throughput, latency percentiles, change-feed delay, error rate ->
    a SYSTEM_PERFORMANCE event when the tenant had events in M (SYSTEM_PERFORMANCE_EVENTS);
-3. the anomaly baselines (shared/anomaly.py, EWMA z-score) in `grc:{t}:anomaly`, advanced by one
+3. the anomaly baselines (shared/observability/anomaly.py, EWMA z-score) in `grc:{t}:anomaly`, advanced by one
    observation per minute (quiet minutes count as 0 events, so a collapse is seen too; the stored
    `lastMinute` makes a second observation of M a no-op) -> DATA_ANOMALY events.
 
-All events of a run go through the pipeline as one system batch (shared/system_events.py); their
+All events of a run go through the pipeline as one system batch (shared/observability/system_events.py); their
 tenants' stream configs are loaded first in at most one Table query (`ConfigStore.prefetch`), and
 that query doubles as the pass's Tables health check, so a pass reads Azure Tables at most once.
 Service-wide: health of every dependency (stored for /metrics alerts), instance memory, Kafka
@@ -35,13 +35,13 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from shared import service_stats, telemetry
-from shared.anomaly import Anomaly, TenantBaselines
+from shared.core.events import SYSTEM_EVENT_TYPES, Event, EventType
 from shared.destinations.base import DependencyHealth
-from shared.metrics import summarize
-from shared.models import SYSTEM_EVENT_TYPES, Event, EventType
-from shared.redisconn import pipelined, tenant_key
-from shared.system_events import publish_system_events, system_event
+from shared.observability import service_stats, telemetry
+from shared.observability.anomaly import Anomaly, TenantBaselines
+from shared.observability.system_events import publish_system_events, system_event
+from shared.observability.tenant_metrics import summarize
+from shared.storage.redisconn import pipelined, tenant_key
 
 log = logging.getLogger("grc.monitor")
 
@@ -264,7 +264,7 @@ async def _prefetch_configs(services: Any, tenants: list[str]) -> DependencyHeal
 
 async def on_timer(timer: Any = None, context: Any = None) -> MonitorReport:
     """The timer function's body: one pass inside the invocation's telemetry operation."""
-    from shared.services import get_services  # noqa: PLC0415 - keeps this module importable alone
+    from shared.app.services import get_services  # noqa: PLC0415 - keeps this module importable alone
 
     with telemetry.invocation(context, "monitor"):
         if getattr(timer, "past_due", False):

@@ -28,16 +28,18 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
 from pydantic import ValidationError
 
-from shared import limits
+from shared.core import limits
+from shared.core.destination_options import IN_PROCESS_MAX_DELAY_SECONDS, RetryPolicy
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import Event, EventIn, is_tenant_id
+from shared.core.filters import passes
+from shared.core.ids import uuid7
+from shared.core.results import Delivery, EventResult, FieldError
+from shared.core.streamconfig import StreamConfig
+from shared.core.validation import field_errors
+from shared.delivery.idempotency import IdempotencyStore, duplicate_result
 from shared.destinations.base import Chunk, Destination
-from shared.destinations.options import IN_PROCESS_MAX_DELAY_SECONDS, RetryPolicy
-from shared.enrich import enrich, now_iso
-from shared.filters import passes
-from shared.idempotency import IdempotencyStore, duplicate_result
-from shared.ids import uuid7
-from shared.metrics import BatchStats, TenantMetrics, TenantStats
-from shared.models import Delivery, Event, EventIn, EventResult, FieldError, StreamConfig, is_tenant_id
-from shared.validation import field_errors
+from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats
 
 log = logging.getLogger("grc.pipeline")
 

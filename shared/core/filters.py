@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.models import Event, StreamConfig, StreamFilter
+from shared.core.events import Event
+from shared.core.streamconfig import StreamConfig, StreamFilter
 
 _MISSING = object()
 

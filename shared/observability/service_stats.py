@@ -12,8 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import orjson
 
-from shared import cosmos_usage, resources, telemetry
-from shared.telemetry import SystemStats
+from shared.observability import cosmos_usage, resources, telemetry
+from shared.observability.telemetry import SystemStats
 
 log = logging.getLogger("grc.service_stats")
 

@@ -24,8 +24,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.models import Delivery, Event, EventResult, utc_now_iso
-from shared.redisconn import run_script, tenant_key
+from shared.core.events import Event, utc_now_iso
+from shared.core.results import Delivery, EventResult
+from shared.storage.redisconn import run_script, tenant_key
 
 log = logging.getLogger("grc.idempotency")
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from shared.metrics import BatchStats
-from shared.models import Event, EventIn, EventResult
-from shared.pipeline import PublishContext
-from shared.services import Services
-from shared.settings import Settings
+from shared.app.services import Services
+from shared.core.events import Event, EventIn
+from shared.core.results import EventResult
+from shared.core.settings import Settings
+from shared.delivery.pipeline import PublishContext
+from shared.observability.tenant_metrics import BatchStats
 
 
 class EventProducer:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 log = logging.getLogger("grc.pagetokens")
 

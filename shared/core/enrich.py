@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from shared.ids import uuid7
-from shared.models import SCHEMA_VERSION, Event, EventIn, utc_now_iso
+from shared.core.events import SCHEMA_VERSION, Event, EventIn, utc_now_iso
+from shared.core.ids import uuid7
 
 
 def enrich(

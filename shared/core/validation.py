@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from shared.models import FieldError
+from shared.core.results import FieldError
 
 _UNION_TAGS = frozenset({"redis", "kafka", "analytics", "vector"})
 

@@ -33,15 +33,16 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import BaseModel, Field
 
-from shared.system_events import emit_system_error, is_system_event
+from shared.core.destination_options import RetryPolicy
+from shared.core.events import Event, utc_now_iso
+from shared.core.ids import uuid7
+from shared.core.streamconfig import StreamConfig
+from shared.delivery.pipeline import Failure
 from shared.destinations.analytics import payload_from_entity, payload_properties
 from shared.destinations.base import DependencyHealth
-from shared.destinations.options import RetryPolicy
-from shared.ids import uuid7
-from shared.metrics import BatchStats, TenantMetrics
-from shared.models import Event, StreamConfig, utc_now_iso
-from shared.pipeline import Failure
-from shared.storage import LazyQueue, LazyTable, queue_client
+from shared.observability.system_events import emit_system_error, is_system_event
+from shared.observability.tenant_metrics import BatchStats, TenantMetrics
+from shared.storage.clients import LazyQueue, LazyTable, queue_client
 
 log = logging.getLogger("grc.retries")
 
@@ -120,7 +121,7 @@ class DeadLetters:
     async def list(self, tenant: str, *, limit: int, after: dict[str, str] | None = None,
                    include_replayed: bool = False) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
         """One page of the tenant's records and where the next starts (the table's own continuation,
-        which the API signs as a continuation token; shared/pagetokens.py)."""
+        which the API signs as a continuation token; shared/storage/pagetokens.py)."""
         if after is not None and not (isinstance(after, dict) and all(isinstance(v, str) for v in after.values())):
             raise ValueError("not a dead-letter position")
         flt = "PartitionKey eq @pk and RowKey lt @payload"

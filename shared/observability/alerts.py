@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from shared.resources import MemoryUsage
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.observability.resources import MemoryUsage
 
 WINDOW = "5m"
 # alerts.bicep `errorRateMinDeliveries`: 1 failure out of 2 deliveries pages no one.

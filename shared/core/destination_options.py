@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, ValidationInfo, field_validator
 
+from shared.core.events import EventType, Source
+
 WireFormat = Literal["native", "cloudevents"]
 
 # Slack over KAFKA_DELIVERY_TIMEOUT_MS for a Kafka delivery report to come back (the destination
@@ -17,7 +19,7 @@ KAFKA_REPORT_GRACE_SECONDS = 5.0
 # The queue trigger polls an idle queue at least this often (host.json maxPollingInterval, default
 # 00:01:00): a queued retry can start up to this long after its message became visible.
 QUEUE_POLL_MAX_SECONDS = 60.0
-# In-process retries wait at most this long between tries (shared.pipeline keeps to it).
+# In-process retries wait at most this long between tries (shared.delivery.pipeline keeps to it).
 IN_PROCESS_MAX_DELAY_SECONDS = 1.0
 
 
@@ -101,7 +103,7 @@ class KafkaRoute(_Options):
     """Sends to `topic` the events whose type and source are listed (an empty list matches any)."""
 
     topic: TopicName
-    # Plain strings checked against the enums in models (options must not import models).
+    # Plain strings checked against the event vocabulary (the values clients send).
     eventTypes: list[Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]] = Field(
         default_factory=list, max_length=64)
     sources: list[Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]] = Field(
@@ -110,8 +112,6 @@ class KafkaRoute(_Options):
     @field_validator("eventTypes", "sources")
     @classmethod
     def _known(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        from shared.models import EventType, Source  # noqa: PLC0415 - models imports this module
-
         enum = EventType if info.field_name == "eventTypes" else Source
         unknown = [x for x in v if x not in enum.__members__]
         if unknown:

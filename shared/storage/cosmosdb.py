@@ -3,7 +3,7 @@
 The trigger bindings use their own connection (`COSMOS`); this client is for what the service
 reads itself (the overdue-assessment query, the change-feed processors' start, /health). A key
 locally, managed identity in Azure (empty key). One client per instance (`SharedCosmos`, held by
-shared.services.Services): the SDK client keeps the account's metadata, connection pool and, with
+shared.app.services.Services): the SDK client keeps the account's metadata, connection pool and, with
 the identity, a token cache, so one per call would repeat the account read and the token request.
 Every response's `x-ms-request-charge` goes to the registered hooks, so RU use can be exported
 to metrics/telemetry without touching the callers.
@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 log = logging.getLogger("grc.cosmos")
 

@@ -16,7 +16,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue import QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 C = TypeVar("C", TableClient, QueueClient)
 
@@ -28,7 +28,7 @@ CLIENT_OPTIONS: dict[str, float] = {"retry_total": 2, "retry_backoff_factor": 0.
 
 def managed_identity() -> Any:
     """A new async credential for the managed identity (Azure). An instance builds one and shares it
-    (shared.services.Services.identity): each credential keeps its own token cache and, for IMDS, its
+    (shared.app.services.Services.identity): each credential keeps its own token cache and, for IMDS, its
     own HTTP session, so one per client would multiply calls to the token endpoint."""
     from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - only in Azure
 

@@ -78,7 +78,7 @@ class Settings(BaseModel):
     # SYSTEM_PERFORMANCE events per tenant per minute (off: custom metrics and DATA_ANOMALY only).
     system_performance_events: bool = Field(True, alias="SYSTEM_PERFORMANCE_EVENTS")
     # Per-tenant metrics are merged per instance and written at most this long after a batch
-    # (0: every batch writes before it returns); shared/metrics.py, "Write-behind".
+    # (0: every batch writes before it returns); shared/observability/tenant_metrics.py, "Write-behind".
     metrics_flush_ms: int = Field(200, ge=0, le=5000, alias="METRICS_FLUSH_MS")
 
     # Cosmos DB: the service's own SDK calls (overdue query). Key empty = managed identity.
@@ -129,7 +129,7 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(5000, alias="RATE_LIMIT_BURST", ge=1)
 
     audit_table: str = Field("audit", alias="AUDIT_TABLE")
-    # HMAC key of continuation tokens (shared/pagetokens.py): the same on every instance, >= 32 bytes.
+    # HMAC key of continuation tokens (shared/storage/pagetokens.py): the same on every instance, >= 32 bytes.
     page_token_key: str = Field("", alias="PAGE_TOKEN_KEY", repr=False)
 
     def auth_issuers(self) -> list[str]:

@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
 
 if TYPE_CHECKING:  # settings import stays cheap for callers that only want the types
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
 __all__ = [
     "BatchStats",
@@ -380,13 +380,13 @@ def _clean_dimensions(dims: Mapping[str, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Adapter for the pipeline's own per-batch record (shared.metrics.BatchStats, written to Redis)
+# Adapter for the pipeline's own per-batch record (shared.observability.tenant_metrics.BatchStats, written to Redis)
 
 ALL = "all"  # dimension value when the pipeline record does not say (e.g. a rejected event's type)
 
 
 def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchStats:
-    """Translate `shared.metrics.BatchStats` (per tenant: Counter of `acc`, `flt`, `rej`, `fail`,
+    """Translate `shared.observability.tenant_metrics.BatchStats` (per tenant: Counter of `acc`, `flt`, `rej`, `fail`,
     `t:<TYPE>`, `s:<SOURCE>`, `d:<dest>:ok|fail|park`, `retry`, `dlq`, log-scale latency/delay
     histograms) into the telemetry record, so the pipeline keeps one per-batch record for both sinks.
 
@@ -395,7 +395,10 @@ def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchStats:
     when the tenant's batch has one source (or one type), else source "all"; otherwise "all".
     Latency/delay: count and sum exact, min/max the bounds of the outermost histogram buckets.
     """
-    from shared.metrics import HIST_BASE_MS, hist_upper  # lazy: only configured telemetry pays
+    from shared.observability.tenant_metrics import (  # lazy: only configured telemetry pays
+        HIST_BASE_MS,
+        hist_upper,
+    )
 
     def lower(idx: int) -> float:
         return HIST_BASE_MS if idx <= 0 else hist_upper(idx - 1)
@@ -492,7 +495,7 @@ class Telemetry:
         """Service-wide gauges (memory, Kafka producer queue, Redis memory, destination health)."""
 
     def pipeline_hook(self, stats: Any, results: Any = None) -> None:
-        """A `shared.pipeline.BatchHook`: `on_batch(from_pipeline_stats(stats))`."""
+        """A `shared.delivery.pipeline.BatchHook`: `on_batch(from_pipeline_stats(stats))`."""
 
     def record(self, name: str, value: float, **dims: Any) -> None:
         """One observation of a catalogued metric (prefer the two hooks above)."""

@@ -22,11 +22,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from shared import telemetry
-from shared.enrich import now_iso
-from shared.ids import uuid7
-from shared.metrics import BatchStats
-from shared.models import SYSTEM_EVENT_TYPES, Action, Event, EventResult, EventType, Source
+from shared.core.enrich import now_iso
+from shared.core.events import SYSTEM_EVENT_TYPES, Action, Event, EventType, Source
+from shared.core.ids import uuid7
+from shared.core.results import EventResult
+from shared.observability import telemetry
+from shared.observability.tenant_metrics import BatchStats
 
 log = logging.getLogger("grc.system_events")
 

@@ -1,10 +1,11 @@
-"""Event, stream configuration and result models (pydantic v2)."""
+"""The event model (pydantic v2): what a client sends (`EventIn`), what every destination receives
+(`Event`), and the vocabulary they share: event types, sources, actions and the one tenant-id rule."""
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from pydantic import (
@@ -16,11 +17,9 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
-from shared import limits
-from shared.destinations.options import DestinationConfig
+from shared.core import limits
 
 SCHEMA_VERSION = "1.0"
 SYSTEM_TENANT = "system"
@@ -271,131 +270,6 @@ class Event(BaseModel):
 
 
 _EVENT_FIELDS = frozenset(Event.model_fields)
-
-
-# ---- stream configuration -------------------------------------------------------------
-
-ConditionOp = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte", "exists", "contains", "startsWith"]
-CONDITION_OPS: tuple[str, ...] = ConditionOp.__args__  # type: ignore[attr-defined]
-ConditionPath = Annotated[str, StringConstraints(pattern=r"^(data|metadata)(\.[^.\s]{1,128}){1,16}$")]
-
-
-class StreamFilter(BaseModel):
-    """Matches when the event's type and source are listed (empty = any) and every condition holds.
-
-    A condition is `{"data.path": value}` (equality) or `{"data.path": {"op": operand}}`.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    eventTypes: list[EventType] = Field(default_factory=list, max_length=64)
-    sources: list[Source] = Field(default_factory=list, max_length=16)
-    conditions: dict[ConditionPath, Any] = Field(default_factory=dict, max_length=32)
-
-    @field_validator("conditions")
-    @classmethod
-    def _ops(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for path, cond in v.items():
-            if isinstance(cond, dict):
-                if not cond:
-                    raise ValueError(f"{path}: empty operator object")
-                for op, operand in cond.items():
-                    if op not in CONDITION_OPS:
-                        raise ValueError(f"{path}: unknown operator {op!r}; use one of {', '.join(CONDITION_OPS)}")
-                    if op == "in" and not isinstance(operand, list):
-                        raise ValueError(f"{path}: 'in' takes a list")
-                    if op == "exists" and not isinstance(operand, bool):
-                        raise ValueError(f"{path}: 'exists' takes true or false")
-                    if op == "startsWith" and not isinstance(operand, str):
-                        raise ValueError(f"{path}: 'startsWith' takes a string")
-        return v
-
-
-def default_destinations() -> list[DestinationConfig]:
-    return [DestinationConfig.model_validate({"type": "redis", "enabled": True, "config": {}})]
-
-
-class StreamConfigIn(BaseModel):
-    """The body of PUT /stream-config/{tenantId} (tenantId comes from the path)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tenantId: TenantId | None = None
-    enabled: bool = True
-    topics: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]] = Field(
-        default_factory=list, max_length=32
-    )
-    filters: list[StreamFilter] = Field(default_factory=list, max_length=32)
-    destinations: list[DestinationConfig] = Field(default_factory=default_destinations, max_length=8)
-    retentionDays: int = Field(30, ge=1, le=3650)
-    batchSize: int = Field(100, ge=1, le=1000)
-    compressionEnabled: bool = False
-    # The read-only fields GET answers with, accepted so that a read-modify-write sends back what it
-    # read: `version` makes the write conditional on it, the other two are ignored.
-    version: int | None = Field(None, ge=0, description=(
-        "read-only, set by the service; when sent (as read by GET) the write is conditional on it: it must "
-        "equal the stored version (0 when none is stored), else 412, like a stale If-Match"))
-    updatedAt: str | None = Field(None, max_length=64, description="read-only, set by the service; ignored on PUT")
-    isDefault: bool | None = Field(None, description="read-only, set by the service; ignored on PUT")
-
-    @model_validator(mode="after")
-    def _unique_destinations(self) -> "StreamConfigIn":
-        seen = [d.type for d in self.destinations]
-        dupes = sorted({t for t in seen if seen.count(t) > 1})
-        if dupes:
-            raise ValueError(f"destination types must be unique; repeated: {', '.join(dupes)}")
-        return self
-
-
-class StreamConfig(StreamConfigIn):
-    tenantId: TenantId  # type: ignore[assignment]
-    version: int = 0  # type: ignore[assignment]  # stored revision; bumped on each write
-    updatedAt: str | None = None
-    isDefault: bool = False  # type: ignore[assignment]
-
-    @classmethod
-    def default(cls, tenant_id: str) -> "StreamConfig":
-        """No stored config: everything passes, to Redis Streams only, kept 30 days."""
-        return cls(tenantId=tenant_id, isDefault=True)
-
-
-# ---- results --------------------------------------------------------------------------
-
-DeliveryStatus = Literal["delivered", "failed", "parked"]
-EventStatus = Literal["accepted", "filtered", "rejected", "failed", "duplicate"]
-
-
-class FieldError(BaseModel):
-    """One validation error; `pointer` is a JSON Pointer into the request body (RFC 9457 style)."""
-
-    pointer: str
-    field: str
-    detail: str
-    type: str | None = None
-
-
-class Delivery(BaseModel):
-    """Outcome of one event at one destination. A value: destinations may hand the same object to
-    several events (one queue message for many), so a new outcome is a new Delivery, never an edit."""
-
-    model_config = ConfigDict(frozen=True)
-
-    destination: str
-    status: DeliveryStatus
-    ref: str | None = None  # stream entry id, partition:offset, ...
-    error: str | None = None
-    transient: bool = False
-
-
-class EventResult(BaseModel):
-    index: int
-    status: EventStatus
-    eventId: str | None = None
-    tenantId: str | None = None
-    destinations: list[Delivery] = Field(default_factory=list)
-    errors: list[FieldError] = Field(default_factory=list)
-    reason: str | None = None
-    httpStatus: int | None = None  # per-event status code in bulk answers
 
 
 def utc_now_iso(now: datetime | None = None) -> str:

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 def tenant_key(tenant_id: str, *parts: str) -> str:

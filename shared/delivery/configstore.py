@@ -26,9 +26,10 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.models import StreamConfig, StreamConfigIn, utc_now_iso
-from shared.redisconn import pipelined, tenant_key
-from shared.storage import LazyTable
+from shared.core.events import utc_now_iso
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.storage.clients import LazyTable
+from shared.storage.redisconn import pipelined, tenant_key
 
 ROW_KEY = "streamconfig"
 # Azure Tables allows at most 15 discrete comparisons in a $filter: RowKey plus 14 PartitionKeys.

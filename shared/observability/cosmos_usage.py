@@ -1,6 +1,6 @@
 """Request units (RU) spent by the service's own Cosmos DB calls, counted per process.
 
-Fed from each response's `x-ms-request-charge` header: `shared.cosmosdb.record_charge` (what the
+Fed from each response's `x-ms-request-charge` header: `shared.storage.cosmosdb.record_charge` (what the
 change-capture code calls after each of its Cosmos calls) hands every charge to `add`, registered
 below as its hook; other code can call
 
@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Mapping
 
-from shared import telemetry
+from shared.observability import telemetry
 
 _lock = threading.Lock()
 _since = time.time()
@@ -35,7 +35,7 @@ def _parse(value: Any) -> float:
 
 
 def add(operation: str, request_charge: float) -> None:
-    """Count one Cosmos response of `request_charge` RU (also the shape of a shared.cosmosdb hook)."""
+    """Count one Cosmos response of `request_charge` RU (also the shape of a shared.storage.cosmosdb hook)."""
     global _total, _requests
     ru = _parse(request_charge)
     with _lock:
@@ -83,7 +83,7 @@ def reset() -> None:
 
 
 def _register() -> None:
-    from shared import cosmosdb  # noqa: PLC0415 - azure-cosmos only where the hook lives
+    from shared.storage import cosmosdb  # noqa: PLC0415 - azure-cosmos only where the hook lives
 
     cosmosdb.remove_request_charge_hook(add)  # idempotent on re-import
     cosmosdb.on_request_charge(add)

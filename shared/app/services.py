@@ -10,25 +10,25 @@ import asyncio
 import weakref
 from typing import Any, Callable
 
-from shared import service_stats
-from shared.configstore import ConfigStore
-from shared.cosmosdb import SharedCosmos
+from shared.core.settings import Settings, get_settings
+from shared.delivery.configstore import ConfigStore
+from shared.delivery.idempotency import IdempotencyStore
+from shared.delivery.pipeline import Pipeline
+from shared.delivery.retry_queue import DeadLetters, RetryQueue
 from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
 from shared.destinations.redis_streams import RedisStreamsDestination
-from shared.idempotency import IdempotencyStore
 from shared.destinations.vector import VectorQueueDestination
-from shared.metrics import TenantMetrics
-from shared.pagetokens import PageTokens
-from shared.pipeline import Pipeline
-from shared.redisconn import create_redis
+from shared.observability import service_stats
+from shared.observability.system_events import DestinationFailureHook
+from shared.observability.tenant_metrics import TenantMetrics
 from shared.security.audit import AuditLog
 from shared.security.ratelimit import RateLimiter
-from shared.system_events import DestinationFailureHook
-from shared.settings import Settings, get_settings
-from shared.retries import DeadLetters, RetryQueue
-from shared.storage import managed_identity, queue_service, table_service
+from shared.storage.clients import managed_identity, queue_service, table_service
+from shared.storage.cosmosdb import SharedCosmos
+from shared.storage.pagetokens import PageTokens
+from shared.storage.redisconn import create_redis
 
 DestinationFactory = Callable[["Services"], Destination]
 
