@@ -2,7 +2,7 @@
 
 Every HTTP function goes through `shared.http.functions_adapter.serve` (one request adapter);
 the handlers and the route table live in `shared/api/`. The Cosmos DB triggers and the overdue
-timer hand their batch to `shared.changefeed.entry` (docs/change-capture.md).
+timer hand their batch to `shared.app.jobs` (docs/change-capture.md).
 """
 from __future__ import annotations
 
@@ -14,23 +14,20 @@ from shared.api import (
     audit,
     deadletters,
     events,
-    fallback,
     health as health_api,
     history,
     metrics,
-    openapi as openapi_api,
+    routes,
     search,
     streamconfig,
 )
 from shared.app import jobs
 from shared.app.gc_tuning import tune_for_throughput
-from shared.changefeed import entry as changefeed
 from shared.changefeed.leases import LEASE_PREFIXES
 from shared.changefeed.rules import Kind
 from shared.core.settings import get_settings
 from shared.http.functions_adapter import serve
-from shared.observability import monitor, telemetry
-from shared.vector import indexer as vector_indexer
+from shared.observability import telemetry
 
 # Once per worker process, before any invocation: telemetry is process-wide (exporter threads and
 # a handler on the `grc` logger), unlike the per-event-loop service container.
@@ -50,7 +47,7 @@ async def health(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
 @app.function_name("openapi")
 @app.route(route="openapi.json", methods=["GET"], auth_level=ANONYMOUS)
 async def openapi(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, openapi_api.openapi, context)
+    return await serve(req, routes.openapi, context)
 
 
 @app.function_name("publish_event")
@@ -134,7 +131,8 @@ async def get_audit(req: func.HttpRequest, context: func.Context) -> func.HttpRe
 @app.function_name("monitor")
 @app.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=False)
 async def monitor_timer(timer: func.TimerRequest, context: func.Context) -> None:
-    await monitor.on_timer(timer, context)
+    with telemetry.invocation(context):
+        await jobs.monitor_pass(past_due=timer.past_due)
 
 
 @app.function_name("search_events")
@@ -149,7 +147,7 @@ async def search_events(req: func.HttpRequest, context: func.Context) -> func.Ht
 @app.queue_trigger(arg_name="msg", queue_name="%VECTOR_QUEUE%", connection="STORAGE_CONNECTION_STRING")
 async def index_vectors(msg: func.QueueMessage, context: func.Context) -> None:
     with telemetry.invocation(context):
-        await vector_indexer.process_queue_message(msg.get_body())
+        await jobs.index_vectors(msg.get_body())
 
 
 # Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.
@@ -157,7 +155,7 @@ async def index_vectors(msg: func.QueueMessage, context: func.Context) -> None:
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
            auth_level=ANONYMOUS)
 async def not_matched(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, fallback.not_matched, context)
+    return await serve(req, routes.not_matched, context)
 
 
 # ---- change capture: one Cosmos DB trigger per monitored container ---------------------------
@@ -185,7 +183,7 @@ def _documents(docs: func.DocumentList) -> list[Any]:
 async def _on_changes(kind: Kind, docs: func.DocumentList, context: func.Context) -> None:
     retry = getattr(context, "retry_context", None)
     with telemetry.invocation(context):
-        await changefeed.on_change_batch(
+        await jobs.on_change_batch(
             kind, _documents(docs),
             retry_count=getattr(retry, "retry_count", None), max_retry_count=getattr(retry, "max_retry_count", None),
         )
@@ -236,4 +234,4 @@ async def changefeed_policies(docs: func.DocumentList, context: func.Context) ->
 @app.timer_trigger(arg_name="timer", schedule="%OVERDUE_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def assessments_overdue(timer: func.TimerRequest, context: func.Context) -> None:
     with telemetry.invocation(context):
-        await changefeed.run_overdue_check()
+        await jobs.run_overdue_check()

@@ -23,11 +23,11 @@ from azure.data.tables.aio import TableServiceClient
 
 import shared.app.services as services_module
 from localdev import services
-from shared.api.health import run_checks
 from shared.app.services import Services
 from shared.core.settings import Settings
 from shared.core.streamconfig import StreamConfigIn
 from shared.observability import monitor
+from shared.observability.health import run_checks
 from shared.observability.tenant_metrics import BatchStats
 from shared.storage.clients import CLIENT_OPTIONS
 

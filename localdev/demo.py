@@ -132,7 +132,7 @@ def summary(api: str) -> None:
 
 async def overdue() -> None:
     from shared.app.services import reset_services
-    from shared.changefeed.entry import run_overdue_check
+    from shared.app.jobs import run_overdue_check
 
     try:
         run = await run_overdue_check()

@@ -13,10 +13,11 @@ from pydantic import BaseModel
 from redis.asyncio import Connection, ConnectionPool, Redis
 
 from shared.core.events import Event
+from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.delivery.pipeline import Failure
-from shared.destinations.base import Chunk, DependencyHealth, Destination, delivered, failed
+from shared.destinations.base import Chunk, Destination, delivered, failed
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics
 
 

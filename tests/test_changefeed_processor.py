@@ -12,7 +12,6 @@ import pytest
 from shared.app.services import Services
 from shared.changefeed.processor import ChangeFeedProcessor, RetryBatch
 from shared.changefeed.rules import Kind
-from shared.changefeed.runtime import processor_for
 from shared.changefeed.state import Dedup
 from shared.core.events import Event
 from shared.core.results import EventResult
@@ -78,7 +77,7 @@ def with_publisher(proc: ChangeFeedProcessor, publisher: Any) -> ChangeFeedProce
 
 
 async def test_batch_becomes_events_in_order_per_entity(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     out = await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1), risk(tenant, "r2", 2)])
     assert (out.events, out.published, out.duplicates) == (2, 2, 0)
     later = risk(tenant, "r1", 3, status="mitigated", updatedAt="2026-11-02T10:00:00Z")
@@ -88,7 +87,7 @@ async def test_batch_becomes_events_in_order_per_entity(services: Services, tena
 
 
 async def test_redelivered_batch_publishes_nothing_twice(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     batch = [risk(tenant, "r1", 1), risk(tenant, "r1", 2, status="closed", updatedAt="2026-11-03T00:00:00Z")]
     first = await proc.process(Kind.RISKS, "risks", batch)
     again = await proc.process(Kind.RISKS, "risks", batch)
@@ -103,7 +102,7 @@ async def test_redelivered_batch_publishes_nothing_twice(services: Services, ten
 async def test_redelivery_after_a_failed_publish_recomputes_the_same_status_change(
     services: Services, tenant: str
 ) -> None:
-    base = processor_for(services)
+    base = services.changefeed
     await base.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)])
     flaky = with_publisher(base, Flaky(services.pipeline, fail_calls=1))
     change = [risk(tenant, "r1", 2, status="accepted", updatedAt="2026-11-04T00:00:00Z")]
@@ -119,7 +118,7 @@ async def test_redelivery_after_a_failed_publish_recomputes_the_same_status_chan
 
 
 async def test_last_retry_parks_the_events_and_replay_publishes_them_once(services: Services, tenant: str) -> None:
-    base = processor_for(services)
+    base = services.changefeed
     down = with_publisher(base, Flaky(services.pipeline, fail_calls=99))
     batch = [risk(tenant, "r1", 1), risk(tenant, "r2", 2)]
     out = await down.process(Kind.RISKS, "risks", batch, final_attempt=True)
@@ -140,7 +139,7 @@ async def test_last_retry_parks_the_events_and_replay_publishes_them_once(servic
 
 
 async def test_unmappable_documents_are_parked_with_reason_not_dropped(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     no_tenant = {"id": "x1", "_lsn": 5, "_ts": 1}
     bad_status = risk(tenant, "r9", 6, status=7)
     out = await proc.process(Kind.RISKS, "risks", [no_tenant, risk(tenant, "r1", 7), bad_status])
@@ -156,7 +155,7 @@ async def test_unmappable_documents_are_parked_with_reason_not_dropped(services:
 
 
 async def test_a_fixed_parked_document_replays(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     await proc.parking.park_documents("risks", "risks", [(risk(tenant, "r5", 9), "entity state unavailable")])
     item = (await proc.parking.list(tenant))[0]
     assert await proc.replay(item) is True
@@ -164,7 +163,7 @@ async def test_a_fixed_parked_document_replays(services: Services, tenant: str) 
 
 
 async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     other = Dedup(services.redis, 3600)  # another instance, its own token
     doc = risk(tenant, "r1", 1)
     from shared.changefeed.rules import map_change
@@ -180,14 +179,14 @@ async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: 
 
 
 async def test_stale_version_yields_nothing(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 5)])
     out = await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 3, status="closed")])
     assert out.stale == 1 and out.events == 0
 
 
 async def test_change_feed_delay_goes_to_tenant_metrics(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1, _ts=int(time.time()) - 40)])
     snap = await services.metrics.snapshot(tenant)
     delay = snap["windows"]["1m"]["changeFeedDelayMs"]
@@ -196,7 +195,7 @@ async def test_change_feed_delay_goes_to_tenant_metrics(services: Services, tena
 
 
 async def test_duplicates_are_counted_in_metrics(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     batch = [risk(tenant, "r1", 1)]
     await proc.process(Kind.RISKS, "risks", batch)
     await proc.process(Kind.RISKS, "risks", batch)
@@ -204,7 +203,7 @@ async def test_duplicates_are_counted_in_metrics(services: Services, tenant: str
 
 
 async def test_state_store_down_on_last_retry_parks_documents(services: Services, tenant: str) -> None:
-    base = processor_for(services)
+    base = services.changefeed
 
     class Down:
         async def swap(self, *a: Any, **k: Any) -> Any:
@@ -223,7 +222,7 @@ async def test_state_store_down_on_last_retry_parks_documents(services: Services
 
 
 async def test_large_payload_parks_across_chunks(services: Services, tenant: str) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     import os
 
     big = risk(tenant, "r1", 1, blob=os.urandom(150_000).hex())  # 300 kB, incompressible-ish
@@ -233,7 +232,7 @@ async def test_large_payload_parks_across_chunks(services: Services, tenant: str
 
 
 async def test_a_retried_batch_parks_its_unmappable_documents_once(services: Services, tenant: str) -> None:
-    base = processor_for(services)
+    base = services.changefeed
     flaky = with_publisher(base, Flaky(services.pipeline, fail_calls=1))
     batch = [risk(tenant, "r1", 1), risk(tenant, "bad", 2, status=["x"])]
     with pytest.raises(RetryBatch):
@@ -249,7 +248,7 @@ async def test_a_retried_batch_parks_its_unmappable_documents_once(services: Ser
 async def test_replay_from_the_beginning_after_markers_expired_publishes_nothing(
     services: Services, tenant: str
 ) -> None:
-    proc = processor_for(services)
+    proc = services.changefeed
     batch = [risk(tenant, "r1", 1), risk(tenant, "r2", 2)]
     await proc.process(Kind.RISKS, "risks", batch)
     async for key in services.redis.scan_iter(match=f"grc:{{{tenant}}}:cf:d:*"):
@@ -262,7 +261,7 @@ async def test_replay_from_the_beginning_after_markers_expired_publishes_nothing
 async def test_parking_down_on_the_last_retry_raises_and_names_each_change(
     services: Services, tenant: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    base = processor_for(services)
+    base = services.changefeed
 
     class ParkingDown:
         async def park_documents(self, *a: Any, **k: Any) -> Any:

@@ -14,7 +14,6 @@ from azure.functions.cosmosdb import CosmosDBTriggerConverter
 import function_app
 from shared.app.services import Services
 from shared.changefeed.processor import RetryBatch
-from shared.changefeed.runtime import processor_for
 from shared.destinations.redis_streams import stream_key
 
 pytestmark = pytest.mark.usefixtures("app_services")
@@ -105,7 +104,7 @@ async def test_transient_failure_raises_until_the_last_retry_then_parks(app_serv
     with pytest.raises(RetryBatch):
         await fn(docs=decoded(batch), context=Ctx(Retry(4, 5)))
     await fn(docs=decoded(batch), context=Ctx(Retry(5, 5)))  # the last retry: parks, does not raise
-    proc = processor_for(app_services)
+    proc = app_services.changefeed
     parked = await proc.parking.list(tenant)
     assert len(parked) == 1 and parked[0].kind == "events" and parked[0].container == "controls"
     assert [e["eventType"] for e in parked[0].payload] == ["CONTROL_CREATED", "CONTROL_TESTED", "CONTROL_FAILED"]
@@ -121,7 +120,7 @@ async def test_no_retry_policy_context_counts_as_final(app_services: Services) -
     await app_services.redis.set(stream_key(tenant), "x")
     app_services.pipeline.parker = None  # the failure must reach the function (no retry queue)
     await fn(docs=decoded([risk(tenant, "r1", 1)]), context=Ctx(None))
-    assert len(await processor_for(app_services).parking.list(tenant)) == 1
+    assert len(await app_services.changefeed.parking.list(tenant)) == 1
     await app_services.redis.delete(stream_key(tenant))
 
 
@@ -129,7 +128,7 @@ async def test_null_and_tenantless_documents_are_parked(app_services: Services) 
     fn = functions()["changefeed_policies"].get_user_function()
     marker = uuid.uuid4().hex
     await fn(docs=decoded([None, {"id": marker, "_lsn": 1, "_ts": 1}]), context=Ctx(Retry(0, 5)))
-    parked = await processor_for(app_services).parking.list("_unmapped", limit=1000)
+    parked = await app_services.changefeed.parking.list("_unmapped", limit=1000)
     mine = [p for p in parked if p.payload and isinstance(p.payload[0], dict) and p.payload[0].get("id") == marker]
     assert len(mine) == 1 and "tenantId" in mine[0].reason and mine[0].container == "policies"
     assert any(p.payload == [None] and "JSON object" in p.reason for p in parked)
@@ -139,14 +138,14 @@ def test_parked_cli_lists_and_replays(app_env: dict[str, str], capsys: pytest.Ca
     import asyncio
 
     from shared.app.services import reset_services
-    from shared.changefeed import parked
+    from shared.app import parked
 
     tenant = f"cli-{uuid.uuid4().hex[:8]}"
 
     async def park() -> None:
         from shared.app.services import get_services
 
-        await processor_for(get_services()).parking.park_documents(
+        await get_services().changefeed.parking.park_documents(
             "risks", "risks", [(risk(tenant, "r1", 1), "entity state unavailable")])
         await reset_services()
 

@@ -1,7 +1,7 @@
-"""GET /openapi.json: OpenAPI 3.1 built from the route table and the pydantic models."""
+"""The OpenAPI 3.1 document of GET /openapi.json, built from the route table and the pydantic models."""
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,8 +12,6 @@ from shared.core import limits
 from shared.core.events import EventIn
 from shared.core.results import EventResult
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
-from shared.http.adapter import public
-from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.security.audit import AuditRecord
 
 
@@ -87,14 +85,12 @@ def _problem(desc: str) -> dict[str, Any]:
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
-@lru_cache(maxsize=1)
-def document() -> dict[str, Any]:
-    from shared.api.routes import all_routes  # noqa: PLC0415
-
+def document(routes: Sequence[Any]) -> dict[str, Any]:
+    """The document of `routes` (shared.api.routes.Route)."""
     _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}")
     schemas = {**defs["$defs"], **_EXTRA_SCHEMAS}
     paths: dict[str, dict[str, Any]] = {}
-    for r in all_routes():
+    for r in routes:
         op: dict[str, Any] = {"operationId": r.name, "summary": r.summary, "tags": list(r.tags) or ["meta"]}
         params = []
         if "{tenantId}" in r.path:
@@ -153,17 +149,3 @@ def document() -> dict[str, Any]:
             },
         },
     }
-
-
-@public
-async def openapi(req: ApiRequest) -> ApiResponse:
-    return json_response(document())
-
-
-def _route() -> Any:
-    from shared.api.routes import Route  # noqa: PLC0415
-
-    return Route("openapi", "GET", "openapi.json", openapi, "This document", anonymous=True, tags=("meta",))
-
-
-ROUTE = _route()

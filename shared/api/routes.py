@@ -1,4 +1,6 @@
-"""The route table: what function_app.py registers, what /openapi.json documents, what 405 knows."""
+"""The route table, the one registry: what function_app.py registers, what /openapi.json documents,
+what 405 knows. The two handlers that describe the table itself (/openapi.json and the 404/405
+fallback) are here, beside it."""
 from __future__ import annotations
 
 import re
@@ -7,9 +9,11 @@ from functools import lru_cache
 from typing import Any
 
 from shared.api import audit, deadletters, events, health, history, metrics, search, streamconfig
+from shared.api import openapi as openapi_doc
 from shared.core import limits
 from shared.core.events import CLIENT_ID_PATTERN
-from shared.http.adapter import Handler
+from shared.http.adapter import Handler, public
+from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
 _TOKEN_DOC = ("the `continuationToken` of the previous page, sent with the same query parameters (it is signed "
               "and bound to the tenant and the query; any other value answers 400)")
 
-ROUTES: tuple[Route, ...] = (
+API_ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "health", health.health, "Health of the service and each dependency",
           anonymous=True, response_schema="Health", tags=("operations",)),
     Route("publish_event", "POST", "events", events.publish_event, "Publish one event",
@@ -103,6 +107,32 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+@public
+async def openapi(req: ApiRequest) -> ApiResponse:
+    return json_response(_document())
+
+
+@public
+async def not_matched(req: ApiRequest) -> ApiResponse:
+    """Lowest route precedence: 405 with Allow for a known path and a wrong method, 404 otherwise
+    (the Functions host answers a wrong method with 404; a `{*path}` function sees only requests no
+    other function matched)."""
+    allowed = allowed_methods(req.path)
+    if allowed:
+        raise ProblemError(405, "Method Not Allowed", f"{req.method} is not allowed here; use {', '.join(allowed)}",
+                           headers={"Allow": ", ".join(allowed)})
+    raise ProblemError(404, "Not Found", f"no route matches {req.path}")
+
+
+ROUTES = (*API_ROUTES, Route("openapi", "GET", "openapi.json", openapi, "This document", anonymous=True,
+                             tags=("meta",)))
+
+
+@lru_cache(maxsize=1)
+def _document() -> dict[str, Any]:
+    return openapi_doc.document(ROUTES)
+
+
 def _regex(template: str) -> re.Pattern[str]:
     parts = []
     for seg in template.strip("/").split("/"):
@@ -112,13 +142,7 @@ def _regex(template: str) -> re.Pattern[str]:
 
 @lru_cache(maxsize=1)
 def _compiled() -> list[tuple[re.Pattern[str], Route]]:
-    return [(_regex(r.path), r) for r in all_routes()]
-
-
-def all_routes() -> tuple[Route, ...]:
-    from shared.api import openapi  # noqa: PLC0415 - openapi documents ROUTES itself
-
-    return (*ROUTES, openapi.ROUTE)
+    return [(_regex(r.path), r) for r in ROUTES]
 
 
 def allowed_methods(path: str) -> list[str]:

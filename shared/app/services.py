@@ -10,6 +10,11 @@ import asyncio
 import weakref
 from typing import Any, Callable
 
+from shared.changefeed.leases import FeedStarts, container_of
+from shared.changefeed.parking import ParkingStore
+from shared.changefeed.processor import ChangeFeedProcessor
+from shared.changefeed.rules import Kind
+from shared.changefeed.state import Dedup, EntityState
 from shared.core.settings import Settings, get_settings
 from shared.delivery.configstore import ConfigStore
 from shared.delivery.idempotency import IdempotencyStore
@@ -110,6 +115,33 @@ class Services:
         if codec is None:
             codec = self.__dict__["_page_tokens"] = PageTokens.from_settings(self.settings)
         return codec
+
+    @property
+    def changefeed(self) -> ChangeFeedProcessor:
+        """The change-feed processor (built on first use: only the Cosmos DB triggers need it)."""
+        proc = self.__dict__.get("_changefeed")
+        if proc is None:
+            s = self.settings
+            starts = FeedStarts(self.cosmos, s.cosmos_database, s.cosmos_lease_container,
+                                {kind: container_of(s, kind) for kind in Kind}) if s.cosmos_endpoint else None
+            proc = self.__dict__["_changefeed"] = ChangeFeedProcessor(
+                state=EntityState(self.redis, s.changefeed_state_ttl_days * 86_400),
+                dedup=Dedup(self.redis, s.changefeed_dedup_ttl_hours * 3_600),
+                publisher=self.pipeline,
+                parking=ParkingStore(self.tables, s.changefeed_parked_table),
+                metrics=self.metrics,
+                feed_started=starts.started if starts else None,
+            )
+        return proc
+
+    @property
+    def overdue_markers(self) -> Dedup:
+        """One marker per overdue assessment and due date, kept as long as the entity state."""
+        markers = self.__dict__.get("_overdue_markers")
+        if markers is None:
+            markers = self.__dict__["_overdue_markers"] = Dedup(
+                self.redis, self.settings.changefeed_state_ttl_days * 86_400)
+        return markers
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:

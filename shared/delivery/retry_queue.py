@@ -35,11 +35,11 @@ from pydantic import BaseModel, Field
 
 from shared.core.destination_options import RetryPolicy
 from shared.core.events import Event, utc_now_iso
+from shared.core.health import DependencyHealth
 from shared.core.ids import uuid7
 from shared.core.streamconfig import StreamConfig
 from shared.delivery.pipeline import Failure
 from shared.destinations.analytics import payload_from_entity, payload_properties
-from shared.destinations.base import DependencyHealth
 from shared.observability.system_events import emit_system_error, is_system_event
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics
 from shared.storage.clients import LazyQueue, LazyTable, queue_client

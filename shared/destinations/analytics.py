@@ -48,9 +48,10 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.core.destination_options import AnalyticsOptions
 from shared.core.events import Event
+from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
-from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
+from shared.destinations.base import Chunk, delivered, failed
 
 log = logging.getLogger("grc.analytics")
 

@@ -26,8 +26,8 @@ from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 from azure.eventhub import EventData, EventDataBatch
 from azure.eventhub.exceptions import AuthenticationError, EventDataError, EventHubError
 
+from shared.core.health import DependencyHealth
 from shared.core.settings import Settings
-from shared.destinations.base import DependencyHealth
 from shared.destinations.event_records import Outcome, Record
 
 log = logging.getLogger("grc.destinations.eventhubs_amqp")

@@ -30,9 +30,10 @@ from redis.exceptions import RedisError
 
 from shared.core.destination_options import RedisStreamOptions
 from shared.core.events import Event
+from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
-from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
+from shared.destinations.base import Chunk, delivered, failed
 from shared.storage.redisconn import run_script, tenant_key
 
 HOUR_MS = 3_600_000

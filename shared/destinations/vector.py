@@ -15,12 +15,12 @@ from typing import Sequence
 from azure.core.exceptions import AzureError
 from azure.storage.queue.aio import QueueServiceClient
 
+from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.settings import Settings
-from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
+from shared.destinations.base import Chunk, delivered, failed
 from shared.storage.clients import LazyQueue, queue_service
-from shared.vector.indexer import IndexItem
-from shared.vector.messages import encode_messages
+from shared.vector.messages import IndexItem, encode_messages
 
 
 BACKLOG_DEGRADED_MESSAGES = 5_000  # ~ hundreds of thousands of events waiting to be embedded

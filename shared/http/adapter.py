@@ -19,7 +19,8 @@ from shared.http.outages import RETRY_AFTER_SECONDS, unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.observability import telemetry
 from shared.security.errors import RateLimited, SecurityError, response_headers
-from shared.security.identity import Principal, authenticate
+from shared.security.identity import authenticate
+from shared.security.principal import Principal
 from shared.security.tenants import authorize_all
 
 log = logging.getLogger("grc.http")

@@ -36,9 +36,10 @@ from typing import Any, Callable, Mapping
 import orjson
 
 from shared.core.events import SYSTEM_EVENT_TYPES, Event, EventType
-from shared.destinations.base import DependencyHealth
+from shared.core.health import DependencyHealth
 from shared.observability import service_stats, telemetry
 from shared.observability.anomaly import Anomaly, TenantBaselines
+from shared.observability.health import run_checks
 from shared.observability.system_events import publish_system_events, system_event
 from shared.observability.tenant_metrics import summarize
 from shared.storage.redisconn import pipelined, tenant_key
@@ -199,8 +200,6 @@ def _stream_figures(minute: int, tenants: list[TenantMinute]) -> dict[str, Any]:
 
 async def run_minute(services: Any, now: float | None = None) -> MonitorReport:
     """One monitor pass for the last complete minute before `now`."""
-    from shared.api.health import run_checks  # noqa: PLC0415 - the same checks /health runs
-
     now = clock() if now is None else now
     minute = int(now // MINUTE) - 1
     settings = services.settings
@@ -260,17 +259,3 @@ async def _prefetch_configs(services: Any, tenants: list[str]) -> DependencyHeal
     if not queried:
         return None
     return DependencyHealth("tables", "healthy", round((time.perf_counter() - start) * 1000, 2))
-
-
-async def on_timer(timer: Any = None, context: Any = None) -> MonitorReport:
-    """The timer function's body: one pass inside the invocation's telemetry operation."""
-    from shared.app.services import get_services  # noqa: PLC0415 - keeps this module importable alone
-
-    with telemetry.invocation(context, "monitor"):
-        if getattr(timer, "past_due", False):
-            log.info("monitor timer is past due; the tenant-minute locks keep the pass idempotent")
-        report = await run_minute(get_services())
-        telemetry.current().log_event(
-            logging.INFO, f"monitor pass for minute {report.minute}: {len(report.tenants)} tenant(s), "
-            f"{len(report.events)} system event(s)", count=len(report.events))
-        return report

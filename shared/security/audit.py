@@ -27,7 +27,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from pydantic import BaseModel, ConfigDict
 
 from shared.core.events import is_tenant_id
-from shared.security.identity import Principal
+from shared.security.principal import Principal
 from shared.storage.clients import LazyTable
 
 CHUNK_UTF16_BYTES = 64_000

@@ -10,7 +10,7 @@ import pytest
 from azure.data.tables.aio import TableServiceClient
 
 from shared.security.audit import CHUNK_UTF16_BYTES, MAX_PARTS, AuditLog, row_key, split_utf16
-from shared.security.identity import Principal
+from shared.security.principal import Principal
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from jwt.algorithms import RSAAlgorithm
 
 from shared.core.settings import Settings
 from shared.security.errors import AuthenticationError, IdentityProviderUnavailable
-from shared.security.identity import Authenticator, JwksCache, Principal, mint_dev_token
-from shared.security.tenants import ALL_TENANTS
+from shared.security.identity import Authenticator, JwksCache, mint_dev_token
+from shared.security.principal import ALL_TENANTS, Principal
 
 AUDIENCE = "api://grc-events-test"
 # Generated per test run; dev-only, never a real secret.

@@ -1,7 +1,7 @@
 """Operator commands for parked change-feed items (settings from the environment / local.settings.json).
 
-    python -m shared.changefeed.parked list acme-bank          # or _unmapped
-    python -m shared.changefeed.parked replay acme-bank [--id ROW] [--limit 100]
+    python -m shared.app.parked list acme-bank          # or _unmapped
+    python -m shared.app.parked replay acme-bank [--id ROW] [--limit 100]
 """
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ import json
 from pathlib import Path
 
 from shared.app.services import get_services, reset_services
-from shared.changefeed.runtime import processor_for
 
 
 async def _list(tenant: str, limit: int) -> None:
-    for item in await processor_for(get_services()).parking.list(tenant, limit):
+    for item in await get_services().changefeed.parking.list(tenant, limit):
         print(json.dumps(item.summary()))
 
 
 async def _replay(tenant: str, row: str | None, limit: int) -> None:
-    proc = processor_for(get_services())
+    proc = get_services().changefeed
     if row:
         item = await proc.parking.get(tenant, row)
         if item is None:
@@ -41,7 +40,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m shared.changefeed.parked", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m shared.app.parked", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["list", "replay"])
     ap.add_argument("tenant", help="a tenantId, or _unmapped for documents without a valid one")
