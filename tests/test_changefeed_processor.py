@@ -12,7 +12,6 @@ import pytest
 from shared.app.services import Services
 from shared.changefeed.processor import ChangeFeedProcessor, RetryBatch
 from shared.changefeed.rules import Kind
-from shared.changefeed.state import Dedup
 from shared.core.events import Event
 from shared.core.results import EventResult
 from shared.core.settings import Settings
@@ -63,16 +62,16 @@ class Flaky:
         self.inner, self.fail_calls, self.calls = inner, fail_calls, 0
 
     async def publish_enriched(self, events: Sequence[Event], *, received_at: float | None = None,
-                               stats: BatchStats | None = None) -> list[EventResult]:
+                               stats: BatchStats | None = None, policy: Any = None) -> list[EventResult]:
         self.calls += 1
         if self.calls <= self.fail_calls:
             return [EventResult(index=i, status="failed", eventId=e.eventId, tenantId=e.tenantId,
                                 reason="destination down") for i, e in enumerate(events)]
-        return await self.inner.publish_enriched(events, received_at=received_at, stats=stats)
+        return await self.inner.publish_enriched(events, received_at=received_at, stats=stats, policy=policy)
 
 
 def with_publisher(proc: ChangeFeedProcessor, publisher: Any) -> ChangeFeedProcessor:
-    return ChangeFeedProcessor(state=proc.state, dedup=proc.dedup, publisher=publisher,
+    return ChangeFeedProcessor(state=proc.state, dedupe=proc.dedupe, publisher=publisher,
                                parking=proc.parking, metrics=proc.metrics)
 
 
@@ -163,19 +162,43 @@ async def test_a_fixed_parked_document_replays(services: Services, tenant: str) 
 
 
 async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: Services, tenant: str) -> None:
-    proc = services.changefeed
-    other = Dedup(services.redis, 3600)  # another instance, its own token
-    doc = risk(tenant, "r1", 1)
+    """Another instance holds the event id's idempotency claim (it is publishing the same change)."""
     from shared.changefeed.rules import map_change
+    from shared.delivery.idempotency import idem_key
+    from shared.storage.claims import Claims
 
-    ev = map_change(Kind.RISKS, "risks", doc, None, ingested_at="2026-01-01T00:00:00.000Z").events
-    token = other.new_token()
-    await other.claim(ev, token)
+    proc = services.changefeed
+    doc = risk(tenant, "r1", 1)
+    [ev] = map_change(Kind.RISKS, "risks", doc, None, ingested_at="2026-01-01T00:00:00.000Z").events
+    other = Claims(services.redis)
+    assert [c.state for c in await other.take([idem_key(tenant, ev.eventId)], 300)] == ["new"]
     with pytest.raises(RetryBatch):
         await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)
     assert await stream(services, tenant) == []
-    await other.release(ev, token)
+    await other.settle([(idem_key(tenant, ev.eventId), None, 0)])  # the other instance gave up
     assert (await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)).published == 1
+
+
+async def test_claims_that_cannot_be_checked_fail_closed(services: Services, tenant: str) -> None:
+    """Redis unreachable for the idempotency claims: the batch is retried, not published unchecked."""
+    from shared.delivery.idempotency import Claim
+
+    class Unreachable:
+        async def claim(self, events: Sequence[Event]) -> list[Claim]:
+            return [Claim("unchecked") for _ in events]
+
+        async def settle(self, *a: Any, **k: Any) -> None:
+            raise AssertionError("nothing was claimed")
+
+    real = services.pipeline.idempotency
+    services.pipeline.idempotency = Unreachable()  # type: ignore[assignment]
+    try:
+        with pytest.raises(RetryBatch):
+            await services.changefeed.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)], final_attempt=False)
+    finally:
+        services.pipeline.idempotency = real
+    assert await stream(services, tenant) == []
+    assert (await services.changefeed.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)])).published == 1
 
 
 async def test_stale_version_yields_nothing(services: Services, tenant: str) -> None:
@@ -209,7 +232,7 @@ async def test_state_store_down_on_last_retry_parks_documents(services: Services
         async def swap(self, *a: Any, **k: Any) -> Any:
             raise ConnectionError("redis down")
 
-    proc = ChangeFeedProcessor(state=Down(), dedup=base.dedup, publisher=services.pipeline,  # type: ignore[arg-type]
+    proc = ChangeFeedProcessor(state=Down(), dedupe=base.dedupe, publisher=services.pipeline,  # type: ignore[arg-type]
                                parking=base.parking, metrics=None)
     with pytest.raises(RetryBatch):
         await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)], final_attempt=False)
@@ -251,8 +274,8 @@ async def test_replay_from_the_beginning_after_markers_expired_publishes_nothing
     proc = services.changefeed
     batch = [risk(tenant, "r1", 1), risk(tenant, "r2", 2)]
     await proc.process(Kind.RISKS, "risks", batch)
-    async for key in services.redis.scan_iter(match=f"grc:{{{tenant}}}:cf:d:*"):
-        await services.redis.delete(key)  # the dedup window has passed
+    async for key in services.redis.scan_iter(match=f"grc:{{{tenant}}}:idem:*"):
+        await services.redis.delete(key)  # the dedupe window has passed
     out = await proc.process(Kind.RISKS, "risks", batch)
     assert (out.settled, out.published, out.duplicates) == (2, 0, 2)
     assert len(await stream(services, tenant)) == 2
@@ -269,7 +292,7 @@ async def test_parking_down_on_the_last_retry_raises_and_names_each_change(
 
         park_events = park_documents
 
-    proc = ChangeFeedProcessor(state=base.state, dedup=base.dedup,
+    proc = ChangeFeedProcessor(state=base.state, dedupe=base.dedupe,
                                publisher=Flaky(services.pipeline, fail_calls=99),
                                parking=ParkingDown(), metrics=None)  # type: ignore[arg-type]
     with pytest.raises(ConnectionError), caplog.at_level("ERROR", logger="grc.changefeed"):

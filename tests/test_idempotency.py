@@ -13,7 +13,8 @@ from shared.core.destination_options import RedisStreamOptions
 from shared.core.enrich import enrich, now_iso
 from shared.core.events import EventIn
 from shared.core.streamconfig import StreamConfig
-from shared.delivery.idempotency import PENDING, IdempotencyStore, idem_key
+from shared.delivery.idempotency import IdempotencyStore, idem_key
+from shared.storage.claims import PENDING
 from shared.delivery.pipeline import PublishContext
 from shared.destinations.base import publish_one
 from shared.destinations.redis_streams import stream_key

@@ -8,8 +8,17 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from shared.api import audit, deadletters, events, health, history, metrics, search, streamconfig
-from shared.api import openapi as openapi_doc
+from shared.api import (
+    audit,
+    deadletters,
+    events,
+    health,
+    history,
+    metrics,
+    openapi as openapi_doc,
+    search,
+    streamconfig,
+)
 from shared.core import limits
 from shared.core.events import CLIENT_ID_PATTERN
 from shared.http.adapter import Handler, public

@@ -51,7 +51,7 @@ async def run_overdue_check() -> OverdueRun:
     container = client.get_database_client(s.cosmos_database).get_container_client(
         s.cosmos_assessments_container)
     run = await emit_overdue(container, s.cosmos_assessments_container, services.changefeed,
-                             services.overdue_markers)
+                             services.overdue_dedupe)
     log.info("overdue check: %d scanned, %d overdue, %d published, %d already sent, %.1f RU",
              run.scanned, run.overdue, run.published, run.already, run.request_charge)
     return run

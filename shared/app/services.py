@@ -14,10 +14,10 @@ from shared.changefeed.leases import FeedStarts, container_of
 from shared.changefeed.parking import ParkingStore
 from shared.changefeed.processor import ChangeFeedProcessor
 from shared.changefeed.rules import Kind
-from shared.changefeed.state import Dedup, EntityState
+from shared.changefeed.state import EntityState
 from shared.core.settings import Settings, get_settings
 from shared.delivery.configstore import ConfigStore
-from shared.delivery.idempotency import IdempotencyStore
+from shared.delivery.idempotency import DedupePolicy, IdempotencyStore
 from shared.delivery.pipeline import Pipeline
 from shared.delivery.retry_queue import DeadLetters, RetryQueue
 from shared.destinations.analytics import AnalyticsDestination
@@ -126,7 +126,7 @@ class Services:
                                 {kind: container_of(s, kind) for kind in Kind}) if s.cosmos_endpoint else None
             proc = self.__dict__["_changefeed"] = ChangeFeedProcessor(
                 state=EntityState(self.redis, s.changefeed_state_ttl_days * 86_400),
-                dedup=Dedup(self.redis, s.changefeed_dedup_ttl_hours * 3_600),
+                dedupe=DedupePolicy(s.changefeed_dedup_ttl_hours * 3_600, compact=True, strict=True),
                 publisher=self.pipeline,
                 parking=ParkingStore(self.tables, s.changefeed_parked_table),
                 metrics=self.metrics,
@@ -135,13 +135,9 @@ class Services:
         return proc
 
     @property
-    def overdue_markers(self) -> Dedup:
-        """One marker per overdue assessment and due date, kept as long as the entity state."""
-        markers = self.__dict__.get("_overdue_markers")
-        if markers is None:
-            markers = self.__dict__["_overdue_markers"] = Dedup(
-                self.redis, self.settings.changefeed_state_ttl_days * 86_400)
-        return markers
+    def overdue_dedupe(self) -> DedupePolicy:
+        """An overdue event (one per assessment and due date) is claimed as long as the entity state."""
+        return DedupePolicy(self.settings.changefeed_state_ttl_days * 86_400, compact=True, strict=True)
 
     @property
     def redis_streams(self) -> RedisStreamsDestination:

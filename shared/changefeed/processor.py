@@ -4,8 +4,9 @@ For a batch of changed documents of one container:
 1. validate each; an unmappable one is parked with its reason (never dropped);
 2. swap the entity snapshots in Redis (atomic, per tenant) to learn each change's prior;
 3. map each change to its events (deterministic ids) and record its delay (now - `_ts`);
-4. claim each event's dedup marker, publish the claimed ones in bulk (`publish_enriched`),
-   mark delivered/filtered ones done, release the rest;
+4. publish the events in bulk through the pipeline (`publish_enriched`) under the change feed's
+   dedupe policy: each event id is claimed in the idempotency store (the ids are deterministic, so a
+   re-delivered change is answered `duplicate`), failing closed when the claims cannot be checked;
 5. if anything is left unpublished: raise `RetryBatch` so the host retries the batch (the
    retry policy), or, on the last attempt, park the leftover events and return.
 """
@@ -20,10 +21,11 @@ from typing import Any, Protocol
 
 from shared.changefeed.parking import UNMAPPED, ParkedItem, ParkingStore, partition_for
 from shared.changefeed.rules import Kind, Mapped, Unmappable, map_change, snapshot, validate
-from shared.changefeed.state import Claim, Dedup, EntityState
+from shared.changefeed.state import EntityState
 from shared.core import limits
 from shared.core.events import Event, utc_now_iso
 from shared.core.results import EventResult
+from shared.delivery.idempotency import DedupePolicy
 from shared.observability import telemetry
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics
 
@@ -34,7 +36,8 @@ OK_STATUSES = frozenset({"accepted", "filtered", "duplicate"})
 
 class Publisher(Protocol):
     async def publish_enriched(
-        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None
+        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None,
+        policy: DedupePolicy | None = None,
     ) -> list[EventResult]: ...
 
 
@@ -71,7 +74,7 @@ class ChangeFeedProcessor:
         self,
         *,
         state: EntityState,
-        dedup: Dedup,
+        dedupe: DedupePolicy,
         publisher: Publisher,
         parking: ParkingStore,
         metrics: TenantMetrics | None = None,
@@ -80,7 +83,7 @@ class ChangeFeedProcessor:
     ) -> None:
         self.feed_started = feed_started
         self.state = state
-        self.dedup = dedup
+        self.dedupe = dedupe
         self.publisher = publisher
         self.parking = parking
         self.metrics = metrics
@@ -143,7 +146,7 @@ class ChangeFeedProcessor:
 
         events = [e for m in mapped for e in m.events]
         out.events = len(events)
-        left, published, dupes = await self.publish_events(events, stats, now)
+        left, published, dupes = await self.publish_events(events, now)
         out.published = published
         out.duplicates += dupes
         if left and not final_attempt:
@@ -194,55 +197,23 @@ class ChangeFeedProcessor:
             out.parked_events = len(left)
             for ev in left:
                 stats.tenant(ev.tenantId).count("dlq")
-            try:
-                await self.dedup.mark(left, "k")
-            except Exception as exc:  # noqa: BLE001 - parked already; a replay still takes them
-                log.warning("parked markers not written: %s", type(exc).__name__)
             log.error("parked %d %s event(s) after the last retry", len(left), container)
 
-    async def publish_events(self, events: list[Event], stats: BatchStats, now: float, *,
-                             dedup: Dedup | None = None, take_parked: bool = False) -> tuple[list[Event], int, int]:
-        """Publish what is not yet delivered: (left unpublished, published, duplicates).
-
-        `dedup` overrides the markers (the overdue timer keeps its own, longer-lived ones).
-        """
-        dedup = dedup or self.dedup
+    async def publish_events(self, events: list[Event], now: float, *, policy: DedupePolicy | None = None
+                             ) -> tuple[list[Event], int, int]:
+        """Publish through the pipeline under the dedupe policy (the change feed's, or `policy`):
+        (left unpublished, published, duplicates). Claimed elsewhere right now, failed, or not
+        checkable: left, for the host's retry."""
         if not events:
             return [], 0, 0
-        token = dedup.new_token()
         try:
-            claims = await dedup.claim(events, token, take_parked=take_parked)
-        except Exception as exc:  # noqa: BLE001 - dedup store down: publishing now could duplicate
-            log.warning("dedup markers unavailable: %s", type(exc).__name__)
-            return list(events), 0, 0
-        mine = [e for e, c in zip(events, claims) if c is Claim.MINE]
-        busy = [e for e, c in zip(events, claims) if c is Claim.BUSY]
-        dupes = sum(1 for c in claims if c is Claim.SKIP)
-        for e, c in zip(events, claims):
-            if c is Claim.SKIP:
-                stats.tenant(e.tenantId).count("dup")
-        if not mine:
-            return busy, 0, dupes
-        try:
-            results = await self.publisher.publish_enriched(mine, received_at=now)
+            results = await self.publisher.publish_enriched(events, received_at=now, policy=policy or self.dedupe)
         except Exception as exc:  # noqa: BLE001
             log.warning("publishing change-feed events failed: %s", type(exc).__name__)
-            await self._safe_release(dedup, mine, token)
-            return [*mine, *busy], 0, dupes
-        done = [e for e, r in zip(mine, results) if r.status in OK_STATUSES]
-        failed = [e for e, r in zip(mine, results) if r.status not in OK_STATUSES]
-        try:
-            await dedup.mark(done, "d")
-        except Exception as exc:  # noqa: BLE001 - delivered; a redelivery may publish them again
-            log.warning("dedup markers not written: %s", type(exc).__name__)
-        await self._safe_release(dedup, failed, token)
-        return [*failed, *busy], len(done), dupes
-
-    async def _safe_release(self, dedup: Dedup, events: list[Event], token: str) -> None:
-        try:
-            await dedup.release(events, token)
-        except Exception as exc:  # noqa: BLE001 - the pending marker expires by itself
-            log.warning("dedup claims not released: %s", type(exc).__name__)
+            return list(events), 0, 0
+        left = [e for e, r in zip(events, results) if r.status not in OK_STATUSES]
+        published = sum(1 for r in results if r.status in ("accepted", "filtered"))
+        return left, published, sum(1 for r in results if r.status == "duplicate")
 
     async def record(self, stats: BatchStats, container: str = telemetry.ALL) -> None:
         if not stats.tenants:
@@ -265,7 +236,7 @@ class ChangeFeedProcessor:
         """Process a parked item again; True (and the row deleted) when nothing is left of it."""
         if item.kind == "events":
             events = [Event.model_validate(e) for e in item.payload]
-            left, _, _ = await self.publish_events(events, BatchStats(), self.clock(), take_parked=True)
+            left, _, _ = await self.publish_events(events, self.clock())
             if left:
                 await self.parking.failed_again(item, f"{len(left)} event(s) still not published")
                 return False

@@ -37,7 +37,7 @@ from shared.core.ids import uuid7
 from shared.core.results import Delivery, EventResult, FieldError
 from shared.core.streamconfig import StreamConfig
 from shared.core.validation import field_errors
-from shared.delivery.idempotency import IdempotencyStore, duplicate_result
+from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
 from shared.destinations.base import Chunk, Destination
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats
 
@@ -170,12 +170,13 @@ class Pipeline:
 
     async def publish_enriched(
         self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None,
-        dedupe: bool = True,
+        dedupe: bool = True, policy: DedupePolicy | None = None,
     ) -> list[EventResult]:
-        """Events built by the service itself (change feed, system events): ids are stable, so deduped."""
+        """Events built by the service itself (change feed, system events): ids are stable, so deduped,
+        under `policy` (idempotency.DedupePolicy) when given."""
         stats = stats or BatchStats()
         routed = await self._route(list(enumerate(events)), stats, received_at or time.time(),
-                                   set(range(len(events))) if dedupe else set())
+                                   set(range(len(events))) if dedupe else set(), policy)
         out = [routed[i] for i in range(len(events))]
         await self._finish(stats, out)
         return out
@@ -195,7 +196,8 @@ class Pipeline:
                            httpStatus=http_status)
 
     async def _route(
-        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float, dedupe: set[int]
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float, dedupe: set[int],
+        policy: DedupePolicy | None = None,
     ) -> dict[int, EventResult]:
         """Idempotency around routing: claim ids, route the new ones, store their results."""
         checked = [(i, ev) for i, ev in ready if i in dedupe]
@@ -221,6 +223,12 @@ class Pipeline:
                 results[i] = duplicate_result(i, ev, claim.original)
                 stats.tenant(ev.tenantId).count("dup")
                 skip.add(i)
+            elif claim.state == "unchecked" and policy is not None and policy.strict:
+                stats.tenant(ev.tenantId).count("fail")
+                results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=ev.tenantId,
+                                         reason="the idempotency claims cannot be checked; retry later",
+                                         httpStatus=503)
+                skip.add(i)
             elif claim.state == "busy":
                 stats.tenant(ev.tenantId).count("fail")
                 results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=ev.tenantId,
@@ -233,7 +241,7 @@ class Pipeline:
                     prior[i] = {d.destination: d for d in claim.prior}
         results.update(await self._route_new([(i, ev) for i, ev in ready if i not in skip], stats, received_at,
                                              prior))
-        await self.idempotency.settle([(ev, results[i]) for i, ev in claimed])
+        await self.idempotency.settle([(ev, results[i]) for i, ev in claimed], policy)
         events = dict(ready)
         for i, j in repeats.items():
             orig = results[j]

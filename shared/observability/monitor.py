@@ -9,8 +9,9 @@ They are handled CHUNK_TENANTS at a time, each step a few Redis round trips for 
 (not per tenant), one chunk after another within BUDGET_SECONDS (tenants left when it runs out
 are logged; their minute stays unlocked, so a later run of it can still take them). For each:
 
-1. `SET grc:{t}:mon:<M> NX` -- the tenant-minute lock: whichever instance gets it does the work,
-   so overlapping or repeated runs (past-due timers, two instances) emit nothing twice;
+1. a claim on `grc:{t}:mon:<M>` (storage/claims.py, kept LOCK_TTL_SECONDS) -- the tenant-minute
+   lock: whichever instance takes it does the work, so overlapping or repeated runs (past-due
+   timers, two instances) emit nothing twice;
 2. the minute's counters without the service's own system events (`sys:*` counters, types
    SYSTEM_*/DATA_ANOMALY): throughput, latency percentiles, change-feed delay, error rate ->
    a SYSTEM_PERFORMANCE event when the tenant had events in M (SYSTEM_PERFORMANCE_EVENTS);
@@ -42,6 +43,7 @@ from shared.observability.anomaly import Anomaly, TenantBaselines
 from shared.observability.health import run_checks
 from shared.observability.system_events import publish_system_events, system_event
 from shared.observability.tenant_metrics import summarize
+from shared.storage.claims import Claims
 from shared.storage.redisconn import pipelined, tenant_key
 
 log = logging.getLogger("grc.monitor")
@@ -144,9 +146,10 @@ async def _tenants(services: Any, tenants: list[str], minute: int) -> list[Tenan
     """One chunk: locks, counters and anomaly states of all its tenants in a few round trips.
     None for a tenant whose minute another run holds."""
     redis = services.redis
+    claims = Claims(redis)
     locks = [tenant_key(t, "mon", str(minute)) for t in tenants]
-    taken = await pipelined(redis, [("SET", k, b"1", "NX", "EX", LOCK_TTL_SECONDS) for k in locks])
-    mine = [t for t, ok in zip(tenants, taken) if ok is not None and not isinstance(ok, Exception)]
+    taken = await claims.take(locks, LOCK_TTL_SECONDS)
+    mine = [t for t, claim in zip(tenants, taken) if claim.state == "new"]
     start = minute * MINUTE
     try:
         fields = await services.metrics.intervals(mine, start, MINUTE)
@@ -163,8 +166,8 @@ async def _tenants(services: Any, tenants: list[str], minute: int) -> list[Tenan
             if isinstance(reply, Exception):
                 raise reply
     except Exception:
-        if mine:  # let a later run of this minute try these tenants again
-            await redis.delete(*(tenant_key(t, "mon", str(minute)) for t in mine))
+        # let a later run of this minute try these tenants again
+        await claims.settle((tenant_key(t, "mon", str(minute)), None, 0) for t in mine)
         raise
     return [out.get(t) for t in tenants]
 
