@@ -137,8 +137,8 @@ async def test_null_and_tenantless_documents_are_parked(app_services: Services) 
 def test_parked_cli_lists_and_replays(app_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 
-    from shared.app.services import reset_services
     from shared.app import parked
+    from shared.app.services import reset_services
 
     tenant = f"cli-{uuid.uuid4().hex[:8]}"
 

@@ -14,10 +14,10 @@ from shared.core.enrich import enrich, now_iso
 from shared.core.events import EventIn
 from shared.core.streamconfig import StreamConfig
 from shared.delivery.idempotency import IdempotencyStore, idem_key
-from shared.storage.claims import PENDING
 from shared.delivery.pipeline import PublishContext
 from shared.destinations.base import publish_one
 from shared.destinations.redis_streams import stream_key
+from shared.storage.claims import PENDING
 from tests.delivery_helpers import down_redis, isolated_services
 from tests.functions_client import invoke
 

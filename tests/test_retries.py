@@ -20,7 +20,7 @@ from shared.delivery.pipeline import PublishContext
 from shared.delivery.retry_queue import MAX_MESSAGE_BYTES, RetryMessage
 from shared.destinations.base import publish_one
 from shared.destinations.redis_streams import stream_key
-from shared.storage.clients import LazyQueue
+from shared.storage.lazy import LazyQueue
 from tests.delivery_helpers import down_redis, drain, isolated_services, receive_raw
 from tests.functions_client import invoke
 

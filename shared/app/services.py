@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from functools import cached_property
 from typing import Any, Callable
 
 from shared.changefeed.leases import FeedStarts, container_of
@@ -108,31 +109,25 @@ class Services:
         """The identity for Storage clients, or None when a connection string is set (locally)."""
         return None if self.settings.storage_connection_string else self.identity()
 
-    @property
+    @cached_property
     def page_tokens(self) -> PageTokens:
         """The continuation-token codec (built on first use: only paged reads need PAGE_TOKEN_KEY)."""
-        codec = self.__dict__.get("_page_tokens")
-        if codec is None:
-            codec = self.__dict__["_page_tokens"] = PageTokens.from_settings(self.settings)
-        return codec
+        return PageTokens.from_settings(self.settings)
 
-    @property
+    @cached_property
     def changefeed(self) -> ChangeFeedProcessor:
         """The change-feed processor (built on first use: only the Cosmos DB triggers need it)."""
-        proc = self.__dict__.get("_changefeed")
-        if proc is None:
-            s = self.settings
-            starts = FeedStarts(self.cosmos, s.cosmos_database, s.cosmos_lease_container,
-                                {kind: container_of(s, kind) for kind in Kind}) if s.cosmos_endpoint else None
-            proc = self.__dict__["_changefeed"] = ChangeFeedProcessor(
-                state=EntityState(self.redis, s.changefeed_state_ttl_days * 86_400),
-                dedupe=DedupePolicy(s.changefeed_dedup_ttl_hours * 3_600, compact=True, strict=True),
-                publisher=self.pipeline,
-                parking=ParkingStore(self.tables, s.changefeed_parked_table),
-                metrics=self.metrics,
-                feed_started=starts.started if starts else None,
-            )
-        return proc
+        s = self.settings
+        starts = FeedStarts(self.cosmos, s.cosmos_database, s.cosmos_lease_container,
+                            {kind: container_of(s, kind) for kind in Kind}) if s.cosmos_endpoint else None
+        return ChangeFeedProcessor(
+            state=EntityState(self.redis, s.changefeed_state_ttl_days * 86_400),
+            dedupe=DedupePolicy(s.changefeed_dedup_ttl_hours * 3_600, compact=True, strict=True),
+            publisher=self.pipeline,
+            parking=ParkingStore(self.tables, s.changefeed_parked_table),
+            metrics=self.metrics,
+            feed_started=starts.started if starts else None,
+        )
 
     @property
     def overdue_dedupe(self) -> DedupePolicy:

@@ -25,7 +25,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.core.events import Event, is_tenant_id, utc_now_iso
 from shared.core.ids import uuid7
-from shared.storage.clients import LazyTable
+from shared.storage.lazy import LazyTable
 
 UNMAPPED = "_unmapped"
 CHUNK_BYTES = 60_000  # binary property limit is 64 KiB

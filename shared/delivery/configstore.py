@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from shared.core.events import utc_now_iso
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
-from shared.storage.clients import LazyTable
+from shared.storage.lazy import LazyTable
 from shared.storage.redisconn import pipelined, tenant_key
 
 ROW_KEY = "streamconfig"

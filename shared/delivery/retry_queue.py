@@ -39,10 +39,11 @@ from shared.core.health import DependencyHealth
 from shared.core.ids import uuid7
 from shared.core.streamconfig import StreamConfig
 from shared.delivery.pipeline import Failure
-from shared.destinations.analytics import payload_from_entity, payload_properties
 from shared.observability.system_events import emit_system_error, is_system_event
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics
-from shared.storage.clients import LazyQueue, LazyTable, queue_client
+from shared.storage.clients import queue_client
+from shared.storage.lazy import LazyQueue, LazyTable
+from shared.storage import payload
 
 log = logging.getLogger("grc.retries")
 
@@ -79,25 +80,16 @@ class DeadLetters:
         return await self._table.get()
 
     async def _call(self, fn: str, *args: Any, **kw: Any) -> Any:
-        """Run a table call; a missing table (storage was reset) is created and the call retried once."""
-        table = await self.table()
-        try:
-            return await getattr(table, fn)(*args, **kw)
-        except ResourceNotFoundError as exc:
-            if "TableNotFound" not in str(getattr(exc, "error_code", "")) + str(exc):
-                raise
-            self._table.forget()
-            table = await self.table()
-            return await getattr(table, fn)(*args, **kw)
+        return await self._table.call(fn, *args, **kw)
 
     async def put_payload(self, tenant: str, event: dict[str, Any]) -> str:
         rk = PAYLOAD_PREFIX + uuid7()
-        props, _ = payload_properties(orjson.dumps(event), compress=True)
+        props, _ = payload.dump(event, compress=True)
         await self._call("upsert_entity", {"PartitionKey": tenant, "RowKey": rk, **props}, mode=UpdateMode.REPLACE)
         return rk
 
     async def get_payload(self, tenant: str, rk: str) -> dict[str, Any]:
-        return payload_from_entity(await self._call("get_entity", tenant, rk))
+        return payload.load(await self._call("get_entity", tenant, rk))
 
     async def delete_payload(self, tenant: str, rk: str) -> None:
         try:
@@ -108,7 +100,7 @@ class DeadLetters:
     async def record(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int) -> dict[str, Any]:
         now = utc_now_iso()
         rid = record_id(str(event["eventId"]), msg.destination)
-        props, _ = payload_properties(orjson.dumps(event), compress=False)
+        props, _ = payload.dump(event)
         entity: dict[str, Any] = {
             "PartitionKey": msg.tenantId, "RowKey": rid, "Id": rid, "EventId": str(event["eventId"]),
             "EventType": str(event.get("eventType")), "Destination": msg.destination, "Reason": reason,
@@ -156,7 +148,7 @@ class DeadLetters:
             "lastError": row.get("LastError"), "firstFailureAt": row.get("FirstFailureAt"),
             "deadLetteredAt": row.get("DeadLetteredAt"), "replayed": bool(row.get("Replayed")),
             "replayedAt": row.get("ReplayedAt"), "replayResult": row.get("ReplayResult"),
-            "event": payload_from_entity(row),
+            "event": payload.load(row),
         }
 
 
@@ -336,7 +328,7 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
             out.append({"id": rid, "result": "already replayed", "replayResult": row.get("ReplayResult")})
             continue
         dest = str(row["Destination"])
-        event = payload_from_entity(row)
+        event = payload.load(row)
         if not any(d.type == dest and d.enabled for d in config.destinations):
             out.append({"id": rid, "result": "destination not configured"})
             continue

@@ -15,9 +15,10 @@ Key design (docs/analytics.md has the long form):
   by RowKey; a page ends at a position (hour, last RowKey), which the API signs as the continuation
   token. The retention timer lists the same
   index to find expired tenant-hours and deletes their partitions.
-- Payload: the native JSON in `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split
-  into `Payload_0..n` when longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when
-  the stream's `compressionEnabled` is set or the text would not fit an entity (1 MiB). Type,
+- Payload: the native JSON through the one chunked-payload codec (shared/storage/payload.py): in
+  `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split into `Payload_0..n` when
+  longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when the stream's
+  `compressionEnabled` is set or the text would not fit an entity (1 MiB). Type,
   source, action, entity and times are columns too, for server-side filters.
 - Writes: entity group transactions per partition, at most 100 operations and under 4 MB each
   (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check).
@@ -25,7 +26,6 @@ Key design (docs/analytics.md has the long form):
 from __future__ import annotations
 
 import asyncio
-import gzip
 import heapq
 import logging
 import time
@@ -36,13 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
@@ -52,6 +46,8 @@ from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
+from shared.storage import payload
+from shared.storage.lazy import LazyTable
 
 log = logging.getLogger("grc.analytics")
 
@@ -59,9 +55,6 @@ INDEX_PARTITION = "~index"
 MAX_TS_MS = 9_999_999_999_999
 MAX_BATCH_OPS = 100
 MAX_BATCH_BYTES = 3_500_000  # the service's limit is 4 MiB per transaction request; keep headroom
-STRING_CHUNK_UTF16_BYTES = 64_000  # a string property holds 64 KiB of UTF-16
-BINARY_CHUNK_BYTES = 64_000
-MAX_TEXT_UTF16_BYTES = 900_000  # above this the text would not fit a 1 MiB entity: gzip instead
 MAX_PAGE_HOURS = 48  # hours with data read by one history page at most
 CONCURRENCY = 8
 
@@ -90,52 +83,6 @@ def row_key(ms: int, event_id: str) -> str:
     return f"{MAX_TS_MS - ms:013d}_{event_id}"
 
 
-def _split_text(text: str) -> list[str]:
-    """Chunks whose UTF-16 size fits one string property (surrogate pairs never split)."""
-    chunks: list[str] = []
-    start = 0
-    step = STRING_CHUNK_UTF16_BYTES // 2
-    while start < len(text):
-        end = min(len(text), start + step)
-        while len(text[start:end].encode("utf-16-le")) > STRING_CHUNK_UTF16_BYTES:
-            end = start + (end - start) * 3 // 4
-        chunks.append(text[start:end])
-        start = end
-    return chunks
-
-
-def payload_properties(raw: bytes, compress: bool) -> tuple[dict[str, Any], int]:
-    """Entity properties holding the event JSON, and the estimated request bytes they take."""
-    text = raw.decode()
-    utf16 = len(text.encode("utf-16-le")) if not compress else 0
-    if not compress and utf16 <= MAX_TEXT_UTF16_BYTES:
-        if utf16 <= STRING_CHUNK_UTF16_BYTES:
-            return {"Payload": text}, len(raw)
-        chunks = _split_text(text)
-        props: dict[str, Any] = {f"Payload_{i}": c for i, c in enumerate(chunks)}
-        props["PayloadChunks"] = len(chunks)
-        return props, len(raw)
-    gz = gzip.compress(raw, compresslevel=6, mtime=0)
-    size = len(gz) * 4 // 3 + 64  # base64 on the wire
-    if len(gz) <= BINARY_CHUNK_BYTES:
-        return {"PayloadGz": gz}, size
-    parts = [gz[i:i + BINARY_CHUNK_BYTES] for i in range(0, len(gz), BINARY_CHUNK_BYTES)]
-    props = {f"PayloadGz_{i}": p for i, p in enumerate(parts)}
-    props["PayloadChunks"] = len(parts)
-    return props, size
-
-
-def payload_from_entity(entity: dict[str, Any]) -> dict[str, Any]:
-    if "Payload" in entity:
-        return orjson.loads(entity["Payload"])
-    if "PayloadGz" in entity:
-        return orjson.loads(gzip.decompress(bytes(entity["PayloadGz"])))
-    n = int(entity["PayloadChunks"])
-    if "PayloadGz_0" in entity:
-        return orjson.loads(gzip.decompress(b"".join(bytes(entity[f"PayloadGz_{i}"]) for i in range(n))))
-    return orjson.loads("".join(entity[f"Payload_{i}"] for i in range(n)))
-
-
 def to_entity(ev: Event, shards: int, compress: bool) -> tuple[dict[str, Any], int]:
     ms = event_ms(ev)
     entity: dict[str, Any] = {
@@ -153,7 +100,7 @@ def to_entity(ev: Event, shards: int, compress: bool) -> tuple[dict[str, Any], i
         entity["EntityId"] = ev.entityId
     if ev.entityType is not None:
         entity["EntityType"] = ev.entityType
-    props, size = payload_properties(ev.to_json(), compress)
+    props, size = payload.encode(ev.to_json(), compress=compress)
     entity.update(props)
     return entity, size + 1024
 
@@ -225,26 +172,15 @@ class AnalyticsDestination:
     type = "analytics"
 
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
-        self._tables = tables
-        self._name = table_name
-        self._table: TableClient | None = None
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(tables, table_name)
         self._indexed: set[str] = set()  # index rows this instance already wrote
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._lock:
-                if self._table is None:
-                    try:
-                        await self._tables.create_table(self._name)
-                    except ResourceExistsError:
-                        pass
-                    self._table = self._tables.get_table_client(self._name)
-        return self._table
+        return await self._table.get()
 
     def _forget_table(self) -> None:
-        self._table = None
+        self._table.forget()
         self._indexed.clear()
 
     # ---- write -----------------------------------------------------------------------
@@ -380,7 +316,7 @@ class AnalyticsDestination:
             want = limit - len(events)
             rows = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, after, want,
                                          event_type, source)
-            events.extend(payload_from_entity(r) for r in rows[:want])
+            events.extend(payload.load(r) for r in rows[:want])
             if len(events) >= limit:
                 last_rk = rows[want - 1]["RowKey"]
                 more = len(rows) > want or n_hour + 1 < len(ordered)

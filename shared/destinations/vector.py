@@ -19,7 +19,8 @@ from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.settings import Settings
 from shared.destinations.base import Chunk, delivered, failed
-from shared.storage.clients import LazyQueue, queue_service
+from shared.storage.clients import queue_service
+from shared.storage.lazy import LazyQueue
 from shared.vector.messages import IndexItem, encode_messages
 
 

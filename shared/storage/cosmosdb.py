@@ -10,7 +10,6 @@ to metrics/telemetry without touching the callers.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from urllib.parse import urlparse
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 
 from shared.core.settings import Settings
+from shared.storage.lazy import CreatedOnce
 
 log = logging.getLogger("grc.cosmos")
 
@@ -78,28 +78,26 @@ class SharedCosmos:
     def __init__(self, settings: Settings, credential: Callable[[], Any]) -> None:
         self._settings = settings
         self._credential = credential
-        self._client: CosmosClient | None = None
-        self._lock = asyncio.Lock()
+        self._client: CreatedOnce[CosmosClient] = CreatedOnce(self._open)
         self.opened = 0  # clients opened by this instance (1 in a steady state)
 
+    async def _open(self) -> CosmosClient:
+        cred = None if self._settings.cosmos_key else self._credential()
+        client = cosmos_client(self._settings, cred)
+        try:
+            await client.__aenter__()  # reads the account: endpoints, consistency
+        except BaseException:
+            await client.close()
+            raise
+        self.opened += 1
+        log.info("Cosmos DB client opened (one per instance; %s)",
+                 "key" if self._settings.cosmos_key else "managed identity")
+        return client
+
     async def client(self) -> CosmosClient:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    cred = None if self._settings.cosmos_key else self._credential()
-                    client = cosmos_client(self._settings, cred)
-                    try:
-                        await client.__aenter__()  # reads the account: endpoints, consistency
-                    except BaseException:
-                        await client.close()
-                        raise
-                    self.opened += 1
-                    self._client = client
-                    log.info("Cosmos DB client opened (one per instance; %s)",
-                             "key" if self._settings.cosmos_key else "managed identity")
-        return self._client
+        return await self._client.get()
 
     async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
+        client = self._client.forget()
+        if client is not None:
             await client.close()

@@ -218,8 +218,8 @@ BAD_AUTH = {
 @pytest.mark.parametrize("bad", BAD_AUTH.values(), ids=list(BAD_AUTH))
 async def test_bad_auth_settings_answer_503_on_protected_routes_and_nothing_else_stops(
         bad: dict[str, str], env: Callable[..., None], app: None, caplog: pytest.LogCaptureFixture) -> None:
-    from shared.app.services import get_services
     from shared.app.jobs import on_change_batch
+    from shared.app.services import get_services
     from shared.changefeed.rules import Kind
     from shared.destinations.redis_streams import stream_key
 
