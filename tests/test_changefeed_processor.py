@@ -1,4 +1,4 @@
-"""The change-feed batch path against real Redis and Azurite: events, dedup, retries, parking, replay."""
+"""The change-feed batch path against real Redis and Azurite: events, dedupe, retries, dead letters, replay."""
 from __future__ import annotations
 
 import time
@@ -24,7 +24,7 @@ async def services(redis_port: int, storage_connection_string: str) -> AsyncIter
     settings = Settings.model_validate({
         "REDIS_PORT": redis_port,
         "STORAGE_CONNECTION_STRING": storage_connection_string,
-        "CHANGEFEED_PARKED_TABLE": f"parked{uuid.uuid4().hex[:8]}",
+        "DEADLETTER_TABLE": f"dl{uuid.uuid4().hex[:8]}",
         "STREAM_CONFIG_TABLE": f"cfg{uuid.uuid4().hex[:8]}",
     })
     svc = Services(settings)
@@ -72,7 +72,18 @@ class Flaky:
 
 def with_publisher(proc: ChangeFeedProcessor, publisher: Any) -> ChangeFeedProcessor:
     return ChangeFeedProcessor(state=proc.state, dedupe=proc.dedupe, publisher=publisher,
-                               parking=proc.parking, metrics=proc.metrics)
+                               deadletters=proc.deadletters, metrics=proc.metrics)
+
+
+async def dead_letters(services: Services, tenant: str, **kw: Any) -> list[dict[str, Any]]:
+    rows, _ = await services.deadletters.list(tenant, limit=1000, **kw)
+    return rows
+
+
+async def replay(services: Services, tenant: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    from shared.delivery.replay import replay as run
+
+    return await run(services, tenant, ids)
 
 
 async def test_batch_becomes_events_in_order_per_entity(services: Services, tenant: str) -> None:
@@ -116,49 +127,67 @@ async def test_redelivery_after_a_failed_publish_recomputes_the_same_status_chan
     assert evs[2]["data"]["previousStatus"] == "open"
 
 
-async def test_last_retry_parks_the_events_and_replay_publishes_them_once(services: Services, tenant: str) -> None:
+async def test_last_retry_dead_letters_the_events_and_replay_publishes_them_once(
+    services: Services, tenant: str
+) -> None:
     base = services.changefeed
     down = with_publisher(base, Flaky(services.pipeline, fail_calls=99))
     batch = [risk(tenant, "r1", 1), risk(tenant, "r2", 2)]
     out = await down.process(Kind.RISKS, "risks", batch, final_attempt=True)
-    assert out.parked_events == 2 and out.published == 0
+    assert out.deadlettered_events == 2 and out.published == 0
     assert await stream(services, tenant) == []
-    parked = await base.parking.list(tenant)
-    assert len(parked) == 1 and parked[0].kind == "events" and parked[0].count == 2
-    assert "last retry" in parked[0].reason
-    # A redelivery of the same batch does not publish the parked events behind the park's back.
+    dead = await dead_letters(services, tenant)
+    assert {(d["kind"], d["container"], d["event"]["entityId"]) for d in dead} == {
+        ("changefeed-event", "risks", "r1"), ("changefeed-event", "risks", "r2")}
+    assert all("last retry" in d["reason"] for d in dead)
+    # A redelivery of the same batch: the versions are settled, nothing is published behind the replay.
     again = await base.process(Kind.RISKS, "risks", batch)
     assert again.published == 0 and again.duplicates == 2
-    assert await base.replay(parked[0]) is True
+    results = await replay(services, tenant)
+    assert sorted(r["result"] for r in results) == ["published", "published"]
     assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1"), ("RISK_CREATED", "r2")]
-    assert await base.parking.list(tenant) == []
-    # Replaying twice (e.g. two operators) publishes nothing more.
+    assert await dead_letters(services, tenant) == []
+    assert {d["replayResult"] for d in await dead_letters(services, tenant, include_replayed=True)} == {"published"}
+    # Replaying again (e.g. two operators) publishes nothing more.
+    assert {r["result"] for r in await replay(services, tenant, [d["id"] for d in dead])} == {"already replayed"}
     assert (await base.process(Kind.RISKS, "risks", batch)).published == 0
     assert len(await stream(services, tenant)) == 2
 
 
-async def test_unmappable_documents_are_parked_with_reason_not_dropped(services: Services, tenant: str) -> None:
+async def test_a_dead_lettered_batch_replays_each_entitys_events_in_order(services: Services, tenant: str) -> None:
+    base = services.changefeed
+    down = with_publisher(base, Flaky(services.pipeline, fail_calls=99))
+    await base.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)])
+    change = risk(tenant, "r1", 2, status="mitigated", updatedAt="2026-11-05T00:00:00Z")
+    await down.process(Kind.RISKS, "risks", [change], final_attempt=True)
+    await replay(services, tenant)
+    assert kinds(await stream(services, tenant))[1:] == [("RISK_UPDATED", "r1"), ("RISK_STATUS_CHANGED", "r1")]
+
+
+async def test_unmappable_documents_are_dead_lettered_with_reason_not_dropped(
+    services: Services, tenant: str
+) -> None:
     proc = services.changefeed
-    no_tenant = {"id": "x1", "_lsn": 5, "_ts": 1}
+    no_tenant = {"id": "x1" + tenant, "_lsn": 5, "_ts": 1}
     bad_status = risk(tenant, "r9", 6, status=7)
     out = await proc.process(Kind.RISKS, "risks", [no_tenant, risk(tenant, "r1", 7), bad_status])
-    assert out.parked_documents == 2 and out.published == 1
-    unmapped = [p for p in await proc.parking.list("_unmapped") if p.payload[0].get("id") == "x1"]
-    assert len(unmapped) == 1 and "tenantId" in unmapped[0].reason and unmapped[0].container == "risks"
-    mine = await proc.parking.list(tenant)
-    assert len(mine) == 1 and "status" in mine[0].reason and mine[0].payload == [bad_status]
+    assert out.deadlettered_documents == 2 and out.published == 1
+    unmapped = [d for d in await dead_letters(services, "_unmapped")
+                if isinstance(d["document"], dict) and d["document"].get("id") == no_tenant["id"]]
+    assert len(unmapped) == 1 and "tenantId" in unmapped[0]["reason"] and unmapped[0]["container"] == "risks"
+    [mine] = await dead_letters(services, tenant)
+    assert mine["kind"] == "changefeed-document" and "status" in mine["reason"] and mine["document"] == bad_status
     # Still unmappable on replay: kept, with one more attempt counted.
-    assert await proc.replay(mine[0]) is False
-    kept = await proc.parking.get(tenant, mine[0].row)
-    assert kept is not None and kept.attempts == 2 and "status" in (kept.last_error or "")
+    assert [r["result"] for r in await replay(services, tenant)] == ["failed"]
+    [kept] = await dead_letters(services, tenant)
+    assert kept["attempts"] == 2 and "status" in (kept["lastError"] or "")
 
 
-async def test_a_fixed_parked_document_replays(services: Services, tenant: str) -> None:
-    proc = services.changefeed
-    await proc.parking.park_documents("risks", "risks", [(risk(tenant, "r5", 9), "entity state unavailable")])
-    item = (await proc.parking.list(tenant))[0]
-    assert await proc.replay(item) is True
+async def test_a_dead_lettered_document_replays(services: Services, tenant: str) -> None:
+    await services.deadletters.record_documents("risks", "risks", [(risk(tenant, "r5", 9), "entity state unavailable")])
+    assert [r["result"] for r in await replay(services, tenant)] == ["processed"]
     assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r5")]
+    assert await dead_letters(services, tenant) == []
 
 
 async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: Services, tenant: str) -> None:
@@ -225,7 +254,7 @@ async def test_duplicates_are_counted_in_metrics(services: Services, tenant: str
     assert (await services.metrics.snapshot(tenant))["totals"]["duplicates"] == 1
 
 
-async def test_state_store_down_on_last_retry_parks_documents(services: Services, tenant: str) -> None:
+async def test_state_store_down_on_last_retry_dead_letters_documents(services: Services, tenant: str) -> None:
     base = services.changefeed
 
     class Down:
@@ -233,37 +262,36 @@ async def test_state_store_down_on_last_retry_parks_documents(services: Services
             raise ConnectionError("redis down")
 
     proc = ChangeFeedProcessor(state=Down(), dedupe=base.dedupe, publisher=services.pipeline,  # type: ignore[arg-type]
-                               parking=base.parking, metrics=None)
+                               deadletters=base.deadletters, metrics=None)
     with pytest.raises(RetryBatch):
         await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)], final_attempt=False)
     out = await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 1)], final_attempt=True)
-    assert out.parked_documents == 1
-    parked = await base.parking.list(tenant)
-    assert "entity state unavailable" in parked[0].reason
-    assert await base.replay(parked[0]) is True
+    assert out.deadlettered_documents == 1
+    [dead] = await dead_letters(services, tenant)
+    assert "entity state unavailable" in dead["reason"]
+    assert [r["result"] for r in await replay(services, tenant)] == ["processed"]  # the real state store
     assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1")]
 
 
-async def test_large_payload_parks_across_chunks(services: Services, tenant: str) -> None:
-    proc = services.changefeed
+async def test_a_large_document_is_dead_lettered_whole(services: Services, tenant: str) -> None:
     import os
 
     big = risk(tenant, "r1", 1, blob=os.urandom(150_000).hex())  # 300 kB, incompressible-ish
-    await proc.parking.park_documents("risks", "risks", [(big, "test")])
-    item = (await proc.parking.list(tenant))[0]
-    assert item.payload == [big]
+    await services.deadletters.record_documents("risks", "risks", [(big, "test")])
+    [dead] = await dead_letters(services, tenant)
+    assert dead["document"] == big
 
 
-async def test_a_retried_batch_parks_its_unmappable_documents_once(services: Services, tenant: str) -> None:
+async def test_a_retried_batch_dead_letters_its_unmappable_documents_once(services: Services, tenant: str) -> None:
     base = services.changefeed
     flaky = with_publisher(base, Flaky(services.pipeline, fail_calls=1))
     batch = [risk(tenant, "r1", 1), risk(tenant, "bad", 2, status=["x"])]
     with pytest.raises(RetryBatch):
         await flaky.process(Kind.RISKS, "risks", batch, final_attempt=False)
-    assert await base.parking.list(tenant) == []  # not settled yet: nothing parked
+    assert await dead_letters(services, tenant) == []  # not settled yet: nothing dead-lettered
     out = await flaky.process(Kind.RISKS, "risks", batch, final_attempt=False)
-    assert (out.published, out.parked_documents) == (1, 1)
-    assert len(await base.parking.list(tenant)) == 1
+    assert (out.published, out.deadlettered_documents) == (1, 1)
+    assert len(await dead_letters(services, tenant)) == 1
     totals = (await services.metrics.snapshot(tenant))["totals"]
     assert totals["rejected"] == 1 and totals["deadLettered"] == 1 and totals["accepted"] == 1
 
@@ -281,20 +309,20 @@ async def test_replay_from_the_beginning_after_markers_expired_publishes_nothing
     assert len(await stream(services, tenant)) == 2
 
 
-async def test_parking_down_on_the_last_retry_raises_and_names_each_change(
+async def test_dead_letters_down_on_the_last_retry_raises_and_names_each_change(
     services: Services, tenant: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     base = services.changefeed
 
-    class ParkingDown:
-        async def park_documents(self, *a: Any, **k: Any) -> Any:
+    class TableDown:
+        async def record_documents(self, *a: Any, **k: Any) -> Any:
             raise ConnectionError("table down")
 
-        park_events = park_documents
+        record_events = record_documents
 
     proc = ChangeFeedProcessor(state=base.state, dedupe=base.dedupe,
                                publisher=Flaky(services.pipeline, fail_calls=99),
-                               parking=ParkingDown(), metrics=None)  # type: ignore[arg-type]
+                               deadletters=TableDown(), metrics=None)  # type: ignore[arg-type]
     with pytest.raises(ConnectionError), caplog.at_level("ERROR", logger="grc.changefeed"):
         await proc.process(Kind.RISKS, "risks", [risk(tenant, "r1", 41, secret="do-not-log")], final_attempt=True)
     lost = [r.getMessage() for r in caplog.records if "LOST" in r.getMessage()]

@@ -18,7 +18,7 @@ PAGE_SCOPE = "audit"
 
 
 async def get_audit(req: ApiRequest) -> ApiResponse:
-    tenant = tenant_param(req)
+    tenant = tenant_param(req, unmapped=True)
     limit = int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     after = paging.position(req, PAGE_SCOPE, tenant, {}, param="continuation")
     page = await get_services().audit.list(tenant, limit, after)

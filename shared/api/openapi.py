@@ -9,7 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.api.search import SearchResult
 from shared.core import limits
-from shared.core.events import EventIn
+from shared.core.events import UNMAPPED_TENANT, EventIn
 from shared.core.results import EventResult
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
 from shared.security.audit import AuditRecord
@@ -94,8 +94,10 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
         op: dict[str, Any] = {"operationId": r.name, "summary": r.summary, "tags": list(r.tags) or ["meta"]}
         params = []
         if "{tenantId}" in r.path:
-            params.append({"name": "tenantId", "in": "path", "required": True,
-                           "schema": schemas["EventIn"]["properties"]["tenantId"]})
+            tenant = schemas["EventIn"]["properties"]["tenantId"]
+            if r.unmapped:  # admins only: dead letters naming no valid tenant, and their audit trail
+                tenant = {"anyOf": [tenant, {"const": UNMAPPED_TENANT}]}
+            params.append({"name": "tenantId", "in": "path", "required": True, "schema": tenant})
         for name, typ, desc in r.query:
             params.append({"name": name, "in": "query", "required": name in r.required_query,
                            "description": desc, "schema": typ if isinstance(typ, dict) else {"type": typ}})

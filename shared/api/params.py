@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import TypeVar
 
-from shared.core.events import TENANT_RULE, is_tenant_id
+from shared.core.events import TENANT_RULE, UNMAPPED_TENANT, is_tenant_id
 from shared.http.types import ApiRequest, ProblemError
 
 E = TypeVar("E", bound=Enum)
@@ -15,8 +15,13 @@ def bad_param(name: str, detail: str, where: str = "query") -> ProblemError:
                         errors=[{"pointer": f"#/{where}/{name}", "field": name, "detail": detail}])
 
 
-def tenant_param(req: ApiRequest) -> str:
+def tenant_param(req: ApiRequest, *, unmapped: bool = False) -> str:
+    """The path's tenantId. `unmapped`: the route also serves the reserved partition of dead letters
+    that name no valid tenant (UNMAPPED_TENANT), to admins only (a tenant grant can never name it:
+    the request adapter has already refused anyone else with 403)."""
     tenant = req.route.get("tenantId", "")
+    if unmapped and tenant == UNMAPPED_TENANT and req.principal is not None and req.principal.is_admin:
+        return tenant
     if not is_tenant_id(tenant):
         raise bad_param("tenantId", f"must be {TENANT_RULE}", "path")
     return tenant

@@ -41,6 +41,9 @@ class Route:
     tags: tuple[str, ...] = field(default_factory=tuple)
     headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (header name, JSON Schema, description)
     required_query: tuple[str, ...] = ()  # query parameters the handler refuses to do without
+    # The path's tenantId may also be the reserved partition of dead letters naming no valid tenant
+    # (UNMAPPED_TENANT), served to admins only.
+    unmapped: bool = False
 
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
@@ -75,14 +78,14 @@ API_ROUTES: tuple[Route, ...] = (
                  ("continuationToken", "string", _TOKEN_DOC))),
     Route("list_deadletters", "GET", "deadletters/{tenantId}", deadletters.list_deadletters,
           "A tenant's dead-lettered deliveries (destination, reason, attempts, last error, the event)",
-          response_schema="DeadLetterList", tags=("delivery",),
+          response_schema="DeadLetterList", tags=("delivery",), unmapped=True,
           query=(("limit", _EVENTS_LIMIT, "1-1000, default 100"),
                  ("includeReplayed", {"type": "string", "enum": ["true", "false"]},
                   "also list records already replayed (default false)"),
                  ("continuationToken", "string", _TOKEN_DOC))),
     Route("replay_deadletters", "POST", "deadletters/{tenantId}/replay", deadletters.replay_deadletters,
           "Send dead letters back through their destination (all not yet replayed, or the given ids)",
-          request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",)),
+          request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",), unmapped=True),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
           "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals), alert conditions, service figures",
           response_schema="TenantMetrics", tags=("operations",)),
@@ -98,7 +101,7 @@ API_ROUTES: tuple[Route, ...] = (
                    ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
-          response_schema="AuditList", tags=("audit",),
+          response_schema="AuditList", tags=("audit",), unmapped=True,
           query=(("limit", _AUDIT_LIMIT, "1-1000, default 100"),
                  ("continuation", "string", "the `continuation` of the previous page (signed and bound to the "
                                   "tenant; any other value answers 400)"))),

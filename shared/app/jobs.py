@@ -38,9 +38,9 @@ async def on_change_batch(
     out = await services.changefeed.process(
         kind, container_of(services.settings, kind), list(docs), final_attempt=final
     )
-    log.info("%s: %d change(s) -> %d event(s), %d published, %d duplicate(s), %d parked",
+    log.info("%s: %d change(s) -> %d event(s), %d published, %d duplicate(s), %d dead-lettered",
              kind.value, out.documents, out.events, out.published, out.duplicates,
-             out.parked_documents + out.parked_events)
+             out.deadlettered_documents + out.deadlettered_events)
     return out
 
 

@@ -12,15 +12,16 @@ from functools import cached_property
 from typing import Any, Callable
 
 from shared.changefeed.leases import FeedStarts, container_of
-from shared.changefeed.parking import ParkingStore
 from shared.changefeed.processor import ChangeFeedProcessor
 from shared.changefeed.rules import Kind
 from shared.changefeed.state import EntityState
 from shared.core.settings import Settings, get_settings
 from shared.delivery.configstore import ConfigStore
+from shared.delivery.deadletters import CHANGEFEED_DOCUMENT, CHANGEFEED_EVENT, DeadLetters
 from shared.delivery.idempotency import DedupePolicy, IdempotencyStore
 from shared.delivery.pipeline import Pipeline
-from shared.delivery.retry_queue import DeadLetters, RetryQueue
+from shared.delivery.replay import Replayer
+from shared.delivery.retry_queue import RetryQueue
 from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
@@ -83,8 +84,8 @@ class Services:
         self.queues = queue_service(settings, self.storage_credential())
         # One Cosmos client for the instance: the overdue timer, the feed-start lookup and /health.
         self.cosmos = SharedCosmos(settings, self.identity)
-        self.retries = RetryQueue(self.queues, settings.retry_queue,
-                                  DeadLetters(self.tables, settings.deadletter_table))
+        self.deadletters = DeadLetters(self.tables, settings.deadletter_table)
+        self.retries = RetryQueue(self.queues, settings.retry_queue, self.deadletters)
         self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds)
         self.pipeline = Pipeline(self.configs, self.destinations, self.metrics, parker=self.retries,
                                  idempotency=self.idempotency)
@@ -124,10 +125,16 @@ class Services:
             state=EntityState(self.redis, s.changefeed_state_ttl_days * 86_400),
             dedupe=DedupePolicy(s.changefeed_dedup_ttl_hours * 3_600, compact=True, strict=True),
             publisher=self.pipeline,
-            parking=ParkingStore(self.tables, s.changefeed_parked_table),
+            deadletters=self.deadletters,
             metrics=self.metrics,
             feed_started=starts.started if starts else None,
         )
+
+    @property
+    def replayers(self) -> dict[str, Replayer]:
+        """How dead letters of kinds other than `delivery` are replayed (delivery/replay.py)."""
+        return {CHANGEFEED_EVENT: self.changefeed.replay_dead_letter,
+                CHANGEFEED_DOCUMENT: self.changefeed.replay_dead_letter}
 
     @property
     def overdue_dedupe(self) -> DedupePolicy:

@@ -23,6 +23,9 @@ from shared.core import limits
 
 SCHEMA_VERSION = "1.0"
 SYSTEM_TENANT = "system"
+# The reserved partition of dead-lettered change-feed documents that name no valid tenant (not a
+# tenant id, so no grant can name it: only admins reach it).
+UNMAPPED_TENANT = "_unmapped"
 
 # The one tenant-id rule. The whole value must match: Python's `$` also matches before a final
 # newline, so `re.match` would take "acme\n"; `is_tenant_id` uses fullmatch. TENANT_PATTERN is the

@@ -94,10 +94,9 @@ class Settings(BaseModel):
     cosmos_compliance_container: str = Field("compliance", alias="COSMOS_COMPLIANCE_CONTAINER")
     cosmos_policies_container: str = Field("policies", alias="COSMOS_POLICIES_CONTAINER")
     cosmos_lease_container: str = Field("leases", alias="COSMOS_LEASE_CONTAINER")
-    # Change-feed path: last-known entity snapshots, dedup markers, parked items.
+    # Change-feed path: last-known entity snapshots; how long an event's idempotency claim is kept.
     changefeed_state_ttl_days: int = Field(400, alias="CHANGEFEED_STATE_TTL_DAYS", ge=1)
     changefeed_dedup_ttl_hours: int = Field(168, alias="CHANGEFEED_DEDUP_TTL_HOURS", ge=1)
-    changefeed_parked_table: str = Field("parked", alias="CHANGEFEED_PARKED_TABLE")
     overdue_schedule: str = Field("0 */5 * * * *", alias="OVERDUE_SCHEDULE")  # NCRONTAB, timer binding
 
     # Caller identity (docs/security.md). AUTH_MODE: "jwt" validates a bearer token in the app;

@@ -1,4 +1,4 @@
-"""Retry queue, dead letters and replay: a failed delivery is parked, retried, then dead-lettered.
+"""The retry queue: a failed delivery is parked (queued for retry), retried, then dead-lettered.
 
 Flow for one (event, destination) that failed in the request after the in-process retries:
 1. `RetryQueue.park` puts a message on the Storage queue RETRY_QUEUE (base64 JSON: the event,
@@ -10,11 +10,12 @@ Flow for one (event, destination) that failed in the request after the in-proces
 2. The queue-triggered function calls `process_retry_message`: one try at that destination only.
    On a transient failure with attempts left it re-enqueues the message with attempt + 1 and a
    growing visibility timeout; the original message is then deleted by the host.
-3. After the last attempt (or at once for a non-transient error) `DeadLetters.record` writes a row
-   (PartitionKey tenant, RowKey `{eventId}__{destination}`, so writing it twice is harmless) with
-   destination, reason, attempts, last error, the event and times, and a SYSTEM_ERROR event goes
-   through the pipeline for the tenant. A dead-lettered SYSTEM_ERROR never raises another one.
-4. `replay` sends dead letters back through their destination and marks them replayed; a replay
+3. After the last attempt (or at once for a non-transient error) the delivery goes to the dead-letter
+   store (deadletters.py: PartitionKey tenant, RowKey `{eventId}__{destination}`, so writing it
+   twice is harmless) with destination, reason, attempts, last error, the event and times, and a
+   SYSTEM_ERROR event goes through the pipeline for the tenant. A dead-lettered SYSTEM_ERROR never
+   raises another one.
+4. `replay.py` sends dead letters back through their destination and marks them replayed; a replay
    that fails again goes to the retry queue with a fresh attempt count.
 """
 from __future__ import annotations
@@ -26,31 +27,25 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import BaseModel, Field
 
 from shared.core.destination_options import RetryPolicy
 from shared.core.events import Event, utc_now_iso
 from shared.core.health import DependencyHealth
-from shared.core.ids import uuid7
 from shared.core.streamconfig import StreamConfig
+from shared.delivery.deadletters import DeadLetters
 from shared.delivery.pipeline import Failure
 from shared.observability.system_events import emit_system_error, is_system_event
-from shared.observability.tenant_metrics import BatchStats, TenantMetrics
+from shared.observability.tenant_metrics import BatchStats
 from shared.storage.clients import queue_client
-from shared.storage.lazy import LazyQueue, LazyTable
-from shared.storage import payload
+from shared.storage.lazy import LazyQueue
 
 log = logging.getLogger("grc.retries")
 
 MAX_MESSAGE_BYTES = 48_000  # a queue message holds 64 KiB after base64 (4/3)
 MAX_VISIBILITY_SECONDS = 7 * 86400 - 60
-PAYLOAD_PREFIX = "~payload_"  # payload rows share the dead-letter table; "~" sorts after every event id
-DEADLETTER_REASONS = ("retries exhausted", "non-transient error", "destination not configured")
 
 
 class RetryMessage(BaseModel):
@@ -64,92 +59,6 @@ class RetryMessage(BaseModel):
     event: dict[str, Any] | None = None
     payloadRef: str | None = None  # RowKey of a payload row in the dead-letter table
     replayOf: str | None = None
-
-
-def record_id(event_id: str, destination: str) -> str:
-    return f"{event_id}__{destination}"
-
-
-class DeadLetters:
-    """Dead-letter rows and claim-check payload rows, one table, PartitionKey = tenant."""
-
-    def __init__(self, tables: TableServiceClient, table_name: str) -> None:
-        self._table = LazyTable(tables, table_name)
-
-    async def table(self) -> TableClient:
-        return await self._table.get()
-
-    async def _call(self, fn: str, *args: Any, **kw: Any) -> Any:
-        return await self._table.call(fn, *args, **kw)
-
-    async def put_payload(self, tenant: str, event: dict[str, Any]) -> str:
-        rk = PAYLOAD_PREFIX + uuid7()
-        props, _ = payload.dump(event, compress=True)
-        await self._call("upsert_entity", {"PartitionKey": tenant, "RowKey": rk, **props}, mode=UpdateMode.REPLACE)
-        return rk
-
-    async def get_payload(self, tenant: str, rk: str) -> dict[str, Any]:
-        return payload.load(await self._call("get_entity", tenant, rk))
-
-    async def delete_payload(self, tenant: str, rk: str) -> None:
-        try:
-            await self._call("delete_entity", tenant, rk)
-        except ResourceNotFoundError:
-            pass
-
-    async def record(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int) -> dict[str, Any]:
-        now = utc_now_iso()
-        rid = record_id(str(event["eventId"]), msg.destination)
-        props, _ = payload.dump(event)
-        entity: dict[str, Any] = {
-            "PartitionKey": msg.tenantId, "RowKey": rid, "Id": rid, "EventId": str(event["eventId"]),
-            "EventType": str(event.get("eventType")), "Destination": msg.destination, "Reason": reason,
-            "Attempts": attempts, "LastError": (msg.lastError or "")[:4000], "FirstFailureAt": msg.firstFailureAt,
-            "DeadLetteredAt": now, "Replayed": False, **props,
-        }
-        await self._call("upsert_entity", entity, mode=UpdateMode.REPLACE)
-        return entity
-
-    async def list(self, tenant: str, *, limit: int, after: dict[str, str] | None = None,
-                   include_replayed: bool = False) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-        """One page of the tenant's records and where the next starts (the table's own continuation,
-        which the API signs as a continuation token; shared/storage/pagetokens.py)."""
-        if after is not None and not (isinstance(after, dict) and all(isinstance(v, str) for v in after.values())):
-            raise ValueError("not a dead-letter position")
-        flt = "PartitionKey eq @pk and RowKey lt @payload"
-        if not include_replayed:
-            flt += " and Replayed eq false"
-        table = await self.table()
-        pager = table.query_entities(flt, parameters={"pk": tenant, "payload": PAYLOAD_PREFIX},
-                                     results_per_page=limit).by_page(continuation_token=after)
-        rows: list[dict[str, Any]] = []
-        async for page in pager:
-            rows = [e async for e in page]
-            break
-        nxt = pager.continuation_token  # type: ignore[attr-defined]
-        return [self.view(r) for r in rows], (nxt or None)
-
-    async def get(self, tenant: str, rid: str) -> dict[str, Any] | None:
-        try:
-            return await self._call("get_entity", tenant, rid)
-        except ResourceNotFoundError:
-            return None
-
-    async def mark_replayed(self, tenant: str, rid: str, result: str) -> None:
-        await self._call("update_entity", {"PartitionKey": tenant, "RowKey": rid, "Replayed": True,
-                                           "ReplayedAt": utc_now_iso(), "ReplayResult": result},
-                         mode=UpdateMode.MERGE)
-
-    @staticmethod
-    def view(row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": row["RowKey"], "eventId": row.get("EventId"), "eventType": row.get("EventType"),
-            "destination": row.get("Destination"), "reason": row.get("Reason"), "attempts": row.get("Attempts"),
-            "lastError": row.get("LastError"), "firstFailureAt": row.get("FirstFailureAt"),
-            "deadLetteredAt": row.get("DeadLetteredAt"), "replayed": bool(row.get("Replayed")),
-            "replayedAt": row.get("ReplayedAt"), "replayResult": row.get("ReplayResult"),
-            "event": payload.load(row),
-        }
 
 
 class RetryQueue:
@@ -197,7 +106,7 @@ class RetryQueue:
         return out
 
     async def _park_one(self, f: Failure, now: str) -> bool:
-        policy = _policy(f.stream, f.destination)
+        policy = policy_of(f.stream, f.destination)
         msg = RetryMessage(tenantId=f.event.tenantId, destination=f.destination, attempt=1, firstFailureAt=now,
                            lastError=f.delivery.error, transient=f.delivery.transient,
                            event=f.event.to_dict())
@@ -213,7 +122,8 @@ class RetryQueue:
         await self._queue.send(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
 
 
-def _policy(stream: StreamConfig, destination: str) -> RetryPolicy:
+def policy_of(stream: StreamConfig, destination: str) -> RetryPolicy:
+    """The retry policy of `destination` in the tenant's config (the defaults when it has none)."""
     for d in stream.destinations:
         if d.type == destination:
             return d.retry
@@ -230,7 +140,7 @@ class RetryProcessor:
         """Returns the outcome: delivered, requeued or deadlettered. Raises when it must be redelivered."""
         msg = RetryMessage.model_validate_json(body)
         retries: RetryQueue = self.s.retries
-        event = msg.event if msg.event is not None else await retries.deadletters.get_payload(
+        event = msg.event if msg.event is not None else await self.s.deadletters.get_payload(
             msg.tenantId, str(msg.payloadRef))
         config = await self.s.configs.get(msg.tenantId)
         dest_cfg = next((d for d in config.destinations if d.type == msg.destination and d.enabled), None)
@@ -255,15 +165,15 @@ class RetryProcessor:
                 if d.transient and msg.attempt < policy.attempts:
                     nxt = msg.model_copy(update={"attempt": msg.attempt + 1})
                     await retries.send(nxt, policy.delay(msg.attempt + 1, random.random()))
-                    await _record(self.s.metrics, stats)  # this attempt's retry and failure count too
+                    await self.s.metrics.try_record(stats)  # this attempt's retry and failure count too
                     return "requeued"  # the payload row (if any) stays for the next attempt
                 if d.transient:
                     outcome = await self._exhausted(msg, event, config, msg.attempt, stats)
                 else:
                     outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
         if msg.payloadRef:
-            await retries.deadletters.delete_payload(msg.tenantId, msg.payloadRef)
-        await _record(self.s.metrics, stats)
+            await self.s.deadletters.delete_payload(msg.tenantId, msg.payloadRef)
+        await self.s.metrics.try_record(stats)
         return outcome
 
     async def _exhausted(self, msg: RetryMessage, event: dict[str, Any], config: StreamConfig, attempts: int,
@@ -287,7 +197,9 @@ class RetryProcessor:
 
     async def _dead_letter(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int,
                            stats: BatchStats) -> str:
-        row = await self.s.retries.deadletters.record(msg, event, reason, attempts)
+        row = await self.s.deadletters.record_delivery(
+            msg.tenantId, msg.destination, event, reason, attempts=attempts, last_error=msg.lastError,
+            first_failure_at=msg.firstFailureAt)
         stats.tenant(msg.tenantId).count("dlq")
         log.warning("dead-lettered %s for %s at %s: %s", event.get("eventId"), msg.tenantId, msg.destination, reason)
         if not is_system_event(event):  # a dead-lettered system event raises nothing further
@@ -297,57 +209,3 @@ class RetryProcessor:
                        "lastError": (msg.lastError or "")[:1000], "eventType": event.get("eventType")},
             )
         return "deadlettered"
-
-
-async def _record(metrics: TenantMetrics | None, stats: BatchStats) -> None:
-    if metrics is None:
-        return
-    try:
-        await metrics.record(stats)
-    except Exception as exc:  # noqa: BLE001 - metrics never fail a retry
-        log.warning("metrics not recorded: %s", type(exc).__name__)
-
-
-async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int = 500) -> list[dict[str, Any]]:
-    """Send dead letters back through their destination; returns a result per record."""
-    dl: DeadLetters = services.retries.deadletters
-    if ids is None:
-        rows, _ = await dl.list(tenant, limit=limit)
-        targets: list[tuple[str, dict[str, Any] | None]] = [(r["id"], None) for r in rows]
-    else:
-        targets = [(i, None) for i in ids[:limit]]
-    config = await services.configs.get(tenant)
-    out: list[dict[str, Any]] = []
-    stats = BatchStats()
-    for rid, _ in targets:
-        row = await dl.get(tenant, rid)
-        if row is None or rid.startswith(PAYLOAD_PREFIX):
-            out.append({"id": rid, "result": "not found"})
-            continue
-        if row.get("Replayed"):
-            out.append({"id": rid, "result": "already replayed", "replayResult": row.get("ReplayResult")})
-            continue
-        dest = str(row["Destination"])
-        event = payload.load(row)
-        if not any(d.type == dest and d.enabled for d in config.destinations):
-            out.append({"id": rid, "result": "destination not configured"})
-            continue
-        [d] = await services.pipeline.deliver(dest, config, [Event.model_validate(event)],
-                                              stats=stats.tenant(tenant))
-        if d.status == "delivered":
-            result = "delivered"
-            stats.tenant(tenant).count(f"d:{dest}:ok")
-        else:
-            msg = RetryMessage(tenantId=tenant, destination=dest, attempt=1, firstFailureAt=utc_now_iso(),
-                               lastError=d.error, transient=True, event=event, replayOf=rid)
-            try:
-                await services.retries.send(msg, _policy(config, dest).delay(1, random.random()))
-            except Exception as exc:  # noqa: BLE001
-                out.append({"id": rid, "result": "failed", "error": f"retry queue unavailable: {type(exc).__name__}"})
-                continue
-            result = "requeued"
-        await dl.mark_replayed(tenant, rid, result)
-        out.append({"id": rid, "result": result})
-    await _record(services.metrics, stats)
-    return out
-

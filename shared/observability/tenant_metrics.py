@@ -211,6 +211,13 @@ class TenantMetrics:
         elif self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush_later())
 
+    async def try_record(self, stats: BatchStats) -> None:
+        """`record`, for callers whose work must not fail on metrics: a failure is logged, not raised."""
+        try:
+            await self.record(stats)
+        except Exception as exc:  # noqa: BLE001 - metrics never fail a batch, a retry or a replay
+            log.warning("metrics not recorded: %s", type(exc).__name__)
+
     async def _flush_later(self) -> None:
         try:
             await asyncio.sleep(self._flush_seconds)

@@ -27,7 +27,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient, TableServiceClient
 from pydantic import BaseModel, ConfigDict
 
-from shared.core.events import is_tenant_id
+from shared.core.events import UNMAPPED_TENANT, is_tenant_id
 from shared.security.principal import Principal
 from shared.storage import payload
 from shared.storage.lazy import LazyTable
@@ -93,6 +93,11 @@ def _unpack(prefix: str, entity: dict[str, Any]) -> Any:
     return orjson.loads(text) if text else None
 
 
+def _partition(tenant: str) -> bool:
+    """A tenant's trail, or the one of admin actions on dead letters that name no valid tenant."""
+    return is_tenant_id(tenant) or tenant == UNMAPPED_TENANT
+
+
 def _short(value: str) -> str:
     return value[:MAX_FIELD]
 
@@ -115,7 +120,7 @@ class AuditLog:
         correlation_id: str = "",
     ) -> AuditRecord:
         """Append one record; returns it as `list` would."""
-        if not is_tenant_id(tenant):
+        if not _partition(tenant):
             raise ValueError("invalid tenant id")
         if isinstance(actor, Principal):
             who = {"Actor": _short(actor.subject), "ActorName": _short(actor.name),
@@ -148,7 +153,7 @@ class AuditLog:
         """Newest first. `after` = the `continuation` of the previous page (the last RowKey it held;
         the API signs it as a continuation token, shared/storage/pagetokens.py); it can only move within
         `tenant`'s partition, so it cannot reach another tenant's records."""
-        if not is_tenant_id(tenant):
+        if not _partition(tenant):
             raise ValueError("invalid tenant id")
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}")
