@@ -90,7 +90,7 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
     _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}")
     schemas = {**defs["$defs"], **_EXTRA_SCHEMAS}
     paths: dict[str, dict[str, Any]] = {}
-    for r in routes:
+    for r in (r for r in routes if r.documented):
         op: dict[str, Any] = {"operationId": r.name, "summary": r.summary, "tags": list(r.tags) or ["meta"]}
         params = []
         if "{tenantId}" in r.path:

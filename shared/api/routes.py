@@ -1,10 +1,9 @@
-"""The route table, the one registry: what function_app.py registers, what /openapi.json documents,
-what 405 knows. The two handlers that describe the table itself (/openapi.json and the 404/405
-fallback) are here, beside it."""
+"""The route table, the one registry: function_app.py registers it with the Functions host (a
+`func.Blueprint` built from it by shared/http/functions_adapter.py: one named function per route),
+/openapi.json documents it, and 405 knows its methods. The two handlers that describe the table itself
+(/openapi.json and the 404/405 fallback) are here, beside it."""
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -21,29 +20,9 @@ from shared.api import (
 )
 from shared.core import limits
 from shared.core.events import CLIENT_ID_PATTERN
-from shared.http.adapter import Handler, public
+from shared.http.adapter import public
+from shared.http.routing import ANY_METHOD, Route, allowed_methods
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str  # the Functions function name
-    method: str
-    path: str  # Functions route template, no leading slash
-    handler: Handler
-    summary: str
-    anonymous: bool = False
-    request_schema: str | None = None  # components/schemas name
-    response_schema: str | None = None
-    success: int = 200
-    # (name, JSON type or a JSON Schema, description)
-    query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
-    tags: tuple[str, ...] = field(default_factory=tuple)
-    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (header name, JSON Schema, description)
-    required_query: tuple[str, ...] = ()  # query parameters the handler refuses to do without
-    # The path's tenantId may also be the reserved partition of dead letters naming no valid tenant
-    # (UNMAPPED_TENANT), served to admins only.
-    unmapped: bool = False
 
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
@@ -129,33 +108,21 @@ async def not_matched(req: ApiRequest) -> ApiResponse:
     """Lowest route precedence: 405 with Allow for a known path and a wrong method, 404 otherwise
     (the Functions host answers a wrong method with 404; a `{*path}` function sees only requests no
     other function matched)."""
-    allowed = allowed_methods(req.path)
+    allowed = allowed_methods(ROUTES, req.path)
     if allowed:
         raise ProblemError(405, "Method Not Allowed", f"{req.method} is not allowed here; use {', '.join(allowed)}",
                            headers={"Allow": ", ".join(allowed)})
     raise ProblemError(404, "Not Found", f"no route matches {req.path}")
 
 
-ROUTES = (*API_ROUTES, Route("openapi", "GET", "openapi.json", openapi, "This document", anonymous=True,
-                             tags=("meta",)))
+ROUTES: tuple[Route, ...] = (
+    *API_ROUTES,
+    Route("openapi", "GET", "openapi.json", openapi, "This document", anonymous=True, tags=("meta",)),
+    Route("not_matched", ANY_METHOD, "{*path}", not_matched, "404 / 405 for what no other route matches",
+          anonymous=True, documented=False),
+)
 
 
 @lru_cache(maxsize=1)
 def _document() -> dict[str, Any]:
     return openapi_doc.document(ROUTES)
-
-
-def _regex(template: str) -> re.Pattern[str]:
-    parts = []
-    for seg in template.strip("/").split("/"):
-        parts.append("[^/]+" if seg.startswith("{") else re.escape(seg))
-    return re.compile("^/" + "/".join(parts) + "/?$")
-
-
-@lru_cache(maxsize=1)
-def _compiled() -> list[tuple[re.Pattern[str], Route]]:
-    return [(_regex(r.path), r) for r in ROUTES]
-
-
-def allowed_methods(path: str) -> list[str]:
-    return sorted({r.method for rx, r in _compiled() if rx.fullmatch(path)})
