@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import orjson
 
 from shared.observability import cosmos_usage, resources, telemetry
-from shared.observability.telemetry import SystemStats
+from shared.observability.telemetry.records import SystemStats
 
 log = logging.getLogger("grc.service_stats")
 
