@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT = "from importlinter.cli import lint_imports; raise SystemExit(lint_imports(no_cache=True, no_logo=True))"
 
@@ -31,37 +33,20 @@ def _copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _add_line(path: Path, line: str) -> None:
-    path.write_text(path.read_text() + f"\n{line}\n")
-
-
-def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("module", "line", "expected"), [
+    # an upward import
+    ("core/filters.py", "from shared.delivery import pipeline", "shared.core is not allowed to import shared.delivery"),
+    # two siblings tied together
+    ("destinations/analytics.py", "from shared.observability import telemetry",
+     "shared.destinations is not allowed to import shared.observability"),
+    # Azure Functions types outside the adapter
+    ("http/adapter.py", "import azure.functions as func", "shared.http.adapter (l."),
+    # a cycle inside a package (enrich imports ids)
+    ("core/ids.py", "from shared.core import enrich", "No cycles are allowed in shared.core"),
+])
+def test_each_kind_of_violation_breaks_a_contract(tmp_path: Path, module: str, line: str, expected: str) -> None:
     root = _copy(tmp_path)
-    _add_line(root / "shared" / "core" / "filters.py", "from shared.delivery import pipeline  # noqa")
+    path = root / "shared" / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa\n")
     run = _lint(root)
-    assert run.returncode == 1
-    assert "shared.core is not allowed to import shared.delivery" in run.stdout, run.stdout
-
-
-def test_a_sibling_import_breaks_independence(tmp_path: Path) -> None:
-    root = _copy(tmp_path)
-    _add_line(root / "shared" / "destinations" / "analytics.py", "from shared.observability import telemetry  # noqa")
-    run = _lint(root)
-    assert run.returncode == 1
-    assert "shared.destinations is not allowed to import shared.observability" in run.stdout, run.stdout
-
-
-def test_azure_functions_outside_the_adapter_breaks_a_contract(tmp_path: Path) -> None:
-    root = _copy(tmp_path)
-    _add_line(root / "shared" / "http" / "adapter.py", "import azure.functions as func  # noqa")
-    run = _lint(root)
-    assert run.returncode == 1
-    assert "shared.http.adapter (l." in run.stdout and "azure.functions" in run.stdout, run.stdout
-
-
-def test_a_cycle_inside_a_package_breaks_a_contract(tmp_path: Path) -> None:
-    root = _copy(tmp_path)
-    _add_line(root / "shared" / "core" / "ids.py", "from shared.core import enrich  # noqa")  # enrich imports ids
-    run = _lint(root)
-    assert run.returncode == 1
-    assert "No cycles are allowed in shared.core" in run.stdout, run.stdout
+    assert run.returncode == 1 and expected in run.stdout, run.stdout

@@ -8,8 +8,7 @@ fails is handed to the `Parker` (the retry queue); an event is `accepted` only w
 destinations delivered or parked it, otherwise `failed` (the client must retry: nothing was
 acknowledged).
 
-Each destination call runs under its retry policy (`retry` of the destination config; tenants
-with different policies go in separate calls, one after another): a per-attempt timeout, and the
+Each destination call runs under its retry policy (dispatch.py): a per-attempt timeout, and the
 failed, transient events retried in process a few times with a short backoff before they are
 parked. Events with a client-given id (eventId or Idempotency-Key) and service-made events are
 claimed in the idempotency store first: a repeat within the window gets the original result as
@@ -29,7 +28,6 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 from pydantic import ValidationError
 
 from shared.core import limits
-from shared.core.destination_options import IN_PROCESS_MAX_DELAY_SECONDS, RetryPolicy
 from shared.core.enrich import enrich, now_iso
 from shared.core.events import Event, EventIn, is_tenant_id
 from shared.core.filters import passes
@@ -37,8 +35,8 @@ from shared.core.ids import uuid7
 from shared.core.results import Delivery, EventResult, FieldError
 from shared.core.streamconfig import StreamConfig
 from shared.core.validation import field_errors
+from shared.delivery.dispatch import DestinationLookup, Dispatcher
 from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
-from shared.destinations.base import Chunk, Destination
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats
 
 log = logging.getLogger("grc.pipeline")
@@ -62,33 +60,10 @@ class ConfigSource(Protocol):
     async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]: ...
 
 
-class DestinationLookup(Protocol):
-    def get(self, type_: str) -> Destination | None: ...
-
-
 # Runs after metrics are written; may be async (awaited: e.g. system events for failed deliveries).
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
-MAX_ROUTES = 10_000  # stream configs whose routing is kept worked out
 PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """What a stream config says about routing, worked out once per config object (configs are
-    cached per instance, so a batch naming hundreds of tenants does not redo this per tenant)."""
-
-    enabled: tuple[str, ...]  # enabled destination types, in config order
-    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]]  # type -> (options, policy, policy key)
-
-
-def _route_of(config: StreamConfig) -> _Route:
-    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]] = {}
-    for d in config.destinations:  # the first of a type (types are unique in a valid config)
-        if d.type not in targets:
-            policy = getattr(d, "retry", None) or RetryPolicy()
-            targets[d.type] = (d.options, policy, tuple(policy.__dict__.values()))
-    return _Route(tuple(d.type for d in config.destinations if d.enabled), targets)
 
 
 @dataclass
@@ -116,18 +91,7 @@ class Pipeline:
         self.parker = parker
         self.hooks = list(hooks)
         self.idempotency = idempotency
-        self.rand = rand
-        self._routes: dict[int, tuple[StreamConfig, _Route]] = {}
-
-    def _route_for(self, config: StreamConfig) -> _Route:
-        hit = self._routes.get(id(config))
-        if hit is not None and hit[0] is config:
-            return hit[1]
-        if len(self._routes) >= MAX_ROUTES:
-            self._routes.clear()
-        route = _route_of(config)
-        self._routes[id(config)] = (config, route)  # the config is held, so its id is not reused
-        return route
+        self.dispatch = Dispatcher(destinations, rand)
 
     # ---- entry points ------------------------------------------------------------------
 
@@ -295,7 +259,7 @@ class Pipeline:
                                              reason=reason, httpStatus=200)
             if not passing:
                 continue
-            enabled = self._route_for(config).enabled
+            enabled = self.dispatch.route_for(config).enabled
             for dest_type in enabled:
                 todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})] if prior else passing
                 for start in range(0, len(todo), config.batchSize):
@@ -309,7 +273,7 @@ class Pipeline:
         # destinations run concurrently, so a batch has at most one call in flight per destination.
         dest_types = list(jobs)
         per_dest = await asyncio.gather(*(
-            self._deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
+            self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
         failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
         for dest_type, outcomes in zip(dest_types, per_dest):
             for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
@@ -366,81 +330,8 @@ class Pipeline:
         batch = BatchStats()
         if stats is not None:
             batch.tenants[config.tenantId] = stats
-        return (await self._deliver_chunks(dest_type, [(config, list(events))], batch, attempts=attempts))[0]
-
-    async def _deliver_chunks(
-        self, dest_type: str, chunks: list[tuple[StreamConfig, list[Event]]], stats: BatchStats,
-        attempts: int | None = None,
-    ) -> list[list[Delivery]]:
-        """Chunks of any number of tenants to one destination; a Delivery per event, per chunk.
-
-        Chunks whose tenants share a retry policy (normally all) go in one call per attempt; the
-        groups of different policies go one after another, so one batch never has more than one
-        call in flight to a destination.
-        """
-        dest = self.destinations.get(dest_type)
-        if dest is None:
-            return [[Delivery(destination=dest_type, status="failed", transient=False,
-                              error=f"destination type {dest_type!r} is not available in this deployment")
-                     for _ in events] for _, events in chunks]
-        groups: dict[tuple[Any, ...], tuple[RetryPolicy, list[int]]] = {}
-        prepared: list[Chunk] = []
-        for j, (config, events) in enumerate(chunks):
-            options, policy, key = self._route_for(config).targets[dest_type]
-            prepared.append(Chunk(config, options, events))
-            groups.setdefault(key, (policy, []))[1].append(j)
-        if len(groups) == 1:  # the usual case: every tenant of the batch has the same policy
-            [(policy, _)] = groups.values()
-            return await self._deliver_group(dest, prepared, policy, stats, attempts)
-        out: list[list[Delivery]] = [[] for _ in chunks]
-        for policy, members in groups.values():
-            got = await self._deliver_group(dest, [prepared[j] for j in members], policy, stats, attempts)
-            for j, dels in zip(members, got):
-                out[j] = dels
-        return out
-
-    async def _deliver_group(
-        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy, stats: BatchStats,
-        attempts: int | None,
-    ) -> list[list[Delivery]]:
-        """Calls under one retry policy: the failed, transient events of every chunk are tried again
-        together, after the policy's (capped) backoff."""
-        out = await self._attempt(dest, chunks, policy)
-        tries = attempts if attempts is not None else policy.inProcessAttempts
-        for attempt in range(2, tries + 1):
-            again = [(c, ix) for c, ix in (
-                (c, [i for i, d in enumerate(dels) if d.status == "failed" and d.transient])
-                for c, dels in enumerate(out)) if ix]
-            if not again:
-                break
-            for c, ix in again:
-                stats.tenant(chunks[c].stream.tenantId).count("retry", len(ix))
-            await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
-            retry = [Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in ix]) for c, ix in again]
-            got = await self._attempt(dest, retry, policy)
-            for (c, ix), dels in zip(again, got):
-                row = out[c] = list(out[c])
-                for i, d in zip(ix, dels):
-                    row[i] = d
-        return out
-
-    async def _attempt(
-        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy
-    ) -> list[list[Delivery]]:
-        try:
-            out = await asyncio.wait_for(dest.publish(chunks), policy.timeoutSeconds)
-        except asyncio.TimeoutError:
-            return [[Delivery(destination=dest.type, status="failed", transient=True,
-                              error=f"no answer within {policy.timeoutSeconds} s") for _ in ch.events]
-                    for ch in chunks]
-        except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
-            log.exception("destination %s raised", dest.type)
-            return [[Delivery(destination=dest.type, status="failed", transient=True,
-                              error=f"destination error: {type(exc).__name__}") for _ in ch.events]
-                    for ch in chunks]
-        if len(out) != len(chunks) or any(len(d) != len(ch.events) for d, ch in zip(out, chunks)):
-            raise RuntimeError(f"destination {dest.type} returned results that do not match its chunks")
-        return out
+        chunks = [(config, list(events))]
+        return (await self.dispatch.deliver_chunks(dest_type, chunks, batch, attempts=attempts))[0]
 
     async def _finish(self, stats: BatchStats, results: Sequence[EventResult]) -> None:
         if self.metrics is not None:

@@ -22,6 +22,10 @@ Key design (docs/analytics.md has the long form):
   source, action, entity and times are columns too, for server-side filters.
 - Writes: entity group transactions per partition, at most 100 operations and under 4 MB each
   (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check).
+
+Why ~400 lines in one module: writes, history reads and the retention purge share the key design
+above (partition and row keys, the tenant-hour index); kept together, a change to the keys cannot
+leave one of the three reading or deleting what the others no longer write.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -404,16 +408,3 @@ class AnalyticsDestination:
 
     async def close(self) -> None:
         """The table service client is owned by the service container."""
-
-
-def iso_to_ms(value: str) -> int:
-    dt = datetime.fromisoformat(value)
-    if dt.tzinfo is None:
-        raise ValueError("needs a time zone offset")
-    return int(dt.timestamp() * 1000)
-
-
-def default_range(now: float, hours: int = 24) -> tuple[int, int]:
-    to_ms = int(now * 1000)
-    return to_ms - int(timedelta(hours=hours).total_seconds() * 1000), to_ms
-

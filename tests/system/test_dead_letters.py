@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
 from tests.system.cosmos import Platform, iso, wait_events
-from tests.system.harness import App, Stack, app_env, start_app, tenant, wait_for
+from tests.system.harness import App, Stack, own_stack_and_app, tenant, wait_for
 
 
 def _dead(app: App, t: str, **kw: Any) -> list[dict[str, Any]]:
@@ -57,19 +57,12 @@ def test_an_unmappable_document_is_dead_lettered_listed_and_replayed_with_its_re
 
 
 @pytest.fixture
-def own(tmp_path: Path) -> Any:
+def own(tmp_path: Path) -> Iterator[tuple[Stack, App]]:
     """A stack and an app of this test's own: Redis is stopped, and the app's change-feed retries are
     20 times shorter (the runner's --retry-scale) so the last of the 5 retries comes within seconds."""
-    stack = Stack(tmp_path / "stack").start(("redis", "azurite", "cosmos"))
-    try:
-        app = start_app(app_env(stack, tmp_path, SYSTEM_PERFORMANCE_EVENTS="false"), tmp_path / "app",
-                        "--retry-scale", "0.05")
-        try:
-            yield stack, app
-        finally:
-            app.stop()
-    finally:
-        stack.stop()
+    with own_stack_and_app(tmp_path, ("redis", "azurite", "cosmos"), "--retry-scale", "0.05",
+                           SYSTEM_PERFORMANCE_EVENTS="false") as running:
+        yield running
 
 
 def test_a_batch_failing_on_its_last_retry_is_dead_lettered_then_replayed(own: tuple[Stack, App]) -> None:

@@ -22,7 +22,7 @@ import atexit
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -101,34 +101,37 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-def _log_processor(role: str) -> Any:
+def _processor(role: str, finish: Callable[[Any, dict[str, Any]], dict[str, Any]]) -> Callable[[Any], bool]:
+    """A telemetry processor (run on every envelope before it is sent): the cloud role and the
+    invocation's operation tags from the reserved properties, then `finish`, the record type's own
+    part, gives the properties that are sent."""
+
     def process(envelope: Any) -> bool:
         base = envelope.data.baseData
         props = dict(base.properties or {})
         _set_operation(envelope, props, role)
-        if getattr(base, "message", None):
-            base.message = redact(base.message)
-        for exc in getattr(base, "exceptions", None) or []:
-            exc["message"] = redact(str(exc.get("message", "")))
-        base.properties = {k: v for k, v in props.items() if k in _KEPT_LOG_PROPERTIES}
+        base.properties = finish(base, props)
         return True
 
     return process
 
 
-def _metric_processor(role: str) -> Any:
-    def process(envelope: Any) -> bool:
-        base = envelope.data.baseData
-        props = dict(base.properties or {})
-        _set_operation(envelope, props, role)
-        if _COUNT in props:
-            point = base.metrics[0]
-            point.kind, point.count = "Aggregation", int(props.pop(_COUNT))
-            point.min, point.max = float(props.pop(_MIN)), float(props.pop(_MAX))
-        base.properties = props
-        return True
+def _finish_log(base: Any, props: dict[str, Any]) -> dict[str, Any]:
+    """Messages and exception texts redacted; only catalogued log fields and dimensions kept."""
+    if getattr(base, "message", None):
+        base.message = redact(base.message)
+    for exc in getattr(base, "exceptions", None) or []:
+        exc["message"] = redact(str(exc.get("message", "")))
+    return {k: v for k, v in props.items() if k in _KEPT_LOG_PROPERTIES}
 
-    return process
+
+def _finish_metric(base: Any, props: dict[str, Any]) -> dict[str, Any]:
+    """A summary's count, min and max (reserved labels) into the data point: an App Insights aggregate."""
+    if _COUNT in props:
+        point = base.metrics[0]
+        point.kind, point.count = "Aggregation", int(props.pop(_COUNT))
+        point.min, point.max = float(props.pop(_MIN)), float(props.pop(_MAX))
+    return props
 
 
 class _IntervalProducer(MetricProducer):  # type: ignore[misc]
@@ -186,12 +189,12 @@ class AppInsightsTelemetry(AggregatingTelemetry):
         if info_sampling < 1.0:
             self._handler.addFilter(_InfoSampling(info_sampling))
         self._handler.addFilter(_ContextFilter())
-        self._handler.add_telemetry_processor(_log_processor(role_name))
+        self._handler.add_telemetry_processor(_processor(role_name, _finish_log))
         logging.getLogger(LOGGER_NAME).addHandler(self._handler)
 
         self._exporter = MetricsExporter(export_interval=export_interval, enable_standard_metrics=False,
                                          **options)
-        self._exporter.add_telemetry_processor(_metric_processor(role_name))
+        self._exporter.add_telemetry_processor(_processor(role_name, _finish_metric))
         self._producer = _IntervalProducer(self.aggregator)  # held: the exporter thread keeps a weak ref
         self._exporter.exporter_thread = transport.get_exporter_thread(
             [self._producer], self._exporter, interval=export_interval)
