@@ -131,8 +131,8 @@ def summary(api: str) -> None:
 
 
 async def overdue() -> None:
-    from shared.app.services import reset_services
     from shared.app.jobs import run_overdue_check
+    from shared.app.services import reset_services
 
     try:
         run = await run_overdue_check()

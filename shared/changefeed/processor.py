@@ -28,9 +28,9 @@ from shared.core.events import UNMAPPED_TENANT, Event, utc_now_iso
 from shared.core.results import EventResult
 from shared.delivery.deadletters import CHANGEFEED_EVENT, DeadLetters, partition_for
 from shared.delivery.idempotency import DedupePolicy
-from shared.storage import payload
 from shared.observability import telemetry
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics
+from shared.storage import payload
 
 log = logging.getLogger("grc.changefeed")
 

@@ -37,10 +37,10 @@ from shared.core.ids import uuid7
 from shared.storage import payload
 from shared.storage.lazy import LazyTable
 
-Kind = Literal["delivery", "changefeed-event", "changefeed-document"]
-DELIVERY: Kind = "delivery"
-CHANGEFEED_EVENT: Kind = "changefeed-event"
-CHANGEFEED_DOCUMENT: Kind = "changefeed-document"
+RecordKind = Literal["delivery", "changefeed-event", "changefeed-document"]
+DELIVERY: RecordKind = "delivery"
+CHANGEFEED_EVENT: RecordKind = "changefeed-event"
+CHANGEFEED_DOCUMENT: RecordKind = "changefeed-document"
 
 PAYLOAD_PREFIX = "~payload_"  # claim-check rows; "~" sorts after every record
 MAX_TEXT = 4000
@@ -103,7 +103,7 @@ class DeadLetters:
     # ---- records ---------------------------------------------------------------------------
 
     @staticmethod
-    def _entity(tenant: str, rid: str, kind: Kind, reason: str, attempts: int, last_error: str | None,
+    def _entity(tenant: str, rid: str, kind: RecordKind, reason: str, attempts: int, last_error: str | None,
                 first_failure_at: str, body: Any, **columns: Any) -> dict[str, Any]:
         props, _ = payload.dump(body)
         return {"PartitionKey": tenant, "RowKey": rid, "Id": rid, "Kind": kind, "Reason": reason[:MAX_TEXT],
@@ -183,7 +183,7 @@ class DeadLetters:
             "LastError": error[:MAX_TEXT]}, mode=UpdateMode.MERGE)
 
     @staticmethod
-    def kind_of(row: dict[str, Any]) -> Kind:
+    def kind_of(row: dict[str, Any]) -> RecordKind:
         return row.get("Kind") or DELIVERY  # rows written before change-feed records had no Kind
 
     @classmethod

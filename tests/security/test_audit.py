@@ -10,8 +10,8 @@ import pytest
 from azure.data.tables.aio import TableServiceClient
 
 from shared.security.audit import MAX_PARTS, AuditLog, row_key
-from shared.storage.payload import STRING_CHUNK_UTF16_BYTES as CHUNK_UTF16_BYTES
 from shared.security.principal import Principal
+from shared.storage.payload import STRING_CHUNK_UTF16_BYTES as CHUNK_UTF16_BYTES
 
 
 @pytest.fixture
