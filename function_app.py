@@ -1,8 +1,8 @@
 """Azure Functions entry points (Python v2 model). Triggers only: decode -> call shared -> encode.
 
-Every HTTP function goes through `shared.http.functions_adapter.serve` (one request adapter);
-the handlers and the route table live in `shared/api/`. The Cosmos DB triggers and the overdue
-timer hand their batch to `shared.changefeed.entry` (docs/change-capture.md).
+The HTTP functions are the route table (`shared/api/routes.py`), registered as one blueprint: one
+named function per route, each through the one request adapter. The queue, timer and Cosmos DB
+triggers hand their input to `shared.app.jobs` (docs/change-capture.md).
 """
 from __future__ import annotations
 
@@ -10,26 +10,14 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import jobs, monitor, telemetry
-from shared.api import (
-    audit,
-    deadletters,
-    events,
-    fallback,
-    health as health_api,
-    history,
-    metrics,
-    openapi as openapi_api,
-    search,
-    streamconfig,
-)
-from shared.changefeed import entry as changefeed
+from shared.api.routes import ROUTES
+from shared.app import jobs
+from shared.app.gc_tuning import tune_for_throughput
 from shared.changefeed.leases import LEASE_PREFIXES
 from shared.changefeed.rules import Kind
-from shared.gc_tuning import tune_for_throughput
-from shared.http.functions_adapter import serve
-from shared.settings import get_settings
-from shared.vector import indexer as vector_indexer
+from shared.core.settings import get_settings
+from shared.http.functions_adapter import http_functions
+from shared.observability import telemetry
 
 # Once per worker process, before any invocation: telemetry is process-wide (exporter threads and
 # a handler on the `grc` logger), unlike the per-event-loop service container.
@@ -37,55 +25,8 @@ telemetry.configure(get_settings())
 tune_for_throughput()  # after the imports, so start-up objects are frozen out of collections
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-ANONYMOUS = func.AuthLevel.ANONYMOUS
-
-
-@app.function_name("health")
-@app.route(route="health", methods=["GET"], auth_level=ANONYMOUS)
-async def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, health_api.health, context)
-
-
-@app.function_name("openapi")
-@app.route(route="openapi.json", methods=["GET"], auth_level=ANONYMOUS)
-async def openapi(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, openapi_api.openapi, context)
-
-
-@app.function_name("publish_event")
-@app.route(route="events", methods=["POST"])
-async def publish_event(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, events.publish_event, context)
-
-
-@app.function_name("publish_events_bulk")
-@app.route(route="events/bulk", methods=["POST"])
-async def publish_events_bulk(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, events.publish_bulk, context)
-
-
-@app.function_name("list_events")
-@app.route(route="events/{tenantId}", methods=["GET"])
-async def list_events(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, events.list_events, context)
-
-
-@app.function_name("event_history")
-@app.route(route="events/{tenantId}/history", methods=["GET"])
-async def event_history(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, history.event_history, context)
-
-
-@app.function_name("list_deadletters")
-@app.route(route="deadletters/{tenantId}", methods=["GET"])
-async def list_deadletters(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, deadletters.list_deadletters, context)
-
-
-@app.function_name("replay_deadletters")
-@app.route(route="deadletters/{tenantId}/replay", methods=["POST"])
-async def replay_deadletters(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, deadletters.replay_deadletters, context)
+# Every HTTP function comes from the route table, the one registry /openapi.json is also built from.
+app.register_functions(http_functions(ROUTES))
 
 
 # Failed deliveries parked by the pipeline: one retry each, re-enqueued with backoff, then dead-lettered.
@@ -104,42 +45,13 @@ async def purge_analytics(timer: func.TimerRequest, context: func.Context) -> No
         await jobs.purge_analytics()
 
 
-@app.function_name("get_metrics")
-@app.route(route="metrics/{tenantId}", methods=["GET"])
-async def get_metrics(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, metrics.get_metrics, context)
-
-
-@app.function_name("get_stream_config")
-@app.route(route="stream-config/{tenantId}", methods=["GET"])
-async def get_stream_config(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, streamconfig.get_stream_config, context)
-
-
-@app.function_name("put_stream_config")
-@app.route(route="stream-config/{tenantId}", methods=["PUT"])
-async def put_stream_config(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, streamconfig.put_stream_config, context)
-
-
-@app.function_name("get_audit")
-@app.route(route="audit/{tenantId}", methods=["GET"])
-async def get_audit(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, audit.get_audit, context)
-
-
 # SYSTEM_PERFORMANCE / DATA_ANOMALY per tenant and the service-wide custom metrics, once a minute
 # (idempotent per tenant-minute across instances and past-due runs).
 @app.function_name("monitor")
 @app.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=False)
 async def monitor_timer(timer: func.TimerRequest, context: func.Context) -> None:
-    await monitor.on_timer(timer, context)
-
-
-@app.function_name("search_events")
-@app.route(route="search/{tenantId}", methods=["GET"])
-async def search_events(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, search.search_events, context)
+    with telemetry.invocation(context):
+        await jobs.monitor_pass(past_due=timer.past_due)
 
 
 # Destination `vector`: embed and index the events queued at publish (docs/vector-search.md).
@@ -148,15 +60,7 @@ async def search_events(req: func.HttpRequest, context: func.Context) -> func.Ht
 @app.queue_trigger(arg_name="msg", queue_name="%VECTOR_QUEUE%", connection="STORAGE_CONNECTION_STRING")
 async def index_vectors(msg: func.QueueMessage, context: func.Context) -> None:
     with telemetry.invocation(context):
-        await vector_indexer.process_queue_message(msg.get_body())
-
-
-# Lowest route precedence: answers 405 (known path, wrong method) or 404 as problem details.
-@app.function_name("not_matched")
-@app.route(route="{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-           auth_level=ANONYMOUS)
-async def not_matched(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    return await serve(req, fallback.not_matched, context)
+        await jobs.index_vectors(msg.get_body())
 
 
 # ---- change capture: one Cosmos DB trigger per monitored container ---------------------------
@@ -184,7 +88,7 @@ def _documents(docs: func.DocumentList) -> list[Any]:
 async def _on_changes(kind: Kind, docs: func.DocumentList, context: func.Context) -> None:
     retry = getattr(context, "retry_context", None)
     with telemetry.invocation(context):
-        await changefeed.on_change_batch(
+        await jobs.on_change_batch(
             kind, _documents(docs),
             retry_count=getattr(retry, "retry_count", None), max_retry_count=getattr(retry, "max_retry_count", None),
         )
@@ -235,4 +139,4 @@ async def changefeed_policies(docs: func.DocumentList, context: func.Context) ->
 @app.timer_trigger(arg_name="timer", schedule="%OVERDUE_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def assessments_overdue(timer: func.TimerRequest, context: func.Context) -> None:
     with telemetry.invocation(context):
-        await changefeed.run_overdue_check()
+        await jobs.run_overdue_check()

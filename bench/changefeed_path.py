@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from localdev import services
+from shared.app.services import Services
 from shared.changefeed.rules import Kind
-from shared.changefeed.runtime import processor_for
-from shared.services import Services
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 def docs(n: int, tenants: int, lsn0: int, result: str) -> list[dict[str, Any]]:
@@ -32,7 +31,7 @@ def docs(n: int, tenants: int, lsn0: int, result: str) -> list[dict[str, Any]]:
 
 async def run(args: argparse.Namespace, settings: dict[str, str]) -> None:
     svc = Services(Settings.model_validate(settings))
-    proc = processor_for(svc)
+    proc = svc.changefeed
     try:
         seed = docs(args.docs, args.tenants, 1, "pass")
         for i in range(0, len(seed), args.batch):

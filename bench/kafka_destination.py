@@ -24,13 +24,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from localdev import services  # noqa: E402
+from shared.core.destination_options import KafkaOptions  # noqa: E402
+from shared.core.enrich import enrich, now_iso  # noqa: E402
+from shared.core.events import Event, EventIn  # noqa: E402
+from shared.core.settings import Settings  # noqa: E402
+from shared.core.streamconfig import StreamConfig
+from shared.destinations.base import publish_one
 from shared.destinations.event_records import plan_records  # noqa: E402
 from shared.destinations.kafka import KafkaDestination, producer_config  # noqa: E402
-from shared.destinations.options import KafkaOptions  # noqa: E402
-from shared.enrich import enrich, now_iso  # noqa: E402
-from shared.models import Event, EventIn, StreamConfig  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.destinations.base import publish_one
 
 
 def build_events(n: int, tenants: int) -> list[Event]:

@@ -21,15 +21,15 @@ from typing import Any
 
 from azure.data.tables.aio import TableServiceClient
 
-import shared.services as services_module
+import shared.app.services as services_module
 from localdev import services
-from shared import monitor
-from shared.api.health import run_checks
-from shared.metrics import BatchStats
-from shared.models import StreamConfigIn
-from shared.services import Services
-from shared.settings import Settings
-from shared.storage import CLIENT_OPTIONS
+from shared.app.services import Services
+from shared.core.settings import Settings
+from shared.core.streamconfig import StreamConfigIn
+from shared.observability import monitor
+from shared.observability.health import run_checks
+from shared.observability.tenant_metrics import BatchStats
+from shared.storage.clients import CLIENT_OPTIONS
 
 
 class TableRequests:

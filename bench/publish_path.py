@@ -18,12 +18,12 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from localdev import services
-from shared.enrich import enrich, now_iso
-from shared.gc_tuning import tune_for_throughput
-from shared.models import EventIn
-from shared.pipeline import PublishContext
-from shared.producer import EventProducer
-from shared.settings import Settings
+from shared.app.gc_tuning import tune_for_throughput
+from shared.app.producer import EventProducer
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import EventIn
+from shared.core.settings import Settings
+from shared.delivery.pipeline import PublishContext
 
 
 def make_events(n: int, tenant: str) -> list[dict[str, object]]:

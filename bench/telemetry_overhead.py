@@ -17,15 +17,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"] = "true"
 
-from shared import telemetry  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.telemetry import BatchStatsBuilder, SystemStats  # noqa: E402
+from shared.core.settings import Settings  # noqa: E402
+from shared.observability import telemetry  # noqa: E402
+from shared.observability.telemetry import BatchTelemetryBuilder, SystemStats  # noqa: E402
 
 CONN = "InstrumentationKey=11111111-2222-3333-4444-555555555555;IngestionEndpoint=http://127.0.0.1:9"
 
 
-def _batch() -> telemetry.BatchStats:
-    b = BatchStatsBuilder()
+def _batch() -> telemetry.BatchTelemetry:
+    b = BatchTelemetryBuilder()
     for i in range(100):  # a 100-event batch over 3 tenants, 2 types, 2 destinations
         t = f"tenant-{i % 3}"
         b.accepted(t, "RISK_UPDATED" if i % 2 else "RISK_CREATED", "COSMOS_DB")
@@ -34,10 +34,10 @@ def _batch() -> telemetry.BatchStats:
 
 
 def _pipeline_batch() -> object:
-    from shared.metrics import BatchStats as PipelineStats
+    from shared.observability.tenant_metrics import BatchStats as PipelineStats
 
     ps = PipelineStats()
-    for i in range(100):  # what shared.pipeline records for the same batch
+    for i in range(100):  # what shared.delivery.pipeline records for the same batch
         ts = ps.tenant(f"tenant-{i % 3}")
         ts.count("acc"), ts.count("t:RISK_UPDATED" if i % 2 else "t:RISK_CREATED"), ts.count("s:COSMOS_DB")
         ts.count("d:redis:ok"), ts.count("d:kafka:ok"), ts.observe_latency(12.5 + i)
@@ -70,7 +70,7 @@ def main() -> None:
         tel._agg.drain()  # type: ignore[attr-defined]  # nothing to send to the closed port
         telemetry.configure(Settings())
     n = 20_000
-    per_event = min(timeit.repeat(lambda: BatchStatsBuilder().accepted("t", "X", "S").delivered("t", "d")
+    per_event = min(timeit.repeat(lambda: BatchTelemetryBuilder().accepted("t", "X", "S").delivered("t", "d")
                                   .latency("t", 1.0), number=n, repeat=5)) / n * 1e9
     print(f"{'builder':10s} {'3 increments + new builder':32s} {per_event:10.0f} ns/call")
 

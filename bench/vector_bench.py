@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.destinations.base import publish_one
 from shared.vector.base import IndexSpec, VectorDoc
 from shared.vector.indexer import IndexItem
 from shared.vector.sqlite_index import SqliteVecIndex
-from shared.destinations.base import publish_one
 from tests.vector_corpus import CORPUS, QUERIES
 from tests.vector_support import local_embedder
 
@@ -97,9 +97,10 @@ async def main(texts: int, vectors: int, queries: int) -> None:
 
 async def enqueue_bench(batches: int) -> None:
     from localdev import services
+    from shared.core.events import Event
+    from shared.core.settings import Settings
+    from shared.core.streamconfig import StreamConfig
     from shared.destinations.vector import VectorQueueDestination
-    from shared.models import Event, StreamConfig
-    from shared.settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         azurite = services.start("azurite", Path(tmp))

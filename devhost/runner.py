@@ -73,7 +73,7 @@ class Runner:
         await self.admin.stop()
         for driver in reversed(self.drivers):
             await driver.stop()
-        from shared.services import reset_services  # noqa: PLC0415 - close clients on this loop
+        from shared.app.services import reset_services  # noqa: PLC0415 - close clients on this loop
 
         await reset_services()
 

@@ -155,7 +155,6 @@ param storageTables object = {
   analytics: 'events'
   deadLetters: 'deadletters'
   audit: 'audit'
-  parked: 'parked'
 }
 
 @description('Storage queues the app uses.')
@@ -454,7 +453,6 @@ var appSettings = {
   COSMOS_COMPLIANCE_CONTAINER: cosmosContainers.compliance
   COSMOS_POLICIES_CONTAINER: cosmosContainers.policies
   COSMOS_LEASE_CONTAINER: cosmosLeaseContainerName
-  CHANGEFEED_PARKED_TABLE: storageTables.parked
   CHANGEFEED_STATE_TTL_DAYS: '400'
   CHANGEFEED_DEDUP_TTL_HOURS: '168'
   OVERDUE_SCHEDULE: overdueSchedule

@@ -131,8 +131,8 @@ def summary(api: str) -> None:
 
 
 async def overdue() -> None:
-    from shared.changefeed.entry import run_overdue_check
-    from shared.services import reset_services
+    from shared.app.jobs import run_overdue_check
+    from shared.app.services import reset_services
 
     try:
         run = await run_overdue_check()
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     from devhost.app_loader import load_settings
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     load_settings(Path(args.settings) if args.settings else None)
     s = get_settings()

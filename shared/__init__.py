@@ -12,9 +12,9 @@ from typing import Any
 __all__ = ["EventProducer"]
 
 
-def __getattr__(name: str) -> Any:  # lazy: importing shared.models must not pull in clients
+def __getattr__(name: str) -> Any:  # lazy: importing shared.core.events must not pull in clients
     if name == "EventProducer":
-        from shared.producer import EventProducer
+        from shared.app.producer import EventProducer
 
         return EventProducer
     raise AttributeError(name)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @contextlib.contextmanager
 def env_overrides(env: dict[str, str]) -> Iterator[None]:
     """Set environment variables (App Settings) for a block, restore them after; settings re-read."""
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -75,7 +75,7 @@ def cosmos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services
 def app_env(redis_port: int, storage_connection_string: str) -> Iterator[dict[str, str]]:
     """Point the app's settings at the real local services (process environment, like App Settings)."""
     from devhost.app_loader import load_settings
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     env = {
         "REDIS_HOST": "127.0.0.1",
@@ -101,7 +101,7 @@ def app_env(redis_port: int, storage_connection_string: str) -> Iterator[dict[st
 @pytest.fixture
 async def app_services(app_env: dict[str, str]):  # type: ignore[no-untyped-def]
     """This test loop's service container, closed afterwards."""
-    from shared.services import get_services, reset_services
+    from shared.app.services import get_services, reset_services
 
     yield get_services()
     await reset_services()

@@ -19,10 +19,10 @@ from redis.backoff import NoBackoff
 from devhost.app_loader import load_functions
 from devhost.queue_driver import QueueOptions, QueueWorker
 from localdev import services as localdev_services
-from shared import services as services_mod
+from shared.app import services as services_mod
+from shared.app.services import Services
+from shared.core.settings import get_settings
 from shared.destinations.redis_streams import RedisStreamsDestination
-from shared.services import Services
-from shared.settings import get_settings
 
 
 @contextlib.asynccontextmanager

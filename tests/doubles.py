@@ -12,10 +12,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 from redis.asyncio import Connection, ConnectionPool, Redis
 
-from shared.destinations.base import Chunk, DependencyHealth, Destination, delivered, failed
-from shared.metrics import BatchStats, TenantMetrics
-from shared.models import Delivery, Event, StreamConfig
-from shared.pipeline import Failure
+from shared.core.events import Event
+from shared.core.health import DependencyHealth
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
+from shared.delivery.pipeline import Failure
+from shared.destinations.base import Chunk, Destination, delivered, failed
+from shared.observability.tenant_metrics import BatchStats, TenantMetrics
 
 
 def event_dict(**over: Any) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import azure.functions as func
 
 import function_app
 from devhost.invoke import Context, TraceContext
+from shared.core.settings import get_settings
 from shared.security.identity import mint_dev_token
-from shared.settings import get_settings
 
 
 def auth_headers(tenants: list[str] | None = None, roles: list[str] | None = None) -> dict[str, str]:

@@ -9,8 +9,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from shared.enrich import enrich, now_iso
-from shared.models import Event, EventIn
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import Event, EventIn
 
 
 def unique_topic(prefix: str = "t") -> str:

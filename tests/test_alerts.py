@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from shared import alerts, cosmos_usage
-from shared.metrics import BatchStats, hist_index, summarize
-from shared.resources import MemoryUsage, cgroup_limit, memory_usage
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.observability import alerts, cosmos_usage
+from shared.observability.resources import MemoryUsage, cgroup_limit, memory_usage
+from shared.observability.tenant_metrics import BatchStats, hist_index, summarize
 from tests.functions_client import invoke
 
 SETTINGS = Settings()

@@ -7,18 +7,14 @@ from typing import Any
 
 import pytest
 
-from shared.destinations.analytics import (
-    INDEX_PARTITION,
-    AnalyticsDestination,
-    _Op,
-    payload_from_entity,
-    transactions,
-)
-from shared.destinations.options import AnalyticsOptions
-from shared.enrich import enrich, now_iso
-from shared.models import EventIn, StreamConfig, StreamConfigIn
-from shared.services import Services
+from shared.app.services import Services
+from shared.core.destination_options import AnalyticsOptions
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import EventIn
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.destinations.analytics import INDEX_PARTITION, AnalyticsDestination, _Op, transactions
 from shared.destinations.base import Chunk, publish_one
+from shared.storage import payload
 
 pytestmark = pytest.mark.usefixtures("app_services")
 
@@ -92,7 +88,7 @@ async def test_payload_over_64_kib_is_kept_without_loss(app_services: Services, 
         assert "PayloadGz" in row or "PayloadGz_0" in row
     else:
         assert "Payload_0" in row and int(row["PayloadChunks"]) > 1
-    assert payload_from_entity(row) == ev.to_dict()
+    assert payload.load(row) == ev.to_dict()
 
 
 async def test_history_pages_newest_first_with_filters(app_services: Services) -> None:
@@ -148,7 +144,7 @@ async def test_pipeline_honours_batch_size_and_routes_to_analytics(app_services:
     dest.publish = counting  # type: ignore[method-assign]
     raws = [{"tenantId": t, "eventType": "RISK_CREATED", "source": "FRONTEND_APP", "action": "CREATE",
              "data": {"i": i}} for i in range(25)]
-    from shared.pipeline import PublishContext
+    from shared.delivery.pipeline import PublishContext
 
     results = await app_services.pipeline.publish_raw(raws, PublishContext())
     assert [r.status for r in results] == ["accepted"] * 25

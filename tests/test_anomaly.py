@@ -1,4 +1,4 @@
-"""shared.anomaly on synthetic per-minute series (seeded, so every run sees the same numbers)."""
+"""shared.observability.anomaly on synthetic per-minute series (seeded, so every run sees the same numbers)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from shared.anomaly import (
+from shared.observability.anomaly import (
     ERROR_RATE,
     EVENT_RATE,
     DetectorConfig,

@@ -16,9 +16,9 @@ from azure.cosmos import ContainerProxy, CosmosClient
 from devhost.app_loader import load_functions
 from devhost.cosmos_driver import CosmosDriver, FeedWorker
 from localdev import services
-from shared.changefeed.entry import run_overdue_check
+from shared.app.jobs import run_overdue_check
+from shared.app.services import Services, get_services, reset_services
 from shared.destinations.redis_streams import stream_key
-from shared.services import Services, get_services, reset_services
 from tests.conftest import env_overrides
 from tests.test_devhost_e2e import start_runner
 
@@ -241,9 +241,8 @@ async def test_the_processor_start_is_the_lease_store_marker_and_decides_creatio
     """The runner writes the lease store's `.info` marker as the host's processor does; the app reads
     its `_ts` as the start: a document created before it is a backfill (UPDATED, firstSeen), one created
     after it is CREATED even when edited before the feed delivered it (issue 12, item 4)."""
-    from shared.changefeed.leases import LEASE_PREFIXES, FeedStarts
+    from shared.changefeed.leases import LEASE_PREFIXES, FeedStarts, container_of
     from shared.changefeed.rules import Kind
-    from shared.changefeed.runtime import container_of, processor_for
 
     tenant = f"e2e-{uuid.uuid4().hex[:8]}"
     risks = container(db, "risks")
@@ -273,7 +272,7 @@ async def test_the_processor_start_is_the_lease_store_marker_and_decides_creatio
         started = await starts.started(Kind.RISKS)
         assert started == datetime.fromtimestamp(risks_marker["_ts"], UTC)
         assert abs((datetime.now(UTC) - started).total_seconds()) < 60
-        assert await processor_for(svc).feed_started(Kind.RISKS) == started  # what the triggers use
+        assert await svc.changefeed.feed_started(Kind.RISKS) == started  # what the triggers use
 
         # Created after the start and edited before the first poll: one change, still a creation.
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")

@@ -16,8 +16,8 @@ from shared.changefeed.rules import (
     validate,
     version_of,
 )
-from shared.ids import uuid7_time_ms
-from shared.models import Action, EventType, Source
+from shared.core.events import Action, EventType, Source
+from shared.core.ids import uuid7_time_ms
 
 T0 = "2026-11-01T10:00:00Z"
 T1 = "2026-11-02T09:30:00Z"
@@ -438,7 +438,7 @@ def test_offsetless_timestamp_is_utc() -> None:
 
 
 def test_events_serialise_and_validate_as_events() -> None:
-    from shared.models import Event
+    from shared.core.events import Event
 
     for ev in run(Kind.CONTROLS, ctl(lastTest={"result": "fail", "testedAt": T0})):
         again = Event.model_validate_json(ev.to_json())

@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from shared.configstore import ConfigStore, PreconditionFailed
-from shared.models import StreamConfigIn
-from shared.redisconn import tenant_key
+from shared.core.streamconfig import StreamConfigIn
+from shared.delivery.configstore import ConfigStore, PreconditionFailed
+from shared.storage.redisconn import tenant_key
 from tests.doubles import RequestLog
 
 TABLE = f"cfgtest{uuid.uuid4().hex[:8]}"

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared import cosmosdb
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.storage import cosmosdb
 
 
 def fake_container(headers: dict[str, str]) -> SimpleNamespace:

@@ -30,7 +30,7 @@ def queue_env(monkeypatch: pytest.MonkeyPatch, storage_connection_string: str) -
 
 @pytest.fixture
 async def sender(queue_env: str, storage_connection_string: str) -> AsyncIterator[QueueClient]:
-    """Writes base64 text, as every producer of the app does (shared.storage.queue_client)."""
+    """Writes base64 text, as every producer of the app does (shared.storage.clients.queue_client)."""
     client = QueueClient.from_connection_string(storage_connection_string, queue_env,
                                                 message_encode_policy=TextBase64EncodePolicy())
     await client.create_queue()
@@ -189,7 +189,7 @@ def test_queue_options_from_host_json(tmp_path) -> None:  # type: ignore[no-unty
 
 
 def test_the_app_says_base64_explicitly() -> None:
-    """host.json names the encoding every producer writes (shared.storage.queue_client), so a host
+    """host.json names the encoding every producer writes (shared.storage.clients.queue_client), so a host
     whose default changed could not silently poison the retry and vector queues."""
     queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
     assert queues["messageEncoding"] == "base64"

@@ -7,11 +7,11 @@ import uuid
 import orjson
 import pytest
 
-from shared import limits
-from shared.enrich import enrich, now_iso
-from shared.ids import uuid7_time_ms
-from shared.models import SCHEMA_VERSION, EventIn
-from shared.pipeline import Pipeline, PublishContext
+from shared.core import limits
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import SCHEMA_VERSION, EventIn
+from shared.core.ids import uuid7_time_ms
+from shared.delivery.pipeline import Pipeline, PublishContext
 from tests.doubles import MemoryConfigs, MemoryDestination, MemoryDestinations, SpyMetrics, event_dict
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -18,12 +18,12 @@ from azure.eventhub import EventData, EventDataBatch
 from azure.eventhub.aio import EventHubProducerClient
 from azure.eventhub.exceptions import AuthenticationError, ConnectionLostError
 
+from shared.core.destination_options import KafkaOptions
+from shared.core.settings import Settings
+from shared.core.streamconfig import StreamConfig
+from shared.destinations.base import publish_one
 from shared.destinations.eventhubs_amqp import EventHubsAmqpSender
 from shared.destinations.kafka import KafkaDestination
-from shared.destinations.options import KafkaOptions
-from shared.models import StreamConfig
-from shared.settings import Settings
-from shared.destinations.base import publish_one
 from tests.kafka_helpers import big_event, make_event
 
 AMQP = KafkaOptions(transport="amqp")

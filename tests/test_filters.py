@@ -5,9 +5,10 @@ from typing import Any
 
 import pytest
 
-from shared.enrich import enrich
-from shared.filters import _MISSING, filter_matches, lookup, passes
-from shared.models import Event, EventIn, StreamFilter
+from shared.core.enrich import enrich
+from shared.core.events import Event, EventIn
+from shared.core.filters import _MISSING, filter_matches, lookup, passes
+from shared.core.streamconfig import StreamFilter
 from tests.doubles import event_dict, stream_config
 
 DATA: dict[str, Any] = {

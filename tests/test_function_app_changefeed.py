@@ -12,10 +12,10 @@ from azure.functions import meta
 from azure.functions.cosmosdb import CosmosDBTriggerConverter
 
 import function_app
+from shared.app.services import Services
 from shared.changefeed.processor import RetryBatch
-from shared.changefeed.runtime import processor_for
 from shared.destinations.redis_streams import stream_key
-from shared.services import Services
+from tests.functions_client import auth_headers, invoke
 
 pytestmark = pytest.mark.usefixtures("app_services")
 CONTAINERS = {"changefeed_risks": "COSMOS_RISKS_CONTAINER", "changefeed_controls": "COSMOS_CONTROLS_CONTAINER",
@@ -91,7 +91,13 @@ async def test_a_decoded_batch_becomes_events(app_services: Services) -> None:
     assert len(await stream(app_services, tenant)) == 2
 
 
-async def test_transient_failure_raises_until_the_last_retry_then_parks(app_services: Services) -> None:
+async def deadletters(tenant: str, **headers: str) -> tuple[int, Any]:
+    status, _, body = await invoke("list_deadletters", "GET", f"/deadletters/{tenant}", route={"tenantId": tenant},
+                                   headers=headers or None)
+    return status, body
+
+
+async def test_transient_failure_raises_until_the_last_retry_then_dead_letters(app_services: Services) -> None:
     tenant = f"fa-{uuid.uuid4().hex[:8]}"
     fn = functions()["changefeed_controls"].get_user_function()
     batch = [{"id": "c1", "tenantId": tenant, "lastTest": {"result": "fail", "testedAt": "2026-11-02T00:00:00Z"},
@@ -104,15 +110,20 @@ async def test_transient_failure_raises_until_the_last_retry_then_parks(app_serv
         await fn(docs=decoded(batch), context=Ctx(Retry(0, 5)))
     with pytest.raises(RetryBatch):
         await fn(docs=decoded(batch), context=Ctx(Retry(4, 5)))
-    await fn(docs=decoded(batch), context=Ctx(Retry(5, 5)))  # the last retry: parks, does not raise
-    proc = processor_for(app_services)
-    parked = await proc.parking.list(tenant)
-    assert len(parked) == 1 and parked[0].kind == "events" and parked[0].container == "controls"
-    assert [e["eventType"] for e in parked[0].payload] == ["CONTROL_CREATED", "CONTROL_TESTED", "CONTROL_FAILED"]
+    await fn(docs=decoded(batch), context=Ctx(Retry(5, 5)))  # the last retry: dead-letters, does not raise
+    status, listed = await deadletters(tenant)
+    assert status == 200 and {(d["kind"], d["container"]) for d in listed["deadLetters"]} == {
+        ("changefeed-event", "controls")}
+    assert sorted(d["event"]["eventType"] for d in listed["deadLetters"]) == [
+        "CONTROL_CREATED", "CONTROL_FAILED", "CONTROL_TESTED"]
     await app_services.redis.delete(stream_key(tenant))
-    assert await proc.replay(parked[0]) is True
+    status, _, replayed = await invoke("replay_deadletters", "POST", f"/deadletters/{tenant}/replay", {},
+                                       route={"tenantId": tenant})
+    assert status == 200 and replayed["counts"] == {"published": 3}
     assert [e["eventType"] for e in await stream(app_services, tenant)] == [
-        "CONTROL_CREATED", "CONTROL_TESTED", "CONTROL_FAILED"]
+        "CONTROL_CREATED", "CONTROL_TESTED", "CONTROL_FAILED"]  # in the order the change gave them
+    status, _, trail = await invoke("get_audit", "GET", f"/audit/{tenant}", route={"tenantId": tenant})
+    assert [a["action"] for a in trail["items"]] == ["deadletters.replay"]
 
 
 async def test_no_retry_policy_context_counts_as_final(app_services: Services) -> None:
@@ -121,40 +132,26 @@ async def test_no_retry_policy_context_counts_as_final(app_services: Services) -
     await app_services.redis.set(stream_key(tenant), "x")
     app_services.pipeline.parker = None  # the failure must reach the function (no retry queue)
     await fn(docs=decoded([risk(tenant, "r1", 1)]), context=Ctx(None))
-    assert len(await processor_for(app_services).parking.list(tenant)) == 1
+    assert (await deadletters(tenant))[1]["count"] == 1
     await app_services.redis.delete(stream_key(tenant))
 
 
-async def test_null_and_tenantless_documents_are_parked(app_services: Services) -> None:
+async def test_null_and_tenantless_documents_are_dead_lettered_for_admins(app_services: Services) -> None:
     fn = functions()["changefeed_policies"].get_user_function()
     marker = uuid.uuid4().hex
     await fn(docs=decoded([None, {"id": marker, "_lsn": 1, "_ts": 1}]), context=Ctx(Retry(0, 5)))
-    parked = await processor_for(app_services).parking.list("_unmapped", limit=1000)
-    mine = [p for p in parked if p.payload and isinstance(p.payload[0], dict) and p.payload[0].get("id") == marker]
-    assert len(mine) == 1 and "tenantId" in mine[0].reason and mine[0].container == "policies"
-    assert any(p.payload == [None] and "JSON object" in p.reason for p in parked)
-
-
-def test_parked_cli_lists_and_replays(app_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    import asyncio
-
-    from shared.changefeed import parked
-    from shared.services import reset_services
-
-    tenant = f"cli-{uuid.uuid4().hex[:8]}"
-
-    async def park() -> None:
-        from shared.services import get_services
-
-        await processor_for(get_services()).parking.park_documents(
-            "risks", "risks", [(risk(tenant, "r1", 1), "entity state unavailable")])
-        await reset_services()
-
-    asyncio.run(park())
-    parked.main(["list", tenant])
-    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(listed) == 1 and listed[0]["reason"] == "entity state unavailable" and listed[0]["kind"] == "document"
-    parked.main(["replay", tenant])
-    assert json.loads(capsys.readouterr().out) == {"replayed": 1, "kept": 0}
-    parked.main(["list", tenant])
-    assert capsys.readouterr().out == ""
+    rows, _ = await app_services.deadletters.list("_unmapped", limit=1000)
+    mine = [d for d in rows if isinstance(d["document"], dict) and d["document"].get("id") == marker]
+    assert len(mine) == 1 and "tenantId" in mine[0]["reason"] and mine[0]["container"] == "policies"
+    assert any(d["document"] is None and "JSON object" in d["reason"] for d in rows)
+    # Over HTTP: an admin lists them (and its replay is audited under _unmapped); a tenant caller may not.
+    status, listed = await deadletters("_unmapped")
+    assert status == 200 and any(d["id"] == mine[0]["id"] for d in listed["deadLetters"])
+    status, _ = await deadletters("_unmapped", **auth_headers(["acme"]))
+    assert status == 403
+    status, _, replayed = await invoke("replay_deadletters", "POST", "/deadletters/_unmapped/replay",
+                                       {"ids": [mine[0]["id"]]}, route={"tenantId": "_unmapped"})
+    assert status == 200 and replayed["results"][0]["result"] == "failed"  # still names no tenant
+    assert "tenantId" in replayed["results"][0]["error"]
+    status, _, trail = await invoke("get_audit", "GET", "/audit/_unmapped", route={"tenantId": "_unmapped"})
+    assert status == 200 and trail["items"][0]["action"] == "deadletters.replay"

@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from localdev import services
-from shared import limits
+from shared.core import limits
 from tests.functions_client import auth_headers
 from tests.test_devhost_e2e import start_runner
 from tests.vector_support import TOKENIZER, local_embedder

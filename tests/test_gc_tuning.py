@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 
 import function_app  # noqa: F401 - importing the app applies the settings
-from shared import gc_tuning
+from shared.app import gc_tuning
 
 
 def test_function_app_import_raises_the_young_generation_threshold() -> None:

@@ -10,9 +10,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 from azure.cosmos import PartitionKey
 
-from shared.api.health import recent_health
-from shared.services import get_services, reset_services
-from shared.settings import get_settings
+from shared.app.services import get_services, reset_services
+from shared.core.settings import get_settings
+from shared.observability.health import recent_health
 from tests.functions_client import auth_headers, invoke
 
 Configure = Callable[..., Awaitable[None]]
@@ -126,7 +126,7 @@ async def test_redis_memory_above_the_alert_threshold_is_degraded(configure: Con
 
 async def test_built_kafka_destination_reports_health_and_producer_lag(configure: Configure,
                                                                        kafka_broker: Any) -> None:
-    from shared import service_stats
+    from shared.observability import service_stats
 
     await configure(**kafka_broker.settings)
     services = get_services()
@@ -157,7 +157,7 @@ async def test_strangers_and_tenant_callers_get_states_only_admins_the_figures(c
 async def test_checks_run_once_per_cache_period_and_callers_share_a_run(configure: Configure,
                                                                        cosmos_server: Any,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.api import health as health_api
+    from shared.observability import health as health_api
 
     await configure(**cosmos_server.settings, HEALTH_CACHE_SECONDS="30")
     runs: list[float] = []
@@ -182,7 +182,7 @@ async def test_checks_run_once_per_cache_period_and_callers_share_a_run(configur
 
 async def test_one_cosmos_client_per_instance_for_health_and_the_overdue_timer(configure: Configure,
                                                                               cosmos_server: Any) -> None:
-    from shared.changefeed.entry import run_overdue_check
+    from shared.app.jobs import run_overdue_check
 
     await configure(**cosmos_server.settings, HEALTH_CACHE_SECONDS="0",
                     COSMOS_DB_DATABASE=f"health-{time.time_ns()}")

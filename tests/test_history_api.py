@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared.models import StreamConfigIn
-from shared.services import Services
+from shared.app.services import Services
+from shared.core.streamconfig import StreamConfigIn
 from tests.functions_client import context, invoke, registrations
 
 pytestmark = pytest.mark.usefixtures("app_services")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared import limits
+from shared.core import limits
 from tests.functions_client import invoke
 
 pytestmark = pytest.mark.usefixtures("app_services")

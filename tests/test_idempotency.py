@@ -8,14 +8,16 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.destinations.options import RedisStreamOptions
-from shared.destinations.redis_streams import stream_key
-from shared.enrich import enrich, now_iso
-from shared.idempotency import PENDING, IdempotencyStore, idem_key
-from shared.models import EventIn, StreamConfig
-from shared.pipeline import PublishContext
-from shared.services import Services
+from shared.app.services import Services
+from shared.core.destination_options import RedisStreamOptions
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import EventIn
+from shared.core.streamconfig import StreamConfig
+from shared.delivery.idempotency import IdempotencyStore, idem_key
+from shared.delivery.pipeline import PublishContext
 from shared.destinations.base import publish_one
+from shared.destinations.redis_streams import stream_key
+from shared.storage.claims import PENDING
 from tests.delivery_helpers import down_redis, isolated_services
 from tests.functions_client import invoke
 
@@ -147,8 +149,8 @@ async def test_redis_stream_write_is_idempotent_on_event_id(app_services: Servic
 
 
 async def test_retry_after_a_failure_skips_destinations_that_already_have_the_event(app_env: dict[str, str]) -> None:
-    from shared.models import StreamConfigIn
-    from shared.services import DESTINATION_FACTORIES
+    from shared.app.services import DESTINATION_FACTORIES
+    from shared.core.streamconfig import StreamConfigIn
 
     async with isolated_services() as svc:
         t = tenant()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from shared.ids import uuid7, uuid7_time_ms
+from shared.core.ids import uuid7, uuid7_time_ms
 
 
 def test_strictly_increasing_over_many_ids() -> None:

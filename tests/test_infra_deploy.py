@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.system.bicep import INFRA, AZD_VAR, Deployment, Scope, parameter_file, template
 from tests.test_settings_inventory import HOST_SETTINGS_AZURE, HOST_SETTINGS_LOCAL
 

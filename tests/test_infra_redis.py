@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 REDIS = (INFRA / "modules" / "redis.bicep").read_text()
 MAIN = (INFRA / "main.bicep").read_text()
-CLIENT = (ROOT / "shared" / "redisconn.py").read_text()
+CLIENT = (ROOT / "shared" / "storage" / "redisconn.py").read_text()
 STREAMS = (ROOT / "shared" / "destinations" / "redis_streams.py").read_text()
 
 RESOURCE = re.compile(r"'(Microsoft\.Cache/[\w/]+)@([\w-]+)'")

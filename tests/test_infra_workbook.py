@@ -1,8 +1,8 @@
 """The operations workbook infra/ deploys (modules/workbook.bicep, infra/workbooks/operations.workbook.json):
 as deployed (evaluated by tests/system/bicep.py, no compiler runs here) it is Workbook JSON with every
 placeholder written in, its alert lines are the alert rules' thresholds, and every metric, dimension
-and table its KQL names is one the code emits (shared/telemetry_catalogue.py, from shared/telemetry.py's
-own catalogue) -- so the workbook cannot drift from the code."""
+and table its KQL names is one the code emits (the telemetry
+catalogue, shared/observability/telemetry/catalogue.py) -- so the workbook cannot drift from the code."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from shared.telemetry_catalogue import METRICS_TABLE, emitted
+from shared.observability.telemetry.catalogue import METRICS_TABLE, emitted
 from tests.kql_names import KqlError, Names, names
 from tests.system.bicep import INFRA, Scope
 

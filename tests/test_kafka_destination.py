@@ -14,13 +14,13 @@ import orjson
 import pytest
 
 from localdev import services
-from shared.destinations.kafka import KafkaConfigError, KafkaDestination, producer_config
-from shared.destinations.options import KafkaOptions
-from shared.models import StreamConfig, StreamConfigIn
-from shared.pipeline import Pipeline, PublishContext
-from shared.producer import EventProducer
-from shared.settings import Settings
+from shared.app.producer import EventProducer
+from shared.core.destination_options import KafkaOptions
+from shared.core.settings import Settings
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.delivery.pipeline import Pipeline, PublishContext
 from shared.destinations.base import Chunk, publish_one
+from shared.destinations.kafka import KafkaConfigError, KafkaDestination, producer_config
 from tests.kafka_helpers import TopicReader, big_event, create_topics, headers, make_event, unique_topic
 
 

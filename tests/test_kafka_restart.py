@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 from localdev import services
-from shared.destinations.kafka import KafkaDestination
-from shared.destinations.options import KafkaOptions
-from shared.models import StreamConfig
-from shared.settings import Settings
+from shared.core.destination_options import KafkaOptions
+from shared.core.settings import Settings
+from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import publish_one
+from shared.destinations.kafka import KafkaDestination
 from tests.kafka_helpers import create_topics, make_event, unique_topic
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from shared.metrics import (
+from shared.observability.tenant_metrics import (
     ACTIVE_KEY,
     BUCKET_SECONDS,
     BUCKET_TTL_SECONDS,
@@ -20,7 +20,7 @@ from shared.metrics import (
     hist_index,
     hist_upper,
 )
-from shared.redisconn import tenant_key
+from shared.storage.redisconn import tenant_key
 from tests.doubles import RoundTrips
 
 
@@ -191,7 +191,7 @@ async def test_script_flushed_from_redis_is_loaded_again(redis: Redis, tenant: s
 
 async def test_pipeline_counts_reach_redis(redis: Redis, tenant: str) -> None:
     """End to end: a pipeline batch lands in the tenant's counters, rejected events included."""
-    from shared.pipeline import Pipeline, PublishContext
+    from shared.delivery.pipeline import Pipeline, PublishContext
     from tests.doubles import MemoryConfigs, MemoryDestination, MemoryDestinations, event_dict
 
     pipe = Pipeline(MemoryConfigs(), MemoryDestinations(MemoryDestination()), TenantMetrics(redis))
@@ -241,7 +241,7 @@ async def test_write_behind_flushes_by_itself_and_on_close(redis: Redis, tenant:
 
 
 async def test_write_behind_caps_what_it_keeps(redis: Redis, tenant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shared.metrics as metrics_module
+    import shared.observability.tenant_metrics as metrics_module
 
     monkeypatch.setattr(metrics_module, "MAX_PENDING_TENANTS", 10)
     m = TenantMetrics(redis, flush_seconds=60.0)

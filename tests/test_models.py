@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared import limits
-from shared.models import Action, EventIn, EventType, Source, StreamConfig, StreamConfigIn
-from shared.validation import field_errors
+from shared.core import limits
+from shared.core.events import Action, EventIn, EventType, Source
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.core.validation import field_errors
 from tests.doubles import event_dict
 
 ORIGINAL_EVENT_TYPES = {

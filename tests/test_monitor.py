@@ -15,12 +15,12 @@ import orjson
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared import monitor
-from shared.metrics import BatchStats
-from shared.models import Event
-from shared.redisconn import tenant_key
-from shared.services import Services, get_services, reset_services
-from shared.settings import get_settings
+from shared.app.services import Services, get_services, reset_services
+from shared.core.events import Event
+from shared.core.settings import get_settings
+from shared.observability import monitor
+from shared.observability.tenant_metrics import BatchStats
+from shared.storage.redisconn import tenant_key
 from tests.functions_client import context, registrations
 
 BASE = 978_307_200  # 2001-01-01T00:00:00Z
@@ -186,9 +186,9 @@ async def test_a_pass_over_many_tenants_reads_tables_once_and_works_in_chunks(
     query for all their configs, which also stands for the Tables health check."""
     from azure.data.tables.aio import TableServiceClient
 
-    import shared.services as services_module
-    from shared.models import StreamConfigIn
-    from shared.storage import CLIENT_OPTIONS
+    import shared.app.services as services_module
+    from shared.core.streamconfig import StreamConfigIn
+    from shared.storage.clients import CLIENT_OPTIONS
     from tests.doubles import RequestLog
 
     log = RequestLog()

@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from shared import service_stats
-from shared import services as services_mod
+from shared.app import services as services_mod
+from shared.app.services import get_services, reset_services
 from shared.destinations.redis_streams import RedisStreamsDestination
-from shared.services import get_services, reset_services
+from shared.observability import service_stats
 from tests.functions_client import invoke
 from tests.test_telemetry import (  # noqa: F401 - fixtures
     SECRET,
@@ -98,7 +98,6 @@ async def test_change_feed_delay_reaches_application_insights(ingestion: tuple[I
     import uuid
 
     from shared.changefeed.rules import Kind
-    from shared.changefeed.runtime import processor_for
 
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
@@ -106,7 +105,7 @@ async def test_change_feed_delay_reaches_application_insights(ingestion: tuple[I
     doc = {"id": "r1", "tenantId": tenant, "createdAt": "2026-11-01T10:00:00Z", "updatedAt": "2026-11-01T10:00:00Z",
            "status": "open", "score": 9, "_lsn": 1, "_ts": int(time.time()) - 5, "_etag": "e1"}
     try:
-        out = await processor_for(get_services()).process(Kind.RISKS, "risks", [doc])
+        out = await get_services().changefeed.process(Kind.RISKS, "risks", [doc])
         assert out.published == 1
         tel.flush()
         sink.wait_for(lambda es: any(e["data"]["baseData"].get("metrics", [{}])[0].get("name")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.pagetokens import MIN_KEY_BYTES, BadPageToken, PageTokens
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.storage.pagetokens import MIN_KEY_BYTES, BadPageToken, PageTokens
 
 KEY = b"k" * MIN_KEY_BYTES
 STATE = {"h": "2026010112", "rk": "8224_abc", "f": 1, "t": 2}

@@ -10,13 +10,14 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from shared.app.services import Services
+from shared.core.results import Delivery, EventResult
+from shared.core.settings import Settings
+from shared.core.streamconfig import StreamConfig
+from shared.delivery.pipeline import Pipeline, PublishContext
 from shared.destinations.base import failed
 from shared.destinations.redis_streams import stream_key
-from shared.metrics import BatchStats
-from shared.models import Delivery, EventResult, StreamConfig
-from shared.pipeline import Pipeline, PublishContext
-from shared.services import Services
-from shared.settings import Settings
+from shared.observability.tenant_metrics import BatchStats
 from tests.doubles import (
     MemoryConfigs,
     MemoryDestination,
@@ -328,8 +329,8 @@ async def test_idempotency_key_used_for_single_event() -> None:
 
 
 async def test_publish_enriched_routes_prebuilt_events() -> None:
-    from shared.enrich import enrich
-    from shared.models import EventIn
+    from shared.core.enrich import enrich
+    from shared.core.events import EventIn
 
     dest = MemoryDestination()
     pipe, spy = make(MemoryConfigs(), dest)
@@ -353,7 +354,7 @@ async def services(redis_port: int, storage_connection_string: str) -> AsyncIter
 
 class TestRealServices:
     async def test_bulk_through_redis_and_table_config(self, services: Services, redis_port: int) -> None:
-        from shared.models import StreamConfigIn
+        from shared.core.streamconfig import StreamConfigIn
 
         tenant = "pipe-real-1"
         await services.configs.write(tenant, StreamConfigIn.model_validate(

@@ -8,9 +8,9 @@ import pytest
 from redis.asyncio import Redis
 
 from shared import EventProducer
+from shared.core.events import EventIn
+from shared.core.settings import Settings
 from shared.destinations.redis_streams import stream_key
-from shared.models import EventIn
-from shared.settings import Settings
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_library_import_does_not_pull_in_functions() -> None:
     import sys
     from pathlib import Path
 
-    code = "import sys, shared.producer; from shared import EventProducer; print('azure.functions' in sys.modules)"
+    code = "import sys, shared.app.producer; from shared import EventProducer; print('azure.functions' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

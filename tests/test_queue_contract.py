@@ -18,12 +18,13 @@ from azure.storage.queue.aio import QueueClient
 
 from devhost.app_loader import load_functions
 from devhost.queue_driver import QueueOptions, QueueWorker
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import EventIn
+from shared.core.settings import Settings
+from shared.core.streamconfig import StreamConfig
+from shared.delivery.retry_queue import RetryMessage
 from shared.destinations.base import publish_one
 from shared.destinations.vector import VectorQueueDestination
-from shared.enrich import enrich, now_iso
-from shared.models import EventIn, StreamConfig
-from shared.retries import RetryMessage
-from shared.settings import Settings
 from shared.vector.messages import decode_message
 from tests.delivery_helpers import isolated_services
 from tests.devhost_apps import queue_app

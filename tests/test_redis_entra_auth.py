@@ -19,8 +19,8 @@ from redis.auth.token_manager import RetryPolicy, TokenManagerConfig
 from redis.exceptions import AuthenticationError, ResponseError
 from redis_entraid.cred_provider import EntraIdCredentialsProvider
 
-from shared.redisconn import create_redis, entra_credentials
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.storage.redisconn import create_redis, entra_credentials
 
 
 class FakeIdentityProvider(IdentityProviderInterface):

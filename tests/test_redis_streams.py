@@ -11,12 +11,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
-from shared.destinations.options import RedisStreamOptions
-from shared.destinations.redis_streams import DAY_MS, RedisStreamsDestination, stream_key
-from shared.enrich import enrich, now_iso
-from shared.models import Event, EventIn
-from shared.redisconn import tenant_key
+from shared.core.destination_options import RedisStreamOptions
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import Event, EventIn
 from shared.destinations.base import Chunk, publish_one
+from shared.destinations.redis_streams import DAY_MS, RedisStreamsDestination, stream_key
+from shared.storage.redisconn import tenant_key
 from tests.doubles import event_dict, stream_config
 
 NODE_MAX_ENTRIES = 100  # Redis default stream-node-max-entries: approximate trims remove whole nodes

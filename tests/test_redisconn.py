@@ -11,9 +11,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import redisconn
-from shared.redisconn import create_redis, pipelined, run_script
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.storage import redisconn
+from shared.storage.redisconn import create_redis, pipelined, run_script
 from tests.doubles import RoundTrips
 
 

@@ -13,14 +13,14 @@ import pytest
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import services as localdev_services
-from shared.destinations.options import RetryPolicy
-from shared.destinations.redis_streams import stream_key
-from shared.models import StreamConfigIn
-from shared.pipeline import PublishContext
-from shared.retries import MAX_MESSAGE_BYTES, RetryMessage
-from shared.services import DESTINATION_FACTORIES, Services
+from shared.app.services import DESTINATION_FACTORIES, Services
+from shared.core.destination_options import RetryPolicy
+from shared.core.streamconfig import StreamConfigIn
+from shared.delivery.pipeline import PublishContext
+from shared.delivery.retry_queue import MAX_MESSAGE_BYTES, RetryMessage
 from shared.destinations.base import publish_one
-from shared.storage import LazyQueue
+from shared.destinations.redis_streams import stream_key
+from shared.storage.lazy import LazyQueue
 from tests.delivery_helpers import down_redis, drain, isolated_services, receive_raw
 from tests.functions_client import invoke
 
@@ -176,7 +176,7 @@ async def test_non_transient_failure_is_dead_lettered_without_retries(app_env: d
             await drain(svc)
         finally:
             DESTINATION_FACTORIES["analytics"] = factory
-        rows, _ = await svc.retries.deadletters.list(t, limit=10)
+        rows, _ = await svc.deadletters.list(t, limit=10)
         [orig] = [r for r in rows if r["eventType"] == "CONTROL_FAILED"]
         assert orig["reason"] == "non-transient error" and orig["attempts"] == 1
         assert "not available" in orig["lastError"]
@@ -232,8 +232,8 @@ async def test_timeout_per_attempt_is_a_transient_failure(app_env: dict[str, str
 
 async def test_a_write_that_landed_despite_a_failure_is_not_dead_lettered(app_env: dict[str, str]) -> None:
     """attempts 0: no queue retries; the drain still asks the destination whether the write landed."""
-    from shared.enrich import enrich, now_iso
-    from shared.models import EventIn
+    from shared.core.enrich import enrich, now_iso
+    from shared.core.events import EventIn
 
     async with isolated_services() as svc:
         t = "rt-" + uuid.uuid4().hex[:8]
@@ -251,7 +251,7 @@ async def test_a_write_that_landed_despite_a_failure_is_not_dead_lettered(app_en
             await (await svc.retries.queue()).update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=0)
         # Redis is back for the drain; with attempts 0 it makes no new attempt, it only checks.
         await drain(svc)
-        rows, _ = await svc.retries.deadletters.list(t, limit=10)
+        rows, _ = await svc.deadletters.list(t, limit=10)
         assert [r["eventId"] for r in rows if r["eventType"] == "CONTROL_FAILED"] == ["lost-1"]
         assert rows[0]["reason"] == "retries exhausted" and rows[0]["attempts"] == 0
 

@@ -1,7 +1,7 @@
 """Every setting the code reads is deployed (infra/), sampled (local.settings.sample.json) and
 documented (README.md's settings table), and none of the three lists a name nobody reads.
 
-"Settings the code reads" = `Settings.env_names()` (shared/settings.py) plus the explicit lists of
+"Settings the code reads" = `Settings.env_names()` (shared/core/settings.py) plus the explicit lists of
 host/binding settings below. A failure message names each missing or stale setting and where.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN_BICEP = ROOT / "infra" / "main.bicep"
@@ -20,7 +20,7 @@ SAMPLE = ROOT / "local.settings.sample.json"
 README = ROOT / "README.md"
 FUNCTION_APP = ROOT / "function_app.py"
 
-# Read by the Functions host or by a binding in Azure, not through shared.settings.
+# Read by the Functions host or by a binding in Azure, not through shared.core.settings.
 HOST_SETTINGS_AZURE: dict[str, str] = {
     # Host storage with the managed identity (Flex Consumption, no connection string).
     "AzureWebJobsStorage__accountName": "host storage account",
@@ -42,7 +42,7 @@ HOST_SETTINGS_LOCAL: dict[str, str] = {
     "COSMOS": "Cosmos DB trigger connection",
 }
 
-# Read by shared.settings but deliberately not deployed: local stand-ins for what the managed
+# Read by shared.core.settings but deliberately not deployed: local stand-ins for what the managed
 # identity does in Azure, and development-only keys.
 LOCAL_ONLY: frozenset[str] = frozenset({
     "PORT",  # the local runner's port; the Functions host owns the port in Azure

@@ -4,15 +4,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.metrics import BatchStats
-from shared.models import EventResult, EventType, Source, StreamConfig, StreamFilter
-from shared.pipeline import Pipeline, PublishContext
-from shared.system_events import (
+from shared.core.events import EventType, Source
+from shared.core.results import EventResult
+from shared.core.streamconfig import StreamConfig, StreamFilter
+from shared.delivery.pipeline import Pipeline, PublishContext
+from shared.observability.system_events import (
     DestinationFailureHook,
     destination_failures,
     emit_system_error,
     is_system_event,
 )
+from shared.observability.tenant_metrics import BatchStats
 from tests.doubles import MemoryConfigs, MemoryDestination, MemoryDestinations, MemoryParker, SpyMetrics, event_dict
 
 

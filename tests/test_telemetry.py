@@ -1,4 +1,4 @@
-"""shared.telemetry against a local ingestion endpoint (the exporter honours IngestionEndpoint).
+"""shared/observability/telemetry/ against a local ingestion endpoint (the exporter honours IngestionEndpoint).
 
 The server records every envelope POSTed to /v2.1/track; tests assert on what really left the
 process: names, dimensions, values, operation correlation, and that secrets/payloads did not.
@@ -15,10 +15,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from shared import telemetry
-from shared.models import EventType, Source
-from shared.settings import Settings
-from shared.telemetry import BatchStatsBuilder, Summary, SystemStats
+from shared.core.events import EventType, Source
+from shared.core.settings import Settings
+from shared.observability import telemetry
+from shared.observability.telemetry import BatchTelemetryBuilder, Summary, SystemStats
 
 IKEY = "11111111-2222-3333-4444-555555555555"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -108,7 +108,10 @@ def _configure(conn: str, tmp_path: Any, log_level: str = "info", info_sampling:
                **kw: Any) -> telemetry.Telemetry:
     settings = Settings(APPLICATIONINSIGHTS_CONNECTION_STRING=conn, LOG_LEVEL=log_level,
                         TELEMETRY_INFO_SAMPLING=info_sampling)
+    # Metrics leave on flush() only (60 s interval); a log record the exporter's worker already took
+    # off its queue leaves within the log interval (opencensus' public flush() cannot hurry it).
     return telemetry.configure(settings, export_interval=kw.pop("export_interval", 60.0),
+                               log_export_interval=kw.pop("log_export_interval", 0.5),
                                storage_path=str(tmp_path / "ai-storage"), **kw)
 
 
@@ -120,7 +123,7 @@ def test_without_connection_string_is_noop_and_starts_no_thread() -> None:
     tel = telemetry.configure(Settings())
     assert tel.enabled is False and telemetry.current() is tel
     with telemetry.operation(TRACEPARENT, "EventsPost"):
-        tel.on_batch(BatchStatsBuilder().accepted("t1", EventType.RISK_CREATED, Source.FRONTEND_APP).build())
+        tel.on_batch(BatchTelemetryBuilder().accepted("t1", EventType.RISK_CREATED, Source.FRONTEND_APP).build())
         tel.on_system(SystemStats(memory_percent=50.0, destinations_healthy={"redis": True}))
         tel.record("grc.cosmos.request_charge", 3.0)
         tel.log_event(logging.ERROR, "boom", tenantId="t1")
@@ -139,7 +142,7 @@ def test_configured_threads_stop_on_close_and_reconfigure(ingestion: tuple[Inges
     while {t.ident for t in threading.enumerate() if t.is_alive()} - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert {t.ident for t in threading.enumerate() if t.is_alive()} - before == set()
-    assert all(type(h).__name__ != "_LogHandler" for h in logging.getLogger("grc").handlers)
+    assert all(type(h).__name__ != "AzureLogHandler" for h in logging.getLogger("grc").handlers)
 
 
 # -- logs ----------------------------------------------------------------------------------------
@@ -249,7 +252,7 @@ def test_info_sampling_never_drops_warnings(ingestion: tuple[Ingestion, str], tm
 
 def test_close_flushes_pending_logs_and_metrics(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
-    tel = _configure(conn, tmp_path)  # 60 s interval: only close() can have sent these
+    tel = _configure(conn, tmp_path)  # 60 s interval: only close() can have sent the metric
     tel.log_event(logging.WARNING, "bye", tenantId="t1")
     tel.on_system(SystemStats(memory_percent=42.5))
     tel.close()
@@ -273,15 +276,15 @@ def test_batch_counters_are_deltas_with_exact_names_and_dimensions(
         ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
-    b = BatchStatsBuilder()
+    b = BatchTelemetryBuilder()
     b.accepted("t1", EventType.RISK_CREATED, Source.FRONTEND_APP, 2).accepted("t2", EventType.RISK_UPDATED, "MCP_SERVER")
     b.filtered("t1", EventType.RISK_CREATED, Source.FRONTEND_APP)
     b.rejected("t1", "BOGUS", Source.BACKEND_API).delivered("t1", "redis").delivered("t1", "redis")
     b.delivery_failed("t1", "kafka").retry_scheduled("t1", "kafka").deadletter("t1", "kafka")
     with telemetry.operation(TRACEPARENT, "CosmosChanges"):
         tel.on_batch(b.build())
-        tel.on_batch(BatchStatsBuilder().accepted("t1", EventType.RISK_CREATED, Source.FRONTEND_APP).build())
-        tel.on_batch(BatchStatsBuilder().failed("t1", EventType.RISK_CREATED, Source.COSMOS_DB).build())
+        tel.on_batch(BatchTelemetryBuilder().accepted("t1", EventType.RISK_CREATED, Source.FRONTEND_APP).build())
+        tel.on_batch(BatchTelemetryBuilder().failed("t1", EventType.RISK_CREATED, Source.COSMOS_DB).build())
     tel.flush()
     sink.wait_for(lambda es: len(sink.metrics("grc.events.failed")) == 1)
 
@@ -300,7 +303,7 @@ def test_batch_counters_are_deltas_with_exact_names_and_dimensions(
     assert "ai.operation.id" not in sink.metrics("grc.events.accepted")[0]["tags"]
 
     # next interval: only what happened since the last export (delta, not cumulative)
-    tel.on_batch(BatchStatsBuilder().accepted("t1", EventType.RISK_CREATED, Source.FRONTEND_APP, 4).build())
+    tel.on_batch(BatchTelemetryBuilder().accepted("t1", EventType.RISK_CREATED, Source.FRONTEND_APP, 4).build())
     tel.flush()
     sink.wait_for(lambda es: len(sink.metrics("grc.events.accepted")) == 3)
     assert _value(sink.metrics("grc.events.accepted")[-1])["value"] == 4.0
@@ -311,9 +314,9 @@ def test_batch_counters_are_deltas_with_exact_names_and_dimensions(
 def test_latency_and_delay_are_exported_as_aggregates(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
-    tel.on_batch(BatchStatsBuilder().latency("t1", 10).latency("t1", 30).changefeed_delay("t1", "risks", 1500)
+    tel.on_batch(BatchTelemetryBuilder().latency("t1", 10).latency("t1", 30).changefeed_delay("t1", "risks", 1500)
                  .request_charge(2.5).build())
-    tel.on_batch(BatchStatsBuilder().latency("t1", 20).request_charge(1.5).build())
+    tel.on_batch(BatchTelemetryBuilder().latency("t1", 20).request_charge(1.5).build())
     tel.flush()
     sink.wait_for(lambda es: len(sink.metrics("grc.cosmos.request_charge")) == 1)
     lat = sink.metrics("grc.latency.end_to_end_ms")[0]
@@ -387,7 +390,7 @@ def test_metric_dimension_values_are_sanitised(ingestion: tuple[Ingestion, str],
 def test_series_cap_bounds_memory(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path, max_series=3)
-    b = BatchStatsBuilder()
+    b = BatchTelemetryBuilder()
     for i in range(10):
         b.accepted(f"t{i}", "RISK_CREATED", "FRONTEND_APP")
     tel.on_batch(b.build())
@@ -406,7 +409,7 @@ def test_summary_merge() -> None:
 
 
 def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
-    from shared.metrics import BatchStats as PipelineStats
+    from shared.observability.tenant_metrics import BatchStats as PipelineStats
 
     ps = PipelineStats()
     t1 = ps.tenant("t1")  # one source: the type x source split is exact
@@ -436,7 +439,7 @@ def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
 
 
 def test_pipeline_hook_exports(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
-    from shared.metrics import BatchStats as PipelineStats
+    from shared.observability.tenant_metrics import BatchStats as PipelineStats
 
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
@@ -487,3 +490,29 @@ def test_entra_token_is_sent_with_every_post(ingestion: tuple[Ingestion, str], t
     sink.wait_for(lambda es: len(es) >= 2)
     assert sink.authorization and set(sink.authorization) == {"Bearer entra-test-token"}
     assert cred.scopes[0] == ("https://monitor.azure.com//.default",)
+
+
+def test_a_log_record_leaves_within_the_log_interval_without_flush(
+        ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+    """What the exporter's worker holds leaves on its own within the log interval: flush() goes through
+    opencensus' public API only, which flushes its queue but cannot hurry a batch the worker took."""
+    sink, conn = ingestion
+    tel = _configure(conn, tmp_path, log_export_interval=0.5)
+    started = time.monotonic()
+    tel.log_event(logging.WARNING, "on its own", tenantId="t1")
+    sink.wait_for(lambda es: len(es) >= 1, timeout=5)
+    assert time.monotonic() - started < 5
+    assert sink.logs()[0]["data"]["baseData"]["message"] == "on its own"
+
+
+def test_the_catalogue_is_plain_data() -> None:
+    """What a workbook or drift test reads: names, kinds, dimensions, log fields; no exporter loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from shared.observability.telemetry import catalogue as c; "
+            "print(len(c.METRICS), sorted(c.LOG_STANDARD_FIELDS)[0], 'opencensus' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(len(telemetry.METRICS)), "fileName", "False"]
+    assert all(spec.name == name and spec.kind in ("counter", "summary", "gauge") and spec.description
+               for name, spec in telemetry.METRICS.items())

@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from shared.api.params import tenant_param
-from shared.changefeed.parking import UNMAPPED, partition_for
 from shared.changefeed.rules import Kind, Unmappable, validate
+from shared.core.events import UNMAPPED_TENANT as UNMAPPED, EventIn, TenantId, is_tenant_id
+from shared.core.streamconfig import StreamConfigIn
+from shared.delivery.deadletters import partition_for
 from shared.http.types import ApiRequest, Headers, ProblemError
-from shared.models import EventIn, StreamConfigIn, TenantId, is_tenant_id
 from shared.security.tenants import claim_values, grants_from
 
 ALLOWED = frozenset(string.ascii_lowercase + string.digits + "-")
@@ -84,7 +85,7 @@ def entry_points(value: str) -> dict[str, bool]:
         "tenants claim (string)": value in grants_from(claim_values(value), [], "Events.Admin"),
         "Tenant.<id> app role": grants_from([], claim_values([f"Tenant.{value}"]), "Events.Admin") == {value},
         "Cosmos document": _accepted(lambda: validate(Kind.RISKS, _doc(value)), Unmappable),
-        "parked partition": partition_for(_doc(value)) == value and value != UNMAPPED,
+        "dead-letter partition": partition_for(_doc(value)) == value and value != UNMAPPED,
     }
 
 

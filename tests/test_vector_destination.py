@@ -9,13 +9,14 @@ import pytest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import ValidationError
 
+from shared.core.events import Event
+from shared.core.settings import Settings
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.destinations.base import Chunk, publish_one
 from shared.destinations.vector import VectorQueueDestination, vector_backlog
-from shared.models import Event, StreamConfig, StreamConfigIn
-from shared.settings import Settings
 from shared.vector.indexer import IndexItem
 from shared.vector.messages import MAX_MESSAGE_BYTES, decode_message, encode_messages
 from shared.vector.text import render_event_text
-from shared.destinations.base import Chunk, publish_one
 from tests.vector_corpus import BANK, CORPUS
 
 

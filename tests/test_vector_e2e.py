@@ -9,8 +9,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from shared.services import get_services, reset_services
-from shared.settings import get_settings
+from shared.app.services import get_services, reset_services
+from shared.core.settings import get_settings
 from shared.vector.indexer import reset_service
 from tests.delivery_helpers import queue_worker
 from tests.functions_client import invoke, registrations

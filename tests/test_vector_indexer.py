@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from shared.vector.base import IndexSpec
 from shared.vector.indexer import IndexItem, VectorSearchService, build_embedder, build_service
 from shared.vector.sqlite_index import SqliteVecIndex

@@ -1,7 +1,7 @@
 """The event -> text template (docs/vector-search.md)."""
 from __future__ import annotations
 
-from shared.models import Event
+from shared.core.events import Event
 from shared.vector.text import MAX_TEXT_CHARS, event_type_words, render_event_text
 from tests.vector_corpus import CORPUS
 

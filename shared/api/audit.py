@@ -8,8 +8,8 @@ import orjson
 
 from shared.api import paging
 from shared.api.params import int_param, tenant_param
+from shared.app.services import get_services
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.services import get_services
 
 log = logging.getLogger("grc.audit")
 DEFAULT_LIMIT = 100
@@ -18,7 +18,7 @@ PAGE_SCOPE = "audit"
 
 
 async def get_audit(req: ApiRequest) -> ApiResponse:
-    tenant = tenant_param(req)
+    tenant = tenant_param(req, unmapped=True)
     limit = int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     after = paging.position(req, PAGE_SCOPE, tenant, {}, param="continuation")
     page = await get_services().audit.list(tenant, limit, after)

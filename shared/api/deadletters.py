@@ -1,4 +1,6 @@
-"""GET /deadletters/{tenantId} and POST /deadletters/{tenantId}/replay."""
+"""GET /deadletters/{tenantId} and POST /deadletters/{tenantId}/replay: every kind of dead letter
+(delivery/deadletters.py) -- deliveries given up on, change-feed events not published and documents
+not mapped. `_unmapped` (documents naming no valid tenant) answers admins only."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,24 +8,24 @@ from typing import Any
 from shared.api import paging
 from shared.api.audit import record_audit
 from shared.api.params import bad_param, int_param, tenant_param
+from shared.app.services import get_services
+from shared.delivery.replay import replay
 from shared.http.adapter import read_json
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.retries import replay
-from shared.services import get_services
 
 MAX_REPLAY = 500
 PAGE_SCOPE = "deadletters"
 
 
 async def list_deadletters(req: ApiRequest) -> ApiResponse:
-    tenant = tenant_param(req)
+    tenant = tenant_param(req, unmapped=True)
     limit = int_param(req, "limit", 100, 1, 1000)
     include = req.query.get("includeReplayed", "false")
     if include not in ("true", "false"):
         raise bad_param("includeReplayed", "must be true or false")
     bound = {"includeReplayed": include == "true"}  # a token continues only the same listing
     after = paging.position(req, PAGE_SCOPE, tenant, bound)
-    rows, nxt = await get_services().retries.deadletters.list(
+    rows, nxt = await get_services().deadletters.list(
         tenant, limit=limit, after=after, include_replayed=include == "true")
     return json_response({"tenantId": tenant, "count": len(rows), "deadLetters": rows,
                           "continuationToken": paging.token(PAGE_SCOPE, tenant, bound, nxt)})
@@ -31,7 +33,7 @@ async def list_deadletters(req: ApiRequest) -> ApiResponse:
 
 async def replay_deadletters(req: ApiRequest) -> ApiResponse:
     """Body `{"ids": [...]}` replays those records; `{}` replays every record not yet replayed (500 at most)."""
-    tenant = tenant_param(req)
+    tenant = tenant_param(req, unmapped=True)
     ids: list[str] | None = None
     body: Any = read_json(req, 256 * 1024)  # required: an explicit {} says "all"
     if not isinstance(body, dict) or set(body) - {"ids"}:

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import limits
 from shared.api.params import enum_param, int_param, tenant_param
+from shared.app.services import get_services
+from shared.core import limits
+from shared.core.events import ClientIdPattern, EventType, Source
+from shared.core.results import EventResult
+from shared.core.validation import pointer
+from shared.delivery.pipeline import PublishContext
 from shared.http.adapter import admit, read_json
 from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.models import ClientIdPattern, EventResult, EventType, Source
-from shared.pipeline import PublishContext
 from shared.security.tenants import tenant_costs
-from shared.services import get_services
-from shared.validation import pointer
 
 
 def _result_body(r: EventResult) -> dict[str, Any]:

@@ -11,11 +11,11 @@ import asyncio
 import logging
 from typing import Any
 
-from shared import alerts, resources, service_stats
-from shared.api.health import recent_health
 from shared.api.params import tenant_param
+from shared.app.services import DESTINATION_FACTORIES, Services, get_services
 from shared.http.types import ApiRequest, ApiResponse, json_response
-from shared.services import DESTINATION_FACTORIES, Services, get_services
+from shared.observability import alerts, resources, service_stats
+from shared.observability.health import recent_health
 
 log = logging.getLogger("grc.api.metrics")
 

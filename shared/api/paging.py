@@ -1,5 +1,5 @@
 """Continuation tokens at the API's edge: the caller's token back to a store position, a store's
-next position out as a token. One codec for every paged read (shared/pagetokens.py): a token is
+next position out as a token. One codec for every paged read (shared/storage/pagetokens.py): a token is
 bound to its list (`scope`), the tenant and the query parameters that define the result set, and
 any token the service did not issue for them answers 400 problem details."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.api.params import bad_param
+from shared.app.services import get_services
 from shared.http.types import ApiRequest
-from shared.pagetokens import BadPageToken
-from shared.services import get_services
+from shared.storage.pagetokens import BadPageToken
 
 
 def as_sent(req: ApiRequest, *names: str) -> dict[str, str | None]:

@@ -1,11 +1,12 @@
 """Path and query parameter parsing with problem details naming the parameter."""
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 from typing import TypeVar
 
+from shared.core.events import RFC3339_RE, TENANT_RULE, UNMAPPED_TENANT, is_tenant_id
 from shared.http.types import ApiRequest, ProblemError
-from shared.models import TENANT_RULE, is_tenant_id
 
 E = TypeVar("E", bound=Enum)
 
@@ -15,8 +16,13 @@ def bad_param(name: str, detail: str, where: str = "query") -> ProblemError:
                         errors=[{"pointer": f"#/{where}/{name}", "field": name, "detail": detail}])
 
 
-def tenant_param(req: ApiRequest) -> str:
+def tenant_param(req: ApiRequest, *, unmapped: bool = False) -> str:
+    """The path's tenantId. `unmapped`: the route also serves the reserved partition of dead letters
+    that name no valid tenant (UNMAPPED_TENANT), to admins only (a tenant grant can never name it:
+    the request adapter has already refused anyone else with 403)."""
     tenant = req.route.get("tenantId", "")
+    if unmapped and tenant == UNMAPPED_TENANT and req.principal is not None and req.principal.is_admin:
+        return tenant
     if not is_tenant_id(tenant):
         raise bad_param("tenantId", f"must be {TENANT_RULE}", "path")
     return tenant
@@ -40,3 +46,20 @@ def enum_param(req: ApiRequest, name: str, enum: type[E]) -> E | None:
         return enum(raw)
     except ValueError:
         raise bad_param(name, f"must be one of {', '.join(m.value for m in enum)}") from None
+
+
+def time_param(req: ApiRequest, name: str) -> datetime | None:
+    """An RFC 3339 date-time with a zone, as documented (fromisoformat alone also takes ISO 8601
+    basic forms such as 20260131T000000); absent: None; empty or anything else: 400."""
+    raw = req.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw) if RFC3339_RE.fullmatch(raw) else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
+    if value.tzinfo is None:
+        raise bad_param(name, "needs a time zone offset, e.g. 2026-01-31T12:00:00Z")
+    return value

@@ -1,33 +1,28 @@
-"""The route table: what function_app.py registers, what /openapi.json documents, what 405 knows."""
+"""The route table, the one registry: function_app.py registers it with the Functions host (a
+`func.Blueprint` built from it by shared/http/functions_adapter.py: one named function per route),
+/openapi.json documents it, and 405 knows its methods. The two handlers that describe the table itself
+(/openapi.json and the 404/405 fallback) are here, beside it."""
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from shared import limits
-from shared.api import audit, deadletters, events, health, history, metrics, search, streamconfig
-from shared.models import CLIENT_ID_PATTERN
-from shared.http.adapter import Handler
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str  # the Functions function name
-    method: str
-    path: str  # Functions route template, no leading slash
-    handler: Handler
-    summary: str
-    anonymous: bool = False
-    request_schema: str | None = None  # components/schemas name
-    response_schema: str | None = None
-    success: int = 200
-    # (name, JSON type or a JSON Schema, description)
-    query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
-    tags: tuple[str, ...] = field(default_factory=tuple)
-    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (header name, JSON Schema, description)
-    required_query: tuple[str, ...] = ()  # query parameters the handler refuses to do without
+from shared.api import (
+    audit,
+    deadletters,
+    events,
+    health,
+    history,
+    metrics,
+    openapi as openapi_doc,
+    search,
+    streamconfig,
+)
+from shared.core import limits
+from shared.core.events import CLIENT_ID_PATTERN
+from shared.http.adapter import public
+from shared.http.routing import ANY_METHOD, Route, allowed_methods
+from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
@@ -35,7 +30,7 @@ _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
 _TOKEN_DOC = ("the `continuationToken` of the previous page, sent with the same query parameters (it is signed "
               "and bound to the tenant and the query; any other value answers 400)")
 
-ROUTES: tuple[Route, ...] = (
+API_ROUTES: tuple[Route, ...] = (
     Route("health", "GET", "health", health.health, "Health of the service and each dependency",
           anonymous=True, response_schema="Health", tags=("operations",)),
     Route("publish_event", "POST", "events", events.publish_event, "Publish one event",
@@ -62,14 +57,14 @@ ROUTES: tuple[Route, ...] = (
                  ("continuationToken", "string", _TOKEN_DOC))),
     Route("list_deadletters", "GET", "deadletters/{tenantId}", deadletters.list_deadletters,
           "A tenant's dead-lettered deliveries (destination, reason, attempts, last error, the event)",
-          response_schema="DeadLetterList", tags=("delivery",),
+          response_schema="DeadLetterList", tags=("delivery",), unmapped=True,
           query=(("limit", _EVENTS_LIMIT, "1-1000, default 100"),
                  ("includeReplayed", {"type": "string", "enum": ["true", "false"]},
                   "also list records already replayed (default false)"),
                  ("continuationToken", "string", _TOKEN_DOC))),
     Route("replay_deadletters", "POST", "deadletters/{tenantId}/replay", deadletters.replay_deadletters,
           "Send dead letters back through their destination (all not yet replayed, or the given ids)",
-          request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",)),
+          request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",), unmapped=True),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
           "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals), alert conditions, service figures",
           response_schema="TenantMetrics", tags=("operations",)),
@@ -85,7 +80,7 @@ ROUTES: tuple[Route, ...] = (
                    ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
-          response_schema="AuditList", tags=("audit",),
+          response_schema="AuditList", tags=("audit",), unmapped=True,
           query=(("limit", _AUDIT_LIMIT, "1-1000, default 100"),
                  ("continuation", "string", "the `continuation` of the previous page (signed and bound to the "
                                   "tenant; any other value answers 400)"))),
@@ -103,23 +98,31 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def _regex(template: str) -> re.Pattern[str]:
-    parts = []
-    for seg in template.strip("/").split("/"):
-        parts.append("[^/]+" if seg.startswith("{") else re.escape(seg))
-    return re.compile("^/" + "/".join(parts) + "/?$")
+@public
+async def openapi(req: ApiRequest) -> ApiResponse:
+    return json_response(_document())
+
+
+@public
+async def not_matched(req: ApiRequest) -> ApiResponse:
+    """Lowest route precedence: 405 with Allow for a known path and a wrong method, 404 otherwise
+    (the Functions host answers a wrong method with 404; a `{*path}` function sees only requests no
+    other function matched)."""
+    allowed = allowed_methods(ROUTES, req.path)
+    if allowed:
+        raise ProblemError(405, "Method Not Allowed", f"{req.method} is not allowed here; use {', '.join(allowed)}",
+                           headers={"Allow": ", ".join(allowed)})
+    raise ProblemError(404, "Not Found", f"no route matches {req.path}")
+
+
+ROUTES: tuple[Route, ...] = (
+    *API_ROUTES,
+    Route("openapi", "GET", "openapi.json", openapi, "This document", anonymous=True, tags=("meta",)),
+    Route("not_matched", ANY_METHOD, "{*path}", not_matched, "404 / 405 for what no other route matches",
+          anonymous=True, documented=False),
+)
 
 
 @lru_cache(maxsize=1)
-def _compiled() -> list[tuple[re.Pattern[str], Route]]:
-    return [(_regex(r.path), r) for r in all_routes()]
-
-
-def all_routes() -> tuple[Route, ...]:
-    from shared.api import openapi  # noqa: PLC0415 - openapi documents ROUTES itself
-
-    return (*ROUTES, openapi.ROUTE)
-
-
-def allowed_methods(path: str) -> list[str]:
-    return sorted({r.method for rx, r in _compiled() if rx.fullmatch(path)})
+def _document() -> dict[str, Any]:
+    return openapi_doc.document(ROUTES)

@@ -12,11 +12,11 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from shared.api.params import bad_param, int_param, tenant_param
+from shared.api.params import bad_param, int_param, tenant_param, time_param
+from shared.core.events import EventType
+from shared.core.settings import get_settings
 from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.models import RFC3339_RE, EventType
-from shared.settings import get_settings
 from shared.vector.base import EmbedderMismatch, SearchFilters, VectorConfigError, VectorSearchError
 from shared.vector.indexer import get_service
 
@@ -58,20 +58,9 @@ def _list_param(req: ApiRequest, name: str) -> tuple[str, ...]:
     return values
 
 
-def _time_param(req: ApiRequest, name: str) -> str | None:
-    raw = req.query.get(name)
-    if raw is None:
-        return None
-    # RFC 3339 as documented: fromisoformat alone also takes ISO 8601 basic forms (20260131T000000).
-    if not RFC3339_RE.fullmatch(raw):
-        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z")
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T00:00:00Z") from None
-    if value.tzinfo is None:
-        raise bad_param(name, "needs a time zone offset, e.g. 2026-01-31T00:00:00Z")
-    return value.isoformat()
+def _iso_param(req: ApiRequest, name: str) -> str | None:
+    value = time_param(req, name)
+    return None if value is None else value.isoformat()
 
 
 def parse_filters(req: ApiRequest) -> SearchFilters:
@@ -83,7 +72,7 @@ def parse_filters(req: ApiRequest) -> SearchFilters:
     entity_types = _list_param(req, "entityType")
     if any(not ENTITY_TYPE.fullmatch(v) for v in entity_types):
         raise bad_param("entityType", "letters, digits and _ . -, starting with a letter (max 64)")
-    time_from, time_to = _time_param(req, "from"), _time_param(req, "to")
+    time_from, time_to = _iso_param(req, "from"), _iso_param(req, "to")
     if time_from and time_to and datetime.fromisoformat(time_from) > datetime.fromisoformat(time_to):
         raise bad_param("from", "must not be later than 'to'")
     return SearchFilters(event_types=event_types, entity_types=entity_types, time_from=time_from, time_to=time_to)

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from shared.api.params import tenant_param
-from shared.configstore import PreconditionFailed
 from shared.api.audit import record_audit
+from shared.api.params import tenant_param
+from shared.app.services import get_services
+from shared.core.destination_options import delivery_window_problems
+from shared.core.streamconfig import StreamConfigIn
+from shared.core.validation import field_error, field_errors
+from shared.delivery.configstore import PreconditionFailed
 from shared.http.adapter import read_json
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.destinations.options import delivery_window_problems
-from shared.models import StreamConfigIn
-from shared.services import get_services
-from shared.validation import field_error, field_errors
 
 MAX_CONFIG_BYTES = 256 * 1024
 

@@ -1,4 +1,4 @@
-"""Change capture from Cosmos DB: mapping rules, entity state, dedup, parking, the batch processor.
+"""Change capture from Cosmos DB: mapping rules, entity state, feed start, the batch processor, the overdue check.
 
 docs/change-capture.md describes the document conventions the rules expect.
 """

@@ -23,9 +23,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.changefeed.rules import Kind
-from shared.cosmosdb import SharedCosmos
+from shared.storage.cosmosdb import SharedCosmos
 
 log = logging.getLogger("grc.changefeed")
 
@@ -35,6 +36,17 @@ INFO_SUFFIX = ".info"
 FOUND_TTL = 600.0
 MISSING_TTL = 30.0
 QUERY = "SELECT c.id, c._ts FROM c WHERE STARTSWITH(c.id, @prefix)"
+
+
+def container_of(settings: Any, kind: Kind) -> str:
+    """The monitored container of `kind` (its COSMOS_*_CONTAINER setting)."""
+    return {
+        Kind.RISKS: settings.cosmos_risks_container,
+        Kind.CONTROLS: settings.cosmos_controls_container,
+        Kind.ASSESSMENTS: settings.cosmos_assessments_container,
+        Kind.COMPLIANCE: settings.cosmos_compliance_container,
+        Kind.POLICIES: settings.cosmos_policies_container,
+    }[kind]
 
 
 def marker_id(prefix: str, host: str, database_rid: str, container_rid: str) -> str:

@@ -3,9 +3,9 @@
 A timer runs `emit_overdue`; it queries the assessments container for due dates up to now
 (plain SQL the local server also runs: no OFFSET/LIMIT, GROUP BY, DISTINCT), keeps the ones
 not completed and not soft-deleted, and publishes one event each. The event id derives from
-tenant + assessment id + due date, and a Redis marker per event id (SET NX, kept
-CHANGEFEED_STATE_TTL_DAYS) makes a second run, or a second instance running at the same time,
-publish nothing again. Moving the due date gives a new id: the new date can be overdue again.
+tenant + assessment id + due date, and its idempotency claim (kept CHANGEFEED_STATE_TTL_DAYS: the
+`DedupePolicy` the caller passes) makes a second run, or a second instance running at the same
+time, publish nothing again. Moving the due date gives a new id: the new date can be overdue again.
 
 A date-only `dueDate` ("2026-11-30") is due at the end of that day (UTC).
 
@@ -28,11 +28,10 @@ from azure.cosmos.aio import ContainerProxy
 
 from shared.changefeed.processor import ChangeFeedProcessor
 from shared.changefeed.rules import ENTITY_TYPE, Kind, assessment_phase, parse_time
-from shared.changefeed.state import Dedup
-from shared.cosmosdb import record_charge
-from shared.ids import derived_uuid
-from shared.metrics import BatchStats
-from shared.models import SCHEMA_VERSION, Action, Event, EventType, Source, is_tenant_id, utc_now_iso
+from shared.core.events import SCHEMA_VERSION, Action, Event, EventType, Source, is_tenant_id, utc_now_iso
+from shared.core.ids import derived_uuid
+from shared.delivery.idempotency import DedupePolicy
+from shared.storage.cosmosdb import record_charge
 
 log = logging.getLogger("grc.overdue")
 
@@ -104,7 +103,7 @@ async def emit_overdue(
     container: ContainerProxy,
     container_name: str,
     processor: ChangeFeedProcessor,
-    markers: Dedup,
+    policy: DedupePolicy,
     *,
     now: datetime | None = None,
 ) -> OverdueRun:
@@ -124,7 +123,7 @@ async def emit_overdue(
         run.overdue += len(events)
         if not events:
             continue
-        left, published, already = await _publish(processor, markers, events)
+        left, published, already = await processor.publish_events(events, time.time(), policy=policy)
         run.published += published
         run.already += already
         run.unpublished += len(left)
@@ -132,10 +131,3 @@ async def emit_overdue(
         # The next run retries them: their markers were released.
         log.warning("%d overdue event(s) not published; the next run retries", run.unpublished)
     return run
-
-
-async def _publish(processor: ChangeFeedProcessor, markers: Dedup, events: list[Event]) -> tuple[list[Event], int, int]:
-    stats = BatchStats()
-    out = await processor.publish_events(events, stats, time.time(), dedup=markers)
-    await processor.record(stats)
-    return out

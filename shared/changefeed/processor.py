@@ -1,13 +1,16 @@
 """One change-feed batch -> events through the pipeline, exactly once downstream, nothing lost.
 
 For a batch of changed documents of one container:
-1. validate each; an unmappable one is parked with its reason (never dropped);
+1. validate each; an unmappable one is dead-lettered with its reason (never dropped);
 2. swap the entity snapshots in Redis (atomic, per tenant) to learn each change's prior;
 3. map each change to its events (deterministic ids) and record its delay (now - `_ts`);
-4. claim each event's dedup marker, publish the claimed ones in bulk (`publish_enriched`),
-   mark delivered/filtered ones done, release the rest;
+4. publish the events in bulk through the pipeline (`publish_enriched`) under the change feed's
+   dedupe policy: each event id is claimed in the idempotency store (the ids are deterministic, so a
+   re-delivered change is answered `duplicate`), failing closed when the claims cannot be checked;
 5. if anything is left unpublished: raise `RetryBatch` so the host retries the batch (the
-   retry policy), or, on the last attempt, park the leftover events and return.
+   retry policy), or, on the last attempt, dead-letter the leftover events and return.
+Dead letters go to the one dead-letter store (delivery/deadletters.py), listed and replayed through
+GET /deadletters/{tenantId} and POST /deadletters/{tenantId}/replay (`replay_dead_letter` below).
 """
 from __future__ import annotations
 
@@ -18,12 +21,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared import limits, telemetry
-from shared.changefeed.parking import UNMAPPED, ParkedItem, ParkingStore, partition_for
 from shared.changefeed.rules import Kind, Mapped, Unmappable, map_change, snapshot, validate
-from shared.changefeed.state import Claim, Dedup, EntityState
-from shared.metrics import BatchStats, TenantMetrics
-from shared.models import Event, EventResult, utc_now_iso
+from shared.changefeed.state import EntityState
+from shared.core import limits
+from shared.core.events import UNMAPPED_TENANT, Event, utc_now_iso
+from shared.core.results import EventResult
+from shared.delivery.deadletters import CHANGEFEED_EVENT, DeadLetters, partition_for
+from shared.delivery.idempotency import DedupePolicy
+from shared.observability import telemetry
+from shared.observability.tenant_metrics import BatchStats, TenantMetrics
+from shared.storage import payload
 
 log = logging.getLogger("grc.changefeed")
 
@@ -32,7 +39,8 @@ OK_STATUSES = frozenset({"accepted", "filtered", "duplicate"})
 
 class Publisher(Protocol):
     async def publish_enriched(
-        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None
+        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None,
+        policy: DedupePolicy | None = None,
     ) -> list[EventResult]: ...
 
 
@@ -57,9 +65,9 @@ class BatchOutcome:
     published: int = 0  # accepted or filtered by the tenant's stream config
     duplicates: int = 0  # already delivered earlier (a re-delivered batch)
     stale: int = 0  # older than a version already processed
-    settled: int = 0  # this version's events were all delivered or parked before
-    parked_documents: int = 0
-    parked_events: int = 0
+    settled: int = 0  # this version's events were all delivered, filtered or dead-lettered before
+    deadlettered_documents: int = 0
+    deadlettered_events: int = 0
     unpublished: list[Event] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -69,18 +77,18 @@ class ChangeFeedProcessor:
         self,
         *,
         state: EntityState,
-        dedup: Dedup,
+        dedupe: DedupePolicy,
         publisher: Publisher,
-        parking: ParkingStore,
+        deadletters: DeadLetters,
         metrics: TenantMetrics | None = None,
         clock: Any = time.time,
         feed_started: FeedStart | None = None,
     ) -> None:
         self.feed_started = feed_started
         self.state = state
-        self.dedup = dedup
+        self.dedupe = dedupe
         self.publisher = publisher
-        self.parking = parking
+        self.deadletters = deadletters
         self.metrics = metrics
         self.clock = clock
 
@@ -128,7 +136,7 @@ class ChangeFeedProcessor:
                 continue
             m = map_change(kind, container, doc, prior.snapshot, ingested_at=ingested_at,
                            version=version, snap=snap, feed_started=started)
-            if prior.settled:  # delivered or parked before: count, publish nothing
+            if prior.settled:  # settled before: count, publish nothing
                 out.settled += 1
                 out.duplicates += len(m.events)
                 stats.tenant(m.tenant_id).count("dup", len(m.events))
@@ -141,7 +149,7 @@ class ChangeFeedProcessor:
 
         events = [e for m in mapped for e in m.events]
         out.events = len(events)
-        left, published, dupes = await self.publish_events(events, stats, now)
+        left, published, dupes = await self.publish_events(events, now)
         out.published = published
         out.duplicates += dupes
         if left and not final_attempt:
@@ -149,20 +157,20 @@ class ChangeFeedProcessor:
             await self.record(stats, container)
             raise RetryBatch(f"{len(left)} of {len(events)} change-feed event(s) not published")
 
-        # The batch is settled: park what could not be mapped and, on the last attempt, what could
+        # The batch is settled: dead-letter what could not be mapped and, on the last attempt, what could
         # not be published. Parking failures propagate, so the host retries; on the last attempt
         # the log names every change (no document content), so each can be re-triggered by a touch.
         try:
-            await self._park(kind, container, unmapped, left, out, stats)
+            await self._dead_letter(kind, container, unmapped, left, out, stats)
         except Exception:
             if final_attempt:
-                log.exception("LOST after the last retry, parking failed: container=%s changes=%s",
+                log.exception("LOST after the last retry, dead-lettering failed: container=%s changes=%s",
                               container, [_ref(d) for d, _ in unmapped] + sorted(
                                   {f"{e.tenantId}/{e.entityId}@{e.metadata.get('changeFeed', {}).get('version')}"
                                    for e in left}))
             raise
 
-        # Every event of these changes is now delivered, filtered or parked: a later re-delivery of
+        # Every event of these changes is now delivered, filtered or dead-lettered: a later re-delivery of
         # the same versions yields nothing, even after the dedup markers expire.
         try:
             await self.state.settle(kind.value, [(m.tenant_id, m.entity_id, m.version.ident) for m in mapped])
@@ -174,128 +182,76 @@ class ChangeFeedProcessor:
         await self.record(stats, container)
         return out
 
-    async def _park(self, kind: Kind, container: str, unmapped: list[tuple[Any, str]], left: list[Event],
-                    out: BatchOutcome, stats: BatchStats) -> None:
+    async def _dead_letter(self, kind: Kind, container: str, unmapped: list[tuple[Any, str]], left: list[Event],
+                           out: BatchOutcome, stats: BatchStats) -> None:
         if unmapped:
-            await self.parking.park_documents(container, kind.value, unmapped)
-            out.parked_documents = len(unmapped)
+            await self.deadletters.record_documents(container, kind.value, unmapped)
+            out.deadlettered_documents = len(unmapped)
             for doc, _ in unmapped:
                 tenant = partition_for(doc)
-                if tenant != UNMAPPED:
+                if tenant != UNMAPPED_TENANT:
                     stats.tenant(tenant).count("rej")
                     stats.tenant(tenant).count("dlq")
-            log.warning("parked %d %s document(s): %s", len(unmapped), container,
+            log.warning("dead-lettered %d %s document(s): %s", len(unmapped), container,
                         "; ".join(sorted({r for _, r in unmapped}))[:500])
         if left:
             out.unpublished = left
-            await self.parking.park_events(container, kind.value, left, "not published after the last retry")
-            out.parked_events = len(left)
+            await self.deadletters.record_events(container, kind.value, left, "not published after the last retry")
+            out.deadlettered_events = len(left)
             for ev in left:
                 stats.tenant(ev.tenantId).count("dlq")
-            try:
-                await self.dedup.mark(left, "k")
-            except Exception as exc:  # noqa: BLE001 - parked already; a replay still takes them
-                log.warning("parked markers not written: %s", type(exc).__name__)
-            log.error("parked %d %s event(s) after the last retry", len(left), container)
+            log.error("dead-lettered %d %s event(s) after the last retry", len(left), container)
 
-    async def publish_events(self, events: list[Event], stats: BatchStats, now: float, *,
-                             dedup: Dedup | None = None, take_parked: bool = False) -> tuple[list[Event], int, int]:
-        """Publish what is not yet delivered: (left unpublished, published, duplicates).
-
-        `dedup` overrides the markers (the overdue timer keeps its own, longer-lived ones).
-        """
-        dedup = dedup or self.dedup
+    async def publish_events(self, events: list[Event], now: float, *, policy: DedupePolicy | None = None
+                             ) -> tuple[list[Event], int, int]:
+        """Publish through the pipeline under the dedupe policy (the change feed's, or `policy`):
+        (left unpublished, published, duplicates). Claimed elsewhere right now, failed, or not
+        checkable: left, for the host's retry."""
         if not events:
             return [], 0, 0
-        token = dedup.new_token()
         try:
-            claims = await dedup.claim(events, token, take_parked=take_parked)
-        except Exception as exc:  # noqa: BLE001 - dedup store down: publishing now could duplicate
-            log.warning("dedup markers unavailable: %s", type(exc).__name__)
-            return list(events), 0, 0
-        mine = [e for e, c in zip(events, claims) if c is Claim.MINE]
-        busy = [e for e, c in zip(events, claims) if c is Claim.BUSY]
-        dupes = sum(1 for c in claims if c is Claim.SKIP)
-        for e, c in zip(events, claims):
-            if c is Claim.SKIP:
-                stats.tenant(e.tenantId).count("dup")
-        if not mine:
-            return busy, 0, dupes
-        try:
-            results = await self.publisher.publish_enriched(mine, received_at=now)
+            results = await self.publisher.publish_enriched(events, received_at=now, policy=policy or self.dedupe)
         except Exception as exc:  # noqa: BLE001
             log.warning("publishing change-feed events failed: %s", type(exc).__name__)
-            await self._safe_release(dedup, mine, token)
-            return [*mine, *busy], 0, dupes
-        done = [e for e, r in zip(mine, results) if r.status in OK_STATUSES]
-        failed = [e for e, r in zip(mine, results) if r.status not in OK_STATUSES]
-        try:
-            await dedup.mark(done, "d")
-        except Exception as exc:  # noqa: BLE001 - delivered; a redelivery may publish them again
-            log.warning("dedup markers not written: %s", type(exc).__name__)
-        await self._safe_release(dedup, failed, token)
-        return [*failed, *busy], len(done), dupes
-
-    async def _safe_release(self, dedup: Dedup, events: list[Event], token: str) -> None:
-        try:
-            await dedup.release(events, token)
-        except Exception as exc:  # noqa: BLE001 - the pending marker expires by itself
-            log.warning("dedup claims not released: %s", type(exc).__name__)
+            return list(events), 0, 0
+        left = [e for e, r in zip(events, results) if r.status not in OK_STATUSES]
+        published = sum(1 for r in results if r.status in ("accepted", "filtered"))
+        return left, published, sum(1 for r in results if r.status == "duplicate")
 
     async def record(self, stats: BatchStats, container: str = telemetry.ALL) -> None:
         if not stats.tenants:
             return
         # Application Insights: change-feed delay (grc.changefeed.delay_ms, the processing-delay
-        # alert's metric), rejected and parked counts of this batch; no-op without telemetry.
+        # alert's metric), rejected and dead-lettered counts of this batch; no-op without telemetry.
         tel = telemetry.current()
         if tel.enabled:
             tel.on_batch(telemetry.from_pipeline_stats(stats, container=container))
-        if self.metrics is None:
-            return
+        if self.metrics is not None:
+            await self.metrics.try_record(stats)
+
+    # ---- replay of dead letters ----------------------------------------------------------
+
+    async def replay_dead_letter(self, tenant: str, row: dict[str, Any]) -> tuple[str, str | None]:
+        """A change-feed dead letter again (delivery/replay.py's `Replayer`): an event published
+        through the pipeline (its idempotency claim keeps that from delivering it twice), a document
+        mapped and processed again. (result, error): `published` / `processed`, or `failed` and why."""
+        body = payload.load(row)
+        if DeadLetters.kind_of(row) == CHANGEFEED_EVENT:
+            left, _, _ = await self.publish_events([Event.model_validate(body)], self.clock())
+            return ("failed", "not published (a destination failed and could not be parked, or the "
+                    "idempotency claims could not be checked)") if left else ("published", None)
         try:
-            await self.metrics.record(stats)
-        except Exception as exc:  # noqa: BLE001 - metrics never fail a batch
-            log.warning("change-feed metrics not recorded: %s", type(exc).__name__)
-
-    # ---- parked items -------------------------------------------------------------------
-
-    async def replay(self, item: ParkedItem) -> bool:
-        """Process a parked item again; True (and the row deleted) when nothing is left of it."""
-        if item.kind == "events":
-            events = [Event.model_validate(e) for e in item.payload]
-            left, _, _ = await self.publish_events(events, BatchStats(), self.clock(), take_parked=True)
-            if left:
-                await self.parking.failed_again(item, f"{len(left)} event(s) still not published")
-                return False
-        else:
-            try:
-                kind = Kind(item.entity_kind)
-            except ValueError:
-                await self.parking.failed_again(item, f"unknown entity kind {item.entity_kind!r}")
-                return False
-            docs = item.payload
-            problems = []
-            for doc in docs:
-                try:
-                    validate(kind, doc)
-                except Unmappable as exc:
-                    problems.append(str(exc))
-            if problems:
-                await self.parking.failed_again(item, "unmappable: " + "; ".join(problems))
-                return False
-            try:
-                await self.process(kind, item.container, docs, final_attempt=False)
-            except RetryBatch as exc:
-                await self.parking.failed_again(item, str(exc))
-                return False
-        await self.parking.delete(item.partition, item.row)
-        return True
-
-    async def replay_tenant(self, tenant: str, limit: int = 100) -> dict[str, int]:
-        replayed = kept = 0
-        for item in await self.parking.list(tenant, limit):
-            if await self.replay(item):
-                replayed += 1
-            else:
-                kept += 1
-        return {"replayed": replayed, "kept": kept}
+            kind = Kind(row.get("EntityKind"))
+        except ValueError:
+            return "failed", f"unknown entity kind {row.get('EntityKind')!r}"
+        try:
+            validate(kind, body)
+        except Unmappable as exc:
+            return "failed", f"unmappable: {exc}"
+        try:
+            out = await self.process(kind, str(row.get("Container")), [body], final_attempt=False)
+        except RetryBatch as exc:
+            return "failed", str(exc)
+        if out.deadlettered_documents:  # mapped, but not processable (e.g. an event too large)
+            return "failed", "dead-lettered again: see its new record"
+        return "processed", None

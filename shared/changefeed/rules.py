@@ -7,6 +7,11 @@ is what is kept; `map_change` returns the events one change yields (zero, one or
 
 Event ids derive from container + tenant + document id + version (`_lsn`, else `_etag`) + event
 type (+ the gap/violation id), so a re-delivered change maps to the same ids.
+
+Why ~500 lines in one module: the rule table (`RULES`), the small functions it names, the snapshot
+they compare against and the validation they rely on are one specification, read side by side with
+docs/change-capture.md; split apart, a rule could no longer be checked against the document it
+reads without jumping between files. Everything here is pure (no I/O).
 """
 from __future__ import annotations
 
@@ -19,8 +24,7 @@ from typing import Any
 
 import orjson
 
-from shared.ids import derived_uuid
-from shared.models import (
+from shared.core.events import (
     SCHEMA_VERSION,
     Action,
     Event,
@@ -30,6 +34,7 @@ from shared.models import (
     is_tenant_id,
     utc_now_iso,
 )
+from shared.core.ids import derived_uuid
 
 
 class Kind(str, Enum):

@@ -1,37 +1,31 @@
-"""Redis state of the change-feed path: last-known entity snapshots and event dedup markers.
+"""Redis state of the change-feed path: the last-known snapshot of each entity.
 
-Both are Lua scripts so each check-and-set is atomic across instances; every key of a call
-carries the tenant's hash tag (`grc:{tenant}:cf:...`), so one call per tenant is Cluster-safe.
+A Lua script, so each check-and-set is atomic across instances; every key of a call carries the
+tenant's hash tag (`grc:{tenant}:cf:...`), so one call per tenant is Cluster-safe. (Events are
+deduplicated by their idempotency claims: shared/delivery/idempotency.py.)
 
 Entity snapshot (hash `grc:{t}:cf:s:<kind>:<id>`): `o` version order, `i` version ident,
 `c` the snapshot at that version, `p` the snapshot before it, `s` the last version whose events
 were all delivered or parked ("settled"). A change at a version
 - newer than the stored one moves `c` to `p` and stores the new snapshot: prior = old `c`;
 - equal to the stored one (a re-delivery) changes nothing: if that version is settled, it yields
-  nothing at all (so even a replay from the beginning long after the dedup markers expired
+  nothing at all (so even a replay from the beginning long after the idempotency claims expired
   publishes nothing again); otherwise prior = `p`, so the same events (same ids) come out again
-  and the dedup markers keep them from being published twice;
+  and their idempotency claims keep them from being published twice;
 - older (a stale copy, e.g. a replayed park after newer changes) yields no events.
 Two instances handling the same change therefore compute the same events from the same prior.
-
-Dedup marker (string `grc:{t}:cf:d:<eventId>`): `p:<token>` while one publish attempt holds it
-(expires after `pending_ttl`, so a crashed instance does not block it forever), `d` once
-delivered (or filtered), `k` once parked; kept `done_ttl` seconds.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from shared.changefeed.rules import Version
-from shared.models import Event
-from shared.redisconn import tenant_key
+from shared.storage.redisconn import tenant_key
 
 _SWAP = """
 local ttl = tonumber(ARGV[1])
@@ -55,38 +49,8 @@ end
 return out
 """
 
-_CLAIM = """
-local mine = 'p:' .. ARGV[1]
-local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
-  if (not v) or v == mine or (v == 'k' and ARGV[3] == '1') then
-    redis.call('SET', key, mine, 'PX', ARGV[2])
-    out[i] = 1
-  elseif v == 'd' or v == 'k' then
-    out[i] = 0
-  else
-    out[i] = 2
-  end
-end
-return out
-"""
-
-_RELEASE = """
-local mine = 'p:' .. ARGV[1]
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == mine then redis.call('DEL', key) end
-end
-return 1
-"""
-
-
 def state_key(tenant: str, kind: str, doc_id: str) -> str:
     return tenant_key(tenant, "cf", "s", kind, doc_id)
-
-
-def dedup_key(tenant: str, event_id: str) -> str:
-    return tenant_key(tenant, "cf", "d", event_id)
 
 
 @dataclass(frozen=True)
@@ -142,64 +106,3 @@ class EntityState:
         for tenant, doc_id, ident in changes:
             pipe.hset(state_key(tenant, kind, doc_id), "s", ident)
         await pipe.execute()
-
-
-class Claim(int, Enum):
-    SKIP = 0  # already delivered or parked
-    MINE = 1  # publish it
-    BUSY = 2  # another invocation is publishing it right now
-
-
-class Dedup:
-    def __init__(self, client: Redis, done_ttl_seconds: int, pending_ttl_ms: int = 300_000) -> None:
-        self._redis = client
-        self._done_ttl = done_ttl_seconds
-        self._pending_ttl_ms = pending_ttl_ms
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
-
-    @staticmethod
-    def new_token() -> str:
-        """One per publish attempt: concurrent invocations, even in one instance, never share claims."""
-        return uuid.uuid4().hex
-
-    async def claim(self, events: Sequence[Event], token: str, *, take_parked: bool = False) -> list[Claim]:
-        out: list[Claim] = [Claim.SKIP] * len(events)
-        groups = _by_tenant(events)
-        if not groups:
-            return out
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant, idx in groups.items():
-            keys = [dedup_key(tenant, events[i].eventId) for i in idx]
-            await self._claim(keys=keys, args=[token, self._pending_ttl_ms, "1" if take_parked else "0"],
-                              client=pipe)
-        for idx, replies in zip(groups.values(), await pipe.execute()):
-            for i, r in zip(idx, replies):
-                out[i] = Claim(int(r))
-        return out
-
-    async def mark(self, events: Sequence[Event], state: str) -> None:
-        """`d` (delivered/filtered) or `k` (parked)."""
-        if not events:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for ev in events:
-            pipe.set(dedup_key(ev.tenantId, ev.eventId), state, ex=self._done_ttl)
-        await pipe.execute()
-
-    async def release(self, events: Sequence[Event], token: str) -> None:
-        groups = _by_tenant(events)
-        if not groups:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant, idx in groups.items():
-            await self._release(keys=[dedup_key(tenant, events[i].eventId) for i in idx], args=[token],
-                                client=pipe)
-        await pipe.execute()
-
-
-def _by_tenant(events: Sequence[Event]) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    for i, ev in enumerate(events):
-        groups.setdefault(ev.tenantId, []).append(i)
-    return groups

@@ -15,40 +15,43 @@ Key design (docs/analytics.md has the long form):
   by RowKey; a page ends at a position (hour, last RowKey), which the API signs as the continuation
   token. The retention timer lists the same
   index to find expired tenant-hours and deletes their partitions.
-- Payload: the native JSON in `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split
-  into `Payload_0..n` when longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when
-  the stream's `compressionEnabled` is set or the text would not fit an entity (1 MiB). Type,
+- Payload: the native JSON through the one chunked-payload codec (shared/storage/payload.py): in
+  `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split into `Payload_0..n` when
+  longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when the stream's
+  `compressionEnabled` is set or the text would not fit an entity (1 MiB). Type,
   source, action, entity and times are columns too, for server-side filters.
 - Writes: entity group transactions per partition, at most 100 operations and under 4 MB each
   (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check).
+
+Why ~400 lines in one module: writes, history reads and the retention purge share the key design
+above (partition and row keys, the tenant-hour index); kept together, a change to the keys cannot
+leave one of the three reading or deleting what the others no longer write.
 """
 from __future__ import annotations
 
 import asyncio
-import gzip
 import heapq
 import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
-from shared.destinations.options import AnalyticsOptions
-from shared.models import Delivery, Event, StreamConfig
+from shared.core.destination_options import AnalyticsOptions
+from shared.core.events import Event
+from shared.core.health import DependencyHealth
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
+from shared.destinations.base import Chunk, delivered, failed
+from shared.storage import payload
+from shared.storage.lazy import LazyTable
 
 log = logging.getLogger("grc.analytics")
 
@@ -56,9 +59,6 @@ INDEX_PARTITION = "~index"
 MAX_TS_MS = 9_999_999_999_999
 MAX_BATCH_OPS = 100
 MAX_BATCH_BYTES = 3_500_000  # the service's limit is 4 MiB per transaction request; keep headroom
-STRING_CHUNK_UTF16_BYTES = 64_000  # a string property holds 64 KiB of UTF-16
-BINARY_CHUNK_BYTES = 64_000
-MAX_TEXT_UTF16_BYTES = 900_000  # above this the text would not fit a 1 MiB entity: gzip instead
 MAX_PAGE_HOURS = 48  # hours with data read by one history page at most
 CONCURRENCY = 8
 
@@ -87,52 +87,6 @@ def row_key(ms: int, event_id: str) -> str:
     return f"{MAX_TS_MS - ms:013d}_{event_id}"
 
 
-def _split_text(text: str) -> list[str]:
-    """Chunks whose UTF-16 size fits one string property (surrogate pairs never split)."""
-    chunks: list[str] = []
-    start = 0
-    step = STRING_CHUNK_UTF16_BYTES // 2
-    while start < len(text):
-        end = min(len(text), start + step)
-        while len(text[start:end].encode("utf-16-le")) > STRING_CHUNK_UTF16_BYTES:
-            end = start + (end - start) * 3 // 4
-        chunks.append(text[start:end])
-        start = end
-    return chunks
-
-
-def payload_properties(raw: bytes, compress: bool) -> tuple[dict[str, Any], int]:
-    """Entity properties holding the event JSON, and the estimated request bytes they take."""
-    text = raw.decode()
-    utf16 = len(text.encode("utf-16-le")) if not compress else 0
-    if not compress and utf16 <= MAX_TEXT_UTF16_BYTES:
-        if utf16 <= STRING_CHUNK_UTF16_BYTES:
-            return {"Payload": text}, len(raw)
-        chunks = _split_text(text)
-        props: dict[str, Any] = {f"Payload_{i}": c for i, c in enumerate(chunks)}
-        props["PayloadChunks"] = len(chunks)
-        return props, len(raw)
-    gz = gzip.compress(raw, compresslevel=6, mtime=0)
-    size = len(gz) * 4 // 3 + 64  # base64 on the wire
-    if len(gz) <= BINARY_CHUNK_BYTES:
-        return {"PayloadGz": gz}, size
-    parts = [gz[i:i + BINARY_CHUNK_BYTES] for i in range(0, len(gz), BINARY_CHUNK_BYTES)]
-    props = {f"PayloadGz_{i}": p for i, p in enumerate(parts)}
-    props["PayloadChunks"] = len(parts)
-    return props, size
-
-
-def payload_from_entity(entity: dict[str, Any]) -> dict[str, Any]:
-    if "Payload" in entity:
-        return orjson.loads(entity["Payload"])
-    if "PayloadGz" in entity:
-        return orjson.loads(gzip.decompress(bytes(entity["PayloadGz"])))
-    n = int(entity["PayloadChunks"])
-    if "PayloadGz_0" in entity:
-        return orjson.loads(gzip.decompress(b"".join(bytes(entity[f"PayloadGz_{i}"]) for i in range(n))))
-    return orjson.loads("".join(entity[f"Payload_{i}"] for i in range(n)))
-
-
 def to_entity(ev: Event, shards: int, compress: bool) -> tuple[dict[str, Any], int]:
     ms = event_ms(ev)
     entity: dict[str, Any] = {
@@ -150,7 +104,7 @@ def to_entity(ev: Event, shards: int, compress: bool) -> tuple[dict[str, Any], i
         entity["EntityId"] = ev.entityId
     if ev.entityType is not None:
         entity["EntityType"] = ev.entityType
-    props, size = payload_properties(ev.to_json(), compress)
+    props, size = payload.encode(ev.to_json(), compress=compress)
     entity.update(props)
     return entity, size + 1024
 
@@ -196,7 +150,7 @@ def transactions(ops: Sequence[_Op]) -> list[list[_Op]]:
 
 # ---- paging -------------------------------------------------------------------------------
 # A page ends at a position {"h": hour, "rk": last RowKey or None, "f": from_ms, "t": to_ms}; the API
-# hands it to clients as a signed continuation token (shared/pagetokens.py), so a position comes
+# hands it to clients as a signed continuation token (shared/storage/pagetokens.py), so a position comes
 # back only as this store issued it.
 
 def is_position(state: Any) -> bool:
@@ -222,26 +176,15 @@ class AnalyticsDestination:
     type = "analytics"
 
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
-        self._tables = tables
-        self._name = table_name
-        self._table: TableClient | None = None
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(tables, table_name)
         self._indexed: set[str] = set()  # index rows this instance already wrote
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._lock:
-                if self._table is None:
-                    try:
-                        await self._tables.create_table(self._name)
-                    except ResourceExistsError:
-                        pass
-                    self._table = self._tables.get_table_client(self._name)
-        return self._table
+        return await self._table.get()
 
     def _forget_table(self) -> None:
-        self._table = None
+        self._table.forget()
         self._indexed.clear()
 
     # ---- write -----------------------------------------------------------------------
@@ -377,7 +320,7 @@ class AnalyticsDestination:
             want = limit - len(events)
             rows = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, after, want,
                                          event_type, source)
-            events.extend(payload_from_entity(r) for r in rows[:want])
+            events.extend(payload.load(r) for r in rows[:want])
             if len(events) >= limit:
                 last_rk = rows[want - 1]["RowKey"]
                 more = len(rows) > want or n_hour + 1 < len(ordered)
@@ -465,16 +408,3 @@ class AnalyticsDestination:
 
     async def close(self) -> None:
         """The table service client is owned by the service container."""
-
-
-def iso_to_ms(value: str) -> int:
-    dt = datetime.fromisoformat(value)
-    if dt.tzinfo is None:
-        raise ValueError("needs a time zone offset")
-    return int(dt.timestamp() * 1000)
-
-
-def default_range(now: float, hours: int = 24) -> tuple[int, int]:
-    to_ms = int(now * 1000)
-    return to_ms - int(timedelta(hours=hours).total_seconds() * 1000), to_ms
-

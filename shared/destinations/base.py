@@ -14,31 +14,14 @@ are shared by all invocations of an instance.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 from pydantic import BaseModel
 
-from shared.models import Delivery, Event, StreamConfig
-
-HealthState = Literal["healthy", "degraded", "unhealthy"]
-
-
-@dataclass
-class DependencyHealth:
-    name: str
-    status: HealthState
-    latency_ms: float | None = None
-    detail: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status, "latencyMs": self.latency_ms}
-        if self.detail:
-            out["detail"] = self.detail
-        if self.info:
-            out.update(self.info)
-        return out
+from shared.core.events import Event
+from shared.core.health import DependencyHealth
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
 
 
 class Chunk(NamedTuple):

@@ -17,9 +17,11 @@ from typing import Sequence
 
 import orjson
 
-from shared import limits
-from shared.destinations.options import KafkaOptions, KafkaRoute
-from shared.models import Delivery, Event, StreamConfig
+from shared.core import limits
+from shared.core.destination_options import KafkaOptions, KafkaRoute
+from shared.core.events import Event
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
 
 JSON = b"application/json"
 

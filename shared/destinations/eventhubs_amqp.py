@@ -26,9 +26,9 @@ from typing import Any, AsyncIterator, Callable, Protocol, Sequence
 from azure.eventhub import EventData, EventDataBatch
 from azure.eventhub.exceptions import AuthenticationError, EventDataError, EventHubError
 
-from shared.destinations.base import DependencyHealth
+from shared.core.health import DependencyHealth
+from shared.core.settings import Settings
 from shared.destinations.event_records import Outcome, Record
-from shared.settings import Settings
 
 log = logging.getLogger("grc.destinations.eventhubs_amqp")
 

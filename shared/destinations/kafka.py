@@ -24,11 +24,12 @@ from typing import Any, Callable, Sequence
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from shared.destinations.base import Chunk, DependencyHealth
+from shared.core.destination_options import KAFKA_REPORT_GRACE_SECONDS, KafkaOptions
+from shared.core.health import DependencyHealth
+from shared.core.results import Delivery
+from shared.core.settings import Settings
+from shared.destinations.base import Chunk
 from shared.destinations.event_records import Outcome, Record, merge, plan_records
-from shared.destinations.options import KAFKA_REPORT_GRACE_SECONDS, KafkaOptions
-from shared.models import Delivery
-from shared.settings import Settings
 
 log = logging.getLogger("grc.destinations.kafka")
 

@@ -28,10 +28,13 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
-from shared.destinations.options import RedisStreamOptions
-from shared.models import Delivery, Event, StreamConfig
-from shared.redisconn import run_script, tenant_key
+from shared.core.destination_options import RedisStreamOptions
+from shared.core.events import Event
+from shared.core.health import DependencyHealth
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
+from shared.destinations.base import Chunk, delivered, failed
+from shared.storage.redisconn import run_script, tenant_key
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

@@ -15,12 +15,13 @@ from typing import Sequence
 from azure.core.exceptions import AzureError
 from azure.storage.queue.aio import QueueServiceClient
 
-from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
-from shared.models import Delivery
-from shared.settings import Settings
-from shared.storage import LazyQueue, queue_service
-from shared.vector.indexer import IndexItem
-from shared.vector.messages import encode_messages
+from shared.core.health import DependencyHealth
+from shared.core.results import Delivery
+from shared.core.settings import Settings
+from shared.destinations.base import Chunk, delivered, failed
+from shared.storage.clients import queue_service
+from shared.storage.lazy import LazyQueue
+from shared.vector.messages import IndexItem, encode_messages
 
 
 BACKLOG_DEGRADED_MESSAGES = 5_000  # ~ hundreds of thousands of events waiting to be embedded

@@ -12,15 +12,16 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 
-from shared import telemetry
+from shared.app.services import get_services
+from shared.core.events import ClientIdPattern, is_tenant_id
+from shared.core.ids import uuid7
 from shared.http.outages import RETRY_AFTER_SECONDS, unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
-from shared.ids import uuid7
-from shared.models import ClientIdPattern, is_tenant_id
+from shared.observability import telemetry
 from shared.security.errors import RateLimited, SecurityError, response_headers
-from shared.security.identity import Principal, authenticate
+from shared.security.identity import authenticate
+from shared.security.principal import Principal
 from shared.security.tenants import authorize_all
-from shared.services import get_services
 
 log = logging.getLogger("grc.http")
 

@@ -1,11 +1,14 @@
-"""The only module of `shared` that knows Azure Functions types: HttpRequest in, HttpResponse out."""
+"""The only module of `shared` that knows Azure Functions types: HttpRequest in, HttpResponse out,
+and the route table registered as HTTP functions (`http_functions`)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import azure.functions as func
 
 from shared.http.adapter import Handler, handle
+from shared.http.routing import Route
 from shared.http.types import ApiRequest, ApiResponse, Headers
 
 
@@ -32,3 +35,29 @@ def to_http_response(resp: ApiResponse) -> func.HttpResponse:
 async def serve(req: func.HttpRequest, handler: Handler, context: func.Context | None = None) -> func.HttpResponse:
     name = getattr(context, "function_name", None) if context is not None else None
     return to_http_response(await handle(to_api_request(req, context), handler, name))
+
+
+def http_functions(routes: Sequence[Route]) -> func.Blueprint:
+    """A blueprint with one HTTP function per route, for `app.register_functions` (the Azure Functions
+    Python samples group HTTP functions in blueprints): each is named after its route, so each shows on
+    its own in the portal and in Application Insights, and each serves its handler through the one
+    request adapter. Auth level: ANONYMOUS for the anonymous routes, else FUNCTION (a function key)."""
+    bp = func.Blueprint()
+    for route in routes:
+        bp.function_name(route.name)(
+            bp.route(route=route.path, methods=list(route.methods),
+                     auth_level=func.AuthLevel.ANONYMOUS if route.anonymous else func.AuthLevel.FUNCTION)(
+                _function(route)))
+    return bp
+
+
+def _function(route: Route) -> object:
+    handler = route.handler
+
+    # The worker binds the trigger to the parameter named `req` (the route decorator's default) and
+    # passes the invocation context to a parameter named `context`.
+    async def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+        return await serve(req, handler, context)
+
+    function.__name__ = function.__qualname__ = route.name
+    return function

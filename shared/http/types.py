@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from shared.security.identity import Principal
+from shared.security.principal import Principal
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -6,11 +6,12 @@ ever inserted (`create_entity`): this module has no update, upsert or delete, an
 retried with a new suffix instead of overwriting. In Azure, give the app's identity a role that
 cannot delete from the table if tampering by the app itself must be excluded (docs/security.md).
 
-`before` / `after` are stored as JSON split into `Before0..BeforeN` string properties, each at most
-64,000 bytes in UTF-16 (the Table limit is 64 KiB per string), with `BeforeSha256` and `BeforeBytes`
-of the whole document. Beyond MAX_PARTS parts (about 192 KB of ASCII JSON per side, keeping the
-entity under the 1 MiB limit) the rest is dropped and `BeforeTruncated` set; the hash still proves
-what the full document was.
+`before` / `after` are stored as JSON through the one chunked-payload codec (shared/storage/payload.py:
+`Before`, or `Before_0..n` string properties of at most 64,000 bytes UTF-16 each, the Table limit
+being 64 KiB per string), with `BeforeSha256` and `BeforeBytes` of the whole document. Beyond
+MAX_PARTS parts (about 192 KB of ASCII JSON per side, keeping the entity under the 1 MiB limit) the
+rest is dropped and `BeforeTruncated` set; the hash still proves what the full document was.
+Records written before the codec (`Before0..n`, `BeforeParts`) read back as they were.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient, TableServiceClient
 from pydantic import BaseModel, ConfigDict
 
-from shared.storage import LazyTable
-from shared.security.identity import Principal
-from shared.models import is_tenant_id
+from shared.core.events import UNMAPPED_TENANT, is_tenant_id
+from shared.security.principal import Principal
+from shared.storage import payload
+from shared.storage.lazy import LazyTable
+from shared.storage.payload import split_utf16
 
-CHUNK_UTF16_BYTES = 64_000
-MAX_PARTS = 6
+MAX_PARTS = 6  # string properties per side
 MAX_FIELD = 1024  # actor, action, target, correlation id: short identifiers, capped
 MAX_LIST_LIMIT = 1000
 _INVERT_FROM = 10**16 - 1  # microseconds since 1970 stay below this until the year 2286
@@ -64,40 +66,23 @@ def row_key(now_us: int | None = None) -> str:
     return f"{_INVERT_FROM - now_us:016d}-{secrets.token_hex(4)}"
 
 
-def split_utf16(text: str, chunk_bytes: int = CHUNK_UTF16_BYTES) -> list[str]:
-    """Split so each part is at most `chunk_bytes` in UTF-16, never inside a surrogate pair."""
-    if text.isascii():
-        step = chunk_bytes // 2
-        return [text[i:i + step] for i in range(0, len(text), step)] or [""]
-    raw = text.encode("utf-16-le")
-    parts: list[str] = []
-    start = 0
-    while start < len(raw):
-        end = min(start + chunk_bytes - chunk_bytes % 2, len(raw))
-        if end < len(raw) and 0xD800 <= int.from_bytes(raw[end - 2:end], "little") <= 0xDBFF:
-            end -= 2  # do not cut between a high and a low surrogate
-        parts.append(raw[start:end].decode("utf-16-le"))
-        start = end
-    return parts or [""]
-
-
 def _pack(prefix: str, value: Any) -> dict[str, Any]:
-    doc = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    parts = split_utf16(doc)
-    props: dict[str, Any] = {
-        f"{prefix}Sha256": hashlib.sha256(doc.encode()).hexdigest(),
-        f"{prefix}Bytes": len(doc.encode()),
-        f"{prefix}Parts": min(len(parts), MAX_PARTS),
-        f"{prefix}Truncated": len(parts) > MAX_PARTS,
-    }
-    for i, part in enumerate(parts[:MAX_PARTS]):
-        props[f"{prefix}{i}"] = part
-    return props
+    """`value` as JSON through the one payload codec, with the whole document's hash and size;
+    beyond MAX_PARTS string properties the rest is dropped and `{prefix}Truncated` set."""
+    doc = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    parts = split_utf16(doc.decode())
+    truncated = len(parts) > MAX_PARTS
+    stored, _ = payload.encode("".join(parts[:MAX_PARTS]).encode() if truncated else doc, prefix)
+    return {f"{prefix}Sha256": hashlib.sha256(doc).hexdigest(), f"{prefix}Bytes": len(doc),
+            f"{prefix}Truncated": truncated, **stored}
 
 
 def _unpack(prefix: str, entity: dict[str, Any]) -> Any:
-    n = int(entity.get(f"{prefix}Parts", 0))
-    text = "".join(entity.get(f"{prefix}{i}", "") for i in range(n))
+    if f"{prefix}Parts" in entity:  # a record written before the one codec: {prefix}0..n
+        text = "".join(entity.get(f"{prefix}{i}", "") for i in range(int(entity[f"{prefix}Parts"])))
+    else:
+        raw = payload.decode(entity, prefix) or ""
+        text = raw.decode() if isinstance(raw, bytes) else raw
     if entity.get(f"{prefix}Truncated"):
         return {
             "truncated": True,
@@ -106,6 +91,11 @@ def _unpack(prefix: str, entity: dict[str, Any]) -> Any:
             "preview": text,
         }
     return orjson.loads(text) if text else None
+
+
+def _partition(tenant: str) -> bool:
+    """A tenant's trail, or the one of admin actions on dead letters that name no valid tenant."""
+    return is_tenant_id(tenant) or tenant == UNMAPPED_TENANT
 
 
 def _short(value: str) -> str:
@@ -130,7 +120,7 @@ class AuditLog:
         correlation_id: str = "",
     ) -> AuditRecord:
         """Append one record; returns it as `list` would."""
-        if not is_tenant_id(tenant):
+        if not _partition(tenant):
             raise ValueError("invalid tenant id")
         if isinstance(actor, Principal):
             who = {"Actor": _short(actor.subject), "ActorName": _short(actor.name),
@@ -161,9 +151,9 @@ class AuditLog:
 
     async def list(self, tenant: str, limit: int = 100, after: str | None = None) -> AuditPage:
         """Newest first. `after` = the `continuation` of the previous page (the last RowKey it held;
-        the API signs it as a continuation token, shared/pagetokens.py); it can only move within
+        the API signs it as a continuation token, shared/storage/pagetokens.py); it can only move within
         `tenant`'s partition, so it cannot reach another tenant's records."""
-        if not is_tenant_id(tenant):
+        if not _partition(tenant):
             raise ValueError("invalid tenant id")
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}")

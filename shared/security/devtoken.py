@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from shared.core.settings import Settings
 from shared.security.identity import mint_dev_token
-from shared.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,13 +25,12 @@ import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.security.errors import AuthenticationError, AuthMisconfigured, IdentityProviderUnavailable
-from shared.security.tenants import ALL_TENANTS, Grants, claim_values, grants_from
-from shared.settings import Settings
+from shared.core.settings import Settings
+from shared.security.errors import AuthMisconfigured, AuthenticationError, IdentityProviderUnavailable
+from shared.security.principal import ALL_TENANTS, AuthMethod, Principal
+from shared.security.tenants import claim_values, grants_from
 
 log = logging.getLogger(__name__)
-
-AuthMethod = Literal["jwt", "dev-jwt", "appservice", "local-open"]
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 MAX_PRINCIPAL_HEADER = 32 * 1024
@@ -47,25 +46,6 @@ _OID = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
 _SUB = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
 _ROLE = ("roles", "role", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
 _NAME = ("name", "preferred_username", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
-
-
-class Principal(BaseModel):
-    """An authenticated caller. `tenants` is the set granted, or "*" for platform admins."""
-
-    model_config = ConfigDict(frozen=True)
-
-    subject: str
-    name: str = ""
-    tenants: Grants = frozenset()
-    roles: frozenset[str] = frozenset()
-    auth_method: AuthMethod
-
-    @property
-    def is_admin(self) -> bool:
-        return self.tenants == ALL_TENANTS
-
-    def grants(self, tenant_id: str) -> bool:
-        return self.tenants == ALL_TENANTS or tenant_id in self.tenants
 
 
 class JwksCache:

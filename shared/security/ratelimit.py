@@ -26,8 +26,8 @@ from typing import Any, Mapping, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared.models import is_tenant_id
-from shared.redisconn import run_script, tenant_key
+from shared.core.events import is_tenant_id
+from shared.storage.redisconn import run_script, tenant_key
 
 log = logging.getLogger(__name__)
 

@@ -6,22 +6,18 @@ Mapping (documented in docs/security.md):
   are strings);
 - app roles `Tenant.<tenantId>` (Entra app roles, emitted in the `roles` claim);
 - the platform-admin role `AUTH_ADMIN_ROLE` (default `Events.Admin`) grants every tenant.
-Values that are not valid tenant ids (shared.models.is_tenant_id, the one rule) are ignored, so a
+Values that are not valid tenant ids (shared.core.events.is_tenant_id, the one rule) are ignored, so a
 malformed grant never widens access: `["acme\n"]` or `["acme beta"]` grants nothing.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import Any, Iterable
 
-from shared.models import is_tenant_id
+from shared.core.events import is_tenant_id
 from shared.security.errors import TenantForbidden
+from shared.security.principal import ALL_TENANTS, Grants, Principal
 
-if TYPE_CHECKING:
-    from shared.security.identity import Principal
-
-ALL_TENANTS: Literal["*"] = "*"
 TENANT_ROLE_PREFIX = "Tenant."
-Grants = frozenset[str] | Literal["*"]
 
 
 def claim_values(value: Any) -> list[str]:
@@ -47,13 +43,13 @@ def grants_from(tenant_claim: Iterable[str], roles: Iterable[str], admin_role: s
     return frozenset(tenants)
 
 
-def authorize(principal: "Principal", tenant_id: str) -> None:
+def authorize(principal: Principal, tenant_id: str) -> None:
     """Raise TenantForbidden unless the principal is granted `tenant_id`."""
     if not principal.grants(tenant_id):
         raise TenantForbidden(f"{principal.subject} not granted {tenant_id!r}")
 
 
-def authorize_all(principal: "Principal", tenant_ids: Iterable[str]) -> None:
+def authorize_all(principal: Principal, tenant_ids: Iterable[str]) -> None:
     """Bulk rule: the whole request is refused if any tenant in it is not granted
     (docs/security.md, 'Bulk requests')."""
     for tenant_id in set(tenant_ids):

@@ -12,10 +12,8 @@ import weakref
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict
-
-from shared.models import Event
-from shared.settings import Settings
+from shared.core.events import Event
+from shared.core.settings import Settings
 from shared.vector.base import (
     Embedder,
     IndexSpec,
@@ -25,37 +23,9 @@ from shared.vector.base import (
     VectorDoc,
     VectorIndex,
 )
-from shared.vector.text import render_event_text
+from shared.vector.messages import IndexItem, decode_message
 
 log = logging.getLogger("grc.vector")
-
-
-class IndexItem(BaseModel):
-    """What the indexer needs of an event: its filterable fields and its rendered text (bounded)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    eventId: str
-    tenantId: str
-    eventType: str
-    source: str
-    timestamp: str
-    text: str
-    entityType: str | None = None
-    entityId: str | None = None
-
-    @classmethod
-    def from_event(cls, event: Event | Mapping[str, Any]) -> "IndexItem":
-        ev = event.to_dict() if isinstance(event, Event) else dict(event)
-        return cls(
-            eventId=ev["eventId"], tenantId=ev["tenantId"], eventType=_plain(ev["eventType"]),
-            source=_plain(ev["source"]), timestamp=ev["timestamp"], entityType=ev.get("entityType"),
-            entityId=ev.get("entityId"), text=render_event_text(ev),
-        )
-
-
-def _plain(value: Any) -> str:
-    return str(getattr(value, "value", value))  # an Enum member or its value
 
 
 class VectorSearchService:
@@ -160,7 +130,7 @@ def build_service(settings: Settings) -> VectorSearchService:
 
 
 # Azure clients are bound to the event loop that made them: one service per running loop, as
-# shared.services does (the Functions worker has one loop; tests get one per test).
+# shared.app.services does (the Functions worker has one loop; tests get one per test).
 _per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VectorSearchService]" = weakref.WeakKeyDictionary()
 
 
@@ -168,7 +138,7 @@ def get_service() -> VectorSearchService:
     loop = asyncio.get_running_loop()
     service = _per_loop.get(loop)
     if service is None:
-        from shared.settings import get_settings
+        from shared.core.settings import get_settings
 
         service = _per_loop[loop] = build_service(get_settings())
     return service
@@ -186,8 +156,6 @@ async def process_queue_message(body: bytes | str) -> int:
 
     Raises on failure so the Functions host retries the message and, after maxDequeueCount,
     moves it to `<queue>-poison`: an event is never dropped silently."""
-    from shared.vector.messages import decode_message
-
     items = decode_message(body)
     count = await get_service().index_items(items)
     log.info("vector index: %d events upserted", count)

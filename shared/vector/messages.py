@@ -6,15 +6,45 @@ not the event, so a message stays small whatever the event's size: the Storage q
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 
-from shared.vector.indexer import IndexItem
+from shared.core.events import Event
+from shared.vector.text import render_event_text
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 48 * 1024  # base64 of this is 64 KiB, the queue's message cap
 _ENVELOPE = len(b'{"v":1,"items":[]}')
+
+
+class IndexItem(BaseModel):
+    """What the indexer needs of an event: its filterable fields and its rendered text (bounded)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    eventId: str
+    tenantId: str
+    eventType: str
+    source: str
+    timestamp: str
+    text: str
+    entityType: str | None = None
+    entityId: str | None = None
+
+    @classmethod
+    def from_event(cls, event: Event | Mapping[str, Any]) -> "IndexItem":
+        ev = event.to_dict() if isinstance(event, Event) else dict(event)
+        return cls(
+            eventId=ev["eventId"], tenantId=ev["tenantId"], eventType=_plain(ev["eventType"]),
+            source=_plain(ev["source"]), timestamp=ev["timestamp"], entityType=ev.get("entityType"),
+            entityId=ev.get("entityId"), text=render_event_text(ev),
+        )
+
+
+def _plain(value: Any) -> str:
+    return str(getattr(value, "value", value))  # an Enum member or its value
 
 
 def encode_messages(items: Sequence[IndexItem], max_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, list[int]]]:

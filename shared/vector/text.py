@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from shared.models import Event
+from shared.core.events import Event
 
 MAX_TEXT_CHARS = 2_000
 MAX_FIELD_CHARS = 400

@@ -9,14 +9,9 @@ import orjson
 import pytest
 from azure.data.tables.aio import TableServiceClient
 
-from shared.security.audit import (
-    CHUNK_UTF16_BYTES,
-    MAX_PARTS,
-    AuditLog,
-    row_key,
-    split_utf16,
-)
-from shared.security.identity import Principal
+from shared.security.audit import MAX_PARTS, AuditLog, row_key
+from shared.security.principal import Principal
+from shared.storage.payload import STRING_CHUNK_UTF16_BYTES as CHUNK_UTF16_BYTES
 
 
 @pytest.fixture
@@ -98,7 +93,7 @@ async def test_large_documents_are_split_and_round_trip(audit: AuditLog) -> None
     stored = (await audit.list(t)).items[0]
     assert stored.before == big and stored.after == {"small": 1}
     entity = await (await audit.table()).get_entity(t, rec.id)
-    parts = [entity[f"Before{i}"] for i in range(entity["BeforeParts"])]
+    parts = [entity[f"Before_{i}"] for i in range(entity["BeforeChunks"])]
     assert len(parts) > 1
     assert all(len(p.encode("utf-16-le")) <= CHUNK_UTF16_BYTES for p in parts)
 
@@ -117,12 +112,16 @@ async def test_oversized_documents_are_truncated_with_hash(audit: AuditLog) -> N
     assert doc.decode().startswith(stored.before["preview"])
 
 
-def test_split_utf16_keeps_surrogate_pairs() -> None:
-    text = "a" + "\U0001F600" * 10
-    parts = split_utf16(text, chunk_bytes=6)  # 'a'+half an emoji would cut a pair
-    assert "".join(parts) == text
-    assert all(len(p.encode("utf-16-le")) <= 6 for p in parts)
-    assert split_utf16("") == [""]
+async def test_records_written_before_the_payload_codec_read_back(audit: AuditLog) -> None:
+    """Before0..n + BeforeParts (the audit trail's own layout until the one codec) still read."""
+    t = tenant()
+    rec = await audit.record(t, ACTOR, "stream-config.put", "cfg", None, None)
+    legacy = {"PartitionKey": t, "RowKey": row_key(), "At": rec.at, "Actor": "old", "Action": "x", "Target": "y",
+              "BeforeParts": 2, "Before0": '{"rules":["a",', "Before1": '"b"]}', "BeforeTruncated": False,
+              "AfterParts": 1, "After0": "null", "AfterTruncated": False}
+    await (await audit.table()).create_entity(legacy)
+    listed = {r.id: r for r in (await audit.list(t)).items}
+    assert listed[legacy["RowKey"]].before == {"rules": ["a", "b"]} and listed[legacy["RowKey"]].after is None
 
 
 def test_row_keys_sort_newest_first() -> None:

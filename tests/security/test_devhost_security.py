@@ -14,9 +14,9 @@ import pytest
 from devhost.app_loader import ROOT, load_functions
 from devhost.http_driver import HttpDriver
 from localdev.services import free_port
+from shared.app.services import reset_services
+from shared.core.settings import get_settings
 from shared.security.identity import mint_dev_token
-from shared.services import reset_services
-from shared.settings import get_settings
 
 FUNCTION_KEY = "test-function-key-" + uuid.uuid4().hex
 SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"

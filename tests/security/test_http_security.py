@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from shared.api.routes import ROUTES, Route
+from shared.app.services import reset_services
+from shared.core.settings import Settings, get_settings
 from shared.http.adapter import handle
 from shared.http.types import ApiRequest, ApiResponse, Headers
 from shared.security.identity import mint_dev_token
-from shared.services import reset_services
-from shared.settings import Settings, get_settings
 
 DEV_KEY = "dev-only-" + base64.b64encode(os.urandom(32)).decode()
 
@@ -92,7 +92,7 @@ PROTECTED = [r for r in ROUTES if not r.anonymous]
 
 
 def test_every_route_but_health_and_openapi_is_protected() -> None:
-    assert {r.name for r in ROUTES if r.anonymous} == {"health"}
+    assert {r.name for r in ROUTES if r.anonymous} == {"health", "openapi", "not_matched"}
     assert {"publish_event", "publish_events_bulk", "list_events", "get_metrics", "get_stream_config",
             "put_stream_config", "get_audit"} <= {r.name for r in PROTECTED}
 
@@ -140,10 +140,9 @@ async def test_role_grants_and_admin(app: None) -> None:
 
 
 async def test_public_routes_need_no_identity(app: None) -> None:
-    from shared.api.fallback import not_matched
-    from shared.api.openapi import ROUTE as OPENAPI
+    from shared.api.routes import not_matched, openapi
 
-    doc = await handle(ApiRequest("GET", "/openapi.json", Headers({}), {}, {}), OPENAPI.handler)
+    doc = await handle(ApiRequest("GET", "/openapi.json", Headers({}), {}, {}), openapi)
     assert doc.status == 200 and "bearer" in orjson.loads(doc.body)["components"]["securitySchemes"]
     missing = await handle(ApiRequest("GET", "/nope", Headers({}), {}, {}), not_matched)
     assert missing.status == 404
@@ -219,10 +218,10 @@ BAD_AUTH = {
 @pytest.mark.parametrize("bad", BAD_AUTH.values(), ids=list(BAD_AUTH))
 async def test_bad_auth_settings_answer_503_on_protected_routes_and_nothing_else_stops(
         bad: dict[str, str], env: Callable[..., None], app: None, caplog: pytest.LogCaptureFixture) -> None:
-    from shared.changefeed.entry import on_change_batch
+    from shared.app.jobs import on_change_batch
+    from shared.app.services import get_services
     from shared.changefeed.rules import Kind
     from shared.destinations.redis_streams import stream_key
-    from shared.services import get_services
 
     env(**bad)
     own, _ = tenants()

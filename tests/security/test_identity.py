@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from shared.core.settings import Settings
 from shared.security.errors import AuthenticationError, IdentityProviderUnavailable
-from shared.security.identity import Authenticator, JwksCache, Principal, mint_dev_token
-from shared.security.tenants import ALL_TENANTS
-from shared.settings import Settings
+from shared.security.identity import Authenticator, JwksCache, mint_dev_token
+from shared.security.principal import ALL_TENANTS, Principal
 
 AUDIENCE = "api://grc-events-test"
 # Generated per test run; dev-only, never a real secret.
@@ -381,8 +381,8 @@ async def test_devtoken_cli_mints_a_token_the_app_accepts(
 
 
 def test_local_open_is_refused_in_azure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.core.settings import Settings
     from shared.security.identity import Authenticator
-    from shared.settings import Settings
 
     monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc123")
     with pytest.raises(ValueError, match="local-open"):

@@ -1,4 +1,4 @@
-"""Tenant isolation as a matrix over EVERY route of `all_routes()`, through the registered functions.
+"""Tenant isolation as a matrix over EVERY route of `ROUTES`, through the registered functions.
 
 The table is iterated, so routes added later are covered without editing this file: a valid request
 is built for each route (path tenant; for routes with a body, a body naming the tenant: known bodies
@@ -27,13 +27,11 @@ import hypothesis.errors
 import pytest
 from hypothesis import Phase
 
-from shared.api.openapi import document
-from shared.api.routes import Route, all_routes
+from shared.api.routes import ROUTES, Route, _document
 from tests.functions_client import auth_headers, context, registrations
 
 pytestmark = pytest.mark.usefixtures("app_services")
 
-ROUTES = all_routes()
 PROTECTED = [r for r in ROUTES if not r.anonymous]
 PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -46,7 +44,7 @@ def _names_tenant(schema: Any, seen: frozenset[str] = frozenset()) -> bool:
         return False
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref not in seen:
-        return _names_tenant(document()["components"]["schemas"][ref.rsplit("/", 1)[-1]], seen | {ref})
+        return _names_tenant(_document()["components"]["schemas"][ref.rsplit("/", 1)[-1]], seen | {ref})
     if "tenantId" in (schema.get("properties") or {}):
         return True
     return any(_names_tenant(v, seen) for k, v in schema.items() if k != "$ref")
@@ -98,7 +96,7 @@ def _strategy(route: Route) -> Any:
     import schemathesis  # noqa: PLC0415
     from schemathesis import GenerationMode  # noqa: PLC0415
 
-    operation = schemathesis.openapi.from_dict(document())["/" + route.path][route.method]
+    operation = schemathesis.openapi.from_dict(_document())["/" + route.path][route.method]
     return operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
 
 
@@ -141,7 +139,7 @@ def body_for(route: Route, tenant: str) -> Any:
     if known is not None:
         return known(tenant)
     body = _name_tenant(_generated_body(route), tenant)
-    props = document()["components"]["schemas"][route.request_schema].get("properties", {})
+    props = _document()["components"]["schemas"][route.request_schema].get("properties", {})
     if isinstance(body, dict) and "tenantId" in props:
         body["tenantId"] = tenant
     return body

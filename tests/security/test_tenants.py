@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from shared.security.errors import TenantForbidden
-from shared.security.identity import Principal
-from shared.security.tenants import ALL_TENANTS, authorize, authorize_all, claim_values, grants_from
+from shared.security.principal import ALL_TENANTS, Principal
+from shared.security.tenants import authorize, authorize_all, claim_values, grants_from
 
 
 def principal(tenants: frozenset[str] | str) -> Principal:

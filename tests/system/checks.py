@@ -19,8 +19,15 @@ TRIGGERS = {"route": "httpTrigger", "queue_trigger": "queueTrigger", "timer_trig
 
 
 def registered_functions() -> dict[str, str]:
-    """name -> trigger type of every function function_app.py registers."""
+    """name -> trigger type of every function function_app.py registers: its decorated functions, and
+    one HTTP function per route of the route table it registers as a blueprint (read from the
+    sources: this tier does not import the app)."""
     out: dict[str, str] = {}
+    assert "app.register_functions(http_functions(ROUTES))" in (ROOT / "function_app.py").read_text()
+    for node in ast.walk(ast.parse((ROOT / "shared" / "api" / "routes.py").read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Route"
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            out[node.args[0].value] = "httpTrigger"
     for node in ast.parse((ROOT / "function_app.py").read_text()).body:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import httpx
 import jwt
@@ -271,3 +272,18 @@ def start_app(env: dict[str, str], work: Path, *args: str, timeout: float = 60.0
         app.stop()
         raise
     return app
+
+
+@contextmanager
+def own_stack_and_app(work: Path, names: Iterable[str], *args: str, **overrides: str) -> Iterator[tuple[Stack, App]]:
+    """A stack of the test's own (`names`) and an app on it (runner `args`, setting `overrides`), both
+    stopped on the way out."""
+    stack = Stack(work / "stack").start(names)
+    try:
+        app = start_app(app_env(stack, work / "app", **overrides), work / "app", *args)
+        try:
+            yield stack, app
+        finally:
+            app.stop()
+    finally:
+        stack.stop()

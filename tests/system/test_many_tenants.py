@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from azure.cosmos import CosmosClient, PartitionKey
 
-from tests.system.harness import App, Stack, app_env, start_app, wait_for
+from tests.system.harness import App, Stack, own_stack_and_app, wait_for
 
 STACK = ("redis", "azurite", "cosmos", "kafka")
 TENANTS = 1000
@@ -28,15 +28,8 @@ FAILURE_LINE = re.compile(r"destination \S+ failed \d+ event\(s\) of tenant")
 @pytest.fixture(scope="module")
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, App]]:
     work: Path = tmp_path_factory.mktemp("many-tenants")
-    stack = Stack(work / "stack").start(STACK)
-    try:
-        app = start_app(app_env(stack, work / "app"), work / "app")
-        try:
-            yield stack, app
-        finally:
-            app.stop()
-    finally:
-        stack.stop()
+    with own_stack_and_app(work, STACK) as running:
+        yield running
 
 
 def event(tenant: str, n: int) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The composition root: the service container, the jobs the triggers run, the library facade."""

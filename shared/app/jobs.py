@@ -1,0 +1,91 @@
+"""Every non-HTTP entry point a trigger calls (function_app.py only decodes and wraps them in the
+invocation's telemetry operation): a change-feed batch, the overdue check, the retry-queue drain,
+the analytics retention purge, the monitor pass, vector indexing."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from shared.app.services import get_services
+from shared.changefeed.leases import container_of
+from shared.changefeed.overdue import OverdueRun, emit_overdue
+from shared.changefeed.processor import BatchOutcome
+from shared.changefeed.rules import Kind
+from shared.delivery.retry_queue import RetryProcessor
+from shared.observability import telemetry
+from shared.observability.monitor import MonitorReport, run_minute
+from shared.vector import indexer as vector_indexer
+
+log = logging.getLogger("grc.jobs")
+
+
+def is_final_attempt(retry_count: int | None, max_retry_count: int | None) -> bool:
+    """The host's retry context: count 0 = first execution; max -1 = retry forever; no policy = final."""
+    if retry_count is None or max_retry_count is None:
+        return True
+    if max_retry_count < 0:
+        return False
+    return retry_count >= max_retry_count
+
+
+async def on_change_batch(
+    kind: Kind, docs: Sequence[Any], *, retry_count: int | None = None, max_retry_count: int | None = None
+) -> BatchOutcome:
+    """Raises `RetryBatch` while retries remain and something is unpublished; dead-letters on the last one."""
+    services = get_services()
+    final = is_final_attempt(retry_count, max_retry_count)
+    out = await services.changefeed.process(
+        kind, container_of(services.settings, kind), list(docs), final_attempt=final
+    )
+    log.info("%s: %d change(s) -> %d event(s), %d published, %d duplicate(s), %d dead-lettered",
+             kind.value, out.documents, out.events, out.published, out.duplicates,
+             out.deadlettered_documents + out.deadlettered_events)
+    return out
+
+
+async def run_overdue_check() -> OverdueRun:
+    services = get_services()
+    s = services.settings
+    client = await services.cosmos.client()  # the instance's one client, kept between runs
+    container = client.get_database_client(s.cosmos_database).get_container_client(
+        s.cosmos_assessments_container)
+    run = await emit_overdue(container, s.cosmos_assessments_container, services.changefeed,
+                             services.overdue_dedupe)
+    log.info("overdue check: %d scanned, %d overdue, %d published, %d already sent, %.1f RU",
+             run.scanned, run.overdue, run.published, run.already, run.request_charge)
+    return run
+
+
+async def process_retry_message(body: bytes | str) -> str:
+    """One retry-queue message; raises (so the host redelivers, then poisons) only when storage fails."""
+    return await RetryProcessor(get_services()).process(body)
+
+
+async def purge_analytics(budget_seconds: float = 240.0) -> dict[str, Any]:
+    """Delete analytics hour partitions older than each tenant's retentionDays."""
+    services = get_services()
+
+    async def retention_of(tenants: list[str]) -> dict[str, int]:
+        configs = await services.configs.get_many(tenants)
+        return {t: c.retentionDays for t, c in configs.items()}
+
+    stats = await services.analytics.purge_expired(retention_of, budget_seconds=budget_seconds)
+    log.info("analytics retention: %s", stats)
+    return stats
+
+
+async def monitor_pass(past_due: bool = False) -> MonitorReport:
+    """One monitor pass (SYSTEM_PERFORMANCE, DATA_ANOMALY, service-wide custom metrics)."""
+    if past_due:
+        log.info("monitor timer is past due; the tenant-minute locks keep the pass idempotent")
+    report = await run_minute(get_services())
+    telemetry.current().log_event(
+        logging.INFO, f"monitor pass for minute {report.minute}: {len(report.tenants)} tenant(s), "
+        f"{len(report.events)} system event(s)", count=len(report.events))
+    return report
+
+
+async def index_vectors(body: bytes | str) -> int:
+    """One vector-queue message embedded and indexed; raises so the host retries, then poisons."""
+    return await vector_indexer.process_queue_message(body)

@@ -1,0 +1,280 @@
+"""The event model (pydantic v2): what a client sends (`EventIn`), what every destination receives
+(`Event`), and the vocabulary they share: event types, sources, actions and the one tenant-id rule."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+
+from shared.core import limits
+
+SCHEMA_VERSION = "1.0"
+SYSTEM_TENANT = "system"
+# The reserved partition of dead-lettered change-feed documents that name no valid tenant (not a
+# tenant id, so no grant can name it: only admins reach it).
+UNMAPPED_TENANT = "_unmapped"
+
+# The one tenant-id rule. The whole value must match: Python's `$` also matches before a final
+# newline, so `re.match` would take "acme\n"; `is_tenant_id` uses fullmatch. TENANT_PATTERN is the
+# JSON Schema form (ECMA-262, where `$` is the end of the input).
+TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
+# RFC 3339 date-time (use fullmatch); a missing offset passes here so that EventIn can say what is missing.
+RFC3339_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
+
+
+def is_tenant_id(value: object) -> bool:
+    """Whether `value` is a tenant id (a str matching the rule as a whole)."""
+    return isinstance(value, str) and TENANT_RE.fullmatch(value) is not None
+
+
+def _check_tenant(value: str) -> str:
+    if not is_tenant_id(value):
+        raise ValueError(f"tenantId must be {TENANT_RULE}")
+    return value
+
+
+TenantId = Annotated[
+    str,
+    AfterValidator(_check_tenant),
+    WithJsonSchema({"type": "string", "pattern": TENANT_PATTERN, "minLength": 3, "maxLength": 64}),
+]
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ClientIdPattern = re.compile(CLIENT_ID_PATTERN)
+ClientId = Annotated[str, StringConstraints(pattern=CLIENT_ID_PATTERN)]
+
+
+class EventType(str, Enum):
+    RISK_CREATED = "RISK_CREATED"
+    RISK_UPDATED = "RISK_UPDATED"
+    RISK_STATUS_CHANGED = "RISK_STATUS_CHANGED"
+    RISK_DELETED = "RISK_DELETED"
+    CONTROL_CREATED = "CONTROL_CREATED"
+    CONTROL_UPDATED = "CONTROL_UPDATED"
+    CONTROL_TESTED = "CONTROL_TESTED"
+    CONTROL_FAILED = "CONTROL_FAILED"
+    ASSESSMENT_STARTED = "ASSESSMENT_STARTED"
+    ASSESSMENT_COMPLETED = "ASSESSMENT_COMPLETED"
+    ASSESSMENT_OVERDUE = "ASSESSMENT_OVERDUE"
+    COMPLIANCE_GAP_DETECTED = "COMPLIANCE_GAP_DETECTED"
+    COMPLIANCE_STATUS_CHANGED = "COMPLIANCE_STATUS_CHANGED"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+    SYSTEM_PERFORMANCE = "SYSTEM_PERFORMANCE"
+    DATA_ANOMALY = "DATA_ANOMALY"
+    USER_ACTION = "USER_ACTION"
+
+
+SYSTEM_EVENT_TYPES = frozenset(
+    {EventType.SYSTEM_ERROR, EventType.SYSTEM_PERFORMANCE, EventType.DATA_ANOMALY}
+)
+
+
+class Source(str, Enum):
+    FRONTEND_APP = "FRONTEND_APP"
+    MCP_SERVER = "MCP_SERVER"
+    ARCHER_GRC = "ARCHER_GRC"
+    BACKEND_API = "BACKEND_API"
+    COSMOS_DB = "COSMOS_DB"
+    EVENT_STREAMING = "EVENT_STREAMING"  # the service's own system events
+
+
+class Action(str, Enum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    STATUS_CHANGE = "STATUS_CHANGE"
+    TEST = "TEST"
+    DETECT = "DETECT"
+    NOTIFY = "NOTIFY"
+
+
+def check_shape(value: Any) -> None:
+    """Bound nesting, key length, string length and field count of free-form JSON.
+
+    Iterative, with exact-type checks (parsed JSON holds plain dicts, lists and strs): it runs on
+    every event's `data` and `metadata`, so it is on the publish hot path.
+    """
+    max_depth, max_key, max_str = limits.MAX_DEPTH, limits.MAX_KEY_LENGTH, limits.MAX_STRING_LENGTH
+    fields = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        fields += len(node)
+        if type(node) is dict:
+            for k, v in node.items():
+                if len(k) > max_key:
+                    raise ValueError(f"key longer than {max_key} characters")
+                t = type(v)
+                if t is dict or t is list:
+                    stack.append((v, depth + 1))
+                elif t is str and len(v) > max_str:
+                    raise ValueError(f"string longer than {max_str} characters at key {k!r}")
+        else:
+            for v in node:
+                t = type(v)
+                if t is dict or t is list:
+                    stack.append((v, depth + 1))
+                elif t is str and len(v) > max_str:
+                    raise ValueError(f"string longer than {max_str} characters")
+    if fields > limits.MAX_FIELDS:
+        raise ValueError(f"more than {limits.MAX_FIELDS} fields")
+
+
+class EventIn(BaseModel):
+    """An event as a client sends it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    tenantId: TenantId
+    eventType: EventType
+    source: Source
+    action: Action
+    entityId: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    entityType: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")] | None = None
+    data: dict[str, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    eventId: ClientId | None = None
+    timestamp: datetime | None = None
+    correlationId: ClientId | None = None
+
+    @field_validator("data", "metadata")
+    @classmethod
+    def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_shape(v)
+        return v
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _rfc3339(cls, v: Any) -> Any:
+        # pydantic's lax mode would also read numbers and digit strings as Unix seconds; the API
+        # documents an RFC 3339 date-time string (datetimes pass for in-process callers).
+        if v is None or isinstance(v, datetime):
+            return v
+        if not isinstance(v, str) or not RFC3339_RE.fullmatch(v):
+            raise ValueError("timestamp must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
+        return v
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_future(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return v
+        if v.tzinfo is None:
+            raise ValueError("timestamp needs a time zone offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+        if v - datetime.now(timezone.utc) > timedelta(seconds=limits.MAX_CLOCK_SKEW_SECONDS):
+            raise ValueError(f"timestamp is more than {limits.MAX_CLOCK_SKEW_SECONDS} s in the future")
+        return v
+
+
+class Event(BaseModel):
+    """An enriched event: what every destination receives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eventId: str
+    tenantId: str
+    eventType: EventType
+    source: Source
+    action: Action
+    entityId: str | None = None
+    entityType: str | None = None
+    data: dict[str, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    timestamp: str
+    ingestedAt: str
+    schemaVersion: str = SCHEMA_VERSION
+    correlationId: str
+
+    _json: bytes | None = PrivateAttr(default=None)
+
+    @classmethod
+    def trusted(cls, **fields: Any) -> "Event":
+        """Build from values already validated (EventIn + enrichment) without re-validating.
+
+        The hot path of every publish: pydantic's `model_construct` walks the field table per call,
+        this sets the same instance state directly (all fields are always given).
+        """
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", fields)
+        object.__setattr__(obj, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", {"_json": None})
+        return obj
+
+    def to_json(self) -> bytes:
+        """The native wire format, serialised once and shared by every destination."""
+        private = self.__pydantic_private__
+        cached = private.get("_json") if private is not None else None
+        if cached is None:
+            cached = orjson.dumps(self.to_dict())
+            if private is not None:
+                private["_json"] = cached  # direct: BaseModel.__setattr__ is slow on the hot path
+        return cached
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eventId": self.eventId,
+            "tenantId": self.tenantId,
+            "eventType": self.eventType.value,
+            "source": self.source.value,
+            "action": self.action.value,
+            "entityId": self.entityId,
+            "entityType": self.entityType,
+            "data": self.data,
+            "metadata": self.metadata,
+            "timestamp": self.timestamp,
+            "ingestedAt": self.ingestedAt,
+            "schemaVersion": self.schemaVersion,
+            "correlationId": self.correlationId,
+        }
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """CloudEvents 1.0 structured-mode view (JSON event format)."""
+        ce: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.eventId,
+            "source": f"/tenants/{self.tenantId}/sources/{self.source.value}",
+            "type": f"com.grc.{self.eventType.value}",
+            "time": self.timestamp,
+            "datacontenttype": "application/json",
+            "tenantid": self.tenantId,
+            "correlationid": self.correlationId,
+            "action": self.action.value,
+            "schemaversion": self.schemaVersion,
+            "data": {"data": self.data, "metadata": self.metadata, "ingestedAt": self.ingestedAt},
+        }
+        if self.entityType or self.entityId:
+            ce["subject"] = f"{self.entityType or 'entity'}/{self.entityId or ''}"
+        return ce
+
+    def encode(self, wire_format: str) -> bytes:
+        if wire_format == "cloudevents":
+            return orjson.dumps(self.to_cloudevent())
+        return self.to_json()
+
+
+_EVENT_FIELDS = frozenset(Event.model_fields)
+
+
+def utc_now_iso(now: datetime | None = None) -> str:
+    n = now or datetime.now(timezone.utc)
+    return n.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,45 @@
+"""pydantic errors -> field errors with a JSON Pointer and a dotted path (RFC 9457 `errors`)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from shared.core.results import FieldError
+
+_UNION_TAGS = frozenset({"redis", "kafka", "analytics", "vector"})
+
+
+def _clean(loc: Sequence[Any]) -> list[Any]:
+    """Drop discriminated-union tags (`destinations.0.redis.config` -> `destinations.0.config`)."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and part in _UNION_TAGS and i > 0 and isinstance(loc[i - 1], int):
+            continue
+        out.append(part)
+    return out
+
+
+def pointer(loc: Sequence[Any]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc) if loc else ""
+
+
+def dotted(loc: Sequence[Any]) -> str:
+    s = ""
+    for p in loc:
+        s += f"[{p}]" if isinstance(p, int) else (f".{p}" if s else str(p))
+    return s or "(body)"
+
+
+def field_errors(exc: ValidationError, prefix: Sequence[Any] = ()) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [*prefix, *_clean(err["loc"])]
+        msg = err["msg"].removeprefix("Value error, ")
+        errors.append(FieldError(pointer=pointer(loc), field=dotted(loc), detail=msg, type=err["type"]))
+    return errors
+
+
+def field_error(loc: Sequence[Any], detail: str, type_: str | None = None) -> FieldError:
+    """One error at `loc` (a path into the body) found by a check of our own, not by pydantic."""
+    return FieldError(pointer=pointer(loc), field=dotted(loc), detail=detail, type=type_)

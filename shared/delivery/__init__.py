@@ -1,0 +1,1 @@
+"""The pipeline, idempotency, stream configs, the retry queue, dead letters and replay."""

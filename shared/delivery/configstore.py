@@ -1,0 +1,193 @@
+"""Per-tenant stream configs in an Azure Table, cached per instance.
+
+Entity: PartitionKey = tenantId, RowKey = "streamconfig", `Config` = the JSON document,
+`Version` = a counter bumped on every write. The Table's ETag is the HTTP ETag (If-Match gives
+optimistic concurrency). Each write also bumps `grc:{tenant}:cfgver` in Redis; instances compare
+that number (one MGET per batch, for all tenants of the batch) with the one their cached copy
+was read at, so a change is seen by every instance on its next batch. If Redis cannot be read, a
+cached copy younger than STREAM_CONFIG_CACHE_SECONDS is used; no copy is used longer than that.
+
+Configs not in the cache (tenants this instance has not seen, or whose copy is stale) are read in
+ONE Table query per batch, however many tenants it names: up to MAX_OR_TENANTS by their keys, more
+as the key range from the lowest to the highest of them (the stored configs in that range come
+back, the others are skipped). A tenant with no stored config gets the default, and that answer is
+cached like any other (a negative entry), so a new tenant costs one batched read, not one per event.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import orjson
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables.aio import TableClient, TableServiceClient
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.core.events import utc_now_iso
+from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.storage.lazy import LazyTable
+from shared.storage.redisconn import pipelined, tenant_key
+
+ROW_KEY = "streamconfig"
+# Azure Tables allows at most 15 discrete comparisons in a $filter: RowKey plus 14 PartitionKeys.
+# (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities)
+MAX_OR_TENANTS = 14
+
+
+class PreconditionFailed(Exception):
+    """If-Match / If-None-Match did not hold."""
+
+
+@dataclass
+class _Cached:
+    config: StreamConfig
+    etag: str | None
+    version: int
+    fetched_at: float
+
+
+class ConfigStore:
+    def __init__(
+        self, tables: TableServiceClient, table_name: str, redis: Redis, cache_seconds: float
+    ) -> None:
+        self._table = LazyTable(tables, table_name)
+        self._redis = redis
+        self._ttl = cache_seconds
+        self._cache: dict[str, _Cached] = {}
+
+    async def table(self) -> TableClient:
+        return await self._table.get()
+
+    async def read(self, tenant_id: str) -> tuple[StreamConfig, str | None]:
+        """Straight from the table (no cache): the config and its ETag, or the default and None."""
+        table = await self.table()
+        try:
+            entity = await table.get_entity(tenant_id, ROW_KEY)
+        except ResourceNotFoundError:
+            return StreamConfig.default(tenant_id), None
+        config = StreamConfig.model_validate_json(entity["Config"])
+        return config, entity.metadata.get("etag")
+
+    async def write(
+        self,
+        tenant_id: str,
+        body: StreamConfigIn,
+        *,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> tuple[StreamConfig, str, StreamConfig | None]:
+        """Create or replace; returns (new config, new ETag, previous config or None). A `version` in
+        the body must equal the stored one (0: none stored), checked in the same conditional write."""
+        table = await self.table()
+        previous, etag = await self.read(tenant_id)
+        existed = etag is not None
+        if if_none_match == "*" and existed:
+            raise PreconditionFailed("a stream config exists for this tenant")
+        if if_match not in (None, "*") and if_match != etag:
+            raise PreconditionFailed("the stream config was changed since it was read")
+        if if_match == "*" and not existed:
+            raise PreconditionFailed("no stream config is stored for this tenant")
+        stored_version = previous.version if existed else 0
+        if body.version is not None and body.version != stored_version:
+            raise PreconditionFailed(f"the body was read at version {body.version}; the stored version is "
+                                     f"{stored_version}")
+        config = StreamConfig(
+            **body.model_dump(exclude={"tenantId", "version", "updatedAt", "isDefault"}),
+            tenantId=tenant_id,
+            version=(previous.version + 1) if existed else 1,
+            updatedAt=utc_now_iso(),
+        )
+        entity = {
+            "PartitionKey": tenant_id,
+            "RowKey": ROW_KEY,
+            "Config": config.model_dump_json(),
+            "Version": config.version,
+        }
+        try:
+            if existed:
+                meta = await table.update_entity(
+                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                meta = await table.create_entity(entity)
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise PreconditionFailed("the stream config was changed concurrently") from exc
+        new_etag = meta.get("etag") if isinstance(meta, dict) else None
+        try:
+            await self._redis.incr(tenant_key(tenant_id, "cfgver"))
+        except RedisError:
+            pass  # instances fall back to the cache TTL
+        self._cache.pop(tenant_id, None)
+        return config, new_etag or "", (previous if existed else None)
+
+    async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]:
+        """Configs for the tenants of a batch, from the cache when still current."""
+        return (await self._get_many(tenant_ids))[0]
+
+    async def prefetch(self, tenant_ids: Iterable[str]) -> bool:
+        """Bring the tenants' configs into the cache (at most one Table query); whether one ran."""
+        return (await self._get_many(tenant_ids))[1]
+
+    async def _get_many(self, tenant_ids: Iterable[str]) -> tuple[dict[str, StreamConfig], bool]:
+        tenants = list(dict.fromkeys(tenant_ids))
+        now = time.monotonic()
+        versions: list[int | None]
+        try:
+            # MGET across tenants' slots: allowed by Azure Managed Redis' Enterprise clustering policy
+            # (https://learn.microsoft.com/azure/redis/best-practices-client-libraries, multi-key commands).
+            [raw] = await pipelined(self._redis, [("MGET", *(tenant_key(t, "cfgver") for t in tenants))])
+            if isinstance(raw, RedisError):
+                raise raw
+            versions = [int(v) if v else 0 for v in raw]
+        except RedisError:
+            versions = [None] * len(tenants)
+        out: dict[str, StreamConfig] = {}
+        missing: dict[str, int | None] = {}
+        for t, ver in zip(tenants, versions):
+            c = self._cache.get(t)
+            # The TTL bounds every cached copy: a write whose version bump failed (Redis blip)
+            # would otherwise stay invisible to instances that still read the old version.
+            fresh = c is not None and now - c.fetched_at < self._ttl and (ver is None or c.version == ver)
+            if fresh and c is not None:
+                out[t] = c.config
+            else:
+                missing[t] = ver
+        if missing:
+            stored = await self._read_many(list(missing))
+            for t, ver in missing.items():
+                config, etag = stored.get(t) or (StreamConfig.default(t), None)
+                # Version 0 = never written; a failed version read caches under the TTL rule.
+                self._cache[t] = _Cached(config, etag, ver if ver is not None else -1, now)
+                out[t] = config
+        return out, bool(missing)
+
+    async def _read_many(self, tenants: list[str]) -> dict[str, tuple[StreamConfig, str | None]]:
+        """The stored configs of `tenants` (absent: none stored), in one query (see the module doc)."""
+        table = await self.table()
+        ordered = sorted(tenants)
+        params: dict[str, str] = {"rk": ROW_KEY}
+        if len(ordered) <= MAX_OR_TENANTS:
+            params.update({f"p{i}": t for i, t in enumerate(ordered)})
+            # (spaces around the parentheses: the SDK finds @names between blanks)
+            keys = " or ".join(f"PartitionKey eq @p{i}" for i in range(len(ordered)))
+            flt = f"RowKey eq @rk and ( {keys} )"
+        else:
+            params.update(lo=ordered[0], hi=ordered[-1])
+            flt = "PartitionKey ge @lo and PartitionKey le @hi and RowKey eq @rk"
+        wanted = set(tenants)
+        out: dict[str, tuple[StreamConfig, str | None]] = {}
+        async for entity in table.query_entities(flt, parameters=params, select=["PartitionKey", "Config"]):
+            t = entity["PartitionKey"]
+            if t in wanted:
+                out[t] = (StreamConfig.model_validate_json(entity["Config"]), entity.metadata.get("etag"))
+        return out
+
+    async def get(self, tenant_id: str) -> StreamConfig:
+        return (await self.get_many([tenant_id]))[tenant_id]
+
+
+def config_json(config: StreamConfig) -> bytes:
+    return orjson.dumps(config.model_dump(mode="json"))

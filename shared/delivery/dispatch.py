@@ -1,0 +1,141 @@
+"""Dispatch: a batch's chunks to one destination, in one call per attempt, under its retry policy.
+
+Each destination call runs under its retry policy (`retry` of the destination config; tenants with
+different policies go in separate calls, one after another, so a batch never has more than one call
+in flight per destination): a per-attempt timeout, and the failed, transient events retried in
+process a few times with a short backoff (at most IN_PROCESS_MAX_DELAY_SECONDS) before the pipeline
+parks them. A destination that raises, or does not answer in time, fails its events transiently: a
+destination bug never loses a batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from shared.core.destination_options import IN_PROCESS_MAX_DELAY_SECONDS, RetryPolicy
+from shared.core.events import Event
+from shared.core.results import Delivery
+from shared.core.streamconfig import StreamConfig
+from shared.destinations.base import Chunk, Destination
+from shared.observability.tenant_metrics import BatchStats
+
+log = logging.getLogger("grc.pipeline")
+
+
+class DestinationLookup(Protocol):
+    def get(self, type_: str) -> Destination | None: ...
+
+
+MAX_ROUTES = 10_000  # stream configs whose routing is kept worked out
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a stream config says about routing, worked out once per config object (configs are
+    cached per instance, so a batch naming hundreds of tenants does not redo this per tenant)."""
+
+    enabled: tuple[str, ...]  # enabled destination types, in config order
+    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]]  # type -> (options, policy, policy key)
+
+
+def _route_of(config: StreamConfig) -> Route:
+    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]] = {}
+    for d in config.destinations:  # the first of a type (types are unique in a valid config)
+        if d.type not in targets:
+            policy = getattr(d, "retry", None) or RetryPolicy()
+            targets[d.type] = (d.options, policy, tuple(policy.__dict__.values()))
+    return Route(tuple(d.type for d in config.destinations if d.enabled), targets)
+
+
+class Dispatcher:
+    def __init__(self, destinations: DestinationLookup, rand: Callable[[], float] = random.random) -> None:
+        self.destinations = destinations
+        self.rand = rand
+        self._routes: dict[int, tuple[StreamConfig, Route]] = {}
+
+    def route_for(self, config: StreamConfig) -> Route:
+        hit = self._routes.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        if len(self._routes) >= MAX_ROUTES:
+            self._routes.clear()
+        route = _route_of(config)
+        self._routes[id(config)] = (config, route)  # the config is held, so its id is not reused
+        return route
+
+    async def deliver_chunks(
+        self, dest_type: str, chunks: list[tuple[StreamConfig, list[Event]]], stats: BatchStats,
+        attempts: int | None = None,
+    ) -> list[list[Delivery]]:
+        """Chunks of any number of tenants to one destination; a Delivery per event, per chunk.
+
+        Chunks whose tenants share a retry policy (normally all) go in one call per attempt; the
+        groups of different policies go one after another, so one batch never has more than one
+        call in flight to a destination.
+        """
+        dest = self.destinations.get(dest_type)
+        if dest is None:
+            return [[Delivery(destination=dest_type, status="failed", transient=False,
+                              error=f"destination type {dest_type!r} is not available in this deployment")
+                     for _ in events] for _, events in chunks]
+        groups: dict[tuple[Any, ...], tuple[RetryPolicy, list[int]]] = {}
+        prepared: list[Chunk] = []
+        for j, (config, events) in enumerate(chunks):
+            options, policy, key = self.route_for(config).targets[dest_type]
+            prepared.append(Chunk(config, options, events))
+            groups.setdefault(key, (policy, []))[1].append(j)
+        if len(groups) == 1:  # the usual case: every tenant of the batch has the same policy
+            [(policy, _)] = groups.values()
+            return await self._deliver_group(dest, prepared, policy, stats, attempts)
+        out: list[list[Delivery]] = [[] for _ in chunks]
+        for policy, members in groups.values():
+            got = await self._deliver_group(dest, [prepared[j] for j in members], policy, stats, attempts)
+            for j, dels in zip(members, got):
+                out[j] = dels
+        return out
+
+    async def _deliver_group(
+        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy, stats: BatchStats,
+        attempts: int | None,
+    ) -> list[list[Delivery]]:
+        """Calls under one retry policy: the failed, transient events of every chunk are tried again
+        together, after the policy's (capped) backoff."""
+        out = await self._attempt(dest, chunks, policy)
+        tries = attempts if attempts is not None else policy.inProcessAttempts
+        for attempt in range(2, tries + 1):
+            again = [(c, ix) for c, ix in (
+                (c, [i for i, d in enumerate(dels) if d.status == "failed" and d.transient])
+                for c, dels in enumerate(out)) if ix]
+            if not again:
+                break
+            for c, ix in again:
+                stats.tenant(chunks[c].stream.tenantId).count("retry", len(ix))
+            await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
+            retry = [Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in ix]) for c, ix in again]
+            got = await self._attempt(dest, retry, policy)
+            for (c, ix), dels in zip(again, got):
+                row = out[c] = list(out[c])
+                for i, d in zip(ix, dels):
+                    row[i] = d
+        return out
+
+    async def _attempt(
+        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy
+    ) -> list[list[Delivery]]:
+        try:
+            out = await asyncio.wait_for(dest.publish(chunks), policy.timeoutSeconds)
+        except asyncio.TimeoutError:
+            return [[Delivery(destination=dest.type, status="failed", transient=True,
+                              error=f"no answer within {policy.timeoutSeconds} s") for _ in ch.events]
+                    for ch in chunks]
+        except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
+            log.exception("destination %s raised", dest.type)
+            return [[Delivery(destination=dest.type, status="failed", transient=True,
+                              error=f"destination error: {type(exc).__name__}") for _ in ch.events]
+                    for ch in chunks]
+        if len(out) != len(chunks) or any(len(d) != len(ch.events) for d, ch in zip(out, chunks)):
+            raise RuntimeError(f"destination {dest.type} returned results that do not match its chunks")
+        return out

@@ -1,0 +1,145 @@
+"""Idempotent publishing: an eventId accepted within the window is not delivered again.
+
+Per tenant in Redis, a claim (storage/claims.py, the one dedupe primitive) on
+`grc:{tenant}:idem:<eventId>`: `pending` while the first request is in flight (a short TTL, so a
+crashed instance does not block the id for a day), then the original result (status, eventId,
+destinations) for the window. A repeat gets that result back as status `duplicate`. A concurrent
+repeat waits briefly for the first to finish; if it is still in flight the repeat answers 409
+(retry). When the first ends `failed` the client's retry must go through, but must not send the event
+again where it already landed: the claim is settled as `partial:` + the destinations that delivered
+or parked it (or released when there are none), and the retry resumes with the remaining
+destinations only.
+
+Client requests fail open: if Redis cannot be reached the check is skipped, since destinations are
+themselves idempotent on eventId (Redis Streams keeps a per-event marker, the analytics table upserts
+by key), so availability wins. Service-made events carry a `DedupePolicy`: the change feed's
+(deterministic ids; CHANGEFEED_DEDUP_TTL_HOURS) and the overdue check's (CHANGEFEED_STATE_TTL_DAYS)
+fail closed instead -- a batch that cannot be checked is not published now but retried -- and keep
+only the status (`compact`), since nobody asks for their original answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.core.events import Event, utc_now_iso
+from shared.core.results import Delivery, EventResult
+from shared.storage.claims import Claims
+from shared.storage.redisconn import tenant_key
+
+log = logging.getLogger("grc.idempotency")
+
+PENDING_TTL_SECONDS = 300  # longer than any publish (in-process retries are bounded by their timeouts)
+PARTIAL = b"partial:"
+
+ClaimState = Literal["new", "resume", "duplicate", "busy", "unchecked"]
+
+
+def idem_key(tenant_id: str, event_id: str) -> str:
+    return tenant_key(tenant_id, "idem", event_id)
+
+
+@dataclass(frozen=True)
+class DedupePolicy:
+    """How service-made events are claimed (the defaults are a client request's)."""
+
+    window_seconds: int | None = None  # how long the outcome is kept; None: IDEMPOTENCY_WINDOW_SECONDS
+    compact: bool = False  # keep only the status: nobody asks for the original answer
+    strict: bool = False  # Redis unreachable: fail the events (their caller retries), never publish unchecked
+
+
+@dataclass
+class Claim:
+    state: ClaimState
+    original: dict | None = None  # the stored result for a duplicate
+    prior: list[Delivery] | None = None  # resume: destinations an earlier attempt delivered or parked
+
+
+def duplicate_result(index: int, ev: Event, original: dict) -> EventResult:
+    was = original.get("s", "accepted")
+    return EventResult(
+        index=index,
+        status="duplicate",
+        eventId=original.get("e", ev.eventId),
+        tenantId=ev.tenantId,
+        destinations=[Delivery.model_validate(d) for d in original.get("d", [])],
+        reason=f"eventId already {was}" + (f" at {original['at']}" if original.get("at") else "")
+        + "; not delivered again",
+        httpStatus=200,
+    )
+
+
+class IdempotencyStore:
+    def __init__(self, client: Redis, window_seconds: int, wait_seconds: float = 2.0, poll_seconds: float = 0.05):
+        self._claims = Claims(client, resumable=PARTIAL)
+        self._window = window_seconds
+        self._wait = wait_seconds
+        self._poll = poll_seconds
+
+    async def claim(self, events: Sequence[Event]) -> list[Claim]:
+        """One claim per event (ids distinct within the call); `unchecked` when Redis is unreachable."""
+        if not events:
+            return []
+        try:
+            claims = await self._try_claim(events)
+            deadline = time.monotonic() + self._wait
+            while any(c.state == "busy" for c in claims) and time.monotonic() < deadline:
+                await asyncio.sleep(self._poll)
+                busy = [i for i, c in enumerate(claims) if c.state == "busy"]
+                again = await self._try_claim([events[i] for i in busy])
+                for i, c in zip(busy, again):
+                    claims[i] = c
+            return claims
+        except RedisError as exc:
+            log.warning("idempotency check skipped, Redis unavailable: %s", type(exc).__name__)
+            return [Claim("unchecked") for _ in events]
+
+    async def _try_claim(self, events: Sequence[Event]) -> list[Claim]:
+        """Every event's claim in one round trip, whatever the number of tenants."""
+        taken = await self._claims.take([idem_key(ev.tenantId, ev.eventId) for ev in events], PENDING_TTL_SECONDS)
+        claims = []
+        for t in taken:
+            if t.state == "held":
+                claims.append(Claim("duplicate", orjson.loads(t.value)))
+            elif t.state == "resume":
+                claims.append(Claim("resume", prior=[Delivery.model_validate(d) for d in orjson.loads(t.value)]))
+            else:
+                claims.append(Claim(t.state))
+        return claims
+
+    async def settle(self, settled: Sequence[tuple[Event, EventResult]], policy: DedupePolicy | None = None) -> None:
+        """Store the final result of claimed events; keep what a failed one already did, or release it."""
+        if not settled:
+            return
+        policy = policy or DEFAULT_POLICY
+        window = policy.window_seconds or self._window
+        outcomes: list[tuple[str, bytes | None, int]] = []
+        for ev, res in settled:
+            key = idem_key(ev.tenantId, ev.eventId)
+            if res.status in ("accepted", "filtered"):
+                doc: dict[str, Any] = {"s": res.status}
+                if not policy.compact:
+                    doc.update(e=res.eventId, at=utc_now_iso(), d=[_done(d) for d in res.destinations])
+                outcomes.append((key, orjson.dumps(doc), window))
+            else:
+                done = [_done(d) for d in res.destinations if d.status in ("delivered", "parked")]
+                outcomes.append((key, PARTIAL + orjson.dumps(done) if done else None, window))
+        try:
+            await self._claims.settle(outcomes)
+        except RedisError as exc:  # the pending markers expire on their own
+            log.warning("idempotency results not stored: %s", type(exc).__name__)
+
+
+DEFAULT_POLICY = DedupePolicy()
+
+
+def _done(d: Delivery) -> dict[str, Any]:
+    return d.model_dump(include={"destination", "status", "ref"}, exclude_none=True)

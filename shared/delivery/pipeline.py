@@ -1,0 +1,348 @@
+"""validate -> enrich -> tenant filter -> route, with a result for every event.
+
+The pipeline works on a batch: the configs of all its tenants are fetched in one go, each
+destination gets every tenant's passing events, in chunks of the tenant's `batchSize`, in ONE call
+(so a batch naming a thousand tenants costs each destination one call, not a thousand concurrent
+ones), destinations run concurrently, and metrics are recorded once per batch. A delivery that
+fails is handed to the `Parker` (the retry queue); an event is `accepted` only when each of its
+destinations delivered or parked it, otherwise `failed` (the client must retry: nothing was
+acknowledged).
+
+Each destination call runs under its retry policy (dispatch.py): a per-attempt timeout, and the
+failed, transient events retried in process a few times with a short backoff before they are
+parked. Events with a client-given id (eventId or Idempotency-Key) and service-made events are
+claimed in the idempotency store first: a repeat within the window gets the original result as
+`duplicate` and is not delivered again.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
+
+from pydantic import ValidationError
+
+from shared.core import limits
+from shared.core.enrich import enrich, now_iso
+from shared.core.events import Event, EventIn, is_tenant_id
+from shared.core.filters import passes
+from shared.core.ids import uuid7
+from shared.core.results import Delivery, EventResult, FieldError
+from shared.core.streamconfig import StreamConfig
+from shared.core.validation import field_errors
+from shared.delivery.dispatch import DestinationLookup, Dispatcher
+from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
+from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats
+
+log = logging.getLogger("grc.pipeline")
+
+
+@dataclass(frozen=True)
+class Failure:
+    event: Event
+    destination: str
+    delivery: Delivery
+    stream: StreamConfig
+
+
+class Parker(Protocol):
+    """Takes failed deliveries for later retry; returns, per failure, whether it was parked."""
+
+    async def park(self, failures: Sequence[Failure]) -> list[bool]: ...
+
+
+class ConfigSource(Protocol):
+    async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]: ...
+
+
+# Runs after metrics are written; may be async (awaited: e.g. system events for failed deliveries).
+BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
+
+PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
+
+
+@dataclass
+class PublishContext:
+    correlation_id: str | None = None
+    idempotency_key: str | None = None  # only for a single event
+    received_at: float = field(default_factory=time.time)
+    pointer_prefix: tuple[Any, ...] = ()  # e.g. ("events",) for bulk bodies
+
+
+class Pipeline:
+    def __init__(
+        self,
+        configs: ConfigSource,
+        destinations: DestinationLookup,
+        metrics: TenantMetrics | None = None,
+        parker: Parker | None = None,
+        hooks: Sequence[BatchHook] = (),
+        idempotency: IdempotencyStore | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.configs = configs
+        self.destinations = destinations
+        self.metrics = metrics
+        self.parker = parker
+        self.hooks = list(hooks)
+        self.idempotency = idempotency
+        self.dispatch = Dispatcher(destinations, rand)
+
+    # ---- entry points ------------------------------------------------------------------
+
+    async def publish_raw(self, items: Sequence[Any], ctx: PublishContext) -> list[EventResult]:
+        """Events as clients send them (dicts): validated and enriched here."""
+        stats = BatchStats()
+        results: list[EventResult | None] = [None] * len(items)
+        ingested_at = now_iso()
+        correlation_id = ctx.correlation_id or uuid7()  # one request, one correlation id
+        ready: list[tuple[int, Event]] = []
+        client_ids: set[int] = set()  # generated ids need no idempotency check
+        for i, raw in enumerate(items):
+            prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
+            try:
+                ein = EventIn.model_validate(raw)
+            except ValidationError as exc:
+                results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
+                continue
+            ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
+                        event_id=ctx.idempotency_key)
+            size = len(ev.to_json())
+            if size > limits.MAX_EVENT_BYTES:
+                results[i] = self._reject(
+                    i,
+                    [FieldError(pointer="/".join(["", *map(str, prefix)]), field="(event)",
+                                detail=f"enriched event is {size} bytes; the limit is {limits.MAX_EVENT_BYTES}",
+                                type="too_large")],
+                    raw, stats, http_status=413,
+                )
+                continue
+            ready.append((i, ev))
+            if ein.eventId or ctx.idempotency_key:
+                client_ids.add(i)
+        routed = await self._route(ready, stats, ctx.received_at, client_ids)
+        for i, res in routed.items():
+            results[i] = res
+        out = [r for r in results if r is not None]
+        await self._finish(stats, out)
+        return out
+
+    async def publish_enriched(
+        self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None,
+        dedupe: bool = True, policy: DedupePolicy | None = None,
+    ) -> list[EventResult]:
+        """Events built by the service itself (change feed, system events): ids are stable, so deduped,
+        under `policy` (idempotency.DedupePolicy) when given."""
+        stats = stats or BatchStats()
+        routed = await self._route(list(enumerate(events)), stats, received_at or time.time(),
+                                   set(range(len(events))) if dedupe else set(), policy)
+        out = [routed[i] for i in range(len(events))]
+        await self._finish(stats, out)
+        return out
+
+    # ---- stages ------------------------------------------------------------------------
+
+    def _reject(
+        self, i: int, errors: list[FieldError], raw: Any, stats: BatchStats, http_status: int = 400
+    ) -> EventResult:
+        tenant = raw.get("tenantId") if isinstance(raw, dict) else None
+        if is_tenant_id(tenant):
+            stats.tenant(tenant).count("rej")
+        else:
+            tenant = None
+        reason = "event too large" if http_status == 413 else "validation failed"
+        return EventResult(index=i, status="rejected", tenantId=tenant, errors=errors, reason=reason,
+                           httpStatus=http_status)
+
+    async def _route(
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float, dedupe: set[int],
+        policy: DedupePolicy | None = None,
+    ) -> dict[int, EventResult]:
+        """Idempotency around routing: claim ids, route the new ones, store their results."""
+        checked = [(i, ev) for i, ev in ready if i in dedupe]
+        if self.idempotency is None or not checked:
+            return await self._route_new(ready, stats, received_at)
+        prior: dict[int, dict[str, Delivery]] = {}  # a retried event: destinations already done
+        results: dict[int, EventResult] = {}
+        first: dict[tuple[str, str], int] = {}
+        repeats: dict[int, int] = {}  # the same id twice in one batch: index -> first index
+        unique: list[tuple[int, Event]] = []
+        for i, ev in checked:
+            k = (ev.tenantId, ev.eventId)
+            if k in first:
+                repeats[i] = first[k]
+            else:
+                first[k] = i
+                unique.append((i, ev))
+        claims = await self.idempotency.claim([ev for _, ev in unique])
+        skip = set(repeats)
+        claimed: list[tuple[int, Event]] = []
+        for (i, ev), claim in zip(unique, claims):
+            if claim.state == "duplicate" and claim.original is not None:
+                results[i] = duplicate_result(i, ev, claim.original)
+                stats.tenant(ev.tenantId).count("dup")
+                skip.add(i)
+            elif claim.state == "unchecked" and policy is not None and policy.strict:
+                stats.tenant(ev.tenantId).count("fail")
+                results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=ev.tenantId,
+                                         reason="the idempotency claims cannot be checked; retry later",
+                                         httpStatus=503)
+                skip.add(i)
+            elif claim.state == "busy":
+                stats.tenant(ev.tenantId).count("fail")
+                results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=ev.tenantId,
+                                         reason="an event with this eventId is being processed; retry later",
+                                         httpStatus=409)
+                skip.add(i)
+            elif claim.state in ("new", "resume"):
+                claimed.append((i, ev))
+                if claim.prior:
+                    prior[i] = {d.destination: d for d in claim.prior}
+        results.update(await self._route_new([(i, ev) for i, ev in ready if i not in skip], stats, received_at,
+                                             prior))
+        await self.idempotency.settle([(ev, results[i]) for i, ev in claimed], policy)
+        events = dict(ready)
+        for i, j in repeats.items():
+            orig = results[j]
+            ev = events[i]
+            if orig.status in ("accepted", "filtered", "duplicate"):
+                stats.tenant(ev.tenantId).count("dup")
+                results[i] = duplicate_result(i, ev, {"s": orig.status, "e": orig.eventId, "at": "this request",
+                                                      "d": [d.model_dump() for d in orig.destinations]})
+            else:
+                results[i] = orig.model_copy(update={"index": i})
+        return results
+
+    async def _route_new(
+        self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float,
+        prior: dict[int, dict[str, Delivery]] | None = None,
+    ) -> dict[int, EventResult]:
+        """Route events; `prior` names, per event, destinations an earlier attempt already delivered
+        to or parked for (a client's retry after a 503): those are not sent again."""
+        prior = prior or {}
+        results: dict[int, EventResult] = {}
+        if not ready:
+            return results
+        by_tenant: dict[str, list[tuple[int, Event]]] = defaultdict(list)
+        for i, ev in ready:
+            by_tenant[ev.tenantId].append((i, ev))
+        try:
+            configs = await self.configs.get_many(by_tenant)
+        except Exception as exc:  # noqa: BLE001 - any storage failure means: not routable now
+            log.warning("stream configs unavailable: %s", type(exc).__name__)
+            for tenant, items in by_tenant.items():
+                for i, ev in items:
+                    stats.tenant(tenant).count("fail")
+                    results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=tenant,
+                                             reason="stream configuration unavailable", httpStatus=503)
+            return results
+
+        # Per destination, every tenant's chunks of the batch (in request order per tenant).
+        jobs: dict[str, list[tuple[StreamConfig, list[int], list[Event]]]] = defaultdict(list)
+        deliveries: dict[int, list[Delivery]] = defaultdict(list)
+        for tenant, items in by_tenant.items():
+            config = configs[tenant]
+            ts = stats.tenant(tenant)
+            passing = []
+            for i, ev in items:
+                if passes(config, ev):
+                    passing.append((i, ev))
+                else:
+                    ts.count("flt")
+                    reason = "stream disabled for tenant" if not config.enabled else "no filter matched"
+                    results[i] = EventResult(index=i, status="filtered", eventId=ev.eventId, tenantId=tenant,
+                                             reason=reason, httpStatus=200)
+            if not passing:
+                continue
+            enabled = self.dispatch.route_for(config).enabled
+            for dest_type in enabled:
+                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})] if prior else passing
+                for start in range(0, len(todo), config.batchSize):
+                    chunk = todo[start:start + config.batchSize]
+                    jobs[dest_type].append((config, [i for i, _ in chunk], [ev for _, ev in chunk]))
+            for i, ev in passing:
+                # every passing event gets an entry, even with no destination
+                deliveries[i].extend(prior[i][t] for t in enabled if t in prior.get(i, {}))
+
+        # One call per destination carries every tenant's chunks (see destinations/base.py); the
+        # destinations run concurrently, so a batch has at most one call in flight per destination.
+        dest_types = list(jobs)
+        per_dest = await asyncio.gather(*(
+            self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
+        failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
+        for dest_type, outcomes in zip(dest_types, per_dest):
+            for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
+                for i, ev, d in zip(indices, evs, dels):
+                    deliveries[i].append(d)
+                    if d.status == "failed":
+                        failures.append((i, len(deliveries[i]) - 1, Failure(ev, dest_type, d, config)))
+        # System events are best effort and never parked: a notice about a failing destination that
+        # fails there too must not come back through the retry queue and its dead letters.
+        if failures and self.parker is not None and not stats.system:
+            try:
+                parked = await asyncio.wait_for(self.parker.park([f for _, _, f in failures]), PARK_TIMEOUT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted
+                log.error("parking failed deliveries failed: %s", type(exc).__name__)
+                parked = [False] * len(failures)
+            for (i, pos, f), ok in zip(failures, parked):
+                if ok:  # a new value for this event only (Delivery is frozen; others may share f.delivery)
+                    deliveries[i][pos] = f.delivery.model_copy(update={"status": "parked"})
+
+        done = time.time()
+        latency_ms = max(0.0, (done - received_at) * 1000.0)
+        events = dict(ready)
+        for i, dels in deliveries.items():
+            ev = events[i]
+            ts = stats.tenant(ev.tenantId)
+            earlier = prior.get(i, {})
+            for d in dels:
+                if earlier.get(d.destination) is not d:  # counted by the attempt that did it
+                    ts.count(f"d:{d.destination}:" + {"delivered": "ok", "failed": "fail", "parked": "park"}[d.status])
+            ok = all(d.status != "failed" for d in dels)
+            if ok:
+                ts.count("acc")
+                ts.count(f"t:{ev.eventType.value}")
+                ts.count(f"s:{ev.source.value}")
+                ts.observe_latency(latency_ms)
+            else:
+                ts.count("fail")
+            results[i] = EventResult(
+                index=i,
+                status="accepted" if ok else "failed",
+                eventId=ev.eventId,
+                tenantId=ev.tenantId,
+                destinations=dels,
+                reason=None if ok else "delivery failed and could not be parked for retry",
+                httpStatus=201 if ok else 503,
+            )
+        return results
+
+    async def deliver(
+        self, dest_type: str, config: StreamConfig, events: Sequence[Event], *,
+        attempts: int | None = None, stats: TenantStats | None = None,
+    ) -> list[Delivery]:
+        """One destination only (retry queue, replay): the destination's retry policy, no parking."""
+        batch = BatchStats()
+        if stats is not None:
+            batch.tenants[config.tenantId] = stats
+        chunks = [(config, list(events))]
+        return (await self.dispatch.deliver_chunks(dest_type, chunks, batch, attempts=attempts))[0]
+
+    async def _finish(self, stats: BatchStats, results: Sequence[EventResult]) -> None:
+        if self.metrics is not None:
+            try:
+                await self.metrics.record(stats)
+            except Exception as exc:  # noqa: BLE001 - metrics never fail a publish
+                log.warning("metrics not recorded: %s", type(exc).__name__)
+        for hook in self.hooks:
+            try:
+                out = hook(stats, results)
+                if inspect.isawaitable(out):
+                    await out
+            except Exception:  # noqa: BLE001
+                log.exception("batch hook failed")

@@ -1,0 +1,98 @@
+"""Replay of dead letters (POST /deadletters/{tenantId}/replay): each record goes back the way it
+failed, by kind (deadletters.py):
+
+- `delivery`: through its destination again: delivered, or re-enqueued on the retry queue with a
+  fresh attempt count (`requeued`);
+- any other kind: the replayer the container registered for it (the change feed's: its events
+  published through the pipeline, its documents mapped again): `published` / `processed`, or
+  `failed` with the reason.
+
+A record that got through is marked replayed with its result (and no longer listed by default); one
+that did not keeps its place with one more attempt and the error. A record is replayed once
+(`Replayed`), but two replays of it running at the same moment are not excluded.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from shared.core.destination_options import RetryPolicy
+from shared.core.events import Event, utc_now_iso
+from shared.core.streamconfig import StreamConfig
+from shared.delivery.deadletters import DELIVERY, PAYLOAD_PREFIX, DeadLetters
+from shared.delivery.retry_queue import RetryMessage, policy_of
+from shared.observability.tenant_metrics import BatchStats
+from shared.storage import payload
+
+# (tenant, dead-letter row) -> (result, error or None): a result in GOT_THROUGH, or "failed" and why.
+Replayer = Callable[[str, dict[str, Any]], Awaitable[tuple[str, str | None]]]
+GOT_THROUGH = frozenset({"delivered", "requeued", "published", "processed"})
+
+
+async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int = 500) -> list[dict[str, Any]]:
+    """Replay the given records of `tenant` (None: every record not yet replayed, `limit` at most);
+    a result per record."""
+    dl: DeadLetters = services.deadletters
+    if ids is None:
+        listed, _ = await dl.list(tenant, limit=limit)
+        targets = [r["id"] for r in listed]
+    else:
+        targets = ids[:limit]
+    replayers: Mapping[str, Replayer] = services.replayers
+    configs: dict[str, StreamConfig] = {}
+    stats = BatchStats()
+    out: dict[str, dict[str, Any]] = {}
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for rid in targets:
+        row = await dl.get(tenant, rid) if not rid.startswith(PAYLOAD_PREFIX) else None
+        if row is None:
+            out[rid] = {"id": rid, "result": "not found"}
+        elif row.get("Replayed"):
+            out[rid] = {"id": rid, "result": "already replayed", "replayResult": row.get("ReplayResult")}
+        else:
+            rows.append((rid, row))
+    # In the order they were dead-lettered (a batch's change-feed events by `Seq`: an entity's events
+    # are published in their order again).
+    rows.sort(key=lambda r: (str(r[1].get("DeadLetteredAt") or ""), int(r[1].get("Seq") or 0)))
+    for rid, row in rows:
+        kind = dl.kind_of(row)
+        if kind == DELIVERY:
+            if tenant not in configs:
+                configs[tenant] = await services.configs.get(tenant)
+            result, error = await _replay_delivery(services, tenant, rid, row, configs[tenant], stats)
+        elif kind in replayers:
+            result, error = await replayers[kind](tenant, row)
+        else:
+            result, error = "failed", f"no replay for records of kind {kind!r}"
+        if result in GOT_THROUGH:
+            await dl.mark_replayed(tenant, rid, result)
+            out[rid] = {"id": rid, "result": result}
+        elif result == "failed":
+            await dl.failed_again(row, error or "failed")
+            out[rid] = {"id": rid, "result": "failed", "error": error}
+        else:  # e.g. "destination not configured": the record waits as it is
+            out[rid] = {"id": rid, "result": result}
+    if services.metrics is not None:
+        await services.metrics.try_record(stats)
+    return [out[rid] for rid in dict.fromkeys(targets)]
+
+
+async def _replay_delivery(services: Any, tenant: str, rid: str, row: dict[str, Any], config: StreamConfig,
+                           stats: BatchStats) -> tuple[str, str | None]:
+    dest = str(row["Destination"])
+    event = payload.load(row)
+    if not any(d.type == dest and d.enabled for d in config.destinations):
+        return "destination not configured", None
+    [d] = await services.pipeline.deliver(dest, config, [Event.model_validate(event)], stats=stats.tenant(tenant))
+    if d.status == "delivered":
+        stats.tenant(tenant).count(f"d:{dest}:ok")
+        return "delivered", None
+    msg = RetryMessage(tenantId=tenant, destination=dest, attempt=1, firstFailureAt=utc_now_iso(),
+                       lastError=d.error, transient=True, event=event, replayOf=rid)
+    policy: RetryPolicy = policy_of(config, dest)
+    try:
+        await services.retries.send(msg, policy.delay(1, random.random()))
+    except Exception as exc:  # noqa: BLE001 - the record stays for the next replay
+        return "failed", f"retry queue unavailable: {type(exc).__name__}"
+    return "requeued", None

@@ -1,0 +1,55 @@
+"""A route: one HTTP function of the app. The route table (shared/api/routes.py) is a tuple of these;
+`functions_adapter.http_functions` registers it with the Functions host, `api/openapi.py` documents
+it, `allowed_methods` answers 405s from it."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Sequence
+
+from shared.http.adapter import Handler
+
+# The fallback's method: every method the host routes (the host answers a wrong method with 404, so
+# a `{*path}` function with the lowest precedence turns it into 405 with Allow).
+ANY_METHOD = "*"
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # the Functions function name: one function per route, each on its own in the portal
+    method: str  # one HTTP method, or ANY_METHOD
+    path: str  # Functions route template, no leading slash
+    handler: Handler
+    summary: str
+    anonymous: bool = False  # auth level ANONYMOUS (else FUNCTION) and no caller identity
+    documented: bool = True  # in /openapi.json (and in what 405 knows)
+    request_schema: str | None = None  # components/schemas name
+    response_schema: str | None = None
+    success: int = 200
+    # (name, JSON type or a JSON Schema, description)
+    query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (header name, JSON Schema, description)
+    required_query: tuple[str, ...] = ()  # query parameters the handler refuses to do without
+    # The path's tenantId may also be the reserved partition of dead letters naming no valid tenant
+    # (UNMAPPED_TENANT), served to admins only.
+    unmapped: bool = False
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return HTTP_METHODS if self.method == ANY_METHOD else (self.method,)
+
+
+@lru_cache(maxsize=256)
+def _regex(template: str) -> re.Pattern[str]:
+    parts = []
+    for seg in template.strip("/").split("/"):
+        parts.append("[^/]+" if seg.startswith("{") else re.escape(seg))
+    return re.compile("^/" + "/".join(parts) + "/?$")
+
+
+def allowed_methods(routes: Sequence[Route], path: str) -> list[str]:
+    """The methods the documented routes answer on `path` (empty: no route has it)."""
+    return sorted({r.method for r in routes if r.documented and _regex(r.path).fullmatch(path)})

@@ -1,0 +1,72 @@
+"""The process's telemetry: `configure(settings)` once per worker process, `current()` anywhere.
+
+Telemetry is process-wide (exporter threads, a handler on the `grc` logger), unlike the service
+container, which is per event loop. Without a connection string `configure` sets the no-op
+`Telemetry`; with one, the Application Insights backend. A second backend (OpenTelemetry) is one
+more module beside `appinsights.py`, chosen here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from shared.observability.telemetry.base import LOGGER_NAME, Telemetry, aad_credential, log_level
+
+if TYPE_CHECKING:  # settings import stays cheap for callers that only want the types
+    from shared.core.settings import Settings
+
+_NOOP = Telemetry()
+_current: Telemetry = _NOOP
+_lock = threading.Lock()
+
+
+def current() -> Telemetry:
+    """The telemetry set up by the last `configure` (the no-op one before that)."""
+    return _current
+
+
+def configure(
+    settings: "Settings",
+    *,
+    export_interval: float = 15.0,
+    log_export_interval: float | None = None,
+    enable_local_storage: bool = True,
+    storage_path: str | None = None,
+    metrics_per_operation: bool | None = None,
+    max_series: int = 10_000,
+    role_name: str | None = None,
+    credential: Any = None,
+) -> Telemetry:
+    """Set up telemetry from settings and make it `current()`; closes the previous one.
+
+    `export_interval`: seconds between metric exports (each sends the interval's deltas).
+    `log_export_interval`: the longest a log record waits for its batch (default: the smaller of
+    `export_interval` and 2 s). `metrics_per_operation`: see `AggregatingTelemetry`. `max_series`
+    bounds the series held per export interval (extra ones are dropped). `credential` (a
+    TokenCredential) overrides the one APPLICATIONINSIGHTS_AUTHENTICATION_STRING asks for.
+    """
+    global _current
+    logging.getLogger(LOGGER_NAME).setLevel(log_level(settings.log_level))
+    conn = settings.appinsights_connection_string.strip()
+    with _lock:
+        previous, _current = _current, _NOOP
+        previous.close()
+        if conn:
+            from shared.observability.telemetry.appinsights import (  # noqa: PLC0415 - only when configured
+                LOG_EXPORT_SECONDS,
+                AppInsightsTelemetry,
+            )
+
+            if credential is None:
+                credential = aad_credential(settings.appinsights_authentication_string)
+            _current = AppInsightsTelemetry(
+                conn, credential=credential, level=log_level(settings.log_level),
+                info_sampling=settings.telemetry_info_sampling, export_interval=export_interval,
+                log_export_interval=log_export_interval or min(export_interval, LOG_EXPORT_SECONDS),
+                enable_local_storage=enable_local_storage, storage_path=storage_path,
+                metrics_per_operation=metrics_per_operation, max_series=max_series,
+                role_name=role_name or os.environ.get("WEBSITE_SITE_NAME") or "grc-event-streaming",
+            )
+        return _current

@@ -1,0 +1,1 @@
+"""The stores' clients and the generic mechanisms over them (no knowledge of events)."""

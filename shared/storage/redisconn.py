@@ -1,0 +1,166 @@
+"""The instance's Redis client (redis.asyncio), shared by destinations, metrics and config versions."""
+from __future__ import annotations
+
+import asyncio
+import math
+from itertools import chain, islice
+from typing import Any, Iterable, Iterator, Sequence
+
+import hiredis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
+from redis.commands.core import AsyncScript
+from redis.credentials import CredentialProvider
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.core.settings import Settings
+
+
+def tenant_key(tenant_id: str, *parts: str) -> str:
+    """Redis-Cluster-safe key: every key of a tenant hashes to one slot via the {tenant} tag."""
+    return ":".join(("grc", "{" + tenant_id + "}", *parts))
+
+
+ENTRA_REDIS_SCOPE = "https://redis.azure.com/.default"
+MAX_CONNECTIONS = 64
+POOL_WAIT_SECONDS = 5.0
+SEND_SLICE = 64  # commands per socket write of a pipeline
+
+
+def entra_credentials() -> CredentialProvider:
+    """The managed identity's token as Redis credentials (user = the identity's object id),
+    renewed before it expires and re-sent on open connections (redis-entraid)."""
+    from redis_entraid.cred_provider import create_from_default_azure_credential  # noqa: PLC0415 - Azure only
+
+    return create_from_default_azure_credential((ENTRA_REDIS_SCOPE,))
+
+
+def create_redis(settings: Settings, credential_provider: CredentialProvider | None = None) -> Redis:
+    """`credential_provider` overrides the one REDIS_AUTH chooses (tests pass a fake identity)."""
+    if credential_provider is None and settings.redis_auth == "entra":
+        credential_provider = entra_credentials()
+    # A blocking pool: when every connection is busy (a burst of concurrent requests) a command
+    # waits up to POOL_WAIT_SECONDS for one, where redis-py's default pool raises
+    # MaxConnectionsError at once -- a failure of the service's own making.
+    pool = BlockingConnectionPool(
+        connection_class=SSLConnection if settings.redis_ssl else Connection,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=None if credential_provider else (settings.redis_password or None),
+        credential_provider=credential_provider,
+        socket_timeout=5.0,
+        socket_connect_timeout=2.0,
+        health_check_interval=30,
+        # A short retry on connection drops; longer outages surface as failed deliveries.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        decode_responses=False,
+    )
+    # The provider is passed again so the client registers the pool for token re-authentication.
+    client = Redis(connection_pool=pool, credential_provider=credential_provider)
+    client.auto_close_connection_pool = True  # the client owns its pool (what Redis.from_pool does)
+    return client
+
+
+async def run_script(client: Redis, script: AsyncScript, calls: Iterable[tuple[Sequence[Any], Sequence[Any]]],
+                     extra: Sequence[Sequence[Any]] = ()) -> list[Any]:
+    """Many calls of one Lua script, `(keys, args)` each, in one round trip.
+
+    A pipeline of EVALSHA (see `pipelined`; `calls` may be a generator, consumed as the pipeline is
+    written). On NOSCRIPT (Redis restarted or failed over) the script is loaded and only those calls
+    are sent again. Each call's keys must share one hash slot (the tenant's tag), so a pipeline may
+    mix tenants on Redis Cluster. `extra` commands go in the same round trip (their errors raise).
+    Replies come in call order; a call that failed in Redis (a script error) has its
+    `ResponseError` as reply. Connection errors raise.
+    """
+    made: list[tuple[Sequence[Any], Sequence[Any]]] = []
+
+    def evalshas(sha: str) -> Iterator[tuple[Any, ...]]:
+        for keys, args in calls:
+            made.append((keys, args))
+            yield ("EVALSHA", sha, len(keys), *keys, *args)
+
+    replies = await pipelined(client, chain(evalshas(script.sha), extra))
+    for error in replies[len(made):]:
+        if isinstance(error, ResponseError):
+            raise error
+    replies = replies[:len(made)]
+    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+    if missing:
+        script.sha = await client.script_load(script.script)
+        again = await pipelined(client, [("EVALSHA", script.sha, len(made[i][0]), *made[i][0], *made[i][1])
+                                         for i in missing])
+        for i, r in zip(missing, again):
+            replies[i] = r
+    return replies
+
+
+async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[Any]:
+    """Commands in one round trip, raw replies (no redis-py response callbacks), a `ResponseError`
+    in place of each command Redis refused. Made for pipelines naming hundreds of tenants, where
+    the client's own work per command is what costs:
+
+    - commands are packed by hiredis' C packer (redis-py's asyncio pipeline packs every argument in
+      Python) and written SEND_SLICE at a time while the rest are still being built and packed
+      (`commands` may be a generator), so Redis runs the first ones meanwhile, and its replies are
+      read while it runs the last ones;
+    - the replies are read under ONE deadline (the socket timeout), where redis-py arms a timer per
+      reply.
+    The client's pool and retry policy apply as usual (a retry resends what was packed).
+    """
+    packed = _Packed(commands)
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        return await conn.retry.call_with_retry(lambda: _round_trip(conn, packed),
+                                                lambda _error: conn.disconnect())
+    finally:
+        await pool.release(conn)
+
+
+class _Packed:
+    """Commands packed a slice at a time as they are wanted, and kept for a retry."""
+
+    def __init__(self, commands: Iterable[Sequence[Any]]) -> None:
+        self._todo: Iterator[Sequence[Any]] | None = iter(commands)
+        self.slices: list[bytes] = []
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from list(self.slices)  # a retry: what the first try packed
+        while self._todo is not None:
+            batch = list(islice(self._todo, SEND_SLICE))
+            if not batch:
+                self._todo = None
+                return
+            data = b"".join([hiredis.pack_command(tuple(c)) for c in batch])
+            self.slices.append(data)
+            self.count += len(batch)
+            yield data
+
+
+async def _round_trip(conn: Connection, packed: _Packed) -> list[Any]:
+    out: list[Any] = []
+    try:
+        first = True
+        for data in packed:
+            await conn.send_packed_command(data, check_health=first)  # the periodic health check, once
+            first = False
+        if first:
+            return out  # nothing to send
+        async with asyncio.timeout(conn.socket_timeout):
+            for _ in range(packed.count):
+                try:
+                    # math.inf: no timer per reply (redis-py's documented "block" value); the
+                    # deadline above bounds the whole read, and a read cut short drops the connection.
+                    out.append(await conn.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    out.append(exc)
+    except TimeoutError as exc:
+        raise RedisTimeoutError(f"no reply within {conn.socket_timeout} s") from exc
+    return out
