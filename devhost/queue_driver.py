@@ -1,11 +1,25 @@
 """Queue triggers on Azurite (or any Storage account), behaving like the host's queue listener.
 
-Per function: poll `queueName` (from the `connection` setting's connection string), up to
-`batchSize` messages at a time, invisible while they run; a success deletes the message, a
-failure makes it visible again after `visibilityTimeout`, and once its dequeue count reaches
-`maxDequeueCount` it moves to `<queue>-poison`. Empty polls back off exponentially up to
-`maxPollingInterval` (capped at 2 s here: a developer waits for it). Settings come from host.json
-`extensions.queues`, with the host's defaults; `messageEncoding` base64 (default) or none.
+The contract kept here is the Functions host's, with its documented host.json defaults
+(`extensions.queues`, Azure Functions "Azure Queue storage trigger and bindings", host.json settings;
+QueuesOptions of Microsoft.Azure.WebJobs.Extensions.Storage.Queues 5.x):
+- `messageEncoding` "base64" (default; or "none"): a message's text is base64 and the function gets
+  the decoded bytes. A message that does not decode can never succeed: the extension's
+  MessageDecodingFailed handler moves it to the poison queue at once, unchanged (azure-sdk-for-net,
+  Microsoft.Azure.WebJobs.Extensions.Storage.Queues/src/QueueServiceClientProvider.cs); so does this driver.
+- `batchSize` 16 (1-32): messages fetched per request.
+- `newBatchThreshold` N*batchSize/2 (N = vCPUs on App Service/Premium, 1 on Consumption; here 1):
+  a new batch is fetched whenever the number of messages still being processed is at or below it,
+  so at most batchSize + newBatchThreshold run at once per function.
+- `maxDequeueCount` 5: a failed invocation whose message has been dequeued that many times moves
+  the message (content as is) to `<queue>-poison`; otherwise the message becomes visible again
+  after `visibilityTimeout` (default 00:00:00) for the next attempt (QueueProcessor.CompleteProcessingMessageAsync).
+- `maxPollingInterval` 00:01:00: empty polls back off exponentially from 100 ms up to it (capped at
+  2 s here: a developer waits for it).
+While a message runs it is invisible: leased for 10 minutes, as the host does, and the lease renewed
+at half-time while the function runs. A dequeue whose answer is lost (storage dies mid-request)
+leaves its messages leased: they come back when the lease ends (at-least-once). `lease_seconds`
+shortens the lease for tests that kill storage (`python -m devhost --queue-lease-seconds`).
 """
 from __future__ import annotations
 
@@ -32,7 +46,7 @@ log = logging.getLogger("devhost.queue")
 
 MIN_POLL_SECONDS = 0.1
 LOCAL_MAX_POLL_SECONDS = 2.0
-LEASE_SECONDS = 600  # invisible while running (the host renews its lease; functions time out at 5 min)
+LEASE_SECONDS = 600  # the host's lease on a running message, renewed at half-time
 
 
 def timespan_seconds(value: str | None) -> float:
@@ -43,25 +57,44 @@ def timespan_seconds(value: str | None) -> float:
     return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
+# The host's documented defaults (see the module docstring).
+DEFAULT_BATCH_SIZE = 16
+MAX_BATCH_SIZE = 32
+DEFAULT_MAX_DEQUEUE_COUNT = 5
+DEFAULT_VISIBILITY_TIMEOUT = "00:00:00"
+DEFAULT_MAX_POLLING_INTERVAL = "00:01:00"
+
+
 @dataclass(frozen=True)
 class QueueOptions:
-    batch_size: int = 16
-    max_dequeue_count: int = 5
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_dequeue_count: int = DEFAULT_MAX_DEQUEUE_COUNT
     visibility_timeout_s: float = 0.0
     max_poll_s: float = 60.0
     encoding: str = "base64"
+    new_batch_threshold: int = DEFAULT_BATCH_SIZE // 2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"extensions.queues.batchSize must be 1-{MAX_BATCH_SIZE}, not {self.batch_size}")
+        if self.new_batch_threshold < 0 or self.max_dequeue_count < 1:
+            raise ValueError("extensions.queues: newBatchThreshold >= 0 and maxDequeueCount >= 1")
+        if self.encoding not in ("base64", "none"):
+            raise ValueError(f"extensions.queues.messageEncoding must be base64 or none, not {self.encoding!r}")
 
     @classmethod
     def from_host_json(cls, path: Path = ROOT / "host.json") -> "QueueOptions":
         queues: dict[str, Any] = {}
         if path.exists():
             queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
+        batch = int(queues.get("batchSize", DEFAULT_BATCH_SIZE))
         return cls(
-            batch_size=int(queues.get("batchSize", 16)),
-            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
-            visibility_timeout_s=timespan_seconds(queues.get("visibilityTimeout", "00:00:00")),
-            max_poll_s=timespan_seconds(queues.get("maxPollingInterval", "00:01:00")) or 60.0,
+            batch_size=batch,
+            max_dequeue_count=int(queues.get("maxDequeueCount", DEFAULT_MAX_DEQUEUE_COUNT)),
+            visibility_timeout_s=timespan_seconds(queues.get("visibilityTimeout", DEFAULT_VISIBILITY_TIMEOUT)),
+            max_poll_s=timespan_seconds(queues.get("maxPollingInterval", DEFAULT_MAX_POLLING_INTERVAL)) or 60.0,
             encoding=str(queues.get("messageEncoding", "base64")).lower(),
+            new_batch_threshold=int(queues.get("newBatchThreshold", batch // 2)),
         )
 
 
@@ -89,12 +122,20 @@ def queue_clients(spec: FunctionSpec, queue_name: str,
 
 
 class QueueWorker:
-    def __init__(self, spec: FunctionSpec, options: QueueOptions) -> None:
+    def __init__(self, spec: FunctionSpec, options: QueueOptions, lease_seconds: float = LEASE_SECONDS) -> None:
         self.spec = spec
         self.options = options
+        self.lease_seconds = max(2, int(lease_seconds))
         self.queue_name = str(spec.trigger["queueName"])
+        # Raw text both ways: the driver decodes as the host does, and a poisoned message is
+        # copied as it is (still base64), as the host copies it.
         self.queue, self.poison, self._credential = queue_clients(spec, self.queue_name)
         self.invocations = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.poisoned = 0
+        self.running = 0  # messages being processed now
+        self.max_running = 0
 
     def _body(self, content: str) -> bytes:
         if self.options.encoding == "base64":
@@ -108,6 +149,7 @@ class QueueWorker:
             pass
         await self.poison.send_message(message.content)
         await self.queue.delete_message(message)
+        self.poisoned += 1
         log.error("%s: message %s moved to %s-poison after %d attempts", self.spec.name, message.id,
                   self.queue_name, message.dequeue_count)
 
@@ -122,44 +164,101 @@ class QueueWorker:
                            expiration_time=message.expires_on, insertion_time=message.inserted_on,
                            time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
         self.invocations += 1
+        renewing = asyncio.create_task(self._renew(message))
         try:
             await invoke(self.spec, msg, Context(self.spec.name))
+            ok = True
         except Exception:
+            ok = False
             log.exception("%s failed on message %s (dequeue count %d)", self.spec.name, message.id,
                           message.dequeue_count)
-            if message.dequeue_count >= self.options.max_dequeue_count:
-                await self._to_poison(message)
-            else:
-                await self.queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout_s))
+        finally:
+            await self._stop(renewing)
+        if ok:
+            self.succeeded += 1
+            await self.queue.delete_message(message)
             return
-        await self.queue.delete_message(message)
+        self.failed += 1
+        if message.dequeue_count >= self.options.max_dequeue_count:
+            await self._to_poison(message)
+        else:
+            await self.queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout_s))
+
+    async def _renew(self, message: Any) -> None:
+        """Keep the message leased while the function runs (the host renews at half the lease)."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 2)
+            try:
+                renewed = await self.queue.update_message(message, visibility_timeout=self.lease_seconds)
+            except AzureError as exc:  # storage down: try again at the next half-lease
+                log.warning("%s: lease of message %s not renewed: %s", self.spec.name, message.id, type(exc).__name__)
+                continue
+            message.pop_receipt = renewed.pop_receipt  # settling needs the newest receipt
+            message.next_visible_on = renewed.next_visible_on
+
+    @staticmethod
+    async def _stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    async def _run_one(self, message: Any) -> None:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await self.handle(message)
+        except AzureError as exc:  # settling the message failed (storage down): its lease runs out, it comes back
+            log.warning("%s: message %s not settled: %s", self.spec.name, message.id, type(exc).__name__)
+        except Exception:  # noqa: BLE001 - one message must not stop the listener
+            log.exception("%s: message %s not settled", self.spec.name, message.id)
+        finally:
+            self.running -= 1
+
+    async def receive(self) -> list[Any]:
+        """One batch: up to `batchSize` visible messages, leased while they run."""
+        try:
+            return [m async for m in self.queue.receive_messages(
+                max_messages=self.options.batch_size, visibility_timeout=self.lease_seconds)]
+        except ResourceNotFoundError:
+            return []  # nothing has been sent yet
 
     async def poll_once(self) -> int:
-        try:
-            messages = [m async for m in self.queue.receive_messages(
-                max_messages=self.options.batch_size, visibility_timeout=LEASE_SECONDS)]
-        except ResourceNotFoundError:
-            return 0  # nothing has been sent yet
-        await asyncio.gather(*(self.handle(m) for m in messages))
+        """Fetch one batch and run it to the end (tests and tools; `run` overlaps batches)."""
+        messages = await self.receive()
+        await asyncio.gather(*(self._run_one(m) for m in messages))
         return len(messages)
 
     async def run(self, stopping: asyncio.Event) -> None:
         delay = MIN_POLL_SECONDS
         cap = min(self.options.max_poll_s, LOCAL_MAX_POLL_SECONDS)
-        while not stopping.is_set():
-            try:
-                got = await self.poll_once()
-            except AzureError as exc:
-                log.warning("%s: queue %s unavailable: %s", self.spec.name, self.queue_name, type(exc).__name__)
-                got = 0
-            if got:
-                delay = MIN_POLL_SECONDS
-                continue
-            try:
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            delay = min(delay * 2, cap)
+        inflight: set[asyncio.Task[None]] = set()
+        stop = asyncio.create_task(stopping.wait())
+        try:
+            while not stopping.is_set():
+                if sum(not t.done() for t in inflight) > self.options.new_batch_threshold:
+                    # Above newBatchThreshold: the next batch waits until enough messages finished.
+                    await asyncio.wait({*inflight, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    messages = await self.receive()
+                except AzureError as exc:
+                    log.warning("%s: queue %s unavailable: %s", self.spec.name, self.queue_name, type(exc).__name__)
+                    messages = []
+                for m in messages:
+                    task = asyncio.create_task(self._run_one(m))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                if messages:
+                    delay = MIN_POLL_SECONDS
+                    continue
+                await asyncio.wait({stop}, timeout=delay)
+                delay = min(delay * 2, cap)
+        finally:
+            stop.cancel()
+            if inflight:  # messages already leased run to their end
+                await asyncio.gather(*inflight, return_exceptions=True)
 
     async def close(self) -> None:
         await self.queue.close()
@@ -171,9 +270,10 @@ class QueueWorker:
 class QueueDriver:
     trigger_type = "queueTrigger"
 
-    def __init__(self, specs: list[FunctionSpec], options: QueueOptions | None = None) -> None:
+    def __init__(self, specs: list[FunctionSpec], options: QueueOptions | None = None,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.options = options or QueueOptions.from_host_json()
-        self.workers = [QueueWorker(s, self.options) for s in specs]
+        self.workers = [QueueWorker(s, self.options, lease_seconds) for s in specs]
         self._workers = WorkerTasks("queue")
 
     async def start(self) -> None:

@@ -14,7 +14,7 @@ from devhost.admin import Admin
 from devhost.app_loader import ROOT, FunctionSpec, load_functions, load_settings
 from devhost.cosmos_driver import CosmosDriver
 from devhost.http_driver import HttpDriver
-from devhost.queue_driver import QueueDriver
+from devhost.queue_driver import LEASE_SECONDS, QueueDriver
 from devhost.timer_driver import TimerDriver
 
 log = logging.getLogger("devhost")
@@ -39,7 +39,8 @@ DRIVERS: dict[str, DriverFactory] = {
         specs, poll_ms=getattr(opts, "feed_poll_ms", None), retry_scale=getattr(opts, "retry_scale", 1.0)
     ),
     "timerTrigger": lambda specs, opts: TimerDriver(specs, getattr(opts, "state_dir", None)),
-    "queueTrigger": lambda specs, opts: QueueDriver(specs),
+    "queueTrigger": lambda specs, opts: QueueDriver(
+        specs, lease_seconds=getattr(opts, "queue_lease_seconds", None) or LEASE_SECONDS),
 }
 
 
@@ -93,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="Cosmos change feed poll delay (default: the binding's feedPollDelay, else 1000)")
     ap.add_argument("--retry-scale", type=float, default=1.0,
                     help="multiply retry-policy delays (0 = retry at once; tests)")
+    ap.add_argument("--queue-lease-seconds", type=float, default=None,
+                    help=f"lease on a running queue message (default {LEASE_SECONDS}, the host's; tests that "
+                         "kill storage shorten it so a dequeue lost in the outage comes back sooner)")
     return ap.parse_args(argv)
 
 

@@ -87,6 +87,18 @@ def _azurite_argv(p: dict[str, int], work: Path) -> list[str]:
             "--blobPort", str(p["blob"]), "--queuePort", str(p["queue"]), "--tablePort", str(p["table"])]
 
 
+def _durable_redis_argv(p: dict[str, int], work: Path) -> list[str]:
+    """Redis that loses nothing it acknowledged across a kill: every write fsync'd to its AOF."""
+    return ["redis-server", "--port", str(p["port"]), "--bind", "127.0.0.1", "--save", "", "--dir", str(work),
+            "--appendonly", "yes", "--appendfsync", "always", "--maxmemory", "256mb"]
+
+
+def _durable_azurite_argv(p: dict[str, int], work: Path) -> list[str]:
+    """Azurite keeping its data on disk (under `work`), so a restart keeps queues and tables."""
+    argv = [a for a in _azurite_argv(p, work) if a != "--inMemoryPersistence"]
+    return [*argv, "--location", str(work / "data")]
+
+
 def _tansu_argv(p: dict[str, int], work: Path) -> list[str]:
     url = f"tcp://127.0.0.1:{p['port']}"
     return [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -116,18 +128,23 @@ def _cosmos_settings(p: dict[str, int], scheme: str = "http") -> dict[str, str]:
     }
 
 
+def _redis_settings(p: dict[str, int]) -> dict[str, str]:
+    return {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(p["port"])}
+
+
+def _azurite_settings(p: dict[str, int]) -> dict[str, str]:
+    conn = azurite_connection_string(p["blob"], p["queue"], p["table"])
+    return {"STORAGE_CONNECTION_STRING": conn, "AzureWebJobsStorage": conn}
+
+
 SPECS: dict[str, ServiceSpec] = {
-    "redis": ServiceSpec(
-        "redis", ("port",), _redis_argv,
-        lambda p: {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(p["port"])},
-    ),
-    "azurite": ServiceSpec(
-        "azurite", ("blob", "queue", "table"), _azurite_argv,
-        lambda p: {
-            "STORAGE_CONNECTION_STRING": azurite_connection_string(p["blob"], p["queue"], p["table"]),
-            "AzureWebJobsStorage": azurite_connection_string(p["blob"], p["queue"], p["table"]),
-        },
-    ),
+    "redis": ServiceSpec("redis", ("port",), _redis_argv, _redis_settings),
+    "azurite": ServiceSpec("azurite", ("blob", "queue", "table"), _azurite_argv, _azurite_settings),
+    # Durable variants for fault tests, where a service is killed and started again: the real
+    # services keep what they acknowledged, so these must too (tansu has no disk mode: in memory).
+    "redis-durable": ServiceSpec("redis-durable", ("port",), _durable_redis_argv, _redis_settings),
+    "azurite-durable": ServiceSpec("azurite-durable", ("blob", "queue", "table"), _durable_azurite_argv,
+                                   _azurite_settings),
     "cosmos": ServiceSpec("cosmos", ("port",), _cosmos_argv, _cosmos_settings),
     # The package's self-signed (expired) certificate: clients need connection_verify=False.
     "cosmos-https": ServiceSpec(

@@ -375,7 +375,10 @@ class FieldError(BaseModel):
 
 
 class Delivery(BaseModel):
-    """Outcome of one event at one destination."""
+    """Outcome of one event at one destination. A value: destinations may hand the same object to
+    several events (one queue message for many), so a new outcome is a new Delivery, never an edit."""
+
+    model_config = ConfigDict(frozen=True)
 
     destination: str
     status: DeliveryStatus

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from shared import limits
 from shared.destinations.base import Chunk, Destination
-from shared.destinations.options import RetryPolicy
+from shared.destinations.options import IN_PROCESS_MAX_DELAY_SECONDS, RetryPolicy
 from shared.enrich import enrich, now_iso
 from shared.filters import passes
 from shared.idempotency import IdempotencyStore, duplicate_result
@@ -67,7 +67,6 @@ class DestinationLookup(Protocol):
 # Runs after metrics are written; may be async (awaited: e.g. system events for failed deliveries).
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
-IN_PROCESS_MAX_DELAY_SECONDS = 1.0  # in-request retries never hold a client long
 MAX_ROUTES = 10_000  # stream configs whose routing is kept worked out
 PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
 
@@ -301,24 +300,24 @@ class Pipeline:
         dest_types = list(jobs)
         per_dest = await asyncio.gather(*(
             self._deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
-        failures: list[tuple[int, Failure]] = []
+        failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
         for dest_type, outcomes in zip(dest_types, per_dest):
             for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
                 for i, ev, d in zip(indices, evs, dels):
                     deliveries[i].append(d)
                     if d.status == "failed":
-                        failures.append((i, Failure(ev, dest_type, d, config)))
+                        failures.append((i, len(deliveries[i]) - 1, Failure(ev, dest_type, d, config)))
         # System events are best effort and never parked: a notice about a failing destination that
         # fails there too must not come back through the retry queue and its dead letters.
         if failures and self.parker is not None and not stats.system:
             try:
-                parked = await asyncio.wait_for(self.parker.park([f for _, f in failures]), PARK_TIMEOUT_SECONDS)
+                parked = await asyncio.wait_for(self.parker.park([f for _, _, f in failures]), PARK_TIMEOUT_SECONDS)
             except Exception as exc:  # noqa: BLE001 - the retry store is down: the events are not accepted
                 log.error("parking failed deliveries failed: %s", type(exc).__name__)
                 parked = [False] * len(failures)
-            for (i, f), ok in zip(failures, parked):
-                if ok:
-                    f.delivery.status = "parked"
+            for (i, pos, f), ok in zip(failures, parked):
+                if ok:  # a new value for this event only (Delivery is frozen; others may share f.delivery)
+                    deliveries[i][pos] = f.delivery.model_copy(update={"status": "parked"})
 
         done = time.time()
         latency_ms = max(0.0, (done - received_at) * 1000.0)

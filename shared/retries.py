@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
@@ -41,6 +41,7 @@ from shared.ids import uuid7
 from shared.metrics import BatchStats, TenantMetrics
 from shared.models import Event, StreamConfig, utc_now_iso
 from shared.pipeline import Failure
+from shared.storage import LazyQueue, LazyTable, queue_client
 
 log = logging.getLogger("grc.retries")
 
@@ -67,29 +68,14 @@ def record_id(event_id: str, destination: str) -> str:
     return f"{event_id}__{destination}"
 
 
-async def _ensure_table(tables: TableServiceClient, name: str) -> TableClient:
-    try:
-        await tables.create_table(name)
-    except ResourceExistsError:
-        pass
-    return tables.get_table_client(name)
-
-
 class DeadLetters:
     """Dead-letter rows and claim-check payload rows, one table, PartitionKey = tenant."""
 
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
-        self._tables = tables
-        self._name = table_name
-        self._table: TableClient | None = None
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(tables, table_name)
 
     async def table(self) -> TableClient:
-        if self._table is None:
-            async with self._lock:
-                if self._table is None:
-                    self._table = await _ensure_table(self._tables, self._name)
-        return self._table
+        return await self._table.get()
 
     async def _call(self, fn: str, *args: Any, **kw: Any) -> Any:
         """Run a table call; a missing table (storage was reset) is created and the call retried once."""
@@ -99,7 +85,7 @@ class DeadLetters:
         except ResourceNotFoundError as exc:
             if "TableNotFound" not in str(getattr(exc, "error_code", "")) + str(exc):
                 raise
-            self._table = None
+            self._table.forget()
             table = await self.table()
             return await getattr(table, fn)(*args, **kw)
 
@@ -179,30 +165,23 @@ class RetryQueue:
     def __init__(self, queues: QueueServiceClient, queue_name: str, deadletters: DeadLetters,
                  rand: Any = random.random) -> None:
         self._queues = queues
-        self._name = queue_name
+        self._queue = LazyQueue(queues, queue_name)
         self.deadletters = deadletters
-        self._client: QueueClient | None = None
-        self._lock = asyncio.Lock()
         self._rand = rand
 
+    @property
+    def name(self) -> str:
+        return self._queue.name
+
     async def queue(self) -> QueueClient:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    client = self._queues.get_queue_client(self._name)
-                    try:
-                        await client.create_queue()
-                    except ResourceExistsError:
-                        pass
-                    self._client = client
-        return self._client
+        """The retry queue's client (base64 text, as the queue trigger reads it)."""
+        return await self._queue.get()
 
     async def health(self) -> DependencyHealth:
         """The retry queue answers; its depth and the poison queue's (messages the drain gave up on)."""
         start = time.perf_counter()
-        queue = await self.queue()
-        depth = (await queue.get_queue_properties()).approximate_message_count
-        poison = self._queues.get_queue_client(self._name + "-poison")
+        depth = await self._queue.depth()
+        poison = queue_client(self._queues, self.name + "-poison")
         try:
             poisoned = (await poison.get_queue_properties()).approximate_message_count
         except ResourceNotFoundError:
@@ -238,13 +217,7 @@ class RetryQueue:
         if len(body) > MAX_MESSAGE_BYTES and msg.event is not None:
             ref = await self.deadletters.put_payload(msg.tenantId, msg.event)
             body = msg.model_copy(update={"event": None, "payloadRef": ref}).model_dump_json(exclude_none=True)
-        queue = await self.queue()
-        try:
-            await queue.send_message(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
-        except ResourceNotFoundError:  # the queue was deleted (storage reset): create it again
-            self._client = None
-            queue = await self.queue()
-            await queue.send_message(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
+        await self._queue.send(body, visibility_timeout=int(min(MAX_VISIBILITY_SECONDS, round(delay_seconds))))
 
 
 def _policy(stream: StreamConfig, destination: str) -> RetryPolicy:
@@ -289,6 +262,7 @@ class RetryProcessor:
                 if d.transient and msg.attempt < policy.attempts:
                     nxt = msg.model_copy(update={"attempt": msg.attempt + 1})
                     await retries.send(nxt, policy.delay(msg.attempt + 1, random.random()))
+                    await _record(self.s.metrics, stats)  # this attempt's retry and failure count too
                     return "requeued"  # the payload row (if any) stays for the next attempt
                 if d.transient:
                     outcome = await self._exhausted(msg, event, config, msg.attempt, stats)

@@ -37,7 +37,7 @@ DESTINATION_FACTORIES: dict[str, DestinationFactory] = {
     "redis": lambda s: RedisStreamsDestination(s.redis),
     "analytics": lambda s: AnalyticsDestination(s.tables, s.settings.analytics_table),
     "kafka": lambda s: KafkaDestination(s.settings),
-    "vector": lambda s: VectorQueueDestination(s.settings, credential=s.storage_credential()),
+    "vector": lambda s: VectorQueueDestination(s.settings, s.queues),
 }
 
 

@@ -38,3 +38,8 @@ def field_errors(exc: ValidationError, prefix: Sequence[Any] = ()) -> list[Field
         msg = err["msg"].removeprefix("Value error, ")
         errors.append(FieldError(pointer=pointer(loc), field=dotted(loc), detail=msg, type=err["type"]))
     return errors
+
+
+def field_error(loc: Sequence[Any], detail: str, type_: str | None = None) -> FieldError:
+    """One error at `loc` (a path into the body) found by a check of our own, not by pydantic."""
+    return FieldError(pointer=pointer(loc), field=dotted(loc), detail=detail, type=type_)

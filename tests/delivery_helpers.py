@@ -1,28 +1,28 @@
 """Helpers for delivery tests: an isolated service container, a destination whose Redis is down,
-and draining the retry queue through the registered queue function."""
+and draining the retry queue through the registered queue function with the local runner's queue
+listener, which decodes each message as the Functions host does (base64 text): a producer that
+wrote anything else would see its messages poisoned here too."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from azure.functions.queue import QueueMessage  # the worker's own type (dequeue count, times)
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from devhost.app_loader import load_functions
+from devhost.queue_driver import QueueOptions, QueueWorker
 from localdev import services as localdev_services
 from shared import services as services_mod
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.services import Services
 from shared.settings import get_settings
-from tests.functions_client import context, registrations
-
-log = logging.getLogger("tests.delivery")
 
 
 @contextlib.asynccontextmanager
@@ -52,12 +52,11 @@ def down_redis() -> RedisStreamsDestination:
     return RedisStreamsDestination(client)
 
 
-def queue_message(m: Any) -> QueueMessage:
-    """A received message (content already base64-decoded by the client's policy) as the worker passes it."""
-    return QueueMessage(id=m.id, body=m.content.encode() if isinstance(m.content, str) else m.content,
-                             dequeue_count=m.dequeue_count, expiration_time=m.expires_on,
-                             insertion_time=m.inserted_on, time_next_visible=m.next_visible_on,
-                             pop_receipt=m.pop_receipt)
+def queue_worker(function: str, queue_name: str, options: QueueOptions | None = None) -> QueueWorker:
+    """The local runner's listener for one of function_app's queue functions, on `queue_name`."""
+    spec = next(s for s in load_functions("function_app") if s.name == function)
+    return QueueWorker(dataclasses.replace(spec, trigger={**spec.trigger, "queueName": queue_name}),
+                       options or QueueOptions(batch_size=32, visibility_timeout_s=1))
 
 
 async def receive_raw(svc: Services, n: int = 32) -> list[Any]:
@@ -67,28 +66,16 @@ async def receive_raw(svc: Services, n: int = 32) -> list[Any]:
 
 
 async def drain(svc: Services, timeout: float = 30.0) -> dict[str, int]:
-    """Call the registered queue function for every message until the queue is empty (as the host would)."""
-    fn = registrations()["drain_retries"]["fn"]
-    raw = await svc.retries.queue()
-    counts = {"processed": 0, "errors": 0}
+    """Run `drain_retries` on every message until the retry queue is empty, as the host would."""
+    worker = queue_worker("drain_retries", svc.retries.name)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msgs = [m async for m in raw.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30)]
-        async def one(m: Any) -> None:  # a batch runs concurrently, as the host runs it
-            try:
-                await fn(queue_message(m), context("drain_retries"))
-            except Exception:
-                log.exception("queue function failed")
-                counts["errors"] += 1
-                await raw.update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=1)
-                return
-            await raw.delete_message(m, pop_receipt=m.pop_receipt)
-            counts["processed"] += 1
-
-        await asyncio.gather(*(one(m) for m in msgs))
-        if not msgs:
-            props = await raw.get_queue_properties()
-            if props.approximate_message_count == 0:
-                return counts
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"retry queue not empty after {timeout} s: {counts}")
+    try:
+        while time.monotonic() < deadline:
+            if not await worker.poll_once():
+                if (await (await svc.retries.queue()).get_queue_properties()).approximate_message_count == 0:
+                    assert worker.poisoned == 0, "retry messages were poisoned"
+                    return {"processed": worker.succeeded, "errors": worker.failed}
+                await asyncio.sleep(0.2)
+    finally:
+        await worker.close()
+    raise AssertionError(f"retry queue not empty after {timeout} s: {worker.succeeded} processed, {worker.failed} failed")

@@ -112,15 +112,17 @@ class MemoryConfigs:
 class MemoryParker:
     """A `Parker` keeping failures; `raise_exc` simulates a retry store that is down."""
 
-    def __init__(self, raise_exc: Exception | None = None) -> None:
+    def __init__(self, raise_exc: Exception | None = None, answers: Sequence[bool] | None = None) -> None:
         self.parked: list[Failure] = []
         self.raise_exc = raise_exc
+        self.answers = answers  # per failure, whether it was parked (default: all)
 
     async def park(self, failures: Sequence[Failure]) -> list[bool]:
         if self.raise_exc is not None:
             raise self.raise_exc
-        self.parked.extend(failures)
-        return [True] * len(failures)
+        answers = list(self.answers) if self.answers is not None else [True] * len(failures)
+        self.parked.extend(f for f, ok in zip(failures, answers) if ok)
+        return answers
 
 
 class SpyMetrics(TenantMetrics):

@@ -1,15 +1,19 @@
-"""devhost's queue driver on a real Azurite queue: base64 decoding, delete on success, retries
-up to maxDequeueCount, then the poison queue."""
+"""devhost's queue driver on a real Azurite queue keeps the Functions host's queue-trigger contract
+(devhost/queue_driver.py cites the documented defaults): base64 text, maxDequeueCount then
+`<queue>-poison`, visibilityTimeout between attempts, batchSize and newBatchThreshold."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from devhost.app_loader import load_functions
+from devhost.app_loader import ROOT, load_functions
 from devhost.queue_driver import QueueDriver, QueueOptions
 from tests.devhost_apps import queue_app
 
@@ -20,54 +24,174 @@ def queue_env(monkeypatch: pytest.MonkeyPatch, storage_connection_string: str) -
     monkeypatch.setenv("TEST_QUEUE", name)
     monkeypatch.setenv("TEST_STORAGE", storage_connection_string)
     queue_app.SEEN.clear()
+    queue_app.GATE = None
     return name
 
 
-async def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+@pytest.fixture
+async def sender(queue_env: str, storage_connection_string: str) -> AsyncIterator[QueueClient]:
+    """Writes base64 text, as every producer of the app does (shared.storage.queue_client)."""
+    client = QueueClient.from_connection_string(storage_connection_string, queue_env,
+                                                message_encode_policy=TextBase64EncodePolicy())
+    await client.create_queue()
+    yield client
+    await client.delete_queue()
+    await client.close()
+
+
+async def _wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
     while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
+        if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
 
 
-async def test_messages_are_delivered_retried_and_poisoned(queue_env: str, storage_connection_string: str) -> None:
+async def _poisoned(conn: str, queue: str, expect: int, timeout: float = 10.0) -> list[str]:
+    """The raw text of the messages in `<queue>-poison` (no decoding: what the host copied)."""
+    poison = QueueClient.from_connection_string(conn, f"{queue}-poison")
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            try:
+                got.extend([m.content async for m in poison.receive_messages(visibility_timeout=60)])
+            except Exception:  # noqa: BLE001 - the poison queue does not exist yet
+                pass
+            await asyncio.sleep(0.05)
+    finally:
+        await poison.close()
+    return got
+
+
+def _seen(body: bytes) -> list[tuple[int, float]]:
+    return [(c, t) for b, c, t in queue_app.SEEN if b == body]
+
+
+async def test_delivered_then_retried_up_to_the_default_max_dequeue_count_then_poisoned(
+        queue_env: str, sender: QueueClient, storage_connection_string: str) -> None:
     specs = load_functions("tests.devhost_apps.queue_app")
     assert [s.trigger["queueName"] for s in specs] == [queue_env]
-    sender = QueueClient.from_connection_string(storage_connection_string, queue_env,
-                                                message_encode_policy=TextBase64EncodePolicy())
-    await sender.create_queue()
+    assert QueueOptions().max_dequeue_count == 5  # the host's default
     await sender.send_message("hello")
     await sender.send_message("boom")
-    driver = QueueDriver(specs, QueueOptions(batch_size=4, max_dequeue_count=3))
+    driver = QueueDriver(specs, QueueOptions(batch_size=4))
     await driver.start()
     try:
-        await _wait_for(lambda: sum(1 for b, _ in queue_app.SEEN if b == b"boom") == 3)
-        poison = QueueClient.from_connection_string(storage_connection_string, f"{queue_env}-poison")
-        got: list[str] = []
-
-        async def poisoned() -> None:
-            while not got:
-                got.extend([m.content async for m in poison.receive_messages()])
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(poisoned(), 10)
-        await poison.close()
+        await _wait_for(lambda: len(_seen(b"boom")) == 5)
+        got = await _poisoned(storage_connection_string, queue_env, 1)
     finally:
         await driver.stop()
-    assert (b"hello", 1) in queue_app.SEEN
-    assert [c for b, c in queue_app.SEEN if b == b"boom"] == [1, 2, 3]
+    assert [c for c, _ in _seen(b"hello")] == [1]
+    assert [c for c, _ in _seen(b"boom")] == [1, 2, 3, 4, 5]  # maxDequeueCount attempts, no sixth
     assert got == [TextBase64EncodePolicy().encode("boom")]  # moved as it was, still base64
-    props = await sender.get_queue_properties()
-    assert props.approximate_message_count == 0  # hello deleted, boom moved
-    await sender.close()
+    assert (await sender.get_queue_properties()).approximate_message_count == 0  # hello deleted, boom moved
+    [worker] = driver.workers
+    assert (worker.succeeded, worker.failed, worker.poisoned) == (1, 5, 1)
+
+
+async def test_a_failed_message_comes_back_after_the_visibility_timeout(
+        queue_env: str, sender: QueueClient, storage_connection_string: str) -> None:
+    await sender.send_message("boom")
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"),
+                         QueueOptions(max_dequeue_count=3, visibility_timeout_s=2))
+    await driver.start()
+    try:
+        await _wait_for(lambda: len(_seen(b"boom")) == 3, timeout=30)
+        assert await _poisoned(storage_connection_string, queue_env, 1)
+    finally:
+        await driver.stop()
+    times = [t for _, t in _seen(b"boom")]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # Invisible for visibilityTimeout after each failure (Azurite keeps whole seconds: >= ~1.9 s).
+    assert all(g >= 1.9 for g in gaps), gaps
+
+
+async def test_a_message_that_is_not_base64_is_poisoned_at_once_without_a_call(
+        queue_env: str, storage_connection_string: str) -> None:
+    raw = QueueClient.from_connection_string(storage_connection_string, queue_env)  # no encoding: plain text
+    await raw.create_queue()
+    await raw.send_message('{"not": "base64"}')
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"), QueueOptions())
+    await driver.start()
+    try:
+        got = await _poisoned(storage_connection_string, queue_env, 1)
+    finally:
+        await driver.stop()
+        await raw.delete_queue()
+        await raw.close()
+    assert got == ['{"not": "base64"}'] and queue_app.SEEN == []  # as the host's decoding-failed handler
+
+
+async def test_batch_size_and_new_batch_threshold(queue_env: str, sender: QueueClient) -> None:
+    """batchSize messages per fetch; the next fetch only once the number still running is at or below
+    newBatchThreshold, so at most batchSize + newBatchThreshold run at once."""
+    for _ in range(12):
+        await sender.send_message("hold")
+    queue_app.GATE = asyncio.Semaphore(0)
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"),
+                         QueueOptions(batch_size=4, new_batch_threshold=2))
+    [worker] = driver.workers
+    await driver.start()
+    observe = 0.6  # long enough for the listener to poll several times (it polls at once after a batch)
+    try:
+        await _wait_for(lambda: len(queue_app.SEEN) == 4)
+        await asyncio.sleep(observe)
+        assert len(queue_app.SEEN) == 4  # one batch of batchSize; 4 running > threshold 2: no fetch
+        queue_app.GATE.release()
+        await _wait_for(lambda: worker.running == 3)
+        await asyncio.sleep(observe)
+        assert len(queue_app.SEEN) == 4  # 3 running, still above the threshold
+        queue_app.GATE.release()
+        await _wait_for(lambda: len(queue_app.SEEN) == 8)  # 2 running = threshold: a new batch of 4
+        await asyncio.sleep(observe)
+        assert len(queue_app.SEEN) == 8 and worker.running == 6
+        for _ in range(12):
+            queue_app.GATE.release()
+        await _wait_for(lambda: worker.succeeded == 12)
+    finally:
+        await driver.stop()
+    assert worker.max_running == 6  # batchSize + newBatchThreshold
+
+
+async def test_a_running_message_stays_leased_past_its_first_lease(queue_env: str, sender: QueueClient) -> None:
+    """The lease is renewed at half-time while the function runs, so a long invocation is not run twice."""
+    await sender.send_message("hold")
+    queue_app.GATE = asyncio.Semaphore(0)
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"), QueueOptions(), lease_seconds=2)
+    [worker] = driver.workers
+    await driver.start()
+    try:
+        await _wait_for(lambda: len(queue_app.SEEN) == 1)
+        await asyncio.sleep(4)  # two lease lengths: without renewal the message would be handed out again
+        assert [c for _, c, _ in queue_app.SEEN] == [1]
+        queue_app.GATE.release()
+        await _wait_for(lambda: worker.succeeded == 1)
+    finally:
+        await driver.stop()
+    assert (await sender.get_queue_properties()).approximate_message_count == 0  # deleted with the renewed receipt
 
 
 def test_queue_options_from_host_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert QueueOptions.from_host_json(tmp_path / "missing.json") == QueueOptions()  # the host's defaults
+    defaults = QueueOptions.from_host_json(tmp_path / "missing.json")
+    assert defaults == QueueOptions()  # the host's defaults
+    assert (defaults.batch_size, defaults.new_batch_threshold, defaults.max_dequeue_count,
+            defaults.visibility_timeout_s, defaults.max_poll_s, defaults.encoding) == (16, 8, 5, 0.0, 60.0, "base64")
     host = tmp_path / "host.json"
     host.write_text('{"extensions": {"queues": {"batchSize": 2, "maxDequeueCount": 7, '
                     '"visibilityTimeout": "00:00:30", "maxPollingInterval": "00:00:05", "messageEncoding": "none"}}}')
     opts = QueueOptions.from_host_json(host)
-    assert (opts.batch_size, opts.max_dequeue_count, opts.visibility_timeout_s, opts.max_poll_s, opts.encoding) == (
-        2, 7, 30.0, 5.0, "none")
+    assert (opts.batch_size, opts.new_batch_threshold, opts.max_dequeue_count, opts.visibility_timeout_s,
+            opts.max_poll_s, opts.encoding) == (2, 1, 7, 30.0, 5.0, "none")
+    host.write_text('{"extensions": {"queues": {"batchSize": 33}}}')
+    with pytest.raises(ValueError, match="batchSize"):
+        QueueOptions.from_host_json(host)
+
+
+def test_the_app_says_base64_explicitly() -> None:
+    """host.json names the encoding every producer writes (shared.storage.queue_client), so a host
+    whose default changed could not silently poison the retry and vector queues."""
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert queues["messageEncoding"] == "base64"
+    opts = QueueOptions.from_host_json()
+    assert opts.encoding == "base64" and opts.max_dequeue_count == 5 and opts.new_batch_threshold == 8

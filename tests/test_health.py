@@ -206,7 +206,8 @@ async def test_one_managed_identity_credential_per_instance(configure: Configure
     identity = services.identity()
     assert services.tables.credential is identity and services.queues.credential is identity
     vector = services.destinations.get("vector")
-    assert vector._client() is not None and vector._service.credential is identity  # type: ignore[union-attr]
+    vector._lazy()  # type: ignore[union-attr]
+    assert vector._service is services.queues  # type: ignore[union-attr]  # the container's Queue client
     assert services.cosmos._credential() is identity  # what the one Cosmos client is built with
 
 

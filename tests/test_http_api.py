@@ -134,6 +134,34 @@ async def test_stream_config_validation_errors_have_field_paths() -> None:
     assert status == 400 and body["errors"][0]["field"] == "tenantId"
 
 
+async def test_stream_config_refuses_delivery_windows_that_do_not_hold() -> None:
+    """Each Redis dedupe window must cover the destination's retry horizon; a Kafka attempt must outlast
+    KAFKA_DELIVERY_TIMEOUT_MS plus the report grace. Refused with the field path, never defaulted."""
+    route = {"tenantId": "cfg-windows"}
+    long_retries = {"attempts": 10, "backoffSeconds": 60, "maxBackoffSeconds": 600}
+    delivery_timeout_s = 30  # the sample's KAFKA_DELIVERY_TIMEOUT_MS
+    status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-windows", {"destinations": [
+        {"type": "redis", "config": {"dedupeSeconds": 3600}, "retry": long_retries},
+        {"type": "kafka", "retry": {"timeoutSeconds": delivery_timeout_s + 5}},
+    ]}, route=route)
+    assert status == 400, body
+    by_pointer = {e["pointer"]: e for e in body["errors"]}
+    assert set(by_pointer) == {"/destinations/0/config/dedupeSeconds", "/destinations/1/retry/timeoutSeconds"}
+    # 12 tries x 10 s + 1 s + backoffs (60, 120, 240, 480, 600 x 6) x 1.2 + 10 queue polls x 60 s
+    assert "retry horizon of 6121 s" in by_pointer["/destinations/0/config/dedupeSeconds"]["detail"]
+    assert "more than 35 s" in by_pointer["/destinations/1/retry/timeoutSeconds"]["detail"]
+    # Within the windows (or deduplication off on purpose): stored.
+    status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-windows", {"destinations": [
+        {"type": "redis", "config": {"dedupeSeconds": 7200}, "retry": long_retries},
+        {"type": "analytics", "retry": long_retries},
+        {"type": "kafka", "retry": {"timeoutSeconds": delivery_timeout_s + 5.5}},
+    ]}, route=route)
+    assert status == 201, body
+    status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-windows", {"destinations": [
+        {"type": "redis", "config": {"dedupeSeconds": 0}, "retry": long_retries}]}, route=route)
+    assert status == 200, body
+
+
 async def test_bulk_refuses_unknown_top_level_members() -> None:
     """BulkRequest forbids members other than `events`; a typo such as `event` must not pass silently."""
     status, _, body = await invoke("publish_events_bulk", "POST", "/events/bulk",

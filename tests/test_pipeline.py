@@ -7,11 +7,13 @@ from typing import Any, AsyncIterator
 
 import orjson
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from shared.destinations.base import failed
 from shared.destinations.redis_streams import stream_key
 from shared.metrics import BatchStats
-from shared.models import EventResult, StreamConfig
+from shared.models import Delivery, EventResult, StreamConfig
 from shared.pipeline import Pipeline, PublishContext
 from shared.services import Services
 from shared.settings import Settings
@@ -141,6 +143,31 @@ async def test_failed_delivery_with_parker_is_parked_and_accepted() -> None:
     assert [(f.event.eventId, f.destination) for f in parker.parked] == [("bad-1", "redis")]
     assert parker.parked[0].stream.tenantId == "tenant-123"
     assert spy.batches[0].tenants["tenant-123"].counters["d:redis:park"] == 1
+
+
+class OneMessageDestination(MemoryDestination):
+    """As the vector destination does: the events of one queue message share one Delivery object."""
+
+    async def publish(self, chunks: Any) -> list[list[Delivery]]:
+        shared = failed(self.type, "enqueue failed: ServiceRequestError", transient=True)
+        return [[shared] * len(ch.events) for ch in chunks]
+
+
+async def test_parking_one_of_two_events_that_share_a_delivery_changes_that_event_only() -> None:
+    parker = MemoryParker(answers=[True, False])
+    pipe, spy = make(MemoryConfigs(), OneMessageDestination("redis"), parker=parker)
+    res = await pipe.publish_raw([event_dict(eventId="a-1"), event_dict(eventId="b-1")], CTX)
+    assert [r.destinations[0].status for r in res] == ["parked", "failed"]
+    assert [r.status for r in res] == ["accepted", "failed"]  # b-1 was not parked: not acknowledged
+    c = spy.batches[0].tenants["tenant-123"].counters
+    assert c["d:redis:park"] == 1 and c["d:redis:fail"] == 1 and c["acc"] == 1 and c["fail"] == 1
+
+
+def test_a_delivery_is_a_value() -> None:
+    d = failed("redis", "down", transient=True)
+    with pytest.raises(ValidationError):
+        d.status = "parked"  # type: ignore[misc]
+    assert d.model_copy(update={"status": "parked"}).status == "parked" and d.status == "failed"
 
 
 async def test_parker_that_raises_leaves_the_event_failed() -> None:

@@ -109,9 +109,36 @@ async def test_long_retention_keeps_everything(redis: Redis, tenant: str) -> Non
     for i in range(300):
         pipe.xadd(key, {"e": b"{}"}, id=f"{start + i}-0")
     await pipe.execute()
-    await publish_one(RedisStreamsDestination(redis), events(tenant, 1), RedisStreamOptions(),
+    await publish_one(RedisStreamsDestination(redis), events(tenant, 1), RedisStreamOptions(retentionHours=30 * 24),
                                                  stream_config(tenant, retentionDays=30))
     assert await redis.xlen(key) == 301
+
+
+async def test_the_stream_is_bounded_by_default_by_age_and_length(redis: Redis, tenant: str) -> None:
+    """The default options keep 6 hours at most (retentionDays 30 notwithstanding) and 10,000 entries."""
+    defaults = RedisStreamOptions()
+    assert (defaults.maxLen, defaults.retentionHours) == (10_000, 6)
+    hour = 3_600_000
+    key = stream_key(tenant)
+    now_ms = int(time.time() * 1000)
+    pipe = redis.pipeline(transaction=False)
+    for i in range(1000):  # 10 full nodes, 7 hours old
+        pipe.xadd(key, {"t": "RISK_UPDATED", "s": "ARCHER_GRC", "f": "native", "e": b"{}"},
+                  id=f"{now_ms - 7 * hour + i}-0")
+    for i in range(5):  # 5 hours old: kept
+        pipe.xadd(key, {"t": "RISK_UPDATED", "s": "ARCHER_GRC", "f": "native", "e": b"{}"},
+                  id=f"{now_ms - 5 * hour + i}-0")
+    await pipe.execute()
+    await publish_one(RedisStreamsDestination(redis), events(tenant, 1), defaults, stream_config(tenant, retentionDays=30))
+    ids = [int(e[0].split(b"-")[0]) for e in await redis.xrange(key)]
+    assert len([i for i in ids if i < now_ms - 6 * hour]) < NODE_MAX_ENTRIES
+    assert len([i for i in ids if now_ms - 6 * hour <= i < now_ms - 4 * hour]) == 5
+    # Length: 10,600 recent entries in batches: never more than one node above the cap.
+    other = f"{tenant}-len"
+    dest = RedisStreamsDestination(redis)
+    for _ in range(10):
+        await publish_one(dest, events(other, 1060), RedisStreamOptions(dedupeSeconds=0), stream_config(other))
+    assert 10_000 <= await redis.xlen(stream_key(other)) < 10_000 + NODE_MAX_ENTRIES
 
 
 async def test_max_len_caps_the_stream(redis: Redis, tenant: str) -> None:
@@ -123,9 +150,9 @@ async def test_max_len_caps_the_stream(redis: Redis, tenant: str) -> None:
     assert 100 <= length < 100 + NODE_MAX_ENTRIES, length
     newest = await redis.xrevrange(stream_key(tenant), count=1)
     assert newest[0][0].decode() == out[-1].ref
-    # Without a cap, nothing is trimmed by length.
+    # Without a cap (null), nothing is trimmed by length.
     other = f"{tenant}-nocap"
-    await publish_one(dest, events(other, 300), RedisStreamOptions(), stream_config(other))
+    await publish_one(dest, events(other, 300), RedisStreamOptions(maxLen=None), stream_config(other))
     assert await redis.xlen(stream_key(other)) == 300
 
 

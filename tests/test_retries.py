@@ -20,6 +20,7 @@ from shared.pipeline import PublishContext
 from shared.retries import MAX_MESSAGE_BYTES, RetryMessage
 from shared.services import DESTINATION_FACTORIES, Services
 from shared.destinations.base import publish_one
+from shared.storage import LazyQueue
 from tests.delivery_helpers import down_redis, drain, isolated_services, receive_raw
 from tests.functions_client import invoke
 
@@ -42,6 +43,14 @@ async def configure(svc: Services, tenant: str, redis_retry: dict[str, Any] | No
     if analytics:
         dests.append({"type": "analytics", "config": {"shards": 2}})
     await svc.configs.write(tenant, StreamConfigIn.model_validate({"destinations": dests}))
+
+
+def test_retry_horizon_is_the_longest_a_delivery_stays_undecided() -> None:
+    p = RetryPolicy(attempts=3, inProcessAttempts=2, backoffSeconds=2, maxBackoffSeconds=5, jitter=0.2,
+                    timeoutSeconds=10)
+    # 5 tries x 10 s + 1 in-process wait of <= 1 s + backoffs (2, 4, 5) x 1.2 + 3 queue polls x 60 s
+    assert p.horizon_seconds() == pytest.approx(50 + 1 + 13.2 + 180)
+    assert RetryPolicy().horizon_seconds() <= 3600  # the default Redis dedupe window covers the default policy
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
@@ -127,6 +136,12 @@ async def test_drain_requeues_then_dead_letters_with_system_error_and_no_loop(ap
         status, _, body = await invoke("replay_deadletters", "POST", f"/deadletters/{t}/replay", {"ids": ids},
                                        route={"tenantId": t})
         assert body["counts"] == {"already replayed": 2}
+        # Both replays are in the tenant's audit trail: who, when, which ids, the result per record.
+        status, _, trail = await invoke("get_audit", "GET", f"/audit/{t}", route={"tenantId": t})
+        replays = [r for r in trail["items"] if r["action"] == "deadletters.replay"]
+        assert [r["after"]["counts"] for r in replays] == [{"already replayed": 2}, {"delivered": 2}]  # newest first
+        assert all(r["actor"] == "test-client" and r["at"] and r["before"] == {"ids": ids} for r in replays)
+        assert sorted(x["id"] for x in replays[1]["after"]["results"]) == sorted(ids)
 
 
 async def test_replay_of_all_requeues_when_the_destination_still_fails(app_env: dict[str, str]) -> None:
@@ -177,15 +192,14 @@ async def test_503_when_the_retry_queue_cannot_be_written(app_env: dict[str, str
         await configure(svc, t, analytics=False)
         svc.destinations._built["redis"] = down_redis()
         dead = localdev_services.azurite_connection_string(*(localdev_services.free_port() for _ in range(3)))
-        svc.retries._queues = QueueServiceClient.from_connection_string(dead, retry_total=0)
-        svc.retries._client = None
+        dead_queues = QueueServiceClient.from_connection_string(dead, retry_total=0)
+        svc.retries._queue = LazyQueue(dead_queues, svc.settings.retry_queue)
         status, headers, body = await invoke("publish_event", "POST", "/events", ev(t, eventId="must-retry-1"))
         assert status == 503 and headers["Retry-After"]
         assert body["destinations"][0]["status"] == "failed"
-        await svc.retries._queues.close()
+        await dead_queues.close()
         # Nothing was acknowledged, so the idempotency marker is gone: the client's retry goes through.
-        svc.retries._queues = svc.queues
-        svc.retries._client = None
+        svc.retries._queue = LazyQueue(svc.queues, svc.settings.retry_queue)
         del svc.destinations._built["redis"]
         status, _, body = await invoke("publish_event", "POST", "/events", ev(t, eventId="must-retry-1"))
         assert status == 201 and body["status"] == "accepted"

@@ -6,7 +6,7 @@ import uuid
 
 import orjson
 import pytest
-from azure.storage.queue.aio import QueueClient
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from pydantic import ValidationError
 
 from shared.destinations.vector import VectorQueueDestination, vector_backlog
@@ -92,13 +92,14 @@ async def test_publish_enqueues_rendered_texts_in_few_messages(settings: Setting
 
 
 async def test_unreachable_queue_fails_transiently(settings: Settings) -> None:
-    dead = QueueClient.from_connection_string(
+    dead = QueueServiceClient.from_connection_string(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
         + base64.b64encode(b"k" * 32).decode() + ";QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
-        "q", retry_total=0)
-    dest = VectorQueueDestination(settings, queue_client=dead)
+        retry_total=0)
+    dest = VectorQueueDestination(settings, dead)
     deliveries = await publish_one(dest, _events(3), None, StreamConfig.default(BANK))  # type: ignore[arg-type]
     await dest.close()
+    await dead.close()
     assert [(d.status, d.transient) for d in deliveries] == [("failed", True)] * 3
 
 

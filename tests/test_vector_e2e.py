@@ -1,22 +1,19 @@
 """Vector search end to end through function_app.py's own registrations, on real Redis, Azurite,
 MiniLM and sqlite-vec: PUT a stream config with destination `vector`, POST events, drain the
-vector queue with the registered queue function (the local runner has no queue driver yet, so
-this test plays the host: it receives each message from Azurite and hands the registered
-function a real `func.QueueMessage`), then GET /search/{tenantId}."""
+vector queue with the registered queue function through the local runner's queue listener
+(which decodes messages as the Functions host does), then GET /search/{tenantId}."""
 from __future__ import annotations
 
-import base64
 import uuid
 from typing import Any, AsyncIterator
 
-import azure.functions as func
 import pytest
-from azure.storage.queue.aio import QueueClient
 
 from shared.services import get_services, reset_services
 from shared.settings import get_settings
 from shared.vector.indexer import reset_service
-from tests.functions_client import context, invoke, registrations
+from tests.delivery_helpers import queue_worker
+from tests.functions_client import invoke, registrations
 from tests.vector_corpus import BANK, CORPUS, HEALTH
 from tests.vector_support import TOKENIZER, local_embedder
 
@@ -42,24 +39,16 @@ async def vector_app(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, t
 
 
 async def drain(max_rounds: int = 20) -> int:
-    """Play the Functions host: receive, call `index_vectors`, delete on success."""
-    settings = get_settings()
-    fn = registrations()["index_vectors"]["fn"]
-    queue = QueueClient.from_connection_string(settings.storage_connection_string, settings.vector_queue)
-    handled = 0
+    """Run `index_vectors` on the vector queue's messages until it is empty; how many were handled."""
+    worker = queue_worker("index_vectors", get_settings().vector_queue)
     try:
         for _ in range(max_rounds):
-            got = [m async for m in queue.receive_messages(max_messages=32, visibility_timeout=60)]
-            if not got:
+            if not await worker.poll_once():
                 break
-            for m in got:
-                await fn(func.QueueMessage(id=m.id, body=base64.b64decode(m.content), pop_receipt=m.pop_receipt),
-                         context("index_vectors"))
-                await queue.delete_message(m)
-                handled += 1
     finally:
-        await queue.close()
-    return handled
+        await worker.close()
+    assert worker.failed == 0 and worker.poisoned == 0
+    return worker.succeeded
 
 
 async def test_publish_then_search_through_the_registered_functions(vector_app: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.api import paging
+from shared.api.audit import record_audit
 from shared.api.params import bad_param, int_param, tenant_param
 from shared.http.adapter import read_json
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
@@ -43,8 +44,19 @@ async def replay_deadletters(req: ApiRequest) -> ApiResponse:
             raise ProblemError(400, "Bad Request", f"ids must be a list of up to {MAX_REPLAY} record ids",
                                errors=[{"pointer": "/ids", "field": "ids", "detail": "expected a list of strings"}])
         ids = raw
-    results = await replay(get_services(), tenant, ids, limit=MAX_REPLAY)
+    # Audited (who: the principal, when: the record's time, which ids, the result per record), also
+    # when the replay breaks off: records replayed before the break are marked in the table.
+    target, asked = f"deadletters/{tenant}", {"ids": ids if ids is not None else "all not yet replayed"}
+    try:
+        results = await replay(get_services(), tenant, ids, limit=MAX_REPLAY)
+    except Exception as exc:
+        await record_audit(req, tenant, "deadletters.replay", target, asked,
+                           {"error": f"replay broke off: {type(exc).__name__}"})
+        raise
     counts: dict[str, int] = {}
     for r in results:
         counts[r["result"]] = counts.get(r["result"], 0) + 1
+    await record_audit(req, tenant, "deadletters.replay", target, asked,
+                       {"total": len(results), "counts": counts,
+                        "results": [{"id": r["id"], "result": r["result"]} for r in results]})
     return json_response({"tenantId": tenant, "total": len(results), "counts": counts, "results": results})

@@ -6,14 +6,13 @@ from typing import Any
 from shared import limits
 from shared.api.params import enum_param, int_param, tenant_param
 from shared.http.adapter import admit, read_json
+from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 from shared.models import ClientIdPattern, EventResult, EventType, Source
 from shared.pipeline import PublishContext
 from shared.security.tenants import tenant_costs
 from shared.services import get_services
 from shared.validation import pointer
-
-RETRY_AFTER_SECONDS = "5"
 
 
 def _result_body(r: EventResult) -> dict[str, Any]:
@@ -42,7 +41,7 @@ async def publish_event(req: ApiRequest) -> ApiResponse:
         raise ProblemError(409, "Conflict", result.reason, headers={"Retry-After": "1"}, eventId=result.eventId)
     if result.status == "failed":
         raise ProblemError(503, "Service Unavailable", result.reason or "delivery failed; retry later",
-                           headers={"Retry-After": RETRY_AFTER_SECONDS}, eventId=result.eventId,
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, eventId=result.eventId,
                            destinations=[d.model_dump(exclude_none=True) for d in result.destinations])
     payload = _result_body(result)
     payload["correlationId"] = req.correlation_id
@@ -77,7 +76,7 @@ async def publish_bulk(req: ApiRequest) -> ApiResponse:
         raise ProblemError(503, "Service Unavailable",
                            f"{counts['failed']} of {len(results)} events could not be delivered; "
                            "resend those (results[].status == 'failed') later",
-                           headers={"Retry-After": RETRY_AFTER_SECONDS}, **payload)
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, **payload)
     return json_response(payload, 200)
 
 

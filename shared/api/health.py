@@ -32,6 +32,7 @@ import orjson
 from shared import resources
 from shared.destinations.base import DependencyHealth
 from shared.http.adapter import optional_principal, public
+from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, json_response
 from shared.models import utc_now_iso
 from shared.services import Services, get_services
@@ -242,4 +243,7 @@ async def health(req: ApiRequest) -> ApiResponse:
                     dependencies={n: r.to_dict() for n, r in results.items()})
     else:  # strangers and tenant callers: states only, no latencies, hosts, sizes or errors
         body["dependencies"] = {n: {"status": r.status} for n, r in results.items()}
-    return json_response(body, 503 if status == "unhealthy" else 200, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if status == "unhealthy":  # the health document itself is the body; Retry-After as on every 503
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return json_response(body, 503 if status == "unhealthy" else 200, headers=headers)

@@ -14,6 +14,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from shared.api.params import bad_param, int_param, tenant_param
+from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 from shared.models import RFC3339_RE, EventType
 from shared.settings import get_settings
@@ -32,7 +33,6 @@ log = logging.getLogger("grc.vector")
 MAX_QUERY_CHARS = 1_000
 MAX_LIST_ITEMS = 20
 ENTITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-RETRY_AFTER_SECONDS = "5"
 
 
 class SearchHitOut(BaseModel):
@@ -118,14 +118,16 @@ async def search_events(req: ApiRequest) -> ApiResponse:
         hits = await service.search(tenant, query, k, filters, mode=mode)  # type: ignore[arg-type]
     except VectorConfigError as exc:  # a deployment error, not the caller's
         log.error("vector search not available on this instance: %s", exc)
-        raise ProblemError(503, "Service Unavailable", "vector search is not configured") from exc
+        raise ProblemError(503, "Service Unavailable", "vector search is not configured",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
     except VectorSearchError as exc:
         log.warning("vector search unavailable: %s (correlationId=%s)", exc, req.correlation_id)
         raise ProblemError(503, "Service Unavailable", "vector search is unavailable; retry later",
-                           headers={"Retry-After": RETRY_AFTER_SECONDS}) from exc
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
     except EmbedderMismatch as exc:  # a deployment error (index built for another model), not the caller's
         log.error("vector index and embedder disagree: %s", exc)
-        raise ProblemError(503, "Service Unavailable", "vector search is misconfigured") from exc
+        raise ProblemError(503, "Service Unavailable", "vector search is misconfigured",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
     return json_response({
         "tenantId": tenant,
         "query": query,

@@ -8,9 +8,10 @@ from shared.configstore import PreconditionFailed
 from shared.api.audit import record_audit
 from shared.http.adapter import read_json
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
+from shared.destinations.options import delivery_window_problems
 from shared.models import StreamConfigIn
 from shared.services import get_services
-from shared.validation import field_errors
+from shared.validation import field_error, field_errors
 
 MAX_CONFIG_BYTES = 256 * 1024
 
@@ -31,6 +32,12 @@ async def put_stream_config(req: ApiRequest) -> ApiResponse:
     except ValidationError as exc:
         raise ProblemError(400, "Bad Request", "the stream configuration is not valid",
                            errors=[e.model_dump(exclude_none=True) for e in field_errors(exc)]) from exc
+    # The guarantees docs/delivery.md states hold only within windows: refuse a config that breaks them.
+    problems = delivery_window_problems(body.destinations, get_services().settings.kafka_delivery_timeout_ms)
+    if problems:
+        raise ProblemError(400, "Bad Request", "the stream configuration would break its delivery guarantees",
+                           errors=[field_error(loc, detail, "delivery_window").model_dump(exclude_none=True)
+                                   for loc, detail in problems])
     if body.tenantId is not None and body.tenantId != tenant:
         raise ProblemError(400, "Bad Request", "tenantId in the body differs from the path",
                            errors=[{"pointer": "/tenantId", "field": "tenantId", "detail": "must equal the path's tenantId"}])

@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from shared.destinations.base import Chunk, DependencyHealth
 from shared.destinations.event_records import Outcome, Record, merge, plan_records
-from shared.destinations.options import KafkaOptions
+from shared.destinations.options import KAFKA_REPORT_GRACE_SECONDS, KafkaOptions
 from shared.models import Delivery
 from shared.settings import Settings
 
@@ -36,8 +36,6 @@ CLIENT_ID = "grc-event-streaming"
 # librdkafka's per-request cap: a 1,000,000-byte event plus key and headers fits, and stays
 # under Event Hubs' 1,046,528-byte request limit (librdkafka sends one partition per request).
 MESSAGE_MAX_BYTES = 1_046_000
-# Slack over message.timeout.ms for the report to travel back through the poll thread.
-REPORT_GRACE_SECONDS = 5.0
 
 
 class KafkaConfigError(Exception):
@@ -251,7 +249,7 @@ class KafkaDestination:
         self._amqp_client_factory = amqp_client_factory
         self._producers: dict[str, _PolledProducer] = {}
         self._amqp: Any = None  # EventHubsAmqpSender, built on first use
-        self._wait_seconds = settings.kafka_delivery_timeout_ms / 1000.0 + REPORT_GRACE_SECONDS
+        self._wait_seconds = settings.kafka_delivery_timeout_ms / 1000.0 + KAFKA_REPORT_GRACE_SECONDS
 
     # ---- producers ----------------------------------------------------------------------
 

@@ -5,11 +5,20 @@ stream config gets the field path of every bad option.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, ValidationInfo, field_validator
 
 WireFormat = Literal["native", "cloudevents"]
+
+# Slack over KAFKA_DELIVERY_TIMEOUT_MS for a Kafka delivery report to come back (the destination
+# waits that long for it); a Kafka attempt's timeoutSeconds must exceed both together.
+KAFKA_REPORT_GRACE_SECONDS = 5.0
+# The queue trigger polls an idle queue at least this often (host.json maxPollingInterval, default
+# 00:01:00): a queued retry can start up to this long after its message became visible.
+QUEUE_POLL_MAX_SECONDS = 60.0
+# In-process retries wait at most this long between tries (shared.pipeline keeps to it).
+IN_PROCESS_MAX_DELAY_SECONDS = 1.0
 
 
 class _Options(BaseModel):
@@ -38,11 +47,29 @@ class RetryPolicy(_Options):
         base = min(self.maxBackoffSeconds, self.backoffSeconds * (2 ** max(0, attempt - 1)))
         return max(0.0, base * (1 + self.jitter * (2 * rand - 1)))
 
+    def horizon_seconds(self) -> float:
+        """The longest a delivery can stay undecided, from its first try to its last retry (then it is
+        delivered or dead-lettered): every try's timeout, the in-process waits, each queue backoff at
+        its jitter maximum, and the queue trigger's poll interval per queued retry."""
+        tries = self.inProcessAttempts + self.attempts
+        waits = (self.inProcessAttempts - 1) * IN_PROCESS_MAX_DELAY_SECONDS
+        backoffs = sum(self.delay(n, rand=1.0) for n in range(1, self.attempts + 1))
+        return tries * self.timeoutSeconds + waits + backoffs + self.attempts * QUEUE_POLL_MAX_SECONDS
+
 
 class RedisStreamOptions(_Options):
+    """The tenant's stream is the store of *recent* events (history is the analytics table), and
+    the deployed Redis evicts nothing: it is bounded by default, by length and by age, so its memory
+    has a ceiling (docs/capacity.md)."""
+
     format: WireFormat = "native"
-    # Length cap per tenant stream (approximate trim); retention by retentionDays applies too.
-    maxLen: int | None = Field(None, ge=100, le=100_000_000)
+    # Length cap per tenant stream (approximate trim: at most one 100-entry node above it); null = none.
+    # 10,000 is also how far a filtered GET /events scans.
+    maxLen: int | None = Field(10_000, ge=100, le=100_000_000)
+    # Age cap of the entries (approximate MINID trim); never kept longer than retentionDays either.
+    # 6 hours: at 100 events/s the whole Redis footprint levels off within a 6 GB cache's 80 % alert
+    # line however many tenants share the rate (docs/capacity.md).
+    retentionHours: int = Field(6, ge=1, le=3650 * 24)
     # How long a per-event marker makes retried writes idempotent (0 = plain XADD, no marker).
     dedupeSeconds: int = Field(3600, ge=0, le=7 * 86400)
 
@@ -154,3 +181,32 @@ class DestinationConfig(RootModel[_Union]):
     def retry(self) -> RetryPolicy:
         # getattr: a destination model without a `retry` field gets the defaults.
         return getattr(self.root, "retry", None) or RetryPolicy()
+
+
+def delivery_window_problems(destinations: Sequence[DestinationConfig],
+                             kafka_delivery_timeout_ms: int) -> list[tuple[tuple[Any, ...], str]]:
+    """What makes a config's delivery guarantees untrue (docs/delivery.md), as (location, detail):
+
+    - Redis: the per-event marker that makes a retried write idempotent must outlive the retries
+      (`dedupeSeconds` >= the retry horizon), or be off on purpose (0).
+    - Kafka: an attempt cut short by `timeoutSeconds` while the producer still holds the message
+      (up to KAFKA_DELIVERY_TIMEOUT_MS + the report grace) could land after its retry: twice.
+    """
+    out: list[tuple[tuple[Any, ...], str]] = []
+    for i, dest in enumerate(destinations):
+        root, retry = dest.root, dest.retry
+        if isinstance(root, RedisDestinationConfig):
+            window, horizon = root.config.dedupeSeconds, retry.horizon_seconds()
+            if window and window < horizon:
+                out.append((("destinations", i, "config", "dedupeSeconds"),
+                            f"{window} s does not cover this destination's retry horizon of {horizon:.0f} s "
+                            f"(tries x timeoutSeconds + backoffs + queue polling): raise it (at most "
+                            f"{7 * 86400}), shorten the retry policy, or set 0 to turn deduplication off"))
+        elif isinstance(root, KafkaDestinationConfig):
+            needed = kafka_delivery_timeout_ms / 1000 + KAFKA_REPORT_GRACE_SECONDS
+            if retry.timeoutSeconds <= needed:
+                out.append((("destinations", i, "retry", "timeoutSeconds"),
+                            f"{retry.timeoutSeconds:g} s must exceed KAFKA_DELIVERY_TIMEOUT_MS "
+                            f"({kafka_delivery_timeout_ms} ms) + {KAFKA_REPORT_GRACE_SECONDS:g} s for the delivery "
+                            f"report, i.e. be more than {needed:g} s: a send cut short could land after its retry"))
+    return out

@@ -1,9 +1,10 @@
 """Redis Streams destination: one stream per tenant, `grc:{tenant}:events`.
 
 Each entry holds `t` (eventType), `s` (source), `f` (wire format) and `e` (the encoded event),
-so readers can filter without parsing. Retention by `retentionDays` trims with MINID on every
-XADD (approximate, so Redis trims whole macro-nodes cheaply); an optional length cap trims once
-per batch. A chunk is one command: a server-side script appends every entry (one key, so it is
+so readers can filter without parsing. The stream holds recent events only, bounded by default:
+entries older than `retentionHours` (or `retentionDays`, if shorter) go with MINID on every XADD
+(approximate, so Redis trims whole macro-nodes cheaply), and the length cap `maxLen` (default
+10,000) trims once per chunk. A chunk is one command: a server-side script appends every entry (one key, so it is
 Redis-Cluster safe) and answers each entry's id or its error, which removes redis-py's
 per-command packing and reply handling from the hot path (see bench/publish_path.py). A publish
 call sends the scripts of all its chunks -- every tenant of the batch -- in one pipeline: one
@@ -32,7 +33,8 @@ from shared.destinations.options import RedisStreamOptions
 from shared.models import Delivery, Event, StreamConfig
 from shared.redisconn import run_script, tenant_key
 
-DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 
 # KEYS[1] stream, KEYS[2..n+1] the per-event markers (only when deduplicating);
 # ARGV: minid, format, maxlen (0 = none), marker ttl, then (type, source, payload) per event.
@@ -76,7 +78,8 @@ def _append_call(chunk: Chunk, now_ms: int) -> tuple[list[str], list[Any]]:
     stream = chunk.stream
     options: RedisStreamOptions = chunk.options  # type: ignore[assignment]
     fmt, ttl = options.format, options.dedupeSeconds
-    args: list[Any] = [str(now_ms - stream.retentionDays * DAY_MS), fmt, options.maxLen or 0, ttl]
+    keep_ms = min(stream.retentionDays * DAY_MS, options.retentionHours * HOUR_MS)
+    args: list[Any] = [str(now_ms - keep_ms), fmt, options.maxLen or 0, ttl]
     keys = [stream_key(stream.tenantId)]
     for ev in chunk.events:
         args += (ev.eventType.value, ev.source.value, ev.encode(fmt))

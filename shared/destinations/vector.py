@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
-from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.core.exceptions import AzureError
+from azure.storage.queue.aio import QueueServiceClient
+
 from shared.destinations.base import Chunk, DependencyHealth, delivered, failed
 from shared.models import Delivery
 from shared.settings import Settings
+from shared.storage import LazyQueue, queue_service
 from shared.vector.indexer import IndexItem
 from shared.vector.messages import encode_messages
 
@@ -28,40 +30,20 @@ MAX_CONCURRENT_SENDS = 8
 class VectorQueueDestination:
     type = "vector"
 
-    def __init__(self, settings: Settings, queue_client: Any = None, *, credential: Any = None) -> None:
+    def __init__(self, settings: Settings, queues: QueueServiceClient | None = None) -> None:
+        """`queues`: the container's Queue service client (shared, not closed here); None: an own one."""
         self._settings = settings
-        self._queue = queue_client
-        self._credential = credential  # the instance's managed identity, when no connection string
-        self._service: Any = None
-        self._ready = False
-        self._ready_lock = asyncio.Lock()
+        self._owned = queues is None
+        self._service: QueueServiceClient | None = queues
+        self._queue: LazyQueue | None = None
         self._sends = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
 
-    def _client(self) -> Any:
+    def _lazy(self) -> LazyQueue:
         if self._queue is None:
-            from shared.storage import queue_service
-
-            self._service = queue_service(self._settings, self._credential)
-            # The Functions queue trigger expects base64 by default. The service client does not
-            # hand its encode policy to the queue clients it makes, so it is given here.
-            self._queue = self._service.get_queue_client(
-                self._settings.vector_queue,
-                message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy(),
-            )
+            if self._service is None:
+                self._service = queue_service(self._settings)
+            self._queue = LazyQueue(self._service, self._settings.vector_queue)
         return self._queue
-
-    async def _ensure_queue(self) -> Any:
-        """Create the queue once per instance (infra creates it in Azure; Azurite starts empty)."""
-        queue = self._client()
-        if not self._ready:
-            async with self._ready_lock:
-                if not self._ready:
-                    try:
-                        await queue.create_queue()
-                    except ResourceExistsError:
-                        pass
-                    self._ready = True
-        return queue
 
     async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
         """The events of every chunk, packed into as few messages as fit (an item names its tenant),
@@ -74,8 +56,9 @@ class VectorQueueDestination:
             messages = encode_messages([IndexItem.from_event(chunks[c].events[i]) for c, i in where])
         except ValueError as exc:  # cannot happen with bounded texts; never retry it
             return [[failed(self.type, str(exc), transient=False) for _ in ch.events] for ch in chunks]
+        queue = self._lazy()
         try:
-            queue = await self._ensure_queue()
+            await queue.get()
         except AzureError as exc:
             return [[failed(self.type, f"queue unavailable: {type(exc).__name__}", transient=True)
                      for _ in ch.events] for ch in chunks]
@@ -83,7 +66,7 @@ class VectorQueueDestination:
         async def send(text: str, members: list[int]) -> None:
             async with self._sends:
                 try:
-                    sent = await queue.send_message(text)
+                    sent = await queue.send(text)
                     result = delivered(self.type, f"{self._settings.vector_queue}/{sent.id}")
                 except AzureError as exc:
                     result = failed(self.type, f"enqueue failed: {type(exc).__name__}", transient=True)
@@ -96,8 +79,7 @@ class VectorQueueDestination:
 
     async def backlog(self) -> int:
         """Approximate number of messages waiting to be indexed (each holds up to ~100 events)."""
-        props = await (await self._ensure_queue()).get_queue_properties()
-        return int(props.approximate_message_count or 0)
+        return await self._lazy().depth()
 
     async def health(self) -> DependencyHealth:
         started = time.perf_counter()
@@ -111,12 +93,12 @@ class VectorQueueDestination:
                                 info={"backlogMessages": backlog})
 
     async def close(self) -> None:
-        if self._service is not None:
-            await self._service.close()
-        elif self._queue is not None:
+        if self._queue is not None:
             await self._queue.close()
-        self._queue = self._service = None
-        self._ready = False
+        if self._owned and self._service is not None:
+            await self._service.close()
+            self._service = None
+        self._queue = None
 
 
 async def vector_backlog(settings: Settings) -> int:

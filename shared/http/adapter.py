@@ -2,7 +2,8 @@
 
 It assigns the correlation id, parses and bounds bodies, turns `ProblemError` and unexpected
 exceptions into problem details (never leaking internals), and is the single place where
-authentication and tenant checks apply.
+authentication and tenant checks apply. A dependency that is down (`shared.http.outages`) is a 503
+with `Retry-After` on every route, never a 500.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import orjson
 
 from shared import telemetry
+from shared.http.outages import RETRY_AFTER_SECONDS, unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.ids import uuid7
 from shared.models import ClientIdPattern, is_tenant_id
@@ -92,11 +94,20 @@ async def _handle(req: ApiRequest, handler: Handler) -> ApiResponse:
                  req.correlation_id)
         resp = ProblemError(exc.status, exc.title, exc.detail, headers=response_headers(exc)).response(
             instance=req.path, correlation_id=req.correlation_id)
-    except Exception:  # noqa: BLE001 - never show internals to a client
-        log.exception("unhandled error in %s %s (correlationId=%s)", req.method, req.path, req.correlation_id)
-        resp = ProblemError(500, "Internal Server Error", "The request could not be processed.").response(
-            instance=req.path, correlation_id=req.correlation_id
-        )
+    except Exception as exc:  # noqa: BLE001 - never show internals to a client
+        dependency = unavailable_dependency(exc)
+        if dependency is not None:  # an outage, not a bug: the client should come back
+            log.warning("%s %s: %s unavailable (%s, correlationId=%s)", req.method, req.path, dependency,
+                        type(exc).__name__, req.correlation_id)
+            resp = ProblemError(503, "Service Unavailable",
+                                "A service this request needs is unavailable; retry after the Retry-After interval.",
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)}).response(
+                instance=req.path, correlation_id=req.correlation_id)
+        else:
+            log.exception("unhandled error in %s %s (correlationId=%s)", req.method, req.path, req.correlation_id)
+            resp = ProblemError(500, "Internal Server Error", "The request could not be processed.").response(
+                instance=req.path, correlation_id=req.correlation_id
+            )
     resp.headers.setdefault("x-correlation-id", req.correlation_id)
     return resp
 

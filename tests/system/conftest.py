@@ -1,8 +1,11 @@
 """System tier fixtures: one stack of local stand-ins and one running app for the session.
 
-Tests that need other settings, or that stop services, start their own (`start_app`, `Stack`).
-After every test, every `<queue>-poison` queue must be empty: a message the host would give up
-on is a delivery nobody retries.
+Tests that stop services use `breakable`: a second stack whose Redis and Azurite are durable (an
+fsync'd AOF, data on disk, as the real services keep what they acknowledged) with an app of its own
+(short Kafka delivery timeout); a test may stop any of its services by PID and must leave them
+running (the fixture checks). Tests that need still other settings start their own (`start_app`,
+`Stack`). After every test, every `<queue>-poison` queue must be empty: a message the host would
+give up on is a delivery nobody retries.
 """
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ import pytest
 from tests.system.harness import App, Stack, app_env, start_app
 
 STACK = ("redis", "azurite", "cosmos", "kafka")
+BREAKABLE = ("redis-durable", "azurite-durable", "cosmos", "kafka")
+# The breakable app's Kafka producer gives up on a message after 2 s (the sample says 30 s), so a
+# stopped broker turns into failed, retried deliveries within seconds.
+BREAKABLE_KAFKA_DELIVERY_TIMEOUT_MS = 2000
+BREAKABLE_QUEUE_LEASE_SECONDS = 20
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +44,45 @@ def app(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]
         running.stop()
 
 
+@pytest.fixture(scope="session")
+def breakable_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, App]]:
+    work: Path = tmp_path_factory.mktemp("breakable")
+    s = Stack(work / "stack")
+    try:
+        s.start(BREAKABLE)
+        # A queue message whose dequeue answer is lost when storage dies stays leased until the
+        # lease ends: 20 s here instead of the host's 10 minutes, so such a retry is seen in time.
+        running = start_app(app_env(s, work, KAFKA_DELIVERY_TIMEOUT_MS=str(BREAKABLE_KAFKA_DELIVERY_TIMEOUT_MS),
+                                    SYSTEM_PERFORMANCE_EVENTS="false"), work / "app",
+                            "--queue-lease-seconds", str(BREAKABLE_QUEUE_LEASE_SECONDS))
+        try:
+            yield s, running
+        finally:
+            running.stop()
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def breakable(breakable_session: tuple[Stack, App]) -> Iterator[tuple[Stack, App]]:
+    """The breakable stack and its app; every service must be running again when the test ends."""
+    stack, running = breakable_session
+    yield stack, running
+    stopped = [name for name in stack.running if not stack.is_up(name)]
+    for name in stopped:  # leave it usable for the next test, then fail this one
+        stack.up(name)
+    assert not stopped, f"the test left services stopped: {stopped}"
+    assert running.alive(), "the breakable app died"
+
+
 @pytest.fixture(autouse=True)
 def no_poison(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    if "stack" not in request.fixturenames:
-        return
-    stack: Stack = request.getfixturevalue("stack")
-    poisoned = {q: n for q, n in stack.poison_counts().items() if n}
-    assert not poisoned, f"messages moved to poison queues: {poisoned}"
+    stacks: list[Stack] = []
+    if "stack" in request.fixturenames:
+        stacks.append(request.getfixturevalue("stack"))
+    if "breakable" in request.fixturenames:  # its session part is still up after the test's teardown
+        stacks.append(request.getfixturevalue("breakable_session")[0])
+    for stack in stacks:
+        poisoned = {q: n for q, n in stack.poison_counts().items() if n}
+        assert not poisoned, f"messages moved to poison queues: {poisoned}"

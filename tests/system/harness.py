@@ -9,6 +9,7 @@ must not share the code's assumptions (tests/system/test_tier_rules.py checks it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,8 +21,11 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import httpx
 import jwt
+import redis as redis_client
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from localdev import services
 
@@ -79,12 +83,25 @@ class Stack:
 
     def restart(self, name: str, outage: float = 0.0) -> float:
         """Stop a service by PID, wait `outage` seconds, start it on the same ports; the downtime."""
-        old = self.running[name]
         t0 = time.monotonic()
-        services.stop(old.proc, 2.0)
+        self.down(name)
         time.sleep(outage)
-        self.running[name] = services.start(old.name, self.work / name, old.ports)
+        self.up(name)
         return time.monotonic() - t0
+
+    def down(self, name: str) -> None:
+        """Stop one service by PID (SIGTERM, then SIGKILL after 2 s); `up` starts it again."""
+        services.stop(self.running[name].proc, 2.0)
+
+    def up(self, name: str) -> None:
+        """Start a stopped service again on its ports (its data dir kept: durable ones keep their data)."""
+        old = self.running[name]
+        if old.proc.poll() is None:
+            return
+        self.running[name] = services.start(old.name, self.work / name, old.ports)
+
+    def is_up(self, name: str) -> bool:
+        return self.running[name].proc.poll() is None
 
     def stop(self) -> None:
         for r in self.running.values():
@@ -100,6 +117,14 @@ class Stack:
     @property
     def storage(self) -> str:
         return self.settings["STORAGE_CONNECTION_STRING"]
+
+    @property
+    def broker(self) -> str:
+        return self.settings["KAFKA_BROKER"]
+
+    def redis(self) -> redis_client.Redis:
+        """A client on the stack's Redis, to look at what the app stored there."""
+        return redis_client.Redis(host=self.settings["REDIS_HOST"], port=int(self.settings["REDIS_PORT"]))
 
     def queues(self) -> QueueServiceClient:
         return QueueServiceClient.from_connection_string(self.storage, message_decode_policy=TextBase64DecodePolicy())
@@ -165,6 +190,41 @@ class App:
     def stop(self) -> None:
         self.client.close()
         services.stop(self.proc)
+
+
+def create_topic(broker: str, topic: str, partitions: int = 1) -> None:
+    """Create a topic (as Event Hubs are provisioned); one that exists already is fine."""
+    admin = AdminClient({"bootstrap.servers": broker})
+    for future in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
+        try:
+            future.result(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - only "already exists" is fine
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                raise
+
+
+def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.0,
+                  settle: float = 0.5) -> list[dict[str, str]]:
+    """The headers of every record of `topic`, read from the beginning of each partition: until
+    `expect` records arrived (or `timeout`), then `settle` seconds more for any late duplicate."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"sys-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 20,
+                         "logger": logging.getLogger("tests.kafka")})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out: list[dict[str, str]] = []
+        deadline, until = time.monotonic() + timeout, None
+        while time.monotonic() < (until or deadline):
+            if until is None and len(out) >= expect:
+                until = time.monotonic() + settle
+            for m in consumer.consume(500, timeout=0.05):
+                if m.error() is None:
+                    out.append({k: v.decode() for k, v in (m.headers() or [])})
+        return out
+    finally:
+        consumer.close()
 
 
 def app_env(stack: Stack, work: Path, **overrides: str) -> dict[str, str]:

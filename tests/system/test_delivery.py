@@ -1,0 +1,142 @@
+"""Delivery guarantees on the path Azure runs: the retry queue drained by the runner's queue trigger
+(decoding messages as the Functions host does), dead letters, replay, the vector queue.
+
+Failing destinations are made from outside only: a tenant's Kafka destination over AMQP with no
+Event Hubs configured (a non-transient refusal), or the breakable stack's Kafka broker stopped by
+PID (sends time out: transient) and started again.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.system.harness import App, Stack, create_topic, tenant, topic_records, wait_for
+
+# Queue retries every second (jitter off) so a dead letter comes within seconds. A Kafka attempt
+# must outlast the breakable app's KAFKA_DELIVERY_TIMEOUT_MS (2 s) plus the 5 s report grace.
+FAST = {"inProcessAttempts": 1, "backoffSeconds": 1, "maxBackoffSeconds": 1, "jitter": 0, "timeoutSeconds": 8}
+
+
+def _event(t: str, **over: Any) -> dict[str, Any]:
+    body = {"tenantId": t, "eventType": "CONTROL_FAILED", "source": "BACKEND_API", "action": "TEST",
+            "entityId": "ctl-7", "data": {"control": "MFA", "result": "fail"},
+            "eventId": f"ev-{uuid.uuid4().hex[:12]}"}
+    body.update(over)
+    return body
+
+
+def _configure(app: App, t: str, config: dict[str, Any]) -> None:
+    r = app.put(f"/stream-config/{t}", json=config, tenants=[t])
+    assert r.status_code in (200, 201), r.text
+
+
+def _deadletters(app: App, t: str, **params: str) -> list[dict[str, Any]]:
+    r = app.get(f"/deadletters/{t}", params=params, tenants=[t])
+    assert r.status_code == 200, r.text
+    return [d for d in r.json()["deadLetters"] if d["eventType"] != "SYSTEM_ERROR"]
+
+
+def _kafka_ids(stack: Stack, topic: str, event_id: str, expect: int = 1) -> list[str]:
+    return [h["eventId"] for h in topic_records(stack.broker, topic, expect=expect) if h.get("eventId") == event_id]
+
+
+def test_a_refused_delivery_is_parked_then_dead_lettered_by_the_queue_trigger(app: App) -> None:
+    """The issue's own reproduction: AMQP with no Event Hubs configured. The parked delivery is read
+    by the runner's queue trigger (not poisoned), and dead-lettered at once: the refusal is not transient."""
+    t = tenant("amqp")
+    _configure(app, t, {"destinations": [{"type": "kafka", "config": {"transport": "amqp"},
+                                          "retry": {**FAST, "attempts": 1, "timeoutSeconds": 40}}]})
+    body = _event(t)
+    r = app.post("/events", json=body, tenants=[t])
+    assert r.status_code == 201, r.text
+    assert [(d["destination"], d["status"]) for d in r.json()["destinations"]] == [("kafka", "parked")]
+    [dead] = wait_for(lambda: _deadletters(app, t), 30, what="dead letter listed")
+    assert dead["eventId"] == body["eventId"] and dead["destination"] == "kafka"
+    assert dead["reason"] == "non-transient error" and dead["attempts"] == 1
+    assert "EVENTHUBS" in dead["lastError"] and dead["event"]["data"] == body["data"]
+
+
+def test_dead_lettered_after_the_configured_attempts_then_replayed_once_and_audited(
+        breakable: tuple[Stack, App]) -> None:
+    stack, app = breakable
+    t, topic = tenant("dlq"), f"sys-{uuid.uuid4().hex[:8]}"
+    create_topic(stack.broker, topic)
+    _configure(app, t, {"topics": [topic], "destinations": [{"type": "kafka", "retry": {**FAST, "attempts": 2}}]})
+    body = _event(t)
+    stack.down("kafka")
+    try:
+        r = app.post("/events", json=body, tenants=[t])
+        assert r.status_code == 201, r.text
+        assert r.json()["destinations"][0]["status"] == "parked"
+        [dead] = wait_for(lambda: _deadletters(app, t), 60, what="dead letter listed")
+    finally:
+        stack.up("kafka")
+    # Two queue attempts by the queue trigger, each a transient failure, then the dead letter.
+    assert dead["eventId"] == body["eventId"] and dead["reason"] == "retries exhausted" and dead["attempts"] == 2
+    assert "_MSG_TIMED_OUT" in dead["lastError"] or "timed out" in dead["lastError"].lower(), dead["lastError"]
+    # Counted as the trigger ran them (metrics are written after the dead letter's notice went out).
+    wait_for(lambda: app.get(f"/metrics/{t}", tenants=[t]).json()["totals"]["retries"] >= 2, 20,
+             what="both queue retries counted")
+
+    create_topic(stack.broker, topic)  # the stand-in broker keeps topics in memory only
+    r = app.post(f"/deadletters/{t}/replay", json={"ids": [dead["id"]]}, tenants=[t])
+    assert r.status_code == 200, r.text
+    assert r.json()["counts"] == {"delivered": 1}
+    assert _kafka_ids(stack, topic, body["eventId"]) == [body["eventId"]]  # delivered once
+    again = app.post(f"/deadletters/{t}/replay", json={"ids": [dead["id"]]}, tenants=[t]).json()
+    assert again["counts"] == {"already replayed": 1}
+    assert _kafka_ids(stack, topic, body["eventId"]) == [body["eventId"]]
+    assert _deadletters(app, t) == []  # replayed records are no longer listed by default
+    [listed] = _deadletters(app, t, includeReplayed="true")
+    assert listed["replayed"] is True and listed["replayResult"] == "delivered"
+
+    trail = app.get(f"/audit/{t}", tenants=[t]).json()["items"]
+    replays = [a for a in trail if a["action"] == "deadletters.replay"]
+    assert [a["after"]["counts"] for a in replays] == [{"already replayed": 1}, {"delivered": 1}]
+    first = replays[1]
+    assert first["actor"] == "system-test" and first["at"] and first["before"] == {"ids": [dead["id"]]}
+    assert first["after"]["results"] == [{"id": dead["id"], "result": "delivered"}]
+
+
+def test_a_destination_that_recovers_during_its_retries_gets_the_event_once(breakable: tuple[Stack, App]) -> None:
+    stack, app = breakable
+    t, topic = tenant("heal"), f"sys-{uuid.uuid4().hex[:8]}"
+    create_topic(stack.broker, topic)
+    _configure(app, t, {"topics": [topic], "destinations": [
+        {"type": "kafka", "retry": {**FAST, "attempts": 6, "maxBackoffSeconds": 4}}]})
+    body = _event(t)
+    stack.down("kafka")
+    try:
+        r = app.post("/events", json=body, tenants=[t])
+        assert r.status_code == 201 and r.json()["destinations"][0]["status"] == "parked", r.text
+    finally:
+        stack.up("kafka")
+    create_topic(stack.broker, topic)
+    wait_for(lambda: _kafka_ids(stack, topic, body["eventId"], expect=1), 60, what="delivered by a queue retry")
+    totals = wait_for(lambda: (m := app.get(f"/metrics/{t}", tenants=[t]).json()["totals"])
+                      ["destinations"]["kafka"].get("delivered") and m, 20, what="delivery counted")
+    assert totals["retries"] >= 1 and totals["deadLettered"] == 0
+    assert _kafka_ids(stack, topic, body["eventId"]) == [body["eventId"]]  # once
+    assert _deadletters(app, t, includeReplayed="true") == []
+
+
+def test_the_vector_queue_path_indexes_what_was_published(app: App) -> None:
+    t = tenant("vec")
+    _configure(app, t, {"destinations": [{"type": "redis"}, {"type": "vector"}]})
+    events = [
+        _event(t, eventType="RISK_CREATED", source="ARCHER_GRC", action="CREATE", entityType="risk", entityId="r-1",
+               data={"title": "Vendor data breach exposes customer records", "severity": "high"}),
+        _event(t, eventType="CONTROL_TESTED", source="BACKEND_API", action="TEST", entityType="control",
+               entityId="c-1", data={"title": "Quarterly firewall rule review", "result": "pass"}),
+    ]
+    r = app.post("/events/bulk", json={"events": events}, tenants=[t])
+    assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
+    vector = [d for res in r.json()["results"] for d in res["destinations"] if d["destination"] == "vector"]
+    assert [d["status"] for d in vector] == ["delivered", "delivered"]  # queued for `index_vectors`
+
+    def top_hit() -> str | None:
+        hits = app.get(f"/search/{t}", params={"q": "customer data leak at a supplier", "k": "2"},
+                       tenants=[t]).json().get("hits", [])
+        return hits[0]["eventId"] if len(hits) == 2 else None
+
+    assert wait_for(top_hit, 60, what="both events indexed by the queue trigger") == events[0]["eventId"]
