@@ -428,8 +428,8 @@ class AzureSearchIndex:
                 raw = r["@search.score"]
                 if semantic:
                     score = semantic_score(r.get("@search.rerankerScore") or 0.0, outcome, query.outcomes, weights)
-                elif len(rankings) == 2:  # the service's own RRF value: Σ weight / (60 + rank)
-                    score = rescore(raw, outcome, rankings, query.outcomes, weights)
+                elif len(rankings) == 2:  # the service's RRF: 1 / (60 + rank) + (w_vector / w_keyword) / (60 + rank)
+                    score = rescore(raw * weights.keyword, outcome, rankings, query.outcomes, weights)
                 else:  # one ranking: BM25 or cosine scores are not rank values; the order is
                     score = rescore(rank_value(rank, rankings[0], weights), outcome, rankings, query.outcomes, weights)
                 scored.append((score, rank, SearchHit(

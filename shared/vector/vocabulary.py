@@ -18,7 +18,7 @@ SYNONYM_MAP_NAME = "grc-synonyms"
 MAX_TERMS_PER_RULE = 20  # Azure AI Search's limit of expansions per rule
 MAX_CLAUSES = 32  # a question of 1,000 characters stays a bounded keyword query
 GLOSS_MAX_CHARS = 5  # a one-word vocabulary term this short is taken for an acronym (gloss)
-TERM = re.compile(r"^[a-z0-9][a-z0-9 '/-]*[a-z0-9]$|^[a-z0-9]$")
+TERM = re.compile(r"[a-z0-9](?:[a-z0-9 '/-]*[a-z0-9])?")
 _WORD = re.compile(r"[a-z0-9]+")
 
 # English stop words and the words analysts wrap a question in; they match nearly every event.
@@ -68,7 +68,7 @@ def load_rules(path: Path = SYNONYMS_FILE) -> tuple[Rule, ...]:
         if len(terms) < 2 or len(terms) > MAX_TERMS_PER_RULE:
             raise ValueError(f"{path.name}:{number}: a rule has 2 to {MAX_TERMS_PER_RULE} terms")
         for term in terms:
-            if not TERM.match(term):
+            if not TERM.fullmatch(term):
                 raise ValueError(f"{path.name}:{number}: term {term!r} is not lower-case letters, digits, "
                                  "spaces, hyphens, slashes or apostrophes")
             key = tuple(_norm(w) for w in words(term))
