@@ -348,3 +348,15 @@ async def test_an_index_made_before_hybrid_search_is_upgraded_in_place(fake: Fak
     with pytest.raises(ValueError, match="rebuild"):
         await broken.open()
     await broken.close()
+
+
+async def test_turning_the_semantic_ranker_on_adds_its_configuration_in_place(index: AzureSearchIndex,
+                                                                               fake: FakeAzureSearch) -> None:
+    assert not fake.indexes["grc-events"].get("semantic")
+    on = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k", semantic_ranker=True)
+    await on.open()
+    update = [r for r in fake.requests if r.method == "PUT" and r.path == "/indexes('grc-events')"]
+    assert len(update) == 1 and update[0].body["semantic"]["configurations"][0]["name"] == "grc-semantic"
+    await on.open()  # already there: nothing written
+    assert len([r for r in fake.requests if r.method == "PUT" and r.path == "/indexes('grc-events')"]) == 1
+    await on.close()

@@ -109,7 +109,8 @@ def _connect(path: str) -> Any:
 
 
 class SqliteVecIndex:
-    """`VectorIndex` over one SQLite file; all calls run in a worker thread, one at a time."""
+    """`VectorIndex` over one SQLite file; calls run in worker threads: writes one at a time on the
+    writer connection, the two rankings of a search at the same time on two reader connections."""
 
     backend = "sqlite"
 
@@ -154,7 +155,6 @@ class SqliteVecIndex:
                         "CREATE TABLE vector_docs (rowid INTEGER PRIMARY KEY AUTOINCREMENT,"
                         " tenant_id TEXT NOT NULL, event_id TEXT NOT NULL, UNIQUE (tenant_id, event_id))"
                     )
-                    # Metadata columns (filterable inside the KNN query) cannot be NULL: '' = none.
                     db.execute(self._knn_ddl())
                     db.execute(_FTS_DDL)
                 db.execute("COMMIT")
