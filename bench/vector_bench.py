@@ -5,7 +5,8 @@
 Embedding: LocalMiniLM over rendered GRC events (the corpus, varied). Search: SqliteVecIndex with
 `--vectors` documents in one tenant (the worst case: the partition holds them all); most are
 random unit vectors (exact KNN costs the same whatever the vectors hold) plus the real corpus;
-queries are real embedded questions. Reports search-only and embed+search latency. `--enqueue N`
+queries are real embedded questions, vector ranking only (`python -m bench.search_quality --scale`
+times hybrid searches). Reports search-only and embed+search latency. `--enqueue N`
 also starts Azurite and times the vector destination's publish (render + enqueue) of N batches of
 100 events: the whole cost the destination adds to publishing.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.destinations.base import publish_one
-from shared.vector.base import IndexSpec, VectorDoc
+from shared.vector.base import IndexSpec, SearchQuery, VectorDoc
 from shared.vector.indexer import IndexItem
 from shared.vector.sqlite_index import SqliteVecIndex
 from tests.vector_corpus import CORPUS, QUERIES
@@ -85,7 +86,7 @@ async def main(texts: int, vectors: int, queries: int) -> None:
             t0 = time.perf_counter()
             (qv,) = await emb.embed([qtexts[i % len(qtexts)]])
             t1 = time.perf_counter()
-            await idx.search("bench", qv, 10, model_id=emb.model_id)
+            await idx.search("bench", SearchQuery.by_vector(qv, emb.model_id), 10)
             t2 = time.perf_counter()
             search_ms.append((t2 - t1) * 1000)
             total_ms.append((t2 - t0) * 1000)

@@ -207,6 +207,9 @@ param searchEndpoint string = ''
 @description('Azure AI Search index name.')
 param searchIndexName string = 'grc-events'
 
+@description('Re-rank hybrid event search with the Azure AI Search semantic ranker (Basic tier or higher, semantic ranker enabled on the service).')
+param searchSemanticRanker bool = false
+
 @description('Azure OpenAI endpoint for embeddings (existing resource).')
 param openAiEndpoint string = ''
 
@@ -484,6 +487,7 @@ var appSettings = {
   VECTOR_SEARCH_MAX_K: '50'
   AZURE_SEARCH_ENDPOINT: searchEndpoint
   AZURE_SEARCH_INDEX: searchIndexName
+  AZURE_SEARCH_SEMANTIC_RANKER: string(searchSemanticRanker)
   EMBEDDING_BACKEND: 'azure-openai'
   EMBEDDING_DIMENSIONS: string(embeddingDimensions)
   EMBEDDING_BATCH_SIZE: '64'

@@ -25,7 +25,15 @@ from shared.vector.azure_search import (
     document_key,
     to_document,
 )
-from shared.vector.base import EmbedderMismatch, IndexSpec, SearchFilters, VectorDoc, VectorSearchError
+from shared.vector.base import (
+    EmbedderMismatch,
+    IndexSpec,
+    SearchFilters,
+    SearchQuery,
+    VectorDoc,
+    VectorSearchError,
+)
+from shared.vector.vocabulary import solr_synonyms
 from tests.vector_fakes import FakeAzureSearch, FakeTokenCredential
 
 SPEC = IndexSpec("test-model", 4)
@@ -58,7 +66,9 @@ async def index(fake: FakeAzureSearch):
 
 
 async def test_open_creates_the_index_schema(index: AzureSearchIndex, fake: FakeAzureSearch) -> None:
-    get, create = fake.requests[:2]
+    get_map, put_map, get, create = fake.requests[:4]
+    assert [(r.method, r.path) for r in (get_map, put_map)] == [
+        ("GET", "/synonymmaps('grc-synonyms')"), ("PUT", "/synonymmaps('grc-synonyms')")]
     assert (get.method, get.path) == ("GET", "/indexes('grc-events')")
     assert (create.method, create.path) == ("POST", "/indexes")
     assert create.headers["api-key"] == "test-key"
@@ -123,8 +133,8 @@ async def test_search_prefilters_on_tenant_and_returns_cosine(index: AzureSearch
     a, b = _unit(1, 0, 0, 0), _unit(1, 1, 0, 0)
     await index.upsert([_doc("e1", "t-a", a), _doc("e2", "t-a", b), _doc("e3", "t-b", a)])
     q = _unit(1, 0.2, 0, 0)
-    hits = await index.search("t-a", q, 5, SearchFilters(event_types=("CONTROL_FAILED", "RISK_CREATED")),
-                              model_id="test-model")
+    hits = await index.search("t-a", SearchQuery.by_vector(q, "test-model"), 5,
+                              SearchFilters(event_types=("CONTROL_FAILED", "RISK_CREATED")))
     req = [r for r in fake.requests if r.path.endswith("/docs/search.post.search")][-1]
     assert req.body["vectorFilterMode"] == "preFilter"
     assert req.body["filter"] == "tenantId eq 't-a' and search.in(eventType, 'CONTROL_FAILED|RISK_CREATED', '|')"
@@ -133,13 +143,14 @@ async def test_search_prefilters_on_tenant_and_returns_cosine(index: AzureSearch
     assert "embedding" not in req.body["select"]
     assert [h.event_id for h in hits] == ["e1", "e2"]
     for h, v in zip(hits, (a, b)):
-        assert h.score == pytest.approx(sum(x * y for x, y in zip(q, v)), abs=1e-9)
+        assert h.similarity == pytest.approx(sum(x * y for x, y in zip(q, v)), abs=1e-9)
         assert h.tenant_id == "t-a"
+    assert [h.score for h in hits] == pytest.approx([1.0, 61 / 62])  # one ranking: rank scores
 
 
 async def test_search_refuses_foreign_vectors(index: AzureSearchIndex, fake: FakeAzureSearch) -> None:
     with pytest.raises(EmbedderMismatch):
-        await index.search("t-a", _unit(1, 0, 0), 3, model_id="test-model")
+        await index.search("t-a", SearchQuery.by_vector(_unit(1, 0, 0), "test-model"), 3)
     with pytest.raises(EmbedderMismatch):
         await index.upsert([_doc("e1", "t-a", _unit(1, 0, 0, 0), model="other")])
     assert not any(r.path.endswith(("search.post.search", "search.index")) for r in fake.requests)
@@ -150,10 +161,10 @@ async def test_uploads_are_split_by_count_and_bytes(fake: FakeAzureSearch) -> No
                            max_batch_bytes=64 * 1024)
     await idx.open()
     await idx.upsert([_doc(f"e{i}", "t-a", _unit(1, 0, 0, i + 1)) for i in range(7)])
-    big = [_doc(f"b{i}", "t-a", _unit(1, 0, 0, 1), text="x" * 40_000) for i in range(3)]
+    big = [_doc(f"b{i}", "t-a", _unit(1, 0, 0, 1), text="x" * 20_000) for i in range(3)]
     await idx.upsert(big)
     sizes = [len(r.body["value"]) for r in fake.requests if r.path.endswith("/docs/search.index")]
-    assert sizes == [3, 3, 1, 1, 1, 1]  # two 40 KB docs do not fit in 64 KB
+    assert sizes == [3, 3, 1, 1, 1, 1]  # a 20 KB text is sent twice (text, content): two such docs exceed 64 KB
     assert len(fake.docs) == 10
     await idx.close()
 
@@ -205,3 +216,147 @@ async def test_bearer_token_never_goes_over_plain_http(fake: FakeAzureSearch) ->
         await idx.open()
     assert cred.scopes == [] and fake.requests == []
     await idx.close()
+
+
+# -- hybrid search: synonym map, schema upgrade, request shape (the fake ranks nothing itself) -------
+
+def _fields(fake: FakeAzureSearch) -> dict[str, dict]:
+    return {f["name"]: f for f in fake.indexes["grc-events"]["fields"]}
+
+
+def _searches(fake: FakeAzureSearch) -> list:
+    return [r for r in fake.requests if r.path.endswith("/docs/search.post.search")]
+
+
+def _hybrid(text: str, vector: list[float], outcomes: frozenset[str] = frozenset(), mode: str = "hybrid") -> SearchQuery:
+    return SearchQuery(text=text, mode=mode, vector=vector, model_id="test-model", outcomes=outcomes)  # type: ignore[arg-type]
+
+
+async def test_the_grc_synonym_map_is_pushed_and_referenced(index: AzureSearchIndex, fake: FakeAzureSearch) -> None:
+    pushed = fake.synonym_maps["grc-synonyms"]
+    assert pushed["format"] == "solr" and pushed["synonyms"] == solr_synonyms()
+    content, outcome = _fields(fake)["content"], _fields(fake)["outcome"]
+    assert content["searchable"] is True and content["synonymMaps"] == ["grc-synonyms"]
+    assert content["analyzer"] == "en.lucene"
+    assert outcome["filterable"] is True
+    assert "semantic" not in fake.indexes["grc-events"] or not fake.indexes["grc-events"]["semantic"]
+    puts = lambda: [r for r in fake.requests if r.method == "PUT" and r.path.startswith("/synonymmaps")]  # noqa: E731
+    again = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k")
+    await again.open()  # unchanged map: read, not written
+    assert len(puts()) == 1
+    fake.synonym_maps["grc-synonyms"]["synonyms"] = "old, rules"  # the file changed since it was pushed
+    await again.open()  # an instance opening: the map is brought in line
+    assert len(puts()) == 2 and fake.synonym_maps["grc-synonyms"]["synonyms"] == solr_synonyms()
+    await again.close()
+
+
+async def test_a_hybrid_search_is_one_request_of_text_and_vector(index: AzureSearchIndex,
+                                                                  fake: FakeAzureSearch) -> None:
+    await index.upsert([_doc("e1", "t-a", _unit(1, 0, 0, 0), text="Failed. Control failed: X.")])
+    assert fake.docs[document_key("t-a", "e1")]["content"] == "Failed. Control failed: X."
+    q = _unit(1, 0.2, 0, 0)
+    await index.search("t-a", _hybrid('SOC 2 - "change" (failed)?', q, frozenset({"failed"})), 5,
+                       SearchFilters(event_types=("CONTROL_FAILED",)))
+    body = _searches(fake)[-1].body
+    assert body["search"] == 'SOC 2 \\- \\"change\\" \\(failed\\)\\?'  # words, never operators
+    assert (body["searchFields"], body["searchMode"]) == ("content", "any")
+    assert body["filter"] == "tenantId eq 't-a' and search.in(eventType, 'CONTROL_FAILED', '|')"
+    assert body["vectorFilterMode"] == "preFilter"
+    vq = body["vectorQueries"][0]
+    assert (vq["kind"], vq["fields"], vq["k"], vq["weight"]) == ("vector", "embedding", 50, 0.5)
+    assert body["top"] == 50  # an outcome is named: the boost re-ranks the first 50
+    assert "outcome" in body["select"].split(",") and "embedding" not in body["select"]
+    assert "queryType" not in body
+    # Keyword only: no vector query; vector only: no text; no outcome named: the first k only.
+    await index.search("t-a", _hybrid("access review", q, mode="keyword"), 5)
+    body = _searches(fake)[-1].body
+    assert "vectorQueries" not in body and body["search"] == "access review" and body["top"] == 5
+    await index.search("t-a", _hybrid("access review", q, mode="vector"), 5)
+    body = _searches(fake)[-1].body
+    assert "search" not in body and body["vectorQueries"][0]["k"] == 5 and "weight" not in body["vectorQueries"][0]
+
+
+async def test_the_outcome_boost_and_the_score_on_azure(index: AzureSearchIndex, fake: FakeAzureSearch) -> None:
+    """The fake answers in cosine order with stand-in RRF values (1 + w) / (60 + rank); the adapter
+    adds the outcome boost and normalises exactly as the local fusion does."""
+    await index.upsert([
+        _doc("pass", "t-a", _unit(1, 0, 0, 0), text="Passed. Control tested: X.\nStatus: passed."),
+        _doc("fail", "t-a", _unit(1, 0.3, 0, 0), text="Failed. Control failed: X."),
+        _doc("other", "t-b", _unit(1, 0, 0, 0), text="Failed. Control failed: X."),
+    ])
+    fake.docs[document_key("t-a", "pass")]["outcome"] = "passed"
+    fake.docs[document_key("t-a", "fail")]["outcome"] = "failed"
+    q = _unit(1, 0, 0, 0)
+    hits = await index.search("t-a", _hybrid("X control failed", q, frozenset({"failed", "findings"})), 2)
+    assert [(h.event_id, h.outcome, h.tenant_id) for h in hits] == [("fail", "failed", "t-a"), ("pass", "passed", "t-a")]
+    full = (1.0 + 0.5 + 0.5) / 61
+    assert hits[0].score == pytest.approx((1.5 / 62 + 0.5 / 61) / full)
+    assert hits[1].score == pytest.approx((1.5 / 61) / full)
+    assert hits[0].similarity is None  # Azure's hybrid score carries no cosine
+    plain = await index.search("t-a", _hybrid("X control", q), 2)
+    assert [h.event_id for h in plain] == ["pass", "fail"] and plain[0].score == pytest.approx(1.0)
+    alone = await index.search("t-a", _hybrid("X control", q, mode="vector"), 2)
+    assert alone[0].similarity == pytest.approx(1.0) and alone[0].score == pytest.approx(1.0)
+
+
+async def test_the_semantic_ranker_option(fake: FakeAzureSearch) -> None:
+    idx = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k", semantic_ranker=True)
+    await idx.open()
+    config = fake.indexes["grc-events"]["semantic"]["configurations"][0]
+    assert config["name"] == "grc-semantic"
+    assert config["prioritizedFields"]["prioritizedContentFields"] == [{"fieldName": "content"}]
+    await idx.upsert([_doc("a", "t-a", _unit(1, 0, 0, 0)), _doc("b", "t-a", _unit(0, 1, 0, 0))])
+    fake.reranker_scores.update({"a": 1.0, "b": 3.0})
+    hits = await idx.search("t-a", _hybrid("vendor access", _unit(1, 0, 0, 0)), 2)
+    body = _searches(fake)[-1].body
+    assert (body["queryType"], body["semanticConfiguration"]) == ("semantic", "grc-semantic")
+    assert [h.event_id for h in hits] == ["b", "a"]  # the reranker's order, not the cosine order
+    assert [h.score for h in hits] == pytest.approx([0.75, 0.25])  # rerankerScore / 4
+    await idx.close()
+
+
+async def test_an_index_made_before_hybrid_search_is_upgraded_in_place(fake: FakeAzureSearch) -> None:
+    old = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k")
+    await old.open()
+    await old.upsert([_doc("e1", "t-a", _unit(1, 0, 0, 0), text="Control failed: X.\nStatus: failed."),
+                      _doc("e2", "t-a", _unit(0, 1, 0, 0), text="Control tested: X.\nStatus: passed.")])
+    await old.close()
+    # Make it what the previous release created: no `content`, no `outcome`, documents without them.
+    schema = fake.indexes["grc-events"]
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in ("content", "outcome")]
+    for doc in fake.docs.values():
+        doc.pop("content"), doc.pop("outcome")
+    fake.docs[document_key("t-a", "e2")]["eventType"] = "CONTROL_TESTED"  # its outcome comes from its status
+    new = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k")
+    await new.open()
+    update = [r for r in fake.requests if r.method == "PUT" and r.path == "/indexes('grc-events')"]
+    assert len(update) == 1  # Update Index with the two fields added (the fake refuses dropped fields)
+    assert {"content", "outcome"} <= {f["name"] for f in update[0].body["fields"]}
+    await new.upsert([_doc("e3", "t-a", _unit(0, 0, 1, 0), text="Passed. Control tested: Y.")])
+    merges = [a for r in fake.requests if r.path.endswith("/docs/search.index") for a in r.body["value"]
+              if a["@search.action"] == "merge"]
+    assert sorted((a["id"], a["outcome"], a["content"][:15]) for a in merges) == [
+        (document_key("t-a", "e1"), "failed", "Control failed:"), (document_key("t-a", "e2"), "passed", "Control tested:")]
+    backfill = [r for r in _searches(fake) if r.body.get("filter") == "outcome eq null"]
+    assert len(backfill) == 1
+    await new.upsert([_doc("e4", "t-a", _unit(0, 0, 0, 1))])
+    assert len([r for r in _searches(fake) if r.body.get("filter") == "outcome eq null"]) == 1  # done: not asked again
+    await new.close()
+    schema = fake.indexes["grc-events"]  # as updated above
+    schema["fields"] = [{**f, "searchable": False} if f["name"] == "content" else f for f in schema["fields"]]
+    broken = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k")
+    with pytest.raises(ValueError, match="rebuild"):
+        await broken.open()
+    await broken.close()
+
+
+async def test_turning_the_semantic_ranker_on_adds_its_configuration_in_place(index: AzureSearchIndex,
+                                                                               fake: FakeAzureSearch) -> None:
+    assert not fake.indexes["grc-events"].get("semantic")
+    on = AzureSearchIndex(fake.endpoint, "grc-events", SPEC, api_key="k", semantic_ranker=True)
+    await on.open()
+    update = [r for r in fake.requests if r.method == "PUT" and r.path == "/indexes('grc-events')"]
+    assert len(update) == 1 and update[0].body["semantic"]["configurations"][0]["name"] == "grc-semantic"
+    await on.open()  # already there: nothing written
+    assert len([r for r in fake.requests if r.method == "PUT" and r.path == "/indexes('grc-events')"]) == 1
+    await on.close()

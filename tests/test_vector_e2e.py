@@ -83,9 +83,20 @@ async def test_publish_then_search_through_the_registered_functions(vector_app: 
     assert found["hits"][0]["eventId"] == f"evt-a2-{run}"
     assert found["model"] == "all-MiniLM-L6-v2-onnx-int8" and found["k"] == 5 and found["count"] == 5
     top = found["hits"][0]
-    assert top["summary"].startswith("Control failed: Quarterly vendor access review.")
+    assert top["summary"].startswith("Failed. Control failed: Quarterly vendor access review.")
+    assert found["mode"] == "hybrid" and found["outcomes"] == ["failed", "findings"] and top["outcome"] == "failed"
     assert 0.0 < top["score"] <= 1.0 and top["score"] >= found["hits"][-1]["score"]
     assert {h["tenantId"] for h in found["hits"]} == {bank}
+
+    # An acronym the events never use, an outcome, each ranking alone.
+    status, _, sod = await invoke("search_events", "GET", f"/search/{bank}", route={"tenantId": bank},
+                                  params={"q": "SoD failures", "k": "3"})
+    assert status == 200 and sod["hits"][0]["eventId"] == f"evt-a12-{run}", sod
+    for mode in ("keyword", "vector"):
+        status, _, alone = await invoke("search_events", "GET", f"/search/{bank}", route={"tenantId": bank},
+                                        params={"q": "segregation of duties failures", "k": "3", "mode": mode})
+        assert status == 200 and alone["mode"] == mode and alone["hits"][0]["eventId"] == f"evt-a12-{run}", alone
+        assert (alone["hits"][0]["similarity"] is None) == (mode == "keyword")
 
     # Filters and the other tenant.
     status, _, only_risks = await invoke("search_events", "GET", f"/search/{bank}", route={"tenantId": bank},
@@ -131,6 +142,7 @@ async def test_search_without_the_model_is_503(vector_app: str, monkeypatch: pyt
     ({"q": "risk", "from": ""}, "from"),
     ({"q": "risk", "to": "20261001T000000+0000"}, "to"),
     ({"q": "risk", "k": ""}, "k"),
+    ({"q": "risk", "mode": "fuzzy"}, "mode"),
 ])
 async def test_bad_search_parameters_are_400_with_the_field(vector_app: str, params: dict[str, str],
                                                             field: str) -> None:

@@ -8,17 +8,32 @@ import pytest
 from shared.core.settings import Settings
 from shared.vector.base import IndexSpec
 from shared.vector.indexer import IndexItem, VectorSearchService, build_embedder, build_service
+from shared.vector.messages import decode_message
 from shared.vector.sqlite_index import SqliteVecIndex
 from shared.vector.text import render_event_text
 from tests.vector_corpus import BANK, CORPUS
 from tests.vector_support import TOKENIZER, local_embedder
 
 
-def test_index_item_carries_filter_fields_and_rendered_text() -> None:
+def test_index_item_carries_filter_fields_rendered_text_and_outcome() -> None:
     item = IndexItem.from_event(CORPUS[1])
     assert (item.eventId, item.tenantId, item.eventType, item.entityType, item.entityId) == (
         "evt-a2", BANK, "CONTROL_FAILED", "control", "C-210")
     assert item.text == render_event_text(CORPUS[1])
+    assert item.outcome == "failed" and IndexItem.from_event(CORPUS[2]).outcome == "passed"
+
+
+async def test_a_message_enqueued_before_outcomes_existed_gets_one_from_its_text(tmp_path: Path) -> None:
+    old = ('{"v":1,"items":[{"eventId":"e1","tenantId":"t-a","eventType":"CONTROL_TESTED","source":"ARCHER_GRC",'
+           '"timestamp":"2026-10-01T00:00:00Z","text":"Control tested: Restore test.\\nStatus: passed."}]}')
+    (item,) = decode_message(old)
+    assert item.outcome is None and item.effective_outcome() == "passed"
+    emb = local_embedder()
+    svc = VectorSearchService(emb, SqliteVecIndex(str(tmp_path / "v.db"), IndexSpec(emb.model_id, emb.dimensions)))
+    assert await svc.index_items([item]) == 1
+    (hit,) = await svc.search("t-a", "restore test that passed", k=1)
+    assert (hit.event_id, hit.outcome) == ("e1", "passed")
+    await svc.close()
 
 
 async def test_local_settings_build_minilm_on_sqlite(tmp_path: Path) -> None:

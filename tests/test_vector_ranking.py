@@ -1,4 +1,5 @@
-"""Semantic search end to end on the local stack: real MiniLM, real sqlite-vec, the GRC corpus."""
+"""Search end to end on the local stack (hybrid by default): real MiniLM, sqlite-vec and FTS5, the small
+GRC corpus of two tenants (tests/vector_corpus.py); the labelled evaluation set is test_vector_eval.py."""
 from __future__ import annotations
 
 import pytest

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.vector.base import EmbedderMismatch, IndexSpec, SearchFilters, VectorDoc
+from shared.vector.base import EmbedderMismatch, IndexSpec, SearchFilters, SearchQuery, VectorDoc
 from shared.vector.sqlite_index import SqliteVecIndex
 
 SPEC = IndexSpec("test-model", 4)
@@ -32,31 +32,33 @@ async def index(tmp_path: Path):
     await idx.close()
 
 
-async def test_score_is_cosine_similarity(index: SqliteVecIndex) -> None:
+async def test_similarity_is_cosine_and_score_the_rank_score(index: SqliteVecIndex) -> None:
     a, b = _unit(1, 0, 0, 0), _unit(1, 1, 0, 0)
     await index.upsert([_doc("e1", "t-a", a), _doc("e2", "t-a", b)])
     q = _unit(1, 0.2, 0, 0)
-    hits = await index.search("t-a", q, 5, model_id="test-model")
+    hits = await index.search("t-a", SearchQuery.by_vector(q, "test-model"), 5)
     assert [h.event_id for h in hits] == ["e1", "e2"]
     for h, v in zip(hits, (a, b)):
-        assert h.score == pytest.approx(float(np.dot(q, v)), abs=1e-5)
+        assert h.similarity == pytest.approx(float(np.dot(q, v)), abs=1e-5)
+    # One ranking: 1.0 for the first, (K + 1) / (K + rank) after (shared.vector.fusion).
+    assert [h.score for h in hits] == pytest.approx([1.0, 61 / 62])
     assert hits[0].entity_id == "ent-e1" and hits[0].timestamp == "2026-10-01T00:00:00.000Z"
 
 
 async def test_tenant_is_a_partition(index: SqliteVecIndex) -> None:
     v = _unit(1, 0, 0, 0)
     await index.upsert([_doc("same-id", "t-a", v, text="a"), _doc("same-id", "t-b", v, text="b")])
-    hits = await index.search("t-b", v, 10, model_id="test-model")
+    hits = await index.search("t-b", SearchQuery.by_vector(v, "test-model"), 10)
     assert [(h.tenant_id, h.summary) for h in hits] == [("t-b", "b")]
-    assert await index.search("t-c", v, 10, model_id="test-model") == []
+    assert await index.search("t-c", SearchQuery.by_vector(v, "test-model"), 10) == []
 
 
 async def test_reupsert_replaces_and_never_duplicates(index: SqliteVecIndex) -> None:
     await index.upsert([_doc("e1", "t-a", _unit(1, 0, 0, 0), text="old")])
     await index.upsert([_doc("e1", "t-a", _unit(0, 1, 0, 0), text="new")] * 2)
-    hits = await index.search("t-a", _unit(0, 1, 0, 0), 10, model_id="test-model")
+    hits = await index.search("t-a", SearchQuery.by_vector(_unit(0, 1, 0, 0), "test-model"), 10)
     assert [(h.event_id, h.summary) for h in hits] == [("e1", "new")]
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].similarity == pytest.approx(1.0, abs=1e-5)
     assert (await index.info()).documents == 1
 
 
@@ -70,7 +72,7 @@ async def test_filters(index: SqliteVecIndex) -> None:
     ])
 
     async def ids(f: SearchFilters) -> set[str]:
-        return {h.event_id for h in await index.search("t-a", v, 10, f, model_id="test-model")}
+        return {h.event_id for h in await index.search("t-a", SearchQuery.by_vector(v, "test-model"), 10, f)}
 
     assert await ids(SearchFilters(event_types=("CONTROL_FAILED", "CONTROL_TESTED"))) == {"c1", "c2"}
     assert await ids(SearchFilters(entity_types=("risk",))) == {"r1"}
@@ -84,7 +86,7 @@ async def test_delete(index: SqliteVecIndex) -> None:
     await index.upsert([_doc("e1", "t-a", v), _doc("e2", "t-a", v)])
     assert await index.delete("t-b", ["e1"]) == 0  # another tenant cannot delete it
     assert await index.delete("t-a", ["e1", "missing"]) == 1
-    assert [h.event_id for h in await index.search("t-a", v, 10, model_id="test-model")] == ["e2"]
+    assert [h.event_id for h in await index.search("t-a", SearchQuery.by_vector(v, "test-model"), 10)] == ["e2"]
 
 
 async def test_vectors_of_another_embedder_are_refused(index: SqliteVecIndex) -> None:
@@ -93,7 +95,7 @@ async def test_vectors_of_another_embedder_are_refused(index: SqliteVecIndex) ->
     with pytest.raises(EmbedderMismatch, match="dimensions"):
         await index.upsert([_doc("e1", "t-a", [1.0, 0.0, 0.0])])
     with pytest.raises(EmbedderMismatch):
-        await index.search("t-a", _unit(1, 0, 0, 0), 3, model_id="other-model")
+        await index.search("t-a", SearchQuery.by_vector(_unit(1, 0, 0, 0), "other-model"), 3)
     assert (await index.info()).documents == 0
 
 

@@ -23,11 +23,11 @@ def test_template_lines_in_order() -> None:
                  "vendor": "Acme EDR", "riskId": "R-9", "createdAt": "2026-01-01T00:00:00Z"},
     })
     assert text.splitlines() == [
-        "Risk status changed: Ransomware on branch network.",
+        "Mitigated. Risk status changed: Ransomware on branch network.",
+        "Status: open -> mitigated.",
         "Entity: risk R-101.",
         "Action: status change.",
         "Description: EDR rolled out",
-        "Status: open -> mitigated.",
         "Details: severity: high; vendor: Acme EDR.",
     ]
 
@@ -64,4 +64,5 @@ def test_model_and_dict_render_the_same() -> None:
 
 def test_empty_data_still_says_what_happened() -> None:
     text = render_event_text({"eventType": "SYSTEM_ERROR", "data": {}})
-    assert text == "System error."
+    assert text == "Failed. System error."
+    assert render_event_text({"eventType": "RISK_CREATED", "data": {}}) == "Risk created."

@@ -2,7 +2,10 @@
 
 Each fake is a small aiohttp server on 127.0.0.1 that records every request it gets and answers
 in the shape the REST APIs document. They exist to check the requests our adapters build; they
-are not emulators: the search fake understands only the tenant clause of a filter.
+are not emulators: the search fake understands only the tenant clause of a filter (and the
+`outcome eq null` filter of the backfill), orders by cosine when a vector query is sent and by
+upload order otherwise, and answers hybrid, keyword and semantic queries with stand-in scores of the
+documented shape -- it does no BM25, no RRF and no semantic ranking of its own.
 """
 from __future__ import annotations
 
@@ -97,16 +100,19 @@ class _FakeServer:
 
 
 class FakeAzureSearch(_FakeServer):
-    """Keeps one index definition and its documents; answers vector queries by exact cosine."""
+    """Keeps index definitions, synonym maps and documents; answers searches in the documented shape."""
 
     _INDEX = re.compile(r"^/indexes\('(?P<name>[^']+)'\)(?P<rest>.*)$")
+    _SYNONYMS = re.compile(r"^/synonymmaps\('(?P<name>[^']+)'\)$")
     _TENANT = re.compile(r"^tenantId eq '(?P<t>(?:[^']|'')*)'")
 
     def __init__(self, tls_dir: Path | None = None) -> None:
         super().__init__(tls_dir)
         self.indexes: dict[str, dict[str, Any]] = {}
+        self.synonym_maps: dict[str, dict[str, Any]] = {}
         self.docs: dict[str, dict[str, Any]] = {}
         self.hide_index_once = False
+        self.reranker_scores: dict[str, float] = {}  # eventId -> @search.rerankerScore of semantic queries
 
     async def handle(self, rec: Recorded) -> web.Response:
         if rec.method == "POST" and rec.path == "/indexes":
@@ -114,10 +120,26 @@ class FakeAzureSearch(_FakeServer):
                 return self.json(409, {"error": {"code": "ResourceNameAlreadyInUse", "message": "exists"}})
             self.indexes[rec.body["name"]] = rec.body
             return self.json(201, rec.body)
+        syn = self._SYNONYMS.match(rec.path)
+        if syn:
+            if rec.method == "PUT":
+                created = syn["name"] not in self.synonym_maps
+                self.synonym_maps[syn["name"]] = rec.body
+                return self.json(201 if created else 200, rec.body)
+            if syn["name"] not in self.synonym_maps:
+                return self.json(404, {"error": {"code": "ResourceNameNotFound", "message": "No synonym map"}})
+            return self.json(200, self.synonym_maps[syn["name"]])
         m = self._INDEX.match(rec.path)
         if not m:
             return self.json(404, {"error": {"code": "NotFound", "message": rec.path}})
         name, rest = m["name"], m["rest"]
+        if rest == "" and rec.method == "PUT":  # Update Index: the whole definition is sent
+            missing = [f for old in self.indexes.get(name, {}).get("fields", [])
+                       if (f := old["name"]) not in {n["name"] for n in rec.body["fields"]}]
+            if missing:  # the service refuses to drop fields in an update
+                return self.json(400, {"error": {"code": "OperationNotAllowed", "message": f"drops {missing}"}})
+            self.indexes[name] = rec.body
+            return self.json(200, rec.body)
         if rest == "" and rec.method == "GET":
             if name not in self.indexes or self.hide_index_once:
                 self.hide_index_once = False  # plays a racing instance that created it meanwhile
@@ -133,9 +155,13 @@ class FakeAzureSearch(_FakeServer):
                     results.append({"key": key, "status": True, "errorMessage": None,
                                     "statusCode": 200 if existed else 404})
                     continue
+                if kind == "merge" and key not in self.docs:
+                    results.append({"key": key, "status": False, "errorMessage": "Document not found.",
+                                    "statusCode": 404})
+                    continue
                 created = key not in self.docs
                 doc = {k: v for k, v in action.items() if k != "@search.action"}
-                self.docs[key] = {**self.docs.get(key, {}), **doc} if kind == "mergeOrUpload" else doc
+                self.docs[key] = {**self.docs.get(key, {}), **doc} if kind in ("mergeOrUpload", "merge") else doc
                 results.append({"key": key, "status": True, "errorMessage": None,
                                 "statusCode": 201 if created else 200})
             return self.json(200, {"value": results})
@@ -146,17 +172,41 @@ class FakeAzureSearch(_FakeServer):
         return self.json(404, {"error": {"code": "NotFound", "message": rest}})
 
     def _search(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        tenant_match = self._TENANT.match(body.get("filter") or "")
-        query = body["vectorQueries"][0]
-        candidates = [d for d in self.docs.values()
-                      if tenant_match and d["tenantId"] == tenant_match["t"].replace("''", "'")]
-        scored = []
-        for d in candidates:
-            cos = sum(a * b for a, b in zip(query["vector"], d["embedding"]))
-            scored.append((1.0 / (1.0 + (1.0 - cos)), d))  # Azure's documented cosine score
-        scored.sort(key=lambda x: -x[0])
-        select = (body.get("select") or "").split(",")
-        return [{"@search.score": s, **{k: d.get(k) for k in select if k}} for s, d in scored[: query["k"]]]
+        flt = body.get("filter") or ""
+        tenant_match = self._TENANT.match(flt)
+        if tenant_match:
+            candidates = [d for d in self.docs.values() if d["tenantId"] == tenant_match["t"].replace("''", "'")]
+        elif flt == "outcome eq null":  # the backfill's page of documents indexed before `outcome`
+            candidates = [d for d in self.docs.values() if d.get("outcome") is None]
+        else:
+            candidates = []
+        query = (body.get("vectorQueries") or [None])[0]
+        text = body.get("search")
+        ordered: list[tuple[float, dict[str, Any]]] = []
+        if query is not None:
+            for d in candidates:
+                cos = sum(a * b for a, b in zip(query["vector"], d["embedding"]))
+                ordered.append((1.0 / (1.0 + (1.0 - cos)), d))  # Azure's documented cosine score
+            ordered.sort(key=lambda x: -x[0])
+        else:
+            ordered = [(0.0, d) for d in candidates]  # upload order: the fake ranks nothing by text
+        top = body.get("top", 50)
+        if query is not None:
+            top = min(top, max(query["k"], 1)) if not text else top
+        select = [k for k in (body.get("select") or "").split(",") if k]
+        out = []
+        for rank, (cos_score, d) in enumerate(ordered[:top], start=1):
+            if text and query is not None:  # stand-in with the shape of Azure's hybrid RRF value
+                score = (1.0 + query.get("weight", 1.0)) / (60 + rank)
+            elif text:  # stand-in for a BM25 value (unbounded, decreasing)
+                score = 10.0 / rank
+            else:
+                score = cos_score
+            hit: dict[str, Any] = {"@search.score": score, **{k: d.get(k) for k in select}}
+            if body.get("queryType") == "semantic":
+                hit["@search.rerankerScore"] = self.reranker_scores.get(d.get("eventId", ""), 0.0)
+            out.append(hit)
+        return out
 
 
 class FakeAzureOpenAI(_FakeServer):

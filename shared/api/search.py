@@ -1,8 +1,9 @@
-"""GET /search/{tenantId}?q=&k=10&eventType=&entityType=&from=&to=: semantic search of a tenant's events.
+"""GET /search/{tenantId}?q=&k=10&mode=hybrid&eventType=&entityType=&from=&to=: search of a tenant's events.
 
 The tenant comes from the path only (the request adapter has already checked the caller may read
 it) and is a required argument of the index search, so no request can reach another tenant's
-events. `eventType` and `entityType` take one value or a comma-separated list.
+events. `eventType` and `entityType` take one value or a comma-separated list. `mode` is `hybrid`
+(keyword and vector rankings fused, the default), `vector` or `keyword` (docs/vector-search.md).
 """
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ from shared.core.events import EventType
 from shared.core.settings import get_settings
 from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
-from shared.vector.base import EmbedderMismatch, SearchFilters, VectorConfigError, VectorSearchError
+from shared.vector.base import (
+    SEARCH_MODES,
+    EmbedderMismatch,
+    SearchFilters,
+    VectorConfigError,
+    VectorSearchError,
+)
 from shared.vector.indexer import get_service
+from shared.vector.outcome import outcomes_named
 
 log = logging.getLogger("grc.vector")
 
@@ -30,7 +38,9 @@ ENTITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 class SearchHitOut(BaseModel):
     eventId: str
     tenantId: str
-    score: float  # cosine similarity, -1..1, higher is closer; the same scale on every backend
+    score: float  # fused rank score, 0..1, 1 = first in every ranking used; the same scale on every backend
+    similarity: float | None = None  # cosine similarity of question and event, when the vector ranking saw it
+    outcome: str | None = None  # failed, passed, overdue, violated, gap, findings, mitigated; null: none stated
     eventType: str
     source: str
     entityType: str | None = None
@@ -43,6 +53,8 @@ class SearchResult(BaseModel):
     tenantId: str
     query: str
     k: int
+    mode: str
+    outcomes: list[str]  # the outcomes the question names, whose events were boosted
     model: str
     count: int
     hits: list[SearchHitOut]
@@ -86,10 +98,13 @@ async def search_events(req: ApiRequest) -> ApiResponse:
     if len(query) > MAX_QUERY_CHARS:
         raise bad_param("q", f"at most {MAX_QUERY_CHARS} characters")
     k = int_param(req, "k", 10, 1, get_settings().vector_search_max_k)
+    mode = req.query.get("mode") or "hybrid"
+    if mode not in SEARCH_MODES:
+        raise bad_param("mode", f"one of {', '.join(SEARCH_MODES)}")
     filters = parse_filters(req)
     try:
         service = get_service()
-        hits = await service.search(tenant, query, k, filters)
+        hits = await service.search(tenant, query, k, filters, mode=mode)  # type: ignore[arg-type]
     except VectorConfigError as exc:  # a deployment error, not the caller's
         log.error("vector search not available on this instance: %s", exc)
         raise ProblemError(503, "Service Unavailable", "vector search is not configured",
@@ -106,6 +121,8 @@ async def search_events(req: ApiRequest) -> ApiResponse:
         "tenantId": tenant,
         "query": query,
         "k": k,
+        "mode": mode,
+        "outcomes": sorted(outcomes_named(query)),
         "model": service.embedder.model_id,
         "count": len(hits),
         "hits": [h.to_dict() for h in hits],

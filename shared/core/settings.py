@@ -145,6 +145,8 @@ class Settings(BaseModel):
     azure_search_endpoint: str = Field("", alias="AZURE_SEARCH_ENDPOINT")
     azure_search_index: str = Field("grc-events", alias="AZURE_SEARCH_INDEX")
     azure_search_api_key: str = Field("", alias="AZURE_SEARCH_API_KEY", repr=False)  # empty: managed identity
+    # Re-rank hybrid results with AI Search's semantic ranker (Basic tier and up, enabled on the service).
+    azure_search_semantic_ranker: bool = Field(False, alias="AZURE_SEARCH_SEMANTIC_RANKER")
     embedding_backend: Literal["local", "azure-openai"] = Field("local", alias="EMBEDDING_BACKEND")
     embedding_dimensions: int = Field(0, ge=0, le=4096, alias="EMBEDDING_DIMENSIONS")  # 0: the model's own
     embedding_batch_size: int = Field(64, ge=1, le=2048, alias="EMBEDDING_BATCH_SIZE")

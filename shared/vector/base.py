@@ -1,15 +1,19 @@
-"""The two protocols of vector search (an embedder, an index) and the values they exchange.
+"""The two protocols of event search (an embedder, an index) and the values they exchange.
 
-Every backend pair has the same shape: the offline MiniLM + sqlite-vec locally and in CI,
-Azure OpenAI + Azure AI Search in production. Scores are cosine similarity (higher is better,
-1.0 = same direction) on every index, so a threshold means the same thing everywhere.
+Every backend pair has the same shape: the offline MiniLM + sqlite-vec + SQLite FTS5 locally and in
+CI, Azure OpenAI + Azure AI Search in production. A search is hybrid by default: a keyword ranking
+and a vector ranking fused by reciprocal rank fusion (shared.vector.fusion); a hit's `score` is that
+fused rank score on the same 0..1 scale on every index, and `similarity` the cosine similarity
+when the vector ranking saw the hit.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 Vector = list[float]
+SearchMode = Literal["hybrid", "vector", "keyword"]
+SEARCH_MODES: tuple[str, ...] = ("hybrid", "vector", "keyword")
 
 
 class VectorSearchError(Exception):
@@ -46,6 +50,36 @@ class VectorDoc:
     model_id: str
     entity_type: str | None = None
     entity_id: str | None = None
+    outcome: str | None = None  # shared.vector.outcome: failed, passed, overdue ... or None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One question, prepared once (shared.vector.indexer) and run by any index.
+
+    `text` is the question as asked (Azure AI Search analyses it and applies the synonym map itself);
+    `keywords` is the FTS5 expression with the GRC vocabulary already expanded (local index);
+    `outcomes` are the outcomes the question names, whose events are boosted."""
+
+    text: str
+    mode: SearchMode = "hybrid"
+    vector: Sequence[float] | None = None
+    model_id: str | None = None
+    keywords: str = ""
+    outcomes: frozenset[str] = frozenset()
+
+    @classmethod
+    def by_vector(cls, vector: Sequence[float], model_id: str) -> "SearchQuery":
+        """A vector-only query (no question text): nearest neighbours, no keywords, no outcome."""
+        return cls(text="", mode="vector", vector=vector, model_id=model_id)
+
+    @property
+    def uses_vector(self) -> bool:
+        return self.mode in ("hybrid", "vector")
+
+    @property
+    def uses_keywords(self) -> bool:
+        return self.mode in ("hybrid", "keyword")
 
 
 @dataclass(frozen=True)
@@ -64,19 +98,23 @@ class SearchFilters:
 class SearchHit:
     event_id: str
     tenant_id: str
-    score: float  # cosine similarity in [-1, 1], higher is better
+    score: float  # fused rank score in (0, 1], 1.0 = first in every ranking used (shared.vector.fusion)
     event_type: str
     source: str
     timestamp: str
     summary: str
     entity_type: str | None = None
     entity_id: str | None = None
+    outcome: str | None = None
+    similarity: float | None = None  # cosine similarity, when the vector ranking saw this hit
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "eventId": self.event_id,
             "tenantId": self.tenant_id,
             "score": round(self.score, 6),
+            "similarity": None if self.similarity is None else round(self.similarity, 6),
+            "outcome": self.outcome,
             "eventType": self.event_type,
             "source": self.source,
             "entityType": self.entity_type,
@@ -128,14 +166,9 @@ class VectorIndex(Protocol):
     async def upsert(self, docs: Sequence[VectorDoc]) -> int: ...
 
     async def search(
-        self,
-        tenant_id: str,
-        vector: Sequence[float],
-        k: int,
-        filters: SearchFilters | None = None,
-        *,
-        model_id: str,
-    ) -> list[SearchHit]: ...
+        self, tenant_id: str, query: SearchQuery, k: int, filters: SearchFilters | None = None
+    ) -> list[SearchHit]:
+        """The k best hits of one tenant's events, fused over the rankings `query.mode` asks for."""
 
     async def delete(self, tenant_id: str, event_ids: Sequence[str]) -> int: ...
 
@@ -154,6 +187,18 @@ def check_vector(spec: IndexSpec, vector: Sequence[float], model_id: str) -> Non
         raise EmbedderMismatch(
             f"index holds {spec.dimensions}-dimension vectors; refused one of {len(vector)} dimensions"
         )
+
+
+def check_query(spec: IndexSpec, tenant_id: str, query: SearchQuery) -> None:
+    """What every index checks before it searches: a tenant, and a vector of its own model when one is used."""
+    if not tenant_id:
+        raise ValueError("tenant_id is required")
+    if query.mode not in SEARCH_MODES:
+        raise ValueError(f"mode must be one of {', '.join(SEARCH_MODES)}")
+    if query.uses_vector:
+        if query.vector is None or query.model_id is None:
+            raise ValueError(f"a {query.mode} search needs the query vector and its model id")
+        check_vector(spec, query.vector, query.model_id)
 
 
 def check_spec(stored: IndexSpec, wanted: IndexSpec, where: str) -> None:

@@ -1,8 +1,10 @@
-"""Index and search events: render -> embed -> upsert, and embed query -> tenant-scoped KNN.
+"""Index and search events: render -> embed -> upsert, and question -> hybrid tenant-scoped search.
 
 `VectorSearchService` pairs one embedder with one index (the index refuses any other embedder)
 and is built once per instance from settings: the local model loads once, clients are reused.
-The work items are `IndexItem`s, the small form an event takes in the vector queue.
+The work items are `IndexItem`s, the small form an event takes in the vector queue. A question is
+prepared once for any index (`prepare_query`): the outcomes it names, its keyword query with the GRC
+vocabulary expanded, and the vector of the question with its acronyms spelled out.
 """
 from __future__ import annotations
 
@@ -19,11 +21,15 @@ from shared.vector.base import (
     IndexSpec,
     SearchFilters,
     SearchHit,
+    SearchMode,
+    SearchQuery,
     VectorConfigError,
     VectorDoc,
     VectorIndex,
 )
 from shared.vector.messages import IndexItem, decode_message
+from shared.vector.outcome import outcomes_named
+from shared.vector.vocabulary import gloss, keyword_query
 
 log = logging.getLogger("grc.vector")
 
@@ -57,7 +63,7 @@ class VectorSearchService:
             VectorDoc(
                 event_id=i.eventId, tenant_id=i.tenantId, event_type=i.eventType, source=i.source,
                 timestamp=i.timestamp, text=i.text, vector=v, model_id=self.embedder.model_id,
-                entity_type=i.entityType, entity_id=i.entityId,
+                entity_type=i.entityType, entity_id=i.entityId, outcome=i.effective_outcome(),
             )
             for i, v in zip(unique, vectors)
         ]
@@ -66,14 +72,25 @@ class VectorSearchService:
     async def index_events(self, events: Sequence[Event | Mapping[str, Any]]) -> int:
         return await self.index_items([IndexItem.from_event(e) for e in events])
 
+    async def prepare_query(self, question: str, mode: SearchMode = "hybrid") -> SearchQuery:
+        """The question for any index: outcomes named, keywords (vocabulary expanded), vector (glossed)."""
+        vector = None
+        if mode in ("hybrid", "vector"):
+            (vector,) = await self.embedder.embed([gloss(question)])
+        return SearchQuery(
+            text=question, mode=mode, vector=vector, model_id=self.embedder.model_id,
+            keywords=keyword_query(question).fts5() if mode in ("hybrid", "keyword") else "",
+            outcomes=outcomes_named(question),
+        )
+
     async def search(
-        self, tenant_id: str, query: str, k: int = 10, filters: SearchFilters | None = None
+        self, tenant_id: str, query: str, k: int = 10, filters: SearchFilters | None = None,
+        mode: SearchMode = "hybrid",
     ) -> list[SearchHit]:
         if not tenant_id:
             raise ValueError("tenant_id is required")
         await self.open()
-        (vector,) = await self.embedder.embed([query])
-        return await self.index.search(tenant_id, vector, k, filters, model_id=self.embedder.model_id)
+        return await self.index.search(tenant_id, await self.prepare_query(query, mode), k, filters)
 
     async def close(self) -> None:
         await self.index.close()
@@ -118,6 +135,7 @@ def build_index(settings: Settings, spec: IndexSpec) -> VectorIndex:
         return AzureSearchIndex(
             settings.azure_search_endpoint, settings.azure_search_index, spec,
             api_key=settings.azure_search_api_key, managed_identity_client_id=settings.azure_client_id,
+            semantic_ranker=settings.azure_search_semantic_ranker,
         )
     from shared.vector.sqlite_index import SqliteVecIndex
 

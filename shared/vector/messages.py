@@ -12,7 +12,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from shared.core.events import Event
-from shared.vector.text import render_event_text
+from shared.vector.outcome import outcome_from_text
+from shared.vector.text import render_event_outcome, render_event_text
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 48 * 1024  # base64 of this is 64 KiB, the queue's message cap
@@ -32,6 +33,8 @@ class IndexItem(BaseModel):
     text: str
     entityType: str | None = None
     entityId: str | None = None
+    # Absent in messages enqueued before outcomes existed: then read from the text (`effective_outcome`).
+    outcome: str | None = None
 
     @classmethod
     def from_event(cls, event: Event | Mapping[str, Any]) -> "IndexItem":
@@ -39,8 +42,11 @@ class IndexItem(BaseModel):
         return cls(
             eventId=ev["eventId"], tenantId=ev["tenantId"], eventType=_plain(ev["eventType"]),
             source=_plain(ev["source"]), timestamp=ev["timestamp"], entityType=ev.get("entityType"),
-            entityId=ev.get("entityId"), text=render_event_text(ev),
+            entityId=ev.get("entityId"), text=render_event_text(ev), outcome=render_event_outcome(ev),
         )
+
+    def effective_outcome(self) -> str | None:
+        return self.outcome or outcome_from_text(self.eventType, self.text)
 
 
 def _plain(value: Any) -> str:

@@ -1,14 +1,16 @@
-"""The text an event is embedded as (template documented in docs/vector-search.md).
+"""The text an event is embedded and keyword-indexed as (template documented in docs/vector-search.md).
 
 The model reads at most 256 tokens (~1,000 characters of English), so the template puts what
-a person searches for first (what happened, to which entity, its title) and the long tail last,
-and the whole text is bounded. Pure and deterministic: the same event always gives the same text.
+a person searches for first (the outcome -- failed, passed, overdue ... --, what happened, its
+title, its status) and the long tail last, and the whole text is bounded. Pure and deterministic:
+the same event always gives the same text.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
 from shared.core.events import Event
+from shared.vector.outcome import event_outcome, lead_words
 
 MAX_TEXT_CHARS = 2_000
 MAX_FIELD_CHARS = 400
@@ -118,20 +120,52 @@ def _is_identifier_key(key: str) -> bool:
     )
 
 
+def _as_dict(event: Event | Mapping[str, Any]) -> Mapping[str, Any]:
+    return event.to_dict() if isinstance(event, Event) else event
+
+
+def _event_type(ev: Mapping[str, Any]) -> str:
+    return str(getattr(ev.get("eventType"), "value", ev.get("eventType")) or "EVENT")
+
+
+def _data(ev: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = ev.get("data")
+    return data if isinstance(data, Mapping) else {}
+
+
+def render_event_outcome(event: Event | Mapping[str, Any]) -> str | None:
+    """The event's outcome (shared.vector.outcome) from its type and its status/result field."""
+    ev = _as_dict(event)
+    status = _lookup(_data(ev), STATUS_KEYS)
+    return event_outcome(_event_type(ev), _scalar(status[1], 80) if status else None)
+
+
 def render_event_text(event: Event | Mapping[str, Any], max_chars: int = MAX_TEXT_CHARS) -> str:
     """Render an event (the `Event` model or its dict form) to the text that gets embedded."""
-    ev: Mapping[str, Any] = event.to_dict() if isinstance(event, Event) else event
-    event_type = str(getattr(ev.get("eventType"), "value", ev.get("eventType")) or "EVENT")
+    ev = _as_dict(event)
+    event_type = _event_type(ev)
     action = str(getattr(ev.get("action"), "value", ev.get("action")) or "")
-    data = ev.get("data") if isinstance(ev.get("data"), Mapping) else {}
+    data = _data(ev)
     entity_type = ev.get("entityType")
     entity_id = ev.get("entityId")
 
-    headline = event_type_words(event_type)
+    # The outcome leads: "Failed. Control failed: ..." and "Passed. Control tested: ..." differ in
+    # their first word, for the embedding and for the keyword index alike.
+    lead = lead_words(render_event_outcome(ev))
+    headline = (f"{lead}. " if lead else "") + event_type_words(event_type)
     title = _lookup(data, TITLE_KEYS)
     if title:
         headline += f": {_scalar(title[1], 200)}"
     lines = [headline + "."]
+
+    status = _lookup(data, STATUS_KEYS)
+    previous = _lookup(data, PREVIOUS_STATUS_KEYS)
+    if status and previous:
+        lines.append(f"Status: {_scalar(previous[1], 80)} -> {_scalar(status[1], 80)}.")
+    elif status:
+        lines.append(f"Status: {_scalar(status[1], 80)}.")
+    elif previous:
+        lines.append(f"Previous status: {_scalar(previous[1], 80)}.")
 
     entity = " ".join(str(p) for p in (entity_type, entity_id) if p)
     if entity:
@@ -142,15 +176,6 @@ def render_event_text(event: Event | Mapping[str, Any], max_chars: int = MAX_TEX
     description = _lookup(data, DESCRIPTION_KEYS)
     if description:
         lines.append(f"Description: {_scalar(description[1])}")
-
-    status = _lookup(data, STATUS_KEYS)
-    previous = _lookup(data, PREVIOUS_STATUS_KEYS)
-    if status and previous:
-        lines.append(f"Status: {_scalar(previous[1], 80)} -> {_scalar(status[1], 80)}.")
-    elif status:
-        lines.append(f"Status: {_scalar(status[1], 80)}.")
-    elif previous:
-        lines.append(f"Previous status: {_scalar(previous[1], 80)}.")
 
     changes = _lookup(data, CHANGE_KEYS)
     if changes:
