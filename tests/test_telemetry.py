@@ -335,9 +335,12 @@ def test_system_gauges_send_last_value(ingestion: tuple[Ingestion, str], tmp_pat
     tel.on_system(SystemStats(memory_percent=70.0, redis_memory_percent=12.0,
                               destinations_healthy={"redis": True, "kafka": True}))
     tel.on_system(SystemStats(memory_percent=85.5, kafka_pending_messages=120, kafka_pending_bytes=64000,
+                              retry_queue_messages=7, retry_queue_poison_messages=0,
                               destinations_healthy={"kafka": False}))
     tel.flush()
     sink.wait_for(lambda es: len(sink.metrics("grc.kafka.pending_bytes")) == 1)
+    assert _value(sink.metrics("grc.retryqueue.messages")[0])["value"] == 7.0
+    assert _value(sink.metrics("grc.retryqueue.poison_messages")[0])["value"] == 0.0
     assert _value(sink.metrics("grc.instance.memory_percent")[0])["value"] == 85.5
     assert _value(sink.metrics("grc.redis.memory_percent")[0])["value"] == 12.0
     assert _value(sink.metrics("grc.kafka.pending_messages")[0])["value"] == 120.0
@@ -423,8 +426,11 @@ def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
     t2 = ps.tenant("t2")  # mixed types and sources, but joint keys given
     t2.count("acc", 2), t2.count("t:A"), t2.count("t:B"), t2.count("s:X"), t2.count("s:Y")
     t2.count("acc:A|X"), t2.count("acc:B|Y")
+    t1.deadletter("kafka", 2), t1.deadletter("changefeed")  # where each dead letter was given up
+    t2.count("dlq")  # one counted without a destination (no writer does that now): "all"
 
     st = telemetry.from_pipeline_stats(ps, container="risks")
+    assert dict(st.deadletters) == {("t1", "kafka"): 2, ("t1", "changefeed"): 1, ("t2", "all"): 1}
     assert dict(st.accepted) == {("t1", "RISK_CREATED", "COSMOS_DB"): 3, ("t1", "RISK_UPDATED", "COSMOS_DB"): 1,
                                  ("t2", "A", "X"): 1, ("t2", "B", "Y"): 1}
     assert dict(st.filtered) == {("t1", "all", "all"): 2}

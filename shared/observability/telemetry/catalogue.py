@@ -57,6 +57,9 @@ _SPECS = (
     MetricSpec("grc.kafka.pending_bytes", "gauge", (), "bytes awaiting a Kafka delivery report"),
     MetricSpec("grc.redis.memory_percent", "gauge", (), "Redis memory against maxmemory, %"),
     MetricSpec("grc.cosmos.request_charge", "counter", (), "request units of the service's own Cosmos DB calls"),
+    MetricSpec("grc.retryqueue.messages", "gauge", (), "messages in the retry queue (deliveries awaiting a retry)"),
+    MetricSpec("grc.retryqueue.poison_messages", "gauge", (),
+               "messages in the retry queue's poison queue (retries the drain gave up on)"),
 )
 
 METRICS: Mapping[str, MetricSpec] = MappingProxyType({s.name: s for s in _SPECS})
