@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -35,7 +35,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server:
     def __init__(self, handler: type[_Handler]) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -77,11 +78,15 @@ class FakeEntraKeys(_Server):
 
 
 class FakeIngestion(_Server):
-    """Application Insights' track endpoint: accepts every envelope, keeps them."""
+    """Application Insights' track endpoint: accepts every envelope, keeps them (and each POST's
+    path, body and Authorization header). Either telemetry backend of the app posts here."""
 
     def __init__(self) -> None:
         self.envelopes: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self.raw: list[bytes] = []
+        self.paths: list[str] = []
+        self.authorization: list[str | None] = []
+        self._cond = threading.Condition()
         outer = self
 
         class Handler(_Handler):
@@ -89,11 +94,17 @@ class FakeIngestion(_Server):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding", "").lower() == "gzip":
                     body = gzip.decompress(body)
-                items = json.loads(body) if self.path.endswith("/v2.1/track") else []
-                with outer._lock:
+                track = self.path.endswith("/v2.1/track")
+                items = json.loads(body) if track else []
+                with outer._cond:
+                    if track:
+                        outer.paths.append(self.path)
+                        outer.raw.append(body)
+                        outer.authorization.append(self.headers.get("Authorization"))
                     outer.envelopes.extend(items)
+                    outer._cond.notify_all()
                 reply = json.dumps({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
-                self.reply(200 if self.path.endswith("/v2.1/track") else 404, reply.encode())
+                self.reply(200 if track else 404, reply.encode())
 
         super().__init__(Handler)
 
@@ -103,5 +114,18 @@ class FakeIngestion(_Server):
         return f"InstrumentationKey={uuid.uuid4()};IngestionEndpoint={self.base}/;LiveEndpoint={self.base}/"
 
     def received(self) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._cond:
             return list(self.envelopes)
+
+    def wait_for(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The envelopes once `pred` holds for them (fails with what arrived after `timeout` s)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: pred(self.envelopes), timeout), self.envelopes
+            return list(self.envelopes)
+
+    def metrics(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.received() if e["name"] == "Microsoft.ApplicationInsights.Metric"
+                and e["data"]["baseData"]["metrics"][0]["name"] == name]
+
+    def logs(self) -> list[dict[str, Any]]:
+        return [e for e in self.received() if e["data"]["baseType"] in ("MessageData", "ExceptionData")]

@@ -70,8 +70,10 @@ LOG_DIMENSIONS: frozenset[str] = frozenset({
     "eventId", "container", "errorType", "attempt", "count", "durationMs", "statusCode",
 })
 
-# What every exported log record carries besides its dimensions (the exporter adds them).
-LOG_STANDARD_FIELDS: frozenset[str] = frozenset({"process", "module", "fileName", "lineNumber", "level"})
+# What every exported log record carries besides its dimensions (telemetry/logrecords.py), on either
+# backend: opencensus' AzureLogHandler names the first five, the OpenTelemetry exporter `logger_name`.
+LOG_STANDARD_FIELDS: frozenset[str] = frozenset({"process", "module", "fileName", "lineNumber", "level",
+                                                 "logger_name"})
 
 # Where the pipeline's record does not say (e.g. a rejected event's type): the dimension value.
 ALL = "all"
