@@ -10,15 +10,45 @@ production code talks to them exactly as it talks to Azure.
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
+import ssl
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+def self_signed_context(tmp_dir: Path) -> ssl.SSLContext:
+    """A throwaway TLS certificate for 127.0.0.1, so bearer tokens (https only) can be tested."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_dir / "fake.crt", tmp_dir / "fake.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -33,15 +63,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server:
-    def __init__(self, handler: type[_Handler]) -> None:
+    def __init__(self, handler: type[_Handler], tls_dir: Path | None = None) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._scheme = "http"
+        if tls_dir is not None:  # https with a throwaway certificate: tls_dir / "fake.crt" to trust
+            self._server.socket = self_signed_context(tls_dir).wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def close(self) -> None:
         self._server.shutdown()
@@ -79,9 +113,10 @@ class FakeEntraKeys(_Server):
 
 class FakeIngestion(_Server):
     """Application Insights' track endpoint: accepts every envelope, keeps them (and each POST's
-    path, body and Authorization header). Either telemetry backend of the app posts here."""
+    path, body and Authorization header). Either telemetry backend of the app posts here. With
+    `tls_dir`, https (azure-core sends a bearer token over https only, as to the real endpoint)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_dir: Path | None = None) -> None:
         self.envelopes: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
         self.paths: list[str] = []
@@ -106,7 +141,7 @@ class FakeIngestion(_Server):
                 reply = json.dumps({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
                 self.reply(200 if track else 404, reply.encode())
 
-        super().__init__(Handler)
+        super().__init__(Handler, tls_dir)
 
     @property
     def connection_string(self) -> str:

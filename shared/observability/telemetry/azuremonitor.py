@@ -166,6 +166,10 @@ class AzureMonitorTelemetry(AggregatingTelemetry):
             _configured = True
         self._closed = False
         self._export_lock = threading.Lock()
+        # The distro's own tracing and metrics pipelines (no keyword turns them off; these standard
+        # OpenTelemetry settings do): no spans of ours, and our metrics go through our exporter below.
+        os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+        os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
         os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", RESOURCE_DETECTORS)
         # The distro's batch log processor waits this long for a partial batch (its own default: 5 s).
         os.environ.setdefault("OTEL_BLRP_SCHEDULE_DELAY", str(int(log_export_interval * 1000)))
@@ -181,8 +185,7 @@ class AzureMonitorTelemetry(AggregatingTelemetry):
         before = set(grc.handlers)
         configure_azure_monitor(
             **options, logger_name=LOGGER_NAME, resource=self._resource, log_record_processors=[_LogFields()],
-            disable_tracing=True, disable_metrics=True, enable_live_metrics=False,
-            enable_performance_counters=False,
+            enable_live_metrics=False, enable_performance_counters=False,
             instrumentation_options={name: {"enabled": False} for name in INSTRUMENTATIONS})
         self._logs = get_logger_provider()
         self._handlers = [h for h in grc.handlers if h not in before]
