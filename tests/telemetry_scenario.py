@@ -17,7 +17,10 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
 from typing import Any
+
+import requests
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -56,7 +59,7 @@ class FixedToken:
         return AccessToken("entra-test-token", int(time.time()) + 3600)
 
 
-def run(backend: str, conn: str, storage: str, *, entra: bool, info_sampling: float) -> dict[str, Any]:
+def run(backend: str, conn: str, storage: str, *, entra: bool, info_sampling: float, wait_log: bool) -> dict[str, Any]:
     from shared.core.settings import Settings
     from shared.observability import telemetry
     from shared.observability.telemetry import BatchTelemetryBuilder, SystemStats
@@ -68,6 +71,18 @@ def run(backend: str, conn: str, storage: str, *, entra: bool, info_sampling: fl
     # Metrics leave on flush() only (60 s interval).
     tel = telemetry.configure(settings, export_interval=60.0, storage_path=storage, credential=cred)
     out: dict[str, Any] = {"enabled": tel.enabled, "type": type(tel).__name__}
+    if wait_log:  # a record that leaves on its own, within the log interval (2 s), with no flush
+        tel.log_event(logging.WARNING, "on its own", tenantId="tenant-1")
+        time.sleep(3.5)
+    # HTTP calls through urllib and requests: no dependency record may come of them (no tracing, no
+    # auto-instrumentation).
+    endpoint = dict(p.split("=", 1) for p in conn.split(";"))["IngestionEndpoint"]
+    for call in (lambda: urllib.request.urlopen(endpoint + "ping", timeout=5),
+                 lambda: requests.get(endpoint + "ping", timeout=5)):
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - the fake answers 404; the call is what counts
+            pass
 
     with telemetry.operation(TRACEPARENT, "EventsPost"):
         tel.log_event(logging.WARNING, f"destination failed with AccountKey={SECRET}", tenantId="tenant-1",
@@ -121,6 +136,7 @@ def main() -> None:
     ap.add_argument("storage")
     ap.add_argument("--entra", action="store_true")
     ap.add_argument("--info-sampling", type=float, default=1.0)
+    ap.add_argument("--wait-log", action="store_true")
     args = ap.parse_args()
     # The SDKs' own usage reports and the distro's remote configuration would go to Microsoft.
     for name in ("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED",
@@ -128,7 +144,7 @@ def main() -> None:
         os.environ[name] = "true"
     _guard_network()
     out = run(args.backend, args.connection_string, args.storage, entra=args.entra,
-              info_sampling=args.info_sampling)
+              info_sampling=args.info_sampling, wait_log=args.wait_log)
     out["blocked"] = BLOCKED
     sys.stdout.write(json.dumps(out) + "\n")
 

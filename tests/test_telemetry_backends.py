@@ -32,9 +32,10 @@ TABLE = {"MetricData": "customMetrics", "MessageData": "traces", "ExceptionData"
 
 
 class Run:
-    def __init__(self, envelopes: list[dict[str, Any]], raw: bytes, authorization: list[str | None],
-                 report: dict[str, Any]) -> None:
-        self.envelopes, self.raw, self.authorization, self.report = envelopes, raw, authorization, report
+    def __init__(self, sink: FakeIngestion, report: dict[str, Any]) -> None:
+        self.envelopes = sink.received()
+        self.posts = [json.loads(body) for body in sink.raw]  # each POST's envelopes, in arrival order
+        self.raw, self.authorization, self.report = b"".join(sink.raw), list(sink.authorization), report
 
     def logs(self) -> list[dict[str, Any]]:
         return [e for e in self.envelopes if e["data"]["baseType"] in ("MessageData", "ExceptionData")]
@@ -55,14 +56,14 @@ def scenario(backend: str, storage: Path, *flags: str, tls: bool = False) -> Run
                               cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         report = json.loads(done.stdout.strip().splitlines()[-1])
-        return Run(sink.received(), b"".join(sink.raw), list(sink.authorization), report)
+        return Run(sink, report)
     finally:
         sink.close()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    return {b: scenario(b, tmp_path_factory.mktemp(b)) for b in BACKENDS}
+    return {b: scenario(b, tmp_path_factory.mktemp(b), "--wait-log") for b in BACKENDS}
 
 
 def kql_rows(envelopes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -85,6 +86,8 @@ def kql_rows(envelopes: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def test_both_backends_put_the_same_names_in_the_same_tables_and_columns(runs: dict[str, Run]) -> None:
+    for backend in BACKENDS:  # no requests, dependencies or anything else (the scenario made HTTP calls)
+        assert {e["data"]["baseType"] for e in runs[backend].envelopes} == set(TABLE), backend
     census, otel = (kql_rows(runs[b].envelopes) for b in BACKENDS)
     assert census == otel
     # ... and they are the catalogue's (what tests/test_infra_workbook.py checks the workbook against)
@@ -126,6 +129,13 @@ def test_log_records_carry_the_invocation(runs: dict[str, Run]) -> None:
         # operation_Name: opencensus sets it; the OpenTelemetry exporter has no field for it on a log
         # record (the `operation` dimension names the function on both).
         assert warning["tags"].get("ai.operation.name") == {"opencensus": "EventsPost", "opentelemetry": None}[backend]
+
+
+def test_a_log_record_leaves_within_the_log_interval_without_flush(runs: dict[str, Run]) -> None:
+    """The scenario logs one record, waits 3.5 s, then goes on: the record came in a POST of its own."""
+    for backend in BACKENDS:
+        first = runs[backend].posts[0]
+        assert [e["data"]["baseData"].get("message") for e in first] == ["on its own"], backend
 
 
 def test_no_payload_or_secret_leaves_either_backend(runs: dict[str, Run]) -> None:
