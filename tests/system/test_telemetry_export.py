@@ -18,7 +18,7 @@ import pytest
 
 from tests.system.cosmos import Platform, iso
 from tests.system.fakes import FakeIngestion
-from tests.system.harness import App, Stack, app_env, start_app, tenant, wait_for
+from tests.system.harness import Stack, app_env, own_stack, start_app, tenant, wait_for
 
 BACKENDS = ("opencensus", "opentelemetry")
 # The SDKs' usage reports and the distro's remote configuration would go to Microsoft: off here.
@@ -28,12 +28,8 @@ OFFLINE = {"APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true", "APPLICATIONINS
 
 @pytest.fixture(scope="module")
 def telemetry_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("telemetry-stack"))
-    try:
-        stack.start(("redis", "azurite", "cosmos", "kafka"))
+    with own_stack(tmp_path_factory.mktemp("telemetry-stack")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def metric_rows(ingestion: FakeIngestion, t: str) -> set[tuple[str, tuple[str, ...]]]:
