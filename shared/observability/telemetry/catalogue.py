@@ -79,8 +79,8 @@ LOG_STANDARD_FIELDS: frozenset[str] = frozenset({"process", "module", "fileName"
 ALL = "all"
 
 
-# Where the exporter's records land (opencensus-ext-azure): metric data points in `customMetrics`,
-# log records in `traces`, log records with exception info in `exceptions`.
+# Where the records land, with either backend (tests/test_telemetry_backends.py): metric data points in
+# `customMetrics`, log records in `traces`, log records with exception info in `exceptions`.
 METRICS_TABLE = "customMetrics"
 LOG_TABLES = ("traces", "exceptions")
 
