@@ -3,12 +3,12 @@ docs/backfill.md).
 
 A job walks the tenant's hours with data in [from, to) oldest first. Inside an hour it reads short
 time ranges whole (the store sorts newest first) and takes their events in (time, eventId) order,
-in sub-batches of about half a second of the throttle. Each sub-batch is paced (per job, and per
-tenant through a Redis token bucket shared by every instance and job), filtered by the tenant's
-stream filters, checked against what the destination already holds (Redis: its eventId marker;
-Kafka: a read-back after an unclean stop), delivered through the destination's normal path
-(`Pipeline.deliver`: the stream's format, routes and retry policy) and checkpointed: the job record
-is rewritten, conditionally on its ETag, with the last event done and the counts.
+in sub-batches of a fifth of a second of the throttle (`sub_batch_size`). Each sub-batch is paced
+(per job, and per tenant through a Redis token bucket shared by every instance and job), filtered
+by the tenant's stream filters, checked against what the destination already holds (Redis: its
+eventId marker; Kafka: a read-back after an unclean stop), delivered through the destination's
+normal path (`Pipeline.deliver`: the stream's format, routes and retry policy) and checkpointed:
+the job record is rewritten, conditionally on its ETag, with the last event done and the counts.
 
 A chunk is the work of one message: until CHUNK_SECONDS have passed (then it queues the next chunk,
 which any instance may take) or the job ends. The job record names its owner, the message that
@@ -48,8 +48,8 @@ log = logging.getLogger("grc.backfill")
 LEASE_SECONDS = 300.0  # an owner's hold on its job, renewed at every checkpoint
 CHUNK_SECONDS = 60.0  # one message's work at most (well inside the host's functionTimeout of 5 min)
 WINDOW_START_MS = 60_000  # the first time range read within an hour; then sized to the events found
-WINDOW_MAX_ROWS = 2_000  # a range holding more is read again shorter (memory stays bounded)
-WINDOW_TARGET_ROWS = 1_000
+WINDOW_MAX_ROWS = 1_000  # a range holding more is read again shorter (memory stays bounded)
+WINDOW_TARGET_ROWS = 500
 READBACK_SECONDS = 30.0
 ACTOR = "backfill-runner"
 
