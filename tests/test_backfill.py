@@ -243,6 +243,22 @@ async def test_a_backfill_into_redis_goes_oldest_first_and_a_rerun_only_skips(sv
     assert finish["after"]["state"] == "completed" and finish["after"]["counts"]["delivered"] == 600
 
 
+async def test_history_live_traffic_already_delivered_to_redis_is_skipped_not_appended(svc: Services) -> None:
+    """Overlapping live traffic: events published live to analytics and Redis, then backfilled into
+    Redis, are found by the live path's own eventId markers and counted as duplicates."""
+    t = tenant_id()
+    start_at = datetime.now(UTC) - 2 * HOUR
+    await configure(svc, t, {"type": "redis"})
+    events = [ev(t, start_at + timedelta(seconds=i), i) for i in range(50)]
+    results = await svc.pipeline.publish_raw(events, PublishContext())
+    assert all(r.status == "accepted" for r in results)
+    job = (await start(t, **span_of(events), destination="redis"))[2]
+    done = await run_jobs(svc, t, job["jobId"])
+    p = done["progress"]
+    assert (p["read"], p["delivered"], p["skippedDuplicates"]) == (50, 0, 50), p
+    assert len(await svc.redis.xrange(stream_key(t))) == 50
+
+
 def _stream_event(fields: dict[bytes, bytes]) -> dict[str, Any]:
     import orjson
 

@@ -11,8 +11,6 @@ import math
 import time
 from datetime import datetime, timedelta, timezone
 
-from pydantic import ValidationError
-
 from shared.api import paging
 from shared.api.audit import record_audit
 from shared.api.params import int_param, tenant_param
@@ -20,10 +18,10 @@ from shared.app.services import get_services
 from shared.core import limits
 from shared.core.backfill import BackfillRequest, JobRecord, JobState, estimate, iso_of_ms
 from shared.core.events import utc_now_iso
-from shared.core.validation import field_error, field_errors
+from shared.core.validation import field_error
 from shared.delivery.backfill import ACTOR, BackfillRunner, record_finish
 from shared.delivery.backfill_store import Conflict, TooManyJobs, new_job_id
-from shared.http.adapter import read_json
+from shared.http.adapter import read_model
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 
 MAX_BODY_BYTES = 16 * 1024
@@ -43,12 +41,7 @@ def _location(tenant: str, job_id: str) -> str:
 
 async def start_backfill(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
-    read_json(req, MAX_BODY_BYTES)  # media type, size, well-formed JSON
-    try:
-        body = BackfillRequest.model_validate_json(req.body, strict=True)
-    except ValidationError as exc:
-        raise ProblemError(400, "Bad Request", "the backfill request is not valid",
-                           errors=[e.model_dump(exclude_none=True) for e in field_errors(exc)]) from exc
+    body = read_model(req, BackfillRequest, MAX_BODY_BYTES, "the backfill request")
     services = get_services()
     now = datetime.now(timezone.utc)
     if body.to - now > timedelta(seconds=limits.MAX_CLOCK_SKEW_SECONDS):
