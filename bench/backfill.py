@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.system.harness import SAMPLE_SETTINGS, App, Stack, app_env, create_topic, start_app, wait_for
+from tests.system.harness import SAMPLE_SETTINGS, App, Stack, app_env, create_topic, own_stack, start_app, wait_for
 
 STACK = ("redis", "azurite", "cosmos", "kafka")
 TYPES = ("RISK_UPDATED", "CONTROL_TESTED", "ASSESSMENT_STARTED", "USER_ACTION")
@@ -144,8 +144,7 @@ def measure(stack: Stack, work: Path, args: argparse.Namespace, throttle: str, l
 
 
 def run(args: argparse.Namespace, work: Path) -> None:
-    stack = Stack(work / "stack").start(STACK)
-    try:
+    with own_stack(work / "stack", STACK) as stack:
         hist, live_t = f"bench-hist-{uuid.uuid4().hex[:6]}", f"bench-live-{uuid.uuid4().hex[:6]}"
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
         topic = f"bench-live-{uuid.uuid4().hex[:6]}"
@@ -161,8 +160,6 @@ def run(args: argparse.Namespace, work: Path) -> None:
             setup.stop()
         throttled = measure(stack, work, args, default, "throttled", True, hist, live_t, end)
         raw = measure(stack, work, args, UNTHROTTLED, "unthrottled", False, hist, live_t, end)
-    finally:
-        stack.stop()
     alone = throttled["alone"]
     print(f"{args.events:,} history events (stored at {throttled['history']:,.0f} events/s through the bulk API, "
           f"destination analytics)")

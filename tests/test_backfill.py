@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,6 +98,20 @@ def span_of(events: list[dict[str, Any]]) -> dict[str, str]:
     first = datetime.fromisoformat(events[0]["timestamp"])
     last = datetime.fromisoformat(events[-1]["timestamp"])
     return {"from": first.isoformat(), "to": (last + timedelta(seconds=1)).isoformat()}
+
+
+def at_save(monkeypatch: pytest.MonkeyPatch, svc: Services, n: int, before: Callable[[Any], Awaitable[None]]) -> None:
+    """Run `before(job record)` ahead of the job store's `n`-th write (1 = the runner taking the job)."""
+    store, real_save = svc.backfills, svc.backfills.save
+    count = {"n": 0}
+
+    async def save(job_rec: Any, etag: str) -> str:
+        count["n"] += 1
+        if count["n"] == n:
+            await before(job_rec)
+        return await real_save(job_rec, etag)
+
+    monkeypatch.setattr(store, "save", save)
 
 
 def tenant_id(prefix: str = "bf") -> str:
@@ -287,17 +301,10 @@ async def test_kafka_each_once_in_time_order_even_when_a_chunk_dies_after_sendin
     # The runner dies (its checkpoint write fails) right after its third sub-batch was sent: the
     # host redelivers the message, the record still names it running, and the next run reads the
     # topic back from the checkpoint's offsets before sending.
-    store = svc.backfills
-    real_save = store.save
-    saves = {"n": 0}
+    async def die(job_rec: Any) -> None:
+        raise ConnectionError("runner killed")
 
-    async def dying_save(job_rec: Any, etag: str) -> str:
-        saves["n"] += 1
-        if saves["n"] == 4:  # 1: taken; 2, 3: the first two sub-batches; 4: the third
-            raise ConnectionError("runner killed")
-        return await real_save(job_rec, etag)
-
-    monkeypatch.setattr(store, "save", dying_save)
+    at_save(monkeypatch, svc, 4, die)  # 1: taken; 2, 3: the first two sub-batches; 4: the third
     done = await run_jobs(svc, t, job["jobId"])
     p = done["progress"]
     assert done["state"] == "completed"
@@ -345,30 +352,23 @@ async def test_refused_events_are_dead_lettered_and_counted(svc: Services) -> No
         e["eventId"] for e in events)
 
 
-async def test_cancelling_a_running_job_stops_it_at_its_next_checkpoint(svc: Services) -> None:
+async def test_cancelling_a_running_job_stops_it_at_its_next_checkpoint(
+        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     t = tenant_id()
     events = await seed(svc, t, 300, datetime.now(UTC) - 2 * HOUR, HOUR)
     await configure(svc, t, {"type": "redis"})
     svc.settings = svc.settings.model_copy(update={"backfill_events_per_second": 200.0})  # sub-batches of 100
     job = (await start(t, **span_of(events), destination="redis"))[2]
-    store = svc.backfills
-    real_save = store.save
-    seen = {"n": 0}
+    seen: dict[str, int] = {}
 
-    async def cancel_midway(job_rec: Any, etag: str) -> str:
-        seen["n"] += 1
-        if seen["n"] == 3:  # after the first sub-batch: the client cancels while the chunk runs
-            seen["at_cancel"] = job_rec.counts.delivered  # including the sub-batch this write records
-            status, _, body = await invoke("cancel_backfill", "DELETE", f"/backfills/{t}/{job['jobId']}",
-                                           route={"tenantId": t, "jobId": job["jobId"]})
-            assert status == 202 and body["state"] == "cancelling", body
-        return await real_save(job_rec, etag)
+    async def cancel_midway(job_rec: Any) -> None:  # after the first sub-batch: the client cancels
+        seen["at_cancel"] = job_rec.counts.delivered  # including the sub-batch this write records
+        status, _, body = await invoke("cancel_backfill", "DELETE", f"/backfills/{t}/{job['jobId']}",
+                                       route={"tenantId": t, "jobId": job["jobId"]})
+        assert status == 202 and body["state"] == "cancelling", body
 
-    store.save = cancel_midway  # type: ignore[method-assign]
-    try:
-        done = await run_jobs(svc, t, job["jobId"])
-    finally:
-        store.save = real_save  # type: ignore[method-assign]
+    at_save(monkeypatch, svc, 3, cancel_midway)
+    done = await run_jobs(svc, t, job["jobId"])
     # Taken (1st write), sub-batch 1 (2nd), sub-batch 2 (3rd, after the cancel: it conflicts, takes
     # the cancel in, is written, and the chunk ends): nothing is delivered after the cancel.
     assert done["state"] == "cancelled" and done["cancelRequestedAt"], done

@@ -89,17 +89,13 @@ class Counts(BaseModel):
     deadLettered: int = 0  # refused by the destination (not transient): in the dead-letter store at once
 
 
-class JobRecord(BaseModel):
-    """The stored job: request, state, checkpoint and counts. Internal fields (owner, offsets) are
-    never answered to clients: `view()` is."""
+class _JobFields(BaseModel):
+    """What the stored job and the API's view of it share."""
 
     model_config = ConfigDict(populate_by_name=True)
 
     jobId: str
     tenantId: str
-    state: JobState = JobState.QUEUED
-    fromMs: int
-    toMs: int
     destination: Target
     eventTypes: list[str] | None = None
     sources: list[str] | None = None
@@ -109,6 +105,17 @@ class JobRecord(BaseModel):
     finishedAt: str | None = None
     updatedAt: str | None = None
     cancelRequestedAt: str | None = None
+    lastError: str | None = None
+    retryAt: str | None = Field(None, description="waiting for a failing destination; the next try is then")
+
+
+class JobRecord(_JobFields):
+    """The stored job: request, state, checkpoint and counts. Internal fields (owner, offsets) are
+    never answered to clients: `view()` is."""
+
+    state: JobState = JobState.QUEUED
+    fromMs: int
+    toMs: int
     cancelRequestedBy: str | None = None
     counts: Counts = Field(default_factory=Counts)
     hoursTotal: int | None = None  # tenant-hours with data in the range (None: not planned yet)
@@ -116,8 +123,6 @@ class JobRecord(BaseModel):
     hour: str | None = None  # the hour being read (yyyyMMddHH)
     positionMs: int | None = None  # the last event done: its time ...
     positionId: str | None = None  # ... and its eventId
-    lastError: str | None = None
-    retryAt: str | None = None  # waiting for a failing destination until then
     waitingSince: float | None = None  # epoch s of the first failed try in a row
     waitAttempts: int = 0  # failed tries in a row (the destination's backoff grows with them)
     slot: int | None = None
@@ -148,11 +153,8 @@ class JobRecord(BaseModel):
             ratePerSecond=rate, estimatedSecondsLeft=left,
         )
         return BackfillJob(
-            jobId=self.jobId, tenantId=self.tenantId, state=self.state.value,
-            **{"from": iso_of_ms(self.fromMs)}, to=iso_of_ms(self.toMs), destination=self.destination,
-            eventTypes=self.eventTypes, sources=self.sources, createdAt=self.createdAt, createdBy=self.createdBy,
-            startedAt=self.startedAt, finishedAt=self.finishedAt, updatedAt=self.updatedAt,
-            cancelRequestedAt=self.cancelRequestedAt, lastError=self.lastError, retryAt=self.retryAt,
+            **self.model_dump(include=set(_JobFields.model_fields)), state=self.state.value,
+            **{"from": iso_of_ms(self.fromMs)}, to=iso_of_ms(self.toMs),
             progress=progress,
         )
 
@@ -197,27 +199,12 @@ class BackfillProgress(Counts):
     estimatedSecondsLeft: float | None = Field(None, description="an estimate: the rest assumed as dense as so far")
 
 
-class BackfillJob(BaseModel):
+class BackfillJob(_JobFields):
     """A backfill job as the API answers it."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    jobId: str
-    tenantId: str
     state: Literal["queued", "running", "cancelling", "cancelled", "completed", "failed"]
     from_: str = Field(alias="from")
     to: str
-    destination: str
-    eventTypes: list[str] | None = None
-    sources: list[str] | None = None
-    createdAt: str
-    createdBy: str = ""
-    startedAt: str | None = None
-    finishedAt: str | None = None
-    updatedAt: str | None = None
-    cancelRequestedAt: str | None = None
-    lastError: str | None = None
-    retryAt: str | None = Field(None, description="waiting for a failing destination; the next try is then")
     progress: BackfillProgress
 
     def body(self) -> dict[str, Any]:
