@@ -49,9 +49,13 @@ def scenario(backend: str, storage: Path, *flags: str, tls: bool = False) -> Run
     """The scenario's telemetry as received; `tls`: the endpoint speaks https with a throwaway
     certificate the scenario's process trusts (REQUESTS_CA_BUNDLE, read by both SDKs' transport)."""
     sink = FakeIngestion(tls_dir=storage if tls else None)
-    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(storage / "fake.crt")} if tls else None
     try:
         conn = f"InstrumentationKey=11111111-2222-3333-4444-555555555555;IngestionEndpoint={sink.base}/"
+        # The process environment carries the connection string, as the Functions host's app settings do
+        # (the distro's exporters read it from there too); never the suite's own local default ("").
+        env = {**os.environ, "APPLICATIONINSIGHTS_CONNECTION_STRING": conn}
+        if tls:
+            env["REQUESTS_CA_BUNDLE"] = str(storage / "fake.crt")
         done = subprocess.run([sys.executable, "-m", "tests.telemetry_scenario", backend, conn, str(storage), *flags],
                               cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
