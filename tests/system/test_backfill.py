@@ -256,7 +256,14 @@ def test_a_cancelled_job_delivers_nothing_after_the_cancel(
         own: tuple[Stack, Path], app: App, history: tuple[str, list[str]]) -> None:
     t, _ = history
     topic, created = into_fresh_topic(own[0], app, t)
-    wait_for(lambda: job(app, t, created["jobId"])["progress"]["delivered"] >= 1000, 60, 0.05, "under way")
+    running = wait_for(lambda: (j := job(app, t, created["jobId"]))["progress"]["delivered"] >= 1000 and j,
+                       60, 0.05, "under way")
+    p = running["progress"]
+    assert running["state"] == "running" and p["hoursTotal"] == 10, running
+    assert START < datetime.fromisoformat(p["position"].replace("Z", "+00:00")) < END, running
+    # The estimate: the rest of the range (events spread evenly here) at the rate so far.
+    expected = (EVENTS - p["read"]) / p["ratePerSecond"]
+    assert expected / 2 <= p["estimatedSecondsLeft"] <= expected * 2, p
     r = app.request("DELETE", f"/backfills/{t}/{created['jobId']}", tenants=[t])
     assert r.status_code == 202 and r.json()["state"] in ("cancelling", "cancelled"), r.text
     at_cancel = r.json()["progress"]["delivered"]
@@ -372,3 +379,9 @@ def test_bad_requests_answer_problem_details_naming_the_field(app: App) -> None:
         assert r.headers["content-type"].startswith("application/problem+json"), r.headers
         assert pointer in [e["pointer"] for e in r.json()["errors"]], (body, r.text)
     assert app.get(f"/backfills/{t}", tenants=[t]).json()["jobs"] == []  # none was created
+    # The four operations are documented with their schemas (from the one route table).
+    doc = app.get("/openapi.json").json()
+    ops = {(m.upper(), p) for p, item in doc["paths"].items() for m in item if p.startswith("/backfills")}
+    assert ops == {("POST", "/backfills/{tenantId}"), ("GET", "/backfills/{tenantId}"),
+                   ("GET", "/backfills/{tenantId}/{jobId}"), ("DELETE", "/backfills/{tenantId}/{jobId}")}
+    assert {"BackfillRequest", "BackfillJob", "BackfillList"} <= set(doc["components"]["schemas"])
