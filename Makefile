@@ -89,6 +89,7 @@ bench: setup
 	$(PY) -m bench.publish_path
 	$(PY) -m bench.tenant_scaling
 	$(PY) -m bench.monitor_pass
+	$(PY) -m bench.backfill
 
 clean:
 	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed .tmux-installed
