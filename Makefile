@@ -44,8 +44,9 @@ localdev/node_modules/.installed: localdev/package.json localdev/package-lock.js
 $(TOKENIZER): | $(VENV)/.installed
 	$(PY) -m localdev.fetch_tokenizer $@
 
-local.settings.json: local.settings.sample.json
-	test -f $@ || cp $< $@
+local.settings.json: local.settings.sample.json | $(VENV)/.installed
+	$(PY) -m localdev.settings_sync --sample $< --target $@
+	touch $@
 
 # Start the local stand-ins (PIDs under .localdev/pids), serve the API on :3003, stop them on exit.
 run: setup
