@@ -285,8 +285,10 @@ class Pipeline:
         # One call per destination carries every tenant's chunks (see destinations/base.py); the
         # destinations run concurrently, so a batch has at most one call in flight per destination.
         dest_types = list(jobs)
-        per_dest = await asyncio.gather(*(
-            self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
+        calls = [self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats)
+                 for t in dest_types]
+        # One destination (the default config: Redis only) is awaited here, without a task for it.
+        per_dest = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
         for dest_type, outcomes in zip(dest_types, per_dest):
             for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
