@@ -91,3 +91,50 @@ async def test_run_script_takes_calls_from_a_generator_even_after_a_reload(redis
     await redis.script_flush()
     calls = (([f"k{{t{i}}}"], [f"v{i}"]) for i in range(200))
     assert await run_script(redis, script, calls) == [f"v{i}".encode() for i in range(200)]
+
+
+async def test_small_calls_made_together_share_one_round_trip_each_with_its_own_replies(redis_port: int) -> None:
+    """Concurrent requests' Redis calls (a config check, an append) go in one round trip: each
+    caller's commands stay together and in order, and each gets exactly its own replies."""
+    trips = RoundTrips(redis_port)
+    try:
+        await trips.warm()
+        keys = [f"k-{uuid.uuid4().hex}" for _ in range(10)]
+        got = await asyncio.gather(*(pipelined(trips.client, [("SET", k, i), ("INCR", k), ("GET", k)])
+                                     for i, k in enumerate(keys)))
+        assert got == [[b"OK", i + 1, str(i + 1).encode()] for i in range(10)]
+        assert trips.count == 1
+        await pipelined(trips.client, [("PING",)])  # a lone call: its own trip, sent at once
+        assert trips.count == 2
+        big = [("ECHO", str(i)) for i in range(redisconn.SHARED_TRIP + 1)]  # too big to share: sent directly
+        assert await pipelined(trips.client, big) == [str(i).encode() for i in range(len(big))]
+    finally:
+        await trips.client.aclose()
+
+
+async def test_a_cancelled_caller_leaves_the_others_of_its_trip_unharmed(redis_port: int) -> None:
+    client = Redis(port=redis_port)
+    try:
+        await client.ping()
+        key = f"k-{uuid.uuid4().hex}"
+        first = asyncio.ensure_future(pipelined(client, [("INCR", key)]))
+        second = asyncio.ensure_future(pipelined(client, [("INCR", key)]))
+        await asyncio.sleep(0)  # both joined the trip
+        first.cancel()
+        assert await second == [2]  # the trip ran: both INCRs reached Redis, in order
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert int(await client.get(key)) == 2
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_error_fails_every_call_of_the_trip() -> None:
+    from localdev.services import free_port
+
+    client = create_redis(Settings(REDIS_PORT=free_port()))
+    try:
+        got = await asyncio.gather(*(pipelined(client, [("PING",)]) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(r, RedisError) for r in got) and len({id(r) for r in got}) == 3
+    finally:
+        await client.aclose()

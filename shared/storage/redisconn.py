@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 from itertools import chain, islice
 from typing import Any, Iterable, Iterator, Sequence
@@ -110,9 +111,22 @@ async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[An
       (`commands` may be a generator), so Redis runs the first ones meanwhile, and its replies are
       read while it runs the last ones;
     - the replies are read under ONE deadline (the socket timeout), where redis-py arms a timer per
-      reply.
+      reply;
+    - a small call (at most SHARED_TRIP commands: a single event's config check or append) shares
+      its round trip with the other small calls made in the same event-loop iteration (concurrent
+      requests of the instance), see `_SharedTrips`.
     The client's pool and retry policy apply as usual (a retry resends what was packed).
     """
+    it = iter(commands)
+    first = list(islice(it, SHARED_TRIP + 1))
+    if not first:
+        return []
+    if len(first) <= SHARED_TRIP:
+        return await _shared_trips(client).send(first)
+    return await _send(client, chain(first, it))
+
+
+async def _send(client: Redis, commands: Iterable[Sequence[Any]]) -> list[Any]:
     packed = _Packed(commands)
     pool = client.connection_pool
     conn = await pool.get_connection()
@@ -121,6 +135,71 @@ async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[An
                                                 lambda _error: conn.disconnect())
     finally:
         await pool.release(conn)
+
+
+SHARED_TRIP = 64  # commands: calls this small may share a round trip
+
+
+class _SharedTrips:
+    """Small calls made in the same event-loop iteration go to Redis in one round trip.
+
+    A round trip costs the client a socket write and a wake-up, and Redis the same, whatever it
+    carries: on this project's VMs a few tens of microseconds of CPU each side, the largest single
+    cost of a one-event request (docs/performance.md). Concurrent requests reach their Redis calls
+    in the same iteration (epoll hands the loop several ready sockets at once), so the first call
+    schedules a send at the end of the iteration and the others join it. Each caller's commands stay
+    together and in order, and Redis runs them as it would have on separate connections; each gets
+    exactly its own replies. Nothing waits for a timer: a lone call is sent in the same iteration.
+    The send runs in its own task, so a caller that is cancelled (its timeout) abandons only its
+    own answer; a connection error fails every call of the trip, as it would have failed each.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.pool = client.connection_pool
+        self.waiting: list[tuple[list[Sequence[Any]], asyncio.Future[list[Any]]]] = []
+        self.running: set[asyncio.Task[None]] = set()
+
+    def send(self, commands: list[Sequence[Any]]) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        if not self.waiting:
+            loop.call_soon(self._go)
+        self.waiting.append((commands, fut))
+        return fut
+
+    def _go(self) -> None:
+        trip, self.waiting = self.waiting, []
+        task = asyncio.ensure_future(self._trip(trip))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def _trip(self, trip: list[tuple[list[Sequence[Any]], asyncio.Future[list[Any]]]]) -> None:
+        try:
+            replies = await _send(self.client, [c for commands, _ in trip for c in commands])
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the trip
+            for _, fut in trip:
+                if not fut.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
+                        fut.set_exception(copy.copy(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        at = 0
+        for commands, fut in trip:
+            if not fut.done():  # a caller cancelled meanwhile has no use for its replies
+                fut.set_result(replies[at:at + len(commands)])
+            at += len(commands)
+
+
+def _shared_trips(client: Redis) -> _SharedTrips:
+    trips: _SharedTrips | None = getattr(client, "_grc_shared_trips", None)
+    if trips is None or trips.pool is not client.connection_pool:
+        trips = _SharedTrips(client)
+        client._grc_shared_trips = trips  # type: ignore[attr-defined]
+    return trips
 
 
 class _Packed:
