@@ -138,3 +138,27 @@ async def test_a_connection_error_fails_every_call_of_the_trip() -> None:
         assert all(isinstance(r, RedisError) for r in got) and len({id(r) for r in got}) == 3
     finally:
         await client.aclose()
+
+
+async def test_replies_are_read_from_the_hiredis_reader_directly(redis_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast read path is the one taken (a redis-py upgrade that changes its parser shows here,
+    not as a silently slower service), and it answers exactly what redis-py's own read would."""
+    client = Redis(port=redis_port)
+    try:
+        await client.ping()
+        conn = await client.connection_pool.get_connection()
+        assert redisconn._hiredis_reader(conn) is not None
+        await client.connection_pool.release(conn)
+
+        async def not_used(*args: object, **kwargs: object) -> None:
+            raise AssertionError("read_response called per reply")
+
+        monkeypatch.setattr("redis.asyncio.connection.Connection.read_response", not_used)
+        key = f"k-{uuid.uuid4().hex}"
+        big = "x" * 200_000  # arrives in several socket reads
+        replies = await pipelined(client, [("SET", key, big), ("GET", key), ("INCR", key), ("PING",)]
+                                  + [("ECHO", str(i)) for i in range(redisconn.SHARED_TRIP)])
+        assert replies[:2] == [b"OK", big.encode()] and isinstance(replies[2], ResponseError)
+        assert replies[3] == b"PONG" and replies[4:] == [str(i).encode() for i in range(redisconn.SHARED_TRIP)]
+    finally:
+        await client.aclose()

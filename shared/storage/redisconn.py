@@ -8,6 +8,7 @@ from itertools import chain, islice
 from typing import Any, Iterable, Iterator, Sequence
 
 import hiredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
@@ -233,13 +234,60 @@ async def _round_trip(conn: Connection, packed: _Packed) -> list[Any]:
         if first:
             return out  # nothing to send
         async with asyncio.timeout(conn.socket_timeout):
-            for _ in range(packed.count):
-                try:
-                    # math.inf: no timer per reply (redis-py's documented "block" value); the
-                    # deadline above bounds the whole read, and a read cut short drops the connection.
-                    out.append(await conn.read_response(timeout=math.inf))
-                except ResponseError as exc:
-                    out.append(exc)
+            await _read_replies(conn, packed.count, out)
     except TimeoutError as exc:
         raise RedisTimeoutError(f"no reply within {conn.socket_timeout} s") from exc
     return out
+
+
+def _hiredis_reader(conn: Connection) -> Any:
+    """The connection's hiredis reader when replies can be taken from it directly (redis-py's
+    hiredis parser, with its push-message handler), else None."""
+    parser = getattr(conn, "_parser", None)
+    if not isinstance(parser, _AsyncHiredisParser) or not hasattr(parser, "handle_push_response"):
+        return None
+    return getattr(parser, "_reader", None)
+
+
+async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
+    """`count` replies into `out`, a `ResponseError` in place of each refused command.
+
+    From the connection's hiredis reader as the bytes arrive: one call per reply through redis-py's
+    `read_response` (its checks, its coroutine chain) cost more client CPU than the reply itself,
+    and a pipeline naming 500 tenants has 500 replies (docs/performance.md). What redis-py would do
+    with a reply is kept: an error reply is its ResponseError; a connection-level error raises; a
+    read cut short (timeout, cancellation, error) drops the connection, so nothing unread is left
+    on it for the next caller; a RESP3 push message (e.g. a maintenance notice from Azure Managed
+    Redis) is not a reply: it goes to redis-py's push handler, as `read_response` would send it.
+    Any other parser (no hiredis): redis-py's `read_response`.
+    """
+    reader = _hiredis_reader(conn)
+    if reader is None:
+        for _ in range(count):
+            try:
+                # math.inf: no timer per reply (redis-py's documented "block" value); the deadline
+                # around the read bounds it, and a read cut short drops the connection.
+                out.append(await conn.read_response(timeout=math.inf))
+            except ResponseError as exc:
+                out.append(exc)
+        return
+    parser = conn._parser
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
+    done = False
+    try:
+        while len(out) < count:
+            reply = reader.gets()
+            if reply is NOT_ENOUGH_DATA:
+                await parser.read_from_socket()
+            elif push is not None and isinstance(reply, push):
+                await parser.handle_push_response(reply)
+            elif isinstance(reply, ResponseError):
+                out.append(reply)
+            elif isinstance(reply, RedisConnectionError):
+                raise reply
+            else:
+                out.append(reply)
+        done = True
+    finally:
+        if not done:
+            await conn.disconnect(nowait=True)
