@@ -90,6 +90,7 @@ class Side:
     rates: list[float] = field(default_factory=list)
     service_cpu: float = 0.0  # runner + Redis (raw: this process + Redis)
     client_cpu: float = 0.0  # this process (the HTTP client; raw: included in service_cpu)
+    redis_cpu: float = 0.0  # Redis' share of service_cpu
     events: int = 0
 
     @property
@@ -123,14 +124,15 @@ class Scaling:
         out = [f"bulk of {self.events} events per request, {self.requests} requests per pool and round, "
                f"{self.rounds} rounds, one connection",
                f"{'tenants in pool':>16} | {'events/s':>9} | ratio to 1 tenant | us CPU/event, runner+Redis (ratio) "
-               f"| client us/event | rounds (events/s)"]
+               f"| of which Redis | client us/event | rounds (events/s)"]
         for p, side in self.pools.items():
             out.append(f"{p:>16} | {side.rate:>9,.0f} | {self.ratio(p):>17.0%} | {side.us_per_event:>19.1f} "
-                       f"({self.cpu_ratio(p):>4.0%}){'':>8} | {side.client_cpu / side.events * 1e6:>15.1f} | "
-                       + ", ".join(f"{r:,.0f}" for r in side.rates))
+                       f"({self.cpu_ratio(p):>4.0%}){'':>8} | {side.redis_cpu / side.events * 1e6:>14.1f} | "
+                       f"{side.client_cpu / side.events * 1e6:>15.1f} | " + ", ".join(f"{r:,.0f}" for r in side.rates))
         raw = self.raw
         out.append(f"{'raw sync XADD':>16} | {raw.rate:>9,.0f} | {'':>17} | {raw.us_per_event:>19.1f} "
-                   f"(client + Redis)      | {'':>15} | " + ", ".join(f"{r:,.0f}" for r in raw.rates))
+                   f"(client + Redis)      | {raw.redis_cpu / raw.events * 1e6:>14.1f} | {'':>15} | "
+                   + ", ".join(f"{r:,.0f}" for r in raw.rates))
         one = self.pools[1]
         out.append(f"bulk through the runner (1 tenant) / raw sync pipelined XADD (hiredis) of the same payloads: "
                    f"{one.rate / raw.rate:.1%} wall-clock, {raw.us_per_event / one.us_per_event:.1%} by CPU")
@@ -209,18 +211,20 @@ def measure(app: App, stack: Stack, requests: int, rounds: int, events: int, sam
     for _ in range(rounds):
         for p in POOLS:
             side = sides[p]
-            with Meter(pids) as m:
+            with Meter(pids) as m, Meter([redis_pid]) as r:
                 for body in bodies[p]:
                     post_bulk(app, body, headers)
             side.rates.append(requests * events / m.wall)
             side.service_cpu += m.other
             side.client_cpu += m.own
+            side.redis_cpu += r.other
             side.events += requests * events
         with Meter([redis_pid]) as m:
             for call in raw_calls:
                 raw_xadd(raw_client, call)
         raw.rates.append(requests * events / m.wall)
         raw.service_cpu += m.cpu
+        raw.redis_cpu += m.other
         raw.events += requests * events
     raw_client.close()
     scaling = Scaling(sides, raw, requests, rounds, events)
