@@ -56,8 +56,12 @@ class TopicRouter:
             self.by_topic.setdefault(r.topic, []).append(r)
         topics = list(dict.fromkeys([*stream.topics, *self.by_topic]))
         self.topics = topics or [default_topic]
+        # No routes: every event goes to every topic (the usual case), one shared list.
+        self.every: list[str] | None = self.topics if not self.by_topic else None
 
     def topics_for(self, ev: Event) -> list[str]:
+        if self.every is not None:
+            return self.every
         out = []
         for t in self.topics:
             rs = self.by_topic.get(t)
@@ -145,7 +149,10 @@ def plan_records(
             )
             continue
         key = record_key(ev, options)
-        plan.records.extend(Record(i, t, key, value, headers) for t in topics)
+        if len(topics) == 1:
+            plan.records.append(Record(i, topics[0], key, value, headers))
+        else:
+            plan.records.extend(Record(i, t, key, value, headers) for t in topics)
     return plan
 
 
