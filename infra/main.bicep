@@ -201,6 +201,10 @@ param rateLimitBurst int = 5000
 @description('Share of debug/info log records exported to Application Insights (warnings and errors always).')
 param telemetryInfoSampling string = '1.0'
 
+@description('Telemetry exporter of the app: opencensus (opencensus-ext-azure, the default) or opentelemetry (the Azure Monitor OpenTelemetry distro). Same metrics and log fields either way (docs/observability.md).')
+@allowed(['opencensus', 'opentelemetry'])
+param telemetryBackend string = 'opencensus'
+
 @description('Azure AI Search endpoint for the vector destination (existing service; empty = vector destination off).')
 param searchEndpoint string = ''
 
@@ -415,6 +419,7 @@ var appSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
   TELEMETRY_INFO_SAMPLING: telemetryInfoSampling
+  TELEMETRY_BACKEND: telemetryBackend
   // Binding connections with the managed identity: Cosmos DB triggers (connection "COSMOS") and
   // queue triggers (connection "STORAGE_CONNECTION_STRING", a connection string only locally).
   COSMOS__accountEndpoint: cosmos.outputs.endpoint

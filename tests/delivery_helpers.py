@@ -31,15 +31,14 @@ async def isolated_services(**overrides: Any) -> AsyncIterator[Services]:
     suffix = uuid.uuid4().hex[:8]
     settings = get_settings().model_copy(update={"retry_queue": f"rq-{suffix}", "deadletter_table": f"dl{suffix}",
                                                  **overrides})
-    loop = asyncio.get_running_loop()
-    previous = services_mod._per_loop.pop(loop, None)
+    previous = services_mod._per_loop.pop()
     if previous is not None:
         await previous.close()
-    svc = services_mod._per_loop[loop] = Services(settings)
+    svc = services_mod._per_loop.get(lambda: Services(settings))
     try:
         yield svc
     finally:
-        services_mod._per_loop.pop(loop, None)
+        services_mod._per_loop.pop()
         queue = await svc.retries.queue()
         with contextlib.suppress(Exception):
             await queue.delete_queue()

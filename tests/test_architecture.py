@@ -1,6 +1,7 @@
 """The layer contracts of shared/ (pyproject.toml [tool.importlinter]; docs/architecture.md), run by
 import-linter: the suite fails when an import runs back up a layer, makes a cycle, ties two sibling
-layers together, or reaches azure.functions / opencensus from anywhere but the one module allowed."""
+layers together, or reaches azure.functions, opencensus or opentelemetry / azure.monitor from anywhere but the one
+module allowed."""
 from __future__ import annotations
 
 import shutil
@@ -41,6 +42,13 @@ def _copy(tmp_path: Path) -> Path:
      "shared.destinations is not allowed to import shared.observability"),
     # Azure Functions types outside the adapter
     ("http/adapter.py", "import azure.functions as func", "shared.http.adapter (l."),
+    # each telemetry backend imports its own SDK only
+    ("observability/telemetry/appinsights.py", "from azure.monitor.opentelemetry import configure_azure_monitor",
+     "shared.observability.telemetry.appinsights (l."),
+    ("observability/telemetry/aggregate.py", "from opentelemetry.sdk.metrics import MeterProvider",
+     "shared.observability.telemetry.aggregate (l."),
+    ("observability/telemetry/azuremonitor.py", "from opencensus.metrics import transport",
+     "shared.observability.telemetry.azuremonitor (l."),
     # a cycle inside a package (enrich imports ids)
     ("core/ids.py", "from shared.core import enrich", "No cycles are allowed in shared.core"),
 ])

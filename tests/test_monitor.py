@@ -246,3 +246,31 @@ async def test_tenants_left_when_the_budget_is_spent_are_taken_by_a_later_run(
     monkeypatch.setattr(monitor, "BUDGET_SECONDS", 40.0)
     second = await monitor.run_minute(services, now=(m + 1) * 60 + 20)  # the same minute, again
     assert [t.tenant for t in second.tenants] == tenants[2:] and second.skipped == tenants[:2]
+
+
+async def test_the_pass_reports_the_retry_queues_depth_and_poison_count(
+        app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """grc.retryqueue.messages / poison_messages (the workbook charts their history): the figures of the
+    pass's own retry-queue health check, from the real queues."""
+    from shared.storage.clients import queue_client
+
+    name = "mon-retries-" + uuid.uuid4().hex[:8]
+    monkeypatch.setenv("RETRY_QUEUE", name)
+    get_settings.cache_clear()
+    services = get_services()
+    queues = [queue_client(services.queues, name), queue_client(services.queues, name + "-poison")]
+    try:
+        for q, n in zip(queues, (3, 2)):
+            await q.create_queue()
+            for i in range(n):
+                await q.send_message(f"message {i}")
+        report = await monitor.run_minute(services, now=(_minute() + 1) * 60 + 1)
+        assert report.system is not None
+        assert (report.system.retry_queue_messages, report.system.retry_queue_poison_messages) == (3, 2)
+    finally:
+        for q in queues:
+            await q.delete_queue()
+            await q.close()
+        await reset_services()
+        monkeypatch.undo()
+        get_settings.cache_clear()

@@ -16,12 +16,12 @@ from shared.app.services import get_services, reset_services
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.observability import service_stats
 from tests.functions_client import invoke
+from tests.system.fakes import FakeIngestion
 from tests.test_telemetry import (  # noqa: F401 - fixtures
     SECRET,
     SPAN_ID,
     TRACE_ID,
     TRACEPARENT,
-    Ingestion,
     _configure,
     _isolated,
     ingestion,
@@ -45,7 +45,7 @@ async def broken_redis_destination(app_env: dict[str, str], monkeypatch: pytest.
 
 
 @pytest.mark.usefixtures("broken_redis_destination")
-async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tuple[Ingestion, str],
+async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tuple[FakeIngestion, str],
                                                                   tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
@@ -91,7 +91,7 @@ async def test_failed_delivery_envelopes_are_correlated_and_clean(ingestion: tup
     assert memory["tags"].get("ai.cloud.roleInstance")  # the alert rule splits by instance
 
 
-async def test_change_feed_delay_reaches_application_insights(ingestion: tuple[Ingestion, str], tmp_path: Any,
+async def test_change_feed_delay_reaches_application_insights(ingestion: tuple[FakeIngestion, str], tmp_path: Any,
                                                               app_env: dict[str, str]) -> None:
     """The processing-delay alert's metric: grc.changefeed.delay_ms per tenant and container."""
     import time

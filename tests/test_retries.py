@@ -20,6 +20,8 @@ from shared.delivery.pipeline import PublishContext
 from shared.delivery.retry_queue import MAX_MESSAGE_BYTES, RetryMessage
 from shared.destinations.base import publish_one
 from shared.destinations.redis_streams import stream_key
+from shared.observability.telemetry import runtime
+from shared.observability.telemetry.aggregate import AggregatingTelemetry
 from shared.storage.lazy import LazyQueue
 from tests.delivery_helpers import down_redis, drain, isolated_services, receive_raw
 from tests.functions_client import invoke
@@ -78,7 +80,11 @@ async def test_transient_failure_is_retried_in_process_then_parked_with_backoff(
         assert props.approximate_message_count == 1
 
 
-async def test_drain_requeues_then_dead_letters_with_system_error_and_no_loop(app_env: dict[str, str]) -> None:
+async def test_drain_requeues_then_dead_letters_with_system_error_and_no_loop(
+        app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # What telemetry gets (the configured backends export exactly these aggregates; test_telemetry.py)
+    recorded = AggregatingTelemetry(max_series=1000, metrics_per_operation=False)
+    monkeypatch.setattr(runtime, "_current", recorded)
     async with isolated_services() as svc:
         t = "rt-" + uuid.uuid4().hex[:8]
         await configure(svc, t)
@@ -113,6 +119,10 @@ async def test_drain_requeues_then_dead_letters_with_system_error_and_no_loop(ap
         assert all(e["data"]["destination"] == "redis" and e["data"]["attempts"] == 2 for e in notices)
         snap = await svc.metrics.snapshot(t)
         assert snap["totals"]["deadLettered"] == 2
+        # ... and to telemetry, under the destination that gave up (the workbook's per-destination chart)
+        series, _ = recorded.aggregator.drain()
+        dead = {dims: figures[1] for (name, dims, _), figures in series.items() if name == "grc.deadletters.recorded"}
+        assert dead == {(t, "redis"): 2.0}
 
         # Replay once Redis is back: delivered, marked, and no longer listed by default.
         del svc.destinations._built["redis"]
@@ -120,6 +130,8 @@ async def test_drain_requeues_then_dead_letters_with_system_error_and_no_loop(ap
         status, _, body = await invoke("replay_deadletters", "POST", f"/deadletters/{t}/replay", {"ids": ids},
                                        route={"tenantId": t})
         assert status == 200 and body["counts"] == {"delivered": 2}
+        series, _ = recorded.aggregator.drain()  # replayed deliveries count as delivered in telemetry too
+        assert series[("grc.deliveries.succeeded", (t, "redis"), None)][1] == 2.0
         entries = [orjson.loads(f[b"e"]) for _, f in await svc.redis.xrange(stream_key(t))]
         assert sorted(e["eventId"] for e in entries if e["eventType"] != "SYSTEM_ERROR") == sorted(
             r.eventId for r in results)

@@ -1,17 +1,16 @@
-"""shared/observability/telemetry/ against a local ingestion endpoint (the exporter honours IngestionEndpoint).
+"""shared/observability/telemetry/ against a local ingestion endpoint (the exporter honours IngestionEndpoint),
+with the default backend (opencensus); tests/test_telemetry_backends.py runs both backends.
 
-The server records every envelope POSTed to /v2.1/track; tests assert on what really left the
-process: names, dimensions, values, operation correlation, and that secrets/payloads did not.
+The fake endpoint (tests/system/fakes.py) records every envelope POSTed to /v2.1/track; tests assert
+on what really left the process: names, dimensions, values, operation correlation, and that
+secrets/payloads did not.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -19,6 +18,7 @@ from shared.core.events import EventType, Source
 from shared.core.settings import Settings
 from shared.observability import telemetry
 from shared.observability.telemetry import BatchTelemetryBuilder, Summary, SystemStats
+from tests.system.fakes import FakeIngestion
 
 IKEY = "11111111-2222-3333-4444-555555555555"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -27,72 +27,15 @@ TRACEPARENT = f"00-{TRACE_ID}-{SPAN_ID}-01"
 SECRET = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS1kby1ub3QtdXNlLWFueXdoZXJlLTAxMjM0NQ=="
 
 
-class Ingestion:
-    """What the fake Breeze endpoint received."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[dict[str, Any]] = []
-        self.raw: list[bytes] = []
-        self.paths: list[str] = []
-        self.authorization: list[str | None] = []
-        self._cond = threading.Condition()
-
-    def add(self, path: str, body: bytes) -> None:
-        with self._cond:
-            self.paths.append(path)
-            self.raw.append(body)
-            self.envelopes.extend(json.loads(body))
-            self._cond.notify_all()
-
-    def wait_for(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0) -> list[dict[str, Any]]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: pred(self.envelopes), timeout), self.envelopes
-            return list(self.envelopes)
-
-    def metrics(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.envelopes
-                if e["name"] == "Microsoft.ApplicationInsights.Metric"
-                and e["data"]["baseData"]["metrics"][0]["name"] == name]
-
-    def logs(self) -> list[dict[str, Any]]:
-        return [e for e in self.envelopes if e["data"]["baseType"] in ("MessageData", "ExceptionData")]
-
-
 @pytest.fixture()
-def ingestion() -> Iterator[tuple[Ingestion, str]]:
-    sink = Ingestion()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding", "").lower() == "gzip":
-                body = gzip.decompress(body)
-            if self.path.endswith("/v2.1/track"):
-                sink.authorization.append(self.headers.get("Authorization"))
-                sink.add(self.path, body)
-                n = len(json.loads(body))
-                reply = json.dumps({"itemsReceived": n, "itemsAccepted": n, "errors": []}).encode()
-                self.send_response(200)
-            else:
-                reply, _ = b"{}", self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    conn = f"InstrumentationKey={IKEY};IngestionEndpoint=http://127.0.0.1:{server.server_address[1]}/"
+def ingestion() -> Iterator[tuple[FakeIngestion, str]]:
+    sink = FakeIngestion()
+    conn = f"InstrumentationKey={IKEY};IngestionEndpoint={sink.base}/"
     try:
         yield sink, conn
     finally:
         telemetry.configure(Settings())  # final export while the endpoint is still up
-        server.shutdown()
-        server.server_close()
+        sink.close()
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +75,7 @@ def test_without_connection_string_is_noop_and_starts_no_thread() -> None:
     assert {t.ident for t in threading.enumerate()} == before
 
 
-def test_configured_threads_stop_on_close_and_reconfigure(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_configured_threads_stop_on_close_and_reconfigure(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     _, conn = ingestion
     before = {t.ident for t in threading.enumerate()}
     tel = _configure(conn, tmp_path)
@@ -148,7 +91,7 @@ def test_configured_threads_stop_on_close_and_reconfigure(ingestion: tuple[Inges
 # -- logs ----------------------------------------------------------------------------------------
 
 
-def test_log_event_carries_dimensions_and_invocation(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_log_event_carries_dimensions_and_invocation(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
     with telemetry.operation(TRACEPARENT, "EventsPost") as op:
@@ -174,7 +117,7 @@ def test_log_event_carries_dimensions_and_invocation(ingestion: tuple[Ingestion,
     assert env["tags"]["ai.cloud.role"] == "grc-event-streaming"
 
 
-def test_log_without_operation_has_no_fake_operation_id(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_log_without_operation_has_no_fake_operation_id(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
     tel.log_event(logging.INFO, "started", operation="startup")
@@ -191,7 +134,7 @@ def test_invalid_traceparent_mints_a_fresh_operation() -> None:
     assert telemetry.parse_traceparent(TRACEPARENT.upper()) == (TRACE_ID, SPAN_ID)
 
 
-def test_no_payload_or_secret_reaches_an_envelope(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_no_payload_or_secret_reaches_an_envelope(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
     storage_cs = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={SECRET};EndpointSuffix=core.windows.net"
@@ -215,7 +158,7 @@ def test_no_payload_or_secret_reaches_an_envelope(ingestion: tuple[Ingestion, st
                    "AccountName=acct;AccountKey=c2"):
         assert leaked not in raw
     msg = next(e for e in envs if e["data"]["baseType"] == "MessageData")["data"]["baseData"]
-    assert set(msg["properties"]) == {"process", "module", "fileName", "lineNumber", "level",
+    assert set(msg["properties"]) == {"process", "module", "fileName", "lineNumber", "level", "logger_name",
                                       "tenantId", "correlationId", "destination", "source", "operation"}
     assert msg["properties"]["correlationId"] == "[redacted]"
     assert msg["properties"]["destination"] == "[redacted]"
@@ -225,7 +168,7 @@ def test_no_payload_or_secret_reaches_an_envelope(ingestion: tuple[Ingestion, st
     assert exc["exceptions"][0]["typeName"] == "RuntimeError"
 
 
-def test_log_level_setting_is_respected(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_log_level_setting_is_respected(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path, log_level="WARNING")
     assert logging.getLogger("grc").getEffectiveLevel() == logging.WARNING
@@ -238,7 +181,7 @@ def test_log_level_setting_is_respected(ingestion: tuple[Ingestion, str], tmp_pa
     assert [e["data"]["baseData"]["message"] for e in sink.logs()] == ["loud"]
 
 
-def test_info_sampling_never_drops_warnings(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_info_sampling_never_drops_warnings(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path, info_sampling=0.0)
     for i in range(20):
@@ -250,7 +193,7 @@ def test_info_sampling_never_drops_warnings(ingestion: tuple[Ingestion, str], tm
     assert [e["data"]["baseData"]["message"] for e in sink.logs()] == ["slow destination"]
 
 
-def test_close_flushes_pending_logs_and_metrics(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_close_flushes_pending_logs_and_metrics(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)  # 60 s interval: only close() can have sent the metric
     tel.log_event(logging.WARNING, "bye", tenantId="t1")
@@ -273,7 +216,7 @@ def _props(env: dict[str, Any]) -> dict[str, str]:
 
 
 def test_batch_counters_are_deltas_with_exact_names_and_dimensions(
-        ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+        ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
     b = BatchTelemetryBuilder()
@@ -311,7 +254,7 @@ def test_batch_counters_are_deltas_with_exact_names_and_dimensions(
     assert len(sink.metrics("grc.events.accepted")) == 3
 
 
-def test_latency_and_delay_are_exported_as_aggregates(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_latency_and_delay_are_exported_as_aggregates(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
     tel.on_batch(BatchTelemetryBuilder().latency("t1", 10).latency("t1", 30).changefeed_delay("t1", "risks", 1500)
@@ -329,15 +272,18 @@ def test_latency_and_delay_are_exported_as_aggregates(ingestion: tuple[Ingestion
     assert _value(sink.metrics("grc.cosmos.request_charge")[0])["value"] == 4.0
 
 
-def test_system_gauges_send_last_value(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_system_gauges_send_last_value(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
     tel.on_system(SystemStats(memory_percent=70.0, redis_memory_percent=12.0,
                               destinations_healthy={"redis": True, "kafka": True}))
     tel.on_system(SystemStats(memory_percent=85.5, kafka_pending_messages=120, kafka_pending_bytes=64000,
+                              retry_queue_messages=7, retry_queue_poison_messages=0,
                               destinations_healthy={"kafka": False}))
     tel.flush()
     sink.wait_for(lambda es: len(sink.metrics("grc.kafka.pending_bytes")) == 1)
+    assert _value(sink.metrics("grc.retryqueue.messages")[0])["value"] == 7.0
+    assert _value(sink.metrics("grc.retryqueue.poison_messages")[0])["value"] == 0.0
     assert _value(sink.metrics("grc.instance.memory_percent")[0])["value"] == 85.5
     assert _value(sink.metrics("grc.redis.memory_percent")[0])["value"] == 12.0
     assert _value(sink.metrics("grc.kafka.pending_messages")[0])["value"] == 120.0
@@ -347,7 +293,7 @@ def test_system_gauges_send_last_value(ingestion: tuple[Ingestion, str], tmp_pat
     assert _props(sink.metrics("grc.instance.memory_percent")[0]) == {}
 
 
-def test_periodic_export_thread_sends_without_flush(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_periodic_export_thread_sends_without_flush(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path, export_interval=0.3)
     tel.record("grc.deliveries.succeeded", 5, tenantId="t9", destination="tables")
@@ -355,7 +301,7 @@ def test_periodic_export_thread_sends_without_flush(ingestion: tuple[Ingestion, 
     assert _props(sink.metrics("grc.deliveries.succeeded")[0]) == {"tenantId": "t9", "destination": "tables"}
 
 
-def test_every_catalogued_metric_is_exported(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_every_catalogued_metric_is_exported(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path, metrics_per_operation=True)
     with telemetry.operation(TRACEPARENT, "Perf"):
@@ -368,7 +314,7 @@ def test_every_catalogued_metric_is_exported(ingestion: tuple[Ingestion, str], t
     assert all(set(_props(e)) == set(telemetry.METRICS[_value(e)["name"]].dims) for e in envs)
 
 
-def test_record_rejects_unknown_names_and_dimensions(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_record_rejects_unknown_names_and_dimensions(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     _, conn = ingestion
     tel = _configure(conn, tmp_path)
     with pytest.raises(ValueError):
@@ -377,7 +323,7 @@ def test_record_rejects_unknown_names_and_dimensions(ingestion: tuple[Ingestion,
         tel.record("grc.events.accepted", 1, tenantId="t1", eventType="X", source="Y", payload="p")
 
 
-def test_metric_dimension_values_are_sanitised(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_metric_dimension_values_are_sanitised(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path)
     tel.record("grc.deliveries.failed", 1, tenantId="t1", destination=f"Endpoint=sb://x/;SharedAccessKey={SECRET}")
@@ -387,7 +333,7 @@ def test_metric_dimension_values_are_sanitised(ingestion: tuple[Ingestion, str],
     assert SECRET[:20] not in b"".join(sink.raw).decode()
 
 
-def test_series_cap_bounds_memory(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_series_cap_bounds_memory(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path, max_series=3)
     b = BatchTelemetryBuilder()
@@ -423,8 +369,11 @@ def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
     t2 = ps.tenant("t2")  # mixed types and sources, but joint keys given
     t2.count("acc", 2), t2.count("t:A"), t2.count("t:B"), t2.count("s:X"), t2.count("s:Y")
     t2.count("acc:A|X"), t2.count("acc:B|Y")
+    t1.deadletter("kafka", 2), t1.deadletter("changefeed")  # where each dead letter was given up
+    t2.count("dlq")  # one counted without a destination (no writer does that now): "all"
 
     st = telemetry.from_pipeline_stats(ps, container="risks")
+    assert dict(st.deadletters) == {("t1", "kafka"): 2, ("t1", "changefeed"): 1, ("t2", "all"): 1}
     assert dict(st.accepted) == {("t1", "RISK_CREATED", "COSMOS_DB"): 3, ("t1", "RISK_UPDATED", "COSMOS_DB"): 1,
                                  ("t2", "A", "X"): 1, ("t2", "B", "Y"): 1}
     assert dict(st.filtered) == {("t1", "all", "all"): 2}
@@ -438,7 +387,7 @@ def test_pipeline_stats_translate_to_catalogue_metrics() -> None:
     assert delay.count == 1 and delay.total == 1500.0
 
 
-def test_pipeline_hook_exports(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_pipeline_hook_exports(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     from shared.observability.tenant_metrics import BatchStats as PipelineStats
 
     sink, conn = ingestion
@@ -470,7 +419,7 @@ def test_aad_authentication_string_selects_a_managed_identity_credential() -> No
     assert isinstance(telemetry.aad_credential("ClientId=1111-2222;Authorization=aad"), ManagedIdentityCredential)
 
 
-def test_entra_token_is_sent_with_every_post(ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+def test_entra_token_is_sent_with_every_post(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
 
     class FixedToken:  # a TokenCredential (the managed identity's stands in: no Entra ID here)
@@ -493,7 +442,7 @@ def test_entra_token_is_sent_with_every_post(ingestion: tuple[Ingestion, str], t
 
 
 def test_a_log_record_leaves_within_the_log_interval_without_flush(
-        ingestion: tuple[Ingestion, str], tmp_path: Any) -> None:
+        ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     """What the exporter's worker holds leaves on its own within the log interval: flush() goes through
     opencensus' public API only, which flushes its queue but cannot hurry a batch the worker took."""
     sink, conn = ingestion

@@ -10,17 +10,16 @@ documented shape -- it does no BM25, no RRF and no semantic ranking of its own.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import math
 import re
-import ssl
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.system.fakes import self_signed_context
 
 
 @dataclass
@@ -30,32 +29,6 @@ class Recorded:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
-
-
-def self_signed_context(tmp_dir: Path) -> ssl.SSLContext:
-    """A throwaway TLS certificate for 127.0.0.1, so bearer tokens (https only) can be tested."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_dir / "fake.crt", tmp_dir / "fake.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx
 
 
 class _FakeServer:

@@ -6,8 +6,6 @@ test), hence one container per running loop.
 """
 from __future__ import annotations
 
-import asyncio
-import weakref
 from functools import cached_property
 from typing import Any, Callable
 
@@ -15,6 +13,7 @@ from shared.changefeed.leases import FeedStarts, container_of
 from shared.changefeed.processor import ChangeFeedProcessor
 from shared.changefeed.rules import Kind
 from shared.changefeed.state import EntityState
+from shared.core.per_loop import PerLoop
 from shared.core.settings import Settings, get_settings
 from shared.delivery.configstore import ConfigStore
 from shared.delivery.deadletters import CHANGEFEED_DOCUMENT, CHANGEFEED_EVENT, DeadLetters
@@ -168,21 +167,16 @@ class Services:
             await self._identity.close()
 
 
-_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Services]" = weakref.WeakKeyDictionary()
+_per_loop: PerLoop[Services] = PerLoop()
 
 
 def get_services() -> Services:
-    loop = asyncio.get_running_loop()
-    services = _per_loop.get(loop)
-    if services is None:
-        services = _per_loop[loop] = Services(get_settings())
-    return services
+    return _per_loop.get(lambda: Services(get_settings()))
 
 
 async def reset_services() -> None:
     """Close this loop's services and forget the cached settings (tests that change the environment)."""
-    loop = asyncio.get_running_loop()
-    services = _per_loop.pop(loop, None)
+    services = _per_loop.pop()
     if services is not None:
         await services.close()
     get_settings.cache_clear()

@@ -29,7 +29,7 @@ from shared.core.results import EventResult
 from shared.delivery.deadletters import CHANGEFEED_EVENT, DeadLetters, partition_for
 from shared.delivery.idempotency import DedupePolicy
 from shared.observability import telemetry
-from shared.observability.tenant_metrics import BatchStats, TenantMetrics
+from shared.observability.tenant_metrics import CHANGEFEED, BatchStats, TenantMetrics
 from shared.storage import payload
 
 log = logging.getLogger("grc.changefeed")
@@ -191,7 +191,7 @@ class ChangeFeedProcessor:
                 tenant = partition_for(doc)
                 if tenant != UNMAPPED_TENANT:
                     stats.tenant(tenant).count("rej")
-                    stats.tenant(tenant).count("dlq")
+                    stats.tenant(tenant).deadletter(CHANGEFEED)
             log.warning("dead-lettered %d %s document(s): %s", len(unmapped), container,
                         "; ".join(sorted({r for _, r in unmapped}))[:500])
         if left:
@@ -199,7 +199,7 @@ class ChangeFeedProcessor:
             await self.deadletters.record_events(container, kind.value, left, "not published after the last retry")
             out.deadlettered_events = len(left)
             for ev in left:
-                stats.tenant(ev.tenantId).count("dlq")
+                stats.tenant(ev.tenantId).deadletter(CHANGEFEED)
             log.error("dead-lettered %d %s event(s) after the last retry", len(left), container)
 
     async def publish_events(self, events: list[Event], now: float, *, policy: DedupePolicy | None = None

@@ -132,14 +132,19 @@ class KafkaOptions(_Options):
     transport: Literal["kafka", "amqp"] | None = None
 
 
+class KafkaRetryPolicy(RetryPolicy):
+    """A Kafka attempt must outlast the producer's delivery timeout (KAFKA_DELIVERY_TIMEOUT_MS): cut
+    short, a message still queued in librdkafka could land after the retry and be delivered twice.
+    So its default attempt timeout is 60 s, also when a config gives a `retry` block without one."""
+
+    timeoutSeconds: float = Field(60.0, gt=0, le=300)
+
+
 class KafkaDestinationConfig(_Options):
     type: Literal["kafka"]
     enabled: bool = True
     config: KafkaOptions = Field(default_factory=KafkaOptions)
-    # An attempt must outlast the producer's delivery timeout (KAFKA_DELIVERY_TIMEOUT_MS): cut short,
-    # a message still queued in librdkafka could land after the retry and be delivered twice.
-    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(timeoutSeconds=60))
-
+    retry: KafkaRetryPolicy = Field(default_factory=KafkaRetryPolicy)
 
 
 class VectorOptions(_Options):

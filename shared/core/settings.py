@@ -26,6 +26,10 @@ class Settings(BaseModel):
     # Entra ID token of the managed identity, as the Functions host does (needed when the
     # Application Insights resource has local authentication disabled). Empty: instrumentation key.
     appinsights_authentication_string: str = Field("", alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING")
+    # Which exporter sends the telemetry (same metric names, dimensions and log fields either way;
+    # docs/observability.md): "opencensus" (opencensus-ext-azure, the design card's, retired upstream)
+    # or "opentelemetry" (Microsoft's Azure Monitor OpenTelemetry distro, the supported path).
+    telemetry_backend: Literal["opencensus", "opentelemetry"] = Field("opencensus", alias="TELEMETRY_BACKEND")
     # Share of debug/info log records exported to App Insights (warnings and errors: always all).
     telemetry_info_sampling: float = Field(1.0, ge=0.0, le=1.0, alias="TELEMETRY_INFO_SAMPLING")
 

@@ -34,6 +34,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.core.events import UNMAPPED_TENANT, Event, is_tenant_id, utc_now_iso
 from shared.core.ids import uuid7
+from shared.observability.tenant_metrics import CHANGEFEED
 from shared.storage import payload
 from shared.storage.lazy import LazyTable
 
@@ -126,7 +127,7 @@ class DeadLetters:
         """Change-feed events not published on the last retry, one row each; `Seq` keeps their order
         (a replay publishes them in it, so an entity's events stay in order)."""
         now = utc_now_iso()
-        entities = [self._entity(ev.tenantId, record_id(ev.eventId, "changefeed"), CHANGEFEED_EVENT, reason,
+        entities = [self._entity(ev.tenantId, record_id(ev.eventId, CHANGEFEED), CHANGEFEED_EVENT, reason,
                                  attempts, None, now, ev.to_dict(), at=now, Seq=seq, EventId=ev.eventId,
                                  EventType=ev.eventType.value, Container=container, EntityKind=entity_kind)
                     for seq, ev in enumerate(events)]

@@ -22,6 +22,7 @@ from shared.core.events import Event, utc_now_iso
 from shared.core.streamconfig import StreamConfig
 from shared.delivery.deadletters import DELIVERY, PAYLOAD_PREFIX, DeadLetters
 from shared.delivery.retry_queue import RetryMessage, policy_of
+from shared.observability import service_stats
 from shared.observability.tenant_metrics import BatchStats
 from shared.storage import payload
 
@@ -74,7 +75,7 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
         else:  # e.g. "destination not configured": the record waits as it is
             out[rid] = {"id": rid, "result": result}
     if services.metrics is not None:
-        await services.metrics.try_record(stats)
+        await service_stats.record_outside_pipeline(services.metrics, stats)
     return [out[rid] for rid in dict.fromkeys(targets)]
 
 

@@ -37,6 +37,7 @@ from shared.core.health import DependencyHealth
 from shared.core.streamconfig import StreamConfig
 from shared.delivery.deadletters import DeadLetters
 from shared.delivery.pipeline import Failure
+from shared.observability import service_stats
 from shared.observability.system_events import emit_system_error, is_system_event
 from shared.observability.tenant_metrics import BatchStats
 from shared.storage.clients import queue_client
@@ -165,7 +166,8 @@ class RetryProcessor:
                 if d.transient and msg.attempt < policy.attempts:
                     nxt = msg.model_copy(update={"attempt": msg.attempt + 1})
                     await retries.send(nxt, policy.delay(msg.attempt + 1, random.random()))
-                    await self.s.metrics.try_record(stats)  # this attempt's retry and failure count too
+                    # this attempt's retry and failure count too
+                    await service_stats.record_outside_pipeline(self.s.metrics, stats)
                     return "requeued"  # the payload row (if any) stays for the next attempt
                 if d.transient:
                     outcome = await self._exhausted(msg, event, config, msg.attempt, stats)
@@ -173,7 +175,7 @@ class RetryProcessor:
                     outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
         if msg.payloadRef:
             await self.s.deadletters.delete_payload(msg.tenantId, msg.payloadRef)
-        await self.s.metrics.try_record(stats)
+        await service_stats.record_outside_pipeline(self.s.metrics, stats)
         return outcome
 
     async def _exhausted(self, msg: RetryMessage, event: dict[str, Any], config: StreamConfig, attempts: int,
@@ -200,7 +202,7 @@ class RetryProcessor:
         row = await self.s.deadletters.record_delivery(
             msg.tenantId, msg.destination, event, reason, attempts=attempts, last_error=msg.lastError,
             first_failure_at=msg.firstFailureAt)
-        stats.tenant(msg.tenantId).count("dlq")
+        stats.tenant(msg.tenantId).deadletter(msg.destination)
         log.warning("dead-lettered %s for %s at %s: %s", event.get("eventId"), msg.tenantId, msg.destination, reason)
         if not is_system_event(event):  # a dead-lettered system event raises nothing further
             await emit_system_error(

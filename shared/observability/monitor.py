@@ -23,7 +23,8 @@ All events of a run go through the pipeline as one system batch (shared/observab
 tenants' stream configs are loaded first in at most one Table query (`ConfigStore.prefetch`), and
 that query doubles as the pass's Tables health check, so a pass reads Azure Tables at most once.
 Service-wide: health of every dependency (stored for /metrics alerts), instance memory, Kafka
-producer lag, Redis memory -> telemetry `on_system`; the all-tenant stream figures of M ->
+producer lag, Redis memory, the retry queue's depth and poison count (from its health check, no
+extra call) -> telemetry `on_system`; the all-tenant stream figures of M ->
 `grc:service:perf` for /metrics.
 """
 from __future__ import annotations
@@ -243,7 +244,9 @@ async def run_minute(services: Any, now: float | None = None) -> MonitorReport:
     health = await run_checks(services, known)
     section = await service_stats.service_section(services)
     known = set(services.destinations.built()) | {"redis"}
-    report.system = service_stats.system_stats(section, {n: h.status for n, h in health.items() if n in known})
+    queue = health.get("retryQueue")  # its depth and poison count, charted over time (grc.retryqueue.*)
+    report.system = service_stats.system_stats(section, {n: h.status for n, h in health.items() if n in known},
+                                               queue.info if queue is not None else None)
     telemetry.current().on_system(report.system)
     return report
 

@@ -42,6 +42,14 @@ def telemetry_hook(stats: Any, results: Sequence[Any] = ()) -> None:
     tel.on_system(SystemStats(memory_percent=resources.memory_usage().percent))
 
 
+async def record_outside_pipeline(metrics: Any, stats: Any) -> None:
+    """What a retry-queue message or a dead-letter replay did, recorded as the pipeline records a
+    batch (its `_finish`): the tenant counters (`metrics.try_record`, never raises) and the telemetry
+    hook, so deliveries on retry and dead letters (per destination) reach the `grc.*` metrics too."""
+    await metrics.try_record(stats)
+    telemetry_hook(stats)
+
+
 def kafka_pending(services: Any) -> dict[str, Any] | None:
     """Messages and bytes awaiting delivery reports, when the Kafka destination is built here."""
     dest = services.destinations.built().get("kafka")
@@ -82,14 +90,19 @@ async def service_section(services: Any) -> dict[str, Any]:
     }
 
 
-def system_stats(section: Mapping[str, Any], health: Mapping[str, str] | None = None) -> SystemStats:
-    """The custom-metric view of the service section (telemetry `on_system`)."""
+def system_stats(section: Mapping[str, Any], health: Mapping[str, str] | None = None,
+                 retry_queue: Mapping[str, Any] | None = None) -> SystemStats:
+    """The custom-metric view of the service section (telemetry `on_system`). `retry_queue`: the
+    retry queue's health figures (`messages`, `poisonMessages`), when its check answered."""
     kafka = section.get("kafka") or {}
     redis = section.get("redis") or {}
+    queue = retry_queue or {}
     return SystemStats(
         memory_percent=(section.get("instanceMemory") or {}).get("percent"),
         kafka_pending_messages=kafka.get("pendingMessages"),
         kafka_pending_bytes=kafka.get("pendingBytes"),
         redis_memory_percent=redis.get("percent"),
+        retry_queue_messages=queue.get("messages"),
+        retry_queue_poison_messages=queue.get("poisonMessages"),
         destinations_healthy={k: v != "unhealthy" for k, v in (health or {}).items()},
     )

@@ -3,7 +3,8 @@
 Layout (all keys of a tenant carry the `{tenant}` hash tag, so they live in one cluster slot):
 - `grc:{t}:m:b:<epoch//10>`: a hash per 10-second bucket (kept 65 minutes) with counters
   (`acc`, `flt`, `rej`, `fail`, `dup`, `retry`, `dlq`), per type `t:<TYPE>`, per source `s:<SRC>`,
-  per destination `d:<dest>:ok|fail|park`, and log-scale histograms `lat:<i>` (end-to-end
+  per destination `d:<dest>:ok|fail|park`, dead letters per destination `dlq:<dest>` (the change
+  feed's own under `dlq:changefeed`; `dlq` is their total), and log-scale histograms `lat:<i>` (end-to-end
   processing latency) and `dly:<i>` (change-feed delay) plus their `latn/lats`, `dlyn/dlys` sums.
 - `grc:{t}:m:total`: the same counters without histograms, never expiring.
 Windows (1 min, 5 min, 1 h) are sums over buckets; percentiles come from the merged histogram
@@ -49,6 +50,9 @@ TENANTS_KEY = "grc:tenants"  # tenants seen, for periodic snapshots
 # tenant -> last time it had events of its own (not the service's system events): the monitor
 # timer's work list. System events never mark a tenant active, so they cannot keep it monitored.
 ACTIVE_KEY = "grc:active"
+# The destination of dead letters no destination gave up on: change-feed documents that could not be
+# mapped and change-feed events not published on the last retry (their dead-letter record ids end so).
+CHANGEFEED = "changefeed"
 SYSTEM_COUNTERS = ("acc", "flt", "rej", "fail", "dup")  # also written as `sys:<name>` for system batches
 
 # KEYS[1] bucket, KEYS[2] total; ARGV: bucket TTL, n pairs for bucket and total, m pairs for the
@@ -103,6 +107,12 @@ class TenantStats:
     def count(self, name: str, n: int = 1) -> None:
         c = self.counters
         c[name] = c.get(name, 0) + n
+
+    def deadletter(self, destination: str, n: int = 1) -> None:
+        """Dead letters: the total (`dlq`) and per destination (`dlq:<dest>`), so telemetry can say
+        where each was given up (CHANGEFEED for what the change feed could not map or publish)."""
+        self.count("dlq", n)
+        self.count(f"dlq:{destination}", n)
 
     def observe_latency(self, ms: float, n: int = 1) -> None:
         h, i = self.latency, hist_index(ms)

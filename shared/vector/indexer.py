@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from shared.core.events import Event
+from shared.core.per_loop import PerLoop
 from shared.core.settings import Settings
 from shared.vector.base import (
     Embedder,
@@ -147,24 +147,19 @@ def build_service(settings: Settings) -> VectorSearchService:
     return VectorSearchService(embedder, build_index(settings, IndexSpec(embedder.model_id, embedder.dimensions)))
 
 
-# Azure clients are bound to the event loop that made them: one service per running loop, as
-# shared.app.services does (the Functions worker has one loop; tests get one per test).
-_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VectorSearchService]" = weakref.WeakKeyDictionary()
+# Azure clients are bound to the event loop that made them: one service per running loop.
+_per_loop: PerLoop[VectorSearchService] = PerLoop()
 
 
 def get_service() -> VectorSearchService:
-    loop = asyncio.get_running_loop()
-    service = _per_loop.get(loop)
-    if service is None:
-        from shared.core.settings import get_settings
+    from shared.core.settings import get_settings
 
-        service = _per_loop[loop] = build_service(get_settings())
-    return service
+    return _per_loop.get(lambda: build_service(get_settings()))
 
 
 async def reset_service() -> None:
     """Close this loop's service (tests that change settings; the local runner on stop)."""
-    service = _per_loop.pop(asyncio.get_running_loop(), None)
+    service = _per_loop.pop()
     if service is not None:
         await service.close()
 

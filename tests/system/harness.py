@@ -275,15 +275,23 @@ def start_app(env: dict[str, str], work: Path, *args: str, timeout: float = 60.0
 
 
 @contextmanager
+def own_stack(work: Path, names: Iterable[str] = ("redis", "azurite", "cosmos", "kafka")) -> Iterator[Stack]:
+    """Stand-ins of the test's own (the session app's change feed and queues are not shared), stopped
+    on the way out."""
+    stack = Stack(work)
+    try:
+        yield stack.start(names)
+    finally:
+        stack.stop()
+
+
+@contextmanager
 def own_stack_and_app(work: Path, names: Iterable[str], *args: str, **overrides: str) -> Iterator[tuple[Stack, App]]:
     """A stack of the test's own (`names`) and an app on it (runner `args`, setting `overrides`), both
     stopped on the way out."""
-    stack = Stack(work / "stack").start(names)
-    try:
+    with own_stack(work / "stack", names) as stack:
         app = start_app(app_env(stack, work / "app", **overrides), work / "app", *args)
         try:
             yield stack, app
         finally:
             app.stop()
-    finally:
-        stack.stop()

@@ -32,7 +32,7 @@ from localdev import services
 from tests.system.bicep import INFRA, Scope, parameter_file
 from tests.system.checks import drain_a_parked_delivery, errors_in, registered_functions, run_every_timer
 from tests.system.fakes import FakeEntraKeys, FakeIngestion
-from tests.system.harness import App, Stack, start_app, tenant, wait_for
+from tests.system.harness import App, Stack, own_stack, start_app, tenant, wait_for
 
 MAIN = INFRA / "main.bicep"
 # The Application (client) ID of the API's app registration: GRC_AUTH_AUDIENCE / authAudience.
@@ -237,12 +237,8 @@ FAMILY = {"COSMOS_RISKS_CONTAINER": "RISK_", "COSMOS_CONTROLS_CONTAINER": "CONTR
 @pytest.fixture(scope="module")
 def azure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Its own stand-ins: the session app's change feed would share the lease container."""
-    stack = Stack(tmp_path_factory.mktemp("deployed-stack"))
-    try:
-        stack.start(("redis", "azurite", "cosmos", "kafka"))
+    with own_stack(tmp_path_factory.mktemp("deployed-stack")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture

@@ -41,3 +41,18 @@ def test_openapi_documents_the_read_only_fields_on_put(app: App) -> None:
         assert "read-only" in props[name]["description"], props[name]
     put = doc["paths"]["/stream-config/{tenantId}"]["put"]
     assert "412" in put["responses"] and "version" in put["responses"]["412"]["description"]
+
+
+def test_a_kafka_retry_block_without_a_timeout_keeps_the_kafka_default(app: App) -> None:
+    """A user who only changes the attempts of a Kafka destination gets Kafka's safe attempt timeout
+    (60 s, above KAFKA_DELIVERY_TIMEOUT_MS + the report grace), not a refusal; a too short one is
+    still refused with the field named."""
+    t = tenant()
+    body = {"enabled": True, "destinations": [{"type": "kafka", "config": {}, "retry": {"attempts": 1}}]}
+    r = app.put(f"/stream-config/{t}", json=body, tenants=[t])
+    assert r.status_code == 201, r.text
+    assert r.json()["destinations"][0]["retry"]["timeoutSeconds"] == 60
+    body["destinations"][0]["retry"]["timeoutSeconds"] = 10
+    r = app.put(f"/stream-config/{t}", json=body, tenants=[t])
+    assert r.status_code == 400, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["destinations[0].retry.timeoutSeconds"]

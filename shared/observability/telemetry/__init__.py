@@ -8,8 +8,10 @@
 
 Split by job: `catalogue` (names, dimensions, log fields: data only), `context` (the invocation),
 `redaction` (what may leave the process), `records` (what the hooks take), `base` (the interface
-and the no-op), `aggregate` (per-interval deltas), `appinsights` (the one backend, the only module
-that imports opencensus), `runtime` (configure / current).
+and the no-op), `aggregate` (per-interval deltas), `logrecords` (the log filters), two backends
+chosen by TELEMETRY_BACKEND -- `appinsights` (opencensus, the only module that imports it) and
+`azuremonitor` (the Azure Monitor OpenTelemetry distro, the only one that imports opentelemetry) --
+and `runtime` (configure / current).
 """
 from shared.observability.telemetry.base import Telemetry, aad_credential
 from shared.observability.telemetry.catalogue import ALL, LOG_DIMENSIONS, METRICS, MetricSpec

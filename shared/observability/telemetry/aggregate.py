@@ -118,7 +118,9 @@ class AggregatingTelemetry(Telemetry):
         for name, value in (("grc.instance.memory_percent", stats.memory_percent),
                             ("grc.kafka.pending_messages", stats.kafka_pending_messages),
                             ("grc.kafka.pending_bytes", stats.kafka_pending_bytes),
-                            ("grc.redis.memory_percent", stats.redis_memory_percent)):
+                            ("grc.redis.memory_percent", stats.redis_memory_percent),
+                            ("grc.retryqueue.messages", stats.retry_queue_messages),
+                            ("grc.retryqueue.poison_messages", stats.retry_queue_poison_messages)):
             if value is not None:
                 v = float(value)
                 items.append(((name, (), None), v, 1, v, v))

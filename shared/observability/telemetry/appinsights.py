@@ -1,12 +1,12 @@
 """The Application Insights backend (opencensus-ext-azure), through its public API only.
 
-The only module that imports opencensus (retired upstream; DESIGN.md section 4): an
-azure-monitor-opentelemetry backend is another module beside this one, behind the same
-`Telemetry` interface and the same catalogue.
+The only module that imports opencensus (retired upstream; DESIGN.md section 4). The default
+(TELEMETRY_BACKEND=opencensus, the design card's exporter); azuremonitor.py is the OpenTelemetry
+one, behind the same `Telemetry` interface, catalogue, aggregation and log filters.
 
 - Logs: an `AzureLogHandler` on the `grc` logger (its documented options: connection string,
-  credential, local storage, export interval), a `logging.Filter` that attaches the invocation and
-  keeps only catalogued, sanitised dimensions, and a telemetry processor
+  credential, local storage, export interval), the filters of logrecords.py (sampling; the
+  invocation, catalogued sanitised dimensions and the standard fields), and a telemetry processor
   (`add_telemetry_processor`, the documented hook on every envelope before it is sent) that sets
   the cloud role and the invocation's operation tags, redacts message and exception texts, and drops
   every property that is not a catalogued log field.
@@ -21,8 +21,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,24 +39,23 @@ from opencensus.metrics.label_value import LabelValue
 
 from shared.observability.telemetry.aggregate import AggregatingTelemetry, Aggregator, SeriesKey
 from shared.observability.telemetry.base import LOGGER_NAME
-from shared.observability.telemetry.catalogue import LOG_DIMENSIONS, LOG_STANDARD_FIELDS, METRICS
-from shared.observability.telemetry.context import Operation, current_operation
-from shared.observability.telemetry.redaction import clean_dimensions, label, redact
+from shared.observability.telemetry.catalogue import METRICS
+from shared.observability.telemetry.logrecords import (
+    KEPT_LOG_PROPERTIES,
+    OP_ID,
+    OP_KEYS,
+    OP_NAME,
+    OP_PARENT,
+    ContextFilter,
+    InfoSampling,
+)
+from shared.observability.telemetry.redaction import label, redact
 
 log = logging.getLogger("grc.telemetry")
 
-# Reserved labels / log properties a processor turns into envelope fields (and removes).
-_OP_ID, _OP_PARENT, _OP_NAME = "_grc.opId", "_grc.opParent", "_grc.opName"
+# Reserved labels a processor turns into envelope fields (and removes); the invocation's are
+# logrecords.OP_KEYS, shared with the log records.
 _COUNT, _MIN, _MAX = "_grc.count", "_grc.min", "_grc.max"
-_OP_KEYS = (_OP_ID, _OP_PARENT, _OP_NAME)
-_KEPT_LOG_PROPERTIES = LOG_STANDARD_FIELDS | LOG_DIMENSIONS
-# A partial batch of log records waits at most this long in the exporter's worker; opencensus'
-# public flush() cannot hurry records the worker has already taken off its queue.
-LOG_EXPORT_SECONDS = 2.0
-
-
-def _operation_props(op: Operation | None) -> dict[str, str]:
-    return {} if op is None else {_OP_ID: op.trace_id, _OP_PARENT: op.parent_id, _OP_NAME: op.name}
 
 
 def _set_operation(envelope: Any, props: dict[str, Any], role: str) -> None:
@@ -65,40 +63,14 @@ def _set_operation(envelope: Any, props: dict[str, Any], role: str) -> None:
     them), or remove the operation tags the exporter put on a record of no invocation."""
     tags = envelope.tags
     tags["ai.cloud.role"] = role
-    op = {k: props.pop(k, None) for k in _OP_KEYS}
-    if op[_OP_ID] in (None, "null"):  # a label without a value reaches the envelope as "null"
+    op = {k: props.pop(k, None) for k in OP_KEYS}
+    if op[OP_ID] in (None, "null"):  # a label without a value reaches the envelope as "null"
         tags.pop("ai.operation.id", None)
         tags.pop("ai.operation.parentId", None)
         return
-    tags["ai.operation.id"] = op[_OP_ID]
-    tags["ai.operation.parentId"] = op[_OP_PARENT]
-    tags["ai.operation.name"] = op[_OP_NAME]
-
-
-class _InfoSampling(logging.Filter):
-    """Keep a share of debug/info records; warnings and errors always pass."""
-
-    def __init__(self, rate: float) -> None:
-        super().__init__()
-        self._rate = rate
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or random.random() < self._rate
-
-
-class _ContextFilter(logging.Filter):
-    """Runs in the thread that logs (it can see the invocation): catalogued, sanitised dimensions,
-    plus the invocation as reserved properties for the log processor."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        op = current_operation()
-        dims = getattr(record, "custom_dimensions", None)
-        clean: dict[str, Any] = clean_dimensions(dims) if isinstance(dims, Mapping) else {}
-        if op is not None:
-            clean.setdefault("operation", label(op.name))
-            clean.update(_operation_props(op))
-        record.custom_dimensions = clean
-        return True
+    tags["ai.operation.id"] = op[OP_ID]
+    tags["ai.operation.parentId"] = op[OP_PARENT]
+    tags["ai.operation.name"] = op[OP_NAME]
 
 
 def _processor(role: str, finish: Callable[[Any, dict[str, Any]], dict[str, Any]]) -> Callable[[Any], bool]:
@@ -122,7 +94,7 @@ def _finish_log(base: Any, props: dict[str, Any]) -> dict[str, Any]:
         base.message = redact(base.message)
     for exc in getattr(base, "exceptions", None) or []:
         exc["message"] = redact(str(exc.get("message", "")))
-    return {k: v for k, v in props.items() if k in _KEPT_LOG_PROPERTIES}
+    return {k: v for k, v in props.items() if k in KEPT_LOG_PROPERTIES}
 
 
 def _finish_metric(base: Any, props: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +125,7 @@ class _IntervalProducer(MetricProducer):  # type: ignore[misc]
     @staticmethod
     def _metric(name: str, series: list[tuple[SeriesKey, list[float]]], now: datetime) -> Metric:
         spec = METRICS[name]
-        keys = list(spec.dims) + list(_OP_KEYS) + ([_COUNT, _MIN, _MAX] if spec.kind == "summary" else [])
+        keys = list(spec.dims) + list(OP_KEYS) + ([_COUNT, _MIN, _MAX] if spec.kind == "summary" else [])
         out = []
         for (_, dims, op), (count, total, lo, hi, last) in series:
             value = last if spec.kind == "gauge" else total
@@ -187,8 +159,8 @@ class AppInsightsTelemetry(AggregatingTelemetry):
         self._handler = AzureLogHandler(export_interval=log_export_interval, **options)
         self._handler.setLevel(level)
         if info_sampling < 1.0:
-            self._handler.addFilter(_InfoSampling(info_sampling))
-        self._handler.addFilter(_ContextFilter())
+            self._handler.addFilter(InfoSampling(info_sampling))
+        self._handler.addFilter(ContextFilter())
         self._handler.add_telemetry_processor(_processor(role_name, _finish_log))
         logging.getLogger(LOGGER_NAME).addHandler(self._handler)
 
@@ -202,8 +174,8 @@ class AppInsightsTelemetry(AggregatingTelemetry):
 
     def flush(self, timeout: float | None = None) -> None:
         """Export the interval's metrics now, and the log records still queued; records the log
-        exporter's worker already holds leave within LOG_EXPORT_SECONDS (opencensus' public flush
-        only flushes its queue)."""
+        exporter's worker already holds leave within the log export interval (runtime's
+        LOG_EXPORT_SECONDS: opencensus' public flush only flushes its queue)."""
         if self._closed:
             return
         self._exporter.export_metrics(self._producer.get_metrics())  # first: it may log

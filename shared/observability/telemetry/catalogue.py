@@ -57,6 +57,9 @@ _SPECS = (
     MetricSpec("grc.kafka.pending_bytes", "gauge", (), "bytes awaiting a Kafka delivery report"),
     MetricSpec("grc.redis.memory_percent", "gauge", (), "Redis memory against maxmemory, %"),
     MetricSpec("grc.cosmos.request_charge", "counter", (), "request units of the service's own Cosmos DB calls"),
+    MetricSpec("grc.retryqueue.messages", "gauge", (), "messages in the retry queue (deliveries awaiting a retry)"),
+    MetricSpec("grc.retryqueue.poison_messages", "gauge", (),
+               "messages in the retry queue's poison queue (retries the drain gave up on)"),
 )
 
 METRICS: Mapping[str, MetricSpec] = MappingProxyType({s.name: s for s in _SPECS})
@@ -67,15 +70,17 @@ LOG_DIMENSIONS: frozenset[str] = frozenset({
     "eventId", "container", "errorType", "attempt", "count", "durationMs", "statusCode",
 })
 
-# What every exported log record carries besides its dimensions (the exporter adds them).
-LOG_STANDARD_FIELDS: frozenset[str] = frozenset({"process", "module", "fileName", "lineNumber", "level"})
+# What every exported log record carries besides its dimensions (telemetry/logrecords.py), on either
+# backend: opencensus' AzureLogHandler names the first five, the OpenTelemetry exporter `logger_name`.
+LOG_STANDARD_FIELDS: frozenset[str] = frozenset({"process", "module", "fileName", "lineNumber", "level",
+                                                 "logger_name"})
 
 # Where the pipeline's record does not say (e.g. a rejected event's type): the dimension value.
 ALL = "all"
 
 
-# Where the exporter's records land (opencensus-ext-azure): metric data points in `customMetrics`,
-# log records in `traces`, log records with exception info in `exceptions`.
+# Where the records land, with either backend (tests/test_telemetry_backends.py): metric data points in
+# `customMetrics`, log records in `traces`, log records with exception info in `exceptions`.
 METRICS_TABLE = "customMetrics"
 LOG_TABLES = ("traces", "exceptions")
 

@@ -155,12 +155,16 @@ class SystemStats:
     kafka_pending_messages: int | None = None
     kafka_pending_bytes: int | None = None
     redis_memory_percent: float | None = None
+    retry_queue_messages: int | None = None          # the monitor pass's retry-queue check
+    retry_queue_poison_messages: int | None = None
     destinations_healthy: Mapping[str, bool] = field(default_factory=dict)
 
 
 def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchTelemetry:
     """Translate `tenant_metrics.BatchStats` (per tenant: counters `acc`, `flt`, `rej`, `fail`, `t:<TYPE>`,
-    `s:<SOURCE>`, `d:<dest>:ok|fail|park`, `retry`, `dlq`; log-scale latency/delay histograms) into the telemetry record, so the pipeline keeps one per-batch record for both sinks.
+    `s:<SOURCE>`, `d:<dest>:ok|fail|park`, `retry`, `dlq` and `dlq:<dest>`; log-scale latency/delay
+    histograms) into the telemetry record, so the pipeline keeps one per-batch record for both sinks.
+    Dead letters carry their destination (`changefeed` for the change feed's own).
 
     eventType/source of a counter: exact from optional joint keys `<counter>:<TYPE>|<SOURCE>`
     (e.g. `acc:RISK_CREATED|COSMOS_DB`) when the pipeline writes them; for `acc` without them, exact
@@ -179,6 +183,7 @@ def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchTelemetry:
         types: dict[str, int] = {}
         sources: dict[str, int] = {}
         joint: dict[str, dict[str, int]] = {}
+        dead: dict[str, int] = {}  # dead letters per destination (`dlq:<dest>`)
         for k, n in c.items():  # one pass over the tenant's counters
             if not n:
                 continue
@@ -197,6 +202,8 @@ def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchTelemetry:
                     b.delivery_failed(tenant, dest, n)
                     if outcome == "park":
                         b.retry_scheduled(tenant, dest, n)
+            elif head == "dlq":
+                dead[rest] = n
             elif head in adders:
                 joint.setdefault(head, {})[rest] = n
         for kind, add in adders.items():
@@ -218,8 +225,11 @@ def from_pipeline_stats(stats: Any, *, container: str = ALL) -> BatchTelemetry:
                         add(tenant, et, ALL, n)
                 else:
                     add(tenant, ALL, ALL, c[kind])
-        if c.get("dlq"):
-            b.deadletter(tenant, ALL, c["dlq"])
+        # Dead letters counted without a destination (none today): "all".
+        for dest, n in dead.items():
+            b.deadletter(tenant, dest, n)
+        if c.get("dlq", 0) > sum(dead.values()):
+            b.deadletter(tenant, ALL, c["dlq"] - sum(dead.values()))
         for hist, total, add_summary in ((ts.latency, ts.latency_sum_ms, "latency"),
                                          (ts.delay, ts.delay_sum_ms, "delay")):
             n = sum(hist.values())

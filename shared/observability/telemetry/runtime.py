@@ -2,8 +2,9 @@
 
 Telemetry is process-wide (exporter threads, a handler on the `grc` logger), unlike the service
 container, which is per event loop. Without a connection string `configure` sets the no-op
-`Telemetry`; with one, the Application Insights backend. A second backend (OpenTelemetry) is one
-more module beside `appinsights.py`, chosen here.
+`Telemetry`; with one, the backend TELEMETRY_BACKEND names: `opencensus` (appinsights.py, the
+default) or `opentelemetry` (azuremonitor.py, the Azure Monitor OpenTelemetry distro; once per
+process). Each backend is imported only when chosen.
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from shared.observability.telemetry.base import LOGGER_NAME, Telemetry, aad_credential, log_level
+
+# A partial batch of log records waits at most this long before it is sent (either backend).
+LOG_EXPORT_SECONDS = 2.0
 
 if TYPE_CHECKING:  # settings import stays cheap for callers that only want the types
     from shared.core.settings import Settings
@@ -43,9 +47,10 @@ def configure(
 
     `export_interval`: seconds between metric exports (each sends the interval's deltas).
     `log_export_interval`: the longest a log record waits for its batch (default: the smaller of
-    `export_interval` and 2 s). `metrics_per_operation`: see `AggregatingTelemetry`. `max_series`
-    bounds the series held per export interval (extra ones are dropped). `credential` (a
-    TokenCredential) overrides the one APPLICATIONINSIGHTS_AUTHENTICATION_STRING asks for.
+    `export_interval` and LOG_EXPORT_SECONDS). `metrics_per_operation`: see `AggregatingTelemetry`
+    (opencensus only). `max_series` bounds the series held per export interval (extra ones are
+    dropped). `credential` (a TokenCredential) overrides the one
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING asks for.
     """
     global _current
     logging.getLogger(LOGGER_NAME).setLevel(log_level(settings.log_level))
@@ -54,19 +59,24 @@ def configure(
         previous, _current = _current, _NOOP
         previous.close()
         if conn:
-            from shared.observability.telemetry.appinsights import (  # noqa: PLC0415 - only when configured
-                LOG_EXPORT_SECONDS,
-                AppInsightsTelemetry,
-            )
-
             if credential is None:
                 credential = aad_credential(settings.appinsights_authentication_string)
-            _current = AppInsightsTelemetry(
-                conn, credential=credential, level=log_level(settings.log_level),
+            options: dict[str, Any] = dict(
+                credential=credential, level=log_level(settings.log_level),
                 info_sampling=settings.telemetry_info_sampling, export_interval=export_interval,
                 log_export_interval=log_export_interval or min(export_interval, LOG_EXPORT_SECONDS),
-                enable_local_storage=enable_local_storage, storage_path=storage_path,
-                metrics_per_operation=metrics_per_operation, max_series=max_series,
-                role_name=role_name or os.environ.get("WEBSITE_SITE_NAME") or "grc-event-streaming",
-            )
+                enable_local_storage=enable_local_storage, storage_path=storage_path, max_series=max_series,
+                role_name=role_name or os.environ.get("WEBSITE_SITE_NAME") or "grc-event-streaming")
+            if settings.telemetry_backend == "opentelemetry":
+                from shared.observability.telemetry.azuremonitor import (  # noqa: PLC0415 - only when chosen
+                    AzureMonitorTelemetry,
+                )
+
+                _current = AzureMonitorTelemetry(conn, **options)
+            else:
+                from shared.observability.telemetry.appinsights import (  # noqa: PLC0415 - only when chosen
+                    AppInsightsTelemetry,
+                )
+
+                _current = AppInsightsTelemetry(conn, metrics_per_operation=metrics_per_operation, **options)
         return _current
