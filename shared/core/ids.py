@@ -9,8 +9,8 @@ import uuid
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
-# Random bits come from os.urandom, RANDOM_BLOCK bytes per system call (one call per 512 ids): a
-# call per id was a tenth of the publish path's CPU (docs/performance.md). A forked child starts
+# Random bits come from os.urandom, RANDOM_BLOCK bytes per system call (one call per 512 ids), not a
+# system call per id: every event takes one or two ids (docs/performance.md). A forked child starts
 # with an empty block, so it never repeats its parent's bits.
 RANDOM_BLOCK = 4096
 _random = b""

@@ -2,8 +2,8 @@
 
 `Delivery.of` and `EventResult.of` build values the pipeline and the destinations made themselves
 (statuses from the Literal, ints, strs) without pydantic's validation: they are built per event
-and destination, ten thousand times a second, and validating what the code just made cost a
-tenth of the publish path (docs/performance.md). Anything from outside goes through the models.
+and destination, ten thousand times a second, and validating what the code just made is work
+with no finding (docs/performance.md). Anything from outside goes through the models.
 """
 from __future__ import annotations
 

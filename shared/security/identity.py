@@ -39,8 +39,8 @@ MIN_DEV_KEY_BYTES = 32  # HS256 wants a key at least as long as its output (RFC 
 MAX_JWKS_BYTES = 1024 * 1024
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 # Tokens verified lately, so a caller that sends the same token on every request (a service with a
-# token valid for an hour) pays for PyJWT's decode and signature check once, not per request: that
-# was a fifth of a single POST /events (docs/performance.md). Keyed by the whole token string, so
+# token valid for an hour) pays for PyJWT's decode and signature check once, not on every single
+# POST /events (docs/performance.md). Keyed by the whole token string, so
 # only the very same bytes hit; a hit still checks `exp` (with the leeway), and an entry is
 # re-verified after VERIFIED_TOKEN_SECONDS (shorter than the JWKS cache, which already keeps a
 # rotated-out key that long). Failures are never cached.

@@ -145,8 +145,8 @@ class _SharedTrips:
     """Small calls made in the same event-loop iteration go to Redis in one round trip.
 
     A round trip costs the client a socket write and a wake-up, and Redis the same, whatever it
-    carries: on this project's VMs a few tens of microseconds of CPU each side, the largest single
-    cost of a one-event request (docs/performance.md). Concurrent requests reach their Redis calls
+    carries: on this project's VMs a few tens of microseconds of CPU each side, among the largest
+    costs of a one-event request (docs/performance.md). Concurrent requests reach their Redis calls
     in the same iteration (epoll hands the loop several ready sockets at once), so the first call
     schedules a send at the end of the iteration and the others join it. Each caller's commands stay
     together and in order, and Redis runs them as it would have on separate connections; each gets
