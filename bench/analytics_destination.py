@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 import uuid
@@ -26,7 +25,7 @@ from pathlib import Path
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
-from bench.cpu import load
+from bench.cpu import SideBySide, load
 from localdev import services
 from shared.core.destination_options import AnalyticsOptions
 from shared.core.enrich import enrich, now_iso
@@ -48,21 +47,12 @@ def build_events(n: int, tenant: str) -> list[Event]:
 
 
 @dataclass
-class AnalyticsFigures:
+class AnalyticsFigures(SideBySide):
     events: int
-    raw_rates: list[float]
-    dest_rates: list[float]
     load: str
 
-    @property
-    def ratio(self) -> float:
-        return statistics.median(self.dest_rates) / statistics.median(self.raw_rates)
-
     def lines(self) -> list[str]:
-        return [f"raw Azurite 100-entity transactions: {statistics.median(self.raw_rates):,.0f} events/s "
-                f"(rounds: {', '.join(f'{r:,.0f}' for r in self.raw_rates)})",
-                f"AnalyticsDestination.publish:        {statistics.median(self.dest_rates):,.0f} events/s "
-                f"(rounds: {', '.join(f'{r:,.0f}' for r in self.dest_rates)})",
+        return [*self.rate_lines("raw Azurite 100-entity transactions", "AnalyticsDestination.publish"),
                 f"ratio destination/raw: {self.ratio:.0%} ({self.events} events per round; load {self.load})"]
 
 
@@ -108,7 +98,7 @@ async def measure(settings: Settings, events_n: int, batch: int, rounds: int) ->
         raw_rates.append(await raw_round(service, name, build_events(events_n, f"raw-{r}")))
         dest_rates.append(await dest_round(dest, build_events(events_n, f"dest-{r}"), batch))
     await service.close()
-    return AnalyticsFigures(events_n, raw_rates, dest_rates, load())
+    return AnalyticsFigures(raw_rates, dest_rates, events_n, load())
 
 
 def run(events: int, batch: int, rounds: int) -> AnalyticsFigures:

@@ -6,7 +6,9 @@ much less. Benchmarks print both, with the load average before and after.
 from __future__ import annotations
 
 import os
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -48,3 +50,34 @@ class Meter:
     @property
     def cpu(self) -> float:
         return self.own + self.other
+
+
+@dataclass
+class SideBySide:
+    """Events/s of a raw client and of ours, measured in alternating rounds so that machine noise
+    hits both; the medians and their ratio."""
+
+    raw_rates: list[float]
+    our_rates: list[float]
+
+    @property
+    def raw(self) -> float:
+        return statistics.median(self.raw_rates)
+
+    @property
+    def ours(self) -> float:
+        return statistics.median(self.our_rates)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.raw
+
+    def rate_lines(self, raw_name: str, our_name: str) -> list[str]:
+        """The two sides' median events/s with every round's, names aligned."""
+        width = max(len(raw_name), len(our_name)) + 1
+        return [f"{raw_name + ':':<{width}} {self.raw:,.0f} events/s ({per_round(self.raw_rates)})",
+                f"{our_name + ':':<{width}} {self.ours:,.0f} events/s ({per_round(self.our_rates)})"]
+
+
+def per_round(rates: list[float]) -> str:
+    return "rounds: " + ", ".join(f"{r:,.0f}" for r in rates)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.cpu import load  # noqa: E402
+from bench.cpu import SideBySide, load  # noqa: E402
 from localdev import services  # noqa: E402
 from shared.core.destination_options import KafkaOptions  # noqa: E402
 from shared.core.enrich import enrich, now_iso  # noqa: E402
@@ -93,30 +92,13 @@ async def destination_rate(settings: Settings, topic: str, events: list[Event], 
 
 
 @dataclass
-class KafkaFigures:
-    raw_rates: list[float]
-    dest_rates: list[float]
+class KafkaFigures(SideBySide):
     events: int
     size: float
     load: str
 
-    @property
-    def raw(self) -> float:
-        return statistics.median(self.raw_rates)
-
-    @property
-    def dest(self) -> float:
-        return statistics.median(self.dest_rates)
-
-    @property
-    def ratio(self) -> float:
-        return self.dest / self.raw
-
     def lines(self) -> list[str]:
-        return [f"raw confluent-kafka produce+flush: {self.raw:,.0f} events/s "
-                f"(rounds: {', '.join(f'{r:,.0f}' for r in self.raw_rates)})",
-                f"KafkaDestination.publish:          {self.dest:,.0f} events/s "
-                f"(rounds: {', '.join(f'{r:,.0f}' for r in self.dest_rates)})",
+        return [*self.rate_lines("raw confluent-kafka produce+flush", "KafkaDestination.publish"),
                 f"ratio destination/raw:             {self.ratio:.2f} ({self.events} events of {self.size:.0f} B; "
                 f"load {self.load})"]
 

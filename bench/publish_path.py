@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from redis.asyncio import Redis
 
-from bench.cpu import Meter, load
+from bench.cpu import Meter, SideBySide, load, per_round
 from localdev import services
 from shared.app.gc_tuning import tune_for_throughput
 from shared.app.producer import EventProducer
@@ -53,26 +52,12 @@ async def through_pipeline(producer: EventProducer, events: list[dict[str, objec
 
 
 @dataclass
-class Figures:
+class Figures(SideBySide):
     events: int  # per round
     rounds: int
-    raw_rates: list[float]
-    pipe_rates: list[float]
     raw_cpu: float  # CPU seconds over all rounds: this process + Redis
     pipe_cpu: float
     event_bytes: float
-
-    @property
-    def raw(self) -> float:
-        return statistics.median(self.raw_rates)
-
-    @property
-    def pipe(self) -> float:
-        return statistics.median(self.pipe_rates)
-
-    @property
-    def ratio(self) -> float:
-        return self.pipe / self.raw
 
     @property
     def cpu_ratio(self) -> float:
@@ -82,10 +67,10 @@ class Figures:
     def lines(self) -> list[str]:
         per = self.events * self.rounds
         return [
-            f"raw redis-py pipelined XADD    : {self.raw:>9,.0f} events/s, {self.raw_cpu / per * 1e6:5.1f} us CPU/event "
-            f"(rounds: {', '.join(f'{r:,.0f}' for r in self.raw_rates)})",
-            f"validate->enrich->filter->Redis: {self.pipe:>9,.0f} events/s, {self.pipe_cpu / per * 1e6:5.1f} us CPU/event "
-            f"(rounds: {', '.join(f'{r:,.0f}' for r in self.pipe_rates)})",
+            f"raw redis-py pipelined XADD    : {self.raw:>9,.0f} events/s, {self.raw_cpu / per * 1e6:5.1f} us "
+            f"CPU/event ({per_round(self.raw_rates)})",
+            f"validate->enrich->filter->Redis: {self.ours:>9,.0f} events/s, {self.pipe_cpu / per * 1e6:5.1f} us "
+            f"CPU/event ({per_round(self.our_rates)})",
             f"ratio pipeline/raw: {self.ratio:.1%} wall-clock, {self.cpu_ratio:.1%} by CPU "
             f"({self.event_bytes:.0f} bytes per enriched event)",
         ]
@@ -115,7 +100,7 @@ async def measure(settings: Settings, redis_pid: int, events_n: int = 20_000, ba
     await producer.close()
     await raw_client.aclose()
     size = sum(len(p[2]) for p in payloads) / len(payloads)
-    return Figures(events_n, rounds, raw_rates, pipe_rates, raw_cpu, pipe_cpu, size)
+    return Figures(raw_rates, pipe_rates, events_n, rounds, raw_cpu, pipe_cpu, size)
 
 
 def run(events: int, batch: int, rounds: int) -> Figures:
