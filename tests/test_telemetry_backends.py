@@ -49,7 +49,11 @@ def scenario(backend: str, storage: Path, *flags: str, tls: bool = False) -> Run
     """The scenario's telemetry as received; `tls`: the endpoint speaks https with a throwaway
     certificate the scenario's process trusts (REQUESTS_CA_BUNDLE, read by both SDKs' transport)."""
     sink = FakeIngestion(tls_dir=storage if tls else None)
-    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(storage / "fake.crt")} if tls else None
+    # The environment variable blank, as the local runner leaves it (local.settings.json's "" value):
+    # both exporters also read it, and each backend must start all the same.
+    env = {**os.environ, "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
+    if tls:
+        env["REQUESTS_CA_BUNDLE"] = str(storage / "fake.crt")
     try:
         conn = f"InstrumentationKey=11111111-2222-3333-4444-555555555555;IngestionEndpoint={sink.base}/"
         done = subprocess.run([sys.executable, "-m", "tests.telemetry_scenario", backend, conn, str(storage), *flags],
