@@ -162,3 +162,34 @@ async def test_replies_are_read_from_the_hiredis_reader_directly(redis_port: int
         assert replies[3] == b"PONG" and replies[4:] == [str(i).encode() for i in range(redisconn.SHARED_TRIP)]
     finally:
         await client.aclose()
+
+
+async def test_a_connection_reset_while_reading_replies_is_a_redis_error() -> None:
+    """A socket error while replies are read from the hiredis reader is a redis ConnectionError, as
+    redis-py's own read_response makes it: callers (idempotency settle, rate limits, metrics) catch
+    RedisError, and a bare ConnectionResetError escaped them (a request that had already published
+    answered 503, and the client's retry published it again)."""
+    import socket
+    import struct
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if b"PING" in data:  # the pipeline: reset the connection instead of answering
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.close()
+                return
+            writer.write(b"+OK\r\n" * data.count(b"*"))  # the connection's handshake (CLIENT SETINFO)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Redis(port=port, retry=Retry(NoBackoff(), 0))
+    try:
+        for _ in range(2):  # the small calls' shared trip, then a pipeline of its own
+            with pytest.raises(RedisError):
+                await pipelined(client, [("PING",)] * (1 if _ == 0 else redisconn.SHARED_TRIP + 1))
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()

@@ -255,9 +255,9 @@ async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
     From the connection's hiredis reader as the bytes arrive: one call per reply through redis-py's
     `read_response` (its checks, its coroutine chain) cost more client CPU than the reply itself,
     and a pipeline naming 500 tenants has 500 replies (docs/performance.md). What redis-py would do
-    with a reply is kept: an error reply is its ResponseError; a connection-level error raises; a
-    read cut short (timeout, cancellation, error) drops the connection, so nothing unread is left
-    on it for the next caller; a RESP3 push message (e.g. a maintenance notice from Azure Managed
+    with a reply is kept: an error reply is its ResponseError; a connection-level error raises (a
+    socket error as redis-py's ConnectionError); a read cut short (timeout, cancellation, error)
+    drops the connection, so nothing unread is left on it for the next caller; a RESP3 push message (e.g. a maintenance notice from Azure Managed
     Redis) is not a reply: it goes to redis-py's push handler, as `read_response` would send it.
     Any other parser (no hiredis): redis-py's `read_response`.
     """
@@ -278,7 +278,15 @@ async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
         while len(out) < count:
             reply = reader.gets()
             if reply is NOT_ENOUGH_DATA:
-                await parser.read_from_socket()
+                try:
+                    await parser.read_from_socket()
+                except OSError as exc:
+                    if isinstance(exc, TimeoutError):
+                        raise
+                    # A socket error is a ConnectionError, as redis-py's read_response makes it:
+                    # callers catch RedisError (a bare ConnectionResetError escaped them).
+                    raise RedisConnectionError(f"Error while reading from {conn.host}:{conn.port}: "
+                                               f"{exc.args}") from exc
             elif push is not None and isinstance(reply, push):
                 await parser.handle_push_response(reply)
             elif isinstance(reply, ResponseError):
