@@ -257,8 +257,9 @@ async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
     and a pipeline naming 500 tenants has 500 replies (docs/performance.md). What redis-py would do
     with a reply is kept: an error reply is its ResponseError; a connection-level error raises (a
     socket error as redis-py's ConnectionError); a read cut short (timeout, cancellation, error)
-    drops the connection, so nothing unread is left on it for the next caller; a RESP3 push message (e.g. a maintenance notice from Azure Managed
-    Redis) is not a reply: it goes to redis-py's push handler, as `read_response` would send it.
+    drops the connection, so nothing unread is left on it for the next caller; a RESP3 push message
+    (e.g. a maintenance notice from Azure Managed Redis) is not a reply: it goes to redis-py's push
+    handler, as `read_response` would send it.
     Any other parser (no hiredis): redis-py's `read_response`.
     """
     reader = _hiredis_reader(conn)
