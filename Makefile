@@ -90,9 +90,11 @@ services-down:
 test: test-setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Every figure of the publish path and its targets in one run (bench/__main__.py, docs/performance.md).
+# Every figure of the publish path and its targets in one run (bench/__main__.py, docs/performance.md),
+# then the backfill bench (docs/backfill.md).
 bench: setup .wrk-installed
 	$(PY) -m bench
+	$(PY) -m bench.backfill
 
 clean:
 	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed .tmux-installed .wrk-installed

@@ -37,6 +37,15 @@ async def drain_retries(msg: func.QueueMessage, context: func.Context) -> None:
         await jobs.process_retry_message(msg.get_body())
 
 
+# Backfills: one chunk of a job per message (docs/backfill.md). The job record is the checkpoint, so
+# a message the host redelivers (a runner that died) resumes where the last checkpoint left off.
+@app.function_name("run_backfill")
+@app.queue_trigger(arg_name="msg", queue_name="%BACKFILL_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+async def run_backfill(msg: func.QueueMessage, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await jobs.run_backfill(msg.get_body(), msg.id)
+
+
 # Hourly: drop analytics hour partitions older than each tenant's retentionDays.
 @app.function_name("purge_analytics")
 @app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)

@@ -19,12 +19,31 @@ ROOT = Path(__file__).resolve().parent.parent
 _SETTING_REF = re.compile(r"%([A-Za-z0-9_.:-]+)%")
 
 
+SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"
+
+
+def _values(path: Path) -> dict[str, str]:
+    return {k: str(v) for k, v in json.loads(path.read_text())["Values"].items()}
+
+
 def load_settings(path: Path | None = None, *, override: bool = False) -> dict[str, str]:
-    """Put local.settings.json `Values` into the environment (the environment wins unless override)."""
+    """Put local.settings.json `Values` into the environment (the environment wins unless override).
+
+    `make run` copies the sample to local.settings.json once, so after an upgrade that adds a setting
+    the user's copy lacks it (and a trigger naming it, e.g. `%BACKFILL_QUEUE%`, could not bind). The
+    sample's value fills each setting the file lacks, and the runner names them: the user's own values
+    are never changed.
+    """
     path = path or ROOT / "local.settings.json"
     if not path.exists():
-        path = ROOT / "local.settings.sample.json"
-    values: dict[str, str] = {k: str(v) for k, v in json.loads(path.read_text())["Values"].items()}
+        path = SAMPLE_SETTINGS
+    values = _values(path)
+    if path.resolve() != SAMPLE_SETTINGS.resolve() and SAMPLE_SETTINGS.exists():
+        missing = {k: v for k, v in _values(SAMPLE_SETTINGS).items() if k not in values}
+        if unset := sorted(k for k in missing if override or k not in os.environ):
+            log.warning("%s lacks %d setting(s) of local.settings.sample.json; using the sample's values for: %s",
+                        path.name, len(unset), ", ".join(unset))
+        values = {**missing, **values}
     for k, v in values.items():
         if override or k not in os.environ:
             os.environ[k] = v

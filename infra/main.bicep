@@ -155,12 +155,14 @@ param storageTables object = {
   analytics: 'events'
   deadLetters: 'deadletters'
   audit: 'audit'
+  backfills: 'backfills'
 }
 
 @description('Storage queues the app uses.')
 param storageQueues object = {
   retry: 'delivery-retries'
   vector: 'vector-index'
+  backfill: 'backfill-chunks'
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,6 +199,10 @@ param pageTokenKey string
 @description('Per-tenant rate limit: token refill (events/s; 0 disables) and bucket size.')
 param rateLimitEventsPerSecond int = 1000
 param rateLimitBurst int = 5000
+
+@description('Per-tenant backfill throttle (events/s), shared by every instance and every backfill job of the tenant, so live publishing keeps its latency (docs/backfill.md).')
+@minValue(1)
+param backfillEventsPerSecond int = 500
 
 @description('Share of debug/info log records exported to Application Insights (warnings and errors always).')
 param telemetryInfoSampling string = '1.0'
@@ -449,6 +455,10 @@ var appSettings = {
   ANALYTICS_TABLE: storageTables.analytics
   DEADLETTER_TABLE: storageTables.deadLetters
   AUDIT_TABLE: storageTables.audit
+  BACKFILL_TABLE: storageTables.backfills
+  BACKFILL_QUEUE: storageQueues.backfill
+  BACKFILL_EVENTS_PER_SECOND: string(backfillEventsPerSecond)
+  BACKFILL_MAX_CONCURRENT_JOBS: '2'
   PAGE_TOKEN_KEY: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.pageTokenKeySecretUri})'
   RETRY_QUEUE: storageQueues.retry
   IDEMPOTENCY_WINDOW_SECONDS: '86400'

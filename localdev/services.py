@@ -242,10 +242,13 @@ def up(names: list[str]) -> dict[str, str]:
 def down(names: list[str]) -> None:
     for name in names:
         pf = _pidfile(name)
-        if pf.exists():
-            stop(int(pf.read_text()))
-            pf.unlink()
-            print(f"{name}: stopped", file=sys.stderr)
+        try:
+            pid = int(pf.read_text())
+        except (FileNotFoundError, ValueError):  # not running, or another `down` (make run's exit trap) took it
+            continue
+        stop(pid)
+        pf.unlink(missing_ok=True)
+        print(f"{name}: stopped", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.api.search import SearchResult
 from shared.core import limits
+from shared.core.backfill import BackfillJob, BackfillList, BackfillRequest
 from shared.core.events import UNMAPPED_TENANT, EventIn
 from shared.core.results import EventResult
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
@@ -77,7 +78,8 @@ _EXTRA_SCHEMAS = {"TenantMetrics": {**_OPEN_OBJECT, "description": (
                       "additionalProperties": False,
                       "description": "`{}` replays every record not yet replayed; `ids` only those"}}
 _MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
-                                  EventList, AuditList, Problem, SearchResult]
+                                  EventList, AuditList, Problem, SearchResult, BackfillRequest, BackfillJob,
+                                  BackfillList]
 
 
 def _problem(desc: str) -> dict[str, Any]:
@@ -98,6 +100,8 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
             if r.unmapped:  # admins only: dead letters naming no valid tenant, and their audit trail
                 tenant = {"anyOf": [tenant, {"const": UNMAPPED_TENANT}]}
             params.append({"name": "tenantId", "in": "path", "required": True, "schema": tenant})
+        for name, schema, desc in r.path_params:
+            params.append({"name": name, "in": "path", "required": True, "description": desc, "schema": schema})
         for name, typ, desc in r.query:
             params.append({"name": name, "in": "query", "required": name in r.required_query,
                            "description": desc, "schema": typ if isinstance(typ, dict) else {"type": typ}})
@@ -128,13 +132,15 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
             responses["201"] = {**ok, "description": "Created (nothing was stored before)"}
             responses["412"] = _problem("If-Match / If-None-Match failed, or the body's `version` (as read by "
                                         "GET) is no longer the stored one")
+        for status, desc in r.responses:
+            responses[str(status)] = {**ok, "description": desc} if status < 300 else _problem(desc)
         op["responses"] = responses
         if not r.anonymous:
             # A function key (host) and a caller identity (app): docs/security.md.
             op["security"] = [{"functionKey": [], "bearer": []}, {"functionKeyQuery": [], "bearer": []}]
             responses["401"] = _problem("No valid caller identity (WWW-Authenticate: Bearer)")
             responses["403"] = _problem("The caller is not granted the tenant")
-            responses["429"] = _problem("The tenant's rate limit is exceeded; retry after Retry-After")
+            responses.setdefault("429", _problem("The tenant's rate limit is exceeded; retry after Retry-After"))
         paths.setdefault("/" + r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",

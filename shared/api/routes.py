@@ -9,6 +9,7 @@ from typing import Any
 
 from shared.api import (
     audit,
+    backfills,
     deadletters,
     events,
     health,
@@ -27,6 +28,7 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_respon
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
 _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
+_JOB_ID = ("jobId", {"type": "string", "minLength": 1, "maxLength": 64}, "the job id POST answered")
 _TOKEN_DOC = ("the `continuationToken` of the previous page, sent with the same query parameters (it is signed "
               "and bound to the tenant and the query; any other value answers 400)")
 
@@ -65,6 +67,24 @@ API_ROUTES: tuple[Route, ...] = (
     Route("replay_deadletters", "POST", "deadletters/{tenantId}/replay", deadletters.replay_deadletters,
           "Send dead letters back through their destination (all not yet replayed, or the given ids)",
           request_schema="ReplayRequest", response_schema="ReplayResult", tags=("delivery",), unmapped=True),
+    Route("start_backfill", "POST", "backfills/{tenantId}", backfills.start_backfill,
+          "Re-stream the tenant's stored events of [from, to) into one destination, oldest first, as a "
+          "resumable job (docs/backfill.md); 202 with the job and its Location",
+          request_schema="BackfillRequest", response_schema="BackfillJob", success=202, tags=("delivery",),
+          responses=((409, "The destination (or the tenant's stream) is not enabled in its stream config"),
+                     (429, "The tenant's rate limit is exceeded, or it has BACKFILL_MAX_CONCURRENT_JOBS "
+                           "backfills queued or running; retry after Retry-After"))),
+    Route("list_backfills", "GET", "backfills/{tenantId}", backfills.list_backfills,
+          "The tenant's backfill jobs, newest first", response_schema="BackfillList", tags=("delivery",),
+          query=(("limit", _EVENTS_LIMIT, "1-1000, default 50"), ("continuationToken", "string", _TOKEN_DOC))),
+    Route("get_backfill", "GET", "backfills/{tenantId}/{jobId}", backfills.get_backfill,
+          "A backfill's state and progress (read, delivered, skipped duplicates, filtered, failed, "
+          "dead-lettered, position, rate, estimated time left)", response_schema="BackfillJob",
+          tags=("delivery",), path_params=(_JOB_ID,), responses=((404, "No such job for this tenant"),)),
+    Route("cancel_backfill", "DELETE", "backfills/{tenantId}/{jobId}", backfills.cancel_backfill,
+          "Cancel a backfill: cancelled at once, or `cancelling` while a chunk runs (it stops at its next "
+          "checkpoint)", response_schema="BackfillJob", success=202, tags=("delivery",), path_params=(_JOB_ID,),
+          responses=((404, "No such job for this tenant"), (409, "The job has completed or failed already"))),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
           "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals), alert conditions, service figures",
           response_schema="TenantMetrics", tags=("operations",)),

@@ -1,16 +1,14 @@
 """GET|PUT /stream-config/{tenantId}: stored in an Azure Table, ETag + If-Match for concurrency."""
 from __future__ import annotations
 
-from pydantic import ValidationError
-
 from shared.api.audit import record_audit
 from shared.api.params import tenant_param
 from shared.app.services import get_services
 from shared.core.destination_options import delivery_window_problems
 from shared.core.streamconfig import StreamConfigIn
-from shared.core.validation import field_error, field_errors
+from shared.core.validation import field_error
 from shared.delivery.configstore import PreconditionFailed
-from shared.http.adapter import read_json
+from shared.http.adapter import read_model
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -25,13 +23,7 @@ async def get_stream_config(req: ApiRequest) -> ApiResponse:
 
 async def put_stream_config(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
-    read_json(req, MAX_CONFIG_BYTES)  # media type, size, well-formed JSON
-    try:
-        # Strict JSON mode: values must have the documented JSON types (no 0 -> false, "30" -> 30).
-        body = StreamConfigIn.model_validate_json(req.body, strict=True)
-    except ValidationError as exc:
-        raise ProblemError(400, "Bad Request", "the stream configuration is not valid",
-                           errors=[e.model_dump(exclude_none=True) for e in field_errors(exc)]) from exc
+    body = read_model(req, StreamConfigIn, MAX_CONFIG_BYTES, "the stream configuration")
     # The guarantees docs/delivery.md states hold only within windows: refuse a config that breaks them.
     problems = delivery_window_problems(body.destinations, get_services().settings.kafka_delivery_timeout_ms)
     if problems:

@@ -1,6 +1,6 @@
 """Every non-HTTP entry point a trigger calls (function_app.py only decodes and wraps them in the
 invocation's telemetry operation): a change-feed batch, the overdue check, the retry-queue drain,
-the analytics retention purge, the monitor pass, vector indexing."""
+the analytics retention purge, the monitor pass, vector indexing, a backfill chunk."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +12,7 @@ from shared.changefeed.leases import container_of
 from shared.changefeed.overdue import OverdueRun, emit_overdue
 from shared.changefeed.processor import BatchOutcome
 from shared.changefeed.rules import Kind
+from shared.delivery.backfill import BackfillRunner
 from shared.delivery.retry_queue import RetryProcessor
 from shared.observability import telemetry
 from shared.observability.monitor import MonitorReport, run_minute
@@ -89,3 +90,9 @@ async def monitor_pass(past_due: bool = False) -> MonitorReport:
 async def index_vectors(body: bytes | str) -> int:
     """One vector-queue message embedded and indexed; raises so the host retries, then poisons."""
     return await vector_indexer.process_queue_message(body)
+
+
+async def run_backfill(body: bytes | str, message_id: str) -> str:
+    """One backfill chunk (docs/backfill.md); raises (the host redelivers, then poisons) only when
+    storage fails: the job record is the checkpoint, so a redelivery skips what was done."""
+    return await BackfillRunner(get_services()).run(body, message_id)

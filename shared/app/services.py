@@ -13,8 +13,10 @@ from shared.changefeed.leases import FeedStarts, container_of
 from shared.changefeed.processor import ChangeFeedProcessor
 from shared.changefeed.rules import Kind
 from shared.changefeed.state import EntityState
+from shared.core.backfill import sub_batch_size
 from shared.core.per_loop import PerLoop
 from shared.core.settings import Settings, get_settings
+from shared.delivery.backfill_store import BackfillStore
 from shared.delivery.configstore import ConfigStore
 from shared.delivery.deadletters import CHANGEFEED_DOCUMENT, CHANGEFEED_EVENT, DeadLetters
 from shared.delivery.idempotency import DedupePolicy, IdempotencyStore
@@ -24,6 +26,7 @@ from shared.delivery.retry_queue import RetryQueue
 from shared.destinations.analytics import AnalyticsDestination
 from shared.destinations.base import Destination
 from shared.destinations.kafka import KafkaDestination
+from shared.destinations.kafka_readback import KafkaReadBack
 from shared.destinations.redis_streams import RedisStreamsDestination
 from shared.destinations.vector import VectorQueueDestination
 from shared.observability import service_stats
@@ -33,6 +36,7 @@ from shared.security.audit import AuditLog
 from shared.security.ratelimit import RateLimiter
 from shared.storage.clients import managed_identity, queue_service, table_service
 from shared.storage.cosmosdb import SharedCosmos
+from shared.storage.lazy import LazyQueue
 from shared.storage.pagetokens import PageTokens
 from shared.storage.redisconn import create_redis
 
@@ -91,6 +95,13 @@ class Services:
         self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
                                      burst=settings.rate_limit_burst)
         self.audit = AuditLog(self.tables, settings.audit_table)
+        # Backfills (docs/backfill.md): jobs and slots, the chunk queue, the per-tenant throttle (a
+        # token bucket of its own, so a backfill never spends the tenant's API rate limit).
+        self.backfills = BackfillStore(self.tables, settings.backfill_table)
+        self.backfill_queue = LazyQueue(self.queues, settings.backfill_queue)
+        rate = settings.backfill_events_per_second
+        self.backfill_throttle = RateLimiter(self.redis, rate=rate, burst=max(int(rate), sub_batch_size(rate)),
+                                             name="backfill")
         # Observability hooks (after metrics): App Insights counters of the batch and the instance's
         # memory gauge (no-op without a connection string), then the error log and SYSTEM_ERROR
         # event per tenant and failed destination (ignores system batches).
@@ -129,6 +140,11 @@ class Services:
             feed_started=starts.started if starts else None,
         )
 
+    @cached_property
+    def kafka_readback(self) -> KafkaReadBack:
+        """Reads back what the Kafka destination wrote (a backfill resumed after a crash)."""
+        return KafkaReadBack(self.settings)
+
     @property
     def replayers(self) -> dict[str, Replayer]:
         """How dead letters of kinds other than `delivery` are replayed (delivery/replay.py)."""
@@ -159,6 +175,9 @@ class Services:
         except Exception:  # noqa: BLE001 - closing must not fail shutdown (Redis may be gone)
             pass
         await self.destinations.close()
+        if "kafka_readback" in self.__dict__:
+            await self.kafka_readback.close()
+        await self.backfill_queue.close()
         await self.tables.close()
         await self.queues.close()
         await self.cosmos.close()

@@ -39,6 +39,17 @@ RFC3339_RE = re.compile(
 TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
 
 
+def rfc3339_string(v: Any, name: str = "value") -> Any:
+    """A date-time field's raw value: pydantic's lax mode would also read numbers and digit strings
+    as Unix seconds; the API documents an RFC 3339 date-time string (datetimes pass for in-process
+    callers, None for optional fields)."""
+    if v is None or isinstance(v, datetime):
+        return v
+    if not isinstance(v, str) or not RFC3339_RE.fullmatch(v):
+        raise ValueError(f"{name} must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
+    return v
+
+
 def is_tenant_id(value: object) -> bool:
     """Whether `value` is a tenant id (a str matching the rule as a whole)."""
     return isinstance(value, str) and TENANT_RE.fullmatch(value) is not None
@@ -165,13 +176,7 @@ class EventIn(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _rfc3339(cls, v: Any) -> Any:
-        # pydantic's lax mode would also read numbers and digit strings as Unix seconds; the API
-        # documents an RFC 3339 date-time string (datetimes pass for in-process callers).
-        if v is None or isinstance(v, datetime):
-            return v
-        if not isinstance(v, str) or not RFC3339_RE.fullmatch(v):
-            raise ValueError("timestamp must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
-        return v
+        return rfc3339_string(v, "timestamp")
 
     @field_validator("timestamp")
     @classmethod

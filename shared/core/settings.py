@@ -131,6 +131,13 @@ class Settings(BaseModel):
     rate_limit_events_per_second: float = Field(1000.0, alias="RATE_LIMIT_EVENTS_PER_SECOND", ge=0)
     rate_limit_burst: int = Field(5000, alias="RATE_LIMIT_BURST", ge=1)
 
+    # Backfills (docs/backfill.md): job records and slots, the chunk queue (queue trigger
+    # `run_backfill`), the per-tenant throttle shared by every instance, concurrent jobs per tenant.
+    backfill_table: str = Field("backfills", alias="BACKFILL_TABLE")
+    backfill_queue: str = Field("backfill-chunks", alias="BACKFILL_QUEUE")
+    backfill_events_per_second: float = Field(500.0, gt=0, le=100_000, alias="BACKFILL_EVENTS_PER_SECOND")
+    backfill_max_concurrent_jobs: int = Field(2, ge=1, le=20, alias="BACKFILL_MAX_CONCURRENT_JOBS")
+
     audit_table: str = Field("audit", alias="AUDIT_TABLE")
     # HMAC key of continuation tokens (shared/storage/pagetokens.py): the same on every instance, >= 32 bytes.
     page_token_key: str = Field("", alias="PAGE_TOKEN_KEY", repr=False)

@@ -148,9 +148,9 @@ class RetryProcessor:
         stats = BatchStats()
         ts = stats.tenant(msg.tenantId)
         if dest_cfg is None:
-            outcome = await self._dead_letter(msg, event, "destination not configured", msg.attempt - 1, stats)
+            outcome = await self.dead_letter(msg, event, "destination not configured", msg.attempt - 1, stats)
         elif not msg.transient:
-            outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
+            outcome = await self.dead_letter(msg, event, "non-transient error", msg.attempt, stats)
         elif msg.attempt > dest_cfg.retry.attempts:  # a policy with no queue retries (attempts: 0)
             outcome = await self._exhausted(msg, event, config, msg.attempt - 1, stats)
         else:
@@ -172,7 +172,7 @@ class RetryProcessor:
                 if d.transient:
                     outcome = await self._exhausted(msg, event, config, msg.attempt, stats)
                 else:
-                    outcome = await self._dead_letter(msg, event, "non-transient error", msg.attempt, stats)
+                    outcome = await self.dead_letter(msg, event, "non-transient error", msg.attempt, stats)
         if msg.payloadRef:
             await self.s.deadletters.delete_payload(msg.tenantId, msg.payloadRef)
         await service_stats.record_outside_pipeline(self.s.metrics, stats)
@@ -195,10 +195,10 @@ class RetryProcessor:
             if done:
                 stats.tenant(msg.tenantId).count(f"d:{msg.destination}:ok")
                 return "delivered"
-        return await self._dead_letter(msg, event, "retries exhausted", attempts, stats)
+        return await self.dead_letter(msg, event, "retries exhausted", attempts, stats)
 
-    async def _dead_letter(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int,
-                           stats: BatchStats) -> str:
+    async def dead_letter(self, msg: RetryMessage, event: dict[str, Any], reason: str, attempts: int,
+                          stats: BatchStats) -> str:
         row = await self.s.deadletters.record_delivery(
             msg.tenantId, msg.destination, event, reason, attempts=attempts, last_error=msg.lastError,
             first_failure_at=msg.firstFailureAt)

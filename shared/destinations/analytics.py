@@ -36,7 +36,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -47,6 +47,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from shared.core.destination_options import AnalyticsOptions
 from shared.core.events import Event
 from shared.core.health import DependencyHealth
+from shared.core.hours import hour_of, hour_start_ms
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
@@ -61,14 +62,6 @@ MAX_BATCH_OPS = 100
 MAX_BATCH_BYTES = 3_500_000  # the service's limit is 4 MiB per transaction request; keep headroom
 MAX_PAGE_HOURS = 48  # hours with data read by one history page at most
 CONCURRENCY = 8
-
-
-def hour_of(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d%H")
-
-
-def hour_start_ms(hour: str) -> int:
-    return int(datetime.strptime(hour, "%Y%m%d%H").replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def event_ms(ev: Event) -> int:
@@ -276,8 +269,9 @@ class AnalyticsDestination:
 
     # ---- read ------------------------------------------------------------------------
 
-    async def _index_hours(self, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
-        """hour -> shard count (the largest one written in that hour), for the tenant's hours in range."""
+    async def hours(self, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
+        """hour -> shard count (the largest one written in that hour), for the tenant's hours with data
+        from the hour of `from_ms` to the hour of `to_ms`, both included (one query of the index)."""
         table = await self.table()
         lo, hi = f"{tenant}_{hour_of(from_ms)}", f"{tenant}_{hour_of(to_ms)}_~"
         hours: dict[str, int] = {}
@@ -307,7 +301,7 @@ class AnalyticsDestination:
         state = after
         if state:
             from_ms, to_ms = state["f"], state["t"]
-        hours = await self._index_hours(tenant, from_ms, to_ms)
+        hours = await self.hours(tenant, from_ms, to_ms)
         ordered = sorted((h for h in hours if state is None or h <= state["h"]), reverse=True)
         lo_rk = f"{MAX_TS_MS - to_ms:013d}"
         hi_rk = f"{MAX_TS_MS - from_ms:013d}~"
@@ -361,6 +355,41 @@ class AnalyticsDestination:
         # yields the hour's first want+1 rows overall.
         merged = list(heapq.merge(*per_shard, key=lambda e: e["RowKey"]))
         return merged[: want + 1]
+
+    async def read_range(
+        self, tenant: str, hour: str, shards: int, lo_ms: int, hi_ms: int, cap: int,
+    ) -> list[tuple[int, str, dict[str, Any]]] | None:
+        """The rows of one tenant-hour with lo_ms <= time < hi_ms, oldest first ((time, eventId)
+        order), as (time ms, eventId, row); None when there are more than `cap` (the caller asks for
+        a shorter range). A backfill reads with it: RowKeys sort newest first, so the oldest events
+        come from reading a short range whole and turning it round (docs/backfill.md)."""
+        table = await self.table()
+        lo_rk, hi_rk = f"{MAX_TS_MS - (hi_ms - 1):013d}", f"{MAX_TS_MS - lo_ms:013d}~"
+        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
+        over = asyncio.Event()
+
+        async def shard_rows(shard: int) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = []
+            async with self._sem:
+                pager = table.query_entities(flt, parameters={"pk": partition_key(tenant, hour, shard), "lo": lo_rk,
+                                                              "hi": hi_rk}, results_per_page=1000)
+                async for page in pager.by_page():
+                    async for e in page:
+                        rows.append(e)
+                    if over.is_set() or len(rows) > cap:
+                        over.set()
+                        break
+            return rows
+
+        per_shard = await asyncio.gather(*(shard_rows(s) for s in range(shards)))
+        if over.is_set() or sum(map(len, per_shard)) > cap:
+            return None
+        out = []
+        for row in (r for rows in per_shard for r in rows):
+            inverted, event_id = row["RowKey"].split("_", 1)
+            out.append((MAX_TS_MS - int(inverted), event_id, row))
+        out.sort(key=lambda x: (x[0], x[1]))
+        return out
 
     # ---- retention -----------------------------------------------------------------------
 

@@ -91,9 +91,8 @@ def producer_config(
     credential_factory: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """librdkafka settings for one producer (no callbacks but oauth_cb)."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_broker,
-        "client.id": CLIENT_ID,
+    return {
+        **connection_config(settings, credential_factory),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "gzip" if gzip else "none",
@@ -105,6 +104,12 @@ def producer_config(
         "message.timeout.ms": settings.kafka_delivery_timeout_ms,
         "linger.ms": 5,
     }
+
+
+def connection_config(settings: Settings, credential_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """What every client of the broker needs (producers here, the backfill's read-back consumer):
+    the bootstrap servers and Event Hubs' security settings."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka_broker, "client.id": CLIENT_ID}
     sec = settings.kafka_security
     if sec == "sasl-plain":
         if not settings.eventhubs_connection_string:

@@ -8,13 +8,15 @@ with `Retry-After` on every route, never a 500.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from shared.app.services import get_services
 from shared.core.events import ClientIdPattern, is_tenant_id
 from shared.core.ids import uuid7
+from shared.core.validation import field_errors
 from shared.http.outages import RETRY_AFTER_SECONDS, unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.observability import telemetry
@@ -131,3 +133,17 @@ def read_json(req: ApiRequest, max_bytes: int) -> Any:
     except orjson.JSONDecodeError as exc:
         raise ProblemError(400, "Bad Request", f"the body is not valid JSON: {exc.msg} at position {exc.pos}",
                            errors=[{"pointer": "", "field": "(body)", "detail": "malformed JSON"}]) from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_model(req: ApiRequest, model: type[M], max_bytes: int, what: str) -> M:
+    """A JSON body as `model`: `read_json`'s checks, then the model in strict JSON mode (values must have
+    the documented JSON types: no 0 -> false, "30" -> 30); 400 naming every invalid field otherwise."""
+    read_json(req, max_bytes)
+    try:
+        return model.model_validate_json(req.body, strict=True)
+    except ValidationError as exc:
+        raise ProblemError(400, "Bad Request", f"{what} is not valid",
+                           errors=[e.model_dump(exclude_none=True) for e in field_errors(exc)]) from exc

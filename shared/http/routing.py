@@ -36,6 +36,11 @@ class Route:
     # The path's tenantId may also be the reserved partition of dead letters naming no valid tenant
     # (UNMAPPED_TENANT), served to admins only.
     unmapped: bool = False
+    # Path parameters besides tenantId: (name, JSON Schema, description).
+    path_params: tuple[tuple[str, dict[str, Any], str], ...] = ()
+    # Answers beyond the common ones: (status, description); a 2xx carries the response schema,
+    # anything else problem details.
+    responses: tuple[tuple[int, str], ...] = ()
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -81,6 +81,7 @@ class Decision(NamedTuple):
     allowed: bool
     retry_after_seconds: int  # whole seconds for the Retry-After header; 0 when allowed
     remaining: int
+    wait_seconds: float = 0.0  # the exact wait until the cost is there (a throttle sleeps this long)
 
 
 @dataclass(slots=True)
@@ -89,8 +90,8 @@ class _Lease:
     until: float
 
 
-def bucket_key(tenant: str) -> str:
-    return tenant_key(tenant, "ratelimit")  # grc:{tenant}:ratelimit
+def bucket_key(tenant: str, name: str = "ratelimit") -> str:
+    return tenant_key(tenant, name)  # grc:{tenant}:ratelimit
 
 
 class RateLimiter:
@@ -99,13 +100,15 @@ class RateLimiter:
     rate 0 disables the limit. A request costing more than the burst would never pass, so its cost
     is capped at the burst: it needs a full bucket and empties it. If Redis fails the request is let
     through (logged): the limit protects capacity, and a Redis outage must not become an API outage
-    of its own.
+    of its own. `name`: the bucket's key per tenant (the API's `ratelimit`; backfills have their own
+    bucket, `backfill`, so a backfill never spends the tenant's API budget).
     """
 
-    def __init__(self, client: aioredis.Redis, *, rate: float, burst: int) -> None:
+    def __init__(self, client: aioredis.Redis, *, rate: float, burst: int, name: str = "ratelimit") -> None:
         if burst < 1 or rate < 0:
             raise ValueError("burst must be >= 1 and rate >= 0")
         self._client = client
+        self._name = name
         self._rate = rate
         self._burst = burst
         self._script = client.register_script(_TOKEN_BUCKET)
@@ -156,7 +159,7 @@ class RateLimiter:
         for tenant, (cost, have) in need.items():
             short = cost - have
             most = short + self._extra
-            calls.append(([bucket_key(tenant)], [rate, burst, repr(short), repr(most), redis_clock]))
+            calls.append(([bucket_key(tenant, self._name)], [rate, burst, repr(short), repr(most), redis_clock]))
         try:
             replies = await run_script(self._client, self._script, calls)
         except RedisError as exc:
@@ -171,7 +174,8 @@ class RateLimiter:
                 continue
             allowed, wait, left, taken = (float(x) for x in reply)
             if allowed != 1:
-                out[tenant] = Decision(allowed=False, retry_after_seconds=max(1, math.ceil(wait)), remaining=0)
+                out[tenant] = Decision(allowed=False, retry_after_seconds=max(1, math.ceil(wait)), remaining=0,
+                                       wait_seconds=wait)
                 continue
             lease = self._leases.get(tenant)
             if lease is None or lease.until <= clock:

@@ -19,6 +19,7 @@ import base64
 import json
 import re
 import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import azure.functions as func
@@ -84,8 +85,15 @@ def event(tenant: str, n: int = 0) -> dict[str, Any]:
     }
 
 
+def backfill(tenant: str) -> dict[str, Any]:
+    """The last hour into the default config's one destination (redis): a valid request."""
+    now = datetime.now(timezone.utc)
+    return {"from": (now - timedelta(hours=1)).isoformat(), "to": now.isoformat(), "destination": "redis"}
+
+
 KNOWN_BODIES = {
     "EventIn": lambda t: event(t),
+    "BackfillRequest": backfill,
     "BulkRequest": lambda t: {"events": [event(t, 1), event(t, 2)]},
     "StreamConfigIn": lambda t: {"tenantId": t, "enabled": True, "batchSize": 50},
 }

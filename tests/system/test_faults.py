@@ -366,5 +366,11 @@ async def test_kill_and_restart_each_service_under_steady_load(breakable: tuple[
         assert set(ids) <= set(client.sent)
     assert replayed == {"delivered": len(dlq)}
     assert counts["lost"] == {"kafka": 0, "redis": 0, "analytics": 0}
-    assert counts["duplicates"] == {"kafka": 0, "redis": 0, "analytics": 0}
+    assert {d: n for d, n in counts["duplicates"].items() if d != "kafka"} == {"redis": 0, "analytics": 0}
+    if counts["duplicates"]["kafka"]:
+        # The one duplicate docs/delivery.md allows: Kafka is at-least-once across producers. A send whose
+        # report never came (the broker died holding it) is sent again by a new producer; the log names the
+        # replacement. Consumers deduplicate by the eventId header, which both copies carry.
+        assert "producer after a fatal error" in app.log(), "a Kafka duplicate without a producer replacement"
+        assert counts["duplicates"]["kafka"] <= 5, counts["duplicates"]
     assert poison == 0

@@ -8,6 +8,7 @@ get an entry in EXPECTED). /health keeps its own document as the 503 body, with 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -29,7 +30,12 @@ EXPECTED: dict[tuple[str, str], tuple[int, int]] = {
     ("PUT", "/stream-config/{tenantId}"): (201, 503),  # a new tenant each time: created
     ("GET", "/audit/{tenantId}"): (200, 503),
     ("GET", "/search/{tenantId}"): (200, 200),  # the local vector index is a file
+    ("POST", "/backfills/{tenantId}"): (202, 503),  # jobs, slots and chunks live in Tables and Queues
+    ("GET", "/backfills/{tenantId}"): (200, 503),
+    ("GET", "/backfills/{tenantId}/{jobId}"): (404, 503),  # a well-formed id of no job
+    ("DELETE", "/backfills/{tenantId}/{jobId}"): (404, 503),
 }
+NO_JOB = "bf-0000000000000-00000000"
 
 
 def _event(t: str) -> dict[str, Any]:
@@ -37,12 +43,15 @@ def _event(t: str) -> dict[str, Any]:
 
 
 def _call(app: App, method: str, template: str, t: str) -> httpx.Response:
-    path = template.replace("{tenantId}", t)
+    path = template.replace("{tenantId}", t).replace("{jobId}", NO_JOB)
     kw: dict[str, Any] = {}
     if template == "/events":
         kw["json"] = _event(t)
     elif template == "/events/bulk":
         kw["json"] = {"events": [_event(t), _event(t)]}
+    elif template == "/backfills/{tenantId}" and method == "POST":
+        now = datetime.now(timezone.utc)
+        kw["json"] = {"from": (now - timedelta(hours=1)).isoformat(), "to": now.isoformat(), "destination": "redis"}
     elif template.endswith("/replay"):
         kw["json"] = {}
     elif method == "PUT":

@@ -10,6 +10,8 @@ TENANT_ROUTES = [
     ("GET", "/events/{t}"), ("GET", "/events/{t}/history"), ("GET", "/deadletters/{t}"),
     ("GET", "/metrics/{t}"), ("GET", "/stream-config/{t}"), ("GET", "/audit/{t}"), ("GET", "/search/{t}?q=risk"),
     ("PUT", "/stream-config/{t}"), ("POST", "/deadletters/{t}/replay"),
+    ("POST", "/backfills/{t}"), ("GET", "/backfills/{t}"), ("GET", "/backfills/{t}/bf-0000000000000-00000000"),
+    ("DELETE", "/backfills/{t}/bf-0000000000000-00000000"),
 ]
 SUFFIXES = ["%0A", "%0D%0A", "%00", "%20", "%09"]
 

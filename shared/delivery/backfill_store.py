@@ -1,0 +1,168 @@
+"""Backfill jobs in an Azure Table (BACKFILL_TABLE): the job record, which is also its checkpoint,
+and the tenant's job slots (docs/backfill.md).
+
+- Job row: PartitionKey = tenant, RowKey = jobId = `bf-{inverted ms:013}-{8 hex}` (a partition lists
+  newest first), `State` and the record as JSON (`Doc`). Every write after the first is conditional
+  on the ETag read (If-Match): the runner's checkpoint and the API's cancel never overwrite each
+  other, and a runner that lost its job learns it at its next checkpoint.
+- Slot rows: RowKey `~slot-{i:02}` (after every job id), `JobId`: a tenant has at most
+  BACKFILL_MAX_CONCURRENT_JOBS of them. A slot is taken by inserting its row (insert fails if it
+  exists: two requests cannot take one slot), or, when its job has finished (or its record is gone),
+  by replacing the row conditionally on its ETag. Finished jobs release theirs; one that could not
+  is released by the next request that finds its job finished.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+import orjson
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableServiceClient
+
+from shared.core.backfill import JobRecord
+from shared.storage.lazy import LazyTable
+
+MAX_TS_MS = 9_999_999_999_999
+JOB_ID = re.compile(r"bf-\d{13}-[0-9a-f]{8}")
+SLOT_PREFIX = "~slot-"
+
+
+class Conflict(Exception):
+    """The record changed since it was read (ETag mismatch) or is gone."""
+
+
+class TooManyJobs(Exception):
+    def __init__(self, active: list[JobRecord]) -> None:
+        super().__init__(f"{len(active)} backfill(s) queued or running")
+        self.active = active
+
+
+def new_job_id(now: float | None = None) -> str:
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"bf-{MAX_TS_MS - ms:013d}-{secrets.token_hex(4)}"
+
+
+def is_job_id(value: str) -> bool:
+    return JOB_ID.fullmatch(value) is not None
+
+
+class BackfillStore:
+    def __init__(self, tables: TableServiceClient, table_name: str) -> None:
+        self._table = LazyTable(tables, table_name)
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    async def create(self, job: JobRecord, max_jobs: int) -> str:
+        """Take a slot of the tenant for `job`, then insert it; its ETag. TooManyJobs when every slot
+        is held by a job still queued or running."""
+        job.slot = await self._take_slot(job.tenantId, job.jobId, max_jobs)
+        result = await self._table.call("create_entity", self._entity(job))
+        return str(result["etag"])
+
+    async def read(self, tenant: str, job_id: str) -> tuple[JobRecord, str] | None:
+        if not is_job_id(job_id):
+            return None
+        try:
+            entity = await self._table.call("get_entity", tenant, job_id)
+        except ResourceNotFoundError:
+            return None
+        return _job(entity), str(entity.metadata["etag"])
+
+    async def save(self, job: JobRecord, etag: str) -> str:
+        """Replace the record if it is still the one read (`etag`); its new ETag. Conflict otherwise."""
+        try:
+            result = await self._table.call("update_entity", self._entity(job), mode=UpdateMode.REPLACE,
+                                            etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise Conflict(str(job.jobId)) from exc
+        return str(result["etag"])
+
+    async def delete(self, job: JobRecord) -> None:
+        """Drop a job that never started (its first chunk could not be queued) and free its slot."""
+        try:
+            await self._table.call("delete_entity", job.tenantId, job.jobId)
+        except ResourceNotFoundError:
+            pass
+        await self.release_slot(job)
+
+    async def list(self, tenant: str, limit: int, after: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """Newest first; `after` = the last jobId of the previous page (the API signs it as a
+        continuation token). Returns the jobs and the position of the next page (None: none)."""
+        query = "PartitionKey eq @pk and RowKey lt @slots"
+        params: dict[str, Any] = {"pk": tenant, "slots": SLOT_PREFIX}
+        if after is not None:
+            if not is_job_id(after):
+                raise ValueError("not a backfill position")
+            query += " and RowKey gt @after"
+            params["after"] = after
+        table = await self._table.get()
+        out: list[JobRecord] = []
+        async for entity in table.query_entities(query, parameters=params, results_per_page=min(limit + 1, 1000)):
+            if len(out) == limit:
+                return out, out[-1].jobId
+            out.append(_job(entity))
+        return out, None
+
+    # ---- slots -----------------------------------------------------------------------------
+
+    async def active(self, tenant: str) -> list[JobRecord]:
+        """The jobs holding the tenant's slots that are still queued or running."""
+        table = await self._table.get()
+        out = []
+        async for row in table.query_entities("PartitionKey eq @pk and RowKey ge @slots",
+                                              parameters={"pk": tenant, "slots": SLOT_PREFIX}):
+            got = await self.read(tenant, str(row.get("JobId", "")))
+            if got is not None and not got[0].terminal:
+                out.append(got[0])
+        return out
+
+    async def _take_slot(self, tenant: str, job_id: str, max_jobs: int) -> int:
+        for i in range(max_jobs):
+            key = f"{SLOT_PREFIX}{i:02d}"
+            try:
+                await self._table.call("create_entity", {"PartitionKey": tenant, "RowKey": key, "JobId": job_id})
+                return i
+            except ResourceExistsError:
+                pass
+            try:
+                row = await self._table.call("get_entity", tenant, key)
+            except ResourceNotFoundError:  # released since: try it again next time round
+                continue
+            holder = await self.read(tenant, str(row.get("JobId", "")))
+            if holder is not None and not holder[0].terminal:
+                continue
+            try:  # the holder finished: take its slot, unless another request just did
+                await self._table.call("update_entity", {"PartitionKey": tenant, "RowKey": key, "JobId": job_id},
+                                       mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
+                                       match_condition=MatchConditions.IfNotModified)
+                return i
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+        raise TooManyJobs(await self.active(tenant))
+
+    async def release_slot(self, job: JobRecord) -> None:
+        """Free the job's slot if it still holds it (best effort: a finished job's slot is taken over anyway)."""
+        if job.slot is None:
+            return
+        key = f"{SLOT_PREFIX}{job.slot:02d}"
+        try:
+            row = await self._table.call("get_entity", job.tenantId, key)
+            if row.get("JobId") == job.jobId:
+                await self._table.call("delete_entity", job.tenantId, key, etag=row.metadata["etag"],
+                                       match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+
+    @staticmethod
+    def _entity(job: JobRecord) -> dict[str, Any]:
+        return {"PartitionKey": job.tenantId, "RowKey": job.jobId, "State": job.state.value,
+                "Doc": orjson.dumps(job.model_dump(mode="json")).decode()}
+
+
+def _job(entity: dict[str, Any]) -> JobRecord:
+    return JobRecord.model_validate(orjson.loads(entity["Doc"]))
