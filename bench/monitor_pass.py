@@ -16,6 +16,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,29 @@ async def seed(settings: Settings, minute: int, args: argparse.Namespace) -> lis
         await s.close()
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> None:
+@dataclass
+class MonitorFigures:
+    seen: int
+    active: int
+    seconds: float
+    table_gets: int
+    health_median_ms: float
+    health_max_ms: float
+    health_runs: int
+
+    def lines(self) -> list[str]:
+        return [f"monitor pass: {self.seen:,} tenants seen, {self.active:,} active: {self.seconds:.2f} s "
+                f"({self.seconds / self.active * 1000:.2f} ms per active tenant); Table reads in the pass: "
+                f"{self.table_gets}",
+                f"health checks (redis, tables, queues): median {self.health_median_ms:.1f} ms, "
+                f"max {self.health_max_ms:.1f} ms over {self.health_runs} runs"]
+
+
+async def measure(args: argparse.Namespace, settings: Settings) -> MonitorFigures:
     minute = 978_307_200 // 60  # 2001: only this run's tenants are in that minute
     active = await seed(settings, minute, args)
     requests = TableRequests()
-    services_module.table_service = lambda st: TableServiceClient.from_connection_string(  # type: ignore[assignment]
+    services_module.table_service = lambda st, credential=None: TableServiceClient.from_connection_string(  # type: ignore[assignment]
         st.storage_connection_string, raw_request_hook=requests, **CLIENT_OPTIONS)
     s = Services(settings)  # a fresh instance: nothing cached
     await s.redis.ping()
@@ -89,11 +108,21 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         await run_checks(s)
         health.append((time.perf_counter() - t0) * 1000)
     await s.close()
-    print(f"monitor pass: {args.seen:,} tenants seen, {len(active):,} active, {len(report.events):,} "
-          f"SYSTEM_PERFORMANCE events: {elapsed:.2f} s ({elapsed / len(active) * 1000:.2f} ms per active tenant); "
-          f"Table reads in the pass: {gets}")
-    print(f"health checks (redis, tables, queues): median {statistics.median(health):.1f} ms, "
-          f"max {max(health):.1f} ms over {len(health)} runs")
+    return MonitorFigures(args.seen, len(active), elapsed, gets, statistics.median(health), max(health), len(health))
+
+
+def run(seen: int = 10_000, active: int = 1_000, configs: int = 100) -> MonitorFigures:
+    """Start Redis and Azurite, measure, stop them."""
+    args = argparse.Namespace(seen=seen, active=active, configs=configs)
+    with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
+        work = Path(tmp)
+        redis = services.start("redis", work / "redis")
+        azurite = services.start("azurite", work / "azurite")
+        try:
+            return asyncio.run(measure(args, Settings.from_env({**redis.settings, **azurite.settings})))
+        finally:
+            services.stop(redis.proc)
+            services.stop(azurite.proc)
 
 
 def main() -> None:
@@ -102,14 +131,7 @@ def main() -> None:
     ap.add_argument("--active", type=int, default=1_000)
     ap.add_argument("--configs", type=int, default=100)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    redis = services.start("redis", work / "redis")
-    azurite = services.start("azurite", work / "azurite")
-    try:
-        asyncio.run(run(args, Settings.from_env({**redis.settings, **azurite.settings})))
-    finally:
-        services.stop(redis.proc)
-        services.stop(azurite.proc)
+    print("\n".join(run(args.seen, args.active, args.configs).lines()))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,24 @@
 """Publish-path benchmark: bulk batches through validate -> enrich -> filter -> Redis Streams,
 beside redis-py's pipelined XADD of the same payloads on the same server, in the same run.
 
-    python -m bench.publish_path [--events 20000] [--batch 1000] [--rounds 3]
+    python -m bench.publish_path [--events 20000] [--batch 1000] [--rounds 5]
 
 Rounds alternate (raw, pipeline, raw, pipeline, ...) so machine noise hits both; the median of
-each is reported with the ratio. Starts its own Redis and Azurite on free ports.
+each is reported with the ratio, and beside it the CPU each side spent (this process plus Redis,
+over all rounds): on a machine whose cores other work shares, the CPU ratio moves much less than
+the wall-clock one. Starts its own Redis and Azurite on free ports.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from redis.asyncio import Redis
 
+from bench.cpu import Meter, SideBySide, load, per_round
 from localdev import services
 from shared.app.gc_tuning import tune_for_throughput
 from shared.app.producer import EventProducer
@@ -34,65 +36,98 @@ def make_events(n: int, tenant: str) -> list[dict[str, object]]:
              "metadata": {"requestId": f"req-{i}", "region": "westeurope"}} for i in range(n)]
 
 
-async def raw_xadd(client: Redis, key: str, payloads: list[tuple[str, str, bytes]], batch: int) -> float:
-    start = time.perf_counter()
+async def raw_xadd(client: Redis, key: str, payloads: list[tuple[str, str, bytes]], batch: int) -> None:
     for i in range(0, len(payloads), batch):
         pipe = client.pipeline(transaction=False)
         for t, s, e in payloads[i:i + batch]:
             pipe.xadd(key, {"t": t, "s": s, "f": "native", "e": e})
         await pipe.execute()
-    return len(payloads) / (time.perf_counter() - start)
 
 
-async def through_pipeline(producer: EventProducer, events: list[dict[str, object]], batch: int) -> float:
+async def through_pipeline(producer: EventProducer, events: list[dict[str, object]], batch: int) -> None:
     pipeline = producer.services.pipeline
-    start = time.perf_counter()
     for i in range(0, len(events), batch):
         results = await pipeline.publish_raw(events[i:i + batch], PublishContext(pointer_prefix=("events",)))
         assert all(r.status == "accepted" for r in results), results[0]
-    return len(events) / (time.perf_counter() - start)
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> None:
-    events = make_events(args.events, "bench-tenant")
+@dataclass
+class Figures(SideBySide):
+    events: int  # per round
+    rounds: int
+    raw_cpu: float  # CPU seconds over all rounds: this process + Redis
+    pipe_cpu: float
+    event_bytes: float
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Events per CPU-second through the pipeline over the same for raw XADD."""
+        return self.raw_cpu / self.pipe_cpu
+
+    def lines(self) -> list[str]:
+        per = self.events * self.rounds
+        return [
+            f"raw redis-py pipelined XADD    : {self.raw:>9,.0f} events/s, {self.raw_cpu / per * 1e6:5.1f} us "
+            f"CPU/event ({per_round(self.raw_rates)})",
+            f"validate->enrich->filter->Redis: {self.ours:>9,.0f} events/s, {self.pipe_cpu / per * 1e6:5.1f} us "
+            f"CPU/event ({per_round(self.our_rates)})",
+            f"ratio pipeline/raw: {self.ratio:.1%} wall-clock, {self.cpu_ratio:.1%} by CPU "
+            f"({self.event_bytes:.0f} bytes per enriched event)",
+        ]
+
+
+async def measure(settings: Settings, redis_pid: int, events_n: int = 20_000, batch: int = 1000,
+                  rounds: int = 5) -> Figures:
+    events = make_events(events_n, "bench-tenant")
     ingested = now_iso()
     payloads = [(ev.eventType.value, ev.source.value, ev.to_json())
                 for ev in (enrich(EventIn.model_validate(e), ingested_at=ingested) for e in events)]
     raw_client = Redis(host=settings.redis_host, port=settings.redis_port)
     producer = EventProducer.from_settings(settings)
-    await through_pipeline(producer, events[: args.batch], args.batch)  # warm: config cached, table created
+    await through_pipeline(producer, events[:batch], batch)  # warm: config cached, table created
     raw_rates, pipe_rates = [], []
-    for _ in range(args.rounds):
+    raw_cpu = pipe_cpu = 0.0
+    for _ in range(rounds):
         await raw_client.delete("bench:raw")
-        raw_rates.append(await raw_xadd(raw_client, "bench:raw", payloads, args.batch))
-        pipe_rates.append(await through_pipeline(producer, events, args.batch))
+        with Meter([redis_pid]) as m:
+            await raw_xadd(raw_client, "bench:raw", payloads, batch)
+        raw_rates.append(events_n / m.wall)
+        raw_cpu += m.cpu
+        with Meter([redis_pid]) as m:
+            await through_pipeline(producer, events, batch)
+        pipe_rates.append(events_n / m.wall)
+        pipe_cpu += m.cpu
     await producer.close()
     await raw_client.aclose()
-    raw, pipe = statistics.median(raw_rates), statistics.median(pipe_rates)
     size = sum(len(p[2]) for p in payloads) / len(payloads)
-    print(f"events: {args.events} per round, batches of {args.batch}, {args.rounds} rounds, "
-          f"{size:.0f} bytes per enriched event")
-    print(f"raw redis-py pipelined XADD : {raw:>10,.0f} events/s  (rounds: {', '.join(f'{r:,.0f}' for r in raw_rates)})")
-    print(f"validate->enrich->filter->Redis: {pipe:>7,.0f} events/s  (rounds: {', '.join(f'{r:,.0f}' for r in pipe_rates)})")
-    print(f"ratio pipeline/raw: {pipe / raw:.1%}")
+    return Figures(raw_rates, pipe_rates, events_n, rounds, raw_cpu, pipe_cpu, size)
+
+
+def run(events: int, batch: int, rounds: int) -> Figures:
+    """Start Redis and Azurite, measure, stop them."""
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    redis = services.start("redis", work / "redis")
+    azurite = services.start("azurite", work / "azurite")
+    try:
+        settings = Settings.from_env({**redis.settings, **azurite.settings})
+        return asyncio.run(measure(settings, redis.proc.pid, events, batch, rounds))
+    finally:
+        services.stop(redis.proc)
+        services.stop(azurite.proc)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     tune_for_throughput()  # the app's process settings (function_app.py does the same at import)
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    redis = services.start("redis", work / "redis")
-    azurite = services.start("azurite", work / "azurite")
-    try:
-        settings = Settings.from_env({**redis.settings, **azurite.settings})
-        asyncio.run(run(args, settings))
-    finally:
-        services.stop(redis.proc)
-        services.stop(azurite.proc)
+    before = load()
+    figures = run(args.events, args.batch, args.rounds)
+    print(f"events: {args.events} per round, batches of {args.batch}, {args.rounds} rounds; "
+          f"load average {before} -> {load()}")
+    print("\n".join(figures.lines()))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
@@ -45,9 +44,8 @@ async def invoke(spec: FunctionSpec, trigger_value: Any, context: Context | None
     `Executed 'Functions.<name>' (Succeeded|Failed, Id=<invocation id>, Duration=<ms>ms)`, so a run by
     hand, a timer or a queue message shows in the log whether it finished and how."""
     context = context or Context(spec.name)
-    params = inspect.signature(spec.user_function).parameters
     kwargs: dict[str, Any] = {spec.trigger["name"]: trigger_value}
-    if "context" in params:
+    if spec.takes_context:
         kwargs["context"] = context
     started = time.perf_counter()
     outcome = "Failed"

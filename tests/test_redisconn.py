@@ -91,3 +91,105 @@ async def test_run_script_takes_calls_from_a_generator_even_after_a_reload(redis
     await redis.script_flush()
     calls = (([f"k{{t{i}}}"], [f"v{i}"]) for i in range(200))
     assert await run_script(redis, script, calls) == [f"v{i}".encode() for i in range(200)]
+
+
+async def test_small_calls_made_together_share_one_round_trip_each_with_its_own_replies(redis_port: int) -> None:
+    """Concurrent requests' Redis calls (a config check, an append) go in one round trip: each
+    caller's commands stay together and in order, and each gets exactly its own replies."""
+    trips = RoundTrips(redis_port)
+    try:
+        await trips.warm()
+        keys = [f"k-{uuid.uuid4().hex}" for _ in range(10)]
+        got = await asyncio.gather(*(pipelined(trips.client, [("SET", k, i), ("INCR", k), ("GET", k)])
+                                     for i, k in enumerate(keys)))
+        assert got == [[b"OK", i + 1, str(i + 1).encode()] for i in range(10)]
+        assert trips.count == 1
+        await pipelined(trips.client, [("PING",)])  # a lone call: its own trip, sent at once
+        assert trips.count == 2
+        big = [("ECHO", str(i)) for i in range(redisconn.SHARED_TRIP + 1)]  # too big to share: sent directly
+        assert await pipelined(trips.client, big) == [str(i).encode() for i in range(len(big))]
+    finally:
+        await trips.client.aclose()
+
+
+async def test_a_cancelled_caller_leaves_the_others_of_its_trip_unharmed(redis_port: int) -> None:
+    client = Redis(port=redis_port)
+    try:
+        await client.ping()
+        key = f"k-{uuid.uuid4().hex}"
+        first = asyncio.ensure_future(pipelined(client, [("INCR", key)]))
+        second = asyncio.ensure_future(pipelined(client, [("INCR", key)]))
+        await asyncio.sleep(0)  # both joined the trip
+        first.cancel()
+        assert await second == [2]  # the trip ran: both INCRs reached Redis, in order
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert int(await client.get(key)) == 2
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_error_fails_every_call_of_the_trip() -> None:
+    from localdev.services import free_port
+
+    client = create_redis(Settings(REDIS_PORT=free_port()))
+    try:
+        got = await asyncio.gather(*(pipelined(client, [("PING",)]) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(r, RedisError) for r in got) and len({id(r) for r in got}) == 3
+    finally:
+        await client.aclose()
+
+
+async def test_replies_are_read_from_the_hiredis_reader_directly(redis_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast read path is the one taken (a redis-py upgrade that changes its parser shows here,
+    not as a silently slower service), and it answers exactly what redis-py's own read would."""
+    client = Redis(port=redis_port)
+    try:
+        await client.ping()
+        conn = await client.connection_pool.get_connection()
+        assert redisconn._hiredis_reader(conn) is not None
+        await client.connection_pool.release(conn)
+
+        async def not_used(*args: object, **kwargs: object) -> None:
+            raise AssertionError("read_response called per reply")
+
+        monkeypatch.setattr("redis.asyncio.connection.Connection.read_response", not_used)
+        key = f"k-{uuid.uuid4().hex}"
+        big = "x" * 200_000  # arrives in several socket reads
+        replies = await pipelined(client, [("SET", key, big), ("GET", key), ("INCR", key), ("PING",)]
+                                  + [("ECHO", str(i)) for i in range(redisconn.SHARED_TRIP)])
+        assert replies[:2] == [b"OK", big.encode()] and isinstance(replies[2], ResponseError)
+        assert replies[3] == b"PONG" and replies[4:] == [str(i).encode() for i in range(redisconn.SHARED_TRIP)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_reset_while_reading_replies_is_a_redis_error() -> None:
+    """A socket error while replies are read from the hiredis reader is a redis ConnectionError, as
+    redis-py's own read_response makes it: callers (idempotency settle, rate limits, metrics) catch
+    RedisError, and a bare ConnectionResetError escaped them (a request that had already published
+    answered 503, and the client's retry published it again)."""
+    import socket
+    import struct
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if b"PING" in data:  # the pipeline: reset the connection instead of answering
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.close()
+                return
+            writer.write(b"+OK\r\n" * data.count(b"*"))  # the connection's handshake (CLIENT SETINFO)
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Redis(port=port, retry=Retry(NoBackoff(), 0))
+    try:
+        for _ in range(2):  # the small calls' shared trip, then a pipeline of its own
+            with pytest.raises(RedisError):
+                await pipelined(client, [("PING",)] * (1 if _ == 0 else redisconn.SHARED_TRIP + 1))
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()

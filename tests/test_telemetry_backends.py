@@ -45,15 +45,16 @@ class Run:
                 and e["data"]["baseData"]["metrics"][0]["name"] == name]
 
 
-def scenario(backend: str, storage: Path, *flags: str, tls: bool = False) -> Run:
+def scenario(backend: str, storage: Path, *flags: str, tls: bool = False, environment: str | None = None) -> Run:
     """The scenario's telemetry as received; `tls`: the endpoint speaks https with a throwaway
-    certificate the scenario's process trusts (REQUESTS_CA_BUNDLE, read by both SDKs' transport)."""
+    certificate the scenario's process trusts (REQUESTS_CA_BUNDLE, read by both SDKs' transport);
+    `environment`: the APPLICATIONINSIGHTS_CONNECTION_STRING variable instead of the setting's value."""
     sink = FakeIngestion(tls_dir=storage if tls else None)
     try:
         conn = f"InstrumentationKey=11111111-2222-3333-4444-555555555555;IngestionEndpoint={sink.base}/"
         # The process environment carries the connection string, as the Functions host's app settings do
         # (the distro's exporters read it from there too); never the suite's own local default ("").
-        env = {**os.environ, "APPLICATIONINSIGHTS_CONNECTION_STRING": conn}
+        env = {**os.environ, "APPLICATIONINSIGHTS_CONNECTION_STRING": conn if environment is None else environment}
         if tls:
             env["REQUESTS_CA_BUNDLE"] = str(storage / "fake.crt")
         done = subprocess.run([sys.executable, "-m", "tests.telemetry_scenario", backend, conn, str(storage), *flags],
@@ -183,3 +184,11 @@ def test_the_backend_setting_takes_one_of_two_values() -> None:
     assert Settings(TELEMETRY_BACKEND="opentelemetry").telemetry_backend == "opentelemetry"
     with pytest.raises(ValidationError):
         Settings(TELEMETRY_BACKEND="zipkin")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_blank_connection_string_in_the_environment_stops_neither_backend(backend: str, tmp_path: Path) -> None:
+    """The local runner puts local.settings.json's blank value into the environment; both exporters
+    also parse the variable (the OpenTelemetry one raised on it) and the setting reaches them anyway."""
+    run = scenario(backend, tmp_path, environment="")
+    assert run.metrics("grc.events.accepted"), backend

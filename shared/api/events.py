@@ -7,7 +7,7 @@ from shared.api.params import enum_param, int_param, tenant_param
 from shared.app.services import get_services
 from shared.core import limits
 from shared.core.events import ClientIdPattern, EventType, Source
-from shared.core.results import EventResult
+from shared.core.results import Delivery, EventResult
 from shared.core.validation import pointer
 from shared.delivery.pipeline import PublishContext
 from shared.http.adapter import admit, read_json
@@ -16,8 +16,33 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_respon
 from shared.security.tenants import tenant_costs
 
 
-def _result_body(r: EventResult) -> dict[str, Any]:
-    return r.model_dump(exclude_none=True, exclude={"httpStatus"} if r.status != "rejected" else set())
+def delivery_body(d: Delivery) -> dict[str, Any]:
+    """A delivery as the API shows it: `d.model_dump(exclude_none=True)`, built directly."""
+    out: dict[str, Any] = {"destination": d.destination, "status": d.status}
+    if d.ref is not None:
+        out["ref"] = d.ref
+    if d.error is not None:
+        out["error"] = d.error
+    out["transient"] = d.transient
+    return out
+
+
+def result_body(r: EventResult) -> dict[str, Any]:
+    """An event's result as the API shows it: `model_dump(exclude_none=True)` (the per-event
+    `httpStatus` of rejected events only), built directly rather than by pydantic's serializer, once
+    per event of every bulk (docs/performance.md; tests/test_fast_values.py checks the two agree)."""
+    out: dict[str, Any] = {"index": r.index, "status": r.status}
+    if r.eventId is not None:
+        out["eventId"] = r.eventId
+    if r.tenantId is not None:
+        out["tenantId"] = r.tenantId
+    out["destinations"] = [delivery_body(d) for d in r.destinations]
+    out["errors"] = [e.model_dump(exclude_none=True) for e in r.errors]
+    if r.reason is not None:
+        out["reason"] = r.reason
+    if r.httpStatus is not None and r.status == "rejected":
+        out["httpStatus"] = r.httpStatus
+    return out
 
 
 async def publish_event(req: ApiRequest) -> ApiResponse:
@@ -43,8 +68,8 @@ async def publish_event(req: ApiRequest) -> ApiResponse:
     if result.status == "failed":
         raise ProblemError(503, "Service Unavailable", result.reason or "delivery failed; retry later",
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, eventId=result.eventId,
-                           destinations=[d.model_dump(exclude_none=True) for d in result.destinations])
-    payload = _result_body(result)
+                           destinations=[delivery_body(d) for d in result.destinations])
+    payload = result_body(result)
     payload["correlationId"] = req.correlation_id
     return json_response(payload, 201 if result.status == "accepted" else 200)
 
@@ -71,7 +96,7 @@ async def publish_bulk(req: ApiRequest) -> ApiResponse:
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     payload = {"correlationId": req.correlation_id, "total": len(results), **counts,
-               "results": [_result_body(r) for r in results]}
+               "results": [result_body(r) for r in results]}
     if counts["failed"]:
         # Some events could neither be delivered nor parked: nothing about them was acknowledged.
         raise ProblemError(503, "Service Unavailable",

@@ -9,24 +9,44 @@ import uuid
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+# Random bits come from os.urandom, RANDOM_BLOCK bytes per system call (one call per 512 ids), not a
+# system call per id: every event takes one or two ids (docs/performance.md). A forked child starts
+# with an empty block, so it never repeats its parent's bits.
+RANDOM_BLOCK = 4096
+_random = b""
+_at = 0
+_VERSION_VARIANT = (0x7 << 76) | (0b10 << 62)
+_RAND_MASK = (1 << 62) - 1
+
+
+def _reset_random() -> None:
+    global _random, _at
+    _random, _at = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_random)
 
 
 def uuid7() -> str:
     """UUIDv7 with a 12-bit per-millisecond counter so ids made in one process stay strictly ordered."""
-    global _last_ms, _seq
+    global _last_ms, _seq, _random, _at
     with _lock:
+        if _at + 10 > len(_random):
+            _random, _at = os.urandom(RANDOM_BLOCK), 0
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
-            _last_ms, _seq = ms, int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
+            _last_ms, _seq = ms, int.from_bytes(_random[_at:_at + 2], "big") & 0x3FF  # leave room to count up
+            _at += 2
         else:
             _seq += 1
             if _seq > 0xFFF:  # counter exhausted within one ms: borrow the next millisecond
                 _last_ms, _seq = _last_ms + 1, 0
             ms = _last_ms
-        seq = _seq
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
-    return str(uuid.UUID(int=value))
+        rand = int.from_bytes(_random[_at:_at + 8], "big") & _RAND_MASK
+        _at += 8
+        value = (ms << 80) | (_seq << 64) | _VERSION_VARIANT | rand
+    h = "%032x" % value
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7_time_ms(value: str) -> int:

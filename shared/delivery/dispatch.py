@@ -126,8 +126,10 @@ class Dispatcher:
         self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy
     ) -> list[list[Delivery]]:
         try:
-            out = await asyncio.wait_for(dest.publish(chunks), policy.timeoutSeconds)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: the call runs in this task instead of a new one per attempt.
+            async with asyncio.timeout(policy.timeoutSeconds):
+                out = await dest.publish(chunks)
+        except TimeoutError:
             return [[Delivery(destination=dest.type, status="failed", transient=True,
                               error=f"no answer within {policy.timeoutSeconds} s") for _ in ch.events]
                     for ch in chunks]

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from shared.core import limits
 from shared.core.enrich import enrich, now_iso
-from shared.core.events import Event, EventIn, is_tenant_id
+from shared.core.events import Event, EventIn, EventType, Source, is_tenant_id
 from shared.core.filters import passes
 from shared.core.ids import uuid7
 from shared.core.results import Delivery, EventResult, FieldError
@@ -48,6 +48,20 @@ class Failure:
     destination: str
     delivery: Delivery
     stream: StreamConfig
+
+
+_OUTCOME = {"delivered": "ok", "failed": "fail", "parked": "park"}
+_OUTCOME_COUNTERS: dict[tuple[str, str], str] = {}
+_TYPE_COUNTER = {t: f"t:{t.value}" for t in EventType}
+_SOURCE_COUNTER = {s: f"s:{s.value}" for s in Source}
+
+
+def _outcome_counter(destination: str, status: str) -> str:
+    """The metrics counter of a delivery outcome, `d:<destination>:ok|fail|park` (names made once)."""
+    name = _OUTCOME_COUNTERS.get((destination, status))
+    if name is None:
+        name = _OUTCOME_COUNTERS[(destination, status)] = f"d:{destination}:{_OUTCOME[status]}"
+    return name
 
 
 class Parker(Protocol):
@@ -255,8 +269,7 @@ class Pipeline:
                 else:
                     ts.count("flt")
                     reason = "stream disabled for tenant" if not config.enabled else "no filter matched"
-                    results[i] = EventResult(index=i, status="filtered", eventId=ev.eventId, tenantId=tenant,
-                                             reason=reason, httpStatus=200)
+                    results[i] = EventResult.of(i, "filtered", ev.eventId, tenant, None, reason, 200)
             if not passing:
                 continue
             enabled = self.dispatch.route_for(config).enabled
@@ -272,8 +285,10 @@ class Pipeline:
         # One call per destination carries every tenant's chunks (see destinations/base.py); the
         # destinations run concurrently, so a batch has at most one call in flight per destination.
         dest_types = list(jobs)
-        per_dest = await asyncio.gather(*(
-            self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats) for t in dest_types))
+        calls = [self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats)
+                 for t in dest_types]
+        # One destination (the default config: Redis only) is awaited here, without a task for it.
+        per_dest = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
         for dest_type, outcomes in zip(dest_types, per_dest):
             for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
@@ -296,30 +311,31 @@ class Pipeline:
         done = time.time()
         latency_ms = max(0.0, (done - received_at) * 1000.0)
         events = dict(ready)
+        accepted: dict[str, int] = {}  # tenant -> accepted events: one latency observation per tenant
         for i, dels in deliveries.items():
             ev = events[i]
-            ts = stats.tenant(ev.tenantId)
-            earlier = prior.get(i, {})
+            tenant = ev.tenantId
+            ts = stats.tenant(tenant)
+            earlier = prior.get(i) if prior else None
+            ok = True
             for d in dels:
-                if earlier.get(d.destination) is not d:  # counted by the attempt that did it
-                    ts.count(f"d:{d.destination}:" + {"delivered": "ok", "failed": "fail", "parked": "park"}[d.status])
-            ok = all(d.status != "failed" for d in dels)
+                if earlier is None or earlier.get(d.destination) is not d:  # counted by the attempt that did it
+                    ts.count(_outcome_counter(d.destination, d.status))
+                if d.status == "failed":
+                    ok = False
             if ok:
-                ts.count("acc")
-                ts.count(f"t:{ev.eventType.value}")
-                ts.count(f"s:{ev.source.value}")
-                ts.observe_latency(latency_ms)
+                accepted[tenant] = accepted.get(tenant, 0) + 1
+                ts.count(_TYPE_COUNTER[ev.eventType])
+                ts.count(_SOURCE_COUNTER[ev.source])
+                results[i] = EventResult.of(i, "accepted", ev.eventId, tenant, dels, None, 201)
             else:
                 ts.count("fail")
-            results[i] = EventResult(
-                index=i,
-                status="accepted" if ok else "failed",
-                eventId=ev.eventId,
-                tenantId=ev.tenantId,
-                destinations=dels,
-                reason=None if ok else "delivery failed and could not be parked for retry",
-                httpStatus=201 if ok else 503,
-            )
+                results[i] = EventResult.of(i, "failed", ev.eventId, tenant, dels,
+                                            "delivery failed and could not be parked for retry", 503)
+        for tenant, n in accepted.items():
+            ts = stats.tenant(tenant)
+            ts.count("acc", n)
+            ts.observe_latency(latency_ms, n)  # one latency for the batch: observed once per tenant
         return results
 
     async def deliver(

@@ -51,8 +51,8 @@ async def publish_one(
 
 
 def delivered(dest: str, ref: str | None = None) -> Delivery:
-    return Delivery(destination=dest, status="delivered", ref=ref)
+    return Delivery.of(dest, "delivered", ref)
 
 
 def failed(dest: str, error: str, *, transient: bool) -> Delivery:
-    return Delivery(destination=dest, status="failed", error=error, transient=transient)
+    return Delivery.of(dest, "failed", None, error, transient)

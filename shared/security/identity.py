@@ -38,6 +38,14 @@ MAX_BEARER = 16 * 1024
 MIN_DEV_KEY_BYTES = 32  # HS256 wants a key at least as long as its output (RFC 7518 3.2)
 MAX_JWKS_BYTES = 1024 * 1024
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+# Tokens verified lately, so a caller that sends the same token on every request (a service with a
+# token valid for an hour) pays for PyJWT's decode and signature check once, not on every single
+# POST /events (docs/performance.md). Keyed by the whole token string, so
+# only the very same bytes hit; a hit still checks `exp` (with the leeway), and an entry is
+# re-verified after VERIFIED_TOKEN_SECONDS (shorter than the JWKS cache, which already keeps a
+# rotated-out key that long). Failures are never cached.
+VERIFIED_TOKENS = 1024
+VERIFIED_TOKEN_SECONDS = 300.0
 # Compact JWS: three base64url parts (a JWE has five and is refused).
 _JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
@@ -182,8 +190,11 @@ class Authenticator:
 
     Construction raises ValueError when the AUTH_* settings cannot work (see `get_authenticator`)."""
 
-    def __init__(self, settings: Settings, *, jwks: JwksCache | None = None) -> None:
+    def __init__(self, settings: Settings, *, jwks: JwksCache | None = None,
+                 now: Callable[[], float] = time.time) -> None:
         self._settings = settings
+        self._now = now  # wall clock: token times are epoch seconds
+        self._verified: dict[str, tuple[Principal, float, float]] = {}  # token -> (principal, exp, verified at)
         self._options = options = AuthOptions.of(settings)
         self._issuers = settings.auth_issuers()
         self._audiences = settings.auth_audiences()
@@ -228,6 +239,16 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > MAX_BEARER or not _JWS.fullmatch(token):
             raise AuthenticationError("malformed authorization header")
+        hit = self._verified.get(token)
+        if hit is not None:
+            principal, exp, verified_at = hit
+            now = self._now()
+            if now >= exp + self._options.leeway_seconds:  # PyJWT's own test: expired, whatever else holds
+                del self._verified[token]
+                raise AuthenticationError("token refused: ExpiredSignatureError")
+            if now - verified_at < VERIFIED_TOKEN_SECONDS:
+                return principal
+            del self._verified[token]  # verified too long ago: check the signature and claims again
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -257,7 +278,11 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"token refused: {type(exc).__name__}") from None
-        return self._principal(claims, roles=claim_values(claims.get("roles")), method=method)
+        principal = self._principal(claims, roles=claim_values(claims.get("roles")), method=method)
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (principal, float(claims["exp"]), self._now())
+        return principal
 
     def _principal(self, claims: Mapping[str, Any], roles: list[str], method: AuthMethod) -> Principal:
         # Entra: `oid` is the caller's stable object id across apps; `sub` is per application.

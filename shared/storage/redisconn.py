@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 from itertools import chain, islice
 from typing import Any, Iterable, Iterator, Sequence
 
 import hiredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
 from redis.commands.core import AsyncScript
 from redis.credentials import CredentialProvider
@@ -110,9 +112,22 @@ async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[An
       (`commands` may be a generator), so Redis runs the first ones meanwhile, and its replies are
       read while it runs the last ones;
     - the replies are read under ONE deadline (the socket timeout), where redis-py arms a timer per
-      reply.
+      reply;
+    - a small call (at most SHARED_TRIP commands: a single event's config check or append) shares
+      its round trip with the other small calls made in the same event-loop iteration (concurrent
+      requests of the instance), see `_SharedTrips`.
     The client's pool and retry policy apply as usual (a retry resends what was packed).
     """
+    it = iter(commands)
+    first = list(islice(it, SHARED_TRIP + 1))
+    if not first:
+        return []
+    if len(first) <= SHARED_TRIP:
+        return await _shared_trips(client).send(first)
+    return await _send(client, chain(first, it))
+
+
+async def _send(client: Redis, commands: Iterable[Sequence[Any]]) -> list[Any]:
     packed = _Packed(commands)
     pool = client.connection_pool
     conn = await pool.get_connection()
@@ -121,6 +136,71 @@ async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[An
                                                 lambda _error: conn.disconnect())
     finally:
         await pool.release(conn)
+
+
+SHARED_TRIP = 64  # commands: calls this small may share a round trip
+
+
+class _SharedTrips:
+    """Small calls made in the same event-loop iteration go to Redis in one round trip.
+
+    A round trip costs the client a socket write and a wake-up, and Redis the same, whatever it
+    carries: on this project's VMs a few tens of microseconds of CPU each side, among the largest
+    costs of a one-event request (docs/performance.md). Concurrent requests reach their Redis calls
+    in the same iteration (epoll hands the loop several ready sockets at once), so the first call
+    schedules a send at the end of the iteration and the others join it. Each caller's commands stay
+    together and in order, and Redis runs them as it would have on separate connections; each gets
+    exactly its own replies. Nothing waits for a timer: a lone call is sent in the same iteration.
+    The send runs in its own task, so a caller that is cancelled (its timeout) abandons only its
+    own answer; a connection error fails every call of the trip, as it would have failed each.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.pool = client.connection_pool
+        self.waiting: list[tuple[list[Sequence[Any]], asyncio.Future[list[Any]]]] = []
+        self.running: set[asyncio.Task[None]] = set()
+
+    def send(self, commands: list[Sequence[Any]]) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        if not self.waiting:
+            loop.call_soon(self._go)
+        self.waiting.append((commands, fut))
+        return fut
+
+    def _go(self) -> None:
+        trip, self.waiting = self.waiting, []
+        task = asyncio.ensure_future(self._trip(trip))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def _trip(self, trip: list[tuple[list[Sequence[Any]], asyncio.Future[list[Any]]]]) -> None:
+        try:
+            replies = await _send(self.client, [c for commands, _ in trip for c in commands])
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the trip
+            for _, fut in trip:
+                if not fut.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
+                        fut.set_exception(copy.copy(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        at = 0
+        for commands, fut in trip:
+            if not fut.done():  # a caller cancelled meanwhile has no use for its replies
+                fut.set_result(replies[at:at + len(commands)])
+            at += len(commands)
+
+
+def _shared_trips(client: Redis) -> _SharedTrips:
+    trips: _SharedTrips | None = getattr(client, "_grc_shared_trips", None)
+    if trips is None or trips.pool is not client.connection_pool:
+        trips = _SharedTrips(client)
+        client._grc_shared_trips = trips  # type: ignore[attr-defined]
+    return trips
 
 
 class _Packed:
@@ -154,13 +234,69 @@ async def _round_trip(conn: Connection, packed: _Packed) -> list[Any]:
         if first:
             return out  # nothing to send
         async with asyncio.timeout(conn.socket_timeout):
-            for _ in range(packed.count):
-                try:
-                    # math.inf: no timer per reply (redis-py's documented "block" value); the
-                    # deadline above bounds the whole read, and a read cut short drops the connection.
-                    out.append(await conn.read_response(timeout=math.inf))
-                except ResponseError as exc:
-                    out.append(exc)
+            await _read_replies(conn, packed.count, out)
     except TimeoutError as exc:
         raise RedisTimeoutError(f"no reply within {conn.socket_timeout} s") from exc
     return out
+
+
+def _hiredis_reader(conn: Connection) -> Any:
+    """The connection's hiredis reader when replies can be taken from it directly (redis-py's
+    hiredis parser, with its push-message handler), else None."""
+    parser = getattr(conn, "_parser", None)
+    if not isinstance(parser, _AsyncHiredisParser) or not hasattr(parser, "handle_push_response"):
+        return None
+    return getattr(parser, "_reader", None)
+
+
+async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
+    """`count` replies into `out`, a `ResponseError` in place of each refused command.
+
+    From the connection's hiredis reader as the bytes arrive: one call per reply through redis-py's
+    `read_response` (its checks, its coroutine chain) cost more client CPU than the reply itself,
+    and a pipeline naming 500 tenants has 500 replies (docs/performance.md). What redis-py would do
+    with a reply is kept: an error reply is its ResponseError; a connection-level error raises (a
+    socket error as redis-py's ConnectionError); a read cut short (timeout, cancellation, error)
+    drops the connection, so nothing unread is left on it for the next caller; a RESP3 push message
+    (e.g. a maintenance notice from Azure Managed Redis) is not a reply: it goes to redis-py's push
+    handler, as `read_response` would send it.
+    Any other parser (no hiredis): redis-py's `read_response`.
+    """
+    reader = _hiredis_reader(conn)
+    if reader is None:
+        for _ in range(count):
+            try:
+                # math.inf: no timer per reply (redis-py's documented "block" value); the deadline
+                # around the read bounds it, and a read cut short drops the connection.
+                out.append(await conn.read_response(timeout=math.inf))
+            except ResponseError as exc:
+                out.append(exc)
+        return
+    parser = conn._parser
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
+    done = False
+    try:
+        while len(out) < count:
+            reply = reader.gets()
+            if reply is NOT_ENOUGH_DATA:
+                try:
+                    await parser.read_from_socket()
+                except OSError as exc:
+                    if isinstance(exc, TimeoutError):
+                        raise
+                    # A socket error is a ConnectionError, as redis-py's read_response makes it:
+                    # callers catch RedisError (a bare ConnectionResetError escaped them).
+                    raise RedisConnectionError(f"Error while reading from {conn.host}:{conn.port}: "
+                                               f"{exc.args}") from exc
+            elif push is not None and isinstance(reply, push):
+                await parser.handle_push_response(reply)
+            elif isinstance(reply, ResponseError):
+                out.append(reply)
+            elif isinstance(reply, RedisConnectionError):
+                raise reply
+            else:
+                out.append(reply)
+        done = True
+    finally:
+        if not done:
+            await conn.disconnect(nowait=True)

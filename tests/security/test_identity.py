@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
@@ -123,9 +124,11 @@ def fresh(idp: FakeIdP) -> Iterator[tuple[Authenticator, Clock]]:
 
 
 def rs256(key: rsa.RSAPrivateKey, kid: str, issuer: str, **claims: Any) -> str:
+    """A new token every call (its own `jti`): a token already verified is served from the
+    authenticator's cache, and these tests are about the checks and the key cache behind it."""
     now = int(time.time())
     payload = {"iss": issuer, "aud": AUDIENCE, "sub": "pairwise-sub", "oid": "oid-123", "iat": now,
-               "nbf": now, "exp": now + 600, "name": "svc-a", **claims}
+               "nbf": now, "exp": now + 600, "name": "svc-a", "jti": uuid.uuid4().hex, **claims}
     payload = {k: v for k, v in payload.items() if v is not None}
     return jwt.encode(payload, key, algorithm="RS256", headers={"kid": kid})
 
@@ -387,3 +390,68 @@ def test_local_open_is_refused_in_azure(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc123")
     with pytest.raises(ValueError, match="local-open"):
         Authenticator(Settings(AUTH_MODE="jwt+local-open"))
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = jwt.decode
+
+    def decode(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("shared.security.identity.jwt.decode", decode)
+    return calls
+
+
+async def test_a_verified_token_is_not_decoded_again_until_it_expires(
+        idp: FakeIdP, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.security.identity import VERIFIED_TOKEN_SECONDS
+
+    idp.jwks = {"keys": [jwk(KEY1, "k1")]}
+    wall = WallClock()
+    auth = Authenticator(settings_for(idp, AUTH_LEEWAY_SECONDS="30"), now=wall)
+    calls = _counting_decode(monkeypatch)
+    exp = int(wall.t) + 3 * VERIFIED_TOKEN_SECONDS
+    token = rs256(KEY1, "k1", idp.issuer, exp=exp, tenants=["acme"])
+    first = await auth.authenticate(bearer(token))
+    assert await auth.authenticate(bearer(token)) == first and calls == [1]  # the second from the cache
+    wall.t += VERIFIED_TOKEN_SECONDS + 1  # verified too long ago: checked again
+    assert await auth.authenticate(bearer(token)) == first and calls == [1, 1]
+    wall.t = exp + 31  # past exp and the leeway: refused, cached or not
+    with pytest.raises(AuthenticationError):
+        await auth.authenticate(bearer(token))
+
+
+async def test_only_the_same_token_bytes_hit_the_cache(idp: FakeIdP, monkeypatch: pytest.MonkeyPatch) -> None:
+    idp.jwks = {"keys": [jwk(KEY1, "k1")]}
+    auth = Authenticator(settings_for(idp))
+    token = rs256(KEY1, "k1", idp.issuer)
+    await auth.authenticate(bearer(token))
+    head, payload, sig = token.split(".")
+    forged_payload = base64.urlsafe_b64encode(json.dumps({
+        **jwt.decode(token, options={"verify_signature": False}), "roles": ["Events.Admin"]}).encode()).rstrip(b"=")
+    for bad in (f"{head}.{forged_payload.decode()}.{sig}",  # the cached token's signature on other claims
+                f"{head}.{payload}.{sig[:-2]}AA"):  # the cached token's claims, another signature
+        with pytest.raises(AuthenticationError):
+            await auth.authenticate(bearer(bad))
+
+
+async def test_the_verified_token_cache_is_bounded(idp: FakeIdP, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.security.identity as identity
+
+    monkeypatch.setattr(identity, "VERIFIED_TOKENS", 3)
+    idp.jwks = {"keys": [jwk(KEY1, "k1")]}
+    auth = Authenticator(settings_for(idp))
+    tokens = [rs256(KEY1, "k1", idp.issuer, sub=f"caller-{i}", oid=None) for i in range(5)]
+    for t in tokens:
+        await auth.authenticate(bearer(t))
+    assert list(auth._verified) == tokens[2:]  # the oldest went first

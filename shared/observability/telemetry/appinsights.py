@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -145,9 +144,6 @@ class AppInsightsTelemetry(AggregatingTelemetry):
                  storage_path: str | None, metrics_per_operation: bool | None, max_series: int,
                  role_name: str) -> None:
         super().__init__(max_series=max_series, metrics_per_operation=metrics_per_operation)
-        # opencensus also parses the env var and raises on a blank one (local.settings "" value)
-        if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "x").strip():
-            del os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"]
         self._closed = False
         options: dict[str, Any] = dict(connection_string=connection_string,
                                        enable_local_storage=enable_local_storage)

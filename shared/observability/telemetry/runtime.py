@@ -59,6 +59,11 @@ def configure(
         previous, _current = _current, _NOOP
         previous.close()
         if conn:
+            # Both exporters also parse the environment variable themselves, and both raise on a blank
+            # one (local.settings.json's "" value, put into the environment by the local runner): the
+            # setting is passed to them explicitly, so a blank variable is dropped.
+            if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "x").strip():
+                del os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"]
             if credential is None:
                 credential = aad_credential(settings.appinsights_authentication_string)
             options: dict[str, Any] = dict(
