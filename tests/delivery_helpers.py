@@ -31,9 +31,7 @@ async def isolated_services(**overrides: Any) -> AsyncIterator[Services]:
     suffix = uuid.uuid4().hex[:8]
     settings = get_settings().model_copy(update={"retry_queue": f"rq-{suffix}", "deadletter_table": f"dl{suffix}",
                                                  **overrides})
-    previous = services_mod._per_loop.pop()
-    if previous is not None:
-        await previous.close()
+    await services_mod._per_loop.discard()
     svc = services_mod._per_loop.get(lambda: Services(settings))
     try:
         yield svc

@@ -195,7 +195,5 @@ def get_services() -> Services:
 
 async def reset_services() -> None:
     """Close this loop's services and forget the cached settings (tests that change the environment)."""
-    services = _per_loop.pop()
-    if services is not None:
-        await services.close()
+    await _per_loop.discard()
     get_settings.cache_clear()

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Protocol, TypeVar
 
-T = TypeVar("T")
+
+class _Closeable(Protocol):
+    async def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=_Closeable)
 
 
 class PerLoop(Generic[T]):
@@ -28,3 +33,9 @@ class PerLoop(Generic[T]):
     def pop(self) -> T | None:
         """Forget this loop's instance and hand it back (to be closed), if there is one."""
         return self._items.pop(asyncio.get_running_loop(), None)
+
+    async def discard(self) -> None:
+        """Forget this loop's instance and close it, if there is one."""
+        item = self.pop()
+        if item is not None:
+            await item.close()

@@ -159,9 +159,7 @@ def get_service() -> VectorSearchService:
 
 async def reset_service() -> None:
     """Close this loop's service (tests that change settings; the local runner on stop)."""
-    service = _per_loop.pop()
-    if service is not None:
-        await service.close()
+    await _per_loop.discard()
 
 
 async def process_queue_message(body: bytes | str) -> int:
