@@ -354,7 +354,8 @@ class KafkaDestination:
         finally:
             timer.cancel()
         outcomes = reports.result(f"no delivery report within {self._wait_seconds:.0f} s (outcome unknown)")
-        if any(not o.ok and any(m in o.detail for m in _RESET_MARKERS) for o in outcomes):
+        failed = [o.detail for o in outcomes if not o[0]]  # usually empty: the markers are looked for in failures only
+        if any(m in detail for detail in failed for m in _RESET_MARKERS):
             # After timed-out messages an idempotent producer's sequence state may no longer match the
             # broker's (a restarted broker forgets the producer id, and every later message then times
             # out too): the next call starts a new producer, with a new producer id.
