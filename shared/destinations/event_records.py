@@ -79,7 +79,7 @@ def _matches(r: KafkaRoute, ev: Event) -> bool:
 
 
 # Header values shared by many records, encoded once: the enums' (a fixed set) in these tables,
-# a batch's tenant and correlation ids through `_Encoded` (one per plan).
+# a batch's tenant ids, schema versions and entity types through `_Encoded` (one per plan).
 _TYPE = {t: ("eventType", t.value.encode()) for t in EventType}
 _SOURCE = {s: ("source", s.value.encode()) for s in Source}
 _ACTION = {a: ("action", a.value.encode()) for a in Action}
@@ -94,6 +94,9 @@ class _Encoded(dict):  # type: ignore[type-arg]
         return out
 
 
+_Headers = tuple[tuple[str, bytes], ...]
+
+
 class _Shared(dict):  # type: ignore[type-arg]
     """The header tuples an event shares with the rest of its batch, made once per plan per distinct
     (tenant, type, source, action, schema version, entity type): the usual batch has one or a few.
@@ -103,7 +106,7 @@ class _Shared(dict):  # type: ignore[type-arg]
         super().__init__()
         self.encoded = _Encoded()
 
-    def __missing__(self, key: tuple[Any, ...]) -> tuple[tuple[tuple[str, bytes], ...], tuple[tuple[str, bytes], ...]]:
+    def __missing__(self, key: tuple[Any, ...]) -> tuple[_Headers, _Headers]:
         tenant, etype, source, action, schema, entity_type = key
         enc = self.encoded
         before = (_TYPE[etype], enc["tenantId", tenant])  # before correlationId, after it:
@@ -117,17 +120,20 @@ class _Shared(dict):  # type: ignore[type-arg]
 _JSON_TAIL = (_CONTENT_TYPE,)
 
 
-def _headers(ev: Event, shared: _Shared, tail: tuple[tuple[str, bytes], ...]) -> list[tuple[str, bytes]]:
+def _headers(ev: Event, shared: _Shared, tail: _Headers) -> list[tuple[str, bytes]]:
     """eventId, eventType, tenantId, correlationId, source, action, schemaVersion, [entityType],
     [entityId], then `tail`: one list display, the batch-shared tuples unpacked into it."""
     before, after = shared[ev.tenantId, ev.eventType, ev.source, ev.action, ev.schemaVersion, ev.entityType]
     if ev.entityId:
-        return [("eventId", ev.eventId.encode()), *before, ("correlationId", ev.correlationId.encode()), *after,
-                ("entityId", ev.entityId.encode()), *tail]
-    return [("eventId", ev.eventId.encode()), *before, ("correlationId", ev.correlationId.encode()), *after, *tail]
+        return [("eventId", ev.eventId.encode()), *before, ("correlationId", ev.correlationId.encode()),
+                *after, ("entityId", ev.entityId.encode()), *tail]
+    return [("eventId", ev.eventId.encode()), *before, ("correlationId", ev.correlationId.encode()),
+            *after, *tail]
 
 
-def encode_record(ev: Event, wire_format: str, shared: _Shared | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
+def encode_record(
+    ev: Event, wire_format: str, shared: _Shared | None = None
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The record value and headers of one event."""
     shared = shared if shared is not None else _Shared()
     if wire_format != "cloudevents":

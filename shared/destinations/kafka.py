@@ -173,7 +173,8 @@ class _Reports:
 
     def on_delivery(self, i: int, err: KafkaError | None, msg: Message) -> None:  # poll thread
         if err is None:
-            self.slots[i] = _tuple_new(Outcome, (True, f"{msg.topic()}/{msg.partition()}@{msg.offset()}", False))
+            ref = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
+            self.slots[i] = _tuple_new(Outcome, (True, ref, False))
         else:
             self.slots[i] = Outcome(False, describe(err), is_transient(err))
         self._arrived()
@@ -334,7 +335,8 @@ class KafkaDestination:
         for i, rec in enumerate(records):
             while True:
                 try:
-                    produce(rec.topic, rec.value, rec.key, headers=rec.headers, on_delivery=partial(on_delivery, i))
+                    produce(rec.topic, rec.value, rec.key, headers=rec.headers,
+                            on_delivery=partial(on_delivery, i))
                 except BufferError:  # local queue full: let the poll thread drain it
                     if loop.time() < deadline:
                         await asyncio.sleep(0.01)
@@ -354,7 +356,7 @@ class KafkaDestination:
         finally:
             timer.cancel()
         outcomes = reports.result(f"no delivery report within {self._wait_seconds:.0f} s (outcome unknown)")
-        failed = [o.detail for o in outcomes if not o[0]]  # usually empty: the markers are looked for in failures only
+        failed = [o.detail for o in outcomes if not o[0]]  # usually empty: markers looked for in failures only
         if any(m in detail for detail in failed for m in _RESET_MARKERS):
             # After timed-out messages an idempotent producer's sequence state may no longer match the
             # broker's (a restarted broker forgets the producer id, and every later message then times
