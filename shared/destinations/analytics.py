@@ -51,7 +51,7 @@ from shared.core.hours import hour_of, hour_start_ms
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
-from shared.storage import payload
+from shared.storage import payload, table_transactions
 from shared.storage.lazy import LazyTable
 
 log = logging.getLogger("grc.analytics")
@@ -234,7 +234,7 @@ class AnalyticsDestination:
     async def _submit(self, table: TableClient, tx: list[_Op]) -> list[Delivery]:
         async with self._sem:
             try:
-                await table.submit_transaction([("upsert", op.entity, {"mode": UpdateMode.REPLACE}) for op in tx])
+                await table_transactions.upsert_all(table, [op.entity for op in tx])
                 return [delivered(self.type, f"{op.entity['PartitionKey']}/{op.entity['RowKey']}") for op in tx]
             except Exception as exc:  # noqa: BLE001
                 if isinstance(exc, ResourceNotFoundError):
