@@ -21,7 +21,8 @@ Key design (docs/analytics.md has the long form):
   `compressionEnabled` is set or the text would not fit an entity (1 MiB). Type,
   source, action, entity and times are columns too, for server-side filters.
 - Writes: entity group transactions per partition, at most 100 operations and under 4 MB each
-  (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check).
+  (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check), sent by
+  shared/storage/table_transactions.py: the SDK's request, without its slow multipart encoder.
 
 Why ~400 lines in one module: writes, history reads and the retention purge share the key design
 above (partition and row keys, the tenant-hour index); kept together, a change to the keys cannot

@@ -2,10 +2,11 @@
 
 Why: `TableClient.submit_transaction` (azure-data-tables 12.7, azure-core 1.41) writes a transaction's
 multipart body and reads its multipart reply with the standard library's `email` package (header
-registry, generator, feed parser). py-spy on `python -m bench.analytics_destination` put about 60 % of
-the client's CPU per entity there (roughly 200 of 360 us), more than Azurite spends storing it; the
-client, not the store, then bounded the rate. Here the body is written directly and the reply is
-read by its status lines.
+registry, generator, feed parser). In py-spy samples of `python -m bench.analytics_destination` the
+SDK's transaction code held about 85 % of the client's busy time (its multipart body and the reply's
+parsing most of it), and the client spent ~360 us of CPU per entity, more than Azurite's ~300 us to
+store it: the client, not the store, bounded the rate. Here the body is written directly and the
+reply is read by its status lines: ~60 us per entity in all (docs/performance.md).
 
 What stays the SDK's, so nothing about the request changes:
 - the body is byte for byte what `submit_transaction` sends for the same upserts (apart from its
@@ -20,6 +21,11 @@ What stays the SDK's, so nothing about the request changes:
   already handles. That is safe: a transaction that failed committed nothing (entity group
   transactions are atomic) and upserts are idempotent. So an entity counts as written only when the
   service answered 2xx for it.
+
+The service's reply to a transaction (Microsoft Learn, *Performing entity group transactions*,
+https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions): 202
+Accepted for the batch, its change set holding one response per operation, in order, when all
+succeeded, or one error response naming the failed operation when the change set was refused.
 """
 from __future__ import annotations
 
