@@ -439,7 +439,7 @@ var appSettings = {
   ALERT_DELAY_SECONDS: string(alertDelaySeconds)
   ALERT_MEMORY_PERCENT: string(alertMemoryPercent)
   MONITOR_LOOKBACK_MINUTES: '60'
-  METRICS_FLUSH_MS: '200'
+  METRICS_FLUSH_MS: '1000'
   SYSTEM_PERFORMANCE_EVENTS: 'true'
   // Azure Managed Redis: TLS on 10000 (EnterpriseCluster: one endpoint, plain redis-py client);
   // Entra ID token of the identity (default), or the database access key from Key Vault.

@@ -83,7 +83,7 @@ class Settings(BaseModel):
     system_performance_events: bool = Field(True, alias="SYSTEM_PERFORMANCE_EVENTS")
     # Per-tenant metrics are merged per instance and written at most this long after a batch
     # (0: every batch writes before it returns); shared/observability/tenant_metrics.py, "Write-behind".
-    metrics_flush_ms: int = Field(200, ge=0, le=5000, alias="METRICS_FLUSH_MS")
+    metrics_flush_ms: int = Field(1000, ge=0, le=5000, alias="METRICS_FLUSH_MS")
 
     # Cosmos DB: the service's own SDK calls (overdue query). Key empty = managed identity.
     # The trigger bindings read their own connection setting, `COSMOS` (a connection string

@@ -29,9 +29,10 @@ from redis.exceptions import RedisError
 from shared.core.events import utc_now_iso
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
 from shared.storage.lazy import LazyTable
-from shared.storage.redisconn import pipelined, tenant_key
+from shared.storage.redisconn import TenantKeys, pipelined
 
 ROW_KEY = "streamconfig"
+_VERSION_KEYS = TenantKeys(("cfgver",))  # tenant -> (grc:{tenant}:cfgver,)
 # Azure Tables allows at most 15 discrete comparisons in a $filter: RowKey plus 14 PartitionKeys.
 # (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities)
 MAX_OR_TENANTS = 14
@@ -117,7 +118,7 @@ class ConfigStore:
             raise PreconditionFailed("the stream config was changed concurrently") from exc
         new_etag = meta.get("etag") if isinstance(meta, dict) else None
         try:
-            await self._redis.incr(tenant_key(tenant_id, "cfgver"))
+            await self._redis.incr(_VERSION_KEYS[tenant_id][0])
         except RedisError:
             pass  # instances fall back to the cache TTL
         self._cache.pop(tenant_id, None)
@@ -138,7 +139,7 @@ class ConfigStore:
         try:
             # MGET across tenants' slots: allowed by Azure Managed Redis' Enterprise clustering policy
             # (https://learn.microsoft.com/azure/redis/best-practices-client-libraries, multi-key commands).
-            [raw] = await pipelined(self._redis, [("MGET", *(tenant_key(t, "cfgver") for t in tenants))])
+            [raw] = await pipelined(self._redis, [("MGET", *(_VERSION_KEYS[t][0] for t in tenants))])
             if isinstance(raw, RedisError):
                 raise raw
             versions = [int(v) if v else 0 for v in raw]

@@ -83,10 +83,15 @@ class Dispatcher:
                      for _ in events] for _, events in chunks]
         groups: dict[tuple[Any, ...], tuple[RetryPolicy, list[int]]] = {}
         prepared: list[Chunk] = []
-        for j, (config, events) in enumerate(chunks):
-            options, policy, key = self.route_for(config).targets[dest_type]
+        route_for = self.route_for
+        for j, (config, events) in enumerate(chunks):  # once per tenant of the batch: kept lean
+            options, policy, key = route_for(config).targets[dest_type]
             prepared.append(Chunk(config, options, events))
-            groups.setdefault(key, (policy, []))[1].append(j)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = (policy, [j])
+            else:
+                group[1].append(j)
         if len(groups) == 1:  # the usual case: every tenant of the batch has the same policy
             [(policy, _)] = groups.values()
             return await self._deliver_group(dest, prepared, policy, stats, attempts)

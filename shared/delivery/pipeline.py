@@ -37,7 +37,7 @@ from shared.core.streamconfig import StreamConfig
 from shared.core.validation import field_errors
 from shared.delivery.dispatch import DestinationLookup, Dispatcher
 from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
-from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats
+from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats, hist_index
 
 log = logging.getLogger("grc.pipeline")
 
@@ -258,29 +258,41 @@ class Pipeline:
 
         # Per destination, every tenant's chunks of the batch (in request order per tenant).
         jobs: dict[str, list[tuple[StreamConfig, list[int], list[Event]]]] = defaultdict(list)
-        deliveries: dict[int, list[Delivery]] = defaultdict(list)
+        deliveries: dict[int, list[Delivery]] = {}  # every passing event, even with no destination
+        route_for = self.dispatch.route_for
+        # Once per tenant of the batch (a batch may name a thousand): the common cases take short paths.
         for tenant, items in by_tenant.items():
             config = configs[tenant]
-            ts = stats.tenant(tenant)
-            passing = []
-            for i, ev in items:
-                if passes(config, ev):
-                    passing.append((i, ev))
-                else:
-                    ts.count("flt")
-                    reason = "stream disabled for tenant" if not config.enabled else "no filter matched"
-                    results[i] = EventResult.of(i, "filtered", ev.eventId, tenant, None, reason, 200)
-            if not passing:
-                continue
-            enabled = self.dispatch.route_for(config).enabled
+            if config.enabled and not config.filters:  # no filter: every event passes
+                passing = items
+            else:
+                ts = stats.tenant(tenant)
+                passing = []
+                for i, ev in items:
+                    if passes(config, ev):
+                        passing.append((i, ev))
+                    else:
+                        ts.count("flt")
+                        reason = "stream disabled for tenant" if not config.enabled else "no filter matched"
+                        results[i] = EventResult.of(i, "filtered", ev.eventId, tenant, None, reason, 200)
+                if not passing:
+                    continue
+            enabled = route_for(config).enabled
             for dest_type in enabled:
                 todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})] if prior else passing
+                if len(todo) == 1:
+                    jobs[dest_type].append((config, [todo[0][0]], [todo[0][1]]))
+                    continue
                 for start in range(0, len(todo), config.batchSize):
                     chunk = todo[start:start + config.batchSize]
                     jobs[dest_type].append((config, [i for i, _ in chunk], [ev for _, ev in chunk]))
-            for i, ev in passing:
-                # every passing event gets an entry, even with no destination
-                deliveries[i].extend(prior[i][t] for t in enabled if t in prior.get(i, {}))
+            if prior:
+                for i, _ in passing:
+                    done = prior.get(i, {})
+                    deliveries[i] = [done[t] for t in enabled if t in done]
+            else:
+                for i, _ in passing:
+                    deliveries[i] = []
 
         # One call per destination carries every tenant's chunks (see destinations/base.py); the
         # destinations run concurrently, so a batch has at most one call in flight per destination.
@@ -321,6 +333,8 @@ class Pipeline:
             for d in dels:
                 if earlier is None or earlier.get(d.destination) is not d:  # counted by the attempt that did it
                     ts.count(_outcome_counter(d.destination, d.status))
+                    if d.status != "delivered":
+                        stats.failed_deliveries += 1
                 if d.status == "failed":
                     ok = False
             if ok:
@@ -332,10 +346,11 @@ class Pipeline:
                 ts.count("fail")
                 results[i] = EventResult.of(i, "failed", ev.eventId, tenant, dels,
                                             "delivery failed and could not be parked for retry", 503)
+        bucket = hist_index(latency_ms)  # one latency for the batch: observed once per tenant
         for tenant, n in accepted.items():
             ts = stats.tenant(tenant)
             ts.count("acc", n)
-            ts.observe_latency(latency_ms, n)  # one latency for the batch: observed once per tenant
+            ts.observe_latency(latency_ms, n, bucket)
         return results
 
     async def deliver(

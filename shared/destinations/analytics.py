@@ -21,7 +21,8 @@ Key design (docs/analytics.md has the long form):
   `compressionEnabled` is set or the text would not fit an entity (1 MiB). Type,
   source, action, entity and times are columns too, for server-side filters.
 - Writes: entity group transactions per partition, at most 100 operations and under 4 MB each
-  (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check).
+  (Azurite answers a 101-operation batch with a malformed reply; the SDK does not check), sent by
+  shared/storage/table_transactions.py: the SDK's request, without its slow multipart encoder.
 
 Why ~400 lines in one module: writes, history reads and the retention purge share the key design
 above (partition and row keys, the tenant-hour index); kept together, a change to the keys cannot
@@ -51,7 +52,7 @@ from shared.core.hours import hour_of, hour_start_ms
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
-from shared.storage import payload
+from shared.storage import payload, table_transactions
 from shared.storage.lazy import LazyTable
 
 log = logging.getLogger("grc.analytics")
@@ -234,7 +235,7 @@ class AnalyticsDestination:
     async def _submit(self, table: TableClient, tx: list[_Op]) -> list[Delivery]:
         async with self._sem:
             try:
-                await table.submit_transaction([("upsert", op.entity, {"mode": UpdateMode.REPLACE}) for op in tx])
+                await table_transactions.upsert_all(table, [op.entity for op in tx])
                 return [delivered(self.type, f"{op.entity['PartitionKey']}/{op.entity['RowKey']}") for op in tx]
             except Exception as exc:  # noqa: BLE001
                 if isinstance(exc, ResourceNotFoundError):

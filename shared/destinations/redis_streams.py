@@ -34,7 +34,7 @@ from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
-from shared.storage.redisconn import run_script, tenant_key
+from shared.storage.redisconn import TenantKeys, run_script, tenant_key
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -80,19 +80,26 @@ _TYPES = {t: t.value for t in EventType}  # enum values by dict lookup: Enum.val
 _SOURCES = {s: s.value for s in Source}
 
 
-def _append_call(chunk: Chunk, now_ms: int) -> tuple[list[str], list[Any]]:
+# tenant -> (stream key, marker key prefix); the prefix + eventId is the key delivered_key makes
+_KEYS = TenantKeys(("events",), ("dlv", ""))
+
+
+def _append_call(chunk: Chunk, now_ms: int, minids: dict[int, str]) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of the append script for one tenant's chunk (built per tenant of every batch:
-    kept to one pass over the events)."""
+    kept to one pass over the events). `minids`: retention -> MINID of this publish call (tenants
+    mostly share their retention, so it is formatted once per call, not per tenant)."""
     stream = chunk.stream
-    tenant = stream.tenantId
     options: RedisStreamOptions = chunk.options  # type: ignore[assignment]
     fmt, ttl = options.format, options.dedupeSeconds
     keep_ms = min(stream.retentionDays * DAY_MS, options.retentionHours * HOUR_MS)
-    args: list[Any] = [str(now_ms - keep_ms), fmt, options.maxLen or 0, ttl]
-    keys = [stream_key(tenant)]
+    minid = minids.get(keep_ms)
+    if minid is None:
+        minid = minids[keep_ms] = str(now_ms - keep_ms)
+    args: list[Any] = [minid, fmt, options.maxLen or 0, ttl]
+    key, marker = _KEYS[stream.tenantId]
+    keys = [key]
     types, sources = _TYPES, _SOURCES
     if ttl:
-        marker = delivered_key(tenant, "")  # + eventId: the same key delivered_key makes
         for ev in chunk.events:
             args += (types[ev.eventType], sources[ev.source], ev.encode(fmt))
             keys.append(marker + ev.eventId)
@@ -115,7 +122,8 @@ class RedisStreamsDestination:
         now_ms = int(time.time() * 1000)
         try:
             # A generator: the pipeline is written while the calls are still being built.
-            calls = (_append_call(chunks[i], now_ms) for i in todo)
+            minids: dict[int, str] = {}
+            calls = (_append_call(chunks[i], now_ms, minids) for i in todo)
             replies = await run_script(self._redis, self._append, calls)
         except RedisError as exc:  # connection-level error: nothing is known to be written
             for i in todo:

@@ -143,15 +143,6 @@ def destination_failures(results: Sequence[EventResult]) -> dict[tuple[str, str]
     return out
 
 
-def _any_failed_delivery(stats: BatchStats) -> bool:
-    """Fast path: the batch's counters (a few keys per tenant) say whether any delivery failed."""
-    for ts in stats.tenants.values():
-        for k, n in ts.counters.items():
-            if n and k.startswith("d:") and not k.endswith(":ok"):
-                return True
-    return False
-
-
 class DestinationFailureHook:
     """A pipeline `BatchHook`: per tenant and destination that failed in a batch, one error log with
     dimensions and one SYSTEM_ERROR event. Ignores system batches (the feedback guard).
@@ -170,7 +161,7 @@ class DestinationFailureHook:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def __call__(self, stats: BatchStats, results: Sequence[EventResult]) -> None:
-        if getattr(stats, "system", False) or not _any_failed_delivery(stats):
+        if getattr(stats, "system", False) or not stats.failed_deliveries:
             return
         failures = destination_failures(results)
         if not failures:

@@ -114,8 +114,9 @@ class TenantStats:
         self.count("dlq", n)
         self.count(f"dlq:{destination}", n)
 
-    def observe_latency(self, ms: float, n: int = 1) -> None:
-        h, i = self.latency, hist_index(ms)
+    def observe_latency(self, ms: float, n: int = 1, index: int | None = None) -> None:
+        """`index`: hist_index(ms) when the caller has it (a batch observes one latency for every tenant)."""
+        h, i = self.latency, hist_index(ms) if index is None else index
         h[i] = h.get(i, 0) + n
         self.latency_sum_ms += ms * n
 
@@ -128,12 +129,20 @@ class TenantStats:
                            self.delay_sum_ms)
 
     def add(self, other: "TenantStats") -> None:
-        for mine, theirs in ((self.counters, other.counters), (self.latency, other.latency),
-                             (self.delay, other.delay)):
-            for k, n in theirs.items():
+        # Once per tenant of every batch (write-behind merge): histograms are often empty, so skipped.
+        mine = self.counters
+        for k, n in other.counters.items():
+            mine[k] = mine.get(k, 0) + n
+        if other.latency:
+            mine = self.latency
+            for k, n in other.latency.items():
                 mine[k] = mine.get(k, 0) + n
-        self.latency_sum_ms += other.latency_sum_ms
-        self.delay_sum_ms += other.delay_sum_ms
+            self.latency_sum_ms += other.latency_sum_ms
+        if other.delay:
+            mine = self.delay
+            for k, n in other.delay.items():
+                mine[k] = mine.get(k, 0) + n
+            self.delay_sum_ms += other.delay_sum_ms
 
 
 @dataclass
@@ -142,6 +151,9 @@ class BatchStats:
     # A batch of the service's own system events (shared/observability/system_events.py): its outcome counters
     # are also kept as `sys:<name>` so detectors can leave them out, and it triggers no system event.
     system: bool = False
+    # Deliveries of the batch that failed or were parked (counted beside their `d:<dest>:fail|park`
+    # counters): lets the failure hook skip a batch in O(1) instead of scanning every tenant's counters.
+    failed_deliveries: int = 0
 
     def tenant(self, tenant_id: str) -> TenantStats:
         ts = self.tenants.get(tenant_id)

@@ -23,7 +23,27 @@ from shared.core.settings import Settings
 
 def tenant_key(tenant_id: str, *parts: str) -> str:
     """Redis-Cluster-safe key: every key of a tenant hashes to one slot via the {tenant} tag."""
-    return ":".join(("grc", "{" + tenant_id + "}", *parts))
+    tagged = "grc:" + "{" + tenant_id + "}"  # concatenation, not a join of a new tuple (per tenant of every batch)
+    return tagged + ":" + ":".join(parts) if parts else tagged
+
+
+MAX_CACHED_TENANT_KEYS = 10_000
+
+
+class TenantKeys(dict):  # type: ignore[type-arg]
+    """tenant -> its keys, `tenant_key(tenant, *suffix)` for each suffix given, made once per tenant
+    instead of once per tenant of every batch (a batch naming 500 tenants made them 500 times);
+    bounded: cleared when MAX_CACHED_TENANT_KEYS tenants are held."""
+
+    def __init__(self, *suffixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self._suffixes = suffixes
+
+    def __missing__(self, tenant: str) -> tuple[str, ...]:
+        if len(self) >= MAX_CACHED_TENANT_KEYS:
+            self.clear()
+        out = self[tenant] = tuple(tenant_key(tenant, *s) for s in self._suffixes)
+        return out
 
 
 ENTRA_REDIS_SCOPE = "https://redis.azure.com/.default"
