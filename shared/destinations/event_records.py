@@ -13,7 +13,7 @@ value is the CloudEvent's `data`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import orjson
 
@@ -45,6 +45,8 @@ class Outcome(NamedTuple):  # a tuple: one per record, made on every delivery re
 class Plan:
     records: list[Record] = field(default_factory=list)
     refused: dict[int, Outcome] = field(default_factory=dict)  # never sent (e.g. too large)
+    # Record i is event i's only record (no event refused, unrouted or sent to several topics).
+    one_per_event: bool = False
 
 
 class TopicRouter:
@@ -76,14 +78,8 @@ def _matches(r: KafkaRoute, ev: Event) -> bool:
     )
 
 
-def record_key(ev: Event, options: KafkaOptions) -> str:
-    if options.key == "entityId" and ev.entityId:
-        return ev.entityId
-    return ev.tenantId
-
-
 # Header values shared by many records, encoded once: the enums' (a fixed set) in these tables,
-# a batch's tenant and correlation ids through `_Encoded` (one per plan).
+# a batch's tenant ids, schema versions and entity types through `_Encoded` (one per plan).
 _TYPE = {t: ("eventType", t.value.encode()) for t in EventType}
 _SOURCE = {s: ("source", s.value.encode()) for s in Source}
 _ACTION = {a: ("action", a.value.encode()) for a in Action}
@@ -98,34 +94,55 @@ class _Encoded(dict):  # type: ignore[type-arg]
         return out
 
 
-def _base_headers(ev: Event, encoded: _Encoded | None = None) -> list[tuple[str, bytes]]:
-    enc = encoded if encoded is not None else _Encoded()
-    h = [
-        ("eventId", ev.eventId.encode()),
-        _TYPE[ev.eventType],
-        enc["tenantId", ev.tenantId],
-        enc["correlationId", ev.correlationId],
-        _SOURCE[ev.source],
-        _ACTION[ev.action],
-        enc["schemaVersion", ev.schemaVersion],
-    ]
-    if ev.entityType:
-        h.append(enc["entityType", ev.entityType])
+_Headers = tuple[tuple[str, bytes], ...]
+
+
+class _Shared(dict):  # type: ignore[type-arg]
+    """The header tuples an event shares with the rest of its batch, made once per plan per distinct
+    (tenant, type, source, action, schema version, entity type): the usual batch has one or a few.
+    eventId, correlationId (often one per event) and entityId are encoded per event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded = _Encoded()
+
+    def __missing__(self, key: tuple[Any, ...]) -> tuple[_Headers, _Headers]:
+        tenant, etype, source, action, schema, entity_type = key
+        enc = self.encoded
+        before = (_TYPE[etype], enc["tenantId", tenant])  # before correlationId, after it:
+        after = (_SOURCE[source], _ACTION[action], enc["schemaVersion", schema])
+        if entity_type:
+            after += (enc["entityType", entity_type],)
+        out = self[key] = (before, after)
+        return out
+
+
+_JSON_TAIL = (_CONTENT_TYPE,)
+
+
+def _headers(ev: Event, shared: _Shared, tail: _Headers) -> list[tuple[str, bytes]]:
+    """eventId, eventType, tenantId, correlationId, source, action, schemaVersion, [entityType],
+    [entityId], then `tail`: one list display, the batch-shared tuples unpacked into it."""
+    before, after = shared[ev.tenantId, ev.eventType, ev.source, ev.action, ev.schemaVersion, ev.entityType]
     if ev.entityId:
-        h.append(("entityId", ev.entityId.encode()))
-    return h
+        return [("eventId", ev.eventId.encode()), *before, ("correlationId", ev.correlationId.encode()),
+                *after, ("entityId", ev.entityId.encode()), *tail]
+    return [("eventId", ev.eventId.encode()), *before, ("correlationId", ev.correlationId.encode()),
+            *after, *tail]
 
 
-def encode_record(ev: Event, wire_format: str, encoded: _Encoded | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
+def encode_record(
+    ev: Event, wire_format: str, shared: _Shared | None = None
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The record value and headers of one event."""
-    headers = _base_headers(ev, encoded)
-    if wire_format == "cloudevents":
-        ce = ev.to_cloudevent()
-        value = orjson.dumps(ce.pop("data"))
-        ce.pop("datacontenttype", None)
-        headers.extend((f"ce_{k}", str(v).encode()) for k, v in ce.items())
-    else:
-        value = ev.to_json()
+    shared = shared if shared is not None else _Shared()
+    if wire_format != "cloudevents":
+        return ev.to_json(), _headers(ev, shared, _JSON_TAIL)
+    headers = _headers(ev, shared, ())
+    ce = ev.to_cloudevent()
+    value = orjson.dumps(ce.pop("data"))
+    ce.pop("datacontenttype", None)
+    headers.extend((f"ce_{k}", str(v).encode()) for k, v in ce.items())
     headers.append(_CONTENT_TYPE)
     return value, headers
 
@@ -133,26 +150,40 @@ def encode_record(ev: Event, wire_format: str, encoded: _Encoded | None = None) 
 def plan_records(
     events: Sequence[Event], options: KafkaOptions, stream: StreamConfig, default_topic: str
 ) -> Plan:
+    # The hot path of every Kafka publish: per event one header list (the batch-shared tuples
+    # unpacked into it) and one Record; the JSON value is the event's cached wire bytes.
     router = TopicRouter(stream, options.routes, default_topic)
     plan = Plan()
-    encoded = _Encoded()
+    records = plan.records
+    shared = _Shared()
+    wire_format = options.format
+    cloudevents = wire_format == "cloudevents"
+    by_entity = options.key == "entityId"
+    every = router.every
+    max_bytes = limits.MAX_EVENT_BYTES
+    multi = False  # some event got more than one record
     for i, ev in enumerate(events):
-        topics = router.topics_for(ev)
+        topics = every if every is not None else router.topics_for(ev)
         if not topics:
             continue
-        value, headers = encode_record(ev, options.format, encoded)
-        if len(value) > limits.MAX_EVENT_BYTES:
+        if cloudevents:
+            value, headers = encode_record(ev, wire_format, shared)
+        else:
+            value, headers = ev.to_json(), _headers(ev, shared, _JSON_TAIL)
+        if len(value) > max_bytes:
             plan.refused[i] = Outcome(
                 False,
-                f"event is {len(value)} bytes; Event Hubs takes at most {limits.MAX_EVENT_BYTES} bytes per event",
+                f"event is {len(value)} bytes; Event Hubs takes at most {max_bytes} bytes per event",
                 transient=False,
             )
             continue
-        key = record_key(ev, options)
+        key = (ev.entityId or ev.tenantId) if by_entity else ev.tenantId  # = record_key
         if len(topics) == 1:
-            plan.records.append(Record(i, topics[0], key, value, headers))
+            records.append(Record(i, topics[0], key, value, headers))
         else:
-            plan.records.extend(Record(i, t, key, value, headers) for t in topics)
+            multi = True
+            records.extend(Record(i, t, key, value, headers) for t in topics)
+    plan.one_per_event = not multi and len(records) == len(events)
     return plan
 
 
@@ -164,11 +195,11 @@ def merge(dest: str, n_events: int, plan: Plan, outcomes: Sequence[Outcome]) -> 
     """
     if len(outcomes) != len(plan.records):
         raise ValueError(f"{len(outcomes)} outcomes for {len(plan.records)} records")
-    if (n_events == len(plan.records) and not plan.refused
-            and all(rec.event == i for i, rec in enumerate(plan.records))):  # one record per event: the usual case
-        return [Delivery.of(dest, "delivered", out.detail) if out.ok else
-                _delivery(dest, "failed", error=f"{rec.topic}: {out.detail}"[:500], transient=out.transient)
-                for rec, out in zip(plan.records, outcomes)]
+    if plan.one_per_event and n_events == len(plan.records):  # the usual case
+        of, records = Delivery.of, plan.records
+        return [of(dest, "delivered", out[1]) if out[0] else
+                _delivery(dest, "failed", error=f"{records[i].topic}: {out.detail}"[:500], transient=out.transient)
+                for i, out in enumerate(outcomes)]
     per_event: list[list[tuple[Record, Outcome]]] = [[] for _ in range(n_events)]
     for rec, out in zip(plan.records, outcomes):
         per_event[rec.event].append((rec, out))

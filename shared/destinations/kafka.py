@@ -138,17 +138,23 @@ def connection_config(settings: Settings, credential_factory: Callable[[], Any] 
     return conf
 
 
+# An ok Outcome made straight from its fields: the NamedTuple's own __new__ is a Python function,
+# twice the cost, and one is made per delivery report.
+_tuple_new = tuple.__new__
+
+
 class _Reports:
     """Delivery reports of one publish call; wakes the event loop once, when the last one is in.
 
-    Reports arrive on the poll thread: each stores a tuple in its own slot and takes a number from
-    an itertools counter (atomic under the GIL), so the thread that takes the last number wakes the loop.
+    Reports arrive on the poll thread: each stores its record's Outcome in the record's slot and
+    takes a number from an itertools counter (atomic under the GIL), so the thread that takes the
+    last number wakes the loop.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
         self.loop = loop
         self.n = n
-        self.slots: list[tuple[Any, ...] | None] = [None] * n  # (None, topic, partition, offset) | (error...)
+        self.slots: list[Outcome | None] = [None] * n
         self._taken = itertools.count(1)
         self.done: asyncio.Future[None] = loop.create_future()
         if n == 0:
@@ -166,25 +172,21 @@ class _Reports:
             self.done.set_result(None)
 
     def on_delivery(self, i: int, err: KafkaError | None, msg: Message) -> None:  # poll thread
-        self.slots[i] = (err, msg.topic(), msg.partition(), msg.offset())
+        if err is None:
+            ref = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
+            self.slots[i] = _tuple_new(Outcome, (True, ref, False))
+        else:
+            self.slots[i] = Outcome(False, describe(err), is_transient(err))
         self._arrived()
 
     def fail(self, i: int, detail: str, transient: bool) -> None:
-        self.slots[i] = (Outcome(False, detail, transient),)
+        self.slots[i] = Outcome(False, detail, transient)
         self._arrived()
 
     def result(self, missing: str) -> list[Outcome]:
-        out: list[Outcome] = []
-        for slot in list(self.slots):
-            if slot is None:
-                out.append(Outcome(False, missing, True))
-            elif len(slot) == 1:
-                out.append(slot[0])
-            elif slot[0] is None:
-                out.append(Outcome(True, f"{slot[1]}/{slot[2]}@{slot[3]}"))
-            else:
-                out.append(Outcome(False, describe(slot[0]), is_transient(slot[0])))
-        return out
+        """One Outcome per record; a record without a report failed (transient, outcome unknown)."""
+        unknown = Outcome(False, missing, True)
+        return [unknown if o is None else o for o in list(self.slots)]
 
 
 class _PolledProducer:
@@ -304,7 +306,11 @@ class KafkaDestination:
                 return await self._amqp_sender().send(records, gzip=gzip)
             return await self._send(records, gzip=gzip)
 
-        sent = await asyncio.gather(*(send(t, gz, members) for (t, gz), members in groups.items()))
+        if len(groups) == 1:  # the usual case: awaited here, without a task per group
+            [((t, gz), members)] = groups.items()
+            sent = [await send(t, gz, members)]
+        else:
+            sent = await asyncio.gather(*(send(t, gz, members) for (t, gz), members in groups.items()))
         outcomes: list[list[Outcome]] = [[] for _ in chunks]
         for members, got in zip(groups.values(), sent):
             pos = 0
@@ -325,11 +331,12 @@ class KafkaDestination:
         loop = asyncio.get_running_loop()
         reports = _Reports(loop, len(records))
         deadline = loop.time() + self._wait_seconds
+        produce, on_delivery = producer.produce, reports.on_delivery
         for i, rec in enumerate(records):
             while True:
                 try:
-                    producer.produce(rec.topic, rec.value, rec.key, headers=rec.headers,
-                                     on_delivery=partial(reports.on_delivery, i))
+                    produce(rec.topic, rec.value, rec.key, headers=rec.headers,
+                            on_delivery=partial(on_delivery, i))
                 except BufferError:  # local queue full: let the poll thread drain it
                     if loop.time() < deadline:
                         await asyncio.sleep(0.01)
@@ -341,12 +348,16 @@ class KafkaDestination:
                 except (TypeError, ValueError) as exc:
                     reports.fail(i, f"record refused: {exc}"[:300], False)
                 break
+        # The bounded wait: a timer that ends it (records without a report then fail as unknown),
+        # rather than wait_for + shield, which add a task wrapper and two futures to every call.
+        timer = loop.call_at(deadline, reports._finish)
         try:
-            await asyncio.wait_for(asyncio.shield(reports.done), timeout=max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            pass
+            await reports.done
+        finally:
+            timer.cancel()
         outcomes = reports.result(f"no delivery report within {self._wait_seconds:.0f} s (outcome unknown)")
-        if any(not o.ok and any(m in o.detail for m in _RESET_MARKERS) for o in outcomes):
+        failed = [o.detail for o in outcomes if not o[0]]  # usually empty: markers looked for in failures only
+        if any(m in detail for detail in failed for m in _RESET_MARKERS):
             # After timed-out messages an idempotent producer's sequence state may no longer match the
             # broker's (a restarted broker forgets the producer id, and every later message then times
             # out too): the next call starts a new producer, with a new producer id.
