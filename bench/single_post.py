@@ -79,10 +79,17 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> tuple[int, 
         raise SystemExit("wrk is not installed: `make bench` installs it (apt-get install wrk)")
     out = subprocess.run([exe, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> tuple[int, float, float, float, int]:
+    """(requests, requests/s, p50 ms, p99 ms, non-2xx answers and socket errors) from wrk --latency's output."""
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # The "Latency Distribution" lines ("     50%    3.10ms"), anchored at a line's start: the thread
+    # stats above them end in percentages too ("... 89.50%"), which an unanchored "50%" also matched.
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = int(bad.group(1)) if bad else 0
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
