@@ -111,9 +111,12 @@ class Dispatcher:
         out = await self._attempt(dest, chunks, policy)
         tries = attempts if attempts is not None else policy.inProcessAttempts
         for attempt in range(2, tries + 1):
-            again = [(c, ix) for c, ix in (
-                (c, [i for i, d in enumerate(dels) if d.status == "failed" and d.transient])
-                for c, dels in enumerate(out)) if ix]
+            again = []  # (chunk, positions of its failed transient events); one pass, lists only for those
+            for c, dels in enumerate(out):
+                for d in dels:
+                    if d.status == "failed" and d.transient:
+                        again.append((c, [i for i, x in enumerate(dels) if x.status == "failed" and x.transient]))
+                        break
             if not again:
                 break
             for c, ix in again:

@@ -205,6 +205,7 @@ class TenantMetrics:
         self._flush_seconds = flush_seconds
         self._pending: Pending = {}
         self._active: dict[str, float] = {}  # tenant -> latest time it had events of its own
+        self._latest = 0.0  # the latest time recorded into _active
         self._size = 0
         self._flusher: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
@@ -226,8 +227,12 @@ class TenantMetrics:
                 self._size += 1
             else:
                 mine.add(ts)
-        for tenant in active:
-            self._active[tenant] = max(now, self._active.get(tenant, now))
+        if now >= self._latest:  # the usual case: no tenant has a later time, so one C-level update
+            self._latest = now
+            self._active.update(active)
+        else:
+            for tenant in active:
+                self._active[tenant] = max(now, self._active.get(tenant, now))
         if self._size >= MAX_PENDING_TENANTS:
             await self.flush()
         elif self._flusher is None:
