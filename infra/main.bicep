@@ -481,6 +481,7 @@ var appSettings = {
   KAFKA_DEFAULT_TOPIC: eventHubs[0].name
   KAFKA_DELIVERY_TIMEOUT_MS: '30000'
   KAFKA_STATS_INTERVAL_MS: '15000'
+  KAFKA_LINGER_MS: '1'
   EVENTHUBS_FULLY_QUALIFIED_NAMESPACE: '${eventhubs.outputs.name}.servicebus.windows.net'
   EVENTHUBS_TRANSPORT: 'kafka'
   EVENTHUBS_CONNECTION_STRING: eventHubsDisableLocalAuth ? '' : '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.eventHubsConnectionSecretUri})'

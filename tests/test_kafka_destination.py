@@ -300,6 +300,11 @@ def test_producer_config_follows_event_hubs_rules() -> None:
     assert producer_config(kafka_settings("x:9092"), gzip=True)["compression.type"] == "gzip"
 
 
+def test_producer_linger_is_the_setting() -> None:
+    assert producer_config(kafka_settings("x:9092"), gzip=False)["linger.ms"] == 1  # the default
+    assert producer_config(kafka_settings("x:9092", KAFKA_LINGER_MS="20"), gzip=False)["linger.ms"] == 20
+
+
 def test_event_hubs_connection_string_config_keeps_the_secret_out_of_sight() -> None:
     secret = "Endpoint=sb://grc.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0"
     s = kafka_settings("grc.servicebus.windows.net:9093", KAFKA_SECURITY="sasl-plain",

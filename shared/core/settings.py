@@ -62,6 +62,9 @@ class Settings(BaseModel):
     kafka_delivery_timeout_ms: int = Field(30_000, ge=1_000, le=900_000, alias="KAFKA_DELIVERY_TIMEOUT_MS")
     # How often producer statistics (queued messages/bytes = producer lag) are refreshed.
     kafka_stats_interval_ms: int = Field(15_000, ge=0, le=3_600_000, alias="KAFKA_STATS_INTERVAL_MS")
+    # librdkafka linger.ms: how long a producer waits for more records before a batch goes. Every
+    # publish waits for its acknowledgements, so this adds to each request's latency (see kafka.py).
+    kafka_linger_ms: int = Field(1, ge=0, le=1_000, alias="KAFKA_LINGER_MS")
     eventhubs_connection_string: str = Field("", alias="EVENTHUBS_CONNECTION_STRING", repr=False)
     # Managed identity: the namespace host, e.g. grc-prod.servicebus.windows.net.
     eventhubs_fully_qualified_namespace: str = Field("", alias="EVENTHUBS_FULLY_QUALIFIED_NAMESPACE")
