@@ -36,12 +36,17 @@ class Delivery(BaseModel):
     error: str | None = None
     transient: bool = False
 
-    @classmethod
-    def of(cls, destination: str, status: DeliveryStatus, ref: str | None = None, error: str | None = None,
+    @staticmethod
+    def of(destination: str, status: DeliveryStatus, ref: str | None = None, error: str | None = None,
            transient: bool = False) -> "Delivery":
         """A Delivery the code made (see the module doc), equal to the validated one."""
-        return _trusted(cls, {"destination": destination, "status": status, "ref": ref, "error": error,
-                              "transient": transient})
+        obj = _new(Delivery)  # _trusted's steps written out: one per event and destination
+        fields = {"destination": destination, "status": status, "ref": ref, "error": error, "transient": transient}
+        _setattr(obj, "__dict__", fields)
+        _setattr(obj, "__pydantic_fields_set__", set(fields))
+        _setattr(obj, "__pydantic_extra__", None)
+        _setattr(obj, "__pydantic_private__", None)
+        return obj
 
 
 class EventResult(BaseModel):
@@ -64,11 +69,15 @@ class EventResult(BaseModel):
                               "reason": reason, "httpStatus": httpStatus})
 
 
+_new = object.__new__  # BaseModel keeps object's __new__
+_setattr = object.__setattr__  # module-level: looked up once, not per field of every result
+
+
 def _trusted(cls: Any, fields: dict[str, Any]) -> Any:
     # Every field given, in declaration order: the same instance state validation would leave.
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", fields)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    obj = _new(cls)
+    _setattr(obj, "__dict__", fields)
+    _setattr(obj, "__pydantic_fields_set__", set(fields))
+    _setattr(obj, "__pydantic_extra__", None)
+    _setattr(obj, "__pydantic_private__", None)
     return obj
