@@ -36,17 +36,12 @@ class Delivery(BaseModel):
     error: str | None = None
     transient: bool = False
 
-    @staticmethod
-    def of(destination: str, status: DeliveryStatus, ref: str | None = None, error: str | None = None,
+    @classmethod
+    def of(cls, destination: str, status: DeliveryStatus, ref: str | None = None, error: str | None = None,
            transient: bool = False) -> "Delivery":
         """A Delivery the code made (see the module doc), equal to the validated one."""
-        obj = _new(Delivery)  # _trusted's steps written out: one per event and destination
-        fields = {"destination": destination, "status": status, "ref": ref, "error": error, "transient": transient}
-        _setattr(obj, "__dict__", fields)
-        _setattr(obj, "__pydantic_fields_set__", set(fields))
-        _setattr(obj, "__pydantic_extra__", None)
-        _setattr(obj, "__pydantic_private__", None)
-        return obj
+        return _trusted(cls, {"destination": destination, "status": status, "ref": ref, "error": error,
+                              "transient": transient})
 
 
 class EventResult(BaseModel):
