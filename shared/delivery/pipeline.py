@@ -280,9 +280,6 @@ class Pipeline:
             enabled = route_for(config).enabled
             for dest_type in enabled:
                 todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})] if prior else passing
-                if len(todo) == 1:
-                    jobs[dest_type].append((config, [todo[0][0]], [todo[0][1]]))
-                    continue
                 for start in range(0, len(todo), config.batchSize):
                     chunk = todo[start:start + config.batchSize]
                     jobs[dest_type].append((config, [i for i, _ in chunk], [ev for _, ev in chunk]))
