@@ -140,3 +140,29 @@ def test_the_vector_queue_path_indexes_what_was_published(app: App) -> None:
         return hits[0]["eventId"] if len(hits) == 2 else None
 
     assert wait_for(top_hit, 60, what="both events indexed by the queue trigger") == events[0]["eventId"]
+
+
+def test_a_failed_delivery_is_announced_as_one_system_error_in_the_tenants_stream(app: App) -> None:
+    """The pipeline's failure hook, seen by a client: a request whose Kafka delivery is refused (AMQP
+    with no Event Hubs) and whose Redis delivery succeeds puts one SYSTEM_ERROR about kafka, naming
+    the event, in the tenant's Redis stream."""
+    t = tenant("syserr")
+    _configure(app, t, {"destinations": [
+        {"type": "redis"},
+        {"type": "kafka", "config": {"transport": "amqp"}, "retry": {**FAST, "attempts": 1, "timeoutSeconds": 40}}]})
+    body = _event(t)
+    r = app.post("/events", json=body, tenants=[t])
+    assert r.status_code == 201, r.text
+    assert {d["destination"]: d["status"] for d in r.json()["destinations"]} == {"redis": "delivered",
+                                                                                 "kafka": "parked"}
+
+    def about_this_event() -> list[dict[str, Any]]:
+        got = app.get(f"/events/{t}", params={"eventType": "SYSTEM_ERROR"}, tenants=[t])
+        assert got.status_code == 200, got.text
+        return [e["event"] for e in got.json()["events"]
+                if e["event"]["data"].get("sampleEventIds") == [body["eventId"]]
+                and e["event"]["data"].get("parked") == 1]
+
+    [notice] = wait_for(about_this_event, 30, what="the request's SYSTEM_ERROR in the tenant's stream")
+    assert notice["data"]["destination"] == "kafka" and notice["entityId"] == "kafka"
+    assert notice["data"]["count"] == 1 and "EVENTHUBS" in notice["data"]["error"]
