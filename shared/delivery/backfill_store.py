@@ -7,8 +7,8 @@ and the tenant's job slots (docs/backfill.md).
   other, and a runner that lost its job learns it at its next checkpoint.
 - Slot rows: RowKey `~slot-{i:02}` (after every job id), `JobId`: a tenant has at most
   BACKFILL_MAX_CONCURRENT_JOBS of them. A slot is taken by inserting its row (insert fails if it
-  exists: two requests cannot take one slot), or, when its job has finished (or its record is gone),
-  by replacing the row conditionally on its ETag. Finished jobs release theirs; one that could not
+  exists: two requests cannot take one slot), or, when its job has finished (or its record is gone:
+  a job's record is written before it takes a slot), by replacing the row conditionally on its ETag. Finished jobs release theirs; one that could not
   is released by the next request that finds its job finished.
 """
 from __future__ import annotations
@@ -58,11 +58,19 @@ class BackfillStore:
     # ---- jobs ------------------------------------------------------------------------------
 
     async def create(self, job: JobRecord, max_jobs: int) -> str:
-        """Take a slot of the tenant for `job`, then insert it; its ETag. TooManyJobs when every slot
-        is held by a job still queued or running."""
-        job.slot = await self._take_slot(job.tenantId, job.jobId, max_jobs)
+        """Insert `job`, then take a slot of the tenant for it; its ETag. TooManyJobs (the record
+        dropped again) when every slot is held by a job still queued or running.
+
+        The record goes first so that a slot row's job always has a record: a slot whose holder has no
+        record is free. Taking the slot first let a racing request see a slot just taken, find no
+        record yet, and take it over: two jobs in one slot (tests/test_backfill.py, the race)."""
         result = await self._table.call("create_entity", self._entity(job))
-        return str(result["etag"])
+        try:
+            job.slot = await self._take_slot(job.tenantId, job.jobId, max_jobs)
+        except BaseException:
+            await self._drop_record(job)
+            raise
+        return await self.save(job, str(result["etag"]))
 
     async def read(self, tenant: str, job_id: str) -> tuple[JobRecord, str] | None:
         if not is_job_id(job_id):
@@ -84,11 +92,14 @@ class BackfillStore:
 
     async def delete(self, job: JobRecord) -> None:
         """Drop a job that never started (its first chunk could not be queued) and free its slot."""
+        await self._drop_record(job)
+        await self.release_slot(job)
+
+    async def _drop_record(self, job: JobRecord) -> None:
         try:
             await self._table.call("delete_entity", job.tenantId, job.jobId)
         except ResourceNotFoundError:
             pass
-        await self.release_slot(job)
 
     async def list(self, tenant: str, limit: int, after: str | None = None) -> tuple[list[JobRecord], str | None]:
         """Newest first; `after` = the last jobId of the previous page (the API signs it as a
