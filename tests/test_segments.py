@@ -34,15 +34,15 @@ def configs(*tenants: str, batch: int = 100) -> dict[str, StreamConfig]:
     return {t: StreamConfig.default(t).model_copy(update={"batchSize": batch}) for t in tenants}
 
 
+def segments(tenants: list[str], batch: int = 100) -> Segments:
+    return Segments(Counter(tenants), configs(*set(tenants), batch=batch), 100)
+
+
 def feed(seg: Segments, tenants: list[str], rejected: frozenset[int] = frozenset()) -> list[list[int]]:
-    """Indexes of each segment taken while feeding, then the rest."""
+    """Indexes of each segment handed out while feeding, then the rest."""
     out = []
     for i, ev in enumerate(events(tenants)):
-        if i in rejected:
-            seg.skip(i)
-        else:
-            seg.add(i, ev)
-        part = seg.take()
+        part = seg.skip(tenants[i]) if i in rejected else seg.add(i, ev)
         if part is not None:
             out.append([j for j, _ in part])
     out.append([j for j, _ in seg.rest()])
@@ -51,13 +51,13 @@ def feed(seg: Segments, tenants: list[str], rejected: frozenset[int] = frozenset
 
 def test_one_tenant_segments_at_every_full_chunk() -> None:
     tenants = ["tenant-a"] * 250
-    parts = feed(Segments(tenants, configs("tenant-a"), 100), tenants)
+    parts = feed(segments(tenants), tenants)
     assert parts == [list(range(100)), list(range(100, 200)), list(range(200, 250))]
 
 
 def test_a_tenant_per_event_completes_a_chunk_with_every_event() -> None:
     tenants = [f"tenant-{i:03d}" for i in range(250)]
-    parts = feed(Segments(tenants, configs(*tenants), 100), tenants)
+    parts = feed(segments(tenants), tenants)
     assert [len(p) for p in parts] == [100, 100, 50]
     assert sorted(i for p in parts for i in p) == list(range(250))
 
@@ -66,7 +66,7 @@ def test_tenants_spread_over_the_batch_complete_at_its_end() -> None:
     """Ten tenants, round robin, 30 events each (below batchSize): a tenant's chunk is complete at
     its last event only, so no chunk is split between segments."""
     tenants = [f"tenant-{i % 10}" for i in range(300)]
-    parts = feed(Segments(tenants, configs(*set(tenants)), 100), tenants)
+    parts = feed(segments(tenants), tenants)
     assert [len(p) for p in parts] == [120, 120, 60]  # tenants 0-3 complete at 290-293, 4-7 at 294-297
     for part in parts:
         per_tenant = Counter(tenants[i] for i in part)
@@ -75,16 +75,14 @@ def test_tenants_spread_over_the_batch_complete_at_its_end() -> None:
 
 def test_a_rejected_last_item_completes_its_tenants_chunk() -> None:
     tenants = ["tenant-a"] * 3 + [f"tenant-{i:03d}" for i in range(99)]
-    parts = feed(Segments(tenants, configs(*set(tenants)), 100), tenants, rejected=frozenset({2}))
+    parts = feed(segments(tenants), tenants, rejected=frozenset({2}))
     assert parts == [[0, 1] + list(range(3, 101)), [101]]
 
 
 def test_rest_is_in_batch_order_and_holds_uncounted_tenants() -> None:
     tenants = ["tenant-a", "tenant-b", "tenant-a"]
-    seg = Segments(["tenant-a", "other", "tenant-a"], configs("tenant-a", "tenant-b"), 100)
-    for i, ev in enumerate(events(tenants)):
-        seg.add(i, ev)
-    assert seg.take() is None
+    seg = Segments({"tenant-a": 3}, configs("tenant-a", "tenant-b"), 100)  # tenant-b not counted
+    assert [seg.add(i, ev) for i, ev in enumerate(events(tenants))] == [None] * 3
     assert [i for i, _ in seg.rest()] == [0, 1, 2]
 
 

@@ -41,6 +41,7 @@ from shared.delivery.dispatch import DestinationLookup, Dispatcher
 from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
 from shared.delivery.segments import Segments
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats, hist_index
+from shared.security.tenants import tenant_costs
 
 log = logging.getLogger("grc.pipeline")
 
@@ -141,56 +142,53 @@ class Pipeline:
         known: dict[str, StreamConfig] | None = None
         segments: Segments | None = None
         if len(items) > SEGMENT_EVENTS and not ctx.idempotency_key:
-            raw_tenants = [raw.get("tenantId") if type(raw) is dict else None for raw in items]
-            tenants = [t for t in dict.fromkeys(t for t in raw_tenants if type(t) is str) if is_tenant_id(t)]
+            counts = tenant_costs(items)
             try:  # the batch's configs at once: a segment's first step is then its destination calls
-                known = await self.configs.get_many(tenants)
-                segments = Segments(raw_tenants, known, SEGMENT_EVENTS)
+                known = await self.configs.get_many([t for t in counts if is_tenant_id(t)])
+                segments = Segments(counts, known, SEGMENT_EVENTS)
             except Exception:  # noqa: BLE001 - not segmented; routing asks again and reports it
                 known = None
         in_flight: asyncio.Future[dict[int, EventResult]] | None = None
         try:
             for i, raw in enumerate(items):
+                part: list[tuple[int, Event]] | None = None
                 prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
                 try:
                     ein = EventIn.model_validate(raw)
                 except ValidationError as exc:
                     results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
                     if segments is not None:
-                        segments.skip(i)
-                    continue
-                ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
-                            event_id=ctx.idempotency_key)
-                size = len(ev.to_json())
-                if size > limits.MAX_EVENT_BYTES:
-                    results[i] = self._reject(
-                        i,
-                        [FieldError(pointer="/".join(["", *map(str, prefix)]), field="(event)",
-                                    detail=f"enriched event is {size} bytes; the limit is {limits.MAX_EVENT_BYTES}",
-                                    type="too_large")],
-                        raw, stats, http_status=413,
-                    )
-                    if segments is not None:
-                        segments.skip(i)
-                    continue
-                if segments is not None and not ein.eventId:
-                    segments.add(i, ev)
-                    part = segments.take()
-                    if part is not None:
-                        if in_flight is not None:
-                            self._collect(await in_flight, results)
-                        in_flight = asyncio.ensure_future(
-                            self._route(part, stats, ctx.received_at, set(), known=known))
-                        for _ in range(LAUNCH_STEPS):  # its calls are written before validation goes on
-                            await asyncio.sleep(0)
-                    elif in_flight is not None and not i % YIELD_EVERY:
-                        await asyncio.sleep(0)  # the segment in flight takes its next step (e.g. its replies)
-                    continue
-                if segments is not None:  # a client id: from here on, one segment at the end
-                    ready, segments = segments.rest(), None
-                ready.append((i, ev))
-                if ein.eventId or ctx.idempotency_key:
-                    client_ids.add(i)
+                        part = segments.skip(raw.get("tenantId") if type(raw) is dict else None)
+                else:
+                    ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
+                                event_id=ctx.idempotency_key)
+                    size = len(ev.to_json())
+                    if size > limits.MAX_EVENT_BYTES:
+                        results[i] = self._reject(
+                            i,
+                            [FieldError(pointer="/".join(["", *map(str, prefix)]), field="(event)",
+                                        detail=f"enriched event is {size} bytes; the limit is "
+                                               f"{limits.MAX_EVENT_BYTES}", type="too_large")],
+                            raw, stats, http_status=413,
+                        )
+                        if segments is not None:
+                            part = segments.skip(ev.tenantId)
+                    elif segments is not None and not ein.eventId:
+                        part = segments.add(i, ev)
+                    else:
+                        if segments is not None:  # a client id: from here on, one segment at the end
+                            ready, segments = segments.rest(), None
+                        ready.append((i, ev))
+                        if ein.eventId or ctx.idempotency_key:
+                            client_ids.add(i)
+                if part is not None:
+                    if in_flight is not None:
+                        self._collect(await in_flight, results)
+                    in_flight = asyncio.ensure_future(self._route(part, stats, ctx.received_at, set(), known=known))
+                    for _ in range(LAUNCH_STEPS):  # its calls are written before validation goes on
+                        await asyncio.sleep(0)
+                elif in_flight is not None and not i % YIELD_EVERY:
+                    await asyncio.sleep(0)  # the segment in flight takes its next step (e.g. its replies)
             if segments is not None:
                 ready = segments.rest()
             if in_flight is not None:

@@ -27,54 +27,48 @@ Item = tuple[int, Event]  # (index in the batch, event)
 
 
 class Segments:
-    def __init__(self, raw_tenants: Sequence[Any], configs: Mapping[str, StreamConfig], size: int) -> None:
-        """`raw_tenants`: each raw item's tenantId as sent (None when absent); `configs`: the batch's
-        stream configs (for batchSize); `size`: events per segment (at least)."""
-        self._raw = raw_tenants
+    def __init__(self, counts: Mapping[str, int], configs: Mapping[str, StreamConfig], size: int) -> None:
+        """`counts`: raw items per tenant named (security.tenants.tenant_costs); `configs`: the
+        batch's stream configs (their batchSize); `size`: events per segment (at least)."""
         self._size = size
-        # tenant -> [open chunk, raw items of the tenant not yet seen, batchSize]
-        self._tenants: dict[str, list[Any]] = {}
-        for t in raw_tenants:
-            state = self._tenants.get(t) if type(t) is str else None
-            if state is not None:
-                state[1] += 1
-            elif type(t) is str and t in configs:
-                self._tenants[t] = [[], 1, configs[t].batchSize]
+        # tenant -> [open chunk, raw items of the tenant not seen yet, batchSize]
+        self._tenants: dict[str, list[Any]] = {
+            t: [[], n, configs[t].batchSize] for t, n in counts.items() if t in configs}
         self._complete: list[Item] = []
-        self._held: list[Item] = []  # events whose validated tenant was not counted: sent at the end
+        self._held: list[Item] = []  # events of a tenant not counted: sent with the last segment
 
-    def add(self, i: int, ev: Event) -> None:
-        """Item `i` passed validation as `ev`."""
-        state = self._tenants.get(ev.tenantId) if ev.tenantId == self._raw[i] else None
+    def add(self, i: int, ev: Event) -> list[Item] | None:
+        """Item `i` passed validation as `ev`; a segment, when the complete chunks make one."""
+        state = self._tenants.get(ev.tenantId)
         if state is None:
             self._held.append((i, ev))
-            return
+            return None
         chunk = state[0]
         chunk.append((i, ev))
         state[1] -= 1
         if len(chunk) >= state[2] or not state[1]:
-            self._complete += chunk
-            chunk.clear()
+            return self._close(chunk)
+        return None
 
-    def skip(self, i: int) -> None:
-        """Item `i` was rejected: it no longer holds its tenant's last chunk open."""
-        t = self._raw[i]
-        state = self._tenants.get(t) if type(t) is str else None
-        if state is not None:
-            state[1] -= 1
-            if not state[1] and state[0]:
-                self._complete += state[0]
-                state[0].clear()
-
-    def take(self) -> list[Item] | None:
-        """The complete chunks, once they hold at least a segment's worth of events."""
-        if len(self._complete) < self._size:
+    def skip(self, tenant: Any) -> list[Item] | None:
+        """A raw item naming `tenant` was rejected: it no longer holds its tenant's last chunk open."""
+        state = self._tenants.get(tenant) if type(tenant) is str else None
+        if state is None:
             return None
-        out, self._complete = self._complete, []
-        return out
+        state[1] -= 1
+        return self._close(state[0]) if not state[1] and state[0] else None
+
+    def _close(self, chunk: list[Item]) -> list[Item] | None:
+        complete = self._complete
+        complete += chunk
+        chunk.clear()
+        if len(complete) < self._size:
+            return None
+        self._complete = []
+        return complete
 
     def rest(self) -> list[Item]:
-        """Everything not taken yet, in batch order (the last segment)."""
+        """Everything not handed out yet, in batch order (the last segment)."""
         out = self._complete + self._held
         for state in self._tenants.values():
             out += state[0]
