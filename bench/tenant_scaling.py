@@ -53,11 +53,14 @@ def bulk(tenants: list[str], n: int, start: int = 0) -> dict[str, Any]:
 
 
 def post_bulk(app: App, body: dict[str, Any] | bytes, headers: dict[str, str]) -> None:
-    """One bulk request (a body serialised once beforehand: the client's JSON is not the service's
-    cost); every event must come back accepted and delivered."""
+    """One bulk request; every event must come back accepted and delivered. The client's JSON is not
+    the service's cost: the body is serialised once beforehand, and the response (500 results) is
+    read with orjson (the standard library's parser behind httpx's `json()` took 1.9 us per event of
+    a 500-result response against orjson's 0.6, `timeit`; the client is part of the request chain:
+    one connection)."""
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     r = app.client.post("/events/bulk", content=content, headers={**headers, "content-type": "application/json"})
-    doc = r.json()
+    doc = orjson.loads(r.content)
     if r.status_code != 200 or doc["accepted"] != doc["total"] or any(
             d["status"] != "delivered" for res in doc["results"] for d in res.get("destinations", [])):
         raise SystemExit(f"bulk not fully delivered: HTTP {r.status_code}, "
