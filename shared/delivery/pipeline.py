@@ -2,10 +2,8 @@
 
 The pipeline works on a batch: the configs of all its tenants are fetched in one go, each
 destination gets every tenant's passing events, in chunks of the tenant's `batchSize`, in ONE call
-per segment (so a batch naming a thousand tenants costs each destination a call per segment of
-SEGMENT_EVENTS, one after the other, not a thousand concurrent ones), destinations run concurrently,
-and metrics are recorded once per batch. A large batch is routed in segments of whole chunks while
-the rest of it is validated (segments.py), so the destinations' work overlaps this process's. A delivery that
+(so a batch naming a thousand tenants costs each destination one call, not a thousand concurrent
+ones), destinations run concurrently, and metrics are recorded once per batch. A delivery that
 fails is handed to the `Parker` (the retry queue); an event is `accepted` only when each of its
 destinations delivered or parked it, otherwise `failed` (the client must retry: nothing was
 acknowledged).
@@ -39,23 +37,9 @@ from shared.core.streamconfig import StreamConfig
 from shared.core.validation import field_errors
 from shared.delivery.dispatch import DestinationLookup, Dispatcher
 from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
-from shared.delivery.segments import Segments
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats, hist_index
-from shared.security.tenants import tenant_costs
 
 log = logging.getLogger("grc.pipeline")
-
-# Segments of a large batch (segments.py, publish_raw): at least this many events, so a segment
-# carries whole chunks of the default batchSize (100) and a 500-event bulk goes in five.
-SEGMENT_EVENTS = 100
-# Loop turns given to a segment just launched, so its destination calls are written before the next
-# segment's validation holds the loop: a small Redis call takes three (redisconn's shared trips:
-# scheduled, its task, the write), a large one a turn per socket buffer it fills.
-LAUNCH_STEPS = 4
-# Then a turn every this many events validated, for the segment's later steps (more writes, reading
-# replies as they come). Measured (docs/performance.md): 4 and 64 beat 0 and 16 for both a 1-tenant
-# and a 500-tenant bulk; a turn costs a few microseconds.
-YIELD_EVERY = 64
 
 
 @dataclass(frozen=True)
@@ -126,86 +110,41 @@ class Pipeline:
     # ---- entry points ------------------------------------------------------------------
 
     async def publish_raw(self, items: Sequence[Any], ctx: PublishContext) -> list[EventResult]:
-        """Events as clients send them (dicts): validated and enriched here.
-
-        A batch of more than SEGMENT_EVENTS is routed in segments of whole chunks (segments.py): a
-        segment's destination calls run while the next one is validated, and segments are routed one
-        after the other (tenants' events stay in request order). Only events with service-made ids are
-        segmented: from the first event with a client id on (repeats of an id in one batch are resolved
-        together, see `_route`), everything not yet routed goes in the last segment."""
+        """Events as clients send them (dicts): validated and enriched here."""
         stats = BatchStats()
         results: list[EventResult | None] = [None] * len(items)
         ingested_at = now_iso()
         correlation_id = ctx.correlation_id or uuid7()  # one request, one correlation id
         ready: list[tuple[int, Event]] = []
         client_ids: set[int] = set()  # generated ids need no idempotency check
-        known: dict[str, StreamConfig] | None = None
-        segments: Segments | None = None
-        if len(items) > SEGMENT_EVENTS and not ctx.idempotency_key:
-            counts = tenant_costs(items)
-            try:  # the batch's configs at once: a segment's first step is then its destination calls
-                known = await self.configs.get_many([t for t in counts if is_tenant_id(t)])
-                segments = Segments(counts, known, SEGMENT_EVENTS)
-            except Exception:  # noqa: BLE001 - not segmented; routing asks again and reports it
-                known = None
-        in_flight: asyncio.Future[dict[int, EventResult]] | None = None
-        try:
-            for i, raw in enumerate(items):
-                part: list[tuple[int, Event]] | None = None
-                prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
-                try:
-                    ein = EventIn.model_validate(raw)
-                except ValidationError as exc:
-                    results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
-                    if segments is not None:
-                        part = segments.skip(raw.get("tenantId") if type(raw) is dict else None)
-                else:
-                    ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
-                                event_id=ctx.idempotency_key)
-                    size = len(ev.to_json())
-                    if size > limits.MAX_EVENT_BYTES:
-                        results[i] = self._reject(
-                            i,
-                            [FieldError(pointer="/".join(["", *map(str, prefix)]), field="(event)",
-                                        detail=f"enriched event is {size} bytes; the limit is "
-                                               f"{limits.MAX_EVENT_BYTES}", type="too_large")],
-                            raw, stats, http_status=413,
-                        )
-                        if segments is not None:
-                            part = segments.skip(ev.tenantId)
-                    elif segments is not None and not ein.eventId:
-                        part = segments.add(i, ev)
-                    else:
-                        if segments is not None:  # a client id: from here on, one segment at the end
-                            ready, segments = segments.rest(), None
-                        ready.append((i, ev))
-                        if ein.eventId or ctx.idempotency_key:
-                            client_ids.add(i)
-                if part is not None:
-                    if in_flight is not None:
-                        self._collect(await in_flight, results)
-                    in_flight = asyncio.ensure_future(self._route(part, stats, ctx.received_at, set(), known=known))
-                    for _ in range(LAUNCH_STEPS):  # its calls are written before validation goes on
-                        await asyncio.sleep(0)
-                elif in_flight is not None and not i % YIELD_EVERY:
-                    await asyncio.sleep(0)  # the segment in flight takes its next step (e.g. its replies)
-            if segments is not None:
-                ready = segments.rest()
-            if in_flight is not None:
-                self._collect(await in_flight, results)
-                in_flight = None
-            self._collect(await self._route(ready, stats, ctx.received_at, client_ids, known=known), results)
-        finally:
-            if in_flight is not None:  # cancelled or failed mid-batch: the segment in flight goes too
-                in_flight.cancel()
+        for i, raw in enumerate(items):
+            prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
+            try:
+                ein = EventIn.model_validate(raw)
+            except ValidationError as exc:
+                results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
+                continue
+            ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
+                        event_id=ctx.idempotency_key)
+            size = len(ev.to_json())
+            if size > limits.MAX_EVENT_BYTES:
+                results[i] = self._reject(
+                    i,
+                    [FieldError(pointer="/".join(["", *map(str, prefix)]), field="(event)",
+                                detail=f"enriched event is {size} bytes; the limit is {limits.MAX_EVENT_BYTES}",
+                                type="too_large")],
+                    raw, stats, http_status=413,
+                )
+                continue
+            ready.append((i, ev))
+            if ein.eventId or ctx.idempotency_key:
+                client_ids.add(i)
+        routed = await self._route(ready, stats, ctx.received_at, client_ids)
+        for i, res in routed.items():
+            results[i] = res
         out = [r for r in results if r is not None]
         await self._finish(stats, out)
         return out
-
-    @staticmethod
-    def _collect(routed: dict[int, EventResult], results: list[EventResult | None]) -> None:
-        for i, res in routed.items():
-            results[i] = res
 
     async def publish_enriched(
         self, events: Sequence[Event], *, received_at: float | None = None, stats: BatchStats | None = None,
@@ -236,13 +175,12 @@ class Pipeline:
 
     async def _route(
         self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float, dedupe: set[int],
-        policy: DedupePolicy | None = None, known: dict[str, StreamConfig] | None = None,
+        policy: DedupePolicy | None = None,
     ) -> dict[int, EventResult]:
-        """Idempotency around routing: claim ids, route the new ones, store their results.
-        `known`: stream configs already read for this batch."""
+        """Idempotency around routing: claim ids, route the new ones, store their results."""
         checked = [(i, ev) for i, ev in ready if i in dedupe]
         if self.idempotency is None or not checked:
-            return await self._route_new(ready, stats, received_at, known=known)
+            return await self._route_new(ready, stats, received_at)
         prior: dict[int, dict[str, Delivery]] = {}  # a retried event: destinations already done
         results: dict[int, EventResult] = {}
         first: dict[tuple[str, str], int] = {}
@@ -280,7 +218,7 @@ class Pipeline:
                 if claim.prior:
                     prior[i] = {d.destination: d for d in claim.prior}
         results.update(await self._route_new([(i, ev) for i, ev in ready if i not in skip], stats, received_at,
-                                             prior, known))
+                                             prior))
         await self.idempotency.settle([(ev, results[i]) for i, ev in claimed], policy)
         events = dict(ready)
         for i, j in repeats.items():
@@ -296,7 +234,7 @@ class Pipeline:
 
     async def _route_new(
         self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float,
-        prior: dict[int, dict[str, Delivery]] | None = None, known: dict[str, StreamConfig] | None = None,
+        prior: dict[int, dict[str, Delivery]] | None = None,
     ) -> dict[int, EventResult]:
         """Route events; `prior` names, per event, destinations an earlier attempt already delivered
         to or parked for (a client's retry after a 503): those are not sent again."""
@@ -308,8 +246,7 @@ class Pipeline:
         for i, ev in ready:
             by_tenant[ev.tenantId].append((i, ev))
         try:
-            configs = known if known is not None and all(t in known for t in by_tenant) else \
-                await self.configs.get_many(by_tenant)
+            configs = await self.configs.get_many(by_tenant)
         except Exception as exc:  # noqa: BLE001 - any storage failure means: not routable now
             log.warning("stream configs unavailable: %s", type(exc).__name__)
             for tenant, items in by_tenant.items():
@@ -354,9 +291,8 @@ class Pipeline:
                 for i, _ in passing:
                     deliveries[i] = []
 
-        # One call per destination carries every tenant's chunks of this segment (destinations/base.py);
-        # the destinations run concurrently and segments one after the other, so a batch has at most
-        # one call in flight per destination.
+        # One call per destination carries every tenant's chunks (see destinations/base.py); the
+        # destinations run concurrently, so a batch has at most one call in flight per destination.
         dest_types = list(jobs)
         calls = [self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats)
                  for t in dest_types]

@@ -1,10 +1,10 @@
 """The one destination protocol: publish a batch, report health, close.
 
-A publish call carries the work of a batch (of a segment of a large one, see delivery/segments.py)
-for this destination: `Chunk`s, each the events of one tenant that passed the tenant's filters, in
-order, with the tenant's stream config and its options for this destination. Chunks of any number
-of tenants go in one call, so a batch naming a thousand tenants costs the destination a call per
-segment (one Redis pipeline, one produce-and-flush each), not a thousand. The destination returns, per chunk, one `Delivery` per event in the same
+A publish call carries the work of a whole batch for this destination: `Chunk`s, each the events
+of one tenant that passed the tenant's filters, in order, with the tenant's stream config and
+its options for this destination. Chunks of any number of tenants go in one call, so a batch
+naming a thousand tenants costs the destination one call (one Redis pipeline, one produce-and-
+flush), not a thousand. The destination returns, per chunk, one `Delivery` per event in the same
 order. Chunks of the same tenant are applied in list order (a stream keeps request order);
 whatever concurrency a destination uses inside a call is bounded by the destination itself.
 

@@ -103,7 +103,7 @@ def test_a_change_feed_batch_of_100_tenants(own: tuple[Stack, App]) -> None:
 
 
 def test_a_large_bulk_lands_in_each_tenants_stream_in_request_order(own: tuple[Stack, App]) -> None:
-    """A bulk of 1,000 events is routed in segments while it is validated (docs/performance.md):
+    """A bulk of 1,000 events (the largest allowed) with tenants laid out as batches are in practice:
     one tenant with 400 events in a row, one with 300 spread over the rest of the batch, 300 tenants
     with one event each, and 20 invalid items among them. Every valid event is delivered once, each
     tenant's stream holds its events in request order, and the results follow the request."""
