@@ -408,3 +408,71 @@ async def test_event_producer_with_a_stored_kafka_stream_config(
     assert [headers(m)["eventId"] for m in msgs] == [r.eventId for r in results]
     assert all(headers(m)["ce_type"] == "com.grc.POLICY_VIOLATION" for m in msgs)
     assert [orjson.loads(m.value())["data"]["n"] for m in msgs] == list(range(5))
+
+
+async def _concurrent_publishes(dest: KafkaDestination, topic: str, calls: int, per_call: int) -> tuple[
+        list[Any], list[Any]]:
+    """`calls` publish calls in flight at once on one loop, events of three tenants; (events, deliveries)."""
+    tenants = ["tenant-a", "tenant-b", "tenant-c"]
+    batches = [[make_event(tenants[(c + n) % 3], data={"call": c, "n": n}) for n in range(per_call)]
+               for c in range(calls)]
+    cfg = stream(topics=[topic])
+    results = await asyncio.gather(*(publish_one(dest, b, KafkaOptions(), cfg) for b in batches))
+    return [e for b in batches for e in b], [d for r in results for d in r]
+
+
+def _assert_each_ref_is_its_own_record(reader: TopicReader, topic: str, events: list[Any], dels: list[Any]) -> None:
+    """Every delivery is `topic/partition@offset` of the record carrying its own event."""
+    assert [d.status for d in dels] == ["delivered"] * len(events)
+    at = {f"{topic}/{m.partition()}@{m.offset()}": headers(m)["eventId"]
+          for m in reader.read(topic, expect=len(events))}
+    assert [at.get(d.ref or "") for d in dels] == [e.eventId for e in events]
+
+
+async def test_concurrent_calls_each_get_the_refs_of_their_own_records(
+    reader: TopicReader, broker: str, dest: KafkaDestination,
+) -> None:
+    topic = unique_topic()
+    create_topics(broker, topic, partitions=3)
+    events, dels = await _concurrent_publishes(dest, topic, calls=12, per_call=40)
+    _assert_each_ref_is_its_own_record(reader, topic, events, dels)
+
+
+async def test_reports_are_served_on_the_loop_while_calls_wait(
+    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The poll thread's fallback made too slow to matter: the loop's own serving delivers every call
+    (calls that relied on the poll thread would wait past the bounded wait and fail)."""
+    import shared.destinations.kafka as kafka_module
+
+    monkeypatch.setattr(kafka_module, "FALLBACK_SECONDS", 3600.0)
+    topic = unique_topic()
+    create_topics(broker, topic, partitions=3)
+    d = KafkaDestination(kafka_settings(broker))
+    d._wait_seconds = 20.0
+    try:
+        events, dels = [], []
+        for _ in range(4):  # one after another: the poll thread sits in its fallback wait meanwhile
+            e, x = await _concurrent_publishes(d, topic, calls=3, per_call=20)
+            events += e
+            dels += x
+        _assert_each_ref_is_its_own_record(reader, topic, events, dels)
+    finally:
+        await d.close()
+
+
+async def test_the_poll_thread_delivers_reports_when_the_loop_does_not_serve(
+    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shared.destinations.kafka as kafka_module
+
+    monkeypatch.setattr(kafka_module, "TICK_SECONDS", 3600.0)  # the loop serves only right after producing
+    topic = unique_topic()
+    create_topics(broker, topic, partitions=3)
+    d = KafkaDestination(kafka_settings(broker))
+    d._wait_seconds = 20.0
+    try:
+        events, dels = await _concurrent_publishes(d, topic, calls=4, per_call=25)
+        _assert_each_ref_is_its_own_record(reader, topic, events, dels)
+    finally:
+        await d.close()
