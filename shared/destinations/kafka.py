@@ -2,8 +2,13 @@
 
 Records come from `event_records` (topics, key, headers, the 1,000,000-byte refusal). An event is
 delivered only after its delivery report: a publish call produces all its records, then waits
-(bounded) for the reports, which a background poll thread hands back to the event loop once per
-call. Producers are created lazily and shared by all calls of the instance, one per compression
+(bounded) for the reports. While calls wait, the event loop itself serves the producer's events
+(right after producing, then every TICK_SECONDS) and the producer's poll thread only every
+FALLBACK_SECONDS; with no call waiting the poll thread serves as before (stats, errors, log lines,
+oauth tokens). Served on the loop, the librdkafka callbacks (error_cb, stats_cb, logger, oauth_cb)
+may run on the loop's thread too: cheap, except an oauth token refresh, which blocks the loop for
+one token request (azure-identity caches tokens; librdkafka asks again at 80 % of a token's life).
+Producers are created lazily and shared by all calls of the instance, one per compression
 mode (compression is a producer setting; Event Hubs takes none or gzip). The same destination
 sends over AMQP instead (`eventhubs_amqp`) when the options or EVENTHUBS_TRANSPORT say "amqp".
 
