@@ -421,7 +421,9 @@ async def _concurrent_publishes(dest: KafkaDestination, topic: str, calls: int, 
     return [e for b in batches for e in b], [d for r in results for d in r]
 
 
-def _assert_each_ref_is_its_own_record(reader: TopicReader, topic: str, events: list[Any], dels: list[Any]) -> None:
+def _assert_each_ref_is_its_own_record(
+    reader: TopicReader, topic: str, events: list[Any], dels: list[Any],
+) -> None:
     """Every delivery is `topic/partition@offset` of the record carrying its own event."""
     assert [d.status for d in dels] == ["delivered"] * len(events)
     at = {f"{topic}/{m.partition()}@{m.offset()}": headers(m)["eventId"]
@@ -473,6 +475,30 @@ async def test_the_poll_thread_delivers_reports_when_the_loop_does_not_serve(
     d._wait_seconds = 20.0
     try:
         events, dels = await _concurrent_publishes(d, topic, calls=4, per_call=25)
+        _assert_each_ref_is_its_own_record(reader, topic, events, dels)
+    finally:
+        await d.close()
+
+
+async def test_a_lone_call_is_served_by_the_poll_thread_at_once(
+    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One call waiting (the loop is likely idle): the poll thread serves its reports as they come,
+    without the loop's tick (which would add up to a millisecond to every lone request)."""
+    import shared.destinations.kafka as kafka_module
+
+    monkeypatch.setattr(kafka_module, "TICK_SECONDS", 3600.0)
+    monkeypatch.setattr(kafka_module, "FALLBACK_SECONDS", 3600.0)
+    topic = unique_topic()
+    create_topics(broker, topic, partitions=3)
+    d = KafkaDestination(kafka_settings(broker))
+    d._wait_seconds = 20.0
+    try:
+        events, dels = [], []
+        for _ in range(5):
+            e, x = await _concurrent_publishes(d, topic, calls=1, per_call=10)
+            events += e
+            dels += x
         _assert_each_ref_is_its_own_record(reader, topic, events, dels)
     finally:
         await d.close()

@@ -2,10 +2,10 @@
 
 Records come from `event_records` (topics, key, headers, the 1,000,000-byte refusal). An event is
 delivered only after its delivery report: a publish call produces all its records, then waits
-(bounded) for the reports. While calls wait, the event loop itself serves the producer's events
+(bounded) for the reports. While calls overlap, the event loop itself serves the producer's events
 (right after producing, then every TICK_SECONDS) and the producer's poll thread only every
-FALLBACK_SECONDS; with no call waiting the poll thread serves as before (stats, errors, log lines,
-oauth tokens). Served on the loop, the librdkafka callbacks (error_cb, stats_cb, logger, oauth_cb)
+FALLBACK_SECONDS; with one call waiting or none the poll thread serves as they come (reports,
+stats, errors, log lines, oauth tokens). Served on the loop, the librdkafka callbacks (error_cb, stats_cb, logger, oauth_cb)
 may run on the loop's thread too: cheap, except an oauth token refresh, which blocks the loop for
 one token request (azure-identity caches tokens; librdkafka asks again at 80 % of a token's life).
 Producers are created lazily and shared by all calls of the instance, one per compression
@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from shared.core.destination_options import KAFKA_REPORT_GRACE_SECONDS, KafkaOptions
 from shared.core.health import DependencyHealth
@@ -214,10 +214,12 @@ class _Reports:
         return out
 
 
-# While publish calls wait for reports, the event loop serves them every TICK_SECONDS (and right after
-# producing a call's records); the poll thread then only serves every FALLBACK_SECONDS, in case the loop
-# cannot. A report needs the GIL: served on the poll thread while the loop runs Python, each one waited
-# for the GIL (up to the 5 ms switch interval) and took it from the loop, one report at a time.
+# While publish calls wait for reports, the event loop serves them right after producing a call's records
+# and every TICK_SECONDS. When calls overlap (the loop is busy) the poll thread serves only every
+# FALLBACK_SECONDS, in case the loop cannot: a report needs the GIL, and served on the poll thread while
+# the loop runs Python each one waited for the GIL (up to the 5 ms switch interval) and took it from the
+# loop, one report at a time. A lone call (the loop likely idle) is served by the poll thread as its
+# reports come: the tick would add up to a millisecond (the loop's timers have 1 ms resolution).
 TICK_SECONDS = 0.001
 FALLBACK_SECONDS = 0.1
 
@@ -243,7 +245,7 @@ class _PolledProducer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self.waiting:  # the event loop serves (tick); this is the fallback
+            if len(self.waiting) > 1:  # calls overlap: the loop serves (tick); this is the fallback
                 self._stop.wait(FALLBACK_SECONDS)
                 self.serve(0, None)
             else:
@@ -406,7 +408,7 @@ class KafkaDestination:
                 try:
                     produce(rec.topic, rec.value, rec.key, _ANY_PARTITION, boxes[i].setdefault, None, _NOW,
                             rec.headers)
-                except BufferError:  # local queue full: let the poll thread drain it
+                except BufferError:  # local queue full: reports served meanwhile free it
                     if loop.time() < deadline:
                         await asyncio.sleep(0.01)
                         continue
