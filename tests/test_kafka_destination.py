@@ -440,22 +440,25 @@ async def test_concurrent_calls_each_get_the_refs_of_their_own_records(
     _assert_each_ref_is_its_own_record(reader, topic, events, dels)
 
 
-async def test_reports_are_served_on_the_loop_while_calls_wait(
-    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+async def _groups_on_a_destination_of_its_own(
+    broker: str, reader: TopicReader, monkeypatch: pytest.MonkeyPatch, timing: dict[str, float],
+    groups: int, calls: int, per_call: int,
 ) -> None:
-    """The poll thread's fallback made too slow to matter: the loop's own serving delivers every call
-    (calls that relied on the poll thread would wait past the bounded wait and fail)."""
+    """`groups` of `calls` concurrent calls, one group after another, on a destination of its own whose
+    module timing constants are set to `timing`; then every ref is read back. A call whose reports
+    nobody serves fails at the bounded wait (20 s)."""
     import shared.destinations.kafka as kafka_module
 
-    monkeypatch.setattr(kafka_module, "FALLBACK_SECONDS", 3600.0)
+    for name, value in timing.items():
+        monkeypatch.setattr(kafka_module, name, value)
     topic = unique_topic()
     create_topics(broker, topic, partitions=3)
     d = KafkaDestination(kafka_settings(broker))
     d._wait_seconds = 20.0
     try:
         events, dels = [], []
-        for _ in range(4):  # one after another: the poll thread sits in its fallback wait meanwhile
-            e, x = await _concurrent_publishes(d, topic, calls=3, per_call=20)
+        for _ in range(groups):
+            e, x = await _concurrent_publishes(d, topic, calls=calls, per_call=per_call)
             events += e
             dels += x
         _assert_each_ref_is_its_own_record(reader, topic, events, dels)
@@ -463,21 +466,21 @@ async def test_reports_are_served_on_the_loop_while_calls_wait(
         await d.close()
 
 
+async def test_reports_are_served_on_the_loop_while_calls_wait(
+    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The poll thread's fallback made too slow to matter: the loop's own serving delivers every
+    overlapping call (the poll thread sits in its fallback wait once calls overlap)."""
+    await _groups_on_a_destination_of_its_own(broker, reader, monkeypatch, {"FALLBACK_SECONDS": 3600.0},
+                                              groups=4, calls=3, per_call=20)
+
+
 async def test_the_poll_thread_delivers_reports_when_the_loop_does_not_serve(
     reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import shared.destinations.kafka as kafka_module
-
-    monkeypatch.setattr(kafka_module, "TICK_SECONDS", 3600.0)  # the loop serves only right after producing
-    topic = unique_topic()
-    create_topics(broker, topic, partitions=3)
-    d = KafkaDestination(kafka_settings(broker))
-    d._wait_seconds = 20.0
-    try:
-        events, dels = await _concurrent_publishes(d, topic, calls=4, per_call=25)
-        _assert_each_ref_is_its_own_record(reader, topic, events, dels)
-    finally:
-        await d.close()
+    """No tick (the loop serves only right after producing): the poll thread's fallback delivers."""
+    await _groups_on_a_destination_of_its_own(broker, reader, monkeypatch, {"TICK_SECONDS": 3600.0},
+                                              groups=1, calls=4, per_call=25)
 
 
 async def test_a_lone_call_is_served_by_the_poll_thread_at_once(
@@ -485,20 +488,6 @@ async def test_a_lone_call_is_served_by_the_poll_thread_at_once(
 ) -> None:
     """One call waiting (the loop is likely idle): the poll thread serves its reports as they come,
     without the loop's tick (which would add up to a millisecond to every lone request)."""
-    import shared.destinations.kafka as kafka_module
-
-    monkeypatch.setattr(kafka_module, "TICK_SECONDS", 3600.0)
-    monkeypatch.setattr(kafka_module, "FALLBACK_SECONDS", 3600.0)
-    topic = unique_topic()
-    create_topics(broker, topic, partitions=3)
-    d = KafkaDestination(kafka_settings(broker))
-    d._wait_seconds = 20.0
-    try:
-        events, dels = [], []
-        for _ in range(5):
-            e, x = await _concurrent_publishes(d, topic, calls=1, per_call=10)
-            events += e
-            dels += x
-        _assert_each_ref_is_its_own_record(reader, topic, events, dels)
-    finally:
-        await d.close()
+    await _groups_on_a_destination_of_its_own(
+        broker, reader, monkeypatch, {"TICK_SECONDS": 3600.0, "FALLBACK_SECONDS": 3600.0},
+        groups=5, calls=1, per_call=10)
