@@ -5,8 +5,9 @@ Reads assign partitions directly (no consumer group join). Each test uses its ow
 from __future__ import annotations
 
 import asyncio
-import uuid
+import threading
 import time
+import uuid
 from collections import defaultdict
 from typing import Any, AsyncIterator, Iterable, Iterator
 
@@ -20,7 +21,8 @@ from shared.core.settings import Settings
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
 from shared.delivery.pipeline import Pipeline, PublishContext
 from shared.destinations.base import Chunk, publish_one
-from shared.destinations.kafka import KafkaConfigError, KafkaDestination, producer_config
+from shared.destinations.kafka import (TOKEN_MIN_LEFT_SECONDS, KafkaConfigError, KafkaDestination, OAuthTokens,
+                                      producer_config)
 from tests.kafka_helpers import TopicReader, big_event, create_topics, headers, make_event, unique_topic
 
 
@@ -335,6 +337,64 @@ def test_oauth_config_gets_a_token_for_the_namespace_scope() -> None:
     assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.mechanisms"] == "OAUTHBEARER"
     assert conf["oauth_cb"]("") == ("tok-123", 2_000_000_000.0)
     assert cred.scopes == ["https://grc.servicebus.windows.net/.default"]
+
+
+def wait_until(probe: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+class SlowFakeEntraCredential:
+    """Stands in for azure-identity (no Entra ID here): each token lives `life` seconds; a fetch
+    waits for `gate` (set by the test) as a call to the managed identity endpoint would take time."""
+
+    def __init__(self, life: float) -> None:
+        self.life = life
+        self.fetches = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def get_token(self, *scopes: str) -> Any:
+        self.gate.wait(10)
+        self.fetches += 1
+        if self.fail:
+            raise RuntimeError("endpoint down")
+        return type("AccessToken", (), {"token": f"tok-{self.fetches}", "expires_on": int(time.time() + self.life)})()
+
+
+def test_oauth_tokens_never_make_a_caller_wait_while_one_is_cached() -> None:
+    """librdkafka may ask from the event loop's thread: with a valid token cached the answer is
+    immediate and the next token is fetched on another thread."""
+    cred = SlowFakeEntraCredential(life=3600)
+    tokens = OAuthTokens(cred, "https://grc.servicebus.windows.net/.default")
+    assert tokens("")[0] == "tok-1"  # the first call has nothing cached: it fetches
+    cred.gate.clear()  # fetches now hang until the test lets them through
+    t0 = time.monotonic()
+    assert tokens("")[0] == "tok-1"  # cached and valid: returned at once, a refresh started
+    assert tokens("")[0] == "tok-1"
+    assert time.monotonic() - t0 < 0.5
+    cred.gate.set()
+    wait_until(lambda: tokens("")[0] == "tok-2", 5)
+    assert cred.fetches <= 3  # one refresh at a time, not one per call
+
+
+def test_oauth_tokens_fetch_in_the_call_when_the_cached_one_runs_out() -> None:
+    cred = SlowFakeEntraCredential(life=TOKEN_MIN_LEFT_SECONDS - 1)  # never good enough to hand out
+    tokens = OAuthTokens(cred, "https://grc.servicebus.windows.net/.default")
+    assert [tokens("")[0] for _ in range(3)] == ["tok-1", "tok-2", "tok-3"]
+
+
+def test_a_failed_refresh_keeps_the_cached_token() -> None:
+    cred = SlowFakeEntraCredential(life=3600)
+    tokens = OAuthTokens(cred, "https://grc.servicebus.windows.net/.default")
+    tokens("")
+    cred.fail = True
+    assert tokens("")[0] == "tok-1"
+    wait_until(lambda: cred.fetches >= 2, 5)
+    assert tokens("")[0] == "tok-1"
 
 
 async def test_misconfigured_security_fails_deliveries_without_raising() -> None:

@@ -5,9 +5,9 @@ delivered only after its delivery report: a publish call produces all its record
 (bounded) for the reports. While calls overlap, the event loop itself serves the producer's events
 (right after producing, then every TICK_SECONDS) and the producer's poll thread only every
 FALLBACK_SECONDS; with one call waiting or none the poll thread serves as they come (reports,
-stats, errors, log lines, oauth tokens). Served on the loop, the librdkafka callbacks (error_cb, stats_cb, logger, oauth_cb)
-may run on the loop's thread too: cheap, except an oauth token refresh, which blocks the loop for
-one token request (azure-identity caches tokens; librdkafka asks again at 80 % of a token's life).
+stats, errors, log lines, oauth tokens). Served on the loop, the librdkafka callbacks (error_cb,
+stats_cb, logger, oauth_cb) may run on the loop's thread too: each is cheap (OAuthTokens answers from
+its cache and fetches the next token on a thread of its own).
 Producers are created lazily and shared by all calls of the instance, one per compression
 mode (compression is a producer setting; Event Hubs takes none or gzip). The same destination
 sends over AMQP instead (`eventhubs_amqp`) when the options or EVENTHUBS_TRANSPORT say "amqp".
@@ -84,14 +84,52 @@ def _namespace(settings: Settings) -> str:
     return ns.strip()
 
 
-def oauth_callback(credential: Any, scope: str) -> Callable[[str], tuple[str, float]]:
-    """confluent-kafka `oauth_cb`: an Entra ID token for the Event Hubs namespace (runs in the poll thread)."""
+# A cached token with less than this left is not handed out: the caller waits for a new one.
+TOKEN_MIN_LEFT_SECONDS = 120
 
-    def cb(_config: str) -> tuple[str, float]:
-        token = credential.get_token(scope)
+
+class OAuthTokens:
+    """confluent-kafka `oauth_cb`: an Entra ID token for the Event Hubs namespace.
+
+    librdkafka calls it from whichever thread serves the producer, which may be the event loop's
+    (delivery reports are served there while publish calls overlap), and asks again at 80 % of the
+    token's life. Fetching a token is a network call (the managed identity endpoint), so a call
+    that finds a cached token with more than TOKEN_MIN_LEFT_SECONDS left returns it at once and
+    fetches the next one on a thread of its own; librdkafka asks again well before the cached one
+    expires and gets the new one then. Only the first call, or one after the token ran out (every
+    fetch since failed), waits for the fetch.
+    """
+
+    def __init__(self, credential: Any, scope: str) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._token: Any = None
+        self._lock = threading.Lock()
+        self._refreshing = False
+
+    def __call__(self, _config: str) -> tuple[str, float]:
+        token = self._token
+        if token is None or token.expires_on - time.time() < TOKEN_MIN_LEFT_SECONDS:
+            token = self._fetch()
+        else:
+            with self._lock:
+                start, self._refreshing = not self._refreshing, True
+            if start:
+                threading.Thread(target=self._refresh, name="kafka-oauth-refresh", daemon=True).start()
         return token.token, float(token.expires_on)
 
-    return cb
+    def _fetch(self) -> Any:
+        token = self._credential.get_token(self._scope)
+        self._token = token
+        return token
+
+    def _refresh(self) -> None:
+        try:
+            self._fetch()
+        except Exception as exc:  # noqa: BLE001 - the cached token still serves; the next call tries again
+            log.warning("kafka oauth token not refreshed: %s", type(exc).__name__)
+        finally:
+            self._refreshing = False
 
 
 def producer_config(
@@ -141,7 +179,7 @@ def connection_config(settings: Settings, credential_factory: Callable[[], Any] 
         conf.update({
             "security.protocol": "SASL_SSL",
             "sasl.mechanisms": "OAUTHBEARER",
-            "oauth_cb": oauth_callback(credential_factory(), f"https://{ns}/.default"),
+            "oauth_cb": OAuthTokens(credential_factory(), f"https://{ns}/.default"),
         })
     else:
         conf["security.protocol"] = "PLAINTEXT"
