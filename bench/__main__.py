@@ -30,6 +30,7 @@ from shared.app.gc_tuning import tune_for_throughput
 from tests.system.harness import Stack, start_app
 
 RSS_EVENTS = 100_000
+KAFKA_ROUNDS = 7
 
 
 def section(title: str) -> None:
@@ -90,7 +91,10 @@ def main() -> None:
             stack.stop()
 
     section("3. Kafka destination")
-    kf = kafka_destination.run()
+    # 7 rounds, not 3: raw produce + flush swings 1.6-2.2x between rounds on this machine (the broker's
+    # and the other core's state), and a median of 3 such rounds moved the ratio by +-0.1 for the same
+    # code (docs/performance.md, Kafka section).
+    kf = kafka_destination.run(rounds=KAFKA_ROUNDS)
     print("\n".join(kf.lines()))
     rows.append(("Kafka destination / raw produce + flush", f"{kf.ratio:.0%}", ">= 50 %", kf.ratio >= 0.5, kf.load))
 

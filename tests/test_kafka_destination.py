@@ -5,8 +5,9 @@ Reads assign partitions directly (no consumer group join). Each test uses its ow
 from __future__ import annotations
 
 import asyncio
-import uuid
+import threading
 import time
+import uuid
 from collections import defaultdict
 from typing import Any, AsyncIterator, Iterable, Iterator
 
@@ -20,7 +21,8 @@ from shared.core.settings import Settings
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
 from shared.delivery.pipeline import Pipeline, PublishContext
 from shared.destinations.base import Chunk, publish_one
-from shared.destinations.kafka import KafkaConfigError, KafkaDestination, producer_config
+from shared.destinations.kafka import (TOKEN_MIN_LEFT_SECONDS, KafkaConfigError, KafkaDestination, OAuthTokens,
+                                      producer_config)
 from tests.kafka_helpers import TopicReader, big_event, create_topics, headers, make_event, unique_topic
 
 
@@ -337,6 +339,64 @@ def test_oauth_config_gets_a_token_for_the_namespace_scope() -> None:
     assert cred.scopes == ["https://grc.servicebus.windows.net/.default"]
 
 
+def wait_until(probe: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+class SlowFakeEntraCredential:
+    """Stands in for azure-identity (no Entra ID here): each token lives `life` seconds; a fetch
+    waits for `gate` (set by the test) as a call to the managed identity endpoint would take time."""
+
+    def __init__(self, life: float) -> None:
+        self.life = life
+        self.fetches = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def get_token(self, *scopes: str) -> Any:
+        self.gate.wait(10)
+        self.fetches += 1
+        if self.fail:
+            raise RuntimeError("endpoint down")
+        return type("AccessToken", (), {"token": f"tok-{self.fetches}", "expires_on": int(time.time() + self.life)})()
+
+
+def test_oauth_tokens_never_make_a_caller_wait_while_one_is_cached() -> None:
+    """librdkafka may ask from the event loop's thread: with a valid token cached the answer is
+    immediate and the next token is fetched on another thread."""
+    cred = SlowFakeEntraCredential(life=3600)
+    tokens = OAuthTokens(cred, "https://grc.servicebus.windows.net/.default")
+    assert tokens("")[0] == "tok-1"  # the first call has nothing cached: it fetches
+    cred.gate.clear()  # fetches now hang until the test lets them through
+    t0 = time.monotonic()
+    assert tokens("")[0] == "tok-1"  # cached and valid: returned at once, a refresh started
+    assert tokens("")[0] == "tok-1"
+    assert time.monotonic() - t0 < 0.5
+    cred.gate.set()
+    wait_until(lambda: tokens("")[0] == "tok-2", 5)
+    assert cred.fetches <= 3  # one refresh at a time, not one per call
+
+
+def test_oauth_tokens_fetch_in_the_call_when_the_cached_one_runs_out() -> None:
+    cred = SlowFakeEntraCredential(life=TOKEN_MIN_LEFT_SECONDS - 1)  # never good enough to hand out
+    tokens = OAuthTokens(cred, "https://grc.servicebus.windows.net/.default")
+    assert [tokens("")[0] for _ in range(3)] == ["tok-1", "tok-2", "tok-3"]
+
+
+def test_a_failed_refresh_keeps_the_cached_token() -> None:
+    cred = SlowFakeEntraCredential(life=3600)
+    tokens = OAuthTokens(cred, "https://grc.servicebus.windows.net/.default")
+    tokens("")
+    cred.fail = True
+    assert tokens("")[0] == "tok-1"
+    wait_until(lambda: cred.fetches >= 2, 5)
+    assert tokens("")[0] == "tok-1"
+
+
 async def test_misconfigured_security_fails_deliveries_without_raising() -> None:
     d = KafkaDestination(kafka_settings("x:9093", KAFKA_SECURITY="sasl-plain"))
     dels = await publish_one(d, [make_event()], KafkaOptions(), stream())
@@ -408,3 +468,86 @@ async def test_event_producer_with_a_stored_kafka_stream_config(
     assert [headers(m)["eventId"] for m in msgs] == [r.eventId for r in results]
     assert all(headers(m)["ce_type"] == "com.grc.POLICY_VIOLATION" for m in msgs)
     assert [orjson.loads(m.value())["data"]["n"] for m in msgs] == list(range(5))
+
+
+async def _concurrent_publishes(dest: KafkaDestination, topic: str, calls: int, per_call: int) -> tuple[
+        list[Any], list[Any]]:
+    """`calls` publish calls in flight at once on one loop, events of three tenants; (events, deliveries)."""
+    tenants = ["tenant-a", "tenant-b", "tenant-c"]
+    batches = [[make_event(tenants[(c + n) % 3], data={"call": c, "n": n}) for n in range(per_call)]
+               for c in range(calls)]
+    cfg = stream(topics=[topic])
+    results = await asyncio.gather(*(publish_one(dest, b, KafkaOptions(), cfg) for b in batches))
+    return [e for b in batches for e in b], [d for r in results for d in r]
+
+
+def _assert_each_ref_is_its_own_record(
+    reader: TopicReader, topic: str, events: list[Any], dels: list[Any],
+) -> None:
+    """Every delivery is `topic/partition@offset` of the record carrying its own event."""
+    assert [d.status for d in dels] == ["delivered"] * len(events)
+    at = {f"{topic}/{m.partition()}@{m.offset()}": headers(m)["eventId"]
+          for m in reader.read(topic, expect=len(events))}
+    assert [at.get(d.ref or "") for d in dels] == [e.eventId for e in events]
+
+
+async def test_concurrent_calls_each_get_the_refs_of_their_own_records(
+    reader: TopicReader, broker: str, dest: KafkaDestination,
+) -> None:
+    topic = unique_topic()
+    create_topics(broker, topic, partitions=3)
+    events, dels = await _concurrent_publishes(dest, topic, calls=12, per_call=40)
+    _assert_each_ref_is_its_own_record(reader, topic, events, dels)
+
+
+async def _groups_on_a_destination_of_its_own(
+    broker: str, reader: TopicReader, monkeypatch: pytest.MonkeyPatch, timing: dict[str, float],
+    groups: int, calls: int, per_call: int,
+) -> None:
+    """`groups` of `calls` concurrent calls, one group after another, on a destination of its own whose
+    module timing constants are set to `timing`; then every ref is read back. A call whose reports
+    nobody serves fails at the bounded wait (20 s)."""
+    import shared.destinations.kafka as kafka_module
+
+    for name, value in timing.items():
+        monkeypatch.setattr(kafka_module, name, value)
+    topic = unique_topic()
+    create_topics(broker, topic, partitions=3)
+    d = KafkaDestination(kafka_settings(broker))
+    d._wait_seconds = 20.0
+    try:
+        events, dels = [], []
+        for _ in range(groups):
+            e, x = await _concurrent_publishes(d, topic, calls=calls, per_call=per_call)
+            events += e
+            dels += x
+        _assert_each_ref_is_its_own_record(reader, topic, events, dels)
+    finally:
+        await d.close()
+
+
+async def test_reports_are_served_on_the_loop_while_calls_wait(
+    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The poll thread's fallback made too slow to matter: the loop's own serving delivers every
+    overlapping call (the poll thread sits in its fallback wait once calls overlap)."""
+    await _groups_on_a_destination_of_its_own(broker, reader, monkeypatch, {"FALLBACK_SECONDS": 3600.0},
+                                              groups=4, calls=3, per_call=20)
+
+
+async def test_the_poll_thread_delivers_reports_when_the_loop_does_not_serve(
+    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No tick (the loop serves only right after producing): the poll thread's fallback delivers."""
+    await _groups_on_a_destination_of_its_own(broker, reader, monkeypatch, {"TICK_SECONDS": 3600.0},
+                                              groups=1, calls=4, per_call=25)
+
+
+async def test_a_lone_call_is_served_by_the_poll_thread_at_once(
+    reader: TopicReader, broker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One call waiting (the loop is likely idle): the poll thread serves its reports as they come,
+    without the loop's tick (which would add up to a millisecond to every lone request)."""
+    await _groups_on_a_destination_of_its_own(
+        broker, reader, monkeypatch, {"TICK_SECONDS": 3600.0, "FALLBACK_SECONDS": 3600.0},
+        groups=5, calls=1, per_call=10)
