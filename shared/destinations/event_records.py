@@ -157,7 +157,6 @@ def plan_records(
     records = plan.records
     shared = _Shared()
     wire_format = options.format
-    cloudevents = wire_format == "cloudevents"
     by_entity = options.key == "entityId"
     every = router.every
     max_bytes = limits.MAX_EVENT_BYTES
@@ -166,10 +165,7 @@ def plan_records(
         topics = every if every is not None else router.topics_for(ev)
         if not topics:
             continue
-        if cloudevents:
-            value, headers = encode_record(ev, wire_format, shared)
-        else:
-            value, headers = ev.to_json(), _headers(ev, shared, _JSON_TAIL)
+        value, headers = encode_record(ev, wire_format, shared)
         if len(value) > max_bytes:
             plan.refused[i] = Outcome(
                 False,
@@ -177,7 +173,7 @@ def plan_records(
                 transient=False,
             )
             continue
-        key = (ev.entityId or ev.tenantId) if by_entity else ev.tenantId  # = record_key
+        key = (ev.entityId or ev.tenantId) if by_entity else ev.tenantId  # options.key: entityId, else tenantId
         if len(topics) == 1:
             records.append(Record(i, topics[0], key, value, headers))
         else:
