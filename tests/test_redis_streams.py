@@ -275,3 +275,33 @@ async def test_script_flushed_from_redis_is_loaded_again(redis: Redis, tenant: s
     await redis.script_flush()  # what a restart or failover does to the script cache
     out = await publish_one(dest, events(tenant, 2), RedisStreamOptions(), stream_config(tenant))
     assert [d.status for d in out] == ["delivered"] * 2
+
+
+async def test_a_retried_chunk_appends_only_the_events_that_did_not_land(redis: Redis, tenant: str) -> None:
+    """A chunk sent again after an unknown outcome in which only its first events landed (the
+    markers exist for those): they answer their first entry, the others are appended once."""
+    dest = RedisStreamsDestination(redis)
+    evs = events(tenant, 5)
+    cfg = stream_config(tenant)
+    first = await publish_one(dest, evs[:2], RedisStreamOptions(), cfg)
+    again = await publish_one(dest, evs, RedisStreamOptions(), cfg)
+    assert [d.status for d in again] == ["delivered"] * 5
+    assert [d.ref for d in again[:2]] == [d.ref for d in first]
+    stored = [orjson.loads(e[1][b"e"])["eventId"] for e in await redis.xrange(stream_key(tenant))]
+    assert stored == [ev.eventId for ev in evs]
+
+
+@pytest.mark.parametrize("landed_before", [False, True])
+async def test_an_event_twice_in_one_chunk_is_appended_once(redis: Redis, tenant: str, landed_before: bool) -> None:
+    """The same event twice in a chunk (a parked event drained with its redelivered copy): one
+    entry, both answered with its ref -- whether or not some marker of the chunk existed before."""
+    dest = RedisStreamsDestination(redis)
+    [a, b] = events(tenant, 2)
+    cfg = stream_config(tenant)
+    if landed_before:
+        await publish_one(dest, [b], RedisStreamOptions(), cfg)
+    out = await publish_one(dest, [a, b, a], RedisStreamOptions(), cfg)
+    assert [d.status for d in out] == ["delivered"] * 3
+    assert out[0].ref == out[2].ref
+    stored = [orjson.loads(e[1][b"e"])["eventId"] for e in await redis.xrange(stream_key(tenant))]
+    assert sorted(stored) == sorted([a.eventId, b.eventId])

@@ -111,18 +111,22 @@ class TopicWatcher:
 class Client:
     """Single and bulk requests over HTTP; every event it sends must end acknowledged."""
 
-    def __init__(self, app: App, tenants: list[str]) -> None:
-        self.http = httpx.AsyncClient(base_url=app.base, timeout=60, headers=app.auth(tenants=tenants))
+    def __init__(self, app: App, tenants: list[str], *, bulk_every: int = BULK_EVERY, bulk_size: int = BULK_SIZE,
+                 in_flight: int = MAX_IN_FLIGHT, interval: float = SEND_INTERVAL,
+                 headers: dict[str, str] | None = None) -> None:
+        self.http = httpx.AsyncClient(base_url=app.base, timeout=60, headers=headers or app.auth(tenants=tenants))
         self.tenants = tenants
+        self.bulk_every, self.bulk_size, self.interval = bulk_every, bulk_size, interval
         self.paused = asyncio.Event()
         self.inflight: set[asyncio.Task[None]] = set()
-        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.slots = asyncio.Semaphore(in_flight)
         self.sent: list[str] = []
         self.acknowledged: set[str] = set()
         self.unacknowledged: set[str] = set()
         self.requests = {"single": 0, "bulk": 0}
         self.resent = 0
         self.statuses: dict[str, int] = {}
+        self.parked = 0  # deliveries answered "parked" (acknowledged, in the retry queue)
         self._n = 0
 
     def _event(self) -> dict[str, Any]:
@@ -168,6 +172,7 @@ class Client:
             for ev, res in zip(events, results):
                 if res["status"] in ("accepted", "duplicate"):
                     self.acknowledged.add(ev["eventId"])
+                    self.parked += sum(d["status"] == "parked" for d in res["destinations"])
                 elif res["status"] == "failed":
                     again.append(ev)  # nothing acknowledged for it: send it again
                 else:
@@ -184,17 +189,17 @@ class Client:
         k = 0
         while not stop.is_set():
             if self.paused.is_set():
-                await asyncio.sleep(SEND_INTERVAL)
+                await asyncio.sleep(self.interval)
                 continue
             await self.slots.acquire()
             k += 1
-            work = self._bulk([self._event() for _ in range(BULK_SIZE)]) if k % BULK_EVERY == 0 \
+            work = self._bulk([self._event() for _ in range(self.bulk_size)]) if k % self.bulk_every == 0 \
                 else self._single(self._event())
             task = asyncio.create_task(work)
             task.add_done_callback(lambda _: self.slots.release())
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
-            await asyncio.sleep(SEND_INTERVAL)
+            await asyncio.sleep(self.interval)
         await asyncio.gather(*self.inflight)
 
     async def quiesce(self) -> None:
@@ -374,3 +379,71 @@ async def test_kill_and_restart_each_service_under_steady_load(breakable: tuple[
         assert "producer after a fatal error" in app.log(), "a Kafka duplicate without a producer replacement"
         assert counts["duplicates"]["kafka"] <= 5, counts["duplicates"]
     assert poison == 0
+
+
+MANY_TENANTS = 300
+MANY_BULK = 100  # events per bulk: consecutive events go to consecutive tenants, so 100 tenants per bulk
+
+
+@pytest.mark.timeout(300)
+async def test_bulks_naming_many_tenants_while_redis_then_storage_restart(breakable: tuple[Stack, App]) -> None:
+    """The batches a backend publishing for every tenant sends (each bulk names 100 of 300 tenants,
+    all on the default stream config: Redis, default retry policy), while Redis, then Azurite, are
+    killed by PID and restarted. What Redis refused is parked for the whole batch at once and drained
+    by the queue trigger; every acknowledged event is then in its tenant's stream exactly once (or
+    dead-lettered and replayed), nothing is unacknowledged after the client's resends, no poison."""
+    stack, app = breakable
+    run = uuid.uuid4().hex[:6]
+    tenants = [f"mf{run}-{i:03d}" for i in range(MANY_TENANTS)]
+    client = Client(app, tenants, bulk_every=1, bulk_size=MANY_BULK, in_flight=6, interval=0.05,
+                    headers=app.auth())  # one identity for every tenant: a backend service
+    stop = asyncio.Event()
+    producer = asyncio.create_task(client.run(stop))
+    downtime: dict[str, float] = {}
+    try:
+        await asyncio.sleep(STEADY_SECONDS)
+        for name in ("redis-durable", "azurite-durable"):
+            note(f"many tenants: {name}: kill and restart")
+            downtime[name.split("-")[0]] = round(await asyncio.to_thread(stack.restart, name, OUTAGE_SECONDS[name]), 2)
+            await asyncio.sleep(STEADY_SECONDS)
+    finally:
+        stop.set()
+        await producer
+
+    http = client.http
+    try:
+        note("many tenants: waiting for the retry queue to drain")
+        await until(lambda: asyncio.to_thread(lambda: stack.queue_depth(RETRY_QUEUE) == 0), 150, "retry queue drained")
+        acked = set(client.acknowledged)
+        before: list[str] = []
+        dlq: list[dict[str, Any]] = []
+        for t in tenants:
+            before += await redis_ids(http, t)
+            dlq += await dead_letters(http, t)
+        replayed: dict[str, int] = {}
+        for t in sorted({r["tenantId"] for r in dlq}):
+            r = await http.post(f"/deadletters/{t}/replay", content=b"{}", headers={"content-type": "application/json"})
+            assert r.status_code == 200, r.text
+            for k, v in r.json()["counts"].items():
+                replayed[k] = replayed.get(k, 0) + v
+        after: list[str] = []
+        for t in tenants:
+            after += await redis_ids(http, t)
+        poison = sum(stack.poison_counts().values())
+    finally:
+        await http.aclose()
+
+    counts = {
+        "sent": len(client.sent), "acknowledged": len(acked), "unacknowledged": len(client.unacknowledged),
+        "parked": client.parked, "requests": client.requests, "resentEvents": client.resent, "httpStatuses": client.statuses,
+        "deliveredBeforeReplay": len(set(before) & acked), "deadLettered": len(dlq), "replayed": replayed,
+        "deliveredAfterReplay": len(set(after) & acked), "duplicates": len(after) - len(set(after)),
+        "lost": len(acked - set(after)), "poison": poison, "downtimeSeconds": downtime,
+    }
+    print("\nmany-tenant fault counts:", json.dumps(counts))
+    assert counts["sent"] > 1000 and counts["unacknowledged"] == 0
+    assert client.parked > 0  # Redis' outage was felt: whole batches parked, then drained
+    assert acked <= set(before) | {r["eventId"] for r in dlq}
+    assert set(after) <= set(client.sent)
+    assert replayed == ({"delivered": len(dlq)} if dlq else {})
+    assert counts["lost"] == 0 and counts["duplicates"] == 0 and poison == 0
