@@ -79,3 +79,24 @@ def test_empty_issuer_refuses_protected_routes_and_nothing_else(own_stack: Stack
     finally:
         app.stop()
     assert not {q: n for q, n in own_stack.poison_counts().items() if n}
+
+
+def test_local_open_where_app_service_runs_is_refused_not_open(own_stack: Stack, tmp_path: Path) -> None:
+    """`jwt+local-open` (make run's mode: no credentials = local admin) where App Service runs the
+    app (`WEBSITE_INSTANCE_ID` set): the mode is refused, so a caller without credentials is never an
+    admin there; protected routes answer 503 (misconfigured), /health still answers (docs/security.md)."""
+    env = app_env(own_stack, tmp_path, AUTH_MODE="jwt+local-open", WEBSITE_INSTANCE_ID="system-test-instance")
+    app = start_app(env, tmp_path)
+    try:
+        t = tenant("openaz")
+        assert app.get("/health", anonymous=True).status_code == 200
+        for method, path, body in (("POST", "/events", {"tenantId": t, "eventType": "RISK_CREATED",
+                                                        "source": "BACKEND_API", "action": "CREATE", "data": {}}),
+                                   ("GET", f"/events/{t}", None), ("GET", "/deadletters/_unmapped", None)):
+            r = app.client.request(method, path, json=body)  # no credentials at all
+            assert r.status_code == 503, (method, path, r.status_code, r.text)
+            assert "misconfigured" in r.json()["detail"]
+        refusals = [line for line in errors_in(app.log()) if "caller authentication is misconfigured" in line]
+        assert len(refusals) == 1 and "local-open" in refusals[0], errors_in(app.log())
+    finally:
+        app.stop()
