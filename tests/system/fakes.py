@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 
@@ -100,15 +101,28 @@ class FakeEntraKeys(_Server):
 
         super().__init__(Handler)
 
+    def public_key_pem(self) -> bytes:
+        """The signing key's public half as PEM: what the JWKS publishes, for key-confusion tokens."""
+        return self._key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
     @property
     def jwks_url(self) -> str:
         return f"{self.base}/keys"
 
-    def token(self, issuer: str, audience: str, tenants: list[str], tenant_claim: str = "tenants") -> str:
+    def claims(self, issuer: str, audience: str, tenants: list[str], tenant_claim: str = "tenants",
+               ttl: int = 600) -> dict[str, Any]:
+        """The claims of an Entra access token granted `tenants`, valid for `ttl` seconds from now."""
         now = int(time.time())
-        claims = {"iss": issuer, "aud": audience, "sub": "deployed-settings-test", "oid": str(uuid.uuid4()),
-                  "iat": now, "nbf": now, "exp": now + 600, tenant_claim: tenants}
+        return {"iss": issuer, "aud": audience, "sub": "deployed-settings-test", "oid": str(uuid.uuid4()),
+                "iat": now, "nbf": now, "exp": now + ttl, tenant_claim: tenants}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """`claims` signed RS256 with this tenant's key, its `kid` in the header, as Entra signs."""
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid})
+
+    def token(self, issuer: str, audience: str, tenants: list[str], tenant_claim: str = "tenants") -> str:
+        return self.sign(self.claims(issuer, audience, tenants, tenant_claim))
 
 
 class FakeIngestion(_Server):
