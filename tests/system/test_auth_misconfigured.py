@@ -30,6 +30,13 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop()
 
 
+def protected_requests(tenant_id: str) -> list[tuple[str, str, dict[str, object] | None]]:
+    """One request of each kind of protected route (write, read, metrics, config), valid otherwise."""
+    event = {"tenantId": tenant_id, "eventType": "RISK_CREATED", "source": "BACKEND_API", "action": "CREATE", "data": {}}
+    return [("POST", "/events", event), ("GET", f"/events/{tenant_id}", None), ("GET", f"/metrics/{tenant_id}", None),
+            ("PUT", f"/stream-config/{tenant_id}", {"enabled": True})]
+
+
 def test_empty_issuer_refuses_protected_routes_and_nothing_else(own_stack: Stack, tmp_path: Path) -> None:
     env = app_env(own_stack, tmp_path, AUTH_ISSUER="")
     app = start_app(env, tmp_path)
@@ -37,10 +44,7 @@ def test_empty_issuer_refuses_protected_routes_and_nothing_else(own_stack: Stack
         t = tenant("noauth")
         assert app.get("/health", anonymous=True).status_code == 200
         # Every kind of protected route, with and without credentials: 503, said plainly.
-        for method, path, body in (("POST", "/events", {"tenantId": t, "eventType": "RISK_CREATED",
-                                                        "source": "BACKEND_API", "action": "CREATE", "data": {}}),
-                                   ("GET", f"/events/{t}", None), ("GET", f"/metrics/{t}", None),
-                                   ("PUT", f"/stream-config/{t}", {"enabled": True})):
+        for method, path, body in protected_requests(t):
             for headers in ({}, {"authorization": "Bearer not-a-token"}):
                 r = app.client.request(method, path, json=body, headers=headers)
                 assert r.status_code == 503, (method, path, r.status_code, r.text)
@@ -90,9 +94,7 @@ def test_local_open_where_app_service_runs_is_refused_not_open(own_stack: Stack,
     try:
         t = tenant("openaz")
         assert app.get("/health", anonymous=True).status_code == 200
-        for method, path, body in (("POST", "/events", {"tenantId": t, "eventType": "RISK_CREATED",
-                                                        "source": "BACKEND_API", "action": "CREATE", "data": {}}),
-                                   ("GET", f"/events/{t}", None), ("GET", "/deadletters/_unmapped", None)):
+        for method, path, body in [*protected_requests(t), ("GET", "/deadletters/_unmapped", None)]:
             r = app.client.request(method, path, json=body)  # no credentials at all
             assert r.status_code == 503, (method, path, r.status_code, r.text)
             assert "misconfigured" in r.json()["detail"]

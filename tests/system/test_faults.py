@@ -253,6 +253,22 @@ async def dead_letters(http: httpx.AsyncClient, t: str) -> list[dict[str, Any]]:
             return out
 
 
+async def kill_and_restart(stack: Stack, names: tuple[str, ...], downtime: dict[str, float]) -> None:
+    """Each service in turn stopped by PID, started again on its ports after its outage, then a steady
+    spell; `downtime` gets each one's seconds down."""
+    for name in names:
+        note(f"{name}: kill and restart")
+        downtime[name.split("-")[0]] = round(await asyncio.to_thread(stack.restart, name, OUTAGE_SECONDS[name]), 2)
+        note(f"{name}: back")
+        await asyncio.sleep(STEADY_SECONDS)
+
+
+async def retry_queue_drained(stack: Stack, timeout: float) -> None:
+    """The runner's queue trigger drains the retry queue; then every retry has had its outcome."""
+    note("waiting for the retry queue to drain")
+    await until(lambda: asyncio.to_thread(lambda: stack.queue_depth(RETRY_QUEUE) == 0), timeout, "retry queue drained")
+
+
 def replacement_time(line: str) -> datetime:
     """When the runner logged a line (its log format starts with `asctime`, local time)."""
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
@@ -306,11 +322,7 @@ async def test_kill_and_restart_each_service_under_steady_load(breakable: tuple[
         # Sends stuck on the old producer time out (KAFKA_DELIVERY_TIMEOUT_MS) and are retried first.
         await asyncio.sleep(STEADY_SECONDS + 2)
 
-        for name in ("redis-durable", "azurite-durable"):
-            note(f"{name}: kill and restart")
-            downtime[name.split("-")[0]] = round(await asyncio.to_thread(stack.restart, name, OUTAGE_SECONDS[name]), 2)
-            note(f"{name}: back")
-            await asyncio.sleep(STEADY_SECONDS)
+        await kill_and_restart(stack, ("redis-durable", "azurite-durable"), downtime)
     finally:
         stop.set()
         note(f"stopping the client, {len(client.inflight)} in flight")
@@ -318,9 +330,7 @@ async def test_kill_and_restart_each_service_under_steady_load(breakable: tuple[
 
     http = client.http
     try:
-        # The runner's queue trigger drains the retry queue; then every retry has had its outcome.
-        note("waiting for the retry queue to drain")
-        await until(lambda: asyncio.to_thread(lambda: stack.queue_depth(RETRY_QUEUE) == 0), 120, "retry queue drained")
+        await retry_queue_drained(stack, 120)
         acked = set(client.acknowledged)
         await watcher.wait_for(acked, timeout=20)
         await asyncio.sleep(0.5)  # a late duplicate would show up here
@@ -425,18 +435,14 @@ async def test_bulks_naming_many_tenants_while_redis_then_storage_restart(breaka
     downtime: dict[str, float] = {}
     try:
         await asyncio.sleep(STEADY_SECONDS)
-        for name in ("redis-durable", "azurite-durable"):
-            note(f"many tenants: {name}: kill and restart")
-            downtime[name.split("-")[0]] = round(await asyncio.to_thread(stack.restart, name, OUTAGE_SECONDS[name]), 2)
-            await asyncio.sleep(STEADY_SECONDS)
+        await kill_and_restart(stack, ("redis-durable", "azurite-durable"), downtime)
     finally:
         stop.set()
         await producer
 
     http = client.http
     try:
-        note("many tenants: waiting for the retry queue to drain")
-        await until(lambda: asyncio.to_thread(lambda: stack.queue_depth(RETRY_QUEUE) == 0), 150, "retry queue drained")
+        await retry_queue_drained(stack, 150)
         acked = set(client.acknowledged)
         before: list[str] = []
         dlq: list[dict[str, Any]] = []
@@ -502,7 +508,7 @@ async def test_a_change_feed_batch_of_100_tenants_written_while_redis_is_down(br
             return True
 
         await until(arrived, 120, "an event for each of the 100 tenants")
-        await until(lambda: asyncio.to_thread(lambda: stack.queue_depth(RETRY_QUEUE) == 0), 120, "retry queue drained")
+        await retry_queue_drained(stack, 120)
         await asyncio.sleep(1.0)  # a late second copy would show up here
         per_tenant = {t: (await _get(http, f"/events/{t}", source="COSMOS_DB"))["events"] for t in tenants}
         dlq = [r for t in tenants for r in await dead_letters(http, t)]
