@@ -1,14 +1,21 @@
-"""/health is cheap and says little to strangers (issue 12, item 7)."""
+"""/health is cheap and says little to strangers (issue 12, item 7); with Cosmos DB or a destination
+down it answers 200 `degraded`, with Redis hanging 503 and Retry-After, and always within
+HEALTH_TIMEOUT_SECONDS, even when a dependency accepts connections and never answers."""
 from __future__ import annotations
 
+import os
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import httpx
 import pytest
 
 from localdev import services
-from tests.system.harness import App, Stack, app_env, start_app, tenant, wait_for
+from tests.system.harness import App, Stack, app_env, own_stack_and_app, start_app, tenant, wait_for
 
 MINIMAL_KEYS = {"status", "service", "dependencies"}
 
@@ -72,3 +79,160 @@ def test_redis_down_is_503_and_recovers(own_stack: Stack, tmp_path: Path) -> Non
         wait_for(lambda: app.get("/health", anonymous=True).status_code == 200, 30, what="200 once Redis is back")
     finally:
         app.stop()
+
+
+# ---- A dependency down or hanging (README "Health", docs/observability.md "Health") ----------------
+# One stack and app of this module's own, with checks cached 1 s instead of 5, so a state change
+# shows within a second or two. Each test stops or freezes (SIGSTOP) one service by PID and leaves
+# it running again.
+
+HANG_STACK = ("redis", "azurite", "cosmos", "kafka")
+
+
+@pytest.fixture(scope="module")
+def hangable_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, App]]:
+    with own_stack_and_app(tmp_path_factory.mktemp("health-hang"), HANG_STACK, HEALTH_CACHE_SECONDS="1",
+                           SYSTEM_PERFORMANCE_EVENTS="false") as running:
+        yield running
+
+
+@pytest.fixture
+def hangable(hangable_session: tuple[Stack, App]) -> Iterator[tuple[Stack, App]]:
+    """The module's stack and app; every service must be running (and not frozen) when the test ends."""
+    stack, app = hangable_session
+    yield stack, app
+    frozen = [n for n, r in stack.running.items() if r.proc.poll() is None and _state(r.proc.pid) == "T"]
+    for name in frozen:
+        _signal(stack, name, signal.SIGCONT)
+    stopped = [name for name in stack.running if not stack.is_up(name)]
+    for name in stopped:
+        stack.up(name)
+    assert not frozen and not stopped, f"the test left services frozen {frozen} or stopped {stopped}"
+    assert app.alive(), "the app died"
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (T: stopped by a signal)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _signal(stack: Stack, name: str, sig: signal.Signals) -> None:
+    """Signal a service's whole process group (as services.stop does): a frozen service accepts
+    connections (the kernel completes them) and never answers."""
+    os.killpg(stack.running[name].proc.pid, sig)
+
+
+def _bound(app: App) -> float:
+    """How long /health may take: HEALTH_TIMEOUT_SECONDS, plus 1 s for the request itself."""
+    return float(app.env["HEALTH_TIMEOUT_SECONDS"]) + 1.0
+
+
+def _timed_health(app: App, answers: list[float]) -> httpx.Response:
+    """GET /health as an admin (the view with each dependency's details); its time is appended."""
+    t0 = time.monotonic()
+    r = app.get("/health")
+    answers.append(time.monotonic() - t0)
+    return r
+
+
+def _until(app: App, answers: list[float], ok: Callable[[httpx.Response], bool], what: str) -> httpx.Response:
+    """/health polled until `ok`, every answer timed."""
+    return wait_for(lambda: (r if ok(r := _timed_health(app, answers)) else None), 30, 0.1, what)
+
+
+def _dep(r: httpx.Response, name: str) -> str:
+    return str(r.json()["dependencies"][name]["status"])
+
+
+def _post_event(app: App, t: str | None = None) -> httpx.Response:
+    t = t or tenant("hd")
+    return app.post("/events", tenants=[t], json={
+        "tenantId": t, "eventType": "RISK_UPDATED", "source": "BACKEND_API", "action": "UPDATE",
+        "entityId": "risk-1", "entityType": "risk", "data": {"score": 7}})
+
+
+def _up(r: httpx.Response, name: str) -> bool:
+    """The dependency answers (healthy, or degraded: slower than HEALTH_DEGRADED_MS on a loaded machine)."""
+    return r.json()["dependencies"].get(name, {}).get("status") in ("healthy", "degraded")
+
+
+def _healthy_again(app: App) -> None:
+    """Every dependency answers again (the previous test's outage is over)."""
+    _until(app, [], lambda r: r.status_code == 200 and all(_up(r, n) for n in r.json()["dependencies"]),
+           "every dependency answering")
+
+
+@contextmanager
+def _outage(stack: Stack, app: App, name: str, *, freeze: bool = False) -> Iterator[list[float]]:
+    """`name` stopped by PID for the block (`freeze`: SIGSTOP, so it accepts connections and never
+    answers); the block appends the time of each /health answer, and each must be within the bound.
+    Every dependency answers before the outage and again after it."""
+    _healthy_again(app)
+    answers: list[float] = []
+    if freeze:
+        _signal(stack, name, signal.SIGSTOP)
+    else:
+        stack.down(name)
+    try:
+        yield answers
+        assert answers and max(answers) <= _bound(app), answers
+    finally:
+        if freeze:
+            _signal(stack, name, signal.SIGCONT)
+        else:
+            stack.up(name)
+    _healthy_again(app)
+
+
+def test_cosmos_stopped_is_200_degraded_and_events_are_still_accepted(hangable: tuple[Stack, App]) -> None:
+    stack, app = hangable
+    with _outage(stack, app, "cosmos") as answers:
+        r = _until(app, answers, lambda r: r.status_code == 200 and _dep(r, "cosmos") == "unhealthy",
+                   "cosmos unhealthy while stopped")
+        assert r.json()["status"] == "degraded" and "retry-after" not in r.headers, r.json()
+        assert _up(r, "redis") and _up(r, "tables"), r.json()
+        anonymous = app.get("/health", anonymous=True)
+        assert anonymous.status_code == 200 and anonymous.json()["status"] == "degraded", anonymous.text
+        posted = _post_event(app)
+        assert posted.status_code == 201, posted.text
+
+
+def test_cosmos_hanging_is_answered_within_the_timeout(hangable: tuple[Stack, App]) -> None:
+    stack, app = hangable
+    with _outage(stack, app, "cosmos", freeze=True) as answers:
+        r = _until(app, answers, lambda r: r.status_code == 200 and _dep(r, "cosmos") == "unhealthy",
+                   "cosmos unhealthy while frozen")
+        assert r.json()["status"] == "degraded", r.json()
+        assert "within" in r.json()["dependencies"]["cosmos"]["detail"], r.json()  # timed out, not refused
+        for _ in range(3):  # later runs too: a cancelled check left behind holds nothing up
+            _until(app, answers, lambda r: r.status_code == 200, "another answer")
+        posted = _post_event(app)
+        assert posted.status_code == 201, posted.text
+
+
+def test_redis_hanging_is_503_with_retry_after_within_the_timeout(hangable: tuple[Stack, App]) -> None:
+    stack, app = hangable
+    with _outage(stack, app, "redis", freeze=True) as answers:
+        r = _until(app, answers, lambda r: r.status_code == 503, "503 while Redis is frozen")
+        assert r.json()["status"] == "unhealthy" and _dep(r, "redis") == "unhealthy", r.json()
+        assert "within" in r.json()["dependencies"]["redis"]["detail"], r.json()
+        assert int(r.headers["retry-after"]) > 0, r.headers
+        t0 = time.monotonic()
+        anonymous = app.get("/health", anonymous=True)
+        answers.append(time.monotonic() - t0)
+        assert anonymous.status_code == 503 and int(anonymous.headers["retry-after"]) > 0, anonymous.headers
+
+
+def test_a_destination_down_is_200_degraded(hangable: tuple[Stack, App]) -> None:
+    """A tenant's Kafka destination built on the instance is checked; its broker stopped: degraded."""
+    stack, app = hangable
+    t = tenant("hk")
+    r = app.put(f"/stream-config/{t}", tenants=[t], json={"destinations": [{"type": "kafka"}]})
+    assert r.status_code in (200, 201), r.text
+    posted = _post_event(app, t)
+    assert posted.status_code == 201, posted.text  # the destination is built now
+    _until(app, [], lambda r: r.status_code == 200 and _up(r, "kafka"), "kafka checked and answering")
+    with _outage(stack, app, "kafka") as answers:
+        r = _until(app, answers, lambda r: r.status_code == 200 and _dep(r, "kafka") == "unhealthy",
+                   "kafka unhealthy while stopped")
+        assert r.json()["status"] == "degraded", r.json()
