@@ -63,7 +63,8 @@ def test_over_the_rate_is_429_with_retry_after_and_another_tenant_still_passes(l
     assert r.status_code == 200 and {e["status"] for e in r.json()["results"]} == {"accepted"}, r.text
     refused = app.post("/events", json=_event(busy, 99), tenants=[busy])
     retry_after = _assert_throttled(refused)
-    assert retry_after == math.ceil(1 / RATE)  # one event: one token, 5 s at 0.2/s
+    # One event: one token, 5 s at 0.2/s (less what refilled since the bulk, on a slow machine).
+    assert math.ceil(1 / RATE) - 1 <= retry_after <= math.ceil(1 / RATE), retry_after
     assert _stream_length(stack, busy) == BURST  # the refused event was not delivered
     # Reads are tenant-scoped requests too (cost 1): refused alike.
     _assert_throttled(app.get(f"/events/{busy}", tenants=[busy]))
