@@ -13,7 +13,9 @@ never spent twice (every lease comes atomically from the shared bucket), so no t
 its rate; a lease not used up in time is dropped, so across instances a tenant can be refused up
 to LEASE_RATE_SECONDS of its rate early. A request naming many tenants (a bulk) takes the leases
 it needs in one round trip (a pipeline of one script call per tenant) and is all or nothing: when
-any tenant is refused, the tokens of the others go back to their leases on this instance.
+any tenant is refused, the others' tokens taken from their leases go back to the leases, and those
+taken from Redis for this request go back to Redis (one more round trip, only on such a refusal):
+held in a lease they would be dropped after LEASE_SECONDS and never reach another instance.
 """
 from __future__ import annotations
 
@@ -76,6 +78,19 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {allowed, tostring(wait), tostring(tokens), tostring(taken)}
 """
 
+# KEYS[1] bucket hash; ARGV: burst, tokens to give back. A refused all-or-nothing request returns
+# what it took; no bucket (expired) is a full one already. Refill stays keyed to `ts`: the next take
+# adds it and caps at the burst.
+_GIVE_BACK = """
+local burst = tonumber(ARGV[1])
+local tokens = tonumber(redis.call('HGET', KEYS[1], 't'))
+if tokens == nil then
+  return 0
+end
+redis.call('HSET', KEYS[1], 't', tostring(math.min(burst, tokens + tonumber(ARGV[2]))))
+return 1
+"""
+
 
 class Decision(NamedTuple):
     allowed: bool
@@ -112,6 +127,7 @@ class RateLimiter:
         self._rate = rate
         self._burst = burst
         self._script = client.register_script(_TOKEN_BUCKET)
+        self._give_back = client.register_script(_GIVE_BACK)
         self._extra = min(int(rate * LEASE_RATE_SECONDS), burst // 10)  # tokens taken ahead
         self._leases: dict[str, _Lease] = {}
 
@@ -144,15 +160,33 @@ class RateLimiter:
                 out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=math.floor(lease.tokens))
             else:
                 need[tenant] = (cost, have)
+        fetched: dict[str, float] = {}  # tenant -> tokens taken from Redis for this request
         if need:
-            await self._take_leases(need, clock, now, out, spent)
+            await self._take_leases(need, clock, now, out, spent, fetched)
         if not all(d.allowed for d in out.values()):
-            for tenant, n in spent.items():  # all or nothing: kept for the tenant's next request
-                self._leases[tenant].tokens += n
+            # All or nothing: what came from a lease goes back to it; what came from Redis goes
+            # back to Redis, where every instance sees it and no lease expiry can drop it.
+            back: dict[str, float] = {}
+            for tenant, n in spent.items():
+                lease = self._leases[tenant]
+                lease.tokens += n
+                if fetched.get(tenant):
+                    lease.tokens -= fetched[tenant]
+                    back[tenant] = fetched[tenant]
+            if back:
+                await self._return_tokens(back)
         return out
 
+    async def _return_tokens(self, back: Mapping[str, float]) -> None:
+        calls = [([bucket_key(t, self._name)], [str(self._burst), repr(n)]) for t, n in back.items()]
+        try:
+            await run_script(self._client, self._give_back, calls)
+        except RedisError as exc:  # the tokens are lost: the tenant is refused early, never let through
+            log.warning("rate limit tokens of %d tenant(s) not given back: %s", len(back), type(exc).__name__)
+
     async def _take_leases(self, need: dict[str, tuple[float, float]], clock: float, now: float | None,
-                           out: dict[str, Decision], spent: dict[str, float]) -> None:
+                           out: dict[str, Decision], spent: dict[str, float],
+                           fetched: dict[str, float]) -> None:
         rate, burst = repr(float(self._rate)), str(self._burst)
         redis_clock = "" if now is None else repr(float(now))
         calls = []
@@ -181,6 +215,7 @@ class RateLimiter:
             if lease is None or lease.until <= clock:
                 lease = self._leases[tenant] = _Lease(0.0, 0.0)
             lease.tokens = have + taken - cost
+            fetched[tenant] = taken
             lease.until = clock + LEASE_SECONDS
             spent[tenant] = cost
             out[tenant] = Decision(allowed=True, retry_after_seconds=0,

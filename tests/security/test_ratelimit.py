@@ -147,6 +147,24 @@ async def test_one_refused_tenant_refuses_all_and_the_others_keep_their_tokens(r
     assert (await limiter.take(b, 5, now=0.0)).allowed and not (await limiter.take(b, 1, now=0.0)).allowed
 
 
+async def test_a_refused_request_gives_the_others_redis_tokens_back_to_every_instance(
+        redis: Redis, redis_port: int) -> None:
+    """Kept in this instance's lease, the tokens would be dropped after LEASE_SECONDS and never seen
+    by another instance: a client that obeys Retry-After would find the fresh tenant's burst gone."""
+    other = Redis(port=redis_port)  # a second instance of the app
+    try:
+        limiter, elsewhere = RateLimiter(redis, rate=0.2, burst=10), RateLimiter(other, rate=0.2, burst=10)
+        exhausted, fresh = tenant(), tenant()
+        assert (await limiter.take(exhausted, 10, now=0.0)).allowed
+        got = await limiter.take_all({exhausted: 1, fresh: 10}, now=0.0)
+        assert not got[exhausted].allowed and got[fresh].allowed
+        assert float(await redis.hget(bucket_key(fresh), "t")) == 10.0  # back in the shared bucket
+        assert (await elsewhere.take(fresh, 10, now=0.5)).allowed  # another instance spends it
+        assert not (await limiter.take(fresh, 1, now=0.5)).allowed  # and it was given back once only
+    finally:
+        await other.aclose()
+
+
 async def test_a_tenant_in_every_request_costs_one_redis_call_per_lease(redis_port: int) -> None:
     from tests.doubles import RoundTrips
 

@@ -50,8 +50,9 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Path]
 def runner(stack: Stack, work: Path, name: str, **settings: str) -> App:
     # The API's rate limit is raised for storing the history in a few seconds (the backfill throttle
     # is a bucket of its own).
-    env = app_env(stack, work / name, SYSTEM_PERFORMANCE_EVENTS="false", BACKFILL_EVENTS_PER_SECOND=str(RATE),
-                  RATE_LIMIT_EVENTS_PER_SECOND="100000", RATE_LIMIT_BURST="100000", **settings)
+    env = app_env(stack, work / name, **{"SYSTEM_PERFORMANCE_EVENTS": "false", "BACKFILL_EVENTS_PER_SECOND": str(RATE),
+                                         "RATE_LIMIT_EVENTS_PER_SECOND": "100000", "RATE_LIMIT_BURST": "100000",
+                                         **settings})
     return start_app(env, work / name, "--queue-lease-seconds", LEASE)
 
 
@@ -385,3 +386,41 @@ def test_bad_requests_answer_problem_details_naming_the_field(app: App) -> None:
     assert ops == {("POST", "/backfills/{tenantId}"), ("GET", "/backfills/{tenantId}"),
                    ("GET", "/backfills/{tenantId}/{jobId}"), ("DELETE", "/backfills/{tenantId}/{jobId}")}
     assert {"BackfillRequest", "BackfillJob", "BackfillList"} <= set(doc["components"]["schemas"])
+
+
+def test_a_third_concurrent_job_is_429_and_a_completed_job_cannot_be_cancelled(own: tuple[Stack, Path]) -> None:
+    """BACKFILL_MAX_CONCURRENT_JOBS (default 2) per tenant: a third job while two are queued or running
+    is 429 with Retry-After and the active job ids; DELETE on a completed job is 409. A runner of its
+    own with a slow throttle (100 events/s on its own queue), so the two jobs are surely still active."""
+    stack, work = own
+    slow = runner(stack, work, "slow", BACKFILL_EVENTS_PER_SECOND="100", BACKFILL_QUEUE=f"bf-slow-{uuid.uuid4().hex[:6]}")
+    try:
+        t = tenant("limit")
+        r = slow.put(f"/stream-config/{t}", tenants=[t], json={"destinations": [{"type": "analytics"}, {"type": "redis"}]})
+        assert r.status_code == 201, r.text
+        step = (END - START) / 500
+        r = slow.post("/events/bulk", tenants=[t], json={"events": [
+            {"tenantId": t, "eventType": "RISK_UPDATED", "source": "ARCHER_GRC", "action": "UPDATE",
+             "entityId": f"risk-{n}", "eventId": f"lim-{n:04d}-{uuid.uuid4().hex[:6]}",
+             "timestamp": (START + step * n).isoformat().replace("+00:00", "Z"), "data": {"n": n}}
+            for n in range(500)]})
+        assert r.status_code == 200 and r.json()["accepted"] == 500, r.text[:500]
+        first, second = start(slow, t, "redis"), start(slow, t, "redis")  # 5 s each at 100/s, sharing a bucket
+        r = slow.post(f"/backfills/{t}", tenants=[t], json={"from": START.isoformat(), "to": END.isoformat(),
+                                                             "destination": "redis"})
+        assert r.status_code == 429, r.text
+        assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+        assert r.headers.get("retry-after", "").isdigit() and int(r.headers["retry-after"]) >= 1, r.headers
+        assert sorted(r.json()["activeJobs"]) == sorted([first["jobId"], second["jobId"]]), r.text
+        assert len(slow.get(f"/backfills/{t}", tenants=[t]).json()["jobs"]) == 2  # the third was not created
+        assert slow.request("DELETE", f"/backfills/{t}/{second['jobId']}", tenants=[t]).status_code == 202
+        done = ended(slow, t, first["jobId"])
+        assert done["state"] == "completed" and done["progress"]["read"] == 500, done  # (Redis held them: skipped)
+        r = slow.request("DELETE", f"/backfills/{t}/{first['jobId']}", tenants=[t])
+        assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json"), r.text
+        assert job(slow, t, first["jobId"])["state"] == "completed"  # unchanged by the refused cancel
+        # A slot is free again once the jobs ended: a new job starts.
+        ended(slow, t, second["jobId"])
+        start(slow, t, "redis")
+    finally:
+        slow.stop()

@@ -102,3 +102,67 @@ def test_the_apps_telemetry_is_the_same_with_either_backend(telemetry_stack: Sta
     assert {r for r in census if r[0] in both} == {r for r in otel if r[0] in both}
     assert set(seen["opencensus"]["refused"]["data"]["baseData"]["properties"]) == \
         set(seen["opentelemetry"]["refused"]["data"]["baseData"]["properties"])
+
+
+# What the docs let a record carry (docs/observability.md 'Logs' and 'What is the same', README
+# 'Logs'): the whitelisted log dimensions, the log handlers' standard fields, and the metric
+# dimensions of the custom-metrics table.
+DOCUMENTED_LOG_KEYS = {"tenantId", "eventType", "source", "destination", "correlationId", "operation", "eventId",
+                       "container", "errorType", "attempt", "count", "durationMs", "statusCode",
+                       "process", "module", "fileName", "lineNumber", "level", "logger_name"}
+DOCUMENTED_METRIC_KEYS = {"tenantId", "eventType", "source", "destination", "container"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_payloads_tokens_and_keys_never_reach_telemetry(backend: str, telemetry_stack: Stack, tmp_path: Path) -> None:
+    """Markers in an event's data (accepted, refused as invalid, and failing delivery), in a bearer
+    token and in the `?code=` function key: none is in any body POSTed to the ingestion endpoint,
+    and every customDimensions key is one the docs list."""
+    ingestion = FakeIngestion()
+    env = app_env(telemetry_stack, tmp_path, APPLICATIONINSIGHTS_CONNECTION_STRING=ingestion.connection_string,
+                  TELEMETRY_BACKEND=backend, LOG_LEVEL="info", **OFFLINE)
+    app = start_app(env, tmp_path)
+    # Short markers (not caught by the long-token rule by chance), one per place a secret sits.
+    marks = {k: f"mk{k}{uuid.uuid4().hex[:8]}" for k in ("data", "bad", "failing", "token", "code", "codeok")}
+    try:
+        t, failing = tenant("red"), tenant("red")
+        event = {"tenantId": t, "eventType": "RISK_CREATED", "source": "BACKEND_API", "action": "CREATE",
+                 "entityId": "r-1", "data": {"title": marks["data"], "note": f"secret {marks['data']}"}}
+        assert app.post("/events", json=event, tenants=[t]).status_code == 201
+        invalid = {**event, "action": marks["bad"], "data": {"title": marks["bad"]}}  # refused: the action
+        assert app.post("/events", json=invalid, tenants=[t]).status_code == 400
+        # A bearer token and a function key that carry markers: the refused caller is logged.
+        r = app.post("/events", params={"code": marks["code"]}, json=event, anonymous=True,
+                     headers={"authorization": f"Bearer {marks['token']}.{marks['token']}.sig"})
+        assert r.status_code == 401
+        assert app.post("/events", params={"code": marks["codeok"]}, json=event, tenants=[t]).status_code == 201
+        # A delivery that fails (Kafka over AMQP with no Event Hubs): error logs, a dead letter.
+        assert app.put(f"/stream-config/{failing}", tenants=[failing], json={"destinations": [
+            {"type": "kafka", "config": {"transport": "amqp"},
+             "retry": {"inProcessAttempts": 1, "attempts": 1, "backoffSeconds": 1, "maxBackoffSeconds": 1,
+                       "jitter": 0, "timeoutSeconds": 40}}]}).status_code == 201
+        bad_delivery = {**event, "tenantId": failing, "data": {"title": marks["failing"]}}
+        assert app.post("/events", json=bad_delivery, tenants=[failing]).status_code == 201
+
+        def exported() -> bool:
+            names = {(n, dict(dims).get("tenantId")) for n, dims in
+                     ((e["data"]["baseData"]["metrics"][0]["name"], e["data"]["baseData"]["properties"])
+                      for e in ingestion.received() if e["data"]["baseType"] == "MetricData")}
+            refused = any("refused 401" in e["data"]["baseData"].get("message", "") for e in ingestion.logs())
+            return refused and {("grc.events.accepted", t), ("grc.deadletters.recorded", failing)} <= names
+
+        wait_for(exported, 90, 1.0, f"the {backend} backend's records of every request")
+        app.run_function("monitor")  # the timer's logs and gauges too
+        wait_for(lambda: any(e["data"]["baseData"]["metrics"][0]["name"] == "grc.retryqueue.messages"
+                             for e in ingestion.received() if e["data"]["baseType"] == "MetricData"),
+                 60, 1.0, "the monitor's gauges")
+    finally:
+        app.stop()  # flushes what is still queued
+        ingestion.close()
+    bodies = b"\n".join(ingestion.raw).decode()
+    leaked = {k: m for k, m in marks.items() if m in bodies}
+    assert not leaked, f"{backend}: markers in telemetry: {leaked}"
+    for e in ingestion.received():
+        props = set(e["data"]["baseData"].get("properties") or {})
+        allowed = DOCUMENTED_METRIC_KEYS if e["data"]["baseType"] == "MetricData" else DOCUMENTED_LOG_KEYS
+        assert props <= allowed, (backend, e["data"]["baseType"], sorted(props - allowed))
