@@ -462,6 +462,7 @@ var appSettings = {
   PAGE_TOKEN_KEY: '@Microsoft.KeyVault(SecretUri=${keyvault.outputs.pageTokenKeySecretUri})'
   RETRY_QUEUE: storageQueues.retry
   IDEMPOTENCY_WINDOW_SECONDS: '86400'
+  IDEMPOTENCY_PENDING_SECONDS: '300'
   // Cosmos DB change capture (SDK calls of the app; the triggers use COSMOS__accountEndpoint).
   COSMOS_DB_ENDPOINT: cosmos.outputs.endpoint
   COSMOS_DB_DATABASE: cosmosDatabaseName

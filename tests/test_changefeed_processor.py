@@ -208,6 +208,32 @@ async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: 
     assert (await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)).published == 1
 
 
+async def test_the_last_attempt_waits_out_the_claims_of_an_instance_that_died(
+    services: Services, tenant: str
+) -> None:
+    """An instance died mid-publish: its claims stay pending for their TTL. Earlier attempts give the
+    batch back to the host (RetryBatch); the last one waits for the claims to expire and publishes the
+    event once, where giving up would have dead-lettered it."""
+    from shared.changefeed.rules import map_change
+    from shared.delivery.idempotency import idem_key
+    from shared.storage.claims import Claims
+
+    proc = services.changefeed
+    assert proc.last_attempt_dedupe.busy_wait_seconds == services.settings.idempotency_pending_seconds + 5
+    doc = risk(tenant, "r1", 1)
+    [ev] = map_change(Kind.RISKS, "risks", doc, None, ingested_at="2026-01-01T00:00:00.000Z").events
+    dead = Claims(services.redis)
+    assert [c.state for c in await dead.take([idem_key(tenant, ev.eventId)], 6)] == ["new"]  # never settled
+    with pytest.raises(RetryBatch):
+        await proc.process(Kind.RISKS, "risks", [doc], final_attempt=False)
+    t0 = time.monotonic()
+    out = await proc.process(Kind.RISKS, "risks", [doc], final_attempt=True)
+    assert (out.published, out.deadlettered_events) == (1, 0)
+    assert 1.0 < time.monotonic() - t0 < 15
+    assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1")]
+    assert await dead_letters(services, tenant) == []
+
+
 async def test_claims_that_cannot_be_checked_fail_closed(services: Services, tenant: str) -> None:
     """Redis unreachable for the idempotency claims: the batch is retried, not published unchecked."""
     from shared.delivery.idempotency import Claim

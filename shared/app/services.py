@@ -89,7 +89,8 @@ class Services:
         self.cosmos = SharedCosmos(settings, self.identity)
         self.deadletters = DeadLetters(self.tables, settings.deadletter_table)
         self.retries = RetryQueue(self.queues, settings.retry_queue, self.deadletters)
-        self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds)
+        self.idempotency = IdempotencyStore(self.redis, settings.idempotency_window_seconds,
+                                            pending_seconds=settings.idempotency_pending_seconds)
         self.pipeline = Pipeline(self.configs, self.destinations, self.metrics, parker=self.retries,
                                  idempotency=self.idempotency)
         self.ratelimit = RateLimiter(self.redis, rate=settings.rate_limit_events_per_second,
@@ -138,6 +139,7 @@ class Services:
             deadletters=self.deadletters,
             metrics=self.metrics,
             feed_started=starts.started if starts else None,
+            pending_seconds=s.idempotency_pending_seconds,
         )
 
     @cached_property

@@ -14,6 +14,7 @@ GET /deadletters/{tenantId} and POST /deadletters/{tenantId}/replay (`replay_dea
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +28,7 @@ from shared.core import limits
 from shared.core.events import UNMAPPED_TENANT, Event, utc_now_iso
 from shared.core.results import EventResult
 from shared.delivery.deadletters import CHANGEFEED_EVENT, DeadLetters, partition_for
-from shared.delivery.idempotency import DedupePolicy
+from shared.delivery.idempotency import PENDING_TTL_SECONDS, DedupePolicy
 from shared.observability import telemetry
 from shared.observability.tenant_metrics import CHANGEFEED, BatchStats, TenantMetrics
 from shared.storage import payload
@@ -83,10 +84,13 @@ class ChangeFeedProcessor:
         metrics: TenantMetrics | None = None,
         clock: Any = time.time,
         feed_started: FeedStart | None = None,
+        pending_seconds: int = PENDING_TTL_SECONDS,
     ) -> None:
         self.feed_started = feed_started
         self.state = state
         self.dedupe = dedupe
+        self.last_attempt_dedupe = dataclasses.replace(dedupe, busy_wait_seconds=(
+            dedupe.busy_wait_seconds if dedupe.busy_wait_seconds is not None else pending_seconds + 5))
         self.publisher = publisher
         self.deadletters = deadletters
         self.metrics = metrics
@@ -149,7 +153,11 @@ class ChangeFeedProcessor:
 
         events = [e for m in mapped for e in m.events]
         out.events = len(events)
-        left, published, dupes = await self.publish_events(events, now)
+        # The last attempt waits out claims in flight elsewhere (`DedupePolicy.busy_wait_seconds`): an
+        # instance that died mid-publish left its claims pending, and giving up now would dead-letter
+        # changes that its re-delivered batch can still publish once they expire.
+        left, published, dupes = await self.publish_events(
+            events, now, policy=self.last_attempt_dedupe if final_attempt else None)
         out.published = published
         out.duplicates += dupes
         if left and not final_attempt:

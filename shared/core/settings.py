@@ -53,6 +53,9 @@ class Settings(BaseModel):
     retry_queue: str = Field("delivery-retries", alias="RETRY_QUEUE")
     deadletter_table: str = Field("deadletters", alias="DEADLETTER_TABLE")
     idempotency_window_seconds: int = Field(86400, ge=1, alias="IDEMPOTENCY_WINDOW_SECONDS")
+    # How long an eventId's claim stays "in flight" when its owner never settles it (the instance died
+    # mid-publish); a repeat meanwhile answers 409, a change-feed batch waits for it. Longer than a publish.
+    idempotency_pending_seconds: int = Field(300, ge=5, le=3600, alias="IDEMPOTENCY_PENDING_SECONDS")
     # Kafka destination: any Kafka broker, or Event Hubs' Kafka endpoint (<namespace>:9093).
     kafka_broker: str = Field("127.0.0.1:9092", alias="KAFKA_BROKER")
     # plaintext | sasl-plain (Event Hubs connection string) | oauth (managed identity, OAUTHBEARER)

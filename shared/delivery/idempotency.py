@@ -37,7 +37,8 @@ from shared.storage.redisconn import tenant_key
 
 log = logging.getLogger("grc.idempotency")
 
-PENDING_TTL_SECONDS = 300  # longer than any publish (in-process retries are bounded by their timeouts)
+PENDING_TTL_SECONDS = 300  # the default of IDEMPOTENCY_PENDING_SECONDS: longer than a publish
+MAX_POLL_SECONDS = 1.0  # a long wait for busy claims polls at most this often
 PARTIAL = b"partial:"
 
 ClaimState = Literal["new", "resume", "duplicate", "busy", "unchecked"]
@@ -54,6 +55,10 @@ class DedupePolicy:
     window_seconds: int | None = None  # how long the outcome is kept; None: IDEMPOTENCY_WINDOW_SECONDS
     compact: bool = False  # keep only the status: nobody asks for the original answer
     strict: bool = False  # Redis unreachable: fail the events (their caller retries), never publish unchecked
+    # How long to wait for claims in flight elsewhere; None: the store's short wait. A change-feed
+    # batch's last attempt waits for the pending TTL: a claim whose owner died then frees itself and
+    # the events are published, where giving up would dead-letter them.
+    busy_wait_seconds: float | None = None
 
 
 @dataclass
@@ -78,21 +83,27 @@ def duplicate_result(index: int, ev: Event, original: dict) -> EventResult:
 
 
 class IdempotencyStore:
-    def __init__(self, client: Redis, window_seconds: int, wait_seconds: float = 2.0, poll_seconds: float = 0.05):
+    def __init__(self, client: Redis, window_seconds: int, wait_seconds: float = 2.0, poll_seconds: float = 0.05,
+                 pending_seconds: int = PENDING_TTL_SECONDS):
         self._claims = Claims(client, resumable=PARTIAL)
         self._window = window_seconds
         self._wait = wait_seconds
         self._poll = poll_seconds
+        self.pending_seconds = pending_seconds
 
-    async def claim(self, events: Sequence[Event]) -> list[Claim]:
-        """One claim per event (ids distinct within the call); `unchecked` when Redis is unreachable."""
+    async def claim(self, events: Sequence[Event], wait_seconds: float | None = None) -> list[Claim]:
+        """One claim per event (ids distinct within the call); `unchecked` when Redis is unreachable.
+        Claims in flight elsewhere are polled for `wait_seconds` (default: the store's short wait),
+        at growing intervals."""
         if not events:
             return []
         try:
             claims = await self._try_claim(events)
-            deadline = time.monotonic() + self._wait
+            deadline = time.monotonic() + (self._wait if wait_seconds is None else wait_seconds)
+            poll = self._poll
             while any(c.state == "busy" for c in claims) and time.monotonic() < deadline:
-                await asyncio.sleep(self._poll)
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, MAX_POLL_SECONDS)
                 busy = [i for i, c in enumerate(claims) if c.state == "busy"]
                 again = await self._try_claim([events[i] for i in busy])
                 for i, c in zip(busy, again):
@@ -104,7 +115,7 @@ class IdempotencyStore:
 
     async def _try_claim(self, events: Sequence[Event]) -> list[Claim]:
         """Every event's claim in one round trip, whatever the number of tenants."""
-        taken = await self._claims.take([idem_key(ev.tenantId, ev.eventId) for ev in events], PENDING_TTL_SECONDS)
+        taken = await self._claims.take([idem_key(ev.tenantId, ev.eventId) for ev in events], self.pending_seconds)
         claims = []
         for t in taken:
             if t.state == "held":

@@ -193,7 +193,7 @@ class Pipeline:
             else:
                 first[k] = i
                 unique.append((i, ev))
-        claims = await self.idempotency.claim([ev for _, ev in unique])
+        claims = await self.idempotency.claim([ev for _, ev in unique], policy.busy_wait_seconds if policy else None)
         skip = set(repeats)
         claimed: list[tuple[int, Event]] = []
         for (i, ev), claim in zip(unique, claims):
