@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from tests.system.harness import App, tenant, wait_for
 
 EVENTS = 7
@@ -36,6 +38,7 @@ def _pass_over(app: App, minute: int) -> None:
     wait_for(lambda: f"monitor pass for minute {minute}:" in app.log(), 60, 0.5, what=f"a pass over minute {minute}")
 
 
+@pytest.mark.timeout(240)  # up to two minute boundaries waited for, plus a fresh minute to start in
 def test_one_system_performance_per_active_minute_and_none_for_a_quiet_one(app: App) -> None:
     t = tenant("perf")
     if time.time() % 60 > 45:  # all events in one minute, with time for them to be counted in it
