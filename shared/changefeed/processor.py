@@ -89,8 +89,7 @@ class ChangeFeedProcessor:
         self.feed_started = feed_started
         self.state = state
         self.dedupe = dedupe
-        self.last_attempt_dedupe = dataclasses.replace(dedupe, busy_wait_seconds=(
-            dedupe.busy_wait_seconds if dedupe.busy_wait_seconds is not None else pending_seconds + 5))
+        self.last_attempt_dedupe = dataclasses.replace(dedupe, busy_wait_seconds=pending_seconds + 5)
         self.publisher = publisher
         self.deadletters = deadletters
         self.metrics = metrics

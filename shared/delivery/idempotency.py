@@ -89,7 +89,7 @@ class IdempotencyStore:
         self._window = window_seconds
         self._wait = wait_seconds
         self._poll = poll_seconds
-        self.pending_seconds = pending_seconds
+        self._pending = pending_seconds
 
     async def claim(self, events: Sequence[Event], wait_seconds: float | None = None) -> list[Claim]:
         """One claim per event (ids distinct within the call); `unchecked` when Redis is unreachable.
@@ -115,7 +115,7 @@ class IdempotencyStore:
 
     async def _try_claim(self, events: Sequence[Event]) -> list[Claim]:
         """Every event's claim in one round trip, whatever the number of tenants."""
-        taken = await self._claims.take([idem_key(ev.tenantId, ev.eventId) for ev in events], self.pending_seconds)
+        taken = await self._claims.take([idem_key(ev.tenantId, ev.eventId) for ev in events], self._pending)
         claims = []
         for t in taken:
             if t.state == "held":
