@@ -129,29 +129,38 @@ def record(pid: int, seconds: float, rate: int, out: Path) -> subprocess.Popen[b
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def profile_bulks(app: App, name: str, bodies: list[bytes], seconds: float, rate: int, out: Path) -> Profile:
+def profile_bulks(app: App, name: str, body: Callable[[int], bytes], seconds: float, rate: int,
+                  out: Path) -> Profile:
+    """`body(n)`: the n-th request's body (n = 0 warms up: tenants seen, configs cached)."""
     headers = app.auth()
-    post_bulk(app, bodies[0], headers)  # warm: tenants seen, configs cached
+    post_bulk(app, body(0), headers)
     spy = record(app.proc.pid, seconds, rate, out)
     sent = 0
     with Meter([app.proc.pid]) as m:
         while spy.poll() is None:
-            post_bulk(app, bodies[1 + sent % (len(bodies) - 1)], headers)
             sent += 1
+            post_bulk(app, body(sent), headers)
     events = sent * 500
     samples, total = stages(out)
     return Profile(name, "event", events / m.wall, m.other / events * 1e6, samples, total, load())
 
 
-def bulk_bodies(tenants: list[str], n: int, client_ids: bool) -> list[bytes]:
-    out = []
-    for r in range(n):
-        body = bulk(tenants, 500, start=r * 500)
-        if client_ids:  # new ids every body: each is a first delivery, not a duplicate
-            for e in body["events"]:
-                e["eventId"] = str(uuid.uuid4())
-        out.append(orjson.dumps(body))
-    return out
+_STAMP = b"@@@@@@@@"
+
+
+def bulk_bodies(tenants: list[str], client_ids: bool) -> Callable[[int], bytes]:
+    """Bodies of 500 events, in turns of 5. With `client_ids`, every request's eventIds are new (each
+    is a first delivery, never a duplicate however many requests the window takes): one body whose ids
+    hold a stamp, replaced by the request's number."""
+    if client_ids:
+        body = bulk(tenants, 500)
+        run = uuid.uuid4().hex[:12]
+        for i, e in enumerate(body["events"]):
+            e["eventId"] = f"{_STAMP.decode()}-{run}-{i:03d}"
+        template = orjson.dumps(body)
+        return lambda n: template.replace(_STAMP, b"%08d" % n)
+    bodies = [orjson.dumps(bulk(tenants, 500, start=r * 500)) for r in range(5)]
+    return lambda n: bodies[n % len(bodies)]
 
 
 def run(seconds: float, rate: int, keep: Path | None) -> list[Profile]:
@@ -166,12 +175,11 @@ def run(seconds: float, rate: int, keep: Path | None) -> list[Profile]:
                 one = [f"prof-{uuid.uuid4().hex[:8]}"]
                 many = [f"prof{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(500)]
                 out = [
-                    profile_bulks(app, "bulk, 1 tenant", bulk_bodies(one, 5, False), seconds, rate,
+                    profile_bulks(app, "bulk, 1 tenant", bulk_bodies(one, False), seconds, rate,
                                   raw / "bulk-1.txt"),
-                    # enough distinct bodies that none is sent twice within the window
-                    profile_bulks(app, "bulk, 1 tenant, client eventIds", bulk_bodies(one, 400, True),
+                    profile_bulks(app, "bulk, 1 tenant, client eventIds", bulk_bodies(one, True),
                                   seconds, rate, raw / "bulk-ids.txt"),
-                    profile_bulks(app, "bulk, 500 tenants per request", bulk_bodies(many, 5, False), seconds,
+                    profile_bulks(app, "bulk, 500 tenants per request", bulk_bodies(many, False), seconds,
                                   rate, raw / "bulk-500.txt"),
                 ]
                 warmup = 2.0
