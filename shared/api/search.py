@@ -98,7 +98,7 @@ async def search_events(req: ApiRequest) -> ApiResponse:
     if len(query) > MAX_QUERY_CHARS:
         raise bad_param("q", f"at most {MAX_QUERY_CHARS} characters")
     k = int_param(req, "k", 10, 1, get_settings().vector_search_max_k)
-    mode = req.query.get("mode") or "hybrid"
+    mode = req.query.get("mode", "hybrid")  # given but empty is a bad value, as for every enum parameter
     if mode not in SEARCH_MODES:
         raise bad_param("mode", f"one of {', '.join(SEARCH_MODES)}")
     filters = parse_filters(req)

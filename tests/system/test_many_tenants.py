@@ -1,5 +1,6 @@
 """Batches naming many tenants, through the running app: bulks spanning 1,000 tenants (several at
-once) and a change-feed batch of 100 documents of 100 tenants. Nothing may fail or be parked
+once; with the default config, and with Redis, Kafka and analytics enabled for every tenant) and a
+change-feed batch of 100 documents of 100 tenants. Nothing may fail or be parked
 because of the service's own limits (connection pools, concurrency, timeouts): every event is
 delivered at once, the retry queue stays empty, and no SYSTEM_ERROR is raised.
 
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from azure.cosmos import CosmosClient, PartitionKey
 
-from tests.system.harness import App, Stack, own_stack_and_app, wait_for
+from tests.system.harness import App, Stack, create_topic, own_stack_and_app, topic_records, wait_for
 
 STACK = ("redis", "azurite", "cosmos", "kafka")
 TENANTS = 1000
@@ -47,6 +48,21 @@ def assert_nothing_failed(stack: Stack, app: App, tenants: list[str]) -> None:
     for t in tenants[:: max(1, len(tenants) // 10)]:
         listed = app.get(f"/events/{t}?eventType=SYSTEM_ERROR").json()
         assert listed["count"] == 0, listed
+
+
+def every_destination(stack: Stack, app: App, tenants: list[str]) -> str:
+    """Each tenant's stream config enables Redis, Kafka (a new topic, returned) and analytics."""
+    topic = f"many-{uuid.uuid4().hex[:8]}"
+    create_topic(stack.broker, topic, partitions=4)
+    config = {"topics": [topic], "destinations": [{"type": "redis"}, {"type": "kafka"}, {"type": "analytics"}]}
+
+    def configure(t: str) -> None:
+        r = app.put(f"/stream-config/{t}", json=config, tenants=[t])
+        assert r.status_code in (200, 201), r.text[:300]
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(configure, tenants))
+    return topic
 
 
 def test_bulks_spanning_1000_tenants_deliver_every_event(own: tuple[Stack, App]) -> None:
@@ -78,10 +94,48 @@ def test_bulks_spanning_1000_tenants_deliver_every_event(own: tuple[Stack, App])
     assert_nothing_failed(stack, app, tenants)
 
 
+def test_bulks_spanning_1000_tenants_with_every_destination_enabled(own: tuple[Stack, App]) -> None:
+    """As a platform runs it: every tenant streams to Redis, Event Hubs (Kafka) and the analytics store,
+    so each bulk is 1,000 tenants' work for each destination (1,000 Table transactions for analytics).
+    Six such bulks at once: each event is delivered to each destination once, none failed or parked."""
+    stack, app = own
+    run = uuid.uuid4().hex[:6]
+    tenants = [f"md{run}-{i:04d}" for i in range(TENANTS)]
+    topic = every_destination(stack, app, tenants)
+    bodies = [{"events": [event(t, k * TENANTS + i) for i, t in enumerate(tenants)]} for k in range(6)]
+    headers = app.auth()
+
+    def post(body: dict[str, Any]) -> Any:
+        return app.client.post("/events/bulk", json=body, headers=headers, timeout=180)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(post, bodies))
+    event_ids: list[str] = []
+    for r in responses:
+        assert r.status_code == 200, r.text[:500]
+        doc = r.json()
+        assert doc["accepted"] == TENANTS and doc["failed"] == 0, {k: doc[k] for k in ("accepted", "failed")}
+        delivered = {(d["destination"], d["status"]) for res in doc["results"] for d in res["destinations"]}
+        assert delivered == {("redis", "delivered"), ("kafka", "delivered"), ("analytics", "delivered")}
+        event_ids += [res["eventId"] for res in doc["results"]]
+    records = topic_records(stack.broker, topic, expect=len(event_ids), timeout=60)
+    ours = [h["eventId"] for h in records if h.get("eventType") == "RISK_UPDATED"]  # not the monitor's events
+    assert sorted(ours) == sorted(event_ids), ({k: v for k, v in records[0].items()}, len(ours))  # each once
+    for t in (tenants[0], tenants[499], tenants[-1]):
+        history = app.get(f"/events/{t}/history?eventType=RISK_UPDATED", tenants=[t]).json()
+        assert len(history["events"]) == len(bodies), history
+        listed = app.get(f"/events/{t}?eventType=RISK_UPDATED").json()
+        assert listed["count"] == len(bodies), listed
+    assert_nothing_failed(stack, app, tenants)
+
+
 def test_a_change_feed_batch_of_100_tenants(own: tuple[Stack, App]) -> None:
+    """Half the tenants on the default config (Redis), half with Redis, Kafka and analytics."""
     stack, app = own
     run = uuid.uuid4().hex[:6]
     tenants = [f"cf{run}-{i:03d}" for i in range(100)]
+    streaming = tenants[::2]
+    topic = every_destination(stack, app, streaming)
     client = CosmosClient(app.env["COSMOS_DB_ENDPOINT"], app.env["COSMOS_DB_KEY"],
                           connection_verify=False, enable_endpoint_discovery=False)
     db = client.create_database_if_not_exists(app.env["COSMOS_DB_DATABASE"])
@@ -99,6 +153,15 @@ def test_a_change_feed_batch_of_100_tenants(own: tuple[Stack, App]) -> None:
     for t in tenants[::20]:
         [ev] = app.get(f"/events/{t}?source=COSMOS_DB").json()["events"]
         assert ev["event"]["entityId"] == f"risk-{t}" and ev["event"]["tenantId"] == t
+    records = topic_records(stack.broker, topic, expect=len(streaming), timeout=60)
+    changes = sorted(h["tenantId"] for h in records if h.get("source") == "COSMOS_DB")
+    assert changes == sorted(streaming)  # one change each, once
+    for t in streaming[::10]:  # the destinations of one publish run side by side: analytics may finish last
+        def stored(t: str = t) -> list[str]:
+            history = app.get(f"/events/{t}/history?source=COSMOS_DB", tenants=[t]).json()
+            return [e["entityId"] for e in history["events"]]
+
+        assert wait_for(stored, 10, 0.2, f"{t}'s change in the analytics store") == [f"risk-{t}"]
     assert_nothing_failed(stack, app, tenants)
 
 
