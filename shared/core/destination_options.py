@@ -34,7 +34,9 @@ class RetryPolicy(_Options):
     waits capped at 1 s so a client is not held); then the delivery is parked in the retry queue
     and retried up to `attempts` more times with exponential backoff between
     `backoffSeconds` and `maxBackoffSeconds` (+/- `jitter` as a fraction); each try is bounded
-    by `timeoutSeconds`. Non-transient failures skip straight to the dead-letter table.
+    by `timeoutSeconds` of the dependency not answering (a try queued behind the destination's own
+    limit on requests in flight waits while the dependency answers: destinations/own_limit.py).
+    Non-transient failures skip straight to the dead-letter table.
     """
 
     attempts: int = Field(8, ge=0, le=50)  # 2, 4, ... 256 s: about 8.5 min before a dead letter

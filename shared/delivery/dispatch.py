@@ -5,7 +5,8 @@ different policies go in separate calls, one after another, so a batch never has
 in flight per destination): a per-attempt timeout, and the failed, transient events retried in
 process a few times with a short backoff (at most IN_PROCESS_MAX_DELAY_SECONDS) before the pipeline
 parks them. A destination that raises, or does not answer in time, fails its events transiently: a
-destination bug never loses a batch.
+destination bug never loses a batch. Time a call waits behind the destination's own concurrency limit
+while the dependency keeps answering is not "not answering" (destinations/own_limit.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from shared.core.events import Event
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, Destination
+from shared.destinations.own_limit import attempt_clock
 from shared.observability.tenant_metrics import BatchStats
 
 log = logging.getLogger("grc.pipeline")
@@ -135,8 +137,10 @@ class Dispatcher:
     ) -> list[list[Delivery]]:
         try:
             # asyncio.timeout, not wait_for: the call runs in this task instead of a new one per attempt.
-            async with asyncio.timeout(policy.timeoutSeconds):
-                out = await dest.publish(chunks)
+            # attempt_clock: a destination's own queue (own_limit.py) does not count against the timeout.
+            async with asyncio.timeout(policy.timeoutSeconds) as deadline:
+                with attempt_clock(deadline, policy.timeoutSeconds):
+                    out = await dest.publish(chunks)
         except TimeoutError:
             return [[Delivery(destination=dest.type, status="failed", transient=True,
                               error=f"no answer within {policy.timeoutSeconds} s") for _ in ch.events]

@@ -52,6 +52,7 @@ from shared.core.hours import hour_of, hour_start_ms
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
+from shared.destinations.own_limit import OwnLimit
 from shared.storage import payload, table_transactions
 from shared.storage.lazy import LazyTable
 
@@ -172,7 +173,7 @@ class AnalyticsDestination:
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
         self._table = LazyTable(tables, table_name)
         self._indexed: set[str] = set()  # index rows this instance already wrote
-        self._sem = asyncio.Semaphore(CONCURRENCY)
+        self._limit = OwnLimit(CONCURRENCY)
 
     async def table(self) -> TableClient:
         return await self._table.get()
@@ -226,14 +227,14 @@ class AnalyticsDestination:
         partition, so 100 per transaction rather than one request each."""
         for start in range(0, len(rows), MAX_BATCH_OPS):
             part = rows[start:start + MAX_BATCH_OPS]
-            async with self._sem:
+            async with self._limit.slot():
                 await table.submit_transaction(
                     [("upsert", {"PartitionKey": INDEX_PARTITION, "RowKey": rk}, {"mode": UpdateMode.MERGE})
                      for rk in part])
             self._indexed.update(part)
 
     async def _submit(self, table: TableClient, tx: list[_Op]) -> list[Delivery]:
-        async with self._sem:
+        async with self._limit.slot():
             try:
                 await table_transactions.upsert_all(table, [op.entity for op in tx])
                 return [delivered(self.type, f"{op.entity['PartitionKey']}/{op.entity['RowKey']}") for op in tx]
@@ -371,7 +372,7 @@ class AnalyticsDestination:
 
         async def shard_rows(shard: int) -> list[dict[str, Any]]:
             rows: list[dict[str, Any]] = []
-            async with self._sem:
+            async with self._limit.slot():
                 pager = table.query_entities(flt, parameters={"pk": partition_key(tenant, hour, shard), "lo": lo_rk,
                                                               "hi": hi_rk}, results_per_page=1000)
                 async for page in pager.by_page():

@@ -97,12 +97,14 @@ def test_bulks_spanning_1000_tenants_deliver_every_event(own: tuple[Stack, App])
 def test_bulks_spanning_1000_tenants_with_every_destination_enabled(own: tuple[Stack, App]) -> None:
     """As a platform runs it: every tenant streams to Redis, Event Hubs (Kafka) and the analytics store,
     so each bulk is 1,000 tenants' work for each destination (1,000 Table transactions for analytics).
-    Six such bulks at once: each event is delivered to each destination once, none failed or parked."""
+    Sixteen such bulks at once: each event is delivered to each destination once, none failed or parked.
+    (Before destinations/own_limit.py, the analytics calls queued behind the instance's own limit of
+    Table transactions in flight timed out at 10 s: most of the bulks were parked, two answered 503.)"""
     stack, app = own
     run = uuid.uuid4().hex[:6]
     tenants = [f"md{run}-{i:04d}" for i in range(TENANTS)]
     topic = every_destination(stack, app, tenants)
-    bodies = [{"events": [event(t, k * TENANTS + i) for i, t in enumerate(tenants)]} for k in range(6)]
+    bodies = [{"events": [event(t, k * TENANTS + i) for i, t in enumerate(tenants)]} for k in range(16)]
     headers = app.auth()
 
     def post(body: dict[str, Any]) -> Any:
