@@ -1,7 +1,9 @@
 """Stream config store on the real Azurite Table + Redis: defaults, ETags, cross-instance freshness."""
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 import uuid
 from typing import AsyncIterator, Callable
 
@@ -12,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from shared.core.streamconfig import StreamConfigIn
+from shared.delivery import configstore
 from shared.delivery.configstore import ConfigStore, PreconditionFailed
 from shared.storage.redisconn import tenant_key
 from tests.doubles import RequestLog
@@ -245,3 +248,94 @@ async def test_a_few_tenants_are_read_by_key_in_one_query(
     got = await store.get_many([f"a-{run}", f"m-{run}", f"z-{run}"])
     assert log.reads(TABLE) == 1
     assert got[f"a-{run}"].retentionDays == 3 and got[f"m-{run}"].isDefault and got[f"z-{run}"].isDefault
+
+
+class FreezableProxy:
+    """A TCP proxy in front of Azurite's Table endpoint: `frozen` makes it accept connections and
+    never answer (what a hanging Table service looks like to the SDK). The fault is in the network;
+    the SDK, Azurite and the store are the real ones."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = False
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.frozen:
+            await asyncio.Event().wait()  # holds the connection, says nothing
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    while self.frozen:
+                        await asyncio.sleep(3600)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+async def hanging_tables(storage_connection_string: str, redis_port: int,
+                         monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[ConfigStore, FreezableProxy]]:
+    """A store whose Table endpoint goes through a FreezableProxy; the request-path bound at 1 s, the
+    next read tried 0.5 s after a failed one (shorter than the failed read took)."""
+    monkeypatch.setattr(configstore, "READ_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(configstore, "STALE_RETRY_SECONDS", 0.5)
+    table_port = int(storage_connection_string.split("TableEndpoint=")[1].split(";")[0].rsplit(":", 1)[1].split("/")[0])
+    proxy = FreezableProxy(table_port)
+    port = await proxy.start()
+    conn = storage_connection_string.replace(f":{table_port}/", f":{port}/")
+    tables = TableServiceClient.from_connection_string(conn)
+    redis = Redis(port=redis_port)
+    store = ConfigStore(tables, TABLE, redis, cache_seconds=0.2)
+    yield store, proxy
+    proxy.frozen = False
+    await tables.close()
+    await redis.aclose()
+    await proxy.close()
+
+
+async def test_a_hanging_table_leaves_cached_configs_in_use(
+        hanging_tables: tuple[ConfigStore, FreezableProxy], tenant: str) -> None:
+    store, proxy = hanging_tables
+    await store.write(tenant, body(retentionDays=3))
+    assert (await store.get(tenant)).retentionDays == 3  # cached
+    await asyncio.sleep(0.3)  # past the cache TTL: the next batch reads the table again
+    proxy.frozen = True
+    t0 = time.monotonic()
+    assert (await store.get(tenant)).retentionDays == 3  # the read timed out; the cached copy is used
+    assert time.monotonic() - t0 < 1.5
+    t0 = time.monotonic()
+    assert (await store.get(tenant)).retentionDays == 3  # no second wait within STALE_RETRY_SECONDS
+    assert time.monotonic() - t0 < 0.2
+    assert not await store.prefetch([tenant])  # no query answered: the monitor probes Tables itself
+
+
+async def test_a_hanging_table_fails_tenants_with_no_current_copy(
+        hanging_tables: tuple[ConfigStore, FreezableProxy], tenant: str, redis_port: int) -> None:
+    store, proxy = hanging_tables
+    await store.write(tenant, body(retentionDays=3))
+    await store.get(tenant)
+    await asyncio.sleep(0.3)
+    proxy.frozen = True
+    with pytest.raises(TimeoutError):  # never seen: nothing to route on
+        await store.get_many([tenant, f"{tenant}-new"])
+    redis = Redis(port=redis_port)
+    await redis.incr(tenant_key(tenant, "cfgver"))  # another instance changed the config meanwhile
+    await redis.aclose()
+    with pytest.raises(TimeoutError):  # the cached copy is known to be old: not used
+        await store.get(tenant)

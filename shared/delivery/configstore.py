@@ -12,9 +12,18 @@ ONE Table query per batch, however many tenants it names: up to MAX_OR_TENANTS b
 as the key range from the lowest to the highest of them (the stored configs in that range come
 back, the others are skipped). A tenant with no stored config gets the default, and that answer is
 cached like any other (a negative entry), so a new tenant costs one batched read, not one per event.
+
+When that read fails or takes longer than READ_TIMEOUT_SECONDS (Table storage down or hanging: the
+SDK's own read timeout and retries take 90 s), tenants whose cached copy is merely old -- its version
+still the one Redis holds, or Redis unreadable -- keep it (stale if error), and the read is tried
+again after STALE_RETRY_SECONDS, not by every batch meanwhile. Events keep flowing to the
+destinations during a Tables outage. A tenant with no copy, or whose config Redis says has changed,
+cannot be routed: the read's error is raised (the batch answers 503).
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -36,6 +45,10 @@ _VERSION_KEYS = TenantKeys(("cfgver",))  # tenant -> (grc:{tenant}:cfgver,)
 # Azure Tables allows at most 15 discrete comparisons in a $filter: RowKey plus 14 PartitionKeys.
 # (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities)
 MAX_OR_TENANTS = 14
+READ_TIMEOUT_SECONDS = 10.0  # the batch's config read on the request path (a destination's default timeout)
+STALE_RETRY_SECONDS = 5.0  # after a failed read, cached copies are used this long before the next try
+
+log = logging.getLogger("grc.pipeline")
 
 
 class PreconditionFailed(Exception):
@@ -129,7 +142,8 @@ class ConfigStore:
         return (await self._get_many(tenant_ids))[0]
 
     async def prefetch(self, tenant_ids: Iterable[str]) -> bool:
-        """Bring the tenants' configs into the cache (at most one Table query); whether one ran."""
+        """Bring the tenants' configs into the cache (at most one Table query); whether one ran and
+        answered."""
         return (await self._get_many(tenant_ids))[1]
 
     async def _get_many(self, tenant_ids: Iterable[str]) -> tuple[dict[str, StreamConfig], bool]:
@@ -157,13 +171,34 @@ class ConfigStore:
             else:
                 missing[t] = ver
         if missing:
-            stored = await self._read_many(list(missing))
+            try:
+                async with asyncio.timeout(READ_TIMEOUT_SECONDS):
+                    stored = await self._read_many(list(missing))
+            except Exception as exc:  # noqa: BLE001 - any failed or late read: stale if error, else raised
+                self._stale_if_error(missing, out, exc)
+                return out, False  # no answer: the monitor's health check probes Tables itself
             for t, ver in missing.items():
                 config, etag = stored.get(t) or (StreamConfig.default(t), None)
                 # Version 0 = never written; a failed version read caches under the TTL rule.
                 self._cache[t] = _Cached(config, etag, ver if ver is not None else -1, now)
                 out[t] = config
         return out, bool(missing)
+
+    def _stale_if_error(self, missing: dict[str, int | None], out: dict[str, StreamConfig], exc: Exception) -> None:
+        """The Table read failed: every missing tenant whose cached copy is still the current version
+        (as far as Redis says) keeps it for STALE_RETRY_SECONDS more; else `exc` is raised."""
+        kept: list[tuple[str, _Cached]] = []
+        for t, ver in missing.items():
+            c = self._cache.get(t)
+            if c is None or (ver is not None and c.version != ver):
+                raise exc
+            kept.append((t, c))
+        until = time.monotonic() - self._ttl + STALE_RETRY_SECONDS  # from now: the read may have taken long
+        for t, c in kept:
+            c.fetched_at = until
+            out[t] = c.config
+        log.warning("stream configs unavailable (%s): %d tenant(s) routed on their cached config",
+                    type(exc).__name__, len(kept))
 
     async def _read_many(self, tenants: list[str]) -> dict[str, tuple[StreamConfig, str | None]]:
         """The stored configs of `tenants` (absent: none stored), in one query (see the module doc)."""

@@ -92,7 +92,7 @@ HANG_STACK = ("redis", "azurite", "cosmos", "kafka")
 @pytest.fixture(scope="module")
 def hangable_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, App]]:
     with own_stack_and_app(tmp_path_factory.mktemp("health-hang"), HANG_STACK, HEALTH_CACHE_SECONDS="1",
-                           SYSTEM_PERFORMANCE_EVENTS="false") as running:
+                           SYSTEM_PERFORMANCE_EVENTS="false", STREAM_CONFIG_CACHE_SECONDS="1") as running:
         yield running
 
 
@@ -221,6 +221,34 @@ def test_redis_hanging_is_503_with_retry_after_within_the_timeout(hangable: tupl
         anonymous = app.get("/health", anonymous=True)
         answers.append(time.monotonic() - t0)
         assert anonymous.status_code == 503 and int(anonymous.headers["retry-after"]) > 0, anonymous.headers
+
+
+def test_tables_hanging_events_still_flow_on_the_cached_stream_configs(hangable: tuple[Stack, App]) -> None:
+    """Azurite frozen (Tables and the retry queue hang): a tenant this instance has routed before keeps
+    publishing on its cached config, past STREAM_CONFIG_CACHE_SECONDS (1 s here): the config read gives
+    up after 10 s once, then the cached copy is used without waiting. A never-seen tenant cannot be
+    routed: 503 with Retry-After, in the same bound, where the SDK's own timeouts took 90 s."""
+    stack, app = hangable
+    t = tenant("stale")
+    r = app.put(f"/stream-config/{t}", tenants=[t], json={"destinations": [{"type": "redis"}], "retentionDays": 3})
+    assert r.status_code in (200, 201), r.text
+    assert _post_event(app, t).status_code == 201  # the config is cached now
+    with _outage(stack, app, "azurite", freeze=True) as answers:
+        _until(app, answers, lambda r: r.status_code == 503 and _dep(r, "tables") == "unhealthy",
+               "tables unhealthy while Azurite is frozen")
+        time.sleep(1.5)  # past the config cache's age limit
+        for bound in (12.0, 2.0):  # the first batch waits out the read, the next one does not
+            t0 = time.monotonic()
+            posted = _post_event(app, t)
+            took = time.monotonic() - t0
+            assert posted.status_code == 201, posted.text
+            assert [(d["destination"], d["status"]) for d in posted.json()["destinations"]] == [("redis", "delivered")]
+            assert took < bound, took
+        t0 = time.monotonic()
+        unknown = _post_event(app)
+        assert unknown.status_code == 503 and int(unknown.headers["retry-after"]) > 0, unknown.text
+        assert time.monotonic() - t0 < 12.0
+    assert "routed on their cached config" in app.log()
 
 
 def test_a_destination_down_is_200_degraded(hangable: tuple[Stack, App]) -> None:
