@@ -14,8 +14,8 @@ back, the others are skipped). A tenant with no stored config gets the default, 
 cached like any other (a negative entry), so a new tenant costs one batched read, not one per event.
 
 When that read fails, or a page of it takes longer than READ_TIMEOUT_SECONDS (Table storage down or
-hanging: the SDK's own read timeout and retries take 90 s), tenants whose cached copy is merely old -- its version
-still the one Redis holds, or Redis unreadable -- keep it (stale if error), and the read is tried
+hanging: the SDK's own read timeout and retries take 90 s), tenants whose cached copy is merely old --
+its version still the one Redis holds, or Redis unreadable -- keep it (stale if error), and the read is tried
 again after STALE_RETRY_SECONDS, not by every batch meanwhile. Events keep flowing to the
 destinations during a Tables outage. A tenant with no copy, or whose config Redis says has changed,
 cannot be routed: the read's error is raised (the batch answers 503).
@@ -184,7 +184,9 @@ class ConfigStore:
                 out[t] = config
         return out, bool(missing)
 
-    def _stale_if_error(self, missing: dict[str, int | None], out: dict[str, StreamConfig], exc: Exception) -> None:
+    def _stale_if_error(
+        self, missing: dict[str, int | None], out: dict[str, StreamConfig], exc: Exception
+    ) -> None:
         """The Table read failed: every missing tenant whose cached copy is still the current version
         (as far as Redis says) keeps it for STALE_RETRY_SECONDS more; else `exc` is raised."""
         kept: list[tuple[str, _Cached]] = []
@@ -200,7 +202,9 @@ class ConfigStore:
         log.warning("stream configs unavailable (%s): %d tenant(s) routed on their cached config",
                     type(exc).__name__, len(kept))
 
-    async def _read_many(self, tenants: list[str], deadline: asyncio.Timeout) -> dict[str, tuple[StreamConfig, str | None]]:
+    async def _read_many(
+        self, tenants: list[str], deadline: asyncio.Timeout
+    ) -> dict[str, tuple[StreamConfig, str | None]]:
         """The stored configs of `tenants` (absent: none stored), in one query (see the module doc).
         Each page of the answer has READ_TIMEOUT_SECONDS: a range of many tenants' configs may take
         many pages, a Table service that stops answering fails the read."""
@@ -218,7 +222,8 @@ class ConfigStore:
         wanted = set(tenants)
         out: dict[str, tuple[StreamConfig, str | None]] = {}
         loop = asyncio.get_running_loop()
-        async for page in table.query_entities(flt, parameters=params, select=["PartitionKey", "Config"]).by_page():
+        pages = table.query_entities(flt, parameters=params, select=["PartitionKey", "Config"]).by_page()
+        async for page in pages:
             async for entity in page:
                 t = entity["PartitionKey"]
                 if t in wanted:
