@@ -293,7 +293,7 @@ async def hanging_tables(storage_connection_string: str, redis_port: int,
                          monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[ConfigStore, FreezableProxy]]:
     """A store whose Table endpoint goes through a FreezableProxy; the request-path bound at 1 s, the
     next read tried 0.5 s after a failed one (shorter than the failed read took)."""
-    monkeypatch.setattr(configstore, "READ_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(configstore, "STORAGE_READ_SECONDS", 1.0)
     monkeypatch.setattr(configstore, "STALE_RETRY_SECONDS", 0.5)
     table_port = int(storage_connection_string.split("TableEndpoint=")[1].split(";")[0].rsplit(":", 1)[1].split("/")[0])
     proxy = FreezableProxy(table_port)

@@ -29,6 +29,8 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_respon
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
 _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
 _JOB_ID = ("jobId", {"type": "string", "minLength": 1, "maxLength": 64}, "the job id POST answered")
+# Read routes of Table storage answer 503 with Retry-After when storage hangs past this (Route.deadline).
+_READ = limits.STORAGE_READ_SECONDS
 _TOKEN_DOC = ("the `continuationToken` of the previous page, sent with the same query parameters (it is signed "
               "and bound to the tenant and the query; any other value answers 400)")
 
@@ -52,7 +54,7 @@ API_ROUTES: tuple[Route, ...] = (
                  ("source", {"$ref": "#/components/schemas/Source"}, "only this source"))),
     Route("event_history", "GET", "events/{tenantId}/history", history.event_history,
           "A tenant's stored events (analytics table) in a time range, newest first, paged",
-          response_schema="EventHistory", tags=("events",),
+          response_schema="EventHistory", tags=("events",), deadline=_READ,
           query=(("from", {"type": "string", "format": "date-time"}, "RFC 3339, inclusive (default: 24 h before 'to')"),
                  ("to", {"type": "string", "format": "date-time"}, "RFC 3339, inclusive (default: now)"),
                  ("eventType", {"$ref": "#/components/schemas/EventType"}, "only this event type"),
@@ -61,7 +63,7 @@ API_ROUTES: tuple[Route, ...] = (
                  ("continuationToken", "string", _TOKEN_DOC))),
     Route("list_deadletters", "GET", "deadletters/{tenantId}", deadletters.list_deadletters,
           "A tenant's dead-lettered deliveries (destination, reason, attempts, last error, the event)",
-          response_schema="DeadLetterList", tags=("delivery",), unmapped=True,
+          response_schema="DeadLetterList", tags=("delivery",), unmapped=True, deadline=_READ,
           query=(("limit", _EVENTS_LIMIT, "1-1000, default 100"),
                  ("includeReplayed", {"type": "string", "enum": ["true", "false"]},
                   "also list records already replayed (default false)"),
@@ -78,11 +80,13 @@ API_ROUTES: tuple[Route, ...] = (
                            "backfills queued or running; retry after Retry-After"))),
     Route("list_backfills", "GET", "backfills/{tenantId}", backfills.list_backfills,
           "The tenant's backfill jobs, newest first", response_schema="BackfillList", tags=("delivery",),
+          deadline=_READ,
           query=(("limit", _EVENTS_LIMIT, "1-1000, default 50"), ("continuationToken", "string", _TOKEN_DOC))),
     Route("get_backfill", "GET", "backfills/{tenantId}/{jobId}", backfills.get_backfill,
           "A backfill's state and progress (read, delivered, skipped duplicates, filtered, failed, "
           "dead-lettered, position, rate, estimated time left)", response_schema="BackfillJob",
-          tags=("delivery",), path_params=(_JOB_ID,), responses=((404, "No such job for this tenant"),)),
+          tags=("delivery",), path_params=(_JOB_ID,), responses=((404, "No such job for this tenant"),),
+          deadline=_READ),
     Route("cancel_backfill", "DELETE", "backfills/{tenantId}/{jobId}", backfills.cancel_backfill,
           "Cancel a backfill: cancelled at once, or `cancelling` while a chunk runs (it stops at its next "
           "checkpoint)", response_schema="BackfillJob", success=202, tags=("delivery",), path_params=(_JOB_ID,),
@@ -92,7 +96,7 @@ API_ROUTES: tuple[Route, ...] = (
           response_schema="TenantMetrics", tags=("operations",)),
     Route("get_stream_config", "GET", "stream-config/{tenantId}", streamconfig.get_stream_config,
           "A tenant's stream configuration (the documented default when none is stored)",
-          response_schema="StreamConfig", tags=("config",)),
+          response_schema="StreamConfig", tags=("config",), deadline=_READ),
     Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
           "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency). The body "
           "GET answers with can be sent back as it is: its read-only `version` makes the write conditional on "
@@ -102,7 +106,7 @@ API_ROUTES: tuple[Route, ...] = (
                    ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
-          response_schema="AuditList", tags=("audit",), unmapped=True,
+          response_schema="AuditList", tags=("audit",), unmapped=True, deadline=_READ,
           query=(("limit", _AUDIT_LIMIT, "1-1000, default 100"),
                  ("continuation", "string", "the `continuation` of the previous page (signed and bound to the "
                                   "tenant; any other value answers 400)"))),

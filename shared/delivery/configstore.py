@@ -13,7 +13,7 @@ as the key range from the lowest to the highest of them (the stored configs in t
 back, the others are skipped). A tenant with no stored config gets the default, and that answer is
 cached like any other (a negative entry), so a new tenant costs one batched read, not one per event.
 
-When that read fails, or a page of it takes longer than READ_TIMEOUT_SECONDS (Table storage down or
+When that read fails, or a page of it takes longer than STORAGE_READ_SECONDS (Table storage down or
 hanging: the SDK's own read timeout and retries take 90 s), tenants whose cached copy is merely old --
 its version still the one Redis holds, or Redis unreadable -- keep it (stale if error), and the read is tried
 again after STALE_RETRY_SECONDS, not by every batch meanwhile. Events keep flowing to the
@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.core.events import utc_now_iso
+from shared.core.limits import STORAGE_READ_SECONDS
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
 from shared.storage.lazy import LazyTable
 from shared.storage.redisconn import TenantKeys, pipelined
@@ -45,7 +46,6 @@ _VERSION_KEYS = TenantKeys(("cfgver",))  # tenant -> (grc:{tenant}:cfgver,)
 # Azure Tables allows at most 15 discrete comparisons in a $filter: RowKey plus 14 PartitionKeys.
 # (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities)
 MAX_OR_TENANTS = 14
-READ_TIMEOUT_SECONDS = 10.0  # per page of the batch's config read (a destination's default timeout)
 STALE_RETRY_SECONDS = 5.0  # after a failed read, cached copies are used this long before the next try
 
 log = logging.getLogger("grc.pipeline")
@@ -172,7 +172,7 @@ class ConfigStore:
                 missing[t] = ver
         if missing:
             try:
-                async with asyncio.timeout(READ_TIMEOUT_SECONDS) as deadline:
+                async with asyncio.timeout(STORAGE_READ_SECONDS) as deadline:
                     stored = await self._read_many(list(missing), deadline)
             except Exception as exc:  # noqa: BLE001 - any failed or late read: stale if error, else raised
                 self._stale_if_error(missing, out, exc)
@@ -206,7 +206,7 @@ class ConfigStore:
         self, tenants: list[str], deadline: asyncio.Timeout
     ) -> dict[str, tuple[StreamConfig, str | None]]:
         """The stored configs of `tenants` (absent: none stored), in one query (see the module doc).
-        Each page of the answer has READ_TIMEOUT_SECONDS: a range of many tenants' configs may take
+        Each page of the answer has STORAGE_READ_SECONDS: a range of many tenants' configs may take
         many pages, a Table service that stops answering fails the read."""
         table = await self.table()
         ordered = sorted(tenants)
@@ -228,7 +228,7 @@ class ConfigStore:
                 t = entity["PartitionKey"]
                 if t in wanted:
                     out[t] = (StreamConfig.model_validate_json(entity["Config"]), entity.metadata.get("etag"))
-            deadline.reschedule(loop.time() + READ_TIMEOUT_SECONDS)  # the next page has its own time
+            deadline.reschedule(loop.time() + STORAGE_READ_SECONDS)  # the next page has its own time
         return out
 
     async def get(self, tenant_id: str) -> StreamConfig:

@@ -7,6 +7,7 @@ with `Retry-After` on every route, never a 500.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
@@ -78,18 +79,21 @@ async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:
     return await handler(req)
 
 
-async def handle(req: ApiRequest, handler: Handler, function_name: str | None = None) -> ApiResponse:
+async def handle(req: ApiRequest, handler: Handler, function_name: str | None = None,
+                 deadline: float | None = None) -> ApiResponse:
     """Run `handler` inside the invocation's telemetry operation (operation id = the traceparent's
     trace id, name = the Functions function name), so every log record and failure-type metric of
-    the request joins the host's request telemetry in Application Insights."""
+    the request joins the host's request telemetry in Application Insights. `deadline` (the route's):
+    past it the request is an outage, 503 with Retry-After."""
     with telemetry.operation(req.traceparent, function_name or f"{req.method} {req.path}"):
-        return await _handle(req, handler)
+        return await _handle(req, handler, deadline)
 
 
-async def _handle(req: ApiRequest, handler: Handler) -> ApiResponse:
+async def _handle(req: ApiRequest, handler: Handler, deadline: float | None = None) -> ApiResponse:
     req.correlation_id = correlation_id_for(req)
     try:
-        resp = await _secure(req, handler)
+        async with asyncio.timeout(deadline):  # TimeoutError past it: an outage below
+            resp = await _secure(req, handler)
     except ProblemError as exc:
         resp = exc.response(instance=req.path, correlation_id=req.correlation_id)
     except SecurityError as exc:  # generic detail only; the reason goes to the log

@@ -32,9 +32,10 @@ def to_http_response(resp: ApiResponse) -> func.HttpResponse:
                              mimetype=resp.media_type, charset="utf-8")
 
 
-async def serve(req: func.HttpRequest, handler: Handler, context: func.Context | None = None) -> func.HttpResponse:
+async def serve(req: func.HttpRequest, handler: Handler, context: func.Context | None = None,
+                deadline: float | None = None) -> func.HttpResponse:
     name = getattr(context, "function_name", None) if context is not None else None
-    return to_http_response(await handle(to_api_request(req, context), handler, name))
+    return to_http_response(await handle(to_api_request(req, context), handler, name, deadline))
 
 
 def http_functions(routes: Sequence[Route]) -> func.Blueprint:
@@ -52,12 +53,12 @@ def http_functions(routes: Sequence[Route]) -> func.Blueprint:
 
 
 def _function(route: Route) -> object:
-    handler = route.handler
+    handler, deadline = route.handler, route.deadline
 
     # The worker binds the trigger to the parameter named `req` (the route decorator's default) and
     # passes the invocation context to a parameter named `context`.
     async def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-        return await serve(req, handler, context)
+        return await serve(req, handler, context, deadline)
 
     function.__name__ = function.__qualname__ = route.name
     return function

@@ -41,6 +41,11 @@ class Route:
     # Answers beyond the common ones: (status, description); a 2xx carries the response schema,
     # anything else problem details.
     responses: tuple[tuple[int, str], ...] = ()
+    # Seconds the whole answer may take (None: no bound of its own). Read routes of Table storage have
+    # one: a store that hangs is answered 503 with Retry-After when it passes, not after the SDK's own
+    # timeouts and retries. Cancelling a read changes nothing; writes and replays are not bounded so
+    # (cancelled halfway, a config could change without its audit record).
+    deadline: float | None = None
 
     @property
     def methods(self) -> tuple[str, ...]:

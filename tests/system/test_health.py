@@ -251,6 +251,37 @@ def test_tables_hanging_events_still_flow_on_the_cached_stream_configs(hangable:
     assert "routed on their cached config" in app.log()
 
 
+# The routes that read Table storage (README "Health": a store that hangs is a 503 with Retry-After
+# within STORAGE_READ_SECONDS, 10 s); the SDK's own timeouts and retries took 90 s.
+TABLE_READS = ("/audit/{t}", "/events/{t}/history", "/deadletters/{t}", "/backfills/{t}",
+               "/backfills/{t}/bf-0000000000000-00000000", "/stream-config/{t}")
+
+
+def test_tables_hanging_read_routes_answer_503_within_the_read_deadline(hangable: tuple[Stack, App]) -> None:
+    stack, app = hangable
+    t = tenant("rd")
+    before = {path: app.get(path.format(t=t), tenants=[t]).status_code for path in TABLE_READS}
+    assert before == {p: 404 if "/bf-" in p else 200 for p in TABLE_READS}, before
+
+    def timed(path: str) -> tuple[httpx.Response, float]:
+        t0 = time.monotonic()
+        r = app.get(path.format(t=t), tenants=[t])
+        return r, time.monotonic() - t0
+
+    with _outage(stack, app, "azurite", freeze=True) as answers:
+        _until(app, answers, lambda r: r.status_code == 503 and _dep(r, "tables") == "unhealthy",
+               "tables unhealthy while Azurite is frozen")
+        with ThreadPoolExecutor(len(TABLE_READS)) as pool:  # at once: each has its own deadline
+            during = dict(zip(TABLE_READS, pool.map(timed, TABLE_READS)))
+        for path, (r, took) in during.items():
+            assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, (path, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json"), (path, r.headers)
+            assert 9.5 <= took < 13.0, (path, took)  # the deadline (10 s), not the SDK's 90 s
+    after = {path: app.get(path.format(t=t), tenants=[t]).status_code for path in TABLE_READS}
+    assert after == before, after
+    assert app.alive()
+
+
 def test_a_destination_down_is_200_degraded(hangable: tuple[Stack, App]) -> None:
     """A tenant's Kafka destination built on the instance is checked; its broker stopped: degraded."""
     stack, app = hangable
