@@ -11,8 +11,9 @@ MAX_STRING_LENGTH = 256 * 1024
 MAX_EVENTS_QUERY_LIMIT = 1_000
 DEFAULT_EVENTS_QUERY_LIMIT = 100
 MAX_CLOCK_SKEW_SECONDS = 300         # a client timestamp further in the future is refused
-# How long a read of Table storage may go unanswered before it counts as an outage: a read route's
-# whole answer (shared/api/routes.py, `Route.deadline`), each page of the stream-config read. Against a
-# store that accepts connections and never answers, the SDK's own timeouts and retries took 90 s (30 s
-# read timeout, three attempts); healthy storage answers a page in milliseconds (and a query within 5 s).
+# How long Storage may leave a call unanswered before it counts as an outage: a read route's whole
+# answer (shared/api/routes.py, `Route.deadline`), each page of the stream-config read, each attempt of
+# any Storage SDK call (its `read_timeout`, shared/storage/clients.py). Against a store that accepts
+# connections and never answers, the SDK's defaults took 90 s (30 s per attempt, three attempts);
+# healthy storage answers a page in milliseconds (and the Table service ends a query's page within 5 s).
 STORAGE_READ_SECONDS = 10.0

@@ -14,7 +14,7 @@ back, the others are skipped). A tenant with no stored config gets the default, 
 cached like any other (a negative entry), so a new tenant costs one batched read, not one per event.
 
 When that read fails, or a page of it takes longer than STORAGE_READ_SECONDS (Table storage down or
-hanging: the SDK's own read timeout and retries take 90 s), tenants whose cached copy is merely old --
+hanging: the SDK's own read timeout and retries take about 31 s), tenants whose cached copy is merely old --
 its version still the one Redis holds, or Redis unreadable -- keep it (stale if error), and the read is tried
 again after STALE_RETRY_SECONDS, not by every batch meanwhile. Events keep flowing to the
 destinations during a Tables outage. A tenant with no copy, or whose config Redis says has changed,

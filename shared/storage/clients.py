@@ -14,12 +14,17 @@ from azure.data.tables.aio import TableServiceClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from shared.core.limits import STORAGE_READ_SECONDS
 from shared.core.settings import Settings
 
 # The request path has its own retries (destination retry policies, the retry queue, the client's
 # retry on 503): the SDK's own retries stay short and a dead endpoint fails in seconds, not minutes.
+# `read_timeout` is per attempt (a socket read): STORAGE_READ_SECONDS, so a store that accepts
+# connections and never answers fails an operation in about 31 s (three attempts), not 90 s as with the
+# SDK's 30 s. Storage answers within it when alive: the Table service ends a query's page within 5 s,
+# and writes on the delivery path are bounded tighter by their destination's `timeoutSeconds`.
 CLIENT_OPTIONS: dict[str, float] = {"retry_total": 2, "retry_backoff_factor": 0.3, "retry_backoff_max": 2,
-                                    "connection_timeout": 5, "read_timeout": 30}
+                                    "connection_timeout": 5, "read_timeout": STORAGE_READ_SECONDS}
 
 
 def managed_identity() -> Any:
