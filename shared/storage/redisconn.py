@@ -78,9 +78,11 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
         socket_timeout=5.0,
         socket_connect_timeout=2.0,
         health_check_interval=30,
-        # A short retry on connection drops; longer outages surface as failed deliveries.
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # A short retry on connection drops (reset, refused: a restart, a failover); longer outages
+        # surface as failed deliveries. A timeout is not retried: Redis that accepts connections and
+        # does not answer would cost every call three socket timeouts and a reconnect each (a single
+        # POST took 93 s, its config check alone 46 s); the callers' own retries and fallbacks apply.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2, supported_errors=(RedisConnectionError,)),
         decode_responses=False,
     )
     # The provider is passed again so the client registers the pool for token re-authentication.

@@ -223,6 +223,35 @@ def test_redis_hanging_is_503_with_retry_after_within_the_timeout(hangable: tupl
         assert anonymous.status_code == 503 and int(anonymous.headers["retry-after"]) > 0, anonymous.headers
 
 
+def test_redis_hanging_an_event_is_parked_within_25_s_and_delivered_after(hangable: tuple[Stack, App]) -> None:
+    """Redis frozen: a POST still answers 201 with its Redis delivery parked in the retry queue, in
+    about 21 s (the rate limit's and the config check's Redis calls give up after the 5 s socket
+    timeout, the delivery's two attempts too); redis-py retried each timed-out call three times and
+    reconnected, and the same POST took 93 s. Once Redis answers again the parked event reaches the
+    tenant's stream, once."""
+    stack, app = hangable
+    t = tenant("rh")
+    first = _post_event(app, t)
+    assert first.status_code == 201, first.text  # the tenant is known: its config is cached
+    with _outage(stack, app, "redis", freeze=True) as answers:
+        _until(app, answers, lambda r: r.status_code == 503, "503 while Redis is frozen")
+        t0 = time.monotonic()
+        posted = _post_event(app, t)
+        took = time.monotonic() - t0
+        assert posted.status_code == 201, posted.text
+        assert [(d["destination"], d["status"]) for d in posted.json()["destinations"]] == [("redis", "parked")]
+        assert took < 25.0, took
+    event_id = posted.json()["eventId"]
+
+    def in_stream() -> list[str] | None:
+        r = app.get(f"/events/{t}", params={"eventType": "RISK_UPDATED"}, tenants=[t])  # not the SYSTEM_ERROR
+        ids = [e["event"]["eventId"] for e in r.json()["events"]] if r.status_code == 200 else []
+        return ids if event_id in ids else None
+
+    ids = wait_for(in_stream, 90, 1.0, what="the parked event delivered from the retry queue")
+    assert ids.count(event_id) == 1 and len(ids) == 2, ids
+
+
 def test_tables_hanging_events_still_flow_on_the_cached_stream_configs(hangable: tuple[Stack, App]) -> None:
     """Azurite frozen (Tables and the retry queue hang): a tenant this instance has routed before keeps
     publishing on its cached config, past STREAM_CONFIG_CACHE_SECONDS (1 s here): the config read gives
