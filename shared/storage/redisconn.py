@@ -82,7 +82,8 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
         # surface as failed deliveries. A timeout is not retried: Redis that accepts connections and
         # does not answer would cost every call three socket timeouts and a reconnect each (a single
         # POST took 93 s, its config check alone 46 s); the callers' own retries and fallbacks apply.
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2, supported_errors=(RedisConnectionError,)),
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2,
+                    supported_errors=(RedisConnectionError,)),
         decode_responses=False,
     )
     # The provider is passed again so the client registers the pool for token re-authentication.
