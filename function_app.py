@@ -46,8 +46,17 @@ async def run_backfill(msg: func.QueueMessage, context: func.Context) -> None:
         await jobs.run_backfill(msg.get_body(), msg.id)
 
 
-# Hourly: drop analytics hour partitions older than each tenant's retentionDays.
+# Hourly: drop analytics hour partitions older than each tenant's retentionDays. A failed run (Table
+# storage down) is run again by the host's retry policy (supported for timers), 10 s, 20 s, 40 s
+# later, rather than an hour later; a run is idempotent, so a retry beside a slow run is harmless.
+PURGE_RETRY: dict[str, Any] = {
+    "strategy": "exponential_backoff", "max_retry_count": "3",
+    "minimum_interval": "00:00:10", "maximum_interval": "00:01:00",
+}
+
+
 @app.function_name("purge_analytics")
+@app.retry(**PURGE_RETRY)
 @app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)
 async def purge_analytics(timer: func.TimerRequest, context: func.Context) -> None:
     with telemetry.invocation(context):

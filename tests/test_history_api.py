@@ -1,6 +1,7 @@
 """GET /events/{tenantId}/history and the analytics retention timer, through the registered functions."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,3 +93,31 @@ async def test_retention_timer_purges_expired_hour_partitions(app_services: Serv
     assert await count(keep) == 31
     page = await app_services.analytics.history(t, from_ms=0, to_ms=2**41, limit=100)
     assert len(page.events) == 1
+
+
+async def test_two_purges_at_once_both_finish_and_delete_every_expired_entity(app_services: Services) -> None:
+    """A run by hand beside the hourly one, or a retry beside a slow run: both read the same keys, and
+    the later delete of an entity the other already deleted must not fail the run (a transaction that
+    names an absent entity is refused whole)."""
+    tenants = [await setup_tenant(app_services, retention_days=1) for _ in range(3)]
+    old = datetime.now(UTC) - timedelta(days=3)
+    for t in tenants:
+        events = [ev(t, old - timedelta(hours=h, minutes=i)) for h in range(4) for i in range(40)]
+        _, _, body = await invoke("publish_events_bulk", "POST", "/events/bulk", {"events": events})
+        assert body["accepted"] == 160
+
+    async def retention_of(names: list[str]) -> dict[str, int]:
+        return {n: 1 for n in names if n in tenants}
+
+    analytics = app_services.analytics
+    first, second = await asyncio.gather(analytics.purge_expired(retention_of),
+                                         analytics.purge_expired(retention_of))
+    assert first["entities"] + second["entities"] >= 3 * 160
+    table = await analytics.table()
+    for t in tenants:
+        left = [e async for e in table.query_entities(
+            "PartitionKey ge @lo and PartitionKey lt @hi", parameters={"lo": t + "_", "hi": t + "`"},
+            select=["RowKey"])]
+        assert left == [], t
+        page = await analytics.history(t, from_ms=0, to_ms=2**41, limit=10)
+        assert page.events == []

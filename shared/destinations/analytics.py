@@ -42,7 +42,7 @@ from typing import Any
 
 import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.core.destination_options import AnalyticsOptions
@@ -425,8 +425,18 @@ class AnalyticsDestination:
         keys = [e["RowKey"] async for e in table.query_entities(
             "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"])]
         for start in range(0, len(keys), MAX_BATCH_OPS):
-            await table.submit_transaction(
-                [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in keys[start:start + MAX_BATCH_OPS]])
+            part = keys[start:start + MAX_BATCH_OPS]
+            try:
+                await table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk})
+                                                for rk in part])
+            except TableTransactionError as exc:
+                if exc.status_code != 404:
+                    raise
+                # Another purge got there first (a run by hand beside the hourly one, a retry beside a
+                # slow run): one absent entity refuses the whole transaction, and deleting one by one
+                # takes an absent entity as deleted (the SDK's delete_entity ignores 404).
+                for rk in part:
+                    await table.delete_entity(pk, rk)
         return len(keys)
 
     async def health(self) -> DependencyHealth:

@@ -5,16 +5,18 @@ fsync'd AOF, data on disk, as the real services keep what they acknowledged) wit
 (short Kafka delivery timeout); a test may stop any of its services by PID and must leave them
 running (the fixture checks). Tests that need still other settings start their own (`start_app`,
 `Stack`). After every test, every `<queue>-poison` queue must be empty: a message the host would
-give up on is a delivery nobody retries.
+give up on is a delivery nobody retries. A failing test's report ends with what the runners logged
+while it ran (warnings, errors, each timer or queue invocation's outcome): a CI run keeps only that.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.system.harness import App, Stack, app_env, start_app
+from tests.system.harness import APP_LOGS, App, Stack, app_env, start_app
 
 STACK = ("redis", "azurite", "cosmos", "kafka")
 BREAKABLE = ("redis-durable", "azurite-durable", "cosmos", "kafka")
@@ -86,3 +88,48 @@ def no_poison(request: pytest.FixtureRequest) -> Iterator[None]:
     for stack in stacks:
         poisoned = {q: n for q, n in stack.poison_counts().items() if n}
         assert not poisoned, f"messages moved to poison queues: {poisoned}"
+
+
+# A failing test shows what the runners logged while it ran, as far as it says why: warnings, errors
+# with their tracebacks, and each non-HTTP invocation's outcome (timers, queue messages, jobs).
+_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) (\S+)")
+LOG_LINES_SHOWN = 60
+_LOG_START = pytest.StashKey[dict[Path, int]]()
+
+
+def _telling(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    keep = False
+    for line in lines:
+        m = _LINE.match(line)
+        if m:
+            level, logger = m.groups()
+            keep = level in ("WARNING", "ERROR", "CRITICAL") or logger.startswith("grc.jobs") \
+                or "Executed 'Functions." in line
+        if keep:
+            out.append(line[:300])
+    return out[-LOG_LINES_SHOWN:]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    item.stash[_LOG_START] = {p: p.stat().st_size for p in APP_LOGS if p.exists()}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep: pytest.TestReport = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    start = item.stash.get(_LOG_START, {})
+    for path in APP_LOGS:
+        if not path.exists():
+            continue
+        with path.open("rb") as f:
+            f.seek(start.get(path, 0))
+            lines = f.read().decode(errors="replace").splitlines()
+        if shown := _telling(lines):
+            rep.sections.append((f"{path.name}: warnings, errors and invocations during the test",
+                                 "\n".join(shown)))

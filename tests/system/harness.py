@@ -33,6 +33,9 @@ from localdev import services
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SETTINGS = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
 T = TypeVar("T")
+# Every runner log this session wrote (conftest shows a failing test the warnings and errors its apps
+# logged meanwhile: a CI run keeps only the test output).
+APP_LOGS: list[Path] = []
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2,
@@ -257,6 +260,7 @@ def start_app(env: dict[str, str], work: Path, *args: str, timeout: float = 60.0
         cwd=ROOT, env=child_env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         stdin=subprocess.DEVNULL, start_new_session=True)
     app = App(f"http://127.0.0.1:{port}", env, proc, log_path)
+    APP_LOGS.append(log_path)
 
     def running() -> bool:
         if proc.poll() is not None:

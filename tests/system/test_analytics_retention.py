@@ -4,10 +4,12 @@ A tenant with the analytics destination and retentionDays 1 gets events timestam
 hours) and recent ones (20 h ago, now); `purge_analytics` is run through the host's admin API. The
 old hours must be gone from GET /events/{t}/history and from the table (their partitions
 `{t}_{yyyyMMddHH}_{shard}` and their `~index` rows, read with the Azure Tables SDK); the recent
-hours must remain, in both.
+hours must remain, in both. A run that fails (Table storage stopped by PID) is run again by the
+host's retry policy and purges once storage is back, without waiting for the next hour.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +19,8 @@ from azure.data.tables import TableClient
 from tests.system.harness import App, Stack, tenant, wait_for
 
 SHARDS = 2
+OLD = (timedelta(days=3), timedelta(days=3, hours=2))  # ago: past retentionDays 1
+RECENT = (timedelta(hours=20), timedelta(0))  # ago: within it
 
 
 def _iso(dt: datetime) -> str:
@@ -28,8 +32,22 @@ def _event(t: str, at: datetime) -> dict[str, Any]:
             "entityId": "r-1", "data": {"score": 3}, "eventId": f"ev-{uuid.uuid4().hex[:12]}", "timestamp": _iso(at)}
 
 
-def _history(app: App, t: str, since: datetime) -> set[str]:
+def _setup(app: App, t: str, now: datetime) -> tuple[set[str], set[str]]:
+    """The tenant's stream config (analytics, retentionDays 1) and its events: (old ids, recent ids)."""
+    r = app.put(f"/stream-config/{t}", tenants=[t], json={
+        "retentionDays": 1, "destinations": [{"type": "analytics", "config": {"shards": SHARDS}}]})
+    assert r.status_code == 201, r.text
+    old, recent = [_event(t, now - ago) for ago in OLD], [_event(t, now - ago) for ago in RECENT]
+    r = app.post("/events/bulk", json={"events": old + recent}, tenants=[t])
+    assert r.status_code == 200 and {e["status"] for e in r.json()["results"]} == {"accepted"}, r.text
+    return {e["eventId"] for e in old}, {e["eventId"] for e in recent}
+
+
+def _history(app: App, t: str, since: datetime, *, or_503: bool = False) -> set[str] | None:
+    """The event ids of the tenant's history; None for a 503 when `or_503` (storage starting again)."""
     r = app.get(f"/events/{t}/history", params={"from": _iso(since), "limit": "1000"}, tenants=[t])
+    if or_503 and r.status_code == 503:
+        return None
     assert r.status_code == 200, r.text
     assert r.json().get("continuationToken") is None, "one page expected"
     return {e["eventId"] for e in r.json()["events"]}
@@ -48,18 +66,8 @@ def _stored_hours(table: TableClient, t: str) -> tuple[set[str], set[str]]:
 def test_purge_deletes_the_hours_past_retention_and_keeps_the_rest(app: App, stack: Stack) -> None:
     t = tenant("ret")
     now = datetime.now(UTC)
-    old_times = [now - timedelta(days=3), now - timedelta(days=3, hours=2)]
-    recent_times = [now - timedelta(hours=20), now]
-    r = app.put(f"/stream-config/{t}", tenants=[t], json={
-        "retentionDays": 1, "destinations": [{"type": "analytics", "config": {"shards": SHARDS}}]})
-    assert r.status_code == 201, r.text
-    old = [_event(t, at) for at in old_times]
-    recent = [_event(t, at) for at in recent_times]
-    r = app.post("/events/bulk", json={"events": old + recent}, tenants=[t])
-    assert r.status_code == 200 and {e["status"] for e in r.json()["results"]} == {"accepted"}, r.text
-    old_ids, recent_ids = {e["eventId"] for e in old}, {e["eventId"] for e in recent}
-    old_hours = {at.strftime("%Y%m%d%H") for at in old_times}
-    recent_hours = {at.strftime("%Y%m%d%H") for at in recent_times}
+    old_ids, recent_ids = _setup(app, t, now)
+    old_hours, recent_hours = ({(now - ago).strftime("%Y%m%d%H") for ago in agos} for agos in (OLD, RECENT))
     since = now - timedelta(days=4)
     assert _history(app, t, since) == old_ids | recent_ids  # all stored before the purge
 
@@ -72,3 +80,28 @@ def test_purge_deletes_the_hours_past_retention_and_keeps_the_rest(app: App, sta
         data, index = wait_for(lambda: (got if (got := _stored_hours(table, t))[1] == recent_hours else None), 30,
                                what="the old hours' index rows deleted")
     assert data == recent_hours, f"partitions of purged hours left behind: {sorted(data - recent_hours)}"
+
+
+def test_a_purge_that_fails_is_run_again_by_the_host_retry_policy(breakable: tuple[Stack, App]) -> None:
+    stack, app = breakable
+    t = tenant("ret")
+    now = datetime.now(UTC)
+    old_ids, recent_ids = _setup(app, t, now)
+    since = now - timedelta(days=4)
+    assert _history(app, t, since) == old_ids | recent_ids
+    runs = "Executed 'Functions.purge_analytics'"
+    before = app.log().count(runs)
+    stack.down("azurite-durable")
+    try:
+        app.run_function("purge_analytics")
+        # What an operator sees: the run failed (the host logs each execution's outcome).
+        wait_for(lambda: f"{runs} (Failed" in app.log().split(runs, before)[-1], 60, 0.5,
+                 what="the purge run failed while Table storage is down")
+    finally:
+        stack.up("azurite-durable")
+    failed_at = time.monotonic()
+    # Retried 10 s after the failure (then 20 s, 40 s): purged well before the next hourly run.
+    wait_for(lambda: _history(app, t, since, or_503=True) == recent_ids, 75, 1.0,
+             what="old hours purged by a retry")
+    assert time.monotonic() - failed_at < 75
+    assert app.log().count(f"{runs} (Succeeded") > 0
