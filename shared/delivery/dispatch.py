@@ -6,13 +6,16 @@ in flight per destination): a per-attempt timeout, and the failed, transient eve
 process a few times with a short backoff (at most IN_PROCESS_MAX_DELAY_SECONDS) before the pipeline
 parks them. A destination that raises, or does not answer in time, fails its events transiently: a
 destination bug never loses a batch. Time a call waits behind the destination's own concurrency limit
-while the dependency keeps answering is not "not answering" (destinations/own_limit.py).
+while the dependency keeps answering is not "not answering" (destinations/own_limit.py). A tenant
+whose events a call failed all, slowly, has its deliveries to that destination paused for a while:
+they then fail at once, unsent, and are parked (breaker.py).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -20,6 +23,7 @@ from shared.core.destination_options import IN_PROCESS_MAX_DELAY_SECONDS, RetryP
 from shared.core.events import Event
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
+from shared.delivery.breaker import Breaker
 from shared.destinations.base import Chunk, Destination
 from shared.destinations.own_limit import attempt_clock
 from shared.observability.tenant_metrics import BatchStats
@@ -57,6 +61,7 @@ class Dispatcher:
         self.destinations = destinations
         self.rand = rand
         self._routes: dict[int, tuple[StreamConfig, Route]] = {}
+        self.breaker = Breaker()
 
     def route_for(self, config: StreamConfig) -> Route:
         hit = self._routes.get(id(config))
@@ -70,13 +75,14 @@ class Dispatcher:
 
     async def deliver_chunks(
         self, dest_type: str, chunks: list[tuple[StreamConfig, list[Event]]], stats: BatchStats,
-        attempts: int | None = None,
+        attempts: int | None = None, guarded: bool = True,
     ) -> list[list[Delivery]]:
         """Chunks of any number of tenants to one destination; a Delivery per event, per chunk.
 
         Chunks whose tenants share a retry policy (normally all) go in one call per attempt; the
         groups of different policies go one after another, so one batch never has more than one
-        call in flight to a destination.
+        call in flight to a destination. `guarded=False` (the retry queue's drain, replays): sent
+        even for tenants whose deliveries are paused (breaker.py).
         """
         dest = self.destinations.get(dest_type)
         if dest is None:
@@ -96,25 +102,29 @@ class Dispatcher:
                 group[1].append(j)
         if len(groups) == 1:  # the usual case: every tenant of the batch has the same policy
             [(policy, _)] = groups.values()
-            return await self._deliver_group(dest, prepared, policy, stats, attempts)
+            return await self._deliver_group(dest, prepared, policy, stats, attempts, guarded)
         out: list[list[Delivery]] = [[] for _ in chunks]
         for policy, members in groups.values():
-            got = await self._deliver_group(dest, [prepared[j] for j in members], policy, stats, attempts)
+            got = await self._deliver_group(dest, [prepared[j] for j in members], policy, stats, attempts,
+                                            guarded)
             for j, dels in zip(members, got):
                 out[j] = dels
         return out
 
     async def _deliver_group(
         self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy, stats: BatchStats,
-        attempts: int | None,
+        attempts: int | None, guarded: bool,
     ) -> list[list[Delivery]]:
         """Calls under one retry policy: the failed, transient events of every chunk are tried again
-        together, after the policy's (capped) backoff."""
-        out = await self._attempt(dest, chunks, policy)
+        together, after the policy's (capped) backoff, except a tenant's paused meanwhile (parked now)."""
+        out = await self._attempt(dest, chunks, policy, guarded)
         tries = attempts if attempts is not None else policy.inProcessAttempts
+        breaker = self.breaker
         for attempt in range(2, tries + 1):
             again = []  # (chunk, positions of its failed transient events); one pass, lists only for those
             for c, dels in enumerate(out):
+                if guarded and breaker.paused(dest.type, chunks[c].stream.tenantId):
+                    continue  # parked now rather than waiting for another slow failure
                 for d in dels:
                     if d.status == "failed" and d.transient:
                         again.append((c, [i for i, x in enumerate(dels) if x.status == "failed" and x.transient]))
@@ -125,7 +135,7 @@ class Dispatcher:
                 stats.tenant(chunks[c].stream.tenantId).count("retry", len(ix))
             await asyncio.sleep(min(IN_PROCESS_MAX_DELAY_SECONDS, policy.delay(attempt - 1, self.rand())))
             retry = [Chunk(chunks[c].stream, chunks[c].options, [chunks[c].events[i] for i in ix]) for c, ix in again]
-            got = await self._attempt(dest, retry, policy)
+            got = await self._attempt(dest, retry, policy, guarded)
             for (c, ix), dels in zip(again, got):
                 row = out[c] = list(out[c])
                 for i, d in zip(ix, dels):
@@ -133,6 +143,33 @@ class Dispatcher:
         return out
 
     async def _attempt(
+        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy, guarded: bool
+    ) -> list[list[Delivery]]:
+        if not guarded:
+            return await self._measured(dest, chunks, policy, frozenset())
+        admission = self.breaker.admit(dest.type, chunks)
+        if not admission.refused:
+            return await self._measured(dest, chunks, policy, admission.probes)
+        out = [self.breaker.refused(dest.type, ch) for ch in chunks]
+        if admission.sent:
+            got = await self._measured(dest, [chunks[i] for i in admission.sent], policy, admission.probes)
+            for i, dels in zip(admission.sent, got):
+                out[i] = dels
+        return out
+
+    async def _measured(
+        self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy, probes: frozenset[str]
+    ) -> list[list[Delivery]]:
+        """The call, its outcome and duration told to the breaker."""
+        started = time.monotonic()
+        out: list[list[Delivery]] = []
+        try:
+            out = await self._call(dest, chunks, policy)
+            return out
+        finally:  # also when cancelled: a probe that never ends would pause its tenants for good
+            self.breaker.record(dest.type, chunks, out, time.monotonic() - started, probes)
+
+    async def _call(
         self, dest: Destination, chunks: list[Chunk], policy: RetryPolicy
     ) -> list[list[Delivery]]:
         try:

@@ -359,7 +359,8 @@ class Pipeline:
         if stats is not None:
             batch.tenants[config.tenantId] = stats
         chunks = [(config, list(events))]
-        return (await self.dispatch.deliver_chunks(dest_type, chunks, batch, attempts=attempts))[0]
+        return (await self.dispatch.deliver_chunks(dest_type, chunks, batch, attempts=attempts,
+                                                   guarded=False))[0]
 
     async def _finish(self, stats: BatchStats, results: Sequence[EventResult]) -> None:
         if self.metrics is not None:

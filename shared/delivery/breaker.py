@@ -1,0 +1,137 @@
+"""Deliveries paused for a tenant whose destination makes its callers wait and then fails.
+
+Why: a dependency that hangs or holds messages (a Kafka broker down: librdkafka keeps each message
+until `KAFKA_DELIVERY_TIMEOUT_MS`, then fails it) made every request wait for its whole attempt
+timeout, twice with the in-process retry: a POST /events answered after about a minute while Event
+Hubs was down, longer than many clients wait. Once a call has failed every event of a tenant
+transiently after at least SLOW_FAILURE_SECONDS, that tenant's deliveries to that destination are
+paused for PAUSE_SECONDS: they are not sent and fail at once, so the pipeline parks them (the client
+is answered at once, the retry queue delivers later), and the in-process retries of the call are
+not made. Then one call at a time carries the tenant's events as a probe: a delivered event resumes
+the tenant, another failure pauses it again.
+
+Per tenant, not per destination: one tenant's own fault (a topic that does not exist also fails
+slowly) must not hold up the other tenants' deliveries. In an outage each tenant then waits once
+per pause, not on every request.
+
+Safe for the dedupe windows: an event that is not sent cannot land later. A destination that fails
+fast (connection refused) is not paused: its callers do not wait, and the in-process retry is worth
+having for a blip. The state is per instance. The retry queue's drain and replays are not paused
+(their calls are how the destination is found back), but their outcomes count.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from shared.core.results import Delivery
+from shared.destinations.base import Chunk
+
+log = logging.getLogger("grc.pipeline")
+
+SLOW_FAILURE_SECONDS = 2.0  # a call failing every event after this long would make the next callers wait too
+PAUSE_SECONDS = 10.0  # how long deliveries fail at once before a call is let through as a probe
+MAX_PAUSED = 10_000  # (destination, tenant) pairs kept; past it, the ended pauses are forgotten
+
+
+@dataclass
+class _Paused:
+    until: float
+    reason: str
+    probing: bool = False
+
+
+@dataclass
+class Admission:
+    """Which chunks of a call are sent (the others are refused) and which tenants' chunks probe."""
+
+    sent: list[int]
+    refused: list[int]
+    probes: frozenset[str]
+
+
+class Breaker:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._paused: dict[tuple[str, str], _Paused] = {}
+
+    def paused(self, dest_type: str, tenant: str) -> bool:
+        """Whether the tenant's deliveries to `dest_type` are paused now; no side effect."""
+        p = self._paused.get((dest_type, tenant))
+        return p is not None and (p.probing or self.clock() < p.until)
+
+    def admit(self, dest_type: str, chunks: Sequence[Chunk]) -> Admission:
+        if not self._paused:  # the usual case, kept cheap: nothing paused anywhere
+            return Admission(list(range(len(chunks))), [], frozenset())
+        now = self.clock()
+        decided: dict[str, bool] = {}  # tenant -> sent (a tenant's chunks of one call go or stay together)
+        probes: set[str] = set()
+        sent: list[int] = []
+        refused: list[int] = []
+        for i, ch in enumerate(chunks):
+            tenant = ch.stream.tenantId
+            go = decided.get(tenant)
+            if go is None:
+                p = self._paused.get((dest_type, tenant))
+                if p is None:
+                    go = True
+                elif p.probing or now < p.until:
+                    go = False
+                else:
+                    go, p.probing = True, True
+                    probes.add(tenant)
+                decided[tenant] = go
+            (sent if go else refused).append(i)
+        return Admission(sent, refused, frozenset(probes))
+
+    def record(self, dest_type: str, chunks: Sequence[Chunk], deliveries: Sequence[Sequence[Delivery]],
+               elapsed: float, probes: frozenset[str]) -> None:
+        """A call's outcome, per tenant: a slow failure of all its events pauses (any failure, for a
+        probe); any delivered event resumes. `deliveries` empty: the call broke off (cancelled)."""
+        for tenant in probes:
+            p = self._paused.get((dest_type, tenant))
+            if p is not None:
+                p.probing = False
+        if not deliveries or (elapsed < SLOW_FAILURE_SECONDS and not probes and not self._paused):
+            return  # the usual case: a quick call and nothing paused
+        failed_all: dict[str, bool] = {}
+        error: dict[str, str] = {}
+        for ch, dels in zip(chunks, deliveries):
+            tenant = ch.stream.tenantId
+            ok = failed_all.get(tenant, True)
+            for d in dels:
+                if d.status != "failed" or not d.transient:
+                    ok = False
+                    break
+            failed_all[tenant] = ok and bool(dels)
+            if dels and dels[0].error:
+                error.setdefault(tenant, dels[0].error)
+        for tenant, all_failed in failed_all.items():
+            key = (dest_type, tenant)
+            p = self._paused.get(key)
+            if all_failed and (elapsed >= SLOW_FAILURE_SECONDS or tenant in probes):
+                reason = f"a call failed every event after {elapsed:.1f} s ({error.get(tenant, 'no answer')})"
+                if p is None:
+                    log.warning("destination %s paused for tenant %s for %.0f s: %s", dest_type, tenant,
+                                PAUSE_SECONDS, reason)
+                    self._forget_ended()
+                self._paused[key] = _Paused(self.clock() + PAUSE_SECONDS, reason)
+            elif p is not None and not all_failed:
+                del self._paused[key]
+                log.warning("destination %s resumed for tenant %s: a call delivered again", dest_type, tenant)
+
+    def refused(self, dest_type: str, chunk: Chunk) -> list[Delivery]:
+        """The deliveries of a chunk not sent because its tenant's deliveries are paused."""
+        p = self._paused.get((dest_type, chunk.stream.tenantId))
+        error = f"not sent: {dest_type} paused for this tenant after {p.reason if p else 'a slow failure'}"
+        return [Delivery(destination=dest_type, status="failed", transient=True, error=error)
+                for _ in chunk.events]
+
+    def _forget_ended(self) -> None:
+        if len(self._paused) < MAX_PAUSED:
+            return
+        now = self.clock()
+        for key in [k for k, p in self._paused.items() if not p.probing and now >= p.until]:
+            del self._paused[key]
