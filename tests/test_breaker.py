@@ -120,15 +120,25 @@ async def test_after_the_pause_one_probe_goes_through_and_a_delivery_resumes(
     assert [d.status for d in after] == ["delivered", "delivered"] and dep.calls == 3
 
 
-async def test_a_probe_that_fails_pauses_again(setup: tuple[Dispatcher, FakeBroker, Clock]) -> None:
+async def test_a_probe_that_fails_pauses_again_for_twice_as_long(
+    setup: tuple[Dispatcher, FakeBroker, Clock],
+) -> None:
     dispatch, dep, clock = setup
     await call(dispatch)
-    clock.now += breaker.PAUSE_SECONDS
-    dep.delay = 0.0  # even a fast failure of the probe: the destination is not back
-    await call(dispatch)
-    assert dep.calls == 2
-    await call(dispatch)
-    assert dep.calls == 2  # paused again
+    dep.delay = 0.0  # even a fast failure of a probe: the destination is not back
+    clock.now += breaker.PAUSE_SECONDS  # the first pause ends
+    length = breaker.PAUSE_SECONDS
+    for _ in range(3):
+        sent = dep.calls
+        await call(dispatch)  # the probe, failing
+        assert dep.calls == sent + 1
+        length *= 2
+        clock.now += length - 0.01
+        await call(dispatch)
+        assert dep.calls == sent + 1  # still paused: twice as long as the pause before
+        clock.now += 0.01
+    dep.up = True
+    assert [d.status for d in await call(dispatch)] == ["delivered", "delivered"]
 
 
 async def test_a_fast_failure_is_retried_in_process_and_does_not_pause(

@@ -8,7 +8,8 @@ transiently after at least SLOW_FAILURE_SECONDS, that tenant's deliveries to tha
 paused for PAUSE_SECONDS: they are not sent and fail at once, so the pipeline parks them (the client
 is answered at once, the retry queue delivers later), and the in-process retries of the call are
 not made. Then one call at a time carries the tenant's events as a probe: a delivered event resumes
-the tenant, another failure pauses it again.
+the tenant, another failure pauses it again for twice as long (up to MAX_PAUSE_SECONDS), so in a
+long outage few requests wait for a probe. A delivery by the retry queue's drain resumes it too.
 
 Per tenant, not per destination: one tenant's own fault (a topic that does not exist also fails
 slowly) must not hold up the other tenants' deliveries. In an outage each tenant then waits once
@@ -33,6 +34,7 @@ log = logging.getLogger("grc.pipeline")
 
 SLOW_FAILURE_SECONDS = 2.0  # a call failing every event after this long would make the next callers wait too
 PAUSE_SECONDS = 10.0  # how long deliveries fail at once before a call is let through as a probe
+MAX_PAUSE_SECONDS = 300.0  # each failed probe doubles the pause up to this (the drain still resumes it)
 MAX_PAUSED = 10_000  # (destination, tenant) pairs kept; past it, the ended pauses are forgotten
 
 
@@ -40,6 +42,7 @@ MAX_PAUSED = 10_000  # (destination, tenant) pairs kept; past it, the ended paus
 class _Paused:
     until: float
     reason: str
+    length: float = PAUSE_SECONDS
     probing: bool = False
 
 
@@ -113,11 +116,16 @@ class Breaker:
             p = self._paused.get(key)
             if all_failed and (elapsed >= SLOW_FAILURE_SECONDS or tenant in probes):
                 reason = f"a call failed every event after {elapsed:.1f} s ({error.get(tenant, 'no answer')})"
+                length = PAUSE_SECONDS
                 if p is None:
                     log.warning("destination %s paused for tenant %s for %.0f s: %s", dest_type, tenant,
-                                PAUSE_SECONDS, reason)
+                                length, reason)
                     self._forget_ended()
-                self._paused[key] = _Paused(self.clock() + PAUSE_SECONDS, reason)
+                elif tenant in probes:
+                    length = min(MAX_PAUSE_SECONDS, p.length * 2)
+                else:
+                    length = p.length
+                self._paused[key] = _Paused(self.clock() + length, reason, length)
             elif p is not None and not all_failed:
                 del self._paused[key]
                 log.warning("destination %s resumed for tenant %s: a call delivered again", dest_type, tenant)
