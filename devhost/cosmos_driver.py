@@ -42,6 +42,7 @@ log = logging.getLogger("devhost.cosmos")
 _CREATE_LOCK = asyncio.Lock()
 DEFAULT_POLL_MS = 1000  # the host's default feedPollDelay is 5 s; locally faster feedback
 MONITORED_PARTITION_KEY = "/tenantId"  # the platform's convention (docs/change-capture.md)
+OPEN_AT_START_SECONDS = 10.0  # the runner's start waits this long at most for the containers
 
 
 def connection_settings(name: str, env: dict[str, str] | None = None) -> tuple[str, str]:
@@ -95,6 +96,7 @@ class FeedWorker:
         self.lease_id = f"{self.prefix}{self.database}.{self.container_name}"
         self.container: ContainerProxy | None = None
         self.leases: ContainerProxy | None = None
+        self.opened = False
         self.invocations = 0
         self.failed_batches = 0
 
@@ -110,6 +112,7 @@ class FeedWorker:
             self.leases = await lease_db.create_container_if_not_exists(
                 self.lease_container_name, partition_key=PartitionKey("/id"))
             await self.mark_lease_store(db)
+            self.opened = True
 
     async def mark_lease_store(self, db: Any) -> None:
         """Create the lease store's `.info` marker unless it exists (create only, never replaced)."""
@@ -190,7 +193,7 @@ class FeedWorker:
         return token, len(items)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
+        while not stopping.is_set() and not self.opened:  # opened at start unless Cosmos was not up
             try:
                 await self.open()
                 break
@@ -243,7 +246,19 @@ class CosmosDriver:
             worker = FeedWorker(spec, self._client(str(spec.trigger["connection"])), poll_ms=self.poll_ms,
                                 retry_scale=self.retry_scale)
             self.workers.append(worker)
-            self._workers.spawn(spec.name, worker.run)
+        # The monitored containers exist before the app starts in Azure (Bicep); the local server
+        # starts empty. Create them before any other trigger runs (the runner starts this driver
+        # first): a timer whose occurrence was missed fires at start and queries them (the overdue
+        # check answered 404 at every `make run` after a pause). Best effort: a server not up yet
+        # leaves it to each worker, which retries.
+        try:
+            async with asyncio.timeout(OPEN_AT_START_SECONDS):
+                for worker in self.workers:
+                    await worker.open()
+        except Exception as exc:  # noqa: BLE001 - e.g. the local server not started yet
+            log.warning("Cosmos DB containers not opened at start (%s); the triggers retry", type(exc).__name__)
+        for worker in self.workers:
+            self._workers.spawn(worker.spec.name, worker.run)
         log.info("Cosmos DB triggers: %s", ", ".join(s.name for s in self.specs))
 
     async def stop(self) -> None:

@@ -56,7 +56,11 @@ class Runner:
             by_type[spec.trigger_type].append(spec)
         self.admin = Admin({s.name: t for t, specs in by_type.items() for s in specs},
                            getattr(self.opts, "master_key", None))
-        for trigger_type, specs in by_type.items():
+        # HTTP, then Cosmos DB triggers, then the rest: locally the Cosmos driver creates the
+        # monitored containers (Azure has them before the app starts), which a timer firing at start
+        # may query (cosmos_driver.py).
+        first = {"httpTrigger": 0, "cosmosDBTrigger": 1}
+        for trigger_type, specs in sorted(by_type.items(), key=lambda kv: first.get(kv[0], 2)):
             factory = DRIVERS.get(trigger_type)
             if factory is None:
                 log.warning("no local driver for %s: %s not run", trigger_type, [s.name for s in specs])

@@ -1,12 +1,14 @@
 """Overdue assessments with offset due dates, through the host's way of running a timer now (item 3)."""
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import urlparse
 
 from tests.system.cosmos import Platform, events
-from tests.system.harness import ROOT, App, tenant, wait_for
+from tests.system.harness import ROOT, App, own_stack_and_app, tenant, wait_for
 
 
 def at(instant: datetime, hours: float) -> str:
@@ -49,3 +51,22 @@ def test_overdue_compares_instants_whatever_the_offset(app: App) -> None:
     assert done.returncode == 0 and done.stdout.strip() == "202", (done.stdout, done.stderr)
     wait_for(lambda: app.log().count("overdue check:") > runs, 60, what="the second overdue run finished")
     assert len([e for e in events(app, t) if e["eventType"] == "ASSESSMENT_OVERDUE"]) == 4
+
+
+def test_a_missed_check_runs_at_start_on_an_empty_local_cosmos_server(tmp_path: Path) -> None:
+    """`make run` after a pause of five minutes or more: the timer's state says an occurrence was missed,
+    so the check fires at start (past due), as the host does with useMonitor, on a local Cosmos server
+    that starts empty. It ran before the runner had created the monitored containers and failed with
+    404 and a long traceback at every such start; now it finds its container."""
+    timers = tmp_path / "app" / "devhost-state" / "timers"
+    timers.mkdir(parents=True)
+    missed = datetime.now(UTC) - timedelta(minutes=10)
+    (timers / "assessments_overdue.json").write_text(json.dumps({
+        "Last": (missed - timedelta(minutes=5)).isoformat(), "Next": missed.isoformat(),
+        "LastUpdated": missed.isoformat()}))
+    with own_stack_and_app(tmp_path, ("redis", "azurite", "cosmos")) as (_, app):
+        done = "Executed 'Functions.assessments_overdue'"
+        wait_for(lambda: done in app.log(), 30, what="the missed check run at start")
+        runs = [line for line in app.log().splitlines() if done in line]
+        assert runs and all("(Succeeded" in line for line in runs), runs
+        assert "CosmosResourceNotFoundError" not in app.log()
