@@ -256,7 +256,8 @@ class CosmosDriver:
                 for worker in self.workers:
                     await worker.open()
         except Exception as exc:  # noqa: BLE001 - e.g. the local server not started yet
-            log.warning("Cosmos DB containers not opened at start (%s); the triggers retry", type(exc).__name__)
+            log.warning("Cosmos DB containers not opened at start (%s); the triggers retry",
+                        type(exc).__name__)
         for worker in self.workers:
             self._workers.spawn(worker.spec.name, worker.run)
         log.info("Cosmos DB triggers: %s", ", ".join(s.name for s in self.specs))
