@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -12,7 +13,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.core.settings import Settings
-from shared.storage import redisconn
+from shared.storage import redis_unanswered, redisconn
 from shared.storage.redisconn import create_redis, pipelined, run_script
 from tests.doubles import RoundTrips
 
@@ -193,3 +194,32 @@ async def test_a_connection_reset_while_reading_replies_is_a_redis_error() -> No
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("first", ["pipelined", "redis-py"])
+async def test_after_a_call_left_unanswered_calls_fail_at_once_until_the_pause_ends(
+        first: str, redis_port: int, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis holds every reply (CLIENT PAUSE, as a frozen Redis would): the first call waits for its
+    socket timeout, whichever way it was made (`pipelined`'s own reads or redis-py's); the calls after
+    it are not sent and fail at once; once the pause is over and Redis answers, calls go through."""
+    monkeypatch.setattr(redis_unanswered, "PAUSE_SECONDS", 1.0)
+    client = create_redis(Settings(REDIS_PORT=redis_port))
+    client.connection_pool.connection_kwargs["socket_timeout"] = 0.3  # connections made from now on
+    try:
+        await client.ping()
+        await redis.client_pause(1200)
+        start = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await (pipelined(client, [("PING",), ("PING",)]) if first == "pipelined" else client.ping())
+        assert time.monotonic() - start >= 0.3
+        start = time.monotonic()
+        for call in (lambda: pipelined(client, [("PING",)]), lambda: client.get("k"),
+                     lambda: pipelined(client, [("PING",)] * 100)):
+            with pytest.raises(RedisTimeoutError, match="not sent"):
+                await call()
+        assert time.monotonic() - start < 0.1
+        await asyncio.sleep(1.3)  # the server's pause and ours are over
+        assert await pipelined(client, [("ECHO", "a")]) == [b"a"]
+        assert await client.get(f"nope-{uuid.uuid4().hex}") is None
+    finally:
+        await client.aclose()

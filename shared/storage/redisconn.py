@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.core.settings import Settings
+from shared.storage.redis_unanswered import Unanswered
 
 
 def tenant_key(tenant_id: str, *parts: str) -> str:
@@ -60,6 +61,46 @@ def entra_credentials() -> CredentialProvider:
     return create_from_default_azure_credential((ENTRA_REDIS_SCOPE,))
 
 
+class _Watched:
+    """A connection that tells the pool's `Unanswered` when a reply did not come within the socket
+    timeout, and when one came (redis-py's own reads; `pipelined` reads its replies itself and does
+    the same)."""
+
+    def __init__(self, *args: Any, unanswered: Unanswered, **kwargs: Any) -> None:
+        self.unanswered = unanswered
+        super().__init__(*args, **kwargs)
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            reply = await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except RedisTimeoutError:
+            self.unanswered.timed_out()
+            raise
+        self.unanswered.answered()
+        return reply
+
+
+class WatchedConnection(_Watched, Connection):
+    pass
+
+
+class WatchedSSLConnection(_Watched, SSLConnection):
+    pass
+
+
+class PausingPool(BlockingConnectionPool):
+    """No connection is handed out while Redis is paused as unanswered (redis_unanswered.py): the call
+    raises at once instead of waiting for its socket timeout."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.unanswered = Unanswered()
+        super().__init__(*args, unanswered=self.unanswered, **kwargs)
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        self.unanswered.check()
+        return await super().get_connection(*args, **kwargs)
+
+
 def create_redis(settings: Settings, credential_provider: CredentialProvider | None = None) -> Redis:
     """`credential_provider` overrides the one REDIS_AUTH chooses (tests pass a fake identity)."""
     if credential_provider is None and settings.redis_auth == "entra":
@@ -67,8 +108,8 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
     # A blocking pool: when every connection is busy (a burst of concurrent requests) a command
     # waits up to POOL_WAIT_SECONDS for one, where redis-py's default pool raises
     # MaxConnectionsError at once -- a failure of the service's own making.
-    pool = BlockingConnectionPool(
-        connection_class=SSLConnection if settings.redis_ssl else Connection,
+    pool = PausingPool(
+        connection_class=WatchedSSLConnection if settings.redis_ssl else WatchedConnection,
         max_connections=MAX_CONNECTIONS,
         timeout=POOL_WAIT_SECONDS,
         host=settings.redis_host,
@@ -259,7 +300,11 @@ async def _round_trip(conn: Connection, packed: _Packed) -> list[Any]:
         async with asyncio.timeout(conn.socket_timeout):
             await _read_replies(conn, packed.count, out)
     except TimeoutError as exc:
+        if isinstance(conn, _Watched):
+            conn.unanswered.timed_out()
         raise RedisTimeoutError(f"no reply within {conn.socket_timeout} s") from exc
+    if isinstance(conn, _Watched):
+        conn.unanswered.answered()
     return out
 
 

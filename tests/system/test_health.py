@@ -223,35 +223,40 @@ def test_redis_hanging_is_503_with_retry_after_within_the_timeout(hangable: tupl
         assert anonymous.status_code == 503 and int(anonymous.headers["retry-after"]) > 0, anonymous.headers
 
 
-def test_redis_hanging_an_event_is_parked_within_25_s_and_delivered_after(
+def test_redis_hanging_events_are_parked_within_10_s_then_at_once_and_delivered_after(
         hangable: tuple[Stack, App]) -> None:
-    """Redis frozen: a POST still answers 201 with its Redis delivery parked in the retry queue, in
-    about 21 s (the rate limit's and the config check's Redis calls give up after the 5 s socket
-    timeout, the delivery's two attempts too); redis-py retried each timed-out call three times and
-    reconnected, and the same POST took 93 s. Once Redis answers again the parked event reaches the
-    tenant's stream, once."""
+    """Redis frozen: a POST still answers 201 with its Redis delivery parked in the retry queue. The
+    first within 10 s: its rate-limit and idempotency calls give up after the 5 s socket timeout, and
+    then the instance sends no Redis call for 5 s (shared/storage/redis_unanswered.py), so its config
+    check and delivery fail at once. The next POST, in that pause, answers within 3 s (the in-process
+    retry's 1 s wait). It took 21 s before the pause (each call waited 5 s), and 93 s when redis-py
+    also retried timed-out calls. Once Redis answers again both parked events reach the tenant's
+    stream, once each."""
     stack, app = hangable
     t = tenant("rh")
     first = _post_event(app, t)
     assert first.status_code == 201, first.text  # the tenant is known: its config is cached
     with _outage(stack, app, "redis", freeze=True) as answers:
         _until(app, answers, lambda r: r.status_code == 503, "503 while Redis is frozen")
-        t0 = time.monotonic()
-        posted = _post_event(app, t)
-        took = time.monotonic() - t0
-        assert posted.status_code == 201, posted.text
-        parked = [(d["destination"], d["status"]) for d in posted.json()["destinations"]]
-        assert parked == [("redis", "parked")], parked
-        assert took < 25.0, took
-    event_id = posted.json()["eventId"]
+        took, posted = [], []
+        for _ in range(2):
+            t0 = time.monotonic()
+            r = _post_event(app, t)
+            took.append(time.monotonic() - t0)
+            assert r.status_code == 201, r.text
+            parked = [(d["destination"], d["status"]) for d in r.json()["destinations"]]
+            assert parked == [("redis", "parked")], parked
+            posted.append(r.json()["eventId"])
+        assert took[0] < 10.0 and took[1] < 3.0, took
+    assert "Redis did not answer within the socket timeout" in app.log()
 
     def in_stream() -> list[str] | None:
         r = app.get(f"/events/{t}", params={"eventType": "RISK_UPDATED"}, tenants=[t])  # not the SYSTEM_ERROR
         ids = [e["event"]["eventId"] for e in r.json()["events"]] if r.status_code == 200 else []
-        return ids if event_id in ids else None
+        return ids if set(posted) <= set(ids) else None
 
-    ids = wait_for(in_stream, 90, 1.0, what="the parked event delivered from the retry queue")
-    assert ids.count(event_id) == 1 and len(ids) == 2, ids
+    ids = wait_for(in_stream, 90, 1.0, what="the parked events delivered from the retry queue")
+    assert sorted(ids) == sorted({*ids}) and len(ids) == 3, ids  # each once, beside the first event
 
 
 def test_tables_hanging_events_still_flow_on_the_cached_stream_configs(hangable: tuple[Stack, App]) -> None:

@@ -1,0 +1,48 @@
+"""Redis calls fail at once for a few seconds after Redis left one unanswered.
+
+Why: Redis that accepts connections and does not answer (frozen, a failover stuck halfway) made
+every call wait for its socket timeout (5 s). A request makes several calls one after another (rate
+limit and idempotency, then the config versions, then the append), so each `POST /events` waited
+10-15 s while Redis hung, though every one of those calls has its fallback (limit not applied,
+check skipped, cached config, delivery parked). Once a call has had no answer within the socket
+timeout, the instance's calls for the next PAUSE_SECONDS are not sent: they raise redis-py's
+`TimeoutError` at once, which every caller already handles as Redis not answering. After that, calls
+go through again: the first answer ends it, another timeout starts a new pause.
+
+Only timeouts pause: a refused or dropped connection fails fast by itself (and redis-py's retry
+reconnects). Nothing is sent during a pause, so nothing can land later.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("grc.redis")
+
+PAUSE_SECONDS = 5.0  # one socket timeout: a frozen Redis costs a caller at most that once per pause
+
+
+class Unanswered:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.until = 0.0
+
+    def check(self) -> None:
+        """Raises redis-py's TimeoutError while paused (nothing is sent)."""
+        if self.until and self.clock() < self.until:
+            raise RedisTimeoutError("Redis left a call unanswered within its socket timeout moments ago: "
+                                    f"calls are not sent for {PAUSE_SECONDS:.0f} s")
+
+    def timed_out(self) -> None:
+        if not self.until:
+            log.warning("Redis did not answer within the socket timeout: calls fail at once for %.0f s",
+                        PAUSE_SECONDS)
+        self.until = self.clock() + PAUSE_SECONDS
+
+    def answered(self) -> None:
+        if self.until:
+            self.until = 0.0
+            log.warning("Redis answers again")
