@@ -20,41 +20,34 @@ from shared.delivery import breaker
 from shared.delivery.dispatch import Dispatcher
 from shared.destinations.base import Chunk, delivered, failed
 from shared.observability.tenant_metrics import BatchStats
+from tests.doubles import MemoryDestination, MemoryDestinations
 from tests.kafka_helpers import make_event
 
 SLOW = 0.2
 
 
-class FakeBroker:
+class FakeBroker(MemoryDestination):
     """Stands in for a Kafka broker that is down (each call fails every event after `delay`) or up;
     the tenants in `missing_topic` fail slowly even while it is up (a topic that does not exist)."""
 
-    type = "kafka"
-
     def __init__(self, delay: float) -> None:
+        super().__init__("kafka")
         self.delay = delay
         self.up = False
-        self.calls = 0
         self.sent: list[str] = []  # tenants whose chunks were sent
         self.missing_topic: set[str] = set()
 
+    @property
+    def sends(self) -> int:
+        return len(self.publishes)
+
     async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
-        self.calls += 1
+        self.publishes.append(list(chunks))
         self.sent += [ch.stream.tenantId for ch in chunks]
         await asyncio.sleep(self.delay)
         return [[delivered(self.type, ev.eventId) if self.up and ch.stream.tenantId not in self.missing_topic
                  else failed(self.type, "KafkaError _MSG_TIMED_OUT", transient=True) for ev in ch.events]
                 for ch in chunks]
-
-    async def health(self) -> None:  # pragma: no cover - not used
-        return None
-
-    async def close(self) -> None:  # pragma: no cover - not used
-        return None
-
-
-class Lookup(dict):  # type: ignore[type-arg]
-    pass
 
 
 class Clock:
@@ -85,7 +78,7 @@ async def call(dispatch: Dispatcher, guarded: bool = True) -> list[Delivery]:
 def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[Dispatcher, FakeBroker, Clock]:
     monkeypatch.setattr(breaker, "SLOW_FAILURE_SECONDS", SLOW)
     dep = FakeBroker(delay=SLOW + 0.05)
-    dispatch = Dispatcher(Lookup(kafka=dep))
+    dispatch = Dispatcher(MemoryDestinations(dep))
     clock = Clock()
     dispatch.breaker.clock = clock
     return dispatch, dep, clock
@@ -97,10 +90,10 @@ async def test_a_slow_failure_pauses_the_destination_and_its_next_calls_fail_at_
     dispatch, dep, clock = setup
     first = await call(dispatch)
     # One call only: the in-process retry is not made once the destination is paused.
-    assert dep.calls == 1 and all(d.status == "failed" and d.transient for d in first)
+    assert dep.sends == 1 and all(d.status == "failed" and d.transient for d in first)
     start = time.monotonic()
     second = await call(dispatch)
-    assert time.monotonic() - start < 0.05 and dep.calls == 1  # not sent
+    assert time.monotonic() - start < 0.05 and dep.sends == 1  # not sent
     assert all(d.status == "failed" and d.transient and d.error and "paused" in d.error for d in second)
     assert "_MSG_TIMED_OUT" in (second[0].error or "")
 
@@ -114,10 +107,10 @@ async def test_after_the_pause_one_probe_goes_through_and_a_delivery_resumes(
     dep.up = True
     probe, meanwhile = await asyncio.gather(call(dispatch), call(dispatch))
     # The probe was sent and delivered; the call made while it was in flight was not sent.
-    assert [d.status for d in probe] == ["delivered", "delivered"] and dep.calls == 2
+    assert [d.status for d in probe] == ["delivered", "delivered"] and dep.sends == 2
     assert all(d.status == "failed" and "paused" in (d.error or "") for d in meanwhile)
     after = await call(dispatch)
-    assert [d.status for d in after] == ["delivered", "delivered"] and dep.calls == 3
+    assert [d.status for d in after] == ["delivered", "delivered"] and dep.sends == 3
 
 
 async def test_a_probe_that_fails_pauses_again_for_twice_as_long(
@@ -129,13 +122,13 @@ async def test_a_probe_that_fails_pauses_again_for_twice_as_long(
     clock.now += breaker.PAUSE_SECONDS  # the first pause ends
     length = breaker.PAUSE_SECONDS
     for _ in range(3):
-        sent = dep.calls
+        sent = dep.sends
         await call(dispatch)  # the probe, failing
-        assert dep.calls == sent + 1
+        assert dep.sends == sent + 1
         length *= 2
         clock.now += length - 0.01
         await call(dispatch)
-        assert dep.calls == sent + 1  # still paused: twice as long as the pause before
+        assert dep.sends == sent + 1  # still paused: twice as long as the pause before
         clock.now += 0.01
     dep.up = True
     assert [d.status for d in await call(dispatch)] == ["delivered", "delivered"]
@@ -147,9 +140,9 @@ async def test_a_fast_failure_is_retried_in_process_and_does_not_pause(
     dispatch, dep, clock = setup
     dep.delay = 0.0  # connection refused: nobody waits
     await call(dispatch)
-    assert dep.calls == 2  # both in-process attempts
+    assert dep.sends == 2  # both in-process attempts
     await call(dispatch)
-    assert dep.calls == 4
+    assert dep.sends == 4
 
 
 async def test_the_drain_calls_a_paused_destination_and_its_delivery_resumes_it(
@@ -159,9 +152,9 @@ async def test_the_drain_calls_a_paused_destination_and_its_delivery_resumes_it(
     await call(dispatch)
     dep.up = True
     drained = await call(dispatch, guarded=False)
-    assert [d.status for d in drained] == ["delivered", "delivered"] and dep.calls == 2
+    assert [d.status for d in drained] == ["delivered", "delivered"] and dep.sends == 2
     await call(dispatch)
-    assert dep.calls == 3  # resumed without waiting for the pause to end
+    assert dep.sends == 3  # resumed without waiting for the pause to end
 
 
 async def test_a_cancelled_probe_does_not_leave_the_destination_paused(
