@@ -231,7 +231,8 @@ async def redis_ids(stack: Stack, t: str) -> list[str]:
         with stack.redis() as r:
             entries = r.xrange(f"grc:{{{t}}}:events")
         assert len(entries) < 10_000, "the stream's maxLen may have trimmed it"
-        return [json.loads(fields[b"e"])["eventId"] for _, fields in entries if fields[b"t"] != b"SYSTEM_ERROR"]
+        return [json.loads(fields[b"e"])["eventId"] for _, fields in entries
+                if fields[b"t"] != b"SYSTEM_ERROR"]
 
     return await asyncio.to_thread(read)
 
