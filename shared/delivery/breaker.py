@@ -46,15 +46,6 @@ class _Paused:
     probing: bool = False
 
 
-@dataclass
-class Admission:
-    """Which chunks of a call are sent (the others are refused) and which tenants' chunks probe."""
-
-    sent: list[int]
-    refused: list[int]
-    probes: frozenset[str]
-
-
 class Breaker:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -65,14 +56,15 @@ class Breaker:
         p = self._paused.get((dest_type, tenant))
         return p is not None and (p.probing or self.clock() < p.until)
 
-    def admit(self, dest_type: str, chunks: Sequence[Chunk]) -> Admission:
+    def admit(self, dest_type: str, chunks: Sequence[Chunk]) -> tuple[set[int], frozenset[str]]:
+        """(the chunks of a call not to send, the tenants whose chunks probe). A tenant's chunks of
+        one call go or stay together; a paused tenant whose pause has ended probes."""
         if not self._paused:  # the usual case, kept cheap: nothing paused anywhere
-            return Admission(list(range(len(chunks))), [], frozenset())
+            return set(), frozenset()
         now = self.clock()
-        decided: dict[str, bool] = {}  # tenant -> sent (a tenant's chunks of one call go or stay together)
+        decided: dict[str, bool] = {}  # tenant -> sent
         probes: set[str] = set()
-        sent: list[int] = []
-        refused: list[int] = []
+        refused: set[int] = set()
         for i, ch in enumerate(chunks):
             tenant = ch.stream.tenantId
             go = decided.get(tenant)
@@ -86,8 +78,9 @@ class Breaker:
                     go, p.probing = True, True
                     probes.add(tenant)
                 decided[tenant] = go
-            (sent if go else refused).append(i)
-        return Admission(sent, refused, frozenset(probes))
+            if not go:
+                refused.add(i)
+        return refused, frozenset(probes)
 
     def record(self, dest_type: str, chunks: Sequence[Chunk], deliveries: Sequence[Sequence[Delivery]],
                elapsed: float, probes: frozenset[str]) -> None:

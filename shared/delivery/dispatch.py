@@ -123,11 +123,12 @@ class Dispatcher:
         for attempt in range(2, tries + 1):
             again = []  # (chunk, positions of its failed transient events); one pass, lists only for those
             for c, dels in enumerate(out):
-                if guarded and breaker.paused(dest.type, chunks[c].stream.tenantId):
-                    continue  # parked now rather than waiting for another slow failure
                 for d in dels:
                     if d.status == "failed" and d.transient:
-                        again.append((c, [i for i, x in enumerate(dels) if x.status == "failed" and x.transient]))
+                        # a tenant paused meanwhile is parked now rather than waiting for another slow failure
+                        if not (guarded and breaker.paused(dest.type, chunks[c].stream.tenantId)):
+                            again.append((c, [i for i, x in enumerate(dels)
+                                              if x.status == "failed" and x.transient]))
                         break
             if not again:
                 break
@@ -147,13 +148,14 @@ class Dispatcher:
     ) -> list[list[Delivery]]:
         if not guarded:
             return await self._measured(dest, chunks, policy, frozenset())
-        admission = self.breaker.admit(dest.type, chunks)
-        if not admission.refused:
-            return await self._measured(dest, chunks, policy, admission.probes)
+        refused, probes = self.breaker.admit(dest.type, chunks)
+        if not refused:
+            return await self._measured(dest, chunks, policy, probes)
         out = [self.breaker.refused(dest.type, ch) for ch in chunks]
-        if admission.sent:
-            got = await self._measured(dest, [chunks[i] for i in admission.sent], policy, admission.probes)
-            for i, dels in zip(admission.sent, got):
+        sent = [i for i in range(len(chunks)) if i not in refused]
+        if sent:
+            got = await self._measured(dest, [chunks[i] for i in sent], policy, probes)
+            for i, dels in zip(sent, got):
                 out[i] = dels
         return out
 
