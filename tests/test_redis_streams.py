@@ -15,7 +15,7 @@ from shared.core.destination_options import RedisStreamOptions
 from shared.core.enrich import enrich, now_iso
 from shared.core.events import Event, EventIn
 from shared.destinations.base import Chunk, publish_one
-from shared.destinations.redis_streams import DAY_MS, RedisStreamsDestination, stream_key
+from shared.destinations.redis_streams import AGE_TRIM_SECONDS, DAY_MS, RedisStreamsDestination, stream_key
 from shared.storage.redisconn import tenant_key
 from tests.doubles import event_dict, stream_config
 
@@ -100,6 +100,43 @@ async def test_retention_days_trims_old_entries_with_minid(redis: Redis, tenant:
     assert len(old_left) < NODE_MAX_ENTRIES, len(old_left)
     assert [i for i in ids if recent_start <= i < recent_start + 5] == [recent_start + i for i in range(5)]
     assert ids[-1] == int(out[0].ref.split("-")[0])  # type: ignore[union-attr]
+
+
+async def test_the_age_trim_runs_on_a_tenants_first_write_then_at_most_once_per_period(
+        redis: Redis, tenant: str) -> None:
+    """Entries past the age cap go on the instance's first write for the tenant, and then at most once
+    per AGE_TRIM_SECONDS (the clock is the destination's): writes in between leave older entries."""
+    key = stream_key(tenant)
+    now = [1000.0]
+    dest = RedisStreamsDestination(redis, clock=lambda: now[0])
+    options, config = RedisStreamOptions(retentionHours=1), stream_config(tenant)
+
+    async def seed_old(key: str = key) -> None:  # 3 full nodes two hours old
+        start, pipe = int(time.time() * 1000) - 2 * 3_600_000, redis.pipeline(transaction=False)
+        for i in range(3 * NODE_MAX_ENTRIES):
+            pipe.xadd(key, {"e": b"{}"}, id=f"{start + i}-{i}")
+        await pipe.execute()
+
+    async def old_left(key: str = key) -> int:
+        cut = int(time.time() * 1000) - 3_600_000
+        return len([e for e in await redis.xrange(key) if int(e[0].split(b"-")[0]) < cut])
+
+    await seed_old()
+    await publish_one(dest, events(tenant, 1), options, config)
+    assert await old_left() < NODE_MAX_ENTRIES  # the first write trimmed
+    await redis.delete(key)
+    await seed_old()
+    now[0] += AGE_TRIM_SECONDS - 1
+    await publish_one(dest, events(tenant, 1), options, config)
+    assert await old_left() == 3 * NODE_MAX_ENTRIES  # within the period: no age trim
+    now[0] += 1
+    await publish_one(dest, events(tenant, 1), options, config)
+    assert await old_left() < NODE_MAX_ENTRIES  # the period over: trimmed again
+    # Another tenant's first write trims its own stream at once, whatever this tenant's period.
+    other = f"{tenant}-b"
+    await seed_old(stream_key(other))
+    await publish_one(dest, events(other, 1), options, stream_config(other))
+    assert await old_left(stream_key(other)) < NODE_MAX_ENTRIES
 
 
 async def test_long_retention_keeps_everything(redis: Redis, tenant: str) -> None:

@@ -156,8 +156,9 @@ def test_the_default_stream_keeps_at_most_10000_entries_and_one_node(app: App, s
 def test_the_default_stream_drops_entries_older_than_6_hours(app: App, stack: Stack) -> None:
     """The age cap trims by arrival time (the entry id; shared/destinations/redis_streams.py computes
     MINID from the clock, not from the event's timestamp), so waiting 6 hours is replaced by entries
-    written into the stream with ids of 7 and 5 hours ago, in the app's entry layout. The app's next
-    write must drop the 7-hour-old ones (whole nodes: those sharing a node with younger ones stay,
+    written into the stream with ids of 7 and 5 hours ago, in the app's entry layout. The app's first
+    write for the tenant (an instance trims a tenant's stream by age on its first write, then at most
+    once a minute) must drop the 7-hour-old ones (whole nodes: those sharing a node with younger ones stay,
     fewer than one node) and keep every 5-hour-old one."""
     t, n = tenant("age"), 300
     assert _default_redis_options(app, t)["retentionHours"] == DEFAULT_RETENTION_HOURS
