@@ -36,6 +36,7 @@ class DestinationLookup(Protocol):
 
 
 MAX_ROUTES = 10_000  # stream configs whose routing is kept worked out
+Target = tuple[Any, RetryPolicy, tuple[Any, ...]]  # a destination's (options, policy, policy key) in a Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +45,38 @@ class Route:
     cached per instance, so a batch naming hundreds of tenants does not redo this per tenant)."""
 
     enabled: tuple[str, ...]  # enabled destination types, in config order
-    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]]  # type -> (options, policy, policy key)
+    targets: dict[str, Target]  # type -> (options, policy, policy key)
 
 
 def _route_of(config: StreamConfig) -> Route:
-    targets: dict[str, tuple[Any, RetryPolicy, tuple[Any, ...]]] = {}
+    targets: dict[str, Target] = {}
     for d in config.destinations:  # the first of a type (types are unique in a valid config)
         if d.type not in targets:
             policy = getattr(d, "retry", None) or RetryPolicy()
             targets[d.type] = (d.options, policy, tuple(policy.__dict__.values()))
     return Route(tuple(d.type for d in config.destinations if d.enabled), targets)
+
+
+class DestinationBatch:
+    """One destination's chunks of a batch, grouped by retry policy as they are added. The pipeline
+    adds each tenant chunk with the Route it already looked up (once per tenant of every batch: no
+    second lookup here); `Dispatcher.deliver_chunks` builds one from (config, events) pairs."""
+
+    __slots__ = ("dest_type", "chunks", "groups")
+
+    def __init__(self, dest_type: str) -> None:
+        self.dest_type = dest_type
+        self.chunks: list[Chunk] = []
+        self.groups: dict[tuple[Any, ...], tuple[RetryPolicy, list[int]]] = {}
+
+    def add(self, config: StreamConfig, target: Target, events: list[Event]) -> None:
+        options, policy, key = target
+        group = self.groups.get(key)
+        if group is None:
+            self.groups[key] = (policy, [len(self.chunks)])
+        else:
+            group[1].append(len(self.chunks))
+        self.chunks.append(Chunk(config, options, events))
 
 
 class Dispatcher:
@@ -77,34 +100,35 @@ class Dispatcher:
         self, dest_type: str, chunks: list[tuple[StreamConfig, list[Event]]], stats: BatchStats,
         attempts: int | None = None, guarded: bool = True,
     ) -> list[list[Delivery]]:
-        """Chunks of any number of tenants to one destination; a Delivery per event, per chunk.
+        """Chunks of any number of tenants to one destination; a Delivery per event, per chunk
+        (`deliver` with the chunks' routes looked up here)."""
+        batch = DestinationBatch(dest_type)
+        route_for = self.route_for
+        for config, events in chunks:
+            batch.add(config, route_for(config).targets[dest_type], events)
+        return await self.deliver(batch, stats, attempts, guarded)
+
+    async def deliver(
+        self, batch: DestinationBatch, stats: BatchStats, attempts: int | None = None, guarded: bool = True,
+    ) -> list[list[Delivery]]:
+        """A batch's chunks to one destination; a Delivery per event, per chunk.
 
         Chunks whose tenants share a retry policy (normally all) go in one call per attempt; the
         groups of different policies go one after another, so one batch never has more than one
         call in flight to a destination. `guarded=False` (the retry queue's drain, replays): sent
         even for tenants whose deliveries are paused (breaker.py).
         """
-        dest = self.destinations.get(dest_type)
+        prepared = batch.chunks
+        dest = self.destinations.get(batch.dest_type)
         if dest is None:
-            return [[Delivery(destination=dest_type, status="failed", transient=False,
-                              error=f"destination type {dest_type!r} is not available in this deployment")
-                     for _ in events] for _, events in chunks]
-        groups: dict[tuple[Any, ...], tuple[RetryPolicy, list[int]]] = {}
-        prepared: list[Chunk] = []
-        route_for = self.route_for
-        for j, (config, events) in enumerate(chunks):  # once per tenant of the batch: kept lean
-            options, policy, key = route_for(config).targets[dest_type]
-            prepared.append(Chunk(config, options, events))
-            group = groups.get(key)
-            if group is None:
-                groups[key] = (policy, [j])
-            else:
-                group[1].append(j)
-        if len(groups) == 1:  # the usual case: every tenant of the batch has the same policy
-            [(policy, _)] = groups.values()
+            return [[Delivery(destination=batch.dest_type, status="failed", transient=False,
+                              error=f"destination type {batch.dest_type!r} is not available in this deployment")
+                     for _ in ch.events] for ch in prepared]
+        if len(batch.groups) == 1:  # the usual case: every tenant of the batch has the same policy
+            [(policy, _)] = batch.groups.values()
             return await self._deliver_group(dest, prepared, policy, stats, attempts, guarded)
-        out: list[list[Delivery]] = [[] for _ in chunks]
-        for policy, members in groups.values():
+        out: list[list[Delivery]] = [[] for _ in prepared]
+        for policy, members in batch.groups.values():
             got = await self._deliver_group(dest, [prepared[j] for j in members], policy, stats, attempts,
                                             guarded)
             for j, dels in zip(members, got):

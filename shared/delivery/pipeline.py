@@ -21,7 +21,6 @@ import inspect
 import logging
 import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
@@ -35,7 +34,7 @@ from shared.core.ids import uuid7
 from shared.core.results import Delivery, EventResult, FieldError
 from shared.core.streamconfig import StreamConfig
 from shared.core.validation import field_errors
-from shared.delivery.dispatch import DestinationLookup, Dispatcher
+from shared.delivery.dispatch import DestinationBatch, DestinationLookup, Dispatcher
 from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats, hist_index
 
@@ -242,69 +241,92 @@ class Pipeline:
         results: dict[int, EventResult] = {}
         if not ready:
             return results
-        by_tenant: dict[str, list[tuple[int, Event]]] = defaultdict(list)
+        # tenant -> (indices, events), in request order: a tenant's events are one chunk as they are
+        by_tenant: dict[str, tuple[list[int], list[Event]]] = {}
         for i, ev in ready:
-            by_tenant[ev.tenantId].append((i, ev))
+            group = by_tenant.get(ev.tenantId)
+            if group is None:
+                by_tenant[ev.tenantId] = ([i], [ev])
+            else:
+                group[0].append(i)
+                group[1].append(ev)
         try:
             configs = await self.configs.get_many(by_tenant)
         except Exception as exc:  # noqa: BLE001 - any storage failure means: not routable now
             log.warning("stream configs unavailable: %s", type(exc).__name__)
-            for tenant, items in by_tenant.items():
-                for i, ev in items:
+            for tenant, (indices, events) in by_tenant.items():
+                for i, ev in zip(indices, events):
                     stats.tenant(tenant).count("fail")
                     results[i] = EventResult(index=i, status="failed", eventId=ev.eventId, tenantId=tenant,
                                              reason="stream configuration unavailable", httpStatus=503)
             return results
 
-        # Per destination, every tenant's chunks of the batch (in request order per tenant).
-        jobs: dict[str, list[tuple[StreamConfig, list[int], list[Event]]]] = defaultdict(list)
+        # Per destination, every tenant's chunks of the batch (in request order per tenant), with
+        # each chunk's event indices.
+        jobs: dict[str, tuple[DestinationBatch, list[list[int]]]] = {}
         deliveries: dict[int, list[Delivery]] = {}  # every passing event, even with no destination
         route_for = self.dispatch.route_for
         # Once per tenant of the batch (a batch may name a thousand): the common cases take short paths.
-        for tenant, items in by_tenant.items():
+        for tenant, (indices, events) in by_tenant.items():
             config = configs[tenant]
-            if config.enabled and not config.filters:  # no filter: every event passes
-                passing = items
-            else:
+            if not config.enabled or config.filters:
                 ts = stats.tenant(tenant)
-                passing = []
-                for i, ev in items:
+                kept_i: list[int] = []
+                kept_e: list[Event] = []
+                for i, ev in zip(indices, events):
                     if passes(config, ev):
-                        passing.append((i, ev))
+                        kept_i.append(i)
+                        kept_e.append(ev)
                     else:
                         ts.count("flt")
                         reason = "stream disabled for tenant" if not config.enabled else "no filter matched"
                         results[i] = EventResult.of(i, "filtered", ev.eventId, tenant, None, reason, 200)
-                if not passing:
+                if not kept_i:
                     continue
-            enabled = route_for(config).enabled
-            for dest_type in enabled:
-                todo = [(i, ev) for i, ev in passing if dest_type not in prior.get(i, {})] if prior else passing
-                for start in range(0, len(todo), config.batchSize):
-                    chunk = todo[start:start + config.batchSize]
-                    jobs[dest_type].append((config, [i for i, _ in chunk], [ev for _, ev in chunk]))
+                indices, events = kept_i, kept_e
+            route = route_for(config)
+            size = config.batchSize
+            for dest_type in route.enabled:
+                if prior:
+                    todo = [(i, ev) for i, ev in zip(indices, events) if dest_type not in prior.get(i, {})]
+                    d_indices, d_events = [i for i, _ in todo], [ev for _, ev in todo]
+                else:
+                    d_indices, d_events = indices, events
+                job = jobs.get(dest_type)
+                if job is None:
+                    job = jobs[dest_type] = (DestinationBatch(dest_type), [])
+                batch, chunk_indices = job
+                target = route.targets[dest_type]
+                if len(d_indices) <= size:
+                    if d_indices:
+                        batch.add(config, target, d_events)
+                        chunk_indices.append(d_indices)
+                else:
+                    for start in range(0, len(d_indices), size):
+                        batch.add(config, target, d_events[start:start + size])
+                        chunk_indices.append(d_indices[start:start + size])
             if prior:
-                for i, _ in passing:
+                for i in indices:
                     done = prior.get(i, {})
-                    deliveries[i] = [done[t] for t in enabled if t in done]
+                    deliveries[i] = [done[t] for t in route.enabled if t in done]
             else:
-                for i, _ in passing:
+                for i in indices:
                     deliveries[i] = []
 
         # One call per destination carries every tenant's chunks (see destinations/base.py); the
         # destinations run concurrently, so a batch has at most one call in flight per destination.
         dest_types = list(jobs)
-        calls = [self.dispatch.deliver_chunks(t, [(config, evs) for config, _, evs in jobs[t]], stats)
-                 for t in dest_types]
+        calls = [self.dispatch.deliver(jobs[t][0], stats) for t in dest_types]
         # One destination (the default config: Redis only) is awaited here, without a task for it.
         per_dest = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         failures: list[tuple[int, int, Failure]] = []  # (event index, position in its deliveries, failure)
         for dest_type, outcomes in zip(dest_types, per_dest):
-            for (config, indices, evs), dels in zip(jobs[dest_type], outcomes):
-                for i, ev, d in zip(indices, evs, dels):
+            batch, chunk_indices = jobs[dest_type]
+            for chunk, indices, dels in zip(batch.chunks, chunk_indices, outcomes):
+                for i, ev, d in zip(indices, chunk.events, dels):
                     deliveries[i].append(d)
                     if d.status == "failed":
-                        failures.append((i, len(deliveries[i]) - 1, Failure(ev, dest_type, d, config)))
+                        failures.append((i, len(deliveries[i]) - 1, Failure(ev, dest_type, d, chunk.stream)))
         # System events are best effort and never parked: a notice about a failing destination that
         # fails there too must not come back through the retry queue and its dead letters.
         if failures and self.parker is not None and not stats.system:
@@ -319,35 +341,35 @@ class Pipeline:
 
         done = time.time()
         latency_ms = max(0.0, (done - received_at) * 1000.0)
-        events = dict(ready)
-        accepted: dict[str, int] = {}  # tenant -> accepted events: one latency observation per tenant
-        for i, dels in deliveries.items():
-            ev = events[i]
-            tenant = ev.tenantId
-            ts = stats.tenant(tenant)
-            earlier = prior.get(i) if prior else None
-            ok = True
-            for d in dels:
-                if earlier is None or earlier.get(d.destination) is not d:  # counted by the attempt that did it
-                    ts.count(_outcome_counter(d.destination, d.status))
-                    if d.status != "delivered":
-                        stats.failed_deliveries += 1
-                if d.status == "failed":
-                    ok = False
-            if ok:
-                accepted[tenant] = accepted.get(tenant, 0) + 1
-                ts.count(_TYPE_COUNTER[ev.eventType])
-                ts.count(_SOURCE_COUNTER[ev.source])
-                results[i] = EventResult.of(i, "accepted", ev.eventId, tenant, dels, None, 201)
-            else:
-                ts.count("fail")
-                results[i] = EventResult.of(i, "failed", ev.eventId, tenant, dels,
-                                            "delivery failed and could not be parked for retry", 503)
         bucket = hist_index(latency_ms)  # one latency for the batch: observed once per tenant
-        for tenant, n in accepted.items():
+        for tenant, (indices, events) in by_tenant.items():
             ts = stats.tenant(tenant)
-            ts.count("acc", n)
-            ts.observe_latency(latency_ms, n, bucket)
+            accepted = 0
+            for i, ev in zip(indices, events):
+                dels = deliveries.get(i)
+                if dels is None:  # filtered
+                    continue
+                earlier = prior.get(i) if prior else None
+                ok = True
+                for d in dels:
+                    if earlier is None or earlier.get(d.destination) is not d:  # counted by the attempt that did it
+                        ts.count(_outcome_counter(d.destination, d.status))
+                        if d.status != "delivered":
+                            stats.failed_deliveries += 1
+                    if d.status == "failed":
+                        ok = False
+                if ok:
+                    accepted += 1
+                    ts.count(_TYPE_COUNTER[ev.eventType])
+                    ts.count(_SOURCE_COUNTER[ev.source])
+                    results[i] = EventResult.of(i, "accepted", ev.eventId, tenant, dels, None, 201)
+                else:
+                    ts.count("fail")
+                    results[i] = EventResult.of(i, "failed", ev.eventId, tenant, dels,
+                                                "delivery failed and could not be parked for retry", 503)
+            if accepted:
+                ts.count("acc", accepted)
+                ts.observe_latency(latency_ms, accepted, bucket)
         return results
 
     async def deliver(
