@@ -18,7 +18,7 @@ from shared.api.routes import ROUTES
 from shared.core import limits
 from shared.http.adapter import handle, public
 from shared.http.outages import unavailable_dependency
-from shared.http.types import ApiRequest, ApiResponse, Headers, json_response
+from shared.http.types import ApiRequest, ApiResponse, Headers, ProblemError, json_response
 
 
 class _Resp:
@@ -108,11 +108,60 @@ async def test_a_route_within_its_deadline_or_without_one_answers_as_usual() -> 
     assert (await handle(_get(), slow, "get_audit")).status == 200  # no deadline: as long as it takes
 
 
-def test_the_table_read_routes_have_the_storage_deadline() -> None:
-    """The routes that read Table storage and change nothing are bounded; writes and replays are not
-    (cancelled halfway, a config could change without its audit record)."""
-    bounded = {r.name for r in ROUTES if r.deadline is not None}
-    assert bounded == {"event_history", "list_deadletters", "list_backfills", "get_backfill",
-                       "get_stream_config", "get_audit"}
-    assert all(r.method == "GET" and r.deadline == limits.STORAGE_READ_SECONDS
-               for r in ROUTES if r.deadline is not None)
+async def test_a_write_past_its_deadline_answers_503_and_goes_on_to_its_end(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A write route (Route.completes): at the deadline the client gets 503 with Retry-After and a
+    detail saying the change may still be applied; the work is not cancelled halfway but finishes
+    (a config write and its audit record both happen, or neither) and its outcome is logged."""
+    steps: list[str] = []
+
+    @public
+    async def slow_write(req: ApiRequest) -> ApiResponse:
+        steps.append("written")
+        await asyncio.sleep(0.6)  # e.g. the audit record, on a store that answers late
+        steps.append("audited")
+        return json_response({}, 201)
+
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    resp = await handle(ApiRequest("PUT", "/stream-config/acme", Headers(), {}, {}), slow_write,
+                        "put_stream_config", deadline=0.2, completes=True)
+    took = loop.time() - t0
+    assert resp.status == 503 and int(resp.headers["Retry-After"]) > 0, resp
+    assert "may still be applied" in orjson.loads(resp.body)["detail"]
+    assert 0.2 <= took < 0.5, took
+    assert steps == ["written"]
+    with caplog.at_level("WARNING", logger="grc.http"):
+        await asyncio.sleep(0.8)
+    assert steps == ["written", "audited"]  # not cut short
+    assert any("finished after its 503: answered 201" in r.getMessage() for r in caplog.records), caplog.text
+
+    @public
+    async def refused(req: ApiRequest) -> ApiResponse:
+        await asyncio.sleep(0.4)
+        raise ProblemError(412, "Precondition Failed", "changed since read")
+
+    caplog.clear()
+    resp = await handle(ApiRequest("PUT", "/stream-config/acme", Headers(), {}, {}), refused,
+                        "put_stream_config", deadline=0.2, completes=True)
+    assert resp.status == 503
+    with caplog.at_level("WARNING", logger="grc.http"):
+        await asyncio.sleep(0.5)
+    assert any("finished after its 503: refused 412" in r.getMessage() for r in caplog.records), caplog.text
+    # Within the deadline a write answers as usual.
+    assert (await handle(ApiRequest("PUT", "/stream-config/acme", Headers(), {}, {}), refused,
+                         "put_stream_config", deadline=5.0, completes=True)).status == 412
+
+
+def test_the_table_routes_have_the_storage_deadline() -> None:
+    """The routes that read Table storage are bounded, and so are the single writes (config, backfill
+    start and cancel), which then go on to their end; a replay is not bounded (a healthy replay of many
+    dead letters may take longer than the deadline)."""
+    reads = {r.name for r in ROUTES if r.deadline is not None and not r.completes}
+    writes = {r.name for r in ROUTES if r.deadline is not None and r.completes}
+    assert reads == {"event_history", "list_deadletters", "list_backfills", "get_backfill",
+                     "get_stream_config", "get_audit"}
+    assert writes == {"put_stream_config", "start_backfill", "cancel_backfill"}
+    assert all(r.method == "GET" for r in ROUTES if r.name in reads)
+    assert all(r.deadline == limits.STORAGE_READ_SECONDS for r in ROUTES if r.deadline is not None)
+    assert not any(r.completes for r in ROUTES if r.deadline is None)

@@ -29,8 +29,11 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_respon
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
 _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
 _JOB_ID = ("jobId", {"type": "string", "minLength": 1, "maxLength": 64}, "the job id POST answered")
-# Read routes of Table storage answer 503 with Retry-After when storage hangs past this (Route.deadline).
+# Routes of Table storage answer 503 with Retry-After when storage hangs past this (Route.deadline);
+# a write's work then goes on to its end (Route.completes). A replay is not bounded: a healthy replay
+# of many dead letters may take longer, and a 503 would say it failed.
 _READ = limits.STORAGE_READ_SECONDS
+_WRITE = limits.STORAGE_READ_SECONDS
 _TOKEN_DOC = ("the `continuationToken` of the previous page, sent with the same query parameters (it is signed "
               "and bound to the tenant and the query; any other value answers 400)")
 
@@ -75,6 +78,7 @@ API_ROUTES: tuple[Route, ...] = (
           "Re-stream the tenant's stored events of [from, to) into one destination, oldest first, as a "
           "resumable job (docs/backfill.md); 202 with the job and its Location",
           request_schema="BackfillRequest", response_schema="BackfillJob", success=202, tags=("delivery",),
+          deadline=_WRITE, completes=True,
           responses=((409, "The destination (or the tenant's stream) is not enabled in its stream config"),
                      (429, "The tenant's rate limit is exceeded, or it has BACKFILL_MAX_CONCURRENT_JOBS "
                            "backfills queued or running; retry after Retry-After"))),
@@ -90,7 +94,8 @@ API_ROUTES: tuple[Route, ...] = (
     Route("cancel_backfill", "DELETE", "backfills/{tenantId}/{jobId}", backfills.cancel_backfill,
           "Cancel a backfill: cancelled at once, or `cancelling` while a chunk runs (it stops at its next "
           "checkpoint)", response_schema="BackfillJob", success=202, tags=("delivery",), path_params=(_JOB_ID,),
-          responses=((404, "No such job for this tenant"), (409, "The job has completed or failed already"))),
+          responses=((404, "No such job for this tenant"), (409, "The job has completed or failed already")),
+          deadline=_WRITE, completes=True),
     Route("get_metrics", "GET", "metrics/{tenantId}", metrics.get_metrics,
           "Real-time metrics of a tenant (1 min, 5 min, 1 h windows and totals), alert conditions, service figures",
           response_schema="TenantMetrics", tags=("operations",)),
@@ -103,7 +108,8 @@ API_ROUTES: tuple[Route, ...] = (
           "it (412 when the stored version moved on), `updatedAt` and `isDefault` are ignored",
           request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",),
           headers=(("If-Match", {"type": "string"}, "the ETag read (or `*`: only if one is stored)"),
-                   ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet"))),
+                   ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet")),
+          deadline=_WRITE, completes=True),
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",
           response_schema="AuditList", tags=("audit",), unmapped=True, deadline=_READ,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import orjson
@@ -80,20 +81,25 @@ async def _secure(req: ApiRequest, handler: Handler) -> ApiResponse:
 
 
 async def handle(req: ApiRequest, handler: Handler, function_name: str | None = None,
-                 deadline: float | None = None) -> ApiResponse:
+                 deadline: float | None = None, completes: bool = False) -> ApiResponse:
     """Run `handler` inside the invocation's telemetry operation (operation id = the traceparent's
     trace id, name = the Functions function name), so every log record and failure-type metric of
     the request joins the host's request telemetry in Application Insights. `deadline` (the route's):
-    past it the request is an outage, 503 with Retry-After."""
+    past it the request is an outage, 503 with Retry-After; `completes` (a write route): the work
+    then goes on to its end instead of being cancelled."""
     with telemetry.operation(req.traceparent, function_name or f"{req.method} {req.path}"):
-        return await _handle(req, handler, deadline)
+        return await _handle(req, handler, deadline, completes)
 
 
-async def _handle(req: ApiRequest, handler: Handler, deadline: float | None = None) -> ApiResponse:
+async def _handle(req: ApiRequest, handler: Handler, deadline: float | None = None,
+                  completes: bool = False) -> ApiResponse:
     req.correlation_id = correlation_id_for(req)
     try:
-        async with asyncio.timeout(deadline):  # TimeoutError past it: an outage below
-            resp = await _secure(req, handler)
+        if completes and deadline is not None:
+            resp = await _answer_within(req, handler, deadline)
+        else:
+            async with asyncio.timeout(deadline):  # TimeoutError past it: an outage below
+                resp = await _secure(req, handler)
     except ProblemError as exc:
         resp = exc.response(instance=req.path, correlation_id=req.correlation_id)
     except SecurityError as exc:  # generic detail only; the reason goes to the log
@@ -117,6 +123,38 @@ async def _handle(req: ApiRequest, handler: Handler, deadline: float | None = No
             )
     resp.headers.setdefault("x-correlation-id", req.correlation_id)
     return resp
+
+
+async def _answer_within(req: ApiRequest, handler: Handler, deadline: float) -> ApiResponse:
+    """A write's answer within `deadline`, the write itself never cut short: past the deadline the
+    client gets 503 with Retry-After and the work goes on to its end on this instance (its outcome
+    logged), so a change is never left halfway. Whether it was applied is then read back (a config's
+    `version` and ETag, a job's state), as after any answer that did not arrive."""
+    work = asyncio.ensure_future(_secure(req, handler))
+    try:
+        return await asyncio.wait_for(asyncio.shield(work), deadline)
+    except TimeoutError:
+        work.add_done_callback(partial(_finished_late, req))
+        log.warning("%s %s: no answer within %g s; answered 503, the change goes on (correlationId=%s)",
+                    req.method, req.path, deadline, req.correlation_id)
+        raise ProblemError(503, "Service Unavailable",
+                           f"The change did not finish within {deadline:g} s: a service it needs is slow or "
+                           "unavailable. It goes on and may still be applied: read the resource back before "
+                           "sending it again.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+
+def _finished_late(req: ApiRequest, work: "asyncio.Future[ApiResponse]") -> None:
+    """The outcome of a write whose client was answered 503 at its deadline (the log is its only record)."""
+    if work.cancelled():
+        outcome = "cancelled"
+    elif (exc := work.exception()) is None:
+        outcome = f"answered {work.result().status}"
+    elif isinstance(exc, (ProblemError, SecurityError)):
+        outcome = f"refused {exc.status}"
+    else:
+        outcome = f"failed ({type(exc).__name__})"
+    log.warning("%s %s finished after its 503: %s (correlationId=%s)", req.method, req.path, outcome,
+                req.correlation_id)
 
 
 def read_json(req: ApiRequest, max_bytes: int) -> Any:

@@ -33,9 +33,9 @@ def to_http_response(resp: ApiResponse) -> func.HttpResponse:
 
 
 async def serve(req: func.HttpRequest, handler: Handler, context: func.Context | None = None,
-                deadline: float | None = None) -> func.HttpResponse:
+                deadline: float | None = None, completes: bool = False) -> func.HttpResponse:
     name = getattr(context, "function_name", None) if context is not None else None
-    return to_http_response(await handle(to_api_request(req, context), handler, name, deadline))
+    return to_http_response(await handle(to_api_request(req, context), handler, name, deadline, completes))
 
 
 def http_functions(routes: Sequence[Route]) -> func.Blueprint:
@@ -53,12 +53,12 @@ def http_functions(routes: Sequence[Route]) -> func.Blueprint:
 
 
 def _function(route: Route) -> object:
-    handler, deadline = route.handler, route.deadline
+    handler, deadline, completes = route.handler, route.deadline, route.completes
 
     # The worker binds the trigger to the parameter named `req` (the route decorator's default) and
     # passes the invocation context to a parameter named `context`.
     async def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-        return await serve(req, handler, context, deadline)
+        return await serve(req, handler, context, deadline, completes)
 
     function.__name__ = function.__qualname__ = route.name
     return function

@@ -41,11 +41,14 @@ class Route:
     # Answers beyond the common ones: (status, description); a 2xx carries the response schema,
     # anything else problem details.
     responses: tuple[tuple[int, str], ...] = ()
-    # Seconds the whole answer may take (None: no bound of its own). Read routes of Table storage have
-    # one: a store that hangs is answered 503 with Retry-After when it passes, not after the SDK's own
-    # timeouts and retries. Cancelling a read changes nothing; writes and replays are not bounded so
-    # (cancelled halfway, a config could change without its audit record).
+    # Seconds the whole answer may take (None: no bound of its own). Routes of Table storage have one:
+    # a store that hangs is answered 503 with Retry-After when it passes, not after the SDK's own
+    # timeouts and retries. A read is cancelled then (that changes nothing).
     deadline: float | None = None
+    # A write: past the deadline the client gets its 503, and the work is NOT cancelled but runs to
+    # its end on the instance (its outcome logged): cancelled halfway, a config could change without
+    # its version bump or its audit record (shared/http/adapter.py, `_answer_within`).
+    completes: bool = False
 
     @property
     def methods(self) -> tuple[str, ...]:
