@@ -18,7 +18,7 @@ from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
 from shared.delivery import breaker
 from shared.delivery.dispatch import Dispatcher
-from shared.destinations.base import Chunk, delivered, failed
+from shared.destinations.base import Chunk, DestinationPaused, delivered, failed
 from shared.observability.tenant_metrics import BatchStats
 from tests.doubles import MemoryDestination, MemoryDestinations
 from tests.kafka_helpers import make_event
@@ -187,3 +187,44 @@ async def test_a_tenant_that_fails_slowly_does_not_hold_up_the_others(
     assert all("paused" in (d.error or "") for d in bad) and [d.status for d in good] == ["delivered"] * 2
     [alone] = await calls(dispatch, ["tenant-c"])
     assert [d.status for d in alone] == ["delivered"] * 2
+
+
+class SaysPaused(FakeBroker):
+    """A destination whose dependency is known not to answer for a while (as the Redis destination
+    while the instance sends Redis nothing, storage/redis_unanswered.py): it raises DestinationPaused."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.0)
+        self.paused_for = 3.0
+
+    async def publish(self, chunks: Sequence[Chunk]) -> list[list[Delivery]]:
+        self.publishes.append(list(chunks))
+        if self.paused_for:
+            raise DestinationPaused("the dependency left a call unanswered moments ago", self.paused_for)
+        return [[delivered(self.type, ev.eventId) for ev in ch.events] for ch in chunks]
+
+
+async def test_a_destination_that_says_it_sends_nothing_is_held_and_its_events_fail_at_once() -> None:
+    """DestinationPaused: the call's events fail at once, unsent and transient (parked), without the
+    in-process retry; the destination's next calls are not made until the time it named has passed,
+    except the retry queue's drain (unguarded); then calls go through again."""
+    clock = Clock()
+    dep = SaysPaused()
+    dispatch = Dispatcher(MemoryDestinations(dep))
+    dispatch.breaker = breaker.Breaker(clock)
+    t0 = time.monotonic()
+    out = await calls(dispatch, ["tenant-a", "tenant-b"])
+    assert time.monotonic() - t0 < 0.5  # no in-process retry's wait
+    assert dep.sends == 1, dep.sends
+    assert all(d.status == "failed" and d.transient and (d.error or "").startswith("not sent: ")
+               for dels in out for d in dels), out
+    clock.now += 2.0  # still held: not called, for any tenant
+    out = await calls(dispatch, ["tenant-c"])
+    assert dep.sends == 1 and out[0][0].error == "not sent: the dependency left a call unanswered moments ago"
+    assert dispatch.breaker.paused("kafka", "tenant-z")
+    await call(dispatch, guarded=False)  # the drain still calls (and is told 3 s again)
+    assert dep.sends > 1
+    dep.paused_for, sent = 0.0, dep.sends
+    clock.now += 3.0  # the time it named has passed
+    assert not dispatch.breaker.paused("kafka", "tenant-z")
+    assert [d.status for d in await call(dispatch)] == ["delivered", "delivered"] and dep.sends == sent + 1

@@ -15,6 +15,11 @@ Per tenant, not per destination: one tenant's own fault (a topic that does not e
 slowly) must not hold up the other tenants' deliveries. In an outage each tenant then waits once
 per pause, not on every request.
 
+A destination that says it sends nothing for a while (`DestinationPaused`: Redis left a call
+unanswered moments ago, so the instance sends Redis nothing for a few seconds) is held as a whole
+for that long: its calls are not made, and its events are parked at once without the in-process
+retry, which would only wait to fail the same way.
+
 Safe for the dedupe windows: an event that is not sent cannot land later. A destination that fails
 fast (connection refused) is not paused: its callers do not wait, and the in-process retry is worth
 having for a blip. The state is per instance. The retry queue's drain and replays are not paused
@@ -50,15 +55,37 @@ class Breaker:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._paused: dict[tuple[str, str], _Paused] = {}
+        self._held: dict[str, tuple[float, str]] = {}  # destination -> (until, why): nothing sent
+
+    def hold(self, dest_type: str, seconds: float, reason: str) -> None:
+        """`dest_type` sends nothing for `seconds` (it said so): its guarded calls are not made meanwhile."""
+        until = self.clock() + seconds
+        if until > self._held.get(dest_type, (0.0, ""))[0]:
+            self._held[dest_type] = (until, reason)
+
+    def _holding(self, dest_type: str) -> str | None:
+        """Why `dest_type` is held now, or None."""
+        held = self._held.get(dest_type)
+        if held is None:
+            return None
+        if self.clock() < held[0]:
+            return held[1]
+        del self._held[dest_type]
+        return None
 
     def paused(self, dest_type: str, tenant: str) -> bool:
-        """Whether the tenant's deliveries to `dest_type` are paused now; no side effect."""
+        """Whether the tenant's deliveries to `dest_type` are paused (or the destination held) now."""
+        if self._held and self._holding(dest_type) is not None:
+            return True
         p = self._paused.get((dest_type, tenant))
         return p is not None and (p.probing or self.clock() < p.until)
 
     def admit(self, dest_type: str, chunks: Sequence[Chunk]) -> tuple[set[int], frozenset[str]]:
         """(the chunks of a call not to send, the tenants whose chunks probe). A tenant's chunks of
-        one call go or stay together; a paused tenant whose pause has ended probes."""
+        one call go or stay together; a paused tenant whose pause has ended probes; a held
+        destination gets none."""
+        if self._held and self._holding(dest_type) is not None:
+            return set(range(len(chunks))), frozenset()
         if not self._paused:  # the usual case, kept cheap: nothing paused anywhere
             return set(), frozenset()
         now = self.clock()
@@ -124,11 +151,14 @@ class Breaker:
                 log.warning("destination %s resumed for tenant %s: a call delivered again", dest_type, tenant)
 
     def refused(self, dest_type: str, chunk: Chunk) -> list[Delivery]:
-        """The deliveries of a chunk not sent because its tenant's deliveries are paused."""
+        """The deliveries of a chunk not sent because its tenant's deliveries are paused (or the
+        destination is held)."""
+        held = self._holding(dest_type) if self._held else None
+        if held is not None:
+            return not_sent(dest_type, held, len(chunk.events))
         p = self._paused.get((dest_type, chunk.stream.tenantId))
-        error = f"not sent: {dest_type} paused for this tenant after {p.reason if p else 'a slow failure'}"
-        return [Delivery(destination=dest_type, status="failed", transient=True, error=error)
-                for _ in chunk.events]
+        return not_sent(dest_type, f"{dest_type} paused for this tenant after "
+                                   f"{p.reason if p else 'a slow failure'}", len(chunk.events))
 
     def _forget_ended(self) -> None:
         if len(self._paused) < MAX_PAUSED:
@@ -136,3 +166,9 @@ class Breaker:
         now = self.clock()
         for key in [k for k, p in self._paused.items() if not p.probing and now >= p.until]:
             del self._paused[key]
+
+
+def not_sent(dest_type: str, why: str, n: int) -> list[Delivery]:
+    """`n` deliveries that were not sent (transient: the retry queue sends them later)."""
+    error = f"not sent: {why}"
+    return [Delivery(destination=dest_type, status="failed", transient=True, error=error) for _ in range(n)]

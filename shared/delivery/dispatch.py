@@ -23,8 +23,8 @@ from shared.core.destination_options import IN_PROCESS_MAX_DELAY_SECONDS, RetryP
 from shared.core.events import Event
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
-from shared.delivery.breaker import Breaker
-from shared.destinations.base import Chunk, Destination
+from shared.delivery.breaker import Breaker, not_sent
+from shared.destinations.base import Chunk, Destination, DestinationPaused
 from shared.destinations.own_limit import attempt_clock
 from shared.observability.tenant_metrics import BatchStats
 
@@ -208,6 +208,9 @@ class Dispatcher:
             return [[Delivery(destination=dest.type, status="failed", transient=True,
                               error=f"no answer within {policy.timeoutSeconds} s") for _ in ch.events]
                     for ch in chunks]
+        except DestinationPaused as exc:  # nothing sent: held, and its events parked without a retry
+            self.breaker.hold(dest.type, exc.seconds, exc.reason)
+            return [not_sent(dest.type, exc.reason, len(ch.events)) for ch in chunks]
         except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
             log.exception("destination %s raised", dest.type)
             return [[Delivery(destination=dest.type, status="failed", transient=True,

@@ -32,6 +32,17 @@ class Chunk(NamedTuple):
     events: Sequence[Event]
 
 
+class DestinationPaused(Exception):
+    """Raised by `publish` when the destination sends nothing for `seconds` yet (its dependency is
+    known not to answer): nothing of the call was sent, so its events fail at once and are parked
+    without the in-process retries, and the dispatcher holds the destination's calls meanwhile."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seconds = seconds
+
+
 @runtime_checkable
 class Destination(Protocol):
     type: str

@@ -37,7 +37,8 @@ from shared.core.events import Event, EventType, Source
 from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
-from shared.destinations.base import Chunk, delivered, failed
+from shared.destinations.base import Chunk, DestinationPaused, delivered, failed
+from shared.storage.redis_unanswered import NotSent
 from shared.storage.redisconn import TenantKeys, run_script, tenant_key
 
 HOUR_MS = 3_600_000
@@ -151,6 +152,8 @@ class RedisStreamsDestination:
             minids: dict[int, str] = {}
             calls = (_append_call(chunks[i], now_ms, minids, trims, now) for i in todo)
             replies = await run_script(self._redis, self._append, calls)
+        except NotSent as exc:  # Redis paused as unanswered: nothing sent, none will be for a while
+            raise DestinationPaused(f"redis did not answer a call moments ago ({exc})", exc.seconds) from exc
         except RedisError as exc:  # connection-level error: nothing is known to be written
             for i in todo:
                 out[i] = [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True)

@@ -25,16 +25,24 @@ log = logging.getLogger("grc.redis")
 PAUSE_SECONDS = 5.0  # one socket timeout: a frozen Redis costs a caller at most that once per pause
 
 
+class NotSent(RedisTimeoutError):
+    """A call not sent because Redis is paused as unanswered; `seconds`: how long the pause lasts yet."""
+
+    def __init__(self, message: str, seconds: float = 0.0) -> None:  # a default: copies rebuild from args
+        super().__init__(message)
+        self.seconds = seconds
+
+
 class Unanswered:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.until = 0.0
 
     def check(self) -> None:
-        """Raises redis-py's TimeoutError while paused (nothing is sent)."""
-        if self.until and self.clock() < self.until:
-            raise RedisTimeoutError("Redis left a call unanswered within its socket timeout moments ago: "
-                                    f"calls are not sent for {PAUSE_SECONDS:.0f} s")
+        """Raises NotSent (a redis-py TimeoutError) while paused: nothing is sent."""
+        if self.until and (now := self.clock()) < self.until:
+            raise NotSent("Redis left a call unanswered within its socket timeout moments ago: "
+                          f"calls are not sent for {PAUSE_SECONDS:.0f} s", self.until - now)
 
     def timed_out(self) -> None:
         if not self.until:
