@@ -153,6 +153,29 @@ async def test_a_write_past_its_deadline_answers_503_and_goes_on_to_its_end(
                          "put_stream_config", deadline=5.0, completes=True)).status == 412
 
 
+async def test_a_write_whose_request_is_cancelled_still_goes_on_to_its_end(
+        caplog: pytest.LogCaptureFixture) -> None:
+    steps: list[str] = []
+
+    @public
+    async def slow_write(req: ApiRequest) -> ApiResponse:
+        await asyncio.sleep(0.3)
+        steps.append("written")
+        return json_response({}, 200)
+
+    request = asyncio.ensure_future(handle(ApiRequest("PUT", "/stream-config/acme", Headers(), {}, {}),
+                                           slow_write, "put_stream_config", deadline=5.0, completes=True))
+    await asyncio.sleep(0.1)
+    request.cancel()  # e.g. the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    with caplog.at_level("WARNING", logger="grc.http"):
+        await asyncio.sleep(0.4)
+    assert steps == ["written"]
+    assert any("finished after its request was cancelled: answered 200" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
 def test_the_table_routes_have_the_storage_deadline() -> None:
     """The routes that read Table storage are bounded, and so are the single writes (config, backfill
     start and cancel), which then go on to their end; a replay is not bounded (a healthy replay of many

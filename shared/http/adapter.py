@@ -133,8 +133,11 @@ async def _answer_within(req: ApiRequest, handler: Handler, deadline: float) -> 
     work = asyncio.ensure_future(_secure(req, handler))
     try:
         return await asyncio.wait_for(asyncio.shield(work), deadline)
+    except asyncio.CancelledError:  # the request itself was cancelled: the write still ends, logged
+        work.add_done_callback(partial(_finished_late, req, "its request was cancelled"))
+        raise
     except TimeoutError:
-        work.add_done_callback(partial(_finished_late, req))
+        work.add_done_callback(partial(_finished_late, req, "its 503"))
         log.warning("%s %s: no answer within %g s; answered 503, the change goes on (correlationId=%s)",
                     req.method, req.path, deadline, req.correlation_id)
         raise ProblemError(503, "Service Unavailable",
@@ -143,8 +146,9 @@ async def _answer_within(req: ApiRequest, handler: Handler, deadline: float) -> 
                            "sending it again.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
 
 
-def _finished_late(req: ApiRequest, work: "asyncio.Future[ApiResponse]") -> None:
-    """The outcome of a write whose client was answered 503 at its deadline (the log is its only record)."""
+def _finished_late(req: ApiRequest, after: str, work: "asyncio.Future[ApiResponse]") -> None:
+    """The outcome of a write whose client got no answer from it (a 503 at its deadline, or the request
+    cancelled): the log is its only record."""
     if work.cancelled():
         outcome = "cancelled"
     elif (exc := work.exception()) is None:
@@ -153,7 +157,7 @@ def _finished_late(req: ApiRequest, work: "asyncio.Future[ApiResponse]") -> None
         outcome = f"refused {exc.status}"
     else:
         outcome = f"failed ({type(exc).__name__})"
-    log.warning("%s %s finished after its 503: %s (correlationId=%s)", req.method, req.path, outcome,
+    log.warning("%s %s finished after %s: %s (correlationId=%s)", req.method, req.path, after, outcome,
                 req.correlation_id)
 
 
