@@ -153,7 +153,7 @@ class RedisStreamsDestination:
             calls = (_append_call(chunks[i], now_ms, minids, trims, now) for i in todo)
             replies = await run_script(self._redis, self._append, calls)
         except NotSent as exc:  # Redis paused as unanswered: nothing sent, none will be for a while
-            raise DestinationPaused(f"redis did not answer a call moments ago ({exc})", exc.seconds) from exc
+            raise DestinationPaused(str(exc), exc.seconds) from exc
         except RedisError as exc:  # connection-level error: nothing is known to be written
             for i in todo:
                 out[i] = [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True)
