@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.core.results import Delivery
-from shared.destinations.base import Chunk
+from shared.destinations.base import Chunk, failed_all
 
 log = logging.getLogger("grc.pipeline")
 
@@ -154,11 +154,10 @@ class Breaker:
         """The deliveries of a chunk not sent because its tenant's deliveries are paused (or the
         destination is held)."""
         held = self._holding(dest_type) if self._held else None
-        if held is not None:
-            return not_sent(dest_type, held, len(chunk.events))
-        p = self._paused.get((dest_type, chunk.stream.tenantId))
-        return not_sent(dest_type, f"{dest_type} paused for this tenant after "
-                                   f"{p.reason if p else 'a slow failure'}", len(chunk.events))
+        if held is None:
+            p = self._paused.get((dest_type, chunk.stream.tenantId))
+            held = f"{dest_type} paused for this tenant after {p.reason if p else 'a slow failure'}"
+        return failed_all(dest_type, [chunk], f"not sent: {held}")[0]
 
     def _forget_ended(self) -> None:
         if len(self._paused) < MAX_PAUSED:
@@ -166,9 +165,3 @@ class Breaker:
         now = self.clock()
         for key in [k for k, p in self._paused.items() if not p.probing and now >= p.until]:
             del self._paused[key]
-
-
-def not_sent(dest_type: str, why: str, n: int) -> list[Delivery]:
-    """`n` deliveries that were not sent (transient: the retry queue sends them later)."""
-    error = f"not sent: {why}"
-    return [Delivery(destination=dest_type, status="failed", transient=True, error=error) for _ in range(n)]

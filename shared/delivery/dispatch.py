@@ -23,8 +23,8 @@ from shared.core.destination_options import IN_PROCESS_MAX_DELAY_SECONDS, RetryP
 from shared.core.events import Event
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
-from shared.delivery.breaker import Breaker, not_sent
-from shared.destinations.base import Chunk, Destination, DestinationPaused
+from shared.delivery.breaker import Breaker
+from shared.destinations.base import Chunk, Destination, DestinationPaused, failed_all
 from shared.destinations.own_limit import attempt_clock
 from shared.observability.tenant_metrics import BatchStats
 
@@ -121,9 +121,9 @@ class Dispatcher:
         prepared = batch.chunks
         dest = self.destinations.get(batch.dest_type)
         if dest is None:
-            return [[Delivery(destination=batch.dest_type, status="failed", transient=False,
-                              error=f"destination type {batch.dest_type!r} is not available in this deployment")
-                     for _ in ch.events] for ch in prepared]
+            return failed_all(batch.dest_type, prepared,
+                              f"destination type {batch.dest_type!r} is not available in this deployment",
+                              transient=False)
         if len(batch.groups) == 1:  # the usual case: every tenant of the batch has the same policy
             [(policy, _)] = batch.groups.values()
             return await self._deliver_group(dest, prepared, policy, stats, attempts, guarded)
@@ -175,7 +175,7 @@ class Dispatcher:
         refused, probes = self.breaker.admit(dest.type, chunks)
         if not refused:
             return await self._measured(dest, chunks, policy, probes)
-        out = [self.breaker.refused(dest.type, ch) for ch in chunks]
+        out = [self.breaker.refused(dest.type, ch) if i in refused else [] for i, ch in enumerate(chunks)]
         sent = [i for i in range(len(chunks)) if i not in refused]
         if sent:
             got = await self._measured(dest, [chunks[i] for i in sent], policy, probes)
@@ -205,17 +205,13 @@ class Dispatcher:
                 with attempt_clock(deadline, policy.timeoutSeconds):
                     out = await dest.publish(chunks)
         except TimeoutError:
-            return [[Delivery(destination=dest.type, status="failed", transient=True,
-                              error=f"no answer within {policy.timeoutSeconds} s") for _ in ch.events]
-                    for ch in chunks]
+            return failed_all(dest.type, chunks, f"no answer within {policy.timeoutSeconds} s")
         except DestinationPaused as exc:  # nothing sent: held, and its events parked without a retry
             self.breaker.hold(dest.type, exc.seconds, exc.reason)
-            return [not_sent(dest.type, exc.reason, len(ch.events)) for ch in chunks]
+            return failed_all(dest.type, chunks, f"not sent: {exc.reason}")
         except Exception as exc:  # noqa: BLE001 - a destination bug must not lose the batch
             log.exception("destination %s raised", dest.type)
-            return [[Delivery(destination=dest.type, status="failed", transient=True,
-                              error=f"destination error: {type(exc).__name__}") for _ in ch.events]
-                    for ch in chunks]
+            return failed_all(dest.type, chunks, f"destination error: {type(exc).__name__}")
         if len(out) != len(chunks) or any(len(d) != len(ch.events) for d, ch in zip(out, chunks)):
             raise RuntimeError(f"destination {dest.type} returned results that do not match its chunks")
         return out

@@ -67,3 +67,9 @@ def delivered(dest: str, ref: str | None = None) -> Delivery:
 
 def failed(dest: str, error: str, *, transient: bool) -> Delivery:
     return Delivery.of(dest, "failed", None, error, transient)
+
+
+def failed_all(dest: str, chunks: Sequence[Chunk], error: str, *,
+               transient: bool = True) -> list[list[Delivery]]:
+    """Every event of each chunk failed with `error` (a call that broke off, or was never made)."""
+    return [[failed(dest, error, transient=transient) for _ in ch.events] for ch in chunks]

@@ -18,7 +18,7 @@ from azure.storage.queue.aio import QueueServiceClient
 from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.settings import Settings
-from shared.destinations.base import Chunk, delivered, failed
+from shared.destinations.base import Chunk, delivered, failed, failed_all
 from shared.storage.clients import queue_service
 from shared.storage.lazy import LazyQueue
 from shared.vector.messages import IndexItem, encode_messages
@@ -56,13 +56,12 @@ class VectorQueueDestination:
         try:
             messages = encode_messages([IndexItem.from_event(chunks[c].events[i]) for c, i in where])
         except ValueError as exc:  # cannot happen with bounded texts; never retry it
-            return [[failed(self.type, str(exc), transient=False) for _ in ch.events] for ch in chunks]
+            return failed_all(self.type, chunks, str(exc), transient=False)
         queue = self._lazy()
         try:
             await queue.get()
         except AzureError as exc:
-            return [[failed(self.type, f"queue unavailable: {type(exc).__name__}", transient=True)
-                     for _ in ch.events] for ch in chunks]
+            return failed_all(self.type, chunks, f"queue unavailable: {type(exc).__name__}")
 
         async def send(text: str, members: list[int]) -> None:
             async with self._sends:
