@@ -94,6 +94,79 @@ async def test_run_script_takes_calls_from_a_generator_even_after_a_reload(redis
     assert await run_script(redis, script, calls) == [f"v{i}".encode() for i in range(200)]
 
 
+async def test_each_reply_is_made_into_its_result_as_it_is_read_errors_stay_in_place(redis_port: int) -> None:
+    """`each_reply`: a long pipeline's replies become results while Redis still runs its later
+    commands (here a BLPOP that blocks 0.4 s: the replies before it are made long before it ends);
+    an error reply is kept as its ResponseError; a small call (a shared trip) gets the same."""
+    client = Redis(port=redis_port)
+    try:
+        await client.ping()
+        made: list[tuple[object, float]] = []
+        start = time.monotonic()
+
+        def each(reply: object) -> tuple[str, object]:
+            made.append((reply, time.monotonic() - start))
+            return ("made", reply)
+
+        key = f"k-{uuid.uuid4().hex}"
+        n = redisconn.SHARED_TRIP + 5
+        replies = await pipelined(client, [("ECHO", f"e{i}") for i in range(n)]
+                                  + [("SET", key, "x"), ("INCR", key), ("BLPOP", "empty-" + key, "0.4")], each)
+        assert replies[:n + 1] == [("made", f"e{i}".encode()) for i in range(n)] + [("made", b"OK")]
+        assert isinstance(replies[n + 1], ResponseError) and replies[n + 2] == ("made", None)
+        assert time.monotonic() - start >= 0.4
+        assert len(made) == n + 2 and max(at for _, at in made[:n + 1]) < 0.3  # made while the BLPOP blocked
+        small = await pipelined(client, [("ECHO", "a"), ("INCR", key)], each)
+        assert small[0] == ("made", b"a") and isinstance(small[1], ResponseError)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("count", [None, 200])
+async def test_a_long_pipeline_of_known_length_is_written_from_its_first_commands(
+        redis_port: int, count: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With its length given, a long pipeline's first write goes as soon as FIRST_SLICE commands are
+    built (Redis starts on them while the rest are built); without, SHARED_TRIP + 1 are built first
+    to tell it from a small call."""
+    from redis.asyncio.connection import Connection
+
+    built = 0
+    built_at_writes: list[int] = []
+    send = Connection.send_packed_command
+
+    async def counting_send(self: Connection, command: object, check_health: bool = True) -> None:
+        built_at_writes.append(built)
+        await send(self, command, check_health)
+
+    def commands() -> object:
+        nonlocal built
+        for i in range(200):
+            built += 1
+            yield ("ECHO", str(i))
+
+    client = Redis(port=redis_port)
+    try:
+        await client.ping()
+        monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+        replies = await pipelined(client, commands(), count=count)
+        assert replies == [str(i).encode() for i in range(200)]
+        first = redisconn.FIRST_SLICE if count else redisconn.SHARED_TRIP + 1
+        assert built_at_writes[0] == first
+    finally:
+        await client.aclose()
+
+
+async def test_run_script_makes_each_reply_into_its_result_after_a_reload_too(redis: Redis) -> None:
+    script = redis.register_script("if ARGV[1] == 'bad' then return redis.error_reply('nope') end return ARGV[1]")
+    await redis.script_flush()
+    calls = [([f"k{{t{i}}}"], ["bad" if i == 3 else f"v{i}"]) for i in range(100)]
+    replies = await run_script(redis, script, calls, each_reply=lambda r: r.decode())
+    assert isinstance(replies[3], ResponseError)
+    assert [r for i, r in enumerate(replies) if i != 3] == [f"v{i}" for i in range(100) if i != 3]
+    with pytest.raises(ValueError):
+        await run_script(redis, script, calls, extra=[("PING",)], each_reply=str)
+
+
 async def test_small_calls_made_together_share_one_round_trip_each_with_its_own_replies(redis_port: int) -> None:
     """Concurrent requests' Redis calls (a config check, an append) go in one round trip: each
     caller's commands stay together and in order, and each gets exactly its own replies."""

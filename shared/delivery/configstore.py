@@ -161,12 +161,12 @@ class ConfigStore:
             versions = [None] * len(tenants)
         out: dict[str, StreamConfig] = {}
         missing: dict[str, int | None] = {}
+        cache, oldest = self._cache, now - self._ttl  # once per tenant of every batch: locals
         for t, ver in zip(tenants, versions):
-            c = self._cache.get(t)
+            c = cache.get(t)
             # The TTL bounds every cached copy: a write whose version bump failed (Redis blip)
             # would otherwise stay invisible to instances that still read the old version.
-            fresh = c is not None and now - c.fetched_at < self._ttl and (ver is None or c.version == ver)
-            if fresh and c is not None:
+            if c is not None and c.fetched_at > oldest and (ver is None or c.version == ver):
                 out[t] = c.config
             else:
                 missing[t] = ver

@@ -151,7 +151,10 @@ class RedisStreamsDestination:
             # A generator: the pipeline is written while the calls are still being built.
             minids: dict[int, str] = {}
             calls = (_append_call(chunks[i], now_ms, minids, trims, now) for i in todo)
-            replies = await run_script(self._redis, self._append, calls)
+            # Each call's Deliveries are made as its reply is read: a batch naming 500 tenants has
+            # 500 replies, and Redis is still running the later calls meanwhile.
+            replies = await run_script(self._redis, self._append, calls, each_reply=self._deliveries,
+                                       count=len(todo))
         except NotSent as exc:  # Redis paused as unanswered: nothing sent, none will be for a while
             raise DestinationPaused(str(exc), exc.seconds) from exc
         except RedisError as exc:  # connection-level error: nothing is known to be written
@@ -164,8 +167,11 @@ class RedisStreamsDestination:
                 out[i] = [failed(self.type, f"redis script failed: {str(reply)[:200]}", transient=True)
                           for _ in chunks[i].events]
             else:
-                out[i] = [self._delivery(r) for r in reply]
+                out[i] = reply
         return out
+
+    def _deliveries(self, reply: list[Any]) -> list[Delivery]:
+        return [self._delivery(r) for r in reply]
 
     def _delivery(self, reply: Any) -> Delivery:
         text = reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -136,12 +136,10 @@ class RateLimiter:
 
     async def take_all(self, costs: Mapping[str, int], *, now: float | None = None) -> dict[str, Decision]:
         """Charge each tenant its cost, from its lease or in one round trip for all; all or nothing."""
-        for tenant, cost in costs.items():
-            if not is_tenant_id(tenant):
-                raise ValueError("invalid tenant id")
-            if cost < 1:
-                raise ValueError("cost must be >= 1")
         if self._rate == 0:
+            self._check(costs)
+            if any(c < 1 for c in costs.values()):
+                raise ValueError("cost must be >= 1")
             return {t: Decision(allowed=True, retry_after_seconds=0, remaining=self._burst) for t in costs}
         clock = time.monotonic() if now is None else now
         if len(self._leases) > MAX_LEASES:
@@ -149,26 +147,40 @@ class RateLimiter:
         out: dict[str, Decision] = {}
         spent: dict[str, float] = {}  # tenant -> tokens taken from its lease for this request
         need: dict[str, tuple[float, float]] = {}  # tenant -> (cost, what its lease holds)
+        leases, burst = self._leases, self._burst
+        # Once per tenant of every request (a bulk may name a thousand): a tenant with a lease was
+        # checked when the lease was taken, so only the others are checked (below), before any
+        # Redis key is made of them.
         for tenant, cost in costs.items():
-            cost = min(cost, self._burst)
-            lease = self._leases.get(tenant)
+            if cost < 1:
+                raise ValueError("cost must be >= 1")
+            if cost > burst:
+                cost = burst
+            lease = leases.get(tenant)
             have = lease.tokens if lease is not None and lease.until > clock else 0.0
             if have >= cost:
-                assert lease is not None
-                lease.tokens -= cost
+                lease.tokens = left = have - cost  # type: ignore[union-attr]
                 spent[tenant] = cost
-                out[tenant] = Decision(allowed=True, retry_after_seconds=0, remaining=math.floor(lease.tokens))
+                out[tenant] = Decision(True, 0, int(left))  # int(): floor of a non-negative number
             else:
                 need[tenant] = (cost, have)
         fetched: dict[str, float] = {}  # tenant -> tokens taken from Redis for this request
+        refused = False
         if need:
+            try:
+                self._check(need)
+            except ValueError:
+                for tenant, n in spent.items():
+                    leases[tenant].tokens += n
+                raise
             await self._take_leases(need, clock, now, out, spent, fetched)
-        if not all(d.allowed for d in out.values()):
+            refused = not all(out[t].allowed for t in need)
+        if refused:
             # All or nothing: what came from a lease goes back to it; what came from Redis goes
             # back to Redis, where every instance sees it and no lease expiry can drop it.
             back: dict[str, float] = {}
             for tenant, n in spent.items():
-                lease = self._leases[tenant]
+                lease = leases[tenant]
                 lease.tokens += n
                 if fetched.get(tenant):
                     lease.tokens -= fetched[tenant]
@@ -176,6 +188,12 @@ class RateLimiter:
             if back:
                 await self._return_tokens(back)
         return out
+
+    @staticmethod
+    def _check(costs: Mapping[str, Any]) -> None:
+        for tenant in costs:
+            if not is_tenant_id(tenant):
+                raise ValueError("invalid tenant id")
 
     async def _return_tokens(self, back: Mapping[str, float]) -> None:
         calls = [([bucket_key(t, self._name)], [str(self._burst), repr(n)]) for t, n in back.items()]

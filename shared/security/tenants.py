@@ -52,6 +52,8 @@ def authorize(principal: Principal, tenant_id: str) -> None:
 def authorize_all(principal: Principal, tenant_ids: Iterable[str]) -> None:
     """Bulk rule: the whole request is refused if any tenant in it is not granted
     (docs/security.md, 'Bulk requests')."""
+    if principal.is_admin:  # every tenant: no check per tenant of a bulk naming a thousand
+        return
     for tenant_id in set(tenant_ids):
         authorize(principal, tenant_id)
 

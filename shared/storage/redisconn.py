@@ -5,7 +5,7 @@ import asyncio
 import copy
 import math
 from itertools import chain, islice
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import hiredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
@@ -29,6 +29,7 @@ def tenant_key(tenant_id: str, *parts: str) -> str:
 
 
 MAX_CACHED_TENANT_KEYS = 10_000
+Reply = Callable[[Any], Any]  # what a caller keeps of one reply (pipelined's `each_reply`)
 
 
 class TenantKeys(dict):  # type: ignore[type-arg]
@@ -51,6 +52,7 @@ ENTRA_REDIS_SCOPE = "https://redis.azure.com/.default"
 MAX_CONNECTIONS = 64
 POOL_WAIT_SECONDS = 5.0
 SEND_SLICE = 64  # commands per socket write of a pipeline
+FIRST_SLICE = 8  # commands of a long pipeline's first write: Redis starts on them while the rest are built
 
 
 def entra_credentials() -> CredentialProvider:
@@ -134,7 +136,8 @@ def create_redis(settings: Settings, credential_provider: CredentialProvider | N
 
 
 async def run_script(client: Redis, script: AsyncScript, calls: Iterable[tuple[Sequence[Any], Sequence[Any]]],
-                     extra: Sequence[Sequence[Any]] = ()) -> list[Any]:
+                     extra: Sequence[Sequence[Any]] = (), each_reply: Reply | None = None,
+                     count: int | None = None) -> list[Any]:
     """Many calls of one Lua script, `(keys, args)` each, in one round trip.
 
     A pipeline of EVALSHA (see `pipelined`; `calls` may be a generator, consumed as the pipeline is
@@ -142,8 +145,11 @@ async def run_script(client: Redis, script: AsyncScript, calls: Iterable[tuple[S
     are sent again. Each call's keys must share one hash slot (the tenant's tag), so a pipeline may
     mix tenants on Redis Cluster. `extra` commands go in the same round trip (their errors raise).
     Replies come in call order; a call that failed in Redis (a script error) has its
-    `ResponseError` as reply. Connection errors raise.
+    `ResponseError` as reply. Connection errors raise. `each_reply` (not with `extra`) and `count`
+    (of the calls, when known): see `pipelined`.
     """
+    if extra and each_reply is not None:
+        raise ValueError("each_reply applies to every reply: not with extra commands")
     made: list[tuple[Sequence[Any], Sequence[Any]]] = []
 
     def evalshas(sha: str) -> Iterator[tuple[Any, ...]]:
@@ -151,7 +157,8 @@ async def run_script(client: Redis, script: AsyncScript, calls: Iterable[tuple[S
             made.append((keys, args))
             yield ("EVALSHA", sha, len(keys), *keys, *args)
 
-    replies = await pipelined(client, chain(evalshas(script.sha), extra))
+    replies = await pipelined(client, chain(evalshas(script.sha), extra), each_reply,
+                              None if count is None else count + len(extra))
     for error in replies[len(made):]:
         if isinstance(error, ResponseError):
             raise error
@@ -160,13 +167,14 @@ async def run_script(client: Redis, script: AsyncScript, calls: Iterable[tuple[S
     if missing:
         script.sha = await client.script_load(script.script)
         again = await pipelined(client, [("EVALSHA", script.sha, len(made[i][0]), *made[i][0], *made[i][1])
-                                         for i in missing])
+                                         for i in missing], each_reply)
         for i, r in zip(missing, again):
             replies[i] = r
     return replies
 
 
-async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[Any]:
+async def pipelined(client: Redis, commands: Iterable[Sequence[Any]], each_reply: Reply | None = None,
+                    count: int | None = None) -> list[Any]:
     """Commands in one round trip, raw replies (no redis-py response callbacks), a `ResponseError`
     in place of each command Redis refused. Made for pipelines naming hundreds of tenants, where
     the client's own work per command is what costs:
@@ -179,24 +187,35 @@ async def pipelined(client: Redis, commands: Iterable[Sequence[Any]]) -> list[An
       reply;
     - a small call (at most SHARED_TRIP commands: a single event's config check or append) shares
       its round trip with the other small calls made in the same event-loop iteration (concurrent
-      requests of the instance), see `_SharedTrips`.
+      requests of the instance), see `_SharedTrips`;
+    - `each_reply`, when given, makes what the caller keeps of each reply that is not an error, as
+      the reply is read: a long pipeline's replies are then turned into results while Redis still
+      runs its later commands, where the client would otherwise wait;
+    - `count`, when the caller knows how many commands there are: a long pipeline's first commands
+      are written as soon as they are built (FIRST_SLICE), where finding out whether it is long
+      means building SHARED_TRIP + 1 of them first.
     The client's pool and retry policy apply as usual (a retry resends what was packed).
     """
+    if count is not None and count > SHARED_TRIP:
+        return await _send(client, commands, each_reply)
     it = iter(commands)
     first = list(islice(it, SHARED_TRIP + 1))
     if not first:
         return []
     if len(first) <= SHARED_TRIP:
-        return await _shared_trips(client).send(first)
-    return await _send(client, chain(first, it))
+        replies = await _shared_trips(client).send(first)
+        if each_reply is None:
+            return replies
+        return [r if isinstance(r, ResponseError) else each_reply(r) for r in replies]
+    return await _send(client, chain(first, it), each_reply)
 
 
-async def _send(client: Redis, commands: Iterable[Sequence[Any]]) -> list[Any]:
+async def _send(client: Redis, commands: Iterable[Sequence[Any]], each_reply: Reply | None = None) -> list[Any]:
     packed = _Packed(commands)
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
-        return await conn.retry.call_with_retry(lambda: _round_trip(conn, packed),
+        return await conn.retry.call_with_retry(lambda: _round_trip(conn, packed, each_reply),
                                                 lambda _error: conn.disconnect())
     finally:
         await pool.release(conn)
@@ -278,7 +297,7 @@ class _Packed:
     def __iter__(self) -> Iterator[bytes]:
         yield from list(self.slices)  # a retry: what the first try packed
         while self._todo is not None:
-            batch = list(islice(self._todo, SEND_SLICE))
+            batch = list(islice(self._todo, SEND_SLICE if self.slices else FIRST_SLICE))
             if not batch:
                 self._todo = None
                 return
@@ -288,7 +307,7 @@ class _Packed:
             yield data
 
 
-async def _round_trip(conn: Connection, packed: _Packed) -> list[Any]:
+async def _round_trip(conn: Connection, packed: _Packed, each_reply: Reply | None) -> list[Any]:
     out: list[Any] = []
     try:
         first = True
@@ -298,7 +317,7 @@ async def _round_trip(conn: Connection, packed: _Packed) -> list[Any]:
         if first:
             return out  # nothing to send
         async with asyncio.timeout(conn.socket_timeout):
-            await _read_replies(conn, packed.count, out)
+            await _read_replies(conn, packed.count, out, each_reply)
     except TimeoutError as exc:
         if isinstance(conn, _Watched):
             conn.unanswered.timed_out()
@@ -317,8 +336,9 @@ def _hiredis_reader(conn: Connection) -> Any:
     return getattr(parser, "_reader", None)
 
 
-async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
-    """`count` replies into `out`, a `ResponseError` in place of each refused command.
+async def _read_replies(conn: Connection, count: int, out: list[Any], each_reply: Reply | None = None) -> None:
+    """`count` replies into `out`, a `ResponseError` in place of each refused command (the others
+    through `each_reply` when given).
 
     From the connection's hiredis reader as the bytes arrive: one call per reply through redis-py's
     `read_response` (its checks, its coroutine chain) cost more client CPU than the reply itself,
@@ -336,9 +356,11 @@ async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
             try:
                 # math.inf: no timer per reply (redis-py's documented "block" value); the deadline
                 # around the read bounds it, and a read cut short drops the connection.
-                out.append(await conn.read_response(timeout=math.inf))
+                reply = await conn.read_response(timeout=math.inf)
             except ResponseError as exc:
                 out.append(exc)
+            else:
+                out.append(reply if each_reply is None else each_reply(reply))
         return
     parser = conn._parser
     push = getattr(parser, "_hiredis_PushNotificationType", None)
@@ -363,7 +385,7 @@ async def _read_replies(conn: Connection, count: int, out: list[Any]) -> None:
             elif isinstance(reply, RedisConnectionError):
                 raise reply
             else:
-                out.append(reply)
+                out.append(reply if each_reply is None else each_reply(reply))
         done = True
     finally:
         if not done:
