@@ -111,7 +111,8 @@ async def test_each_reply_is_made_into_its_result_as_it_is_read_errors_stay_in_p
         key = f"k-{uuid.uuid4().hex}"
         n = redisconn.SHARED_TRIP + 5
         replies = await pipelined(client, [("ECHO", f"e{i}") for i in range(n)]
-                                  + [("SET", key, "x"), ("INCR", key), ("BLPOP", "empty-" + key, "0.4")], each)
+                                  + [("SET", key, "x"), ("INCR", key), ("BLPOP", "empty-" + key, "0.4")],
+                                  each)
         assert replies[:n + 1] == [("made", f"e{i}".encode()) for i in range(n)] + [("made", b"OK")]
         assert isinstance(replies[n + 1], ResponseError) and replies[n + 2] == ("made", None)
         assert time.monotonic() - start >= 0.4

@@ -210,7 +210,8 @@ async def pipelined(client: Redis, commands: Iterable[Sequence[Any]], each_reply
     return await _send(client, chain(first, it), each_reply)
 
 
-async def _send(client: Redis, commands: Iterable[Sequence[Any]], each_reply: Reply | None = None) -> list[Any]:
+async def _send(client: Redis, commands: Iterable[Sequence[Any]],
+                each_reply: Reply | None = None) -> list[Any]:
     packed = _Packed(commands)
     pool = client.connection_pool
     conn = await pool.get_connection()
@@ -336,7 +337,8 @@ def _hiredis_reader(conn: Connection) -> Any:
     return getattr(parser, "_reader", None)
 
 
-async def _read_replies(conn: Connection, count: int, out: list[Any], each_reply: Reply | None = None) -> None:
+async def _read_replies(conn: Connection, count: int, out: list[Any],
+                        each_reply: Reply | None = None) -> None:
     """`count` replies into `out`, a `ResponseError` in place of each refused command (the others
     through `each_reply` when given).
 
