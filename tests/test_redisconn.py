@@ -58,8 +58,11 @@ async def test_a_late_reply_times_out_and_the_next_call_is_not_out_of_step(redis
         await client.aclose()
 
 
+ECHO_OR_FAIL = "if ARGV[1] == 'bad' then return redis.error_reply('nope') end return ARGV[1]"
+
+
 async def test_run_script_reloads_a_flushed_script_and_keeps_script_errors_per_call(redis: Redis) -> None:
-    script = redis.register_script("if ARGV[1] == 'bad' then return redis.error_reply('nope') end return ARGV[1]")
+    script = redis.register_script(ECHO_OR_FAIL)
     await redis.script_flush()
     replies = await run_script(redis, script, [(["a{t1}"], ["x"]), (["a{t2}"], ["bad"]), (["a{t3}"], ["y"])])
     assert replies[0] == b"x" and isinstance(replies[1], ResponseError) and replies[2] == b"y"
@@ -158,7 +161,7 @@ async def test_a_long_pipeline_of_known_length_is_written_from_its_first_command
 
 
 async def test_run_script_makes_each_reply_into_its_result_after_a_reload_too(redis: Redis) -> None:
-    script = redis.register_script("if ARGV[1] == 'bad' then return redis.error_reply('nope') end return ARGV[1]")
+    script = redis.register_script(ECHO_OR_FAIL)
     await redis.script_flush()
     calls = [([f"k{{t{i}}}"], ["bad" if i == 3 else f"v{i}"]) for i in range(100)]
     replies = await run_script(redis, script, calls, each_reply=lambda r: r.decode())
