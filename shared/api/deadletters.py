@@ -9,8 +9,9 @@ from shared.api import paging
 from shared.api.audit import record_audit
 from shared.api.params import bad_param, int_param, tenant_param
 from shared.app.services import get_services
-from shared.delivery.replay import replay
+from shared.delivery.replay import NothingReplayed, replay
 from shared.http.adapter import read_json
+from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 
 MAX_REPLAY = 500
@@ -51,6 +52,9 @@ async def replay_deadletters(req: ApiRequest) -> ApiResponse:
     target, asked = f"deadletters/{tenant}", {"ids": ids if ids is not None else "all not yet replayed"}
     try:
         results = await replay(get_services(), tenant, ids, limit=MAX_REPLAY)
+    except NothingReplayed as exc:  # the store hangs: nothing happened to audit (nor could it be written)
+        raise ProblemError(503, "Service Unavailable", str(exc),
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
     except Exception as exc:
         await record_audit(req, tenant, "deadletters.replay", target, asked,
                            {"error": f"replay broke off: {type(exc).__name__}"})

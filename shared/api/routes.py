@@ -30,8 +30,8 @@ _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_Q
 _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
 _JOB_ID = ("jobId", {"type": "string", "minLength": 1, "maxLength": 64}, "the job id POST answered")
 # Routes of Table storage answer 503 with Retry-After when storage hangs past this (Route.deadline);
-# a write's work then goes on to its end (Route.completes). A replay is not bounded: a healthy replay
-# of many dead letters may take longer, and a 503 would say it failed.
+# a write's work then goes on to its end (Route.completes). A replay has no route deadline: it bounds
+# its reads itself (delivery/replay.py), and a healthy replay of many dead letters may take longer.
 _READ = limits.STORAGE_READ_SECONDS
 _WRITE = limits.STORAGE_READ_SECONDS
 _TOKEN_DOC = ("the `continuationToken` of the previous page, sent with the same query parameters (it is signed "

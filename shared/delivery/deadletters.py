@@ -46,6 +46,7 @@ CHANGEFEED_DOCUMENT: RecordKind = "changefeed-document"
 PAYLOAD_PREFIX = "~payload_"  # claim-check rows; "~" sorts after every record
 MAX_TEXT = 4000
 CONCURRENT_WRITES = 8
+CONCURRENT_READS = 8  # point reads of one replay at a time
 
 
 # What a Table key may not hold (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model):
@@ -171,6 +172,16 @@ class DeadLetters:
             return await self._table.call("get_entity", tenant, rid)
         except ResourceNotFoundError:
             return None
+
+    async def get_many(self, tenant: str, rids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """`get` of each record, CONCURRENT_READS at a time (a replay names up to 500), in order."""
+        reads = asyncio.Semaphore(CONCURRENT_READS)
+
+        async def one(rid: str) -> dict[str, Any] | None:
+            async with reads:
+                return await self.get(tenant, rid)
+
+        return list(await asyncio.gather(*(one(rid) for rid in rids)))
 
     async def mark_replayed(self, tenant: str, rid: str, result: str) -> None:
         await self._table.call("update_entity", {"PartitionKey": tenant, "RowKey": rid, "Replayed": True,

@@ -13,10 +13,12 @@ that did not keeps its place with one more attempt and the error. A record is re
 """
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from shared.core import limits
 from shared.core.destination_options import RetryPolicy
 from shared.core.events import Event, utc_now_iso
 from shared.core.streamconfig import StreamConfig
@@ -31,22 +33,28 @@ Replayer = Callable[[str, dict[str, Any]], Awaitable[tuple[str, str | None]]]
 GOT_THROUGH = frozenset({"delivered", "requeued", "published", "processed"})
 
 
+class NothingReplayed(Exception):
+    """The records (or the tenant's stream config) could not be read within STORAGE_READ_SECONDS: the
+    Table store hangs. Nothing was replayed or changed."""
+
+
 async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int = 500) -> list[dict[str, Any]]:
     """Replay the given records of `tenant` (None: every record not yet replayed, `limit` at most);
-    a result per record."""
+    a result per record. The reads come first, all of them, within STORAGE_READ_SECONDS (else
+    NothingReplayed); the replay itself is not bounded so (a healthy replay of 500 records through
+    a slow destination may take longer, and must not be broken off halfway for it)."""
     dl: DeadLetters = services.deadletters
-    if ids is None:
-        listed, _ = await dl.list(tenant, limit=limit)
-        targets = [r["id"] for r in listed]
-    else:
-        targets = ids[:limit]
+    try:
+        async with asyncio.timeout(limits.STORAGE_READ_SECONDS):
+            targets, found, config = await _read(services, tenant, ids, limit)
+    except TimeoutError as exc:
+        raise NothingReplayed(f"the dead letters could not be read within {limits.STORAGE_READ_SECONDS:g} s; "
+                              "nothing was replayed") from exc
     replayers: Mapping[str, Replayer] = services.replayers
-    configs: dict[str, StreamConfig] = {}
     stats = BatchStats()
     out: dict[str, dict[str, Any]] = {}
     rows: list[tuple[str, dict[str, Any]]] = []
-    for rid in targets:
-        row = await dl.get(tenant, rid) if not rid.startswith(PAYLOAD_PREFIX) else None
+    for rid, row in zip(targets, found):
         if row is None:
             out[rid] = {"id": rid, "result": "not found"}
         elif row.get("Replayed"):
@@ -59,9 +67,8 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
     for rid, row in rows:
         kind = dl.kind_of(row)
         if kind == DELIVERY:
-            if tenant not in configs:
-                configs[tenant] = await services.configs.get(tenant)
-            result, error = await _replay_delivery(services, tenant, rid, row, configs[tenant], stats)
+            assert config is not None  # read with the records (_read)
+            result, error = await _replay_delivery(services, tenant, rid, row, config, stats)
         elif kind in replayers:
             result, error = await replayers[kind](tenant, row)
         else:
@@ -77,6 +84,25 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
     if services.metrics is not None:
         await service_stats.record_outside_pipeline(services.metrics, stats)
     return [out[rid] for rid in dict.fromkeys(targets)]
+
+
+async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int
+                ) -> tuple[list[str], list[dict[str, Any] | None], StreamConfig | None]:
+    """The records to replay (their ids, each row or None) and, when one is a delivery, the tenant's
+    stream config."""
+    dl: DeadLetters = services.deadletters
+    if ids is None:
+        listed, _ = await dl.list(tenant, limit=limit)
+        targets = [r["id"] for r in listed]
+    else:
+        targets = list(dict.fromkeys(ids[:limit]))  # an id named twice is replayed once
+    records = [rid for rid in targets if not rid.startswith(PAYLOAD_PREFIX)]  # a payload row is no record
+    by_id = dict(zip(records, await dl.get_many(tenant, records)))
+    rows = [by_id.get(rid) for rid in targets]
+    config = None
+    if any(row is not None and dl.kind_of(row) == DELIVERY for row in rows):
+        config = await services.configs.get(tenant)
+    return targets, rows, config
 
 
 async def _replay_delivery(services: Any, tenant: str, rid: str, row: dict[str, Any], config: StreamConfig,

@@ -313,16 +313,27 @@ def test_tables_hanging_reads_and_writes_answer_503_within_the_deadline_and_a_wr
         r = app.put(f"/stream-config/{t}", tenants=[t], json=REDIS_ONLY, timeout=60)
         return r, time.monotonic() - t0
 
+    def timed_replay() -> tuple[httpx.Response, float]:
+        t0 = time.monotonic()
+        r = app.post(f"/deadletters/{t}/replay", tenants=[t], json={}, timeout=60)
+        return r, time.monotonic() - t0
+
     with _outage(stack, app, "azurite", freeze=True) as answers:
         _until(app, answers, lambda r: r.status_code == 503 and _dep(r, "tables") == "unhealthy",
                "tables unhealthy while Azurite is frozen")
-        with ThreadPoolExecutor(len(TABLE_READS) + 1) as pool:  # at once: each has its own deadline
+        with ThreadPoolExecutor(len(TABLE_READS) + 2) as pool:  # at once: each has its own deadline
             put = pool.submit(timed_put)
+            replayed = pool.submit(timed_replay)
             during = dict(zip(TABLE_READS, pool.map(timed, TABLE_READS)))
             written, write_took = put.result()
+            replay, replay_took = replayed.result()
         assert written.status_code == 503 and int(written.headers["retry-after"]) > 0, written.text
         assert "may still be applied" in written.json()["detail"], written.text
         assert 9.5 <= write_took < 13.0, write_took  # the deadline, not the SDK's 31 s
+        # A replay reads its records first, within the same deadline: nothing replayed, nothing audited.
+        assert replay.status_code == 503 and int(replay.headers["retry-after"]) > 0, replay.text
+        assert "nothing was replayed" in replay.json()["detail"], replay.text
+        assert 9.5 <= replay_took < 13.0, replay_took
         for path, (r, took) in during.items():
             assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, (path, r.text)
             assert r.headers["content-type"].startswith("application/problem+json"), (path, r.headers)
