@@ -53,15 +53,17 @@ async def test_a_replay_that_cannot_read_its_records_in_time_answers_503_and_cha
 
     monkeypatch.setattr(DeadLetters, "get", hanging_get)
     started = time.monotonic()
-    status, headers, body = await invoke("replay_deadletters", "POST", f"/deadletters/{tenant}/replay", {"ids": [rid]},
-                                         route={"tenantId": tenant})
-    assert status == 503 and int(headers["Retry-After"]) > 0 and "nothing was replayed" in body["detail"], body
+    replay = f"/deadletters/{tenant}/replay"
+    status, headers, body = await invoke("replay_deadletters", "POST", replay, {"ids": [rid]}, route={"tenantId": tenant})
+    assert status == 503 and int(headers["Retry-After"]) > 0, body
+    assert "nothing was replayed" in body["detail"], body
     assert time.monotonic() - started < 2.0
     monkeypatch.setattr(DeadLetters, "get", real_get)
-    status, _, listed = await invoke("list_deadletters", "GET", f"/deadletters/{tenant}", route={"tenantId": tenant})
+    status, _, listed = await invoke("list_deadletters", "GET", f"/deadletters/{tenant}",
+                                     route={"tenantId": tenant})
     assert status == 200 and [d["id"] for d in listed["deadLetters"]] == [rid]  # still waiting, not replayed
     status, _, trail = await invoke("get_audit", "GET", f"/audit/{tenant}", route={"tenantId": tenant})
     assert status == 200 and trail["items"] == []
-    status, _, body = await invoke("replay_deadletters", "POST", f"/deadletters/{tenant}/replay", {"ids": [rid, rid]},
+    status, _, body = await invoke("replay_deadletters", "POST", replay, {"ids": [rid, rid]},
                                    route={"tenantId": tenant})
     assert status == 200 and body["results"] == [{"id": rid, "result": "delivered"}], body
