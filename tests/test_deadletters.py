@@ -54,7 +54,8 @@ async def test_a_replay_that_cannot_read_its_records_in_time_answers_503_and_cha
     monkeypatch.setattr(DeadLetters, "get", hanging_get)
     started = time.monotonic()
     replay = f"/deadletters/{tenant}/replay"
-    status, headers, body = await invoke("replay_deadletters", "POST", replay, {"ids": [rid]}, route={"tenantId": tenant})
+    status, headers, body = await invoke("replay_deadletters", "POST", replay, {"ids": [rid]},
+                                         route={"tenantId": tenant})
     assert status == 503 and int(headers["Retry-After"]) > 0, body
     assert "nothing was replayed" in body["detail"], body
     assert time.monotonic() - started < 2.0
