@@ -172,6 +172,32 @@ async def test_write_on_one_instance_is_seen_by_another_on_its_next_batch(
     assert (await b.get(tenant)).retentionDays == 4
 
 
+async def test_a_write_whose_answer_is_lost_still_has_every_instance_read_the_config_again(
+    make_store: Callable[..., ConfigStore], tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store applies the write but its answer never comes (the SDK gives up: a timeout, a dropped
+    connection; stood in for here by the table client raising after the real call). The write raises,
+    and the config version is bumped all the same: another instance sees the config on its next batch,
+    not when its cached copy expires (an hour here)."""
+    from azure.core.exceptions import ServiceResponseError
+    from azure.data.tables.aio import TableClient
+
+    a = make_store(cache_seconds=3600)
+    b = make_store(cache_seconds=3600)
+    assert (await b.get(tenant)).isDefault  # cached on b
+    real_create = TableClient.create_entity
+
+    async def answer_lost(self: TableClient, *args: object, **kwargs: object) -> object:
+        await real_create(self, *args, **kwargs)
+        raise ServiceResponseError("the connection was closed before the answer")
+
+    monkeypatch.setattr(TableClient, "create_entity", answer_lost)
+    with pytest.raises(ServiceResponseError):
+        await a.write(tenant, body(retentionDays=2))
+    seen = await b.get(tenant)
+    assert not seen.isDefault and seen.retentionDays == 2 and seen.version == 1
+
+
 async def test_redis_unavailable_uses_the_cache_ttl(make_store: Callable[..., ConfigStore], tenant: str) -> None:
     writer = make_store()
     port = dead_port()

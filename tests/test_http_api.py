@@ -120,6 +120,38 @@ async def test_stream_config_default_put_etag_and_filtering() -> None:
     assert status == 201 and body["status"] == "accepted"
 
 
+async def test_a_config_write_without_an_answer_is_a_503_audited_as_outcome_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store applies the write and its answer is lost (the table client raising after the real
+    call stands in for it): the client gets 503 with Retry-After, and the audit trail says the write
+    may have been applied, with what was asked; the config reads back as written."""
+    import uuid
+
+    from azure.core.exceptions import ServiceResponseError
+    from azure.data.tables.aio import TableClient
+
+    tenant = f"cfg-{uuid.uuid4().hex[:8]}"
+    route = {"tenantId": tenant}
+    real_create = TableClient.create_entity
+
+    async def answer_lost(self: TableClient, *args: object, **kwargs: object) -> object:
+        await real_create(self, *args, **kwargs)
+        raise ServiceResponseError("the connection was closed before the answer")
+
+    monkeypatch.setattr(TableClient, "create_entity", answer_lost)
+    status, headers, _ = await invoke("put_stream_config", "PUT", f"/stream-config/{tenant}",
+                                      {"retentionDays": 2}, route=route)
+    assert status == 503 and int(headers["Retry-After"]) > 0
+    monkeypatch.setattr(TableClient, "create_entity", real_create)
+    status, _, trail = await invoke("get_audit", "GET", f"/audit/{tenant}", route=route)
+    assert status == 200 and [a["action"] for a in trail["items"]] == ["stream-config.put"], trail
+    after = trail["items"][0]["after"]
+    assert after["outcome"].startswith("unknown (ServiceResponseError)"), after
+    assert after["requested"]["retentionDays"] == 2, after
+    status, _, config = await invoke("get_stream_config", "GET", f"/stream-config/{tenant}", route=route)
+    assert status == 200 and config["version"] == 1 and config["retentionDays"] == 2
+
+
 async def test_stream_config_validation_errors_have_field_paths() -> None:
     route = {"tenantId": "cfg-bad"}
     status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-bad", {

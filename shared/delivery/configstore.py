@@ -129,13 +129,24 @@ class ConfigStore:
                 meta = await table.create_entity(entity)
         except (ResourceModifiedError, ResourceExistsError) as exc:
             raise PreconditionFailed("the stream config was changed concurrently") from exc
+        except Exception as exc:
+            # Without an answer (a timeout, a dropped connection) the store may still have applied the
+            # write: the instances re-read the config on their next batch, not when their copies expire.
+            log.error("stream config of %s: the write of version %d failed (%s); it may still be applied",
+                      tenant_id, config.version, type(exc).__name__)
+            await self._changed(tenant_id)
+            raise
         new_etag = meta.get("etag") if isinstance(meta, dict) else None
+        await self._changed(tenant_id)
+        return config, new_etag or "", (previous if existed else None)
+
+    async def _changed(self, tenant_id: str) -> None:
+        """Every instance's copy of the tenant's config is out of date (the version bump in Redis)."""
         try:
             await self._redis.incr(_VERSION_KEYS[tenant_id][0])
         except RedisError:
             pass  # instances fall back to the cache TTL
         self._cache.pop(tenant_id, None)
-        return config, new_etag or "", (previous if existed else None)
 
     async def get_many(self, tenant_ids: Iterable[str]) -> dict[str, StreamConfig]:
         """Configs for the tenants of a batch, from the cache when still current."""
