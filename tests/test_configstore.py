@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 
 from shared.core.streamconfig import StreamConfigIn
 from shared.delivery import configstore
-from shared.delivery.configstore import ConfigStore, PreconditionFailed
+from shared.delivery.configstore import ConfigStore, PreconditionFailed, WriteOutcomeUnknown
 from shared.storage.redisconn import tenant_key
 from tests.doubles import RequestLog
 
@@ -192,8 +192,9 @@ async def test_a_write_whose_answer_is_lost_still_has_every_instance_read_the_co
         raise ServiceResponseError("the connection was closed before the answer")
 
     monkeypatch.setattr(TableClient, "create_entity", answer_lost)
-    with pytest.raises(ServiceResponseError):
+    with pytest.raises(WriteOutcomeUnknown) as raised:
         await a.write(tenant, body(retentionDays=2))
+    assert isinstance(raised.value.__cause__, ServiceResponseError)
     seen = await b.get(tenant)
     assert not seen.isDefault and seen.retentionDays == 2 and seen.version == 1
 

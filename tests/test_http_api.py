@@ -151,6 +151,21 @@ async def test_a_config_write_without_an_answer_is_a_503_audited_as_outcome_unkn
     status, _, config = await invoke("get_stream_config", "GET", f"/stream-config/{tenant}", route=route)
     assert status == 200 and config["version"] == 1 and config["retentionDays"] == 2
 
+    # A write that fails before it is sent (its read of the stored config has no answer) changed
+    # nothing: a 503, and nothing more in the trail.
+    real_get = TableClient.get_entity
+
+    async def read_lost(self: TableClient, *args: object, **kwargs: object) -> object:
+        raise ServiceResponseError("the connection was closed before the answer")
+
+    monkeypatch.setattr(TableClient, "get_entity", read_lost)
+    status, _, _ = await invoke("put_stream_config", "PUT", f"/stream-config/{tenant}", {"retentionDays": 3},
+                                route=route)
+    assert status == 503
+    monkeypatch.setattr(TableClient, "get_entity", real_get)
+    status, _, trail = await invoke("get_audit", "GET", f"/audit/{tenant}", route=route)
+    assert len(trail["items"]) == 1, trail
+
 
 async def test_stream_config_validation_errors_have_field_paths() -> None:
     route = {"tenantId": "cfg-bad"}

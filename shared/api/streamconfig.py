@@ -7,9 +7,8 @@ from shared.app.services import get_services
 from shared.core.destination_options import delivery_window_problems
 from shared.core.streamconfig import StreamConfigIn
 from shared.core.validation import field_error
-from shared.delivery.configstore import PreconditionFailed
+from shared.delivery.configstore import PreconditionFailed, WriteOutcomeUnknown
 from shared.http.adapter import read_model
-from shared.http.outages import unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -40,11 +39,11 @@ async def put_stream_config(req: ApiRequest) -> ApiResponse:
         )
     except PreconditionFailed as exc:
         raise ProblemError(412, "Precondition Failed", str(exc)) from exc
-    except Exception as exc:
-        if unavailable_dependency(exc) is not None:  # no answer from the store: the change may be made
-            await record_audit(req, tenant, "stream-config.put", f"stream-config/{tenant}", None,
-                               {"outcome": f"unknown ({type(exc).__name__}): the write may have been applied",
-                                "requested": body.model_dump(mode="json", exclude_none=True)})
+    except WriteOutcomeUnknown as exc:  # the change may be made: in the trail as such (the answer: 503)
+        cause = type(exc.__cause__).__name__
+        await record_audit(req, tenant, "stream-config.put", f"stream-config/{tenant}", None,
+                           {"outcome": f"unknown ({cause}): the write may have been applied",
+                            "requested": body.model_dump(mode="json", exclude_none=True)})
         raise
     await record_audit(req, tenant, "stream-config.put", f"stream-config/{tenant}",
                        previous.model_dump(mode="json") if previous else None, config.model_dump(mode="json"))

@@ -30,7 +30,13 @@ from typing import Iterable
 
 import orjson
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceResponseError,
+)
 from azure.data.tables.aio import TableClient, TableServiceClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -53,6 +59,17 @@ log = logging.getLogger("grc.pipeline")
 
 class PreconditionFailed(Exception):
     """If-Match / If-None-Match did not hold."""
+
+
+class WriteOutcomeUnknown(Exception):
+    """The store gave the write no answer (the request went out; the SDK gave up on the reply, or the
+    store timed out): it may have been applied. The cause is the store's error."""
+
+
+def _no_answer(exc: Exception) -> bool:
+    if isinstance(exc, ServiceResponseError):  # sent, and no valid reply
+        return True
+    return isinstance(exc, HttpResponseError) and (exc.status_code or 0) in (408, 500, 502, 503, 504)
 
 
 @dataclass
@@ -130,11 +147,13 @@ class ConfigStore:
         except (ResourceModifiedError, ResourceExistsError) as exc:
             raise PreconditionFailed("the stream config was changed concurrently") from exc
         except Exception as exc:
-            # Without an answer (a timeout, a dropped connection) the store may still have applied the
-            # write: the instances re-read the config on their next batch, not when their copies expire.
-            log.error("stream config of %s: the write of version %d failed (%s); it may still be applied",
-                      tenant_id, config.version, type(exc).__name__)
+            # The instances re-read the config on their next batch (harmless if nothing was written):
+            # without an answer the store may still have applied the write.
             await self._changed(tenant_id)
+            if _no_answer(exc):
+                log.error("stream config of %s: the write of version %d has no answer (%s); it may be "
+                          "applied", tenant_id, config.version, type(exc).__name__)
+                raise WriteOutcomeUnknown(f"the write of version {config.version} has no answer") from exc
             raise
         new_etag = meta.get("etag") if isinstance(meta, dict) else None
         await self._changed(tenant_id)
