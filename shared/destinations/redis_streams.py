@@ -37,7 +37,7 @@ from shared.core.events import Event, EventType, Source
 from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.streamconfig import StreamConfig
-from shared.destinations.base import Chunk, DestinationPaused, delivered, failed
+from shared.destinations.base import Chunk, DestinationPaused, delivered, failed, failed_all
 from shared.storage.redis_unanswered import NotSent
 from shared.storage.redisconn import TenantKeys, run_script, tenant_key
 
@@ -158,14 +158,10 @@ class RedisStreamsDestination:
         except NotSent as exc:  # Redis paused as unanswered: nothing sent, none will be for a while
             raise DestinationPaused(str(exc), exc.seconds) from exc
         except RedisError as exc:  # connection-level error: nothing is known to be written
-            for i in todo:
-                out[i] = [failed(self.type, f"redis unavailable: {type(exc).__name__}", transient=True)
-                          for _ in chunks[i].events]
-            return out
+            return failed_all(self.type, chunks, f"redis unavailable: {type(exc).__name__}")
         for i, reply in zip(todo, replies):
             if isinstance(reply, Exception):  # the script failed as a whole (e.g. OOM before its first XADD)
-                out[i] = [failed(self.type, f"redis script failed: {str(reply)[:200]}", transient=True)
-                          for _ in chunks[i].events]
+                [out[i]] = failed_all(self.type, [chunks[i]], f"redis script failed: {str(reply)[:200]}")
             else:
                 out[i] = reply
         return out
