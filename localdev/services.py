@@ -128,6 +128,13 @@ def _cosmos_settings(p: dict[str, int], scheme: str = "http") -> dict[str, str]:
     }
 
 
+def _queue_only_argv(p: dict[str, int], work: Path) -> list[str]:
+    """Azurite's queue service alone, on disk: a test stops Storage Queues while Blob and Tables (another
+    Azurite) keep answering, as one Azure service can fail without the others of the account."""
+    return [str(NODE_BIN / "azurite-queue"), "--silent", "--skipApiVersionCheck", "--loose",
+            "--queueHost", "127.0.0.1", "--queuePort", str(p["queue"]), "--location", str(work / "data")]
+
+
 def _redis_settings(p: dict[str, int]) -> dict[str, str]:
     return {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(p["port"])}
 
@@ -145,6 +152,9 @@ SPECS: dict[str, ServiceSpec] = {
     "redis-durable": ServiceSpec("redis-durable", ("port",), _durable_redis_argv, _redis_settings),
     "azurite-durable": ServiceSpec("azurite-durable", ("blob", "queue", "table"), _durable_azurite_argv,
                                    _azurite_settings),
+    # No settings of its own: the test points the connection string's QueueEndpoint at it
+    # (azurite_connection_string) and Blob and Table at an "azurite".
+    "azurite-queue": ServiceSpec("azurite-queue", ("queue",), _queue_only_argv, lambda p: {}),
     "cosmos": ServiceSpec("cosmos", ("port",), _cosmos_argv, _cosmos_settings),
     # The package's self-signed (expired) certificate: clients need connection_verify=False.
     "cosmos-https": ServiceSpec(
