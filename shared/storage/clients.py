@@ -27,7 +27,7 @@ CLIENT_OPTIONS: dict[str, float] = {"retry_total": 2, "retry_backoff_factor": 0.
                                     "connection_timeout": 5, "read_timeout": STORAGE_READ_SECONDS}
 
 # The Queue SDK retries with a policy of its own (its ExponentialRetry, built from these keywords),
-# which ignores `retry_backoff_*`: it waited 15 s, then 18 s (each +-3 s), so a refused connection
+# which ignores `retry_backoff_*`: it waited 18 s, then 24 s (each +-3 s), so a refused connection
 # failed a send after about 38 s, past every deadline of the delivery path (a failed delivery then
 # could not be parked: "no answer"). Its own names for short waits: initial_backoff +
 # increment_base ** attempt, about 0.7 s then 0.45 s (+-0.1 s): a refused send fails in about 1.2 s.
