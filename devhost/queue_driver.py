@@ -241,8 +241,17 @@ class QueueWorker:
                     # Above newBatchThreshold: the next batch waits until enough messages finished.
                     await asyncio.wait({*inflight, stop}, return_when=asyncio.FIRST_COMPLETED)
                     continue
+                # A stop does not wait for a receive: with storage down the SDK retries it for over a
+                # minute. Cancelled, a dequeue whose answer was on its way leaves its messages leased
+                # until the lease ends, as when the host stops (at-least-once).
+                receiving = asyncio.ensure_future(self.receive())
+                await asyncio.wait({receiving, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    receiving.cancel()
+                    await asyncio.gather(receiving, return_exceptions=True)
+                    break
                 try:
-                    messages = await self.receive()
+                    messages = receiving.result()
                 except AzureError as exc:
                     log.warning("%s: queue %s unavailable: %s", self.spec.name, self.queue_name, type(exc).__name__)
                     messages = []

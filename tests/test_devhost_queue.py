@@ -15,6 +15,7 @@ from azure.storage.queue.aio import QueueClient
 
 from devhost.app_loader import ROOT, load_functions
 from devhost.queue_driver import QueueDriver, QueueOptions
+from localdev import services
 from tests.devhost_apps import queue_app
 
 
@@ -195,3 +196,18 @@ def test_the_app_says_base64_explicitly() -> None:
     assert queues["messageEncoding"] == "base64"
     opts = QueueOptions.from_host_json()
     assert opts.encoding == "base64" and opts.max_dequeue_count == 5 and opts.new_batch_threshold == 8
+
+
+async def test_a_stop_does_not_wait_for_a_receive_that_storage_does_not_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage refusing connections: the SDK retries each receive for over a minute. `make run` stopped
+    after 85 s then (three queue triggers, each stop waited 30 s in turn); a stop now ends the receive."""
+    port = services.free_port()  # nothing listens there
+    monkeypatch.setenv("TEST_QUEUE", "q-" + uuid.uuid4().hex[:12])
+    monkeypatch.setenv("TEST_STORAGE", services.azurite_connection_string(port, port, port))
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"), QueueOptions())
+    await driver.start()
+    await asyncio.sleep(1.0)  # the first receive is refused and in the SDK's retry wait
+    t0 = time.monotonic()
+    await driver.stop()
+    assert time.monotonic() - t0 < 2.0
