@@ -50,14 +50,20 @@ def errors_in(log: str) -> list[str]:
             if " ERROR " in line or "Traceback" in line or "not loaded" in line or " CRITICAL " in line]
 
 
+def succeeded(app: App, name: str, timeout: float = 60.0) -> None:
+    """Wait for the host's "Executed" line of function `name`; it must say Succeeded. Waited for, not
+    read at once: what the function wrote (a stream entry, a table row) shows before its line does."""
+    wait_for(lambda: f"Executed 'Functions.{name}' (" in app.log(), timeout, 0.3, f"{name} finished")
+    assert f"Executed 'Functions.{name}' (Succeeded" in app.log(), errors_in(app.log())
+
+
 def run_every_timer(app: App) -> None:
     """Run each timer by hand (the host's admin API) and wait for the host's "Executed" line."""
     for name, trigger in registered_functions().items():
         if trigger != "timerTrigger":
             continue
         app.run_function(name)
-        wait_for(lambda n=name: f"Executed 'Functions.{n}' (" in app.log(), 60, 0.3, f"{name} finished")
-        assert f"Executed 'Functions.{name}' (Succeeded" in app.log(), errors_in(app.log())
+        succeeded(app, name)
 
 
 def drain_a_parked_delivery(app: App, stack: Stack, env: dict[str, str], t: str, event: dict[str, Any]) -> None:
@@ -82,5 +88,5 @@ def drain_a_parked_delivery(app: App, stack: Stack, env: dict[str, str], t: str,
                 return False
 
         wait_for(dead_lettered, 60, 0.5, "the parked delivery dead-lettered by drain_retries")
-    assert "Executed 'Functions.drain_retries' (Succeeded" in app.log()
+    succeeded(app, "drain_retries")
     wait_for(lambda: stack.queue_depth(env["RETRY_QUEUE"]) == 0, 30, what="retry queue drained")

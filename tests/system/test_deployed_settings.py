@@ -30,7 +30,13 @@ from azure.cosmos import CosmosClient, PartitionKey
 
 from localdev import services
 from tests.system.bicep import INFRA, Scope, parameter_file
-from tests.system.checks import drain_a_parked_delivery, errors_in, registered_functions, run_every_timer
+from tests.system.checks import (
+    drain_a_parked_delivery,
+    errors_in,
+    registered_functions,
+    run_every_timer,
+    succeeded,
+)
 from tests.system.fakes import FakeEntraKeys, FakeIngestion
 from tests.system.harness import App, Stack, own_stack, start_app, tenant, wait_for
 
@@ -334,7 +340,7 @@ def check_change_capture(app: App, env: dict[str, str], t: str, token: dict[str,
     wait_for(captured, 60, 0.5, "an event from every monitored container")
     for name, trigger in registered_functions().items():
         if trigger == "cosmosDBTrigger":
-            assert f"Executed 'Functions.{name}' (Succeeded" in app.log(), name
+            succeeded(app, name)
 
 
 def test_azd_up_without_the_audience_stops_at_provisioning() -> None:
