@@ -14,8 +14,8 @@ def cfg(**kw: Any) -> StreamConfig:
     return StreamConfig.model_validate({"tenantId": "tenant-a", "destinations": [{"type": "kafka"}], **kw})
 
 
-def expected_headers(ev: Any) -> list[tuple[str, bytes]]:
-    """The documented header set and order, built field by field."""
+def expected_headers(ev: Any) -> list[tuple[str, str]]:
+    """The documented header set and order, built field by field (str values: UTF-8 on the wire)."""
     h = [("eventId", ev.eventId), ("eventType", ev.eventType.value), ("tenantId", ev.tenantId),
          ("correlationId", ev.correlationId), ("source", ev.source.value), ("action", ev.action.value),
          ("schemaVersion", ev.schemaVersion)]
@@ -24,7 +24,7 @@ def expected_headers(ev: Any) -> list[tuple[str, bytes]]:
     if ev.entityId:
         h.append(("entityId", ev.entityId))
     h.append(("content-type", "application/json"))
-    return [(k, v.encode()) for k, v in h]
+    return h
 
 
 def test_each_record_carries_its_own_events_headers_in_a_mixed_batch() -> None:
@@ -55,8 +55,8 @@ def test_cloudevents_records_keep_the_base_headers_then_ce_headers() -> None:
     [rec] = plan_records([ev], KafkaOptions(format="cloudevents"), cfg(), "default").records
     base = expected_headers(ev)[:-1]
     assert rec.headers[:len(base)] == base
-    assert rec.headers[-1] == ("content-type", b"application/json")
-    assert ("ce_id", ev.eventId.encode()) in rec.headers
+    assert rec.headers[-1] == ("content-type", "application/json")
+    assert ("ce_id", ev.eventId) in rec.headers
 
 
 def test_entity_key_and_plan_shapes_for_merge() -> None:

@@ -63,3 +63,18 @@ def test_to_json_is_the_wire_dict_for_trusted_and_validated_events() -> None:
     assert validated.to_json() == trusted.to_json()
     reordered = Event.trusted(**dict(reversed(list(trusted.__dict__.items()))))  # keys in another order
     assert reordered.to_json() == trusted.to_json()
+
+
+def test_trusted_instances_share_one_complete_fields_set_that_copies_and_assignments_leave_alone() -> None:
+    # shared/core/trusted.py: one set of given fields per model, shared by its trusted instances.
+    a, b = Delivery.of("redis", "delivered", "1-0"), Delivery.of("kafka", "delivered", "t/0@1")
+    assert a.model_fields_set is b.model_fields_set and a.model_fields_set == set(Delivery.model_fields)
+    parked = a.model_copy(update={"status": "parked"})
+    assert parked.model_fields_set is not a.model_fields_set and parked.status == "parked" and a.status == "delivered"
+    r = EventResult.of(0, "accepted", "e-1", "tenant-a", [a], None, 201)
+    r.status = "failed"  # an assignment on a model that is not frozen
+    assert EventResult.of(1, "accepted").model_fields_set == set(EventResult.model_fields)
+    ev = _event(entityId="risk-1")
+    assert ev.model_fields_set == set(Event.model_fields)
+    assert ev.model_dump(exclude_unset=True) == ev.model_dump()  # pydantic reads the set as given fields
+    assert Delivery.model_validate(a.model_dump()).model_fields_set == set(Delivery.model_fields)

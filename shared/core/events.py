@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from shared.core import limits
+from shared.core.trusted import construct, field_names
 
 SCHEMA_VERSION = "1.0"
 SYSTEM_TENANT = "system"
@@ -218,12 +219,7 @@ class Event(BaseModel):
         The hot path of every publish: pydantic's `model_construct` walks the field table per call,
         this sets the same instance state directly (all fields are always given).
         """
-        obj = cls.__new__(cls)
-        object.__setattr__(obj, "__dict__", fields)
-        object.__setattr__(obj, "__pydantic_fields_set__", set(_EVENT_FIELDS))
-        object.__setattr__(obj, "__pydantic_extra__", None)
-        object.__setattr__(obj, "__pydantic_private__", {"_json": None})
-        return obj
+        return construct(cls, fields, _EVENT_FIELDS, {"_json": None})
 
     def to_json(self) -> bytes:
         """The native wire format, serialised once and shared by every destination.
@@ -281,7 +277,7 @@ class Event(BaseModel):
         return self.to_json()
 
 
-_EVENT_FIELDS = frozenset(Event.model_fields)
+_EVENT_FIELDS = field_names(Event)
 # The wire format's key order (to_dict): the field order, which is also the order `trusted` is given.
 _WIRE_ORDER = tuple(Event.model_fields)
 

@@ -7,9 +7,11 @@ with no finding (docs/performance.md). Anything from outside goes through the mo
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.core.trusted import construct, field_names
 
 DeliveryStatus = Literal["delivered", "failed", "parked"]
 EventStatus = Literal["accepted", "filtered", "rejected", "failed", "duplicate"]
@@ -40,8 +42,8 @@ class Delivery(BaseModel):
     def of(cls, destination: str, status: DeliveryStatus, ref: str | None = None, error: str | None = None,
            transient: bool = False) -> "Delivery":
         """A Delivery the code made (see the module doc), equal to the validated one."""
-        return _trusted(cls, {"destination": destination, "status": status, "ref": ref, "error": error,
-                              "transient": transient})
+        return construct(cls, {"destination": destination, "status": status, "ref": ref, "error": error,
+                                "transient": transient}, _DELIVERY_FIELDS)
 
 
 class EventResult(BaseModel):
@@ -59,20 +61,10 @@ class EventResult(BaseModel):
            destinations: list[Delivery] | None = None, reason: str | None = None,
            httpStatus: int | None = None) -> "EventResult":
         """A result the pipeline made (see the module doc), equal to the validated one."""
-        return _trusted(cls, {"index": index, "status": status, "eventId": eventId, "tenantId": tenantId,
-                              "destinations": [] if destinations is None else destinations, "errors": [],
-                              "reason": reason, "httpStatus": httpStatus})
+        return construct(cls, {"index": index, "status": status, "eventId": eventId, "tenantId": tenantId,
+                                "destinations": [] if destinations is None else destinations, "errors": [],
+                                "reason": reason, "httpStatus": httpStatus}, _RESULT_FIELDS)
 
 
-_new = object.__new__  # BaseModel keeps object's __new__
-_setattr = object.__setattr__  # module-level: looked up once, not per field of every result
-
-
-def _trusted(cls: Any, fields: dict[str, Any]) -> Any:
-    # Every field given, in declaration order: the same instance state validation would leave.
-    obj = _new(cls)
-    _setattr(obj, "__dict__", fields)
-    _setattr(obj, "__pydantic_fields_set__", set(fields))
-    _setattr(obj, "__pydantic_extra__", None)
-    _setattr(obj, "__pydantic_private__", None)
-    return obj
+_DELIVERY_FIELDS = field_names(Delivery)
+_RESULT_FIELDS = field_names(EventResult)

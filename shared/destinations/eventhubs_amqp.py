@@ -64,7 +64,7 @@ def is_transient(exc: BaseException) -> bool:
 def to_event_data(rec: Record, gzip: bool) -> EventData:
     body = gziplib.compress(rec.value, compresslevel=6, mtime=0) if gzip else rec.value
     ed = EventData(body)
-    props: dict[str | bytes, Any] = {k: v.decode() for k, v in rec.headers}
+    props: dict[str | bytes, Any] = dict(rec.headers)
     if gzip:
         props["content-encoding"] = "gzip"
     ed.properties = props

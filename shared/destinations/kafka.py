@@ -441,11 +441,10 @@ class KafkaDestination:
         reports = _Reports(loop, len(records))
         deadline = loop.time() + self._wait_seconds
         produce, boxes = producer.produce, reports.boxes
-        for i, rec in enumerate(records):
+        for i, (_, topic, key, value, headers) in enumerate(records):
             while True:
                 try:
-                    produce(rec.topic, rec.value, rec.key, _ANY_PARTITION, boxes[i].setdefault, None, _NOW,
-                            rec.headers)
+                    produce(topic, value, key, _ANY_PARTITION, boxes[i].setdefault, None, _NOW, headers)
                 except BufferError:  # local queue full: reports served meanwhile free it
                     if loop.time() < deadline:
                         await asyncio.sleep(0.01)
