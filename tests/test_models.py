@@ -112,6 +112,22 @@ def test_data_and_metadata_must_be_objects(field: str, value: Any) -> None:
     assert fields_of(EventIn, event_dict(**{field: value})) == {field}
 
 
+def test_data_from_an_in_process_caller_any_mapping_str_keys_at_every_level() -> None:
+    """Parsed JSON is taken as it is; a Mapping that is not a dict is copied into one (as pydantic's
+    dict validation did); a key that is not a str, at any depth, is a field error, not a TypeError
+    in the shape check or the serialiser later."""
+    from types import MappingProxyType  # noqa: PLC0415
+
+    parsed = {"score": 3}
+    assert EventIn.model_validate(event_dict(data=parsed)).data is parsed
+    ev = EventIn.model_validate(event_dict(data=MappingProxyType({"score": 3})))
+    assert type(ev.data) is dict and ev.data == {"score": 3}
+    for data in ({1: "x"}, {"nested": {"ok": [{2: "y"}]}}):
+        errs = errors_of(EventIn, event_dict(data=data))
+        assert [(e["field"], e["type"]) for e in errs] == [("data", "value_error")]
+        assert "keys must be strings" in errs[0]["detail"]
+
+
 def test_data_null_is_refused() -> None:
     body = event_dict()
     body["data"] = None

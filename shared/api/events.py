@@ -18,12 +18,13 @@ from shared.security.tenants import tenant_costs
 
 def delivery_body(d: Delivery) -> dict[str, Any]:
     """A delivery as the API shows it: `d.model_dump(exclude_none=True)`, built directly."""
-    out: dict[str, Any] = {"destination": d.destination, "status": d.status}
-    if d.ref is not None:
-        out["ref"] = d.ref
-    if d.error is not None:
-        out["error"] = d.error
-    out["transient"] = d.transient
+    f = d.__dict__  # by key: a pydantic model's attribute reads cost twice as much (see enrich)
+    out: dict[str, Any] = {"destination": f["destination"], "status": f["status"]}
+    if f["ref"] is not None:
+        out["ref"] = f["ref"]
+    if f["error"] is not None:
+        out["error"] = f["error"]
+    out["transient"] = f["transient"]
     return out
 
 
@@ -31,17 +32,19 @@ def result_body(r: EventResult) -> dict[str, Any]:
     """An event's result as the API shows it: `model_dump(exclude_none=True)` (the per-event
     `httpStatus` of rejected events only), built directly rather than by pydantic's serializer, once
     per event of every bulk (docs/performance.md; tests/test_fast_values.py checks the two agree)."""
-    out: dict[str, Any] = {"index": r.index, "status": r.status}
-    if r.eventId is not None:
-        out["eventId"] = r.eventId
-    if r.tenantId is not None:
-        out["tenantId"] = r.tenantId
-    out["destinations"] = [delivery_body(d) for d in r.destinations]
-    out["errors"] = [e.model_dump(exclude_none=True) for e in r.errors]
-    if r.reason is not None:
-        out["reason"] = r.reason
-    if r.httpStatus is not None and r.status == "rejected":
-        out["httpStatus"] = r.httpStatus
+    f = r.__dict__
+    out: dict[str, Any] = {"index": f["index"], "status": f["status"]}
+    if f["eventId"] is not None:
+        out["eventId"] = f["eventId"]
+    if f["tenantId"] is not None:
+        out["tenantId"] = f["tenantId"]
+    out["destinations"] = [delivery_body(d) for d in f["destinations"]]
+    errors = f["errors"]
+    out["errors"] = [e.model_dump(exclude_none=True) for e in errors] if errors else []
+    if f["reason"] is not None:
+        out["reason"] = f["reason"]
+    if f["httpStatus"] is not None and f["status"] == "rejected":
+        out["httpStatus"] = f["httpStatus"]
     return out
 
 

@@ -66,12 +66,12 @@ def overdue_event(doc: dict[str, Any], container: str, now: datetime, ingested_a
     keep = ("id", "title", "name", "status", "ownerId", "framework", "dueDate", "startedAt")
     data = {k: doc[k] for k in keep if k in doc}
     data.update({"phase": assessment_phase(doc), "overdueByHours": round((now - due).total_seconds() / 3600, 1)})
-    return Event.trusted(
+    return Event.trusted(dict(
         eventId=event_id, tenantId=tenant, eventType=EventType.ASSESSMENT_OVERDUE, source=Source.COSMOS_DB,
         action=Action.DETECT, entityId=aid, entityType=ENTITY_TYPE[Kind.ASSESSMENTS], data=data,
         metadata={"container": container, "detectedBy": "overdue-timer"},
         timestamp=utc_now_iso(due.astimezone(UTC)), ingestedAt=ingested_at, schemaVersion=SCHEMA_VERSION, correlationId=event_id,
-    )
+    ))
 
 
 @dataclass

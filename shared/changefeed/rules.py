@@ -485,7 +485,7 @@ def map_change(
     for rule in RULES[kind]:
         for em in rule.fire(change):
             when = em.when or ts_dt
-            out.events.append(Event.trusted(
+            out.events.append(Event.trusted(dict(
                 eventId=derived_uuid(base_ms, *key, rule.event_type.value, rule.action.value, em.sub),
                 tenantId=tenant,
                 eventType=rule.event_type,
@@ -499,5 +499,5 @@ def map_change(
                 ingestedAt=ingested_at,
                 schemaVersion=SCHEMA_VERSION,
                 correlationId=correlation,
-            ))
+            )))
     return out

@@ -14,27 +14,26 @@ def enrich(
     correlation_id: str | None = None,
     event_id: str | None = None,
 ) -> Event:
-    """The client's eventId (or Idempotency-Key), timestamp and correlationId are kept when given."""
-    ts = (
-        utc_now_iso(event.timestamp.astimezone(timezone.utc))
-        if event.timestamp is not None
-        else ingested_at
-    )
-    return Event.trusted(
-        eventId=event.eventId or event_id or uuid7(),
-        tenantId=event.tenantId,
-        eventType=event.eventType,
-        source=event.source,
-        action=event.action,
-        entityId=event.entityId,
-        entityType=event.entityType,
-        data=event.data,
-        metadata=event.metadata,
-        timestamp=ts,
-        ingestedAt=ingested_at,
-        schemaVersion=SCHEMA_VERSION,
-        correlationId=event.correlationId or correlation_id or uuid7(),
-    )
+    """The client's eventId (or Idempotency-Key), timestamp and correlationId are kept when given.
+    Reads the validated fields from the instance's dict: a pydantic model's attribute reads are not
+    specialised by CPython 3.11 (see event_records.plan_records), and this runs per event."""
+    f = event.__dict__
+    ts = f["timestamp"]
+    return Event.trusted({
+        "eventId": f["eventId"] or event_id or uuid7(),
+        "tenantId": f["tenantId"],
+        "eventType": f["eventType"],
+        "source": f["source"],
+        "action": f["action"],
+        "entityId": f["entityId"],
+        "entityType": f["entityType"],
+        "data": f["data"],
+        "metadata": f["metadata"],
+        "timestamp": ingested_at if ts is None else utc_now_iso(ts.astimezone(timezone.utc)),
+        "ingestedAt": ingested_at,
+        "schemaVersion": SCHEMA_VERSION,
+        "correlationId": f["correlationId"] or correlation_id or uuid7(),
+    })
 
 
 def now_iso() -> str:

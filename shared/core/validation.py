@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
+from shared.core.events import TENANT_PATTERN, TENANT_RULE
 from shared.core.results import FieldError
 
 _UNION_TAGS = frozenset({"redis", "kafka", "analytics", "vector"})
@@ -35,7 +36,10 @@ def field_errors(exc: ValidationError, prefix: Sequence[Any] = ()) -> list[Field
     errors: list[FieldError] = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = [*prefix, *_clean(err["loc"])]
-        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == TENANT_PATTERN:
+            msg = f"tenantId must be {TENANT_RULE}"  # the rule in words, not the regular expression
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
         errors.append(FieldError(pointer=pointer(loc), field=dotted(loc), detail=msg, type=err["type"]))
     return errors
 

@@ -30,7 +30,7 @@ from shared.core import limits
 from shared.core.enrich import enrich, now_iso
 from shared.core.events import Event, EventIn, EventType, Source, is_tenant_id
 from shared.core.filters import passes
-from shared.core.ids import uuid7
+from shared.core.ids import uuid7, uuid7s
 from shared.core.results import Delivery, EventResult, FieldError
 from shared.core.streamconfig import StreamConfig
 from shared.core.validation import field_errors
@@ -51,6 +51,9 @@ class Failure:
 
 _OUTCOME = {"delivered": "ok", "failed": "fail", "parked": "park"}
 _OUTCOME_COUNTERS: dict[tuple[str, str], str] = {}
+# EventIn.model_validate without its Python wrapper (a frame and five keyword defaults: 0.28 us of
+# 2.6 per event); the same pydantic-core validator and errors.
+_validate_event_in = EventIn.__pydantic_validator__.validate_python
 _TYPE_COUNTER = {t: f"t:{t.value}" for t in EventType}
 _SOURCE_COUNTER = {s: f"s:{s.value}" for s in Source}
 
@@ -116,17 +119,19 @@ class Pipeline:
         correlation_id = ctx.correlation_id or uuid7()  # one request, one correlation id
         ready: list[tuple[int, Event]] = []
         client_ids: set[int] = set()  # generated ids need no idempotency check
+        fresh = uuid7s(len(items))  # made together (shared/core/ids.py); a client's eventId leaves one unused
+        key, pointer_prefix = ctx.idempotency_key, ctx.pointer_prefix
         for i, raw in enumerate(items):
-            prefix = (*ctx.pointer_prefix, i) if ctx.pointer_prefix else ()
             try:
-                ein = EventIn.model_validate(raw)
+                ein = _validate_event_in(raw)
             except ValidationError as exc:
+                prefix = (*pointer_prefix, i) if pointer_prefix else ()
                 results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
                 continue
-            ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id,
-                        event_id=ctx.idempotency_key)
+            ev = enrich(ein, ingested_at=ingested_at, correlation_id=correlation_id, event_id=key or fresh[i])
             size = len(ev.to_json())
             if size > limits.MAX_EVENT_BYTES:
+                prefix = (*pointer_prefix, i) if pointer_prefix else ()
                 results[i] = self._reject(
                     i,
                     [FieldError(pointer="/".join(["", *map(str, prefix)]), field="(event)",
@@ -136,7 +141,7 @@ class Pipeline:
                 )
                 continue
             ready.append((i, ev))
-            if ein.eventId or ctx.idempotency_key:
+            if key or ein.__dict__["eventId"]:
                 client_ids.add(i)
         routed = await self._route(ready, stats, ctx.received_at, client_ids)
         for i, res in routed.items():
@@ -342,9 +347,13 @@ class Pipeline:
         done = time.time()
         latency_ms = max(0.0, (done - received_at) * 1000.0)
         bucket = hist_index(latency_ms)  # one latency for the batch: observed once per tenant
+        # Per event of every batch: counted straight into the tenant's counters (what TenantStats.count
+        # does, without a method call per count), the models' fields read by key (see enrich).
         for tenant, (indices, events) in by_tenant.items():
             ts = stats.tenant(tenant)
             accepted = 0
+            counts = ts.counters
+            get = counts.get
             for i, ev in zip(indices, events):
                 dels = deliveries.get(i)
                 if dels is None:  # filtered
@@ -352,20 +361,27 @@ class Pipeline:
                 earlier = prior.get(i) if prior else None
                 ok = True
                 for d in dels:
-                    if earlier is None or earlier.get(d.destination) is not d:  # counted by the attempt that did it
-                        ts.count(_outcome_counter(d.destination, d.status))
-                        if d.status != "delivered":
+                    df = d.__dict__
+                    status = df["status"]
+                    # A delivery an earlier attempt made was counted by that attempt.
+                    if earlier is None or earlier.get(df["destination"]) is not d:
+                        name = _outcome_counter(df["destination"], status)
+                        counts[name] = get(name, 0) + 1
+                        if status != "delivered":
                             stats.failed_deliveries += 1
-                    if d.status == "failed":
+                    if status == "failed":
                         ok = False
+                f = ev.__dict__
                 if ok:
                     accepted += 1
-                    ts.count(_TYPE_COUNTER[ev.eventType])
-                    ts.count(_SOURCE_COUNTER[ev.source])
-                    results[i] = EventResult.of(i, "accepted", ev.eventId, tenant, dels, None, 201)
+                    name = _TYPE_COUNTER[f["eventType"]]
+                    counts[name] = get(name, 0) + 1
+                    name = _SOURCE_COUNTER[f["source"]]
+                    counts[name] = get(name, 0) + 1
+                    results[i] = EventResult.of(i, "accepted", f["eventId"], tenant, dels, None, 201)
                 else:
-                    ts.count("fail")
-                    results[i] = EventResult.of(i, "failed", ev.eventId, tenant, dels,
+                    counts["fail"] = get("fail", 0) + 1
+                    results[i] = EventResult.of(i, "failed", f["eventId"], tenant, dels,
                                                 "delivery failed and could not be parked for retry", 503)
             if accepted:
                 ts.count("acc", accepted)
