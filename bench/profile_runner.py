@@ -43,8 +43,8 @@ from tests.system.harness import App, Stack, start_app
 # (stage, does this frame belong to it?) -- frames look like "func (path/file.py:line)".
 STAGES: list[tuple[str, Callable[[str], bool]]] = [
     ("validation (EventIn, shape and tenant checks)",
-     lambda f: any(k in f for k in ("BaseModel.model_validate", "EventIn", "check_shape", "_shaped",
-                                    "is_tenant_id", "core/validation.py"))),
+     lambda f: any(k in f for k in ("BaseModel.model_validate", "validate_event_in", "EventIn", "check_shape",
+                                    "_shaped", "is_tenant_id", "core/validation.py"))),
     ("enrichment (ids, timestamps, the Event)",
      lambda f: "core/enrich.py" in f or "core/ids.py" in f or "Event.trusted" in f),
     ("event JSON (Event.to_json / encode)", lambda f: "Event.to_json" in f or "Event.encode" in f),

@@ -202,6 +202,15 @@ class EventIn(BaseModel):
         return v
 
 
+_validate_event_in = EventIn.__pydantic_validator__.validate_python
+
+
+def validate_event_in(raw: Any) -> EventIn:
+    """`EventIn.model_validate(raw)`: the same pydantic-core validator and errors, without pydantic's
+    Python wrapper, whose keyword defaults cost 0.2 us of 2.6 per event of every bulk."""
+    return _validate_event_in(raw)
+
+
 class Event(BaseModel):
     """An enriched event: what every destination receives."""
 

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from shared.core import limits
 from shared.core.enrich import enrich, now_iso
-from shared.core.events import Event, EventIn, EventType, Source, is_tenant_id
+from shared.core.events import Event, EventType, Source, is_tenant_id, validate_event_in
 from shared.core.filters import passes
 from shared.core.ids import uuid7, uuid7s
 from shared.core.results import Delivery, EventResult, FieldError
@@ -51,9 +51,6 @@ class Failure:
 
 _OUTCOME = {"delivered": "ok", "failed": "fail", "parked": "park"}
 _OUTCOME_COUNTERS: dict[tuple[str, str], str] = {}
-# EventIn.model_validate without its Python wrapper (a frame and five keyword defaults: 0.28 us of
-# 2.6 per event); the same pydantic-core validator and errors.
-_validate_event_in = EventIn.__pydantic_validator__.validate_python
 _TYPE_COUNTER = {t: f"t:{t.value}" for t in EventType}
 _SOURCE_COUNTER = {s: f"s:{s.value}" for s in Source}
 
@@ -123,7 +120,7 @@ class Pipeline:
         key, pointer_prefix = ctx.idempotency_key, ctx.pointer_prefix
         for i, raw in enumerate(items):
             try:
-                ein = _validate_event_in(raw)
+                ein = validate_event_in(raw)
             except ValidationError as exc:
                 prefix = (*pointer_prefix, i) if pointer_prefix else ()
                 results[i] = self._reject(i, field_errors(exc, prefix), raw, stats)
