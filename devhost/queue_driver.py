@@ -47,7 +47,6 @@ log = logging.getLogger("devhost.queue")
 MIN_POLL_SECONDS = 0.1
 LOCAL_MAX_POLL_SECONDS = 2.0
 LEASE_SECONDS = 600  # the host's lease on a running message, renewed at half-time
-RENEWAL_GRACE_SECONDS = 5.0  # how long an invocation's end waits for a renewal in flight
 
 
 def timespan_seconds(value: str | None) -> float:
@@ -165,8 +164,7 @@ class QueueWorker:
                            expiration_time=message.expires_on, insertion_time=message.inserted_on,
                            time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
         self.invocations += 1
-        done = asyncio.Event()
-        renewing = asyncio.create_task(self._renew(message, done))
+        renewing = asyncio.create_task(self._renew(message))
         try:
             await invoke(self.spec, msg, Context(self.spec.name))
             ok = True
@@ -175,7 +173,7 @@ class QueueWorker:
             log.exception("%s failed on message %s (dequeue count %d)", self.spec.name, message.id,
                           message.dequeue_count)
         finally:
-            await self._end_renewal(renewing, done)
+            await self._stop(renewing)
         if ok:
             self.succeeded += 1
             await self.queue.delete_message(message)
@@ -186,14 +184,10 @@ class QueueWorker:
         else:
             await self.queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout_s))
 
-    async def _renew(self, message: Any, done: asyncio.Event) -> None:
+    async def _renew(self, message: Any) -> None:
         """Keep the message leased while the function runs (the host renews at half the lease)."""
         while True:
-            try:
-                await asyncio.wait_for(done.wait(), self.lease_seconds / 2)
-                return
-            except TimeoutError:
-                pass
+            await asyncio.sleep(self.lease_seconds / 2)
             try:
                 renewed = await self.queue.update_message(message, visibility_timeout=self.lease_seconds)
             except AzureError as exc:  # storage down: try again at the next half-lease
@@ -203,15 +197,11 @@ class QueueWorker:
             message.next_visible_on = renewed.next_visible_on
 
     @staticmethod
-    async def _end_renewal(task: asyncio.Task[None], done: asyncio.Event) -> None:
-        """Stop renewing, letting a renewal already sent finish: cancelled mid-request, the queue may
-        have taken it (a new pop receipt) while the message keeps the old one, and settling with that
-        fails, so the message would run again when its lease ends. A renewal storage does not answer
-        is cancelled after RENEWAL_GRACE_SECONDS (its SDK retries run for over a minute)."""
-        done.set()
+    async def _stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
         try:
-            await asyncio.wait_for(task, RENEWAL_GRACE_SECONDS)
-        except TimeoutError:  # wait_for cancelled it
+            await task
+        except asyncio.CancelledError:
             pass
 
     async def _run_one(self, message: Any) -> None:
