@@ -47,6 +47,7 @@ log = logging.getLogger("devhost.queue")
 MIN_POLL_SECONDS = 0.1
 LOCAL_MAX_POLL_SECONDS = 2.0
 LEASE_SECONDS = 600  # the host's lease on a running message, renewed at half-time
+RENEWAL_GRACE_SECONDS = 5.0  # how long an invocation's end waits for a renewal already sent
 
 
 def timespan_seconds(value: str | None) -> float:
@@ -164,7 +165,8 @@ class QueueWorker:
                            expiration_time=message.expires_on, insertion_time=message.inserted_on,
                            time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt)
         self.invocations += 1
-        renewing = asyncio.create_task(self._renew(message))
+        done = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(message, done))
         try:
             await invoke(self.spec, msg, Context(self.spec.name))
             ok = True
@@ -173,7 +175,7 @@ class QueueWorker:
             log.exception("%s failed on message %s (dequeue count %d)", self.spec.name, message.id,
                           message.dequeue_count)
         finally:
-            await self._stop(renewing)
+            await self._end_renewal(renewing, done)
         if ok:
             self.succeeded += 1
             await self.queue.delete_message(message)
@@ -184,10 +186,14 @@ class QueueWorker:
         else:
             await self.queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout_s))
 
-    async def _renew(self, message: Any) -> None:
+    async def _renew(self, message: Any, done: asyncio.Event) -> None:
         """Keep the message leased while the function runs (the host renews at half the lease)."""
         while True:
-            await asyncio.sleep(self.lease_seconds / 2)
+            try:
+                await asyncio.wait_for(done.wait(), self.lease_seconds / 2)
+                return
+            except TimeoutError:
+                pass
             try:
                 renewed = await self.queue.update_message(message, visibility_timeout=self.lease_seconds)
             except AzureError as exc:  # storage down: try again at the next half-lease
@@ -197,11 +203,16 @@ class QueueWorker:
             message.next_visible_on = renewed.next_visible_on
 
     @staticmethod
-    async def _stop(task: asyncio.Task[None]) -> None:
-        task.cancel()
+    async def _end_renewal(task: asyncio.Task[None], done: asyncio.Event) -> None:
+        """Stop renewing, letting a renewal already sent finish. Cancelled mid-request, the queue may
+        have taken it (a new pop receipt) while the message keeps the old one: settling with that
+        fails, and the message would run again when its lease ends. A renewal storage does not
+        answer is cancelled after RENEWAL_GRACE_SECONDS (its SDK retries run for over a minute);
+        settling then fails too, and the message comes back when its lease ends (at-least-once)."""
+        done.set()
         try:
-            await task
-        except asyncio.CancelledError:
+            await asyncio.wait_for(task, RENEWAL_GRACE_SECONDS)
+        except TimeoutError:  # wait_for cancelled it
             pass
 
     async def _run_one(self, message: Any) -> None:
@@ -218,11 +229,18 @@ class QueueWorker:
 
     async def receive(self) -> list[Any]:
         """One batch: up to `batchSize` visible messages, leased while they run."""
+        # One Get Messages request for the whole batch, as the host's listener makes. The SDK's
+        # `max_messages` would dequeue one message per request until the queue is empty: storage
+        # failing between two of those requests strands the messages already leased for the lease.
+        pages = self.queue.receive_messages(
+            messages_per_page=self.options.batch_size, visibility_timeout=self.lease_seconds).by_page()
         try:
-            return [m async for m in self.queue.receive_messages(
-                max_messages=self.options.batch_size, visibility_timeout=self.lease_seconds)]
+            page = await anext(pages)
+        except StopAsyncIteration:
+            return []  # the queue is empty
         except ResourceNotFoundError:
             return []  # nothing has been sent yet
+        return [m async for m in page]
 
     async def poll_once(self) -> int:
         """Fetch one batch and run it to the end (tests and tools; `run` overlaps batches)."""

@@ -173,6 +173,63 @@ async def test_a_running_message_stays_leased_past_its_first_lease(queue_env: st
     assert (await sender.get_queue_properties()).approximate_message_count == 0  # deleted with the renewed receipt
 
 
+async def test_an_invocation_ending_during_a_renewal_settles_with_the_renewed_receipt(
+        queue_env: str, sender: QueueClient) -> None:
+    """The function ends while a renewal the queue has already taken is still on its way back. The
+    renewal is let finish, not cancelled: cancelled, the runner kept the old pop receipt, the delete
+    failed and the message would run again when its lease ended (a clean-clone CI run saw it)."""
+    await sender.send_message("hold")
+    queue_app.GATE = asyncio.Semaphore(0)
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"), QueueOptions(), lease_seconds=2)
+    [worker] = driver.workers
+    taken, answer = asyncio.Event(), asyncio.Event()
+    update = worker.queue.update_message
+
+    async def slow_answer(*args: object, **kwargs: object) -> object:
+        renewed = await update(*args, **kwargs)  # the real request: storage has the new receipt
+        taken.set()
+        await answer.wait()  # its answer is still on the way when the function ends
+        return renewed
+
+    worker.queue.update_message = slow_answer  # type: ignore[method-assign]
+    await driver.start()
+    try:
+        await asyncio.wait_for(taken.wait(), 5)
+        queue_app.GATE.release()
+        await asyncio.sleep(0.3)  # the invocation has ended and waits for the renewal
+        assert worker.succeeded == 0
+        answer.set()
+        await _wait_for(lambda: worker.succeeded == 1)
+    finally:
+        await driver.stop()
+    assert [c for _, c, _ in queue_app.SEEN] == [1]
+    assert (await sender.get_queue_properties()).approximate_message_count == 0  # deleted: it will not run again
+
+
+async def test_a_batch_is_one_get_messages_request(queue_env: str, sender: QueueClient) -> None:
+    """The host's listener asks for batchSize messages in one request. The SDK's `max_messages` would
+    dequeue them one request each, and storage failing between two requests would strand the messages
+    already leased for the whole lease."""
+    for _ in range(3):
+        await sender.send_message("hello")
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"), QueueOptions(batch_size=4))
+    [worker] = driver.workers
+    asked: list[int | None] = []
+    dequeue = worker.queue._client.queue.receive_messages  # the generated Get Messages operation
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        asked.append(kwargs.get("number_of_messages"))  # type: ignore[arg-type]
+        return await dequeue(*args, **kwargs)
+
+    worker.queue._client.queue.receive_messages = counted  # type: ignore[method-assign]
+    try:
+        assert len(await worker.receive()) == 3
+        assert asked == [4]  # one request for the batch
+        assert await worker.receive() == [] and asked == [4, 4]  # an empty queue: one request, no messages
+    finally:
+        await driver.stop()
+
+
 def test_queue_options_from_host_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
     defaults = QueueOptions.from_host_json(tmp_path / "missing.json")
     assert defaults == QueueOptions()  # the host's defaults
