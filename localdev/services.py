@@ -81,9 +81,13 @@ def _redis_argv(p: dict[str, int], work: Path) -> list[str]:
             "--appendonly", "no", "--dir", str(work), "--maxmemory", "1gb"]
 
 
+# Every Azurite started here: quiet, any API version the SDKs send, and lenient about headers.
+_AZURITE_FLAGS = ("--silent", "--skipApiVersionCheck", "--loose")
+
+
 def _azurite_argv(p: dict[str, int], work: Path) -> list[str]:
-    return [str(NODE_BIN / "azurite"), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck",
-            "--loose", "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
+    return [str(NODE_BIN / "azurite"), "--inMemoryPersistence", *_AZURITE_FLAGS,
+            "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
             "--blobPort", str(p["blob"]), "--queuePort", str(p["queue"]), "--tablePort", str(p["table"])]
 
 
@@ -131,8 +135,8 @@ def _cosmos_settings(p: dict[str, int], scheme: str = "http") -> dict[str, str]:
 def _queue_only_argv(p: dict[str, int], work: Path) -> list[str]:
     """Azurite's queue service alone, on disk: a test stops Storage Queues while Blob and Tables (another
     Azurite) keep answering, as one Azure service can fail without the others of the account."""
-    return [str(NODE_BIN / "azurite-queue"), "--silent", "--skipApiVersionCheck", "--loose",
-            "--queueHost", "127.0.0.1", "--queuePort", str(p["queue"]), "--location", str(work / "data")]
+    return [str(NODE_BIN / "azurite-queue"), *_AZURITE_FLAGS, "--queueHost", "127.0.0.1",
+            "--queuePort", str(p["queue"]), "--location", str(work / "data")]
 
 
 def _redis_settings(p: dict[str, int]) -> dict[str, str]:

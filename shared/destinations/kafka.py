@@ -39,7 +39,7 @@ from shared.core.health import DependencyHealth
 from shared.core.results import Delivery
 from shared.core.settings import Settings
 from shared.destinations.base import Chunk
-from shared.destinations.event_records import Outcome, Record, merge, plan_records
+from shared.destinations.event_records import Outcome, Record, merge, new_tuple, plan_records
 
 log = logging.getLogger("grc.destinations.kafka")
 
@@ -186,9 +186,6 @@ def connection_config(settings: Settings, credential_factory: Callable[[], Any] 
     return conf
 
 
-# An ok Outcome made straight from its fields: the NamedTuple's own __new__ is a Python function,
-# twice the cost, and one is made per delivery report.
-_tuple_new = tuple.__new__
 # The key of a record's box when the record failed before it could have a report (its Outcome the value).
 _LOCAL = object()
 # produce()'s positional defaults (confluent-kafka's own): any partition (the configured partitioner),
@@ -237,7 +234,7 @@ class _Reports:
         """One Outcome per record; a record without a report failed (transient, outcome unknown)."""
         unknown = Outcome(False, missing, True)
         out: list[Outcome] = []
-        append, new = out.append, _tuple_new
+        append, new = out.append, new_tuple
         for box in self.boxes:
             if not box:
                 append(unknown)
