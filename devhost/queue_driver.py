@@ -16,6 +16,10 @@ QueuesOptions of Microsoft.Azure.WebJobs.Extensions.Storage.Queues 5.x):
   after `visibilityTimeout` (default 00:00:00) for the next attempt (QueueProcessor.CompleteProcessingMessageAsync).
 - `maxPollingInterval` 00:01:00: empty polls back off exponentially from 100 ms up to it (capped at
   2 s here: a developer waits for it).
+- A storage request that fails is retried as the host's queue clients retry it: the extension builds
+  them with default client options (QueueServiceClientProvider, StorageClientProvider.CreateClientOptions),
+  so Azure.Core's RetryOptions hold: 3 retries, exponential from 0.8 s, each delay +-20 % (RetryPolicy):
+  about 0.8, 1.6 and 3.2 s (`HostRetry`). The Python Queue SDK's own default waits 18, 24 and 42 s.
 While a message runs it is invisible: leased for 10 minutes, as the host does, and the lease renewed
 at half-time while the function runs. A dequeue whose answer is lost (storage dies mid-request)
 leaves its messages leased: they come back when the lease ends (at-least-once). `lease_seconds`
@@ -29,6 +33,7 @@ import binascii
 import json
 import logging
 import os
+import random
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +41,14 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage
+# The async retry policy is exported by the SDK only from its private module (the public
+# ExponentialRetry is the sync one, which an aio client cannot run).
+from azure.storage.queue._shared.policies_async import ExponentialRetry
 from azure.storage.queue.aio import QueueClient
 
 from devhost.app_loader import ROOT, FunctionSpec
 from devhost.invoke import Context, invoke
+from devhost.retry import timespan_seconds
 from devhost.workers import WorkerTasks
 
 log = logging.getLogger("devhost.queue")
@@ -48,14 +57,6 @@ MIN_POLL_SECONDS = 0.1
 LOCAL_MAX_POLL_SECONDS = 2.0
 LEASE_SECONDS = 600  # the host's lease on a running message, renewed at half-time
 RENEWAL_GRACE_SECONDS = 5.0  # how long an invocation's end waits for a renewal already sent
-
-
-def timespan_seconds(value: str | None) -> float:
-    """host.json TimeSpan `hh:mm:ss[.fff]` -> seconds."""
-    if not value:
-        return 0.0
-    h, m, sec = str(value).split(":")
-    return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 # The host's documented defaults (see the module docstring).
@@ -99,6 +100,23 @@ class QueueOptions:
         )
 
 
+class HostRetry(ExponentialRetry):
+    """The host's retries of a queue request (module docstring): Azure.Core's RetryOptions defaults."""
+
+    RETRIES = 3
+    DELAY_SECONDS = 0.8
+    MAX_DELAY_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        super().__init__(retry_total=self.RETRIES)
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        # `count` is the number of the retry about to be made (1 for the first): the SDK increments it
+        # before it sleeps. Azure.Core: min(2^(attempt-1) * delay * U(0.8, 1.2), max delay).
+        delay = self.DELAY_SECONDS * 2 ** (max(1, settings["count"]) - 1) * random.uniform(0.8, 1.2)
+        return min(delay, self.MAX_DELAY_SECONDS)
+
+
 def queue_clients(spec: FunctionSpec, queue_name: str,
                   env: dict[str, str] | None = None) -> tuple[QueueClient, QueueClient, Any]:
     """(queue, poison queue, credential to close or None) clients for the binding's `connection`, resolved as the host does: the
@@ -110,15 +128,17 @@ def queue_clients(spec: FunctionSpec, queue_name: str,
     name = spec.trigger.get("connection") or "AzureWebJobsStorage"
     value = env.get(name) or env.get(f"AzureWebJobs{name}")
     if value:
-        return (QueueClient.from_connection_string(value, queue_name),
-                QueueClient.from_connection_string(value, f"{queue_name}-poison"), None)
+        return (QueueClient.from_connection_string(value, queue_name, retry_policy=HostRetry()),
+                QueueClient.from_connection_string(value, f"{queue_name}-poison", retry_policy=HostRetry()),
+                None)
     uri = env.get(f"{name}__queueServiceUri")
     if uri:
         from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - identity-based only
 
         credential = DefaultAzureCredential()
-        return (QueueClient(uri, queue_name, credential=credential),
-                QueueClient(uri, f"{queue_name}-poison", credential=credential), credential)
+        return (QueueClient(uri, queue_name, credential=credential, retry_policy=HostRetry()),
+                QueueClient(uri, f"{queue_name}-poison", credential=credential, retry_policy=HostRetry()),
+                credential)
     raise KeyError(f"queue trigger {spec.name}: set {name} (connection string) or {name}__queueServiceUri")
 
 
