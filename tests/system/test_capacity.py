@@ -91,7 +91,7 @@ def test_redis_memory_per_event_stays_within_the_documented_figure(app: App, sta
     # monitor's system event, when one came, is in the stream too but is not a client's event).
     assert keys["events"] == 1 and keys["dlv"] == n
     with stack.redis() as r:
-        assert r.exists(*(f"grc:{{{t}}}:idem:{t}-{i:06d}" for i in range(EVENTS))) == EVENTS
+        assert r.exists(*(f"grc:{{{t}}}:idem:{_event(t, i)['eventId']}" for i in range(EVENTS))) == EVENTS
     assert EVENTS <= keys["idem"] <= n
     assert per_event <= DOCUMENTED_BYTES_PER_EVENT
 
