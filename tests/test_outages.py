@@ -35,6 +35,13 @@ def _http(status: int) -> HttpResponseError:
     return HttpResponseError(message=f"status {status}", response=_Resp(status))  # type: ignore[arg-type]
 
 
+def _missing(code: str) -> ResourceNotFoundError:
+    """What the Tables / Queues SDKs raise for a request to a table or queue that does not exist."""
+    exc = ResourceNotFoundError(message=f"{code}", response=_Resp(404))  # type: ignore[arg-type]
+    exc.error_code = code
+    return exc
+
+
 @pytest.mark.parametrize("exc, kind", [
     (redis_errors.ConnectionError("refused"), "redis"),
     (redis_errors.TimeoutError("slow"), "redis"),
@@ -46,6 +53,8 @@ def _http(status: int) -> HttpResponseError:
     (_http(503), "storage"),
     (_http(500), "storage"),
     (_http(429), "storage"),
+    (_missing("TableNotFound"), "storage"),  # deleted under the app (the app creates it again)
+    (_missing("QueueNotFound"), "storage"),
     (asyncio.TimeoutError(), "network"),
     (ConnectionRefusedError(), "network"),
 ])
@@ -55,7 +64,8 @@ def test_outages(exc: BaseException, kind: str) -> None:
 
 @pytest.mark.parametrize("exc", [
     ValueError("a bug"), KeyError("x"), redis_errors.ResponseError("WRONGTYPE Operation against a key"),
-    _http(400), _http(404), ResourceNotFoundError("gone"), ClientAuthenticationError("bad key"),
+    _http(400), _http(404), ResourceNotFoundError("gone"),
+    _missing("ResourceNotFound"), ClientAuthenticationError("bad key"),
 ])
 def test_not_outages(exc: BaseException) -> None:
     assert unavailable_dependency(exc) is None

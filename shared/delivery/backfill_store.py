@@ -111,25 +111,26 @@ class BackfillStore:
                 raise ValueError("not a backfill position")
             query += " and RowKey gt @after"
             params["after"] = after
-        table = await self._table.get()
         out: list[JobRecord] = []
-        async for entity in table.query_entities(query, parameters=params, results_per_page=min(limit + 1, 1000)):
-            if len(out) == limit:
-                return out, out[-1].jobId
-            out.append(_job(entity))
+        async with self._table.reading() as table:
+            async for entity in table.query_entities(query, parameters=params,
+                                                     results_per_page=min(limit + 1, 1000)):
+                if len(out) == limit:
+                    return out, out[-1].jobId
+                out.append(_job(entity))
         return out, None
 
     # ---- slots -----------------------------------------------------------------------------
 
     async def active(self, tenant: str) -> list[JobRecord]:
         """The jobs holding the tenant's slots that are still queued or running."""
-        table = await self._table.get()
         out = []
-        async for row in table.query_entities("PartitionKey eq @pk and RowKey ge @slots",
-                                              parameters={"pk": tenant, "slots": SLOT_PREFIX}):
-            got = await self.read(tenant, str(row.get("JobId", "")))
-            if got is not None and not got[0].terminal:
-                out.append(got[0])
+        async with self._table.reading() as table:
+            async for row in table.query_entities("PartitionKey eq @pk and RowKey ge @slots",
+                                                  parameters={"pk": tenant, "slots": SLOT_PREFIX}):
+                got = await self.read(tenant, str(row.get("JobId", "")))
+                if got is not None and not got[0].terminal:
+                    out.append(got[0])
         return out
 
     async def _take_slot(self, tenant: str, job_id: str, max_jobs: int) -> int:

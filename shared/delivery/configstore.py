@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -92,11 +93,14 @@ class ConfigStore:
     async def table(self) -> TableClient:
         return await self._table.get()
 
+    def reading(self) -> AbstractAsyncContextManager[TableClient]:
+        """The table for a query (`LazyTable.reading`: a table gone reads as empty)."""
+        return self._table.reading()
+
     async def read(self, tenant_id: str) -> tuple[StreamConfig, str | None]:
         """Straight from the table (no cache): the config and its ETag, or the default and None."""
-        table = await self.table()
         try:
-            entity = await table.get_entity(tenant_id, ROW_KEY)
+            entity = await self._table.call("get_entity", tenant_id, ROW_KEY)
         except ResourceNotFoundError:
             return StreamConfig.default(tenant_id), None
         config = StreamConfig.model_validate_json(entity["Config"])
@@ -112,7 +116,6 @@ class ConfigStore:
     ) -> tuple[StreamConfig, str, StreamConfig | None]:
         """Create or replace; returns (new config, new ETag, previous config or None). A `version` in
         the body must equal the stored one (0: none stored), checked in the same conditional write."""
-        table = await self.table()
         previous, etag = await self.read(tenant_id)
         existed = etag is not None
         if if_none_match == "*" and existed:
@@ -139,12 +142,12 @@ class ConfigStore:
         }
         try:
             if existed:
-                meta = await table.update_entity(
-                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-                )
+                meta = await self._table.call("update_entity", entity, mode="replace", etag=etag,
+                                              match_condition=MatchConditions.IfNotModified)
             else:
-                meta = await table.create_entity(entity)
-        except (ResourceModifiedError, ResourceExistsError) as exc:
+                meta = await self._table.call("create_entity", entity)
+        # (not found: the config read was deleted since, with its table or alone)
+        except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError) as exc:
             raise PreconditionFailed("the stream config was changed concurrently") from exc
         except Exception as exc:
             # The instances re-read the config on their next batch (harmless if nothing was written):
@@ -238,7 +241,6 @@ class ConfigStore:
         """The stored configs of `tenants` (absent: none stored), in one query (see the module doc).
         Each page of the answer has STORAGE_READ_SECONDS: a range of many tenants' configs may take
         many pages, a Table service that stops answering fails the read."""
-        table = await self.table()
         ordered = sorted(tenants)
         params: dict[str, str] = {"rk": ROW_KEY}
         if len(ordered) <= MAX_OR_TENANTS:
@@ -252,13 +254,15 @@ class ConfigStore:
         wanted = set(tenants)
         out: dict[str, tuple[StreamConfig, str | None]] = {}
         loop = asyncio.get_running_loop()
-        pages = table.query_entities(flt, parameters=params, select=["PartitionKey", "Config"]).by_page()
-        async for page in pages:
-            async for entity in page:
-                t = entity["PartitionKey"]
-                if t in wanted:
-                    out[t] = (StreamConfig.model_validate_json(entity["Config"]), entity.metadata.get("etag"))
-            deadline.reschedule(loop.time() + STORAGE_READ_SECONDS)  # the next page has its own time
+        async with self.reading() as table:
+            pages = table.query_entities(flt, parameters=params, select=["PartitionKey", "Config"]).by_page()
+            async for page in pages:
+                async for entity in page:
+                    t = entity["PartitionKey"]
+                    if t in wanted:
+                        out[t] = (StreamConfig.model_validate_json(entity["Config"]),
+                                  entity.metadata.get("etag"))
+                deadline.reschedule(loop.time() + STORAGE_READ_SECONDS)  # the next page has its own time
         return out
 
     async def get(self, tenant_id: str) -> StreamConfig:

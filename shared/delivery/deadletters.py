@@ -155,14 +155,15 @@ class DeadLetters:
         flt = "PartitionKey eq @pk and RowKey lt @payload"
         if not include_replayed:
             flt += " and Replayed eq false"
-        table = await self.table()
-        pager = table.query_entities(flt, parameters={"pk": tenant, "payload": PAYLOAD_PREFIX},
-                                     results_per_page=limit).by_page(continuation_token=after)
         rows: list[dict[str, Any]] = []
-        async for page in pager:
-            rows = [e async for e in page]
-            break
-        nxt = pager.continuation_token  # type: ignore[attr-defined]
+        nxt = None
+        async with self._table.reading() as table:
+            pager = table.query_entities(flt, parameters={"pk": tenant, "payload": PAYLOAD_PREFIX},
+                                         results_per_page=limit).by_page(continuation_token=after)
+            async for page in pager:
+                rows = [e async for e in page]
+                break
+            nxt = pager.continuation_token  # type: ignore[attr-defined]
         return [self.view(r) for r in rows], (nxt or None)
 
     async def get(self, tenant: str, rid: str) -> dict[str, Any] | None:

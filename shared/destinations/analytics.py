@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -54,7 +53,7 @@ from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
 from shared.destinations.own_limit import OwnLimit
 from shared.storage import payload, table_transactions
-from shared.storage.lazy import LazyTable
+from shared.storage.lazy import LazyTable, table_gone
 
 log = logging.getLogger("grc.analytics")
 
@@ -107,8 +106,8 @@ def to_entity(ev: Event, shards: int, compress: bool) -> tuple[dict[str, Any], i
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, ConnectionError, OSError)):
         return True
-    if isinstance(exc, ResourceNotFoundError):
-        return True  # table missing (recreated by the next try)
+    if isinstance(exc, ResourceNotFoundError) or table_gone(exc):
+        return True  # table missing (created again by the next try)
     if isinstance(exc, HttpResponseError):
         return exc.status_code is None or exc.status_code in (408, 429) or exc.status_code >= 500
     return False
@@ -173,14 +172,11 @@ class AnalyticsDestination:
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
         self._table = LazyTable(tables, table_name)
         self._indexed: set[str] = set()  # index rows this instance already wrote
+        self._indexed_in: TableClient | None = None  # ... into this table client's table
         self._limit = OwnLimit(CONCURRENCY)
 
     async def table(self) -> TableClient:
         return await self._table.get()
-
-    def _forget_table(self) -> None:
-        self._table.forget()
-        self._indexed.clear()
 
     # ---- write -----------------------------------------------------------------------
 
@@ -205,14 +201,21 @@ class AnalyticsDestination:
                 by_pk.setdefault(entity["PartitionKey"], []).append(_Op((c, i), entity, size))
                 hour = entity["PartitionKey"].rsplit("_", 2)[1]
                 index_rows.add(f"{ev.tenantId}_{hour}_{options.shards:02d}")
-        try:
-            table = await self.table()
-            await self._write_index(table, sorted(index_rows - self._indexed))
-        except Exception as exc:  # noqa: BLE001 - storage down: every event of the call failed
-            if isinstance(exc, ResourceNotFoundError):
-                self._forget_table()
-            error, transient = _describe(exc), is_transient(exc)
-            return [[d or failed(self.type, error, transient=transient) for d in row] for row in out]
+        for attempt in (1, 2):
+            try:
+                table = await self.table()
+                if table is not self._indexed_in:  # the table was created again: its index is empty
+                    self._indexed.clear()
+                    self._indexed_in = table
+                await self._write_index(table, sorted(index_rows - self._indexed))
+                break
+            except Exception as exc:  # noqa: BLE001 - storage down: every event of the call failed
+                if table_gone(exc):
+                    self._table.forget()
+                    if attempt == 1:
+                        continue  # created again by the next self.table()
+                error, transient = _describe(exc), is_transient(exc)
+                return [[d or failed(self.type, error, transient=transient) for d in row] for row in out]
 
         groups = [tx for ops in by_pk.values() for tx in transactions(ops)]
         results = await asyncio.gather(*(self._submit(table, tx) for tx in groups))
@@ -239,8 +242,8 @@ class AnalyticsDestination:
                 await table_transactions.upsert_all(table, [op.entity for op in tx])
                 return [delivered(self.type, f"{op.entity['PartitionKey']}/{op.entity['RowKey']}") for op in tx]
             except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, ResourceNotFoundError):
-                    self._forget_table()
+                if table_gone(exc):
+                    self._table.forget()
                 if is_transient(exc) or len(tx) == 1:
                     return [failed(self.type, _describe(exc), transient=is_transient(exc)) for _ in tx]
             # One bad entity fails its whole transaction: write one by one to find it.
@@ -257,13 +260,12 @@ class AnalyticsDestination:
         self, events: Sequence[Event], options: AnalyticsOptions, stream: StreamConfig
     ) -> list[bool]:
         """Whether each event's entity exists (the keys derive from the event)."""
-        table = await self.table()
         out = []
         for ev in events:
             ms = event_ms(ev)
             try:
-                await table.get_entity(partition_key(ev.tenantId, hour_of(ms), shard_of(ev.eventId, options.shards)),
-                                       row_key(ms, ev.eventId), select=["RowKey"])
+                pk = partition_key(ev.tenantId, hour_of(ms), shard_of(ev.eventId, options.shards))
+                await self._table.call("get_entity", pk, row_key(ms, ev.eventId), select=["RowKey"])
                 out.append(True)
             except ResourceNotFoundError:
                 out.append(False)
@@ -274,15 +276,15 @@ class AnalyticsDestination:
     async def hours(self, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
         """hour -> shard count (the largest one written in that hour), for the tenant's hours with data
         from the hour of `from_ms` to the hour of `to_ms`, both included (one query of the index)."""
-        table = await self.table()
         lo, hi = f"{tenant}_{hour_of(from_ms)}", f"{tenant}_{hour_of(to_ms)}_~"
         hours: dict[str, int] = {}
-        async for row in table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
-            parameters={"pk": INDEX_PARTITION, "lo": lo, "hi": hi}, select=["RowKey"],
-        ):
-            _, hour, n = row["RowKey"].rsplit("_", 2)
-            hours[hour] = max(hours.get(hour, 0), int(n))
+        async with self._table.reading() as table:
+            async for row in table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
+                parameters={"pk": INDEX_PARTITION, "lo": lo, "hi": hi}, select=["RowKey"],
+            ):
+                _, hour, n = row["RowKey"].rsplit("_", 2)
+                hours[hour] = max(hours.get(hour, 0), int(n))
         return hours
 
     async def history(
@@ -401,9 +403,10 @@ class AnalyticsDestination:
         """Delete hour partitions older than each tenant's retentionDays; returns counts."""
         now_ms = int((time.time() if now is None else now) * 1000)
         deadline = time.monotonic() + budget_seconds
-        table = await self.table()
-        rows = [r["RowKey"] async for r in table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION}, select=["RowKey"])]
+        rows: list[str] = []
+        async with self._table.reading() as table:
+            rows = [r["RowKey"] async for r in table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION}, select=["RowKey"])]
         parsed = [(rk, *rk.rsplit("_", 2)) for rk in rows]
         retention = await retention_of(sorted({t for _, t, _, _ in parsed}))
         stats = {"hours": 0, "entities": 0, "kept": 0}
@@ -441,10 +444,10 @@ class AnalyticsDestination:
 
     async def health(self) -> DependencyHealth:
         start = time.perf_counter()
-        table = await self.table()
-        async for _ in table.query_entities("PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION},
-                                            results_per_page=1).by_page():
-            break
+        async with self._table.reading() as table:
+            async for _ in table.query_entities("PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION},
+                                                results_per_page=1).by_page():
+                break
         return DependencyHealth("analytics", "healthy", round((time.perf_counter() - start) * 1000, 2))
 
     async def close(self) -> None:

@@ -3,15 +3,23 @@
 The request adapter answers those with 503, `Retry-After` and problem details instead of a 500: the
 request was fine, the service cannot serve it at the moment, and the client should come back. One
 mapping for every route: Redis unreachable, timing out, loading, read-only after a failover or out
-of memory; Azure Storage / Cosmos DB unreachable, timing out or answering 5xx / 429 (throttled).
+of memory; Azure Storage / Cosmos DB unreachable, timing out or answering 5xx / 429 (throttled), or a
+table or queue missing.
 Anything else stays a 500 (a bug must not pass for an outage).
 """
 from __future__ import annotations
 
 import asyncio
 
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from redis import exceptions as redis_errors
+
+from shared.storage.lazy import table_gone
 
 RETRY_AFTER_SECONDS = 5  # short outages (a restart, a failover) are over within seconds
 
@@ -28,6 +36,11 @@ def _one(exc: BaseException) -> str | None:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return "storage"
     if isinstance(exc, HttpResponseError) and (exc.status_code or 0) in (429, *range(500, 600)):
+        return "storage"
+    if table_gone(exc) or (isinstance(exc, ResourceNotFoundError)
+                           and getattr(exc, "error_code", None) == "QueueNotFound"):
+        # Deleted under the app. Its table and queue users create them again on the spot
+        # (storage/lazy.py); a path that does not is still not the client's fault.
         return "storage"
     if isinstance(exc, (asyncio.TimeoutError, ConnectionError)):  # sockets and bounded waits
         return "network"

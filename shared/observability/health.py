@@ -69,9 +69,9 @@ async def _redis(services: Services) -> DependencyHealth:
 
 async def _tables(services: Services) -> DependencyHealth:
     start = time.perf_counter()
-    table = await services.configs.table()
-    async for _ in table.list_entities(results_per_page=1).by_page():
-        break
+    async with services.configs.reading() as table:
+        async for _ in table.list_entities(results_per_page=1).by_page():
+            break
     return DependencyHealth("tables", "healthy", _ms(start))
 
 

@@ -137,11 +137,11 @@ class AuditLog:
             **_pack("Before", before),
             **_pack("After", after),
         }
-        table = await self.table()
         for _ in range(3):
             entity["RowKey"] = row_key()
             try:
-                await table.create_entity(entity)  # insert only: an existing row is never replaced
+                # insert only: an existing row is never replaced
+                await self._table.call("create_entity", entity)
                 break
             except ResourceExistsError:
                 continue
@@ -164,13 +164,14 @@ class AuditLog:
                 raise ValueError("invalid continuation")
             query += " and RowKey gt @after"
             params["after"] = after
-        table = await self.table()
         items: list[AuditRecord] = []
-        # One more than asked for tells whether another page exists.
-        async for entity in table.query_entities(query, parameters=params, results_per_page=min(limit + 1, 1000)):
-            if len(items) == limit:
-                return AuditPage(items=items, continuation=items[-1].id)
-            items.append(_record(entity))
+        async with self._table.reading() as table:
+            # One more than asked for tells whether another page exists.
+            async for entity in table.query_entities(query, parameters=params,
+                                                     results_per_page=min(limit + 1, 1000)):
+                if len(items) == limit:
+                    return AuditPage(items=items, continuation=items[-1].id)
+                items.append(_record(entity))
         return AuditPage(items=items, continuation=None)
 
 

@@ -6,15 +6,19 @@ after that; `forget()` drops it, so the next `get()` makes it again (a table or 
 when the storage account was reset, a client to reopen).
 
 `LazyTable` and `LazyQueue` are the Storage resources on it: created if missing on first use (infra
-creates them in Azure; Azurite starts empty), and created again when a call finds them gone.
+creates them in Azure; Azurite starts empty), and created again when a call finds them gone (someone
+deleted the table; the local Azurite, which keeps its data in memory, restarted). A table's users go
+through `call` (one request, made again on the new table) or `reading` (a query, which then finds
+what the new, empty table holds): a table gone is never an error of the route that meets it.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
@@ -48,6 +52,13 @@ class CreatedOnce(Generic[T]):
         return value
 
 
+def table_gone(exc: BaseException) -> bool:
+    """A 404 that says the table itself is missing, not one of its entities (a single request's
+    ResourceNotFoundError, or a transaction's TableTransactionError)."""
+    return isinstance(exc, HttpResponseError) and exc.status_code == 404 and \
+        "TableNotFound" in str(getattr(exc, "error_code", "")) + str(exc)
+
+
 class LazyTable(CreatedOnce[TableClient]):
     """A table client whose table is created (if missing) on first use, once per instance."""
 
@@ -69,11 +80,25 @@ class LazyTable(CreatedOnce[TableClient]):
         table = await self.get()
         try:
             return await getattr(table, method)(*args, **kwargs)
-        except ResourceNotFoundError as exc:
-            if "TableNotFound" not in str(getattr(exc, "error_code", "")) + str(exc):
-                raise  # an entity that is not there: the caller's answer
+        except HttpResponseError as exc:
+            if not table_gone(exc):
+                raise  # an entity that is not there (the caller's answer), or another failure
             self.forget()
             return await getattr(await self.get(), method)(*args, **kwargs)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[TableClient]:
+        """The table, for a query read in the `async with` block. A query that finds the table gone
+        creates it again and ends the block there, without an error: the new table is empty, so
+        what the block has read so far (nothing, unless the table went mid-read) is the answer."""
+        table = await self.get()
+        try:
+            yield table
+        except HttpResponseError as exc:
+            if not table_gone(exc):
+                raise
+            self.forget()
+            await self.get()
 
 
 class LazyQueue(CreatedOnce[QueueClient]):
