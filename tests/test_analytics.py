@@ -190,3 +190,35 @@ async def test_one_call_for_150_tenants_writes_their_index_rows_in_transactions(
                                                             select=["RowKey"])}
     assert {f"{t}_{now:%Y%m%d%H}_01" for t in tenants} <= rows
     assert len(await entities(dest, tenants[-1])) == 2
+
+
+
+async def test_every_read_of_a_table_deleted_under_it_answers_as_on_an_empty_table(
+        app_services: Services) -> None:
+    """The table deleted (by hand, or a restart of the in-memory Azurite) after the instance made it:
+    history, a backfill's range read, the purge and the health check find nothing and create the table
+    again; the next write lands in the new table (system test: tests/system/test_tables_gone.py)."""
+    name = "gone" + uuid.uuid4().hex[:12]
+    dest = AnalyticsDestination(app_services.tables, name)
+    t, now = tenant(), datetime.now(UTC)
+    ms, hour = int(now.timestamp() * 1000), now.strftime("%Y%m%d%H")
+    ev = make_event(t, now)
+
+    async def write() -> list[str]:
+        out = await publish_one(dest, [ev], AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
+        return [d.status for d in out]
+
+    async def retention(tenants: list[str]) -> dict[str, int]:
+        return {x: 1 for x in tenants}
+
+    assert await write() == ["delivered"]
+    await app_services.tables.delete_table(name)
+    assert (await dest.history(t, from_ms=ms - 60_000, to_ms=ms + 60_000, limit=10)).events == []
+    await app_services.tables.delete_table(name)
+    assert await dest.read_range(t, hour, 1, ms - 60_000, ms + 60_000, 100) == []
+    await app_services.tables.delete_table(name)
+    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 0}
+    await app_services.tables.delete_table(name)
+    assert (await dest.health()).status == "healthy"
+    assert await write() == ["delivered"]
+    assert await dest.hours(t, ms, ms) == {hour: 1} and len(await entities(dest, t)) == 1

@@ -309,21 +309,21 @@ class AnalyticsDestination:
         ordered = sorted((h for h in hours if state is None or h <= state["h"]), reverse=True)
         lo_rk = f"{MAX_TS_MS - to_ms:013d}"
         hi_rk = f"{MAX_TS_MS - from_ms:013d}~"
-        table = await self.table()
         events: list[dict[str, Any]] = []
-        for n_hour, hour in enumerate(ordered):
-            if n_hour >= MAX_PAGE_HOURS:
-                return HistoryPage(events, {"h": hour, "rk": None, "f": from_ms, "t": to_ms})
-            after = state["rk"] if state and hour == state["h"] else None
-            want = limit - len(events)
-            rows = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, after, want,
-                                         event_type, source)
-            events.extend(payload.load(r) for r in rows[:want])
-            if len(events) >= limit:
-                last_rk = rows[want - 1]["RowKey"]
-                more = len(rows) > want or n_hour + 1 < len(ordered)
-                nxt = {"h": hour, "rk": last_rk, "f": from_ms, "t": to_ms} if more else None
-                return HistoryPage(events, nxt)
+        async with self._table.reading() as table:
+            for n_hour, hour in enumerate(ordered):
+                if n_hour >= MAX_PAGE_HOURS:
+                    return HistoryPage(events, {"h": hour, "rk": None, "f": from_ms, "t": to_ms})
+                after = state["rk"] if state and hour == state["h"] else None
+                want = limit - len(events)
+                rows = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, after, want,
+                                             event_type, source)
+                events.extend(payload.load(r) for r in rows[:want])
+                if len(events) >= limit:
+                    last_rk = rows[want - 1]["RowKey"]
+                    more = len(rows) > want or n_hour + 1 < len(ordered)
+                    nxt = {"h": hour, "rk": last_rk, "f": from_ms, "t": to_ms} if more else None
+                    return HistoryPage(events, nxt)
         return HistoryPage(events, None)
 
     async def _read_hour(
@@ -367,12 +367,11 @@ class AnalyticsDestination:
         order), as (time ms, eventId, row); None when there are more than `cap` (the caller asks for
         a shorter range). A backfill reads with it: RowKeys sort newest first, so the oldest events
         come from reading a short range whole and turning it round (docs/backfill.md)."""
-        table = await self.table()
         lo_rk, hi_rk = f"{MAX_TS_MS - (hi_ms - 1):013d}", f"{MAX_TS_MS - lo_ms:013d}~"
         flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
         over = asyncio.Event()
 
-        async def shard_rows(shard: int) -> list[dict[str, Any]]:
+        async def shard_rows(table: TableClient, shard: int) -> list[dict[str, Any]]:
             rows: list[dict[str, Any]] = []
             async with self._limit.slot():
                 pager = table.query_entities(flt, parameters={"pk": partition_key(tenant, hour, shard), "lo": lo_rk,
@@ -385,7 +384,9 @@ class AnalyticsDestination:
                         break
             return rows
 
-        per_shard = await asyncio.gather(*(shard_rows(s) for s in range(shards)))
+        per_shard: list[list[dict[str, Any]]] = []
+        async with self._table.reading() as table:
+            per_shard = await asyncio.gather(*(shard_rows(table, s) for s in range(shards)))
         if over.is_set() or sum(map(len, per_shard)) > cap:
             return None
         out = []
