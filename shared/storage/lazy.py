@@ -129,8 +129,14 @@ class LazyQueue(CreatedOnce[QueueClient]):
             return await queue.send_message(text, visibility_timeout=visibility_timeout)
 
     async def depth(self) -> int:
-        """Approximate number of messages, visible or not."""
-        props = await (await self.get()).get_queue_properties()
+        """Approximate number of messages, visible or not; a queue found gone is created again (and
+        is empty), as `send` does, rather than reported as a failing dependency."""
+        try:
+            props = await (await self.get()).get_queue_properties()
+        except ResourceNotFoundError:
+            self.forget()
+            await self.get()
+            return 0
         return int(props.approximate_message_count or 0)
 
     async def close(self) -> None:

@@ -1,12 +1,12 @@
-"""Tables deleted under a running app (README 'Errors'): every route answers as it does on an empty
-table, never 500.
+"""Tables and queues deleted under a running app (README 'Outages'): every route answers as it does on
+an empty table, never 500, and /health does not report the retry queue as failing.
 
 The app creates its tables on first use (infra creates them in Azure; Azurite starts empty). A table
 can still vanish while an instance runs: someone deletes it, or the local Azurite, which keeps its
 data in memory, is restarted. The instance's table clients then point at nothing. Every route that
 reads or writes a table must create it again and answer as it would on a new, empty table: a read
 finds nothing, a write is stored. The app here has table names of its own, so deleting them touches
-no other test.
+no other test; so do its queues.
 """
 from __future__ import annotations
 
@@ -22,14 +22,18 @@ from tests.system.checks import errors_in
 from tests.system.harness import App, Stack, app_env, start_app, tenant
 
 TABLE_SETTINGS = ("STREAM_CONFIG_TABLE", "ANALYTICS_TABLE", "DEADLETTER_TABLE", "AUDIT_TABLE", "BACKFILL_TABLE")
+QUEUE_SETTINGS = ("RETRY_QUEUE", "BACKFILL_QUEUE", "VECTOR_QUEUE")
 
 
 @pytest.fixture(scope="module")
 def own_tables_app(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     suffix = uuid.uuid4().hex[:8]
     names = {s: f"gone{s.split('_')[0].lower()}{suffix}" for s in TABLE_SETTINGS}
+    names.update({s: f"gone-{s.split('_')[0].lower()}-{suffix}" for s in QUEUE_SETTINGS})
     work: Path = tmp_path_factory.mktemp("tables-gone")
-    app = start_app(app_env(stack, work, SYSTEM_PERFORMANCE_EVENTS="false", **names), work)
+    # HEALTH_CACHE_SECONDS 0: /health checks now, after the deletion, not a result from before it
+    env = app_env(stack, work, SYSTEM_PERFORMANCE_EVENTS="false", HEALTH_CACHE_SECONDS="0", **names)
+    app = start_app(env, work)
     try:
         yield app
     finally:
@@ -41,6 +45,15 @@ def _delete_tables(stack: Stack, app: App) -> None:
         for setting in TABLE_SETTINGS:
             try:
                 svc.delete_table(app.env[setting])
+            except ResourceNotFoundError:
+                pass
+
+
+def _delete_queues(stack: Stack, app: App) -> None:
+    with stack.queues() as svc:
+        for setting in QUEUE_SETTINGS:
+            try:
+                svc.delete_queue(app.env[setting])
             except ResourceNotFoundError:
                 pass
 
@@ -63,6 +76,7 @@ def test_every_table_route_answers_as_on_an_empty_table_after_the_tables_are_del
     r = app.post("/events", tenants=[t], json=_event(t))
     assert r.status_code == 201, r.text
     assert app.get(f"/audit/{t}", tenants=[t]).json()["items"], "the config write was audited"
+    assert app.get("/health").status_code == 200  # its checks have made their clients
 
     _delete_tables(stack, app)
 
@@ -98,6 +112,10 @@ def test_every_table_route_answers_as_on_an_empty_table_after_the_tables_are_del
     assert [e["eventId"] for e in history] == [r.json()["eventId"]], history
 
     _delete_tables(stack, app)
+    _delete_queues(stack, app)
     r = app.get("/health")
     assert r.status_code == 200, r.text
+    assert {k: v["status"] for k, v in r.json()["dependencies"].items()
+            if k in ("tables", "retryQueue", "analytics")} == \
+        {"tables": "healthy", "retryQueue": "healthy", "analytics": "healthy"}, r.text
     assert not errors_in(app.log()), errors_in(app.log())
