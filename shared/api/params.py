@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TypeVar
 
-from shared.core.events import RFC3339_RE, TENANT_RULE, UNMAPPED_TENANT, is_tenant_id
+from shared.core.events import TENANT_RULE, UNMAPPED_TENANT, is_tenant_id, parse_rfc3339, to_utc
 from shared.http.types import ApiRequest, ProblemError
 
 E = TypeVar("E", bound=Enum)
@@ -50,16 +50,17 @@ def enum_param(req: ApiRequest, name: str, enum: type[E]) -> E | None:
 
 def time_param(req: ApiRequest, name: str) -> datetime | None:
     """An RFC 3339 date-time with a zone, as documented (fromisoformat alone also takes ISO 8601
-    basic forms such as 20260131T000000); absent: None; empty or anything else: 400."""
+    basic forms such as 20260131T000000), as UTC; absent: None; empty, out of range (no UTC
+    date-time) or anything else: 400."""
     raw = req.query.get(name)
     if raw is None:
         return None
-    try:
-        value = datetime.fromisoformat(raw) if RFC3339_RE.fullmatch(raw) else None
-    except ValueError:
-        value = None
+    value = parse_rfc3339(raw)
     if value is None:
         raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
     if value.tzinfo is None:
         raise bad_param(name, "needs a time zone offset, e.g. 2026-01-31T12:00:00Z")
-    return value
+    try:
+        return to_utc(value)
+    except ValueError as exc:
+        raise bad_param(name, str(exc)) from None

@@ -45,9 +45,9 @@ def due_at(value: Any) -> datetime | None:
     if isinstance(value, str) and len(value) == 10:
         try:
             d = date.fromisoformat(value)
-        except ValueError:
+            return datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1)
+        except (ValueError, OverflowError):  # OverflowError: 9999-12-31, the usual "no due date"
             return None
-        return datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1)
     return parse_time(value)
 
 
@@ -66,11 +66,13 @@ def overdue_event(doc: dict[str, Any], container: str, now: datetime, ingested_a
     keep = ("id", "title", "name", "status", "ownerId", "framework", "dueDate", "startedAt")
     data = {k: doc[k] for k in keep if k in doc}
     data.update({"phase": assessment_phase(doc), "overdueByHours": round((now - due).total_seconds() / 3600, 1)})
+    # due_at gives UTC, so the timestamp is the due instant as UTC.
     return Event.trusted(dict(
         eventId=event_id, tenantId=tenant, eventType=EventType.ASSESSMENT_OVERDUE, source=Source.COSMOS_DB,
         action=Action.DETECT, entityId=aid, entityType=ENTITY_TYPE[Kind.ASSESSMENTS], data=data,
         metadata={"container": container, "detectedBy": "overdue-timer"},
-        timestamp=utc_now_iso(due.astimezone(UTC)), ingestedAt=ingested_at, schemaVersion=SCHEMA_VERSION, correlationId=event_id,
+        timestamp=utc_now_iso(due), ingestedAt=ingested_at, schemaVersion=SCHEMA_VERSION,
+        correlationId=event_id,
     ))
 
 

@@ -32,6 +32,7 @@ from shared.core.events import (
     Source,
     check_shape,
     is_tenant_id,
+    to_utc,
     utc_now_iso,
 )
 from shared.core.ids import derived_uuid
@@ -93,20 +94,17 @@ def version_of(doc: dict[str, Any]) -> Version:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 / RFC 3339 string (no offset = UTC), or None when absent or unreadable."""
+    """An ISO 8601 / RFC 3339 string (no offset = UTC) as UTC, or None when absent, unreadable or
+    with no UTC date-time (`0001-01-01T00:00:00+01:00`: one document must not fail its batch)."""
     if not isinstance(value, str) or not value:
         return None
     if value[-1] == "z":  # RFC 3339 allows a lowercase "z"; fromisoformat takes "Z" only
         value = value[:-1] + "Z"
     try:
         dt = datetime.fromisoformat(value)
+        return to_utc(dt) if dt.tzinfo else dt.replace(tzinfo=UTC)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def _iso(dt: datetime) -> str:
-    return utc_now_iso(dt.astimezone(UTC))
 
 
 def _ts_of(doc: dict[str, Any]) -> datetime | None:
@@ -495,7 +493,7 @@ def map_change(
                 entityType=ENTITY_TYPE[kind],
                 data=em.data,
                 metadata={**meta},
-                timestamp=_iso(when) if when else ingested_at,
+                timestamp=utc_now_iso(when) if when else ingested_at,  # UTC: parse_time
                 ingestedAt=ingested_at,
                 schemaVersion=SCHEMA_VERSION,
                 correlationId=correlation,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.core import limits
-from shared.core.events import EventType, Source, rfc3339_string, utc_now_iso
+from shared.core.events import EventType, Source, parse_rfc3339, rfc3339_string, to_utc, utc_now_iso
 from shared.core.hours import HOUR_MS, hour_start_ms
 
 # The analytics store is where a backfill reads from, so it is no target.
@@ -53,14 +53,21 @@ class BackfillRequest(BaseModel):
     @field_validator("from_", "to", mode="before")
     @classmethod
     def _rfc3339(cls, v: Any, info: ValidationInfo) -> Any:
-        v = rfc3339_string(v, "from" if info.field_name == "from_" else str(info.field_name))
-        return datetime.fromisoformat(v) if isinstance(v, str) else v  # parsed here: strict JSON mode
+        name = "from" if info.field_name == "from_" else str(info.field_name)
+        v = rfc3339_string(v, name)
+        if not isinstance(v, str):
+            return v
+        parsed = parse_rfc3339(v)  # parsed here: strict JSON mode
+        if parsed is None:
+            raise ValueError(f"{name} must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
+        return parsed
 
     @field_validator("from_", "to")
     @classmethod
     def _zoned(cls, v: datetime, info: ValidationInfo) -> datetime:
         if v.tzinfo is None:
             raise ValueError("needs a time zone offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+        v = to_utc(v)
         start = info.data.get("from_")
         if info.field_name == "to" and isinstance(start, datetime) and start >= v:
             raise ValueError("must be after 'from'")

@@ -29,7 +29,7 @@ def enrich(
         "entityType": f["entityType"],
         "data": f["data"],
         "metadata": f["metadata"],
-        "timestamp": ingested_at if ts is None else utc_now_iso(ts.astimezone(timezone.utc)),
+        "timestamp": ingested_at if ts is None else utc_now_iso(ts),  # EventIn made it UTC
         "ingestedAt": ingested_at,
         "schemaVersion": SCHEMA_VERSION,
         "correlationId": f["correlationId"] or correlation_id or uuid7(),

@@ -53,6 +53,18 @@ def rfc3339_string(v: Any, name: str = "value") -> Any:
     return v
 
 
+def parse_rfc3339(raw: str) -> datetime | None:
+    """An RFC 3339 date-time string as a datetime (naive when it has no offset, for the caller to
+    refuse); None when it is not one. Upper-cased first: RFC 3339 allows a lowercase `t` and `z`,
+    which `datetime.fromisoformat` refuses."""
+    if not RFC3339_RE.fullmatch(raw):
+        return None
+    try:
+        return datetime.fromisoformat(raw.upper())
+    except ValueError:  # e.g. month 13
+        return None
+
+
 def is_tenant_id(value: object) -> bool:
     """Whether `value` is a tenant id (a str matching the rule as a whole)."""
     return isinstance(value, str) and TENANT_RE.fullmatch(value) is not None
@@ -197,6 +209,10 @@ class EventIn(BaseModel):
             return v
         if v.tzinfo is None:
             raise ValueError("timestamp needs a time zone offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+        try:
+            v = to_utc(v)  # normalised here, where an unrepresentable time is a field error
+        except ValueError as exc:
+            raise ValueError(f"timestamp {exc}") from None
         if v - datetime.now(timezone.utc) > timedelta(seconds=limits.MAX_CLOCK_SKEW_SECONDS):
             raise ValueError(f"timestamp is more than {limits.MAX_CLOCK_SKEW_SECONDS} s in the future")
         return v
@@ -302,6 +318,16 @@ class Event(BaseModel):
 _EVENT_FIELDS = field_names(Event)
 # The wire format's key order (to_dict): the field order, which is also the order `trusted` is given.
 _WIRE_ORDER = tuple(Event.model_fields)
+
+
+def to_utc(dt: datetime) -> datetime:
+    """An aware date-time as UTC. ValueError when UTC falls outside years 1-9999, which Python's
+    datetime cannot hold: `0001-01-01T00:00:00+01:00` or `9999-12-31T23:59:59-01:00` are valid RFC 3339
+    but have no UTC date-time (converting them raised OverflowError, a 500)."""
+    try:
+        return dt.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of range: in UTC it falls outside years 1-9999") from None
 
 
 def utc_now_iso(now: datetime | None = None) -> str:

@@ -305,6 +305,11 @@ class AnalyticsDestination:
         state = after
         if state:
             from_ms, to_ms = state["f"], state["t"]
+        # Row keys order times from 1970 to MAX_TS_MS (13 digits): a bound outside them would compare
+        # as text against keys of another length and match nothing (`from` before 1970 found no event).
+        from_ms, to_ms = max(from_ms, 0), min(to_ms, MAX_TS_MS)
+        if from_ms > to_ms:
+            return HistoryPage([], None)
         hours = await self.hours(tenant, from_ms, to_ms)
         ordered = sorted((h for h in hours if state is None or h <= state["h"]), reverse=True)
         lo_rk = f"{MAX_TS_MS - to_ms:013d}"

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ValidationError
 from shared.app.services import get_services
 from shared.core.events import ClientIdPattern, is_tenant_id
 from shared.core.ids import uuid7
-from shared.core.validation import field_errors
+from shared.core.validation import field_error, field_errors
+from shared.http.big_ints import INT_MAX, INT_MIN, out_of_range_ints
 from shared.http.outages import RETRY_AFTER_SECONDS, unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.observability import telemetry
@@ -162,7 +163,8 @@ def _finished_late(req: ApiRequest, after: str, work: "asyncio.Future[ApiRespons
 
 
 def read_json(req: ApiRequest, max_bytes: int) -> Any:
-    """Parse a JSON body: 415 when not JSON, 413 when too large, 400 with the position when malformed."""
+    """Parse a JSON body: 415 when not JSON, 413 when too large, 400 with the position when malformed,
+    400 naming each integer that would lose digits (shared/http/big_ints.py)."""
     ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if ctype not in JSON_TYPES:
         raise ProblemError(415, "Unsupported Media Type",
@@ -175,10 +177,19 @@ def read_json(req: ApiRequest, max_bytes: int) -> Any:
         raise ProblemError(400, "Bad Request", "the request body is empty",
                            errors=[{"pointer": "", "field": "(body)", "detail": "a JSON body is required"}])
     try:
-        return orjson.loads(req.body)
+        value = orjson.loads(req.body)
     except orjson.JSONDecodeError as exc:
         raise ProblemError(400, "Bad Request", f"the body is not valid JSON: {exc.msg} at position {exc.pos}",
                            errors=[{"pointer": "", "field": "(body)", "detail": "malformed JSON"}]) from exc
+    big = out_of_range_ints(req.body)
+    if big:  # refused whole, like malformed JSON: parsed, they would have silently lost digits
+        detail = "integer out of range; send it as a string"
+        raise ProblemError(400, "Bad Request",
+                           f"the body holds integers outside {INT_MIN} to {INT_MAX}, which would lose "
+                           "digits; send such numbers as strings",
+                           errors=[field_error(loc, detail, "int_out_of_range").model_dump(exclude_none=True)
+                                   for loc in big])
+    return value
 
 
 M = TypeVar("M", bound=BaseModel)
