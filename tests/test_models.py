@@ -284,6 +284,9 @@ def test_condition_operand_types(cond: dict[str, Any], needle: str) -> None:
 def test_condition_paths_must_be_rooted_in_data_or_metadata(path: str) -> None:
     errs = errors_of(StreamConfigIn, {"filters": [{"conditions": {path: 1}}]})
     assert errs and all(e["field"].startswith("filters[0].conditions") for e in errs)
+    # The member whose name is wrong, as a JSON Pointer (pydantic's "[key]" step is no pointer step).
+    assert all(e["pointer"] == "/filters/0/conditions/" + path.replace("~", "~0").replace("/", "~1")
+               and e["detail"].startswith("member name: ") for e in errs), errs
 
 
 def test_filter_event_types_and_sources_are_checked() -> None:

@@ -42,10 +42,19 @@ async def replay_deadletters(req: ApiRequest) -> ApiResponse:
                            errors=[{"pointer": "", "field": "(body)", "detail": 'expected {"ids": [...]} or {}'}])
     if "ids" in body:
         raw = body["ids"]
-        if not isinstance(raw, list) or not all(isinstance(i, str) and 0 < len(i) <= 512 for i in raw) \
-                or len(raw) > MAX_REPLAY:
+        # Each error names what is wrong where: the list itself, its size, or the items that are no id.
+        if not isinstance(raw, list):
+            errors = [{"pointer": "/ids", "field": "ids", "detail": "expected a list of record ids"}]
+        elif len(raw) > MAX_REPLAY:
+            errors = [{"pointer": "/ids", "field": "ids",
+                       "detail": f"at most {MAX_REPLAY} ids; got {len(raw)}"}]
+        else:
+            errors = [{"pointer": f"/ids/{n}", "field": f"ids[{n}]",
+                       "detail": "expected a record id (1-512 characters)"}
+                      for n, i in enumerate(raw) if not (isinstance(i, str) and 0 < len(i) <= 512)][:20]
+        if errors:
             raise ProblemError(400, "Bad Request", f"ids must be a list of up to {MAX_REPLAY} record ids",
-                               errors=[{"pointer": "/ids", "field": "ids", "detail": "expected a list of strings"}])
+                               errors=errors)
         ids = raw
     # Audited (who: the principal, when: the record's time, which ids, the result per record), also
     # when the replay breaks off: records replayed before the break are marked in the table.

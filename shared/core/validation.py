@@ -40,6 +40,9 @@ def field_errors(exc: ValidationError, prefix: Sequence[Any] = ()) -> list[Field
             msg = f"tenantId must be {TENANT_RULE}"  # the rule in words, not the regular expression
         else:
             msg = err["msg"].removeprefix("Value error, ")
+        if loc and loc[-1] == "[key]":  # pydantic's mark for a member's name: no JSON Pointer step
+            loc.pop()
+            msg = f"member name: {msg}"
         errors.append(FieldError(pointer=pointer(loc), field=dotted(loc), detail=msg, type=err["type"]))
     return errors
 

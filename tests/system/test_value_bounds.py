@@ -8,6 +8,7 @@ document or query never failing the others.
   `9999-12-31T23:59:59-01:00`): converting them raised OverflowError, a 500 for an event or a history
   query, a failed change-feed batch for a document, a failed overdue run for an assessment.
 - History `from` before 1970: matched no event (the store's row keys begin at 1970).
+- Errors in a replay's ids or in a member's name pointed at the whole list or at no JSON Pointer step.
 """
 from __future__ import annotations
 
@@ -141,3 +142,16 @@ def test_the_overdue_check_survives_due_dates_with_no_utc_date_time(app: App) ->
     overdue = [e["entityId"] for e in events(app, t) if e["eventType"] == "ASSESSMENT_OVERDUE"]
     assert overdue == ["a-late"], overdue
     assert "OverflowError" not in app.log()
+
+
+def test_bad_members_are_named_by_a_json_pointer_to_them(app: App) -> None:
+    t = tenant("ptr")
+    # A replay body: the list, its size, each item that is no record id.
+    for ids, pointers in (("abc", ["/ids"]), (["x"] * 501, ["/ids"]), (["ok", 7, "", "ok"], ["/ids/1", "/ids/2"])):
+        errors = _problem(app.post(f"/deadletters/{t}/replay", json={"ids": ids}, tenants=[t]), 400)
+        assert [e["pointer"] for e in errors] == pointers, errors
+    # A filter condition on a path that is not under data. or metadata.: the member itself, named as such.
+    r = app.put(f"/stream-config/{t}", tenants=[t],
+                json={"tenantId": t, "filters": [{"conditions": {"riskScore": {"gte": 5}}}]})
+    [error] = _problem(r, 400)
+    assert error["pointer"] == "/filters/0/conditions/riskScore" and error["detail"].startswith("member name: ")
