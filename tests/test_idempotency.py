@@ -44,7 +44,9 @@ async def stream_ids(svc: Services, t: str) -> list[str]:
 async def test_repeat_gets_the_original_result_and_is_not_delivered_again(app_services: Services) -> None:
     t = tenant()
     [first] = await app_services.pipeline.publish_raw([ev(t, eventId="evt-1")], PublishContext())
-    [again] = await app_services.pipeline.publish_raw([ev(t, eventId="evt-1", data={"score": 10})], PublishContext())
+    # The same event again, with its own timestamp and correlationId (a retry): a duplicate.
+    [again] = await app_services.pipeline.publish_raw(
+        [ev(t, eventId="evt-1", timestamp="2026-01-31T12:00:00Z", correlationId="retry-2")], PublishContext())
     assert first.status == "accepted" and again.status == "duplicate"
     assert again.eventId == "evt-1" and again.httpStatus == 200
     assert [d.ref for d in again.destinations] == [d.ref for d in first.destinations]
@@ -55,6 +57,30 @@ async def test_repeat_gets_the_original_result_and_is_not_delivered_again(app_se
     other = tenant()
     [res] = await app_services.pipeline.publish_raw([ev(other, eventId="evt-1")], PublishContext())
     assert res.status == "accepted"
+
+
+async def test_an_id_reused_for_a_different_event_is_refused_not_dropped_as_a_duplicate(
+    app_services: Services,
+) -> None:
+    t = tenant()
+    [first] = await app_services.pipeline.publish_raw([ev(t, eventId="evt-1")], PublishContext())
+    assert first.status == "accepted"
+    for change in ({"data": {"score": 10}}, {"eventType": "RISK_DELETED"}, {"metadata": {"k": "v"}},
+                   {"entityId": "other"}):
+        [res] = await app_services.pipeline.publish_raw([ev(t, eventId="evt-1", **change)], PublishContext())
+        assert res.status == "rejected" and res.httpStatus == 422, (change, res)
+        assert [(e.pointer, e.type) for e in res.errors] == [("/eventId", "id_reused")]
+    # In a bulk: the event refused names its index; the same id twice for two events in one request
+    # refuses the second; the unchanged repeat is still a duplicate.
+    bulk = [ev(t, eventId="evt-1", data={"score": 10}), ev(t, eventId="evt-2"),
+            ev(t, eventId="evt-2", data={"x": 1}), ev(t, eventId="evt-1")]
+    out = await app_services.pipeline.publish_raw(bulk, PublishContext(pointer_prefix=("events",)))
+    assert [r.status for r in out] == ["rejected", "accepted", "rejected", "duplicate"]
+    assert [e.pointer for e in out[0].errors] == ["/events/0/eventId"]
+    assert [e.pointer for e in out[2].errors] == ["/events/2/eventId"]
+    assert await stream_ids(app_services, t) == ["evt-1", "evt-2"]  # nothing of the refused ones
+    snap = await app_services.metrics.snapshot(t)
+    assert snap["totals"]["rejected"] == 6 and snap["totals"]["duplicates"] == 1
 
 
 async def test_idempotency_key_header_and_bulk_repeats() -> None:

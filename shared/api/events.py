@@ -63,7 +63,7 @@ async def publish_event(req: ApiRequest) -> ApiResponse:
     result = (await get_services().pipeline.publish_raw([body], ctx))[0]
     if result.status == "rejected":
         status = result.httpStatus or 400
-        title = "Content Too Large" if status == 413 else "Bad Request"
+        title = {413: "Content Too Large", 422: "Unprocessable Content"}.get(status, "Bad Request")
         raise ProblemError(status, title, "the event is not valid" if status == 400 else result.errors[0].detail,
                            errors=[e.model_dump(exclude_none=True) for e in result.errors])
     if result.status == "failed" and result.httpStatus == 409:

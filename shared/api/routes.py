@@ -45,7 +45,8 @@ API_ROUTES: tuple[Route, ...] = (
           headers=(("Idempotency-Key", {"type": "string", "pattern": CLIENT_ID_PATTERN},
                     "the eventId when the body has none: a retry is then a duplicate"),),
           responses=((409, "An event with this eventId is still being processed by another request; retry "
-                           "after Retry-After"),)),
+                           "after Retry-After"),
+                     (422, "This eventId (or Idempotency-Key) was already used for a different event"))),
     Route("publish_events_bulk", "POST", "events/bulk", events.publish_bulk,
           "Publish up to 1,000 events (4 MiB); a result per event, in request order",
           request_schema="BulkRequest", response_schema="BulkResult", tags=("events",)),

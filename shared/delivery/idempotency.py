@@ -5,10 +5,17 @@ Per tenant in Redis, a claim (storage/claims.py, the one dedupe primitive) on
 crashed instance does not block the id for a day), then the original result (status, eventId,
 destinations) for the window. A repeat gets that result back as status `duplicate`. A concurrent
 repeat waits briefly for the first to finish; if it is still in flight the repeat answers 409
-(retry). When the first ends `failed` the client's retry must go through, but must not send the event
-again where it already landed: the claim is settled as `partial:` + the destinations that delivered
-or parked it (or released when there are none), and the retry resumes with the remaining
-destinations only.
+(retry). A repeat whose content differs (type, source, action, entity, data or metadata: the
+`fingerprint`) is no retry but another event under a used id: it is refused (422 for a request)
+instead of being answered as a duplicate, which would drop it silently; the IETF Idempotency-Key
+draft asks the same of a key reused with another payload. The timestamp and correlationId are left
+out: the service fills them in per request when the client sends none. (A retry that resumes an
+event which failed part-way, below, is not compared: that record keeps only its destinations.)
+
+When the first ends `failed` the client's retry must go through, but must not send the event again
+where it already landed: the claim is settled as `partial:` + the destinations that delivered or
+parked it (or released when there are none), and the retry resumes with the remaining destinations
+only.
 
 Client requests fail open: if Redis cannot be reached the check is skipped, since destinations are
 themselves idempotent on eventId (Redis Streams keeps a per-event marker, the analytics table upserts
@@ -20,6 +27,7 @@ only the status (`compact`), since nobody asks for their original answer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -31,7 +39,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.core.events import Event, utc_now_iso
-from shared.core.results import Delivery, EventResult
+from shared.core.results import Delivery, EventResult, FieldError
 from shared.storage.claims import Claims
 from shared.storage.redisconn import tenant_key
 
@@ -41,11 +49,19 @@ PENDING_TTL_SECONDS = 300  # the default of IDEMPOTENCY_PENDING_SECONDS: longer 
 MAX_POLL_SECONDS = 1.0  # a long wait for busy claims polls at most this often
 PARTIAL = b"partial:"
 
-ClaimState = Literal["new", "resume", "duplicate", "busy", "unchecked"]
+ClaimState = Literal["new", "resume", "duplicate", "conflict", "busy", "unchecked"]
 
 
 def idem_key(tenant_id: str, event_id: str) -> str:
     return tenant_key(tenant_id, "idem", event_id)
+
+
+def fingerprint(ev: Event) -> str:
+    """What makes a repeat of an eventId the same event (see the module's docstring)."""
+    f = ev.__dict__
+    body = orjson.dumps([f["eventType"], f["source"], f["action"], f["entityId"], f["entityType"], f["data"],
+                         f["metadata"]], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,7 @@ class DedupePolicy:
 @dataclass
 class Claim:
     state: ClaimState
-    original: dict | None = None  # the stored result for a duplicate
+    original: dict | None = None  # the stored result for a duplicate or a conflict
     prior: list[Delivery] | None = None  # resume: destinations an earlier attempt delivered or parked
 
 
@@ -79,6 +95,16 @@ def duplicate_result(index: int, ev: Event, original: dict) -> EventResult:
         reason=f"eventId already {was}" + (f" at {original['at']}" if original.get("at") else "")
         + "; not delivered again",
         httpStatus=200,
+    )
+
+
+def conflict_result(index: int, ev: Event, original: dict, error: FieldError) -> EventResult:
+    """An eventId used within the window for a different event: refused, not delivered."""
+    when = f" at {original['at']}" if original.get("at") else " in this request"
+    return EventResult(
+        index=index, status="rejected", eventId=ev.eventId, tenantId=ev.tenantId, errors=[error],
+        reason=f"eventId already used for a different event{when}; send this one with a new eventId",
+        httpStatus=422,
     )
 
 
@@ -117,9 +143,12 @@ class IdempotencyStore:
         """Every event's claim in one round trip, whatever the number of tenants."""
         taken = await self._claims.take([idem_key(ev.tenantId, ev.eventId) for ev in events], self._pending)
         claims = []
-        for t in taken:
+        for ev, t in zip(events, taken):
             if t.state == "held":
-                claims.append(Claim("duplicate", orjson.loads(t.value)))
+                original = orjson.loads(t.value)
+                # A record without a fingerprint (compact, or written before there was one) cannot tell.
+                same = "f" not in original or original["f"] == fingerprint(ev)
+                claims.append(Claim("duplicate" if same else "conflict", original))
             elif t.state == "resume":
                 claims.append(Claim("resume", prior=[Delivery.model_validate(d) for d in orjson.loads(t.value)]))
             else:
@@ -138,7 +167,8 @@ class IdempotencyStore:
             if res.status in ("accepted", "filtered"):
                 doc: dict[str, Any] = {"s": res.status}
                 if not policy.compact:
-                    doc.update(e=res.eventId, at=utc_now_iso(), d=[_done(d) for d in res.destinations])
+                    doc.update(e=res.eventId, at=utc_now_iso(), d=[_done(d) for d in res.destinations],
+                               f=fingerprint(ev))
                 outcomes.append((key, orjson.dumps(doc), window))
             else:
                 done = [_done(d) for d in res.destinations if d.status in ("delivered", "parked")]

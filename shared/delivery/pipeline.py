@@ -33,9 +33,15 @@ from shared.core.filters import passes
 from shared.core.ids import uuid7, uuid7s
 from shared.core.results import Delivery, EventResult, FieldError
 from shared.core.streamconfig import StreamConfig
-from shared.core.validation import field_errors
+from shared.core.validation import field_error, field_errors
 from shared.delivery.dispatch import DestinationBatch, DestinationLookup, Dispatcher
-from shared.delivery.idempotency import DedupePolicy, IdempotencyStore, duplicate_result
+from shared.delivery.idempotency import (
+    DedupePolicy,
+    IdempotencyStore,
+    conflict_result,
+    duplicate_result,
+    fingerprint,
+)
 from shared.observability.tenant_metrics import BatchStats, TenantMetrics, TenantStats, hist_index
 
 log = logging.getLogger("grc.pipeline")
@@ -77,6 +83,7 @@ class ConfigSource(Protocol):
 BatchHook = Callable[[BatchStats, Sequence[EventResult]], "None | Awaitable[None]"]
 
 PARK_TIMEOUT_SECONDS = 10.0  # the retry queue must answer in time, else the request answers 503
+REUSED_ID = "already used within the dedupe window for a different event; send this one with a new id"
 
 
 @dataclass
@@ -140,7 +147,15 @@ class Pipeline:
             ready.append((i, ev))
             if key or ein.__dict__["eventId"]:
                 client_ids.add(i)
-        routed = await self._route(ready, stats, ctx.received_at, client_ids)
+
+        def reused(i: int) -> FieldError:  # where a client's id for a different event came from
+            if key:
+                return FieldError(pointer="#/headers/Idempotency-Key", field="Idempotency-Key",
+                                  detail=REUSED_ID, type="id_reused")
+            return field_error([*((*pointer_prefix, i) if pointer_prefix else ()), "eventId"], REUSED_ID,
+                               "id_reused")
+
+        routed = await self._route(ready, stats, ctx.received_at, client_ids, reused=reused)
         for i, res in routed.items():
             results[i] = res
         out = [r for r in results if r is not None]
@@ -176,9 +191,11 @@ class Pipeline:
 
     async def _route(
         self, ready: list[tuple[int, Event]], stats: BatchStats, received_at: float, dedupe: set[int],
-        policy: DedupePolicy | None = None,
+        policy: DedupePolicy | None = None, reused: Callable[[int], FieldError] | None = None,
     ) -> dict[int, EventResult]:
-        """Idempotency around routing: claim ids, route the new ones, store their results."""
+        """Idempotency around routing: claim ids, route the new ones, store their results. `reused`:
+        the error for a client's id already used for a different event (refused); without it (the
+        service's own events) such a repeat is answered as a duplicate."""
         checked = [(i, ev) for i, ev in ready if i in dedupe]
         if self.idempotency is None or not checked:
             return await self._route_new(ready, stats, received_at)
@@ -197,8 +214,14 @@ class Pipeline:
         claims = await self.idempotency.claim([ev for _, ev in unique], policy.busy_wait_seconds if policy else None)
         skip = set(repeats)
         claimed: list[tuple[int, Event]] = []
+        conflicted: dict[int, dict[str, Any]] = {}  # refused as another event under a used id: the record
         for (i, ev), claim in zip(unique, claims):
-            if claim.state == "duplicate" and claim.original is not None:
+            if claim.state == "conflict" and claim.original is not None and reused is not None:
+                conflicted[i] = claim.original
+                results[i] = conflict_result(i, ev, claim.original, reused(i))
+                stats.tenant(ev.tenantId).count("rej")
+                skip.add(i)
+            elif claim.state in ("duplicate", "conflict") and claim.original is not None:
                 results[i] = duplicate_result(i, ev, claim.original)
                 stats.tenant(ev.tenantId).count("dup")
                 skip.add(i)
@@ -225,6 +248,18 @@ class Pipeline:
         for i, j in repeats.items():
             orig = results[j]
             ev = events[i]
+            if reused is not None:
+                # Judged against the stored record when the first was refused, else against the first.
+                stored = conflicted.get(j)
+                same = fingerprint(ev) == (stored["f"] if stored is not None else fingerprint(events[j]))
+                if stored is not None and same:
+                    stats.tenant(ev.tenantId).count("dup")
+                    results[i] = duplicate_result(i, ev, stored)
+                    continue
+                if not same:
+                    results[i] = conflict_result(i, ev, stored or {}, reused(i))
+                    stats.tenant(ev.tenantId).count("rej")
+                    continue
             if orig.status in ("accepted", "filtered", "duplicate"):
                 stats.tenant(ev.tenantId).count("dup")
                 results[i] = duplicate_result(i, ev, {"s": orig.status, "e": orig.eventId, "at": "this request",

@@ -3,7 +3,8 @@
 
 - idempotency (README "Delivery guarantees", docs/delivery.md "Idempotent requests"): an eventId or
   an `Idempotency-Key` already accepted is answered `duplicate` with the original destinations and
-  not delivered again; concurrent repeats get `duplicate` or 409 + Retry-After, one delivery only;
+  not delivered again; the same id for a different event is refused with 422; concurrent repeats
+  get `duplicate` or 409 + Retry-After, one delivery only;
 - a Redis `dedupeSeconds` shorter than the destination's retry horizon is refused (docs/delivery.md);
 - `If-None-Match: *` / `If-Match` on PUT /stream-config, and the audit record of each change
   (README "API", docs/security.md "Audit trail");
@@ -114,10 +115,19 @@ def test_a_repeated_event_id_or_idempotency_key_is_answered_duplicate_and_delive
         assert again.status_code == 200, again.text
         assert again.json()["status"] == "duplicate" and again.json()["eventId"] == event_id
         assert _outcomes(again.json()) == _outcomes(first.json())
-    # The key made the event's id: the same key on a different body is still the same event.
-    other = app.post("/events", tenants=[t], json=_event(t, entityId="RSK-3"),
-                     headers={"Idempotency-Key": key})
-    assert other.status_code == 200 and other.json()["status"] == "duplicate", other.text
+    # A retry may carry its own timestamp and correlationId (the service fills them in when absent):
+    # still the same event.
+    same = _event(t, entityId="RSK-2", timestamp="2026-01-31T12:00:00Z", correlationId="retry-2")
+    retry = app.post("/events", tenants=[t], json=same, headers={"Idempotency-Key": key})
+    assert retry.status_code == 200 and retry.json()["status"] == "duplicate", retry.text
+    # A used id or key on a different event is refused (422, naming where the id came from), not
+    # answered as a duplicate: that would drop the event without saying so.
+    for kw, where in (({"json": _event(t, entityId="RSK-3"), "headers": {"Idempotency-Key": key}},
+                       "#/headers/Idempotency-Key"),
+                      ({"json": _event(t, eventId=own_id, data={"score": 99})}, "/eventId")):
+        other = app.post("/events", tenants=[t], **kw)
+        assert other.status_code == 422, other.text
+        assert [(e["pointer"], e["type"]) for e in other.json()["errors"]] == [(where, "id_reused")]
 
     want = Counter({own_id: 1, key: 1})
     assert Counter(_stream_ids(app, t)) == want
