@@ -9,6 +9,7 @@ from shared.api import paging
 from shared.api.audit import record_audit
 from shared.api.params import bad_param, int_param, tenant_param
 from shared.app.services import get_services
+from shared.core.validation import field_error
 from shared.delivery.replay import NothingReplayed, replay
 from shared.http.adapter import read_json
 from shared.http.outages import RETRY_AFTER_SECONDS
@@ -44,17 +45,15 @@ async def replay_deadletters(req: ApiRequest) -> ApiResponse:
         raw = body["ids"]
         # Each error names what is wrong where: the list itself, its size, or the items that are no id.
         if not isinstance(raw, list):
-            errors = [{"pointer": "/ids", "field": "ids", "detail": "expected a list of record ids"}]
+            errors = [field_error(["ids"], "expected a list of record ids")]
         elif len(raw) > MAX_REPLAY:
-            errors = [{"pointer": "/ids", "field": "ids",
-                       "detail": f"at most {MAX_REPLAY} ids; got {len(raw)}"}]
+            errors = [field_error(["ids"], f"at most {MAX_REPLAY} ids; got {len(raw)}")]
         else:
-            errors = [{"pointer": f"/ids/{n}", "field": f"ids[{n}]",
-                       "detail": "expected a record id (1-512 characters)"}
+            errors = [field_error(["ids", n], "expected a record id (1-512 characters)")
                       for n, i in enumerate(raw) if not (isinstance(i, str) and 0 < len(i) <= 512)][:20]
         if errors:
             raise ProblemError(400, "Bad Request", f"ids must be a list of up to {MAX_REPLAY} record ids",
-                               errors=errors)
+                               errors=[e.model_dump(exclude_none=True) for e in errors])
         ids = raw
     # Audited (who: the principal, when: the record's time, which ids, the result per record), also
     # when the replay breaks off: records replayed before the break are marked in the table.

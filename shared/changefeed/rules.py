@@ -98,10 +98,8 @@ def parse_time(value: Any) -> datetime | None:
     with no UTC date-time (`0001-01-01T00:00:00+01:00`: one document must not fail its batch)."""
     if not isinstance(value, str) or not value:
         return None
-    if value[-1] == "z":  # RFC 3339 allows a lowercase "z"; fromisoformat takes "Z" only
-        value = value[:-1] + "Z"
     try:
-        dt = datetime.fromisoformat(value)
+        dt = datetime.fromisoformat(value.upper())  # RFC 3339 allows a lowercase t and z (parse_rfc3339)
         return to_utc(dt) if dt.tzinfo else dt.replace(tzinfo=UTC)
     except ValueError:
         return None
