@@ -196,9 +196,12 @@ class HttpDriver:
         return web.Response(status=resp.status_code, body=resp.get_body(), headers=headers)
 
     async def start(self) -> None:
-        # Every path comes to `_handle` (it routes itself, %0A in paths included).
+        # Every path comes to `_handle` (it routes itself, %0A in paths included). A body comes to the
+        # function as it came over the wire, as the host hands it over: no content coding undone
+        # (aiohttp would gunzip it, and the app would take locally what it must decode in Azure).
         server = ProblemServer(self._handle, access_log=None, max_line_size=MAX_REQUEST_LINE_BYTES,
-                               max_field_size=MAX_HEADERS_TOTAL_BYTES, max_headers=MAX_HEADER_COUNT)
+                               max_field_size=MAX_HEADERS_TOTAL_BYTES, max_headers=MAX_HEADER_COUNT,
+                               auto_decompress=False)
         self._runner = web.ServerRunner(server)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()

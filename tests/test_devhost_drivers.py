@@ -258,3 +258,30 @@ def test_what_the_http_server_refuses_maps_to_a_status_and_a_detail_without_the_
         assert code == status, (exc, code)
         assert title and secret not in detail, detail
     assert refusal(cases[3][0], 400)[2] == "the request is not valid HTTP/1.1: Invalid header value char"
+
+
+# ---- the HTTP driver ------------------------------------------------------------------------------
+
+async def test_a_request_body_reaches_the_function_as_it_came_over_the_wire() -> None:
+    """The host hands the worker the body as sent, a `Content-Encoding` not undone
+    (azure-functions-core-tools#2185: a gzip'd body arrives gzip'd); aiohttp, which the runner is
+    built on, would gunzip it. The app decodes it itself (shared/http/content_coding.py)."""
+    import gzip
+
+    import httpx
+
+    from devhost.app_loader import load_functions
+    from devhost.http_driver import HttpDriver
+
+    port = services.free_port()
+    driver = HttpDriver(load_functions("tests.devhost_apps.http_app"), port)
+    await driver.start()
+    try:
+        body = gzip.compress(b'{"events": []}' * 50)
+        async with httpx.AsyncClient() as client:
+            for coding in ("gzip", "deflate", "br"):
+                headers = {"Content-Type": "application/json", "Content-Encoding": coding}
+                r = await client.post(f"http://127.0.0.1:{port}/echo", content=body, headers=headers)
+                assert r.status_code == 200 and r.content == body, (coding, r.status_code, r.content[:80])
+    finally:
+        await driver.stop()

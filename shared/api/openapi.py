@@ -108,6 +108,11 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
         for name, schema, desc in r.headers:
             params.append({"name": name, "in": "header", "required": False, "description": desc,
                            "schema": schema})
+        if r.request_schema:  # every JSON body is read by read_json: shared/http/content_coding.py
+            params.append({"name": "Content-Encoding", "in": "header", "required": False,
+                           "description": "gzip to send the body gzip'd; the size limits are on the "
+                                          "decoded body",
+                           "schema": {"enum": ["gzip", "x-gzip", "identity", ""]}})
         if params:
             op["parameters"] = params
         if r.request_schema:
@@ -123,7 +128,8 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
         responses["400"] = _problem("Invalid input; `errors` names each field")
         if r.request_schema:
             responses["413"] = _problem("Body or event too large")
-            responses["415"] = _problem("Body is not JSON")
+            responses["415"] = _problem("Body is not JSON, or its Content-Encoding is not gzip "
+                                        "(Accept-Encoding)")
         responses["405"] = _problem("Method not allowed")
         responses["500"] = _problem("Unexpected error (no internals disclosed)")
         responses["503"] = _problem("A dependency is unavailable; retry after Retry-After")

@@ -20,6 +20,7 @@ from shared.core.events import ClientIdPattern, is_tenant_id
 from shared.core.ids import uuid7
 from shared.core.validation import field_error, field_errors
 from shared.http.big_ints import INT_MAX, INT_MIN, out_of_range_ints
+from shared.http.content_coding import decoded_body, too_large
 from shared.http.outages import RETRY_AFTER_SECONDS, unavailable_dependency
 from shared.http.types import ApiRequest, ApiResponse, ProblemError
 from shared.observability import telemetry
@@ -165,23 +166,28 @@ def _finished_late(req: ApiRequest, after: str, work: "asyncio.Future[ApiRespons
 def read_json(req: ApiRequest, max_bytes: int) -> Any:
     """Parse a JSON body: 415 when not JSON, 413 when too large, 400 with the position when malformed,
     400 naming each integer that would lose digits (shared/http/big_ints.py)."""
+    return _json_body(req, max_bytes)[1]
+
+
+def _json_body(req: ApiRequest, max_bytes: int) -> tuple[bytes, Any]:
+    """The body's bytes without its content coding (shared/http/content_coding.py), and its JSON."""
     ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if ctype not in JSON_TYPES:
         raise ProblemError(415, "Unsupported Media Type",
                            f"send the body as application/json (got {ctype or 'no Content-Type'})")
     declared = req.headers.get("content-length")
     if len(req.body) > max_bytes or (declared and declared.isdigit() and int(declared) > max_bytes):
-        raise ProblemError(413, "Content Too Large", f"the body is larger than {max_bytes} bytes",
-                           maxBytes=max_bytes)
-    if not req.body:
+        raise too_large(max_bytes)
+    body = decoded_body(req.body, req.headers.get("content-encoding"), max_bytes)
+    if not body:
         raise ProblemError(400, "Bad Request", "the request body is empty",
                            errors=[{"pointer": "", "field": "(body)", "detail": "a JSON body is required"}])
     try:
-        value = orjson.loads(req.body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ProblemError(400, "Bad Request", f"the body is not valid JSON: {exc.msg} at position {exc.pos}",
                            errors=[{"pointer": "", "field": "(body)", "detail": "malformed JSON"}]) from exc
-    big = out_of_range_ints(req.body)
+    big = out_of_range_ints(body)
     if big:  # refused whole, like malformed JSON: parsed, they would have silently lost digits
         detail = "integer out of range; send it as a string"
         raise ProblemError(400, "Bad Request",
@@ -189,7 +195,7 @@ def read_json(req: ApiRequest, max_bytes: int) -> Any:
                            "digits; send such numbers as strings",
                            errors=[field_error(loc, detail, "int_out_of_range").model_dump(exclude_none=True)
                                    for loc in big])
-    return value
+    return body, value
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -198,9 +204,9 @@ M = TypeVar("M", bound=BaseModel)
 def read_model(req: ApiRequest, model: type[M], max_bytes: int, what: str) -> M:
     """A JSON body as `model`: `read_json`'s checks, then the model in strict JSON mode (values must have
     the documented JSON types: no 0 -> false, "30" -> 30); 400 naming every invalid field otherwise."""
-    read_json(req, max_bytes)
+    body, _ = _json_body(req, max_bytes)
     try:
-        return model.model_validate_json(req.body, strict=True)
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise ProblemError(400, "Bad Request", f"{what} is not valid",
                            errors=[e.model_dump(exclude_none=True) for e in field_errors(exc)]) from exc
