@@ -92,6 +92,19 @@ class ProblemServer(web.Server):
         return ProblemRequestHandler(self, loop=self._protocol_loop, **self._protocol_kwargs)
 
 
+def joined(values: Any) -> dict[str, str]:
+    """A multi-valued mapping as the host hands it to the worker: each name once, its values joined
+    with "," (ASP.NET's StringValues.ToString()). The host's ToRpcHttp (azure-functions-host,
+    GrpcMessageConversionExtensions.cs) also lower-cases header names, leaves out query parameters
+    whose value is empty (the Python worker asks for no nullable values), and passes a body only
+    when the request has a Content-Length above 0: a chunked body never reaches the function."""
+    out: dict[str, str] = {}
+    for key in values.keys():
+        if key not in out:
+            out[key] = ",".join(values.getall(key))
+    return out
+
+
 @dataclass
 class HttpRoute:
     spec: FunctionSpec
@@ -169,14 +182,14 @@ class HttpDriver:
         route, route_params = found
         if not self._authorized(route, request):
             return web.Response(status=401)
-        body = await request.read()
+        headers, params = joined(request.headers), joined(request.query)
         req = func.HttpRequest(
             method=request.method,
             url=str(request.url),
-            headers=dict(request.headers),
-            params=dict(request.query),
+            headers={k.lower(): v for k, v in headers.items()},
+            params={k: v for k, v in params.items() if v},
             route_params=route_params,
-            body=body,
+            body=await request.read() if request.content_length else b"",
         )
         ctx = Context(route.spec.name, trace_context=TraceContext(request.headers.get("traceparent")))
         try:

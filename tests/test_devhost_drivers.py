@@ -285,3 +285,39 @@ async def test_a_request_body_reaches_the_function_as_it_came_over_the_wire() ->
                 assert r.status_code == 200 and r.content == body, (coding, r.status_code, r.content[:80])
     finally:
         await driver.stop()
+
+
+async def test_query_headers_and_a_chunked_body_are_handed_over_as_the_host_hands_them() -> None:
+    """The host's ToRpcHttp (azure-functions-host, GrpcMessageConversionExtensions.cs): each name once
+    with its values joined by ",", header names lower-cased, query parameters with an empty value left
+    out, and no body unless the request has a Content-Length above 0 (a chunked body arrives empty:
+    azure-functions-host#4926, azure-functions-powershell-worker#476)."""
+    import httpx
+
+    from devhost.app_loader import load_functions
+    from devhost.http_driver import HttpDriver
+
+    port = services.free_port()
+    driver = HttpDriver(load_functions("tests.devhost_apps.http_app"), port)
+    await driver.start()
+    base = f"http://127.0.0.1:{port}/inspect"
+    try:
+        async with httpx.AsyncClient() as client:
+            r = await client.get(base + "?limit=1&limit=2&eventType=&q=a%2Cb",
+                                 headers=[("X-Multi", "one"), ("x-multi", "two"), ("X-Case", "v")])
+            seen = r.json()
+            assert seen["params"] == {"limit": "1,2", "q": "a,b"}, seen
+            assert seen["headers"]["x-multi"] == "one,two" and seen["headers"]["x-case"] == "v", seen
+
+            async def chunks() -> Any:
+                yield b'{"events": '
+                yield b"[]}"
+
+            r = await client.post(base, content=chunks(), headers={"Content-Type": "application/json"})
+            seen = r.json()
+            assert seen["headers"]["transfer-encoding"] == "chunked" and seen["body"] == 0, seen
+            r = await client.post(base, content=b'{"events": []}',
+                                  headers={"Content-Type": "application/json"})
+            assert r.json()["body"] == 14
+    finally:
+        await driver.stop()

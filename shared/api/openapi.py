@@ -103,8 +103,12 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
         for name, schema, desc in r.path_params:
             params.append({"name": name, "in": "path", "required": True, "description": desc, "schema": schema})
         for name, typ, desc in r.query:
-            params.append({"name": name, "in": "query", "required": name in r.required_query,
-                           "description": desc, "schema": typ if isinstance(typ, dict) else {"type": typ}})
+            param = {"name": name, "in": "query", "required": name in r.required_query,
+                     "description": desc, "schema": typ if isinstance(typ, dict) else {"type": typ}}
+            if not param["required"]:
+                # The host hands the app no query parameter whose value is empty: it reads as absent.
+                param["allowEmptyValue"] = True
+            params.append(param)
         for name, schema, desc in r.headers:
             params.append({"name": name, "in": "header", "required": False, "description": desc,
                            "schema": schema})
@@ -127,6 +131,7 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
                                 "content": ok["content"]}
         responses["400"] = _problem("Invalid input; `errors` names each field")
         if r.request_schema:
+            responses["411"] = _problem("The body was sent chunked, without a Content-Length")
             responses["413"] = _problem("Body or event too large")
             responses["415"] = _problem("Body is not JSON, or its Content-Encoding is not gzip "
                                         "(Accept-Encoding)")

@@ -11,7 +11,13 @@ from shared.http.types import ApiRequest, ProblemError
 E = TypeVar("E", bound=Enum)
 
 
-def bad_param(name: str, detail: str, where: str = "query") -> ProblemError:
+def bad_param(name: str, detail: str, where: str = "query", raw: str | None = None) -> ProblemError:
+    """400 naming the parameter. `raw`, a query value holding a ",": the host hands a parameter given
+    more than once to the function as its values joined by "," (devhost/http_driver.py, `joined`),
+    which the client may not expect."""
+    if raw is not None and "," in raw:
+        detail += (f" (got {raw[:100]!r}: a parameter given more than once arrives as its values joined "
+                   "by ',')")
     return ProblemError(400, "Bad Request", f"invalid {where} parameter {name!r}: {detail}",
                         errors=[{"pointer": f"#/{where}/{name}", "field": name, "detail": detail}])
 
@@ -34,7 +40,7 @@ def int_param(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int
         return default
     # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
     if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
-        raise bad_param(name, f"must be an integer from {lo} to {hi}")
+        raise bad_param(name, f"must be an integer from {lo} to {hi}", raw=raw)
     return int(raw)
 
 
@@ -45,7 +51,7 @@ def enum_param(req: ApiRequest, name: str, enum: type[E]) -> E | None:
     try:
         return enum(raw)
     except ValueError:
-        raise bad_param(name, f"must be one of {', '.join(m.value for m in enum)}") from None
+        raise bad_param(name, f"must be one of {', '.join(m.value for m in enum)}", raw=raw) from None
 
 
 def time_param(req: ApiRequest, name: str) -> datetime | None:
@@ -57,7 +63,7 @@ def time_param(req: ApiRequest, name: str) -> datetime | None:
         return None
     value = parse_rfc3339(raw)
     if value is None:
-        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
+        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z", raw=raw)
     if value.tzinfo is None:
         raise bad_param(name, "needs a time zone offset, e.g. 2026-01-31T12:00:00Z")
     try:

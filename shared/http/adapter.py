@@ -178,6 +178,12 @@ def _json_body(req: ApiRequest, max_bytes: int) -> tuple[bytes, Any]:
     declared = req.headers.get("content-length")
     if len(req.body) > max_bytes or (declared and declared.isdigit() and int(declared) > max_bytes):
         raise too_large(max_bytes)
+    if not req.body and "chunked" in (req.headers.get("transfer-encoding") or "").lower():
+        # The Functions host passes a body to the worker only when the request has a Content-Length
+        # (devhost/http_driver.py, `joined`): a chunked one arrives empty. Saying so beats "empty".
+        raise ProblemError(411, "Length Required",
+                           "the body was sent chunked (Transfer-Encoding: chunked, no Content-Length); the "
+                           "Functions host does not pass such a body on: send it with a Content-Length")
     body = decoded_body(req.body, req.headers.get("content-encoding"), max_bytes)
     if not body:
         raise ProblemError(400, "Bad Request", "the request body is empty",

@@ -1,6 +1,8 @@
-"""A minimal function app for the devhost HTTP driver tests: answers each request with the body its
-function was handed, byte for byte."""
+"""A minimal function app for the devhost HTTP driver tests: answers with what its function was handed
+(the body byte for byte; the query parameters and headers)."""
 from __future__ import annotations
+
+import json
 
 import azure.functions as func
 
@@ -11,3 +13,11 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 @app.route(route="echo", methods=["POST"])
 def echo(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(req.get_body(), mimetype="application/octet-stream")
+
+
+@app.function_name("inspect")
+@app.route(route="inspect", methods=["GET", "POST"])
+def inspect(req: func.HttpRequest) -> func.HttpResponse:
+    """What the function was handed besides the body: query parameters, headers, the body's length."""
+    seen = {"params": dict(req.params), "headers": dict(req.headers), "body": len(req.get_body())}
+    return func.HttpResponse(json.dumps(seen), mimetype="application/json")
