@@ -284,7 +284,17 @@ var redisCmk = {
 // gives loginEndpoint with a trailing '/' (https://login.microsoftonline.com/); do not rely on it.
 var loginEndpoint = environment().authentication.loginEndpoint
 var tenantIssuer = '${loginEndpoint}${endsWith(loginEndpoint, '/') ? '' : '/'}${tenant().tenantId}/v2.0'
-var effectiveAuthIssuer = empty(authIssuer) ? tenantIssuer : authIssuer
+// An API whose app registration leaves requestedAccessTokenVersion at its default (null, read as 1)
+// gets v1.0 access tokens from Entra ID: iss https://sts.windows.net/<tenant id>/, aud its app ID URI.
+// The default accepts both versions from the deploying tenant (the same tenant keys sign both), so
+// callers are not refused for a manifest setting (docs/security.md).
+var stsEndpoint = contains(loginEndpoint, 'chinacloudapi.cn') ? 'https://sts.chinacloudapi.cn/' : 'https://sts.windows.net/'
+var tenantIssuerV1 = '${stsEndpoint}${tenant().tenantId}/'
+var effectiveAuthIssuer = empty(authIssuer) ? '${tenantIssuer},${tenantIssuerV1}' : authIssuer
+// A bare Application (client) ID: v2.0 tokens carry it as aud, v1.0 tokens its default app ID URI
+// (api://<client id>, what "Expose an API" sets). Anything else is taken as given.
+var audienceIsClientId = length(authAudience) == 36 && length(split(authAudience, '-')) == 5
+var effectiveAuthAudience = audienceIsClientId ? '${authAudience},api://${authAudience}' : authAudience
 // Key Vault keeps a deleted vault's name reserved for its 90-day retention (purge protection), so
 // `azd down` + `azd up` of the same environment would fail on the name. azure.yaml's postdown hook
 // sets a new GRC_KEYVAULT_SALT after every `azd down`; empty keeps the original name.
@@ -489,7 +499,7 @@ var appSettings = {
   // Caller authentication and tenant isolation (docs/security.md).
   AUTH_MODE: authMode
   AUTH_ISSUER: effectiveAuthIssuer
-  AUTH_AUDIENCE: authAudience
+  AUTH_AUDIENCE: effectiveAuthAudience
   AUTH_JWKS_URL: authJwksUrl
   AUTH_TENANT_CLAIM: authTenantClaim
   AUTH_ADMIN_ROLE: authAdminRole

@@ -71,16 +71,25 @@ def test_readme_walks_through_every_variable_that_must_be_set() -> None:
 
 
 # ---- item 2: the issuer comes from the deploying tenant, the audience is required ---------------
-def test_issuer_defaults_to_the_deploying_tenants_entra_v2_issuer() -> None:
+def test_issuer_defaults_to_the_deploying_tenants_entra_v2_and_v1_issuers() -> None:
     d = Deployment()
-    expected = f"https://login.microsoftonline.com/{d.tenant_id}/v2.0"
+    # v2.0 first: its OpenID configuration is where the signing keys are found (docs/security.md).
+    expected = f"https://login.microsoftonline.com/{d.tenant_id}/v2.0,https://sts.windows.net/{d.tenant_id}/"
     assert app_setting(Scope(MAIN, REQUIRED), "AUTH_ISSUER") == expected
     # environment() without the trailing '/' (not every cloud's metadata has it) gives the same.
     bare = Deployment(login_endpoint="https://login.microsoftonline.com")
     assert app_setting(Scope(MAIN, REQUIRED, deployment=bare), "AUTH_ISSUER") == expected
+    china = Deployment(login_endpoint="https://login.chinacloudapi.cn/")
+    assert app_setting(Scope(MAIN, REQUIRED, deployment=china), "AUTH_ISSUER") == (
+        f"https://login.chinacloudapi.cn/{d.tenant_id}/v2.0,https://sts.chinacloudapi.cn/{d.tenant_id}/")
     given = "https://sts.windows.net/t/,https://login.microsoftonline.com/t/v2.0"
     assert app_setting(Scope(MAIN, {**REQUIRED, "authIssuer": given}), "AUTH_ISSUER") == given
-    assert app_setting(Scope(MAIN, REQUIRED), "AUTH_AUDIENCE") == "api-client-id"
+    assert app_setting(Scope(MAIN, REQUIRED), "AUTH_AUDIENCE") == "api-client-id"  # not a client ID: as given
+    client_id = "6f1c1b9e-5d3a-4c1e-9a7b-0c0ffee0a0d1"
+    assert app_setting(Scope(MAIN, {**REQUIRED, "authAudience": client_id}), "AUTH_AUDIENCE") == (
+        f"{client_id},api://{client_id}")
+    uri = "https://contoso.example/grc-api"
+    assert app_setting(Scope(MAIN, {**REQUIRED, "authAudience": uri}), "AUTH_AUDIENCE") == uri
     decl = template(MAIN).params["authAudience"]
     assert decl.default is None and decl.decorators.get("minLength") == 1
 

@@ -824,6 +824,7 @@ class Scope:
             "contains": lambda v, x: x in v,
             "concat": lambda *vs: "".join(vs) if all(isinstance(v, str) for v in vs) else sum(vs, []),
             "replace": lambda s, old, new: s.replace(old, new),
+            "split": lambda s, sep: s.split(sep),
             "uniqueString": lambda *vs: unique_string(*vs),
             "items": lambda o: [{"key": k, "value": o[k]} for k in sorted(o, key=str.lower)],
             "union": lambda *os: {k: v for o in os for k, v in o.items()},

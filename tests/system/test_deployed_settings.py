@@ -265,8 +265,9 @@ def test_the_deployed_settings_start_every_function(parameter_set: str, azure_st
     deployed = deployed_settings(PARAMETER_SETS[parameter_set](), endpoints(azure_stack, ingestion))
     # What the fixes of issue 17 put there: a working issuer from the deploying tenant, the audience
     # the deployer gave, Entra ID everywhere.
-    assert deployed["AUTH_MODE"] == "jwt" and deployed["AUTH_AUDIENCE"] == AUDIENCE
-    assert deployed["AUTH_ISSUER"] == f"https://login.microsoftonline.com/{Scope(MAIN, {}).deployment.tenant_id}/v2.0"
+    tid = Scope(MAIN, {}).deployment.tenant_id
+    assert deployed["AUTH_MODE"] == "jwt" and deployed["AUTH_AUDIENCE"] == f"{AUDIENCE},api://{AUDIENCE}"
+    assert deployed["AUTH_ISSUER"] == f"https://login.microsoftonline.com/{tid}/v2.0,https://sts.windows.net/{tid}/"
     env = local_settings(deployed, azure_stack, keys)
     app = start_app(env, tmp_path)
     try:
@@ -276,6 +277,10 @@ def test_the_deployed_settings_start_every_function(parameter_set: str, azure_st
         token = {"authorization": "Bearer " + keys.token(env["AUTH_ISSUER"].split(",")[0], AUDIENCE, [t],
                                                          env["AUTH_TENANT_CLAIM"])}
         check_a_caller_is_served(app, t, token)
+        # The v1.0 token Entra ID issues when the API's app registration keeps its default
+        # requestedAccessTokenVersion (null): the tenant's v1 issuer, the app ID URI as audience.
+        v1 = keys.token(f"https://sts.windows.net/{tid}/", f"api://{AUDIENCE}", [t], env["AUTH_TENANT_CLAIM"])
+        check_a_caller_is_served(app, t, {"authorization": "Bearer " + v1})
         check_change_capture(app, env, t, token)
         run_every_timer(app)
         assert not errors_in(app.log()), errors_in(app.log())
