@@ -267,7 +267,8 @@ def test_the_deployed_settings_start_every_function(parameter_set: str, azure_st
     # the deployer gave, Entra ID everywhere.
     tid = Scope(MAIN, {}).deployment.tenant_id
     assert deployed["AUTH_MODE"] == "jwt" and deployed["AUTH_AUDIENCE"] == f"{AUDIENCE},api://{AUDIENCE}"
-    assert deployed["AUTH_ISSUER"] == f"https://login.microsoftonline.com/{tid}/v2.0,https://sts.windows.net/{tid}/"
+    assert deployed["AUTH_ISSUER"] == (f"https://login.microsoftonline.com/{tid}/v2.0,"
+                                       f"https://sts.windows.net/{tid}/")
     env = local_settings(deployed, azure_stack, keys)
     app = start_app(env, tmp_path)
     try:
