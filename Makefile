@@ -53,10 +53,10 @@ local.settings.json: local.settings.sample.json | $(VENV)/.installed
 	$(PY) -m localdev.settings_sync --sample $< --target $@
 	touch $@
 
-# Start the local stand-ins (PIDs under .localdev/pids), serve the API on :3003, stop them on exit.
+# Start the local stand-ins (PIDs under .localdev/pids), serve the API on :3003, stop them when the
+# runner stops: Ctrl+C, a `kill` of make or of the runner, the terminal closing (localdev/run.py).
 run: setup
-	$(PY) -m localdev.services up $(SERVICES) >/dev/null
-	trap '$(PY) -m localdev.services down $(SERVICES)' EXIT; $(PY) -m devhost
+	$(PY) -m localdev.run $(SERVICES)
 
 # With `make run` going in another terminal: seed a realistic GRC data set into the local Cosmos
 # server and watch it flow through the change feed into /events and /metrics.

@@ -108,14 +108,37 @@ async def serve(opts: argparse.Namespace) -> None:
     runner = Runner(opts)
     await runner.start()
     stop = asyncio.Event()
+    why: list[str] = []
+
+    def stop_for(reason: str) -> None:
+        why.append(reason)
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: the terminal closed, and its shell passed the hangup on to its jobs. Stopped as on Ctrl+C,
+    # so that `make run`'s exit trap stops the services after this process has closed its clients.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop_for, sig.name)
+    watch = asyncio.ensure_future(_watch_terminal(stop_for)) if os.isatty(0) else None
     print(f"devhost: serving function_app on http://{opts.host}:{opts.port}", flush=True)
     try:
         await stop.wait()
     finally:
+        if watch is not None:
+            watch.cancel()
         await runner.stop()
+        log.info("stopped (%s)", why[0] if why else "cancelled")
+
+
+async def _watch_terminal(stop_for: Callable[[str], None], period: float = 1.0) -> None:
+    """Started from a terminal: stop when it is gone. A closing terminal signals its session leader
+    only; when that is `make` itself (`make run` as a tmux pane's or an IDE's command, no shell in
+    between), no signal reaches this process, but its stdin stops being a terminal (hung up)."""
+    while True:
+        await asyncio.sleep(period)
+        if not os.isatty(0):
+            stop_for("its terminal closed")
+            return
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -211,6 +211,13 @@ def stop(proc: subprocess.Popen[bytes] | int, timeout: float = 10.0) -> None:
                 return
         else:
             try:
+                # Our own child (started by `up` in this process, as localdev/run.py does) stays a
+                # zombie, which signal 0 still finds, until it is reaped.
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
+            except ChildProcessError:  # not our child: init reaps it
+                pass
+            try:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return
@@ -262,7 +269,10 @@ def down(names: list[str]) -> None:
             continue
         stop(pid)
         pf.unlink(missing_ok=True)
-        print(f"{name}: stopped", file=sys.stderr)
+        try:
+            print(f"{name}: stopped", file=sys.stderr)
+        except OSError:  # make run's exit trap after its terminal closed: nobody to tell, go on stopping
+            pass
 
 
 def main(argv: list[str] | None = None) -> None:
