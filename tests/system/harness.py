@@ -209,9 +209,10 @@ def create_topic(broker: str, topic: str, partitions: int = 1) -> None:
 
 
 def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.0,
-                  settle: float = 0.5) -> list[dict[str, str]]:
+                  settle: float = 0.5, with_value: bool = False) -> list[dict[str, str]]:
     """The headers of every record of `topic`, read from the beginning of each partition: until
-    `expect` records arrived (or `timeout`), then `settle` seconds more for any late duplicate."""
+    `expect` records arrived (or `timeout`), then `settle` seconds more for any late duplicate.
+    `with_value`: each with its value too, as text under "value"."""
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"sys-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 20,
                          "logger": logging.getLogger("tests.kafka")})
@@ -225,7 +226,10 @@ def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.
                 until = time.monotonic() + settle
             for m in consumer.consume(500, timeout=0.05):
                 if m.error() is None:
-                    out.append({k: v.decode() for k, v in (m.headers() or [])})
+                    record = {k: v.decode() for k, v in (m.headers() or [])}
+                    if with_value:
+                        record["value"] = (m.value() or b"").decode()
+                    out.append(record)
         return out
     finally:
         consumer.close()

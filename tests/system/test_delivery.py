@@ -7,6 +7,7 @@ PID (sends time out: transient) and started again.
 """
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -119,6 +120,37 @@ def test_a_destination_that_recovers_during_its_retries_gets_the_event_once(brea
     assert totals["retries"] >= 1 and totals["deadLettered"] == 0
     assert _kafka_ids(stack, topic, body["eventId"]) == [body["eventId"]]  # once
     assert _deadletters(app, t, includeReplayed="true") == []
+
+
+def test_an_event_too_large_for_a_queue_message_is_parked_and_delivered_whole(
+        breakable: tuple[Stack, App]) -> None:
+    """A queue message holds 64 KiB: a larger parked event is stored in the dead-letter table and its
+    message carries the key (shared/delivery/retry_queue.py). The runner's queue trigger reads it back
+    and delivers the whole event once; nothing is dead-lettered or poisoned."""
+    stack, app = breakable
+    t, topic = tenant("bigpark"), f"sys-{uuid.uuid4().hex[:8]}"
+    create_topic(stack.broker, topic)
+    _configure(app, t, {"topics": [topic], "destinations": [
+        {"type": "kafka", "retry": {**FAST, "attempts": 6, "maxBackoffSeconds": 4}}]})
+    findings = [f"finding {i}: control MFA failed on host {i % 97}" for i in range(6000)]
+    body = _event(t, data={"control": "MFA", "result": "fail", "findings": findings})
+    assert len(json.dumps(body)) > 4 * 64 * 1024  # four queue messages
+    stack.down("kafka")
+    try:
+        r = app.post("/events", json=body, tenants=[t])
+        assert r.status_code == 201 and r.json()["destinations"][0]["status"] == "parked", r.text
+    finally:
+        stack.up("kafka")
+    create_topic(stack.broker, topic)
+
+    def delivered() -> list[dict[str, str]]:
+        return [h for h in topic_records(stack.broker, topic, expect=1, with_value=True)
+                if h.get("eventId") == body["eventId"]]
+
+    [record] = wait_for(delivered, 60, what="the large event delivered by a queue retry")
+    assert json.loads(record["value"])["data"] == body["data"]
+    assert len(delivered()) == 1  # once
+    assert _deadletters(app, t) == [] and stack.poison_counts().get("delivery-retries", 0) == 0
 
 
 def test_a_destination_that_fails_slowly_is_paused_and_the_next_requests_are_answered_at_once(
