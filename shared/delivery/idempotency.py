@@ -9,8 +9,9 @@ repeat waits briefly for the first to finish; if it is still in flight the repea
 `fingerprint`) is no retry but another event under a used id: it is refused (422 for a request)
 instead of being answered as a duplicate, which would drop it silently; the IETF Idempotency-Key
 draft asks the same of a key reused with another payload. The timestamp and correlationId are left
-out: the service fills them in per request when the client sends none. (A retry that resumes an
-event which failed part-way, below, is not compared: that record keeps only its destinations.)
+out: the service fills them in per request when the client sends none. A retry that would resume an
+event which failed part-way (below) is compared the same way: another event under that id is refused,
+and the record is put back as it was, for the first event's own retry.
 
 When the first ends `failed` the client's retry must go through, but must not send the event again
 where it already landed: the claim is settled as `partial:` + the destinations that delivered or
@@ -143,6 +144,7 @@ class IdempotencyStore:
         """Every event's claim in one round trip, whatever the number of tenants."""
         taken = await self._claims.take([idem_key(ev.tenantId, ev.eventId) for ev in events], self._pending)
         claims = []
+        restore: list[tuple[str, bytes | None, int]] = []
         for ev, t in zip(events, taken):
             if t.state == "held":
                 original = orjson.loads(t.value)
@@ -150,9 +152,20 @@ class IdempotencyStore:
                 same = "f" not in original or original["f"] == fingerprint(ev)
                 claims.append(Claim("duplicate" if same else "conflict", original))
             elif t.state == "resume":
-                claims.append(Claim("resume", prior=[Delivery.model_validate(d) for d in orjson.loads(t.value)]))
+                left = orjson.loads(t.value)
+                if isinstance(left, list):  # written before partial records kept a fingerprint
+                    left = {"d": left}
+                if "f" in left and left["f"] != fingerprint(ev):
+                    # Another event under the id of one that failed part-way: refused, and the record
+                    # put back (taking it made it pending) so that the first event's retry resumes.
+                    restore.append((idem_key(ev.tenantId, ev.eventId), PARTIAL + t.value, self._window))
+                    claims.append(Claim("conflict", {"s": "failed", **left}))
+                else:
+                    claims.append(Claim("resume", prior=[Delivery.model_validate(d) for d in left["d"]]))
             else:
                 claims.append(Claim(t.state))
+        if restore:
+            await self._claims.settle(restore)
         return claims
 
     async def settle(self, settled: Sequence[tuple[Event, EventResult]], policy: DedupePolicy | None = None) -> None:
@@ -172,7 +185,10 @@ class IdempotencyStore:
                 outcomes.append((key, orjson.dumps(doc), window))
             else:
                 done = [_done(d) for d in res.destinations if d.status in ("delivered", "parked")]
-                outcomes.append((key, PARTIAL + orjson.dumps(done) if done else None, window))
+                left: dict[str, Any] = {"d": done}
+                if not policy.compact:
+                    left.update(at=utc_now_iso(), f=fingerprint(ev))
+                outcomes.append((key, PARTIAL + orjson.dumps(left) if done else None, window))
         try:
             await self._claims.settle(outcomes)
         except RedisError as exc:  # the pending markers expire on their own
