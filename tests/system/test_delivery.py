@@ -42,6 +42,25 @@ def _kafka_ids(stack: Stack, topic: str, event_id: str, expect: int = 1) -> list
     return [h["eventId"] for h in topic_records(stack.broker, topic, expect=expect) if h.get("eventId") == event_id]
 
 
+def _parked_while_kafka_is_down(stack: Stack, app: App, prefix: str,
+                                **over: Any) -> tuple[str, str, dict[str, Any]]:
+    """A new tenant streaming to a new topic, an event posted while the broker is stopped (parked
+    for the queue retries), the broker started again: (tenant, topic, event)."""
+    t, topic = tenant(prefix), f"sys-{uuid.uuid4().hex[:8]}"
+    create_topic(stack.broker, topic)
+    _configure(app, t, {"topics": [topic], "destinations": [
+        {"type": "kafka", "retry": {**FAST, "attempts": 6, "maxBackoffSeconds": 4}}]})
+    body = _event(t, **over)
+    stack.down("kafka")
+    try:
+        r = app.post("/events", json=body, tenants=[t])
+        assert r.status_code == 201 and r.json()["destinations"][0]["status"] == "parked", r.text
+    finally:
+        stack.up("kafka")
+    create_topic(stack.broker, topic)  # the stand-in broker keeps topics in memory only
+    return t, topic, body
+
+
 def test_a_refused_delivery_is_parked_then_dead_lettered_by_the_queue_trigger(app: App) -> None:
     """The issue's own reproduction: AMQP with no Event Hubs configured. The parked delivery is read
     by the runner's queue trigger (not poisoned), and dead-lettered at once: the refusal is not transient."""
@@ -102,18 +121,7 @@ def test_dead_lettered_after_the_configured_attempts_then_replayed_once_and_audi
 
 def test_a_destination_that_recovers_during_its_retries_gets_the_event_once(breakable: tuple[Stack, App]) -> None:
     stack, app = breakable
-    t, topic = tenant("heal"), f"sys-{uuid.uuid4().hex[:8]}"
-    create_topic(stack.broker, topic)
-    _configure(app, t, {"topics": [topic], "destinations": [
-        {"type": "kafka", "retry": {**FAST, "attempts": 6, "maxBackoffSeconds": 4}}]})
-    body = _event(t)
-    stack.down("kafka")
-    try:
-        r = app.post("/events", json=body, tenants=[t])
-        assert r.status_code == 201 and r.json()["destinations"][0]["status"] == "parked", r.text
-    finally:
-        stack.up("kafka")
-    create_topic(stack.broker, topic)
+    t, topic, body = _parked_while_kafka_is_down(stack, app, "heal")
     wait_for(lambda: _kafka_ids(stack, topic, body["eventId"], expect=1), 60, what="delivered by a queue retry")
     totals = wait_for(lambda: (m := app.get(f"/metrics/{t}", tenants=[t]).json()["totals"])
                       ["destinations"]["kafka"].get("delivered") and m, 20, what="delivery counted")
@@ -128,20 +136,10 @@ def test_an_event_too_large_for_a_queue_message_is_parked_and_delivered_whole(
     message carries the key (shared/delivery/retry_queue.py). The runner's queue trigger reads it back
     and delivers the whole event once; nothing is dead-lettered or poisoned."""
     stack, app = breakable
-    t, topic = tenant("bigpark"), f"sys-{uuid.uuid4().hex[:8]}"
-    create_topic(stack.broker, topic)
-    _configure(app, t, {"topics": [topic], "destinations": [
-        {"type": "kafka", "retry": {**FAST, "attempts": 6, "maxBackoffSeconds": 4}}]})
     findings = [f"finding {i}: control MFA failed on host {i % 97}" for i in range(6000)]
-    body = _event(t, data={"control": "MFA", "result": "fail", "findings": findings})
-    assert len(json.dumps(body)) > 4 * 64 * 1024  # four queue messages
-    stack.down("kafka")
-    try:
-        r = app.post("/events", json=body, tenants=[t])
-        assert r.status_code == 201 and r.json()["destinations"][0]["status"] == "parked", r.text
-    finally:
-        stack.up("kafka")
-    create_topic(stack.broker, topic)
+    data = {"control": "MFA", "result": "fail", "findings": findings}
+    assert len(json.dumps(data)) > 4 * 64 * 1024  # four queue messages
+    t, topic, body = _parked_while_kafka_is_down(stack, app, "bigpark", data=data)
 
     def delivered() -> list[dict[str, str]]:
         return [h for h in topic_records(stack.broker, topic, expect=1, with_value=True)

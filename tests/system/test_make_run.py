@@ -8,7 +8,8 @@ of make; a `kill` of the runner. After each, no stand-in, runner or make process
 runner stopped itself (its log line) rather than being killed.
 
 `make run` serves on fixed ports (README); when one is taken on this machine (a developer's own
-`make run`), the test is skipped, saying so.
+`make run`), the test is skipped, saying so. Other runners (the suite's own app) are left alone: only
+the processes this `make run` started are watched.
 """
 from __future__ import annotations
 
@@ -23,26 +24,53 @@ from typing import Callable
 import pytest
 
 from localdev import services
-from tests.conftest import ROOT
+from tests.system.harness import ROOT
 
 PORTS = sorted({3003, *(p for ports in services.DEFAULT_PORTS.values() for p in ports.values())})
-MADE = ("redis-server", "azurite", "tansu", "cosmos/server.js", "-m devhost", "-m localdev.run", "make run")
 STARTED = b"HTTP functions on"
 START_SECONDS = 180.0
 BY_SIGTERM = "INFO devhost: stopped (SIGTERM)"  # the runner's log line: it stopped itself
 STOP_SECONDS = 45.0  # the runner stops in a few seconds, the stand-ins in a few more
 
 
-def _left() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
-    return [line.strip() for line in out if any(m in line for m in MADE) and "pytest" not in line]
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # an exited child not yet reaped: gone
+    except FileNotFoundError:
+        return False
+
+
+def _started_by(leader: int) -> set[int]:
+    """Every process `make run` started: the terminal's process and its descendants (make, the
+    runner), and the stand-ins, which run in sessions of their own (their PIDs in .localdev/pids)."""
+    rows = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split("\n")
+    children: dict[int, list[int]] = {}
+    for row in rows:
+        if row.strip():
+            pid, ppid = map(int, row.split())
+            children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [leader]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    for pidfile in (services.STATE_DIR / "pids").glob("*.pid"):
+        found.add(int(pidfile.read_text()))
+    return found
+
+
+def _left(pids: set[int]) -> list[str]:
+    """What is still running of `pids`, and the fixed ports still taken."""
+    return [f"pid {p}" for p in sorted(pids) if _running(p)] + [
+        f"port {p}" for p in PORTS if services.port_open(p)]
 
 
 @pytest.fixture(autouse=True)
 def _ports_free() -> None:
     taken = [p for p in PORTS if services.port_open(p)]
-    if taken or _left():
-        pytest.skip(f"make run's ports {taken} or processes are in use on this machine: {_left()[:3]}")
+    if taken:
+        pytest.skip(f"make run's ports {taken} are taken on this machine (a make run of its own?)")
 
 
 class Terminal:
@@ -102,15 +130,18 @@ def _log(term: Terminal) -> str:
 
 def _ends_cleanly(shell: bool, end: Callable[[Terminal], None], stopped_line: str | None) -> None:
     term = Terminal(["bash", "--norc", "--noprofile", "-i"] if shell else ["make", "run"])
+    ours: set[int] = set()
     try:
         if shell:
             term.type(b"make run\n")
         term.wait_for(STARTED, START_SECONDS)
         term.read(1.0)
+        ours = _started_by(term.pid) - {term.pid}  # the terminal's own process is not make run's
+        assert len(ours) >= 6, ours  # localdev.run, the runner, four stand-ins (and make under a shell)
         end(term)
         ended = time.monotonic()
-        while _left():
-            assert time.monotonic() < ended + STOP_SECONDS, f"left running: {_left()}\n{_log(term)[-3000:]}"
+        while _left(ours):
+            assert time.monotonic() < ended + STOP_SECONDS, f"left: {_left(ours)}\n{_log(term)[-3000:]}"
             term.read(0.5)
         print(f"everything stopped {time.monotonic() - ended:.1f} s after the end")
         if stopped_line is not None:  # the terminal is still there to show how the runner stopped
@@ -119,13 +150,14 @@ def _ends_cleanly(shell: bool, end: Callable[[Terminal], None], stopped_line: st
             assert "redis: stopped" in _log(term), _log(term)[-3000:]
     finally:
         term.kill()
-        for line in _left():  # never leave them to the next test
-            os.kill(int(line.split()[0]), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while (_left() or any(services.port_open(p) for p in PORTS)) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        for pid in ours | _started_by(term.pid):  # never leave them to the next test
+            if pid != term.pid and _running(pid):
+                os.kill(pid, signal.SIGKILL)
         for name in services.DEFAULT_PORTS:
             (services.STATE_DIR / "pids" / f"{name}.pid").unlink(missing_ok=True)
+        deadline = time.monotonic() + 10
+        while any(services.port_open(p) for p in PORTS) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def test_ctrl_c_stops_the_runner_then_every_stand_in() -> None:
