@@ -116,7 +116,7 @@ async def serve(opts: argparse.Namespace) -> None:
 
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal closed, and its shell passed the hangup on to its jobs. Stopped as on Ctrl+C,
-    # so that `make run`'s exit trap stops the services after this process has closed its clients.
+    # so that `make run` (localdev/run.py) stops the stand-ins after this process has closed its clients.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop_for, sig.name)
     watch = asyncio.ensure_future(_watch_terminal(stop_for)) if os.isatty(0) else None
