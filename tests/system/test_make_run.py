@@ -37,7 +37,7 @@ def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # an exited child not yet reaped: gone
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while read
         return False
 
 
@@ -118,17 +118,27 @@ class Terminal:
             pass
 
 
-def _pid_of(pattern: str) -> int:
-    found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
-    assert found, pattern
-    return int(found[0])
+def _pid_of(ours: set[int], word: str) -> int:
+    """The one process of `ours` whose command line has `word` (never another runner on the machine,
+    such as the suite's own)."""
+    found = []
+    for pid in ours:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if word.encode() in args:
+            found.append(pid)
+    assert len(found) == 1, (word, found)
+    return found[0]
 
 
 def _log(term: Terminal) -> str:
     return term.output.decode(errors="replace")
 
 
-def _ends_cleanly(shell: bool, end: Callable[[Terminal], None], stopped_line: str | None) -> None:
+def _ends_cleanly(shell: bool, end: Callable[[Terminal, set[int]], None], stopped_line: str | None) -> None:
     term = Terminal(["bash", "--norc", "--noprofile", "-i"] if shell else ["make", "run"])
     ours: set[int] = set()
     try:
@@ -138,7 +148,7 @@ def _ends_cleanly(shell: bool, end: Callable[[Terminal], None], stopped_line: st
         term.read(1.0)
         ours = _started_by(term.pid) - {term.pid}  # the terminal's own process is not make run's
         assert len(ours) >= 6, ours  # localdev.run, the runner, four stand-ins (and make under a shell)
-        end(term)
+        end(term, ours)
         ended = time.monotonic()
         while _left(ours):
             assert time.monotonic() < ended + STOP_SECONDS, f"left: {_left(ours)}\n{_log(term)[-3000:]}"
@@ -152,7 +162,10 @@ def _ends_cleanly(shell: bool, end: Callable[[Terminal], None], stopped_line: st
         term.kill()
         for pid in ours | _started_by(term.pid):  # never leave them to the next test
             if pid != term.pid and _running(pid):
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended meanwhile
+                    pass
         for name in services.DEFAULT_PORTS:
             (services.STATE_DIR / "pids" / f"{name}.pid").unlink(missing_ok=True)
         deadline = time.monotonic() + 10
@@ -161,20 +174,20 @@ def _ends_cleanly(shell: bool, end: Callable[[Terminal], None], stopped_line: st
 
 
 def test_ctrl_c_stops_the_runner_then_every_stand_in() -> None:
-    _ends_cleanly(True, lambda t: t.type(b"\x03"), "INFO devhost: stopped (SIG")
+    _ends_cleanly(True, lambda t, _: t.type(b"\x03"), "INFO devhost: stopped (SIG")
 
 
 def test_closing_the_terminal_with_its_shell_stops_everything() -> None:
-    _ends_cleanly(True, Terminal.close, None)
+    _ends_cleanly(True, lambda t, _: t.close(), None)
 
 
 def test_closing_a_terminal_whose_own_command_is_make_run_stops_everything() -> None:
-    _ends_cleanly(False, Terminal.close, None)
+    _ends_cleanly(False, lambda t, _: t.close(), None)
 
 
 def test_a_kill_of_make_stops_everything() -> None:
-    _ends_cleanly(True, lambda t: os.kill(_pid_of("^make run"), signal.SIGTERM), BY_SIGTERM)
+    _ends_cleanly(True, lambda t, ours: os.kill(_pid_of(ours, "make"), signal.SIGTERM), BY_SIGTERM)
 
 
 def test_a_kill_of_the_runner_stops_every_stand_in() -> None:
-    _ends_cleanly(True, lambda t: os.kill(_pid_of("-m devhost"), signal.SIGTERM), BY_SIGTERM)
+    _ends_cleanly(True, lambda t, ours: os.kill(_pid_of(ours, "devhost"), signal.SIGTERM), BY_SIGTERM)
