@@ -93,11 +93,8 @@ class ProblemServer(web.Server):
 
 
 def joined(values: Any) -> dict[str, str]:
-    """A multi-valued mapping as the host hands it to the worker: each name once, its values joined
-    with "," (ASP.NET's StringValues.ToString()). The host's ToRpcHttp (azure-functions-host,
-    GrpcMessageConversionExtensions.cs) also lower-cases header names, leaves out query parameters
-    whose value is empty (the Python worker asks for no nullable values), and passes a body only
-    when the request has a Content-Length above 0: a chunked body never reaches the function."""
+    """A multi-valued mapping (headers, query) as the host hands it to the worker: each name once, its
+    values joined with "," (ASP.NET's StringValues.ToString())."""
     out: dict[str, str] = {}
     for key in values.keys():
         if key not in out:
@@ -182,6 +179,10 @@ class HttpDriver:
         route, route_params = found
         if not self._authorized(route, request):
             return web.Response(status=401)
+        # As the host's ToRpcHttp (azure-functions-host, GrpcMessageConversionExtensions.cs) hands a
+        # request to the Python worker: values joined, header names lower-cased, no query parameter
+        # whose value is empty (the worker asks for no nullable values), and a body only when the
+        # request has a Content-Length above 0 (a chunked body never reaches the function).
         headers, params = joined(request.headers), joined(request.query)
         req = func.HttpRequest(
             method=request.method,

@@ -180,7 +180,7 @@ def _json_body(req: ApiRequest, max_bytes: int) -> tuple[bytes, Any]:
         raise too_large(max_bytes)
     if not req.body and "chunked" in (req.headers.get("transfer-encoding") or "").lower():
         # The Functions host passes a body to the worker only when the request has a Content-Length
-        # (devhost/http_driver.py, `joined`): a chunked one arrives empty. Saying so beats "empty".
+        # (devhost/http_driver.py, `_handle`): a chunked one arrives empty. Saying so beats "empty".
         raise ProblemError(411, "Length Required",
                            "the body was sent chunked (Transfer-Encoding: chunked, no Content-Length); the "
                            "Functions host does not pass such a body on: send it with a Content-Length")
