@@ -8,7 +8,8 @@ vector destination enqueues for `index_vectors`) cannot be delivered nor parked 
 (the same service), so it is not acknowledged: 503 with Retry-After. The client's retry with the same
 eventId after the queue is back is accepted, its Redis delivery (done on the first try) is not sent
 again, and the queue trigger, which kept polling through the outage, indexes it: once in each
-destination. Nothing is moved to a poison queue.
+destination. A different event sent under that id meanwhile is refused (422) and leaves the retry
+to resume. Nothing is moved to a poison queue.
 """
 from __future__ import annotations
 
@@ -104,6 +105,12 @@ def test_queues_down_is_200_degraded_an_event_needing_them_is_503_and_its_retry_
         stack.up("azurite-queue")
 
     wait_for(lambda: _status(_health(app), "retryQueue") == "healthy", 30, what="queues healthy again")
+    # A different event under the id of the one that failed part-way is refused, not resumed: the
+    # resume would send its content to the destination the first never reached (docs/delivery.md).
+    other = app.post("/events", tenants=[searched], json=_event(searched, "qv-2", "Badge reader audit"))
+    assert other.status_code == 422, other.text
+    assert [(e["pointer"], e["type"]) for e in other.json()["errors"]] == [("/eventId", "id_reused")]
+    # ...and the record is put back as it was: the first event's own retry still resumes.
     again = app.post("/events", tenants=[searched], json=_event(searched, "qv-2", "Firewall review"))
     assert again.status_code == 201, again.text
     after = {d["destination"]: d for d in again.json()["destinations"]}
