@@ -48,7 +48,7 @@ async def invoke(spec: FunctionSpec, trigger_value: Any, context: Context | None
     if spec.takes_context:
         kwargs["context"] = context
     started = time.perf_counter()
-    outcome = "Failed"
+    outcome, why = "Failed", ""
     try:
         if spec.is_async:
             result = await spec.user_function(**kwargs)
@@ -56,8 +56,13 @@ async def invoke(spec: FunctionSpec, trigger_value: Any, context: Context | None
             result = await asyncio.to_thread(spec.user_function, **kwargs)
         outcome = "Succeeded"
         return result
+    except asyncio.CancelledError:
+        # The runner stopping (or a caller's timeout) cancelled it: no traceback follows, so the
+        # line says why it failed.
+        why = ": cancelled before it finished"
+        raise
     finally:
         if spec.trigger_type != "httpTrigger":  # HTTP: the response status says it
             (log.info if outcome == "Succeeded" else log.error)(
-                "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)", spec.name, outcome,
-                context.invocation_id, (time.perf_counter() - started) * 1000)
+                "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)%s", spec.name, outcome,
+                context.invocation_id, (time.perf_counter() - started) * 1000, why)

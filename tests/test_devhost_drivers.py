@@ -162,6 +162,35 @@ async def test_run_on_startup_and_missed_occurrence_is_past_due(tmp_path: Path) 
     assert datetime.fromisoformat(json.loads(status.read_text())["Next"]) > datetime.now(UTC)
 
 
+async def test_an_invocation_ends_with_the_hosts_executed_line_saying_why_it_failed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from devhost.invoke import invoke
+
+    started = asyncio.Event()
+
+    async def slow(timer: Any) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    async def broken(timer: Any) -> None:
+        raise RuntimeError("boom")
+
+    caplog.set_level("INFO", logger="devhost")
+    # Cancelled (the runner stopping mid-run): no traceback follows, so the line itself says why.
+    task = asyncio.ensure_future(invoke(timer_spec(slow), None))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(RuntimeError):  # raised: the driver logs its traceback after this line
+        await invoke(timer_spec(broken), None)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executed")]
+    assert len(lines) == 2 and all(line.startswith("Executed 'Functions.tick' (Failed, Id=") for line in lines)
+    assert lines[0].endswith(": cancelled before it finished") and lines[1].endswith("ms)"), lines
+
+
 async def test_queue_connection_string_or_identity_based_service_uri() -> None:
     """A queue trigger's connection as the host resolves it: the setting as a connection string,
     else `<connection>__queueServiceUri` with an identity (the developer's, outside Azure)."""
