@@ -63,7 +63,11 @@ def time_param(req: ApiRequest, name: str) -> datetime | None:
         return None
     value = parse_rfc3339(raw)
     if value is None:
-        raise bad_param(name, "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z", raw=raw)
+        detail = "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z"
+        if " " in raw and parse_rfc3339(raw.replace(" ", "+")) is not None:
+            # The usual cause: an offset's "+" sent unencoded, which a query string reads as a space.
+            detail += f" (got {raw[:100]!r}: a '+' in a query string reads as a space; send it as %2B)"
+        raise bad_param(name, detail, raw=raw)
     if value.tzinfo is None:
         raise bad_param(name, "needs a time zone offset, e.g. 2026-01-31T12:00:00Z")
     try:

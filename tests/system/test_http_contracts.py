@@ -389,6 +389,11 @@ def test_a_chunked_body_is_411_and_query_parameters_read_as_the_host_hands_them_
     assert r.status_code == 200 and len(r.json()["events"]) == 3, r.text
     r = app.get(f"/events/{t}?limit=1&limit=2", tenants=[t])
     assert "1,2" in json.dumps(_is_problem(r, 400)), r.text
+    # A query string reads "+" as a space: an offset sent unencoded is refused saying so.
+    r = app.get(f"/events/{t}/history?from=2026-01-31T12:00:00+01:00", tenants=[t])
+    assert "send it as %2B" in _is_problem(r, 400)["errors"][0]["detail"], r.text
+    r = app.get(f"/events/{t}/history?from=2026-01-31T12:00:00%2B01:00", tenants=[t])
+    assert r.status_code == 200 and r.json()["from"] == "2026-01-31T11:00:00.000Z", r.text
 
 
 def test_the_correlation_id_is_echoed_and_carried_by_each_event(app: App) -> None:
