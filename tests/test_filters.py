@@ -22,6 +22,9 @@ DATA: dict[str, Any] = {
     "flag": True,
     "nothing": None,
     "when": "2026-01-31T12:00:00Z",
+    "dueAt": "2026-12-01T03:00:00+05:00",
+    "precise": "2026-12-01T00:00:00.5Z",
+    "day": "2026-11-30",
 }
 META = {"region": "eu", "userId": "u9"}
 
@@ -84,6 +87,16 @@ def test_lookup_paths() -> None:
     # ordering, strings (ISO timestamps)
     ({"data.when": {"gt": "2026-01-01T00:00:00Z"}}, True),
     ({"data.when": {"lt": "2026-01-01T00:00:00Z"}}, False),
+    # RFC 3339 date-times compare as instants, whatever their offsets and fractions (as text they
+    # sort apart); no offset = UTC; anything else that is text, in code-point order.
+    ({"data.dueAt": {"lt": "2026-12-01T00:00:00Z"}}, True),  # +05:00: 2026-11-30T22:00Z
+    ({"data.dueAt": {"gte": "2026-12-01T00:00:00Z"}}, False),
+    ({"data.dueAt": {"gte": "2026-11-30T22:00:00.000z"}}, True),  # the same instant, spelt otherwise
+    ({"data.dueAt": {"gt": "2026-11-30T21:59:59.999999-00:00"}}, True),
+    ({"data.precise": {"gt": "2026-12-01T00:00:00Z"}}, True),  # ...00.5Z: half a second later
+    ({"data.precise": {"lte": "2026-12-01T00:00:00"}}, False),  # no offset = UTC
+    ({"data.name": {"gt": "R-100"}}, True),
+    ({"data.day": {"lt": "2026-12-01T00:00:00Z"}}, True),  # a date alone is text: "2026-11-30" < "2026-12"
     # type mismatches never match
     ({"data.riskScore": {"gt": "5"}}, False),
     ({"data.status": {"gt": 5}}, False),

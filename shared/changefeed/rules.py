@@ -32,7 +32,7 @@ from shared.core.events import (
     Source,
     check_shape,
     is_tenant_id,
-    to_utc,
+    utc_instant,
     utc_now_iso,
 )
 from shared.core.ids import derived_uuid
@@ -99,8 +99,8 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        dt = datetime.fromisoformat(value.upper())  # RFC 3339 allows a lowercase t and z (parse_rfc3339)
-        return to_utc(dt) if dt.tzinfo else dt.replace(tzinfo=UTC)
+        # RFC 3339 allows a lowercase t and z (parse_rfc3339)
+        return utc_instant(datetime.fromisoformat(value.upper()))
     except ValueError:
         return None
 

@@ -330,6 +330,12 @@ def to_utc(dt: datetime) -> datetime:
         raise ValueError("is out of range: in UTC it falls outside years 1-9999") from None
 
 
+def utc_instant(dt: datetime) -> datetime:
+    """`dt` as UTC, a naive one taken as UTC (the platform's convention for a time written without
+    an offset). ValueError as `to_utc`."""
+    return to_utc(dt) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
 def utc_now_iso(now: datetime | None = None) -> str:
     n = now or datetime.now(timezone.utc)
     return n.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,9 +1,10 @@
 """Per-tenant stream filters: an event passes when any filter matches (no filters = all pass)."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from shared.core.events import Event
+from shared.core.events import Event, parse_rfc3339, utc_instant
 from shared.core.streamconfig import StreamConfig, StreamFilter
 
 _MISSING = object()
@@ -32,6 +33,21 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _instant(text: str) -> datetime | None:
+    """An RFC 3339 date-time as a UTC instant (no offset = UTC), else None. As text, one instant has
+    many spellings that sort apart: `2026-12-01T03:00:00+05:00` is before `2026-12-01T00:00:00Z`, and
+    `...00.5Z` sorts before `...00Z`. Fractions beyond microseconds are dropped (datetime's precision)."""
+    if len(text) < 19 or text[10] not in "Tt":  # not a date-time: no parse attempted
+        return None
+    dt = parse_rfc3339(text)
+    if dt is None:
+        return None
+    try:
+        return utc_instant(dt)
+    except ValueError:  # no UTC date-time (0001-01-01T00:00:00+01:00): compared as text
+        return None
+
+
 def _compare(op: str, value: Any, operand: Any) -> bool:
     if op == "exists":
         return (value is not _MISSING) == bool(operand)
@@ -52,12 +68,17 @@ def _compare(op: str, value: Any, operand: Any) -> bool:
             return isinstance(value, dict) and operand in value
         if op == "startsWith":
             return isinstance(value, str) and value.startswith(operand)
-        # Ordering only between numbers, or between strings (ISO timestamps compare as strings).
+        # Ordering only between numbers, or between strings: two RFC 3339 date-times as instants,
+        # other strings in code-point order.
         if isinstance(value, bool) or isinstance(operand, bool):
             return False
         numeric = isinstance(value, (int, float)) and isinstance(operand, (int, float))
-        if not numeric and not (isinstance(value, str) and isinstance(operand, str)):
-            return False
+        if not numeric:
+            if not (isinstance(value, str) and isinstance(operand, str)):
+                return False
+            at, bound = _instant(value), _instant(operand)
+            if at is not None and bound is not None:
+                value, operand = at, bound
         if op == "gt":
             return bool(value > operand)
         if op == "gte":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterator, Sequence
 
 import orjson
@@ -28,6 +28,7 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
+from shared.core.events import utc_instant
 from shared.vector.base import (
     EmbedderMismatch,
     IndexInfo,
@@ -83,8 +84,7 @@ def odata_literal(value: str) -> str:
 
 
 def odata_time(ts: str) -> str:
-    dt = datetime.fromisoformat(ts)
-    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    dt = utc_instant(datetime.fromisoformat(ts))
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -20,10 +20,11 @@ import hashlib
 import math
 import struct
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+from shared.core.events import utc_instant
 from shared.vector.base import (
     IndexInfo,
     IndexSpec,
@@ -61,10 +62,7 @@ def tenant_token(tenant_id: str) -> str:
 
 def to_epoch_ms(ts: str) -> int:
     """RFC 3339 -> milliseconds since the epoch (a naive time is taken as UTC)."""
-    dt = datetime.fromisoformat(ts)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
+    return int(utc_instant(datetime.fromisoformat(ts)).timestamp() * 1000)
 
 
 def _filter_sql(f: SearchFilters) -> tuple[list[str], list[Any]]:

@@ -56,3 +56,40 @@ def test_a_kafka_retry_block_without_a_timeout_keeps_the_kafka_default(app: App)
     r = app.put(f"/stream-config/{t}", json=body, tenants=[t])
     assert r.status_code == 400, r.text
     assert [e["field"] for e in r.json()["errors"]] == ["destinations[0].retry.timeoutSeconds"]
+
+
+def test_filter_conditions_decide_what_is_delivered(app: App) -> None:
+    """README "Stream configuration", Filters: an event passes when any filter matches; a filter's
+    conditions must all hold; ordering compares numbers with numbers, two RFC 3339 date-times as
+    instants (any offsets), other strings as text; a missing path fails every operator but `ne` and
+    `exists: false`. What is filtered is answered `filtered` and is not in the stream."""
+    t = tenant("filters")
+    config = {"tenantId": t, "filters": [
+        {"eventTypes": ["RISK_UPDATED"],
+         "conditions": {"data.score": {"gte": 15}, "data.dueAt": {"lt": "2026-12-01T00:00:00Z"}}},
+        {"eventTypes": ["CONTROL_FAILED"], "conditions": {"metadata.region": "westeurope"}},
+    ]}
+    assert app.put(f"/stream-config/{t}", json=config, tenants=[t]).status_code in (200, 201)
+
+    def event(i: int, event_type: str, data: dict[str, object], **metadata: str) -> dict[str, object]:
+        return {"tenantId": t, "eventId": f"flt-{i}", "eventType": event_type, "source": "ARCHER_GRC",
+                "action": "UPDATE", "entityType": "risk", "entityId": f"r-{i}", "data": data,
+                "metadata": metadata}
+
+    events = [
+        event(0, "RISK_UPDATED", {"score": 20, "dueAt": "2026-12-01T03:00:00+05:00"}),  # 11-30T22:00Z
+        event(1, "RISK_UPDATED", {"score": 20, "dueAt": "2026-12-01T00:00:00.5Z"}),  # half a second late
+        event(2, "RISK_UPDATED", {"score": 14, "dueAt": "2026-11-01T00:00:00Z"}),  # score too low
+        event(3, "RISK_UPDATED", {"score": "20", "dueAt": "2026-11-01T00:00:00Z"}),  # a string is no number
+        event(4, "RISK_UPDATED", {"score": 15}),  # no dueAt: the condition fails
+        event(5, "CONTROL_FAILED", {}, region="westeurope"),
+        event(6, "CONTROL_FAILED", {}, region="eastus"),
+        event(7, "RISK_CREATED", {"score": 20, "dueAt": "2026-11-01T00:00:00Z"}),  # no filter names it
+    ]
+    r = app.post("/events/bulk", json={"events": events}, tenants=[t])
+    assert r.status_code == 200, r.text
+    statuses = [x["status"] for x in r.json()["results"]]
+    assert statuses == ["accepted", "filtered", "filtered", "filtered", "filtered", "accepted", "filtered",
+                        "filtered"], statuses
+    listed = app.get(f"/events/{t}", tenants=[t]).json()["events"]
+    assert sorted(e["event"]["eventId"] for e in listed) == ["flt-0", "flt-5"], listed
