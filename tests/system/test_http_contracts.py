@@ -396,6 +396,24 @@ def test_a_chunked_body_is_411_and_query_parameters_read_as_the_host_hands_them_
     assert r.status_code == 200 and r.json()["from"] == "2026-01-31T11:00:00.000Z", r.text
 
 
+def test_a_body_that_starts_with_a_utf8_byte_order_mark_is_read(app: App) -> None:
+    """README "Limits": a JSON file saved by a Windows editor starts with a UTF-8 BOM (RFC 8259 8.1
+    lets a parser ignore it); sent as it is (`curl --data-binary @event.json`) it is read, on every
+    route that takes a body."""
+    t = tenant("bom")
+    bom, as_json = b"\xef\xbb\xbf", {"content-type": "application/json"}
+    r = app.post("/events", content=bom + json.dumps(_event(t, eventId="bom-1")).encode(), headers=as_json,
+                 tenants=[t])
+    assert r.status_code == 201, r.text
+    bulk = bom + json.dumps({"events": [_event(t, eventId="bom-2")]}).encode()
+    r = app.post("/events/bulk", content=bulk, headers=as_json, tenants=[t])
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    r = app.put(f"/stream-config/{t}", content=bom + b'{"batchSize": 30}', headers=as_json, tenants=[t])
+    assert r.status_code == 201 and r.json()["batchSize"] == 30, r.text
+    assert "empty" in _is_problem(app.post("/events", content=bom, headers=as_json, tenants=[t]), 400)["detail"]
+    assert sorted(_stream_ids(app, t)) == ["bom-1", "bom-2"]
+
+
 def test_the_correlation_id_is_echoed_and_carried_by_each_event(app: App) -> None:
     t = tenant("corr")
     cid = f"c-{uuid.uuid4().hex[:12]}"
