@@ -133,6 +133,8 @@ def run(events_n: int = 50_000, batch: int = 100, concurrency: int = 8, tenants:
         try:
             settings = Settings.from_env({"KAFKA_BROKER": broker.settings["KAFKA_BROKER"],
                                           "KAFKA_STATS_INTERVAL_MS": "0"})
+            # As event hubs are provisioned: the producers create no topic (allow.auto.create.topics off).
+            services.create_topics(settings.kafka_broker, "bench-raw", "bench-dest")
             raw, dest = [], []
             for _ in range(rounds):  # alternating, so machine noise hits both sides
                 m = Meter([broker.proc.pid])

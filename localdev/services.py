@@ -74,6 +74,8 @@ class ServiceSpec:
     argv: Callable[[dict[str, int], Path], list[str]]
     settings: Callable[[dict[str, int]], dict[str, str]]
     start_timeout: float = 20.0
+    # What infra provisions in Azure, done at every start (once the ports are open).
+    provision: Callable[[dict[str, int]], None] | None = None
 
 
 def _redis_argv(p: dict[str, int], work: Path) -> list[str]:
@@ -101,6 +103,34 @@ def _durable_azurite_argv(p: dict[str, int], work: Path) -> list[str]:
     """Azurite keeping its data on disk (under `work`), so a restart keeps queues and tables."""
     argv = [a for a in _azurite_argv(p, work) if a != "--inMemoryPersistence"]
     return [*argv, "--location", str(work / "data")]
+
+
+# The deployment's event hub (infra/main.bicep `eventHubs`, whose first is KAFKA_DEFAULT_TOPIC). Event
+# Hubs creates no event hub through Kafka, and the app's producers ask for none (`allow.auto.create.topics`
+# off, shared/destinations/kafka.py), so the stand-in is provisioned with it as infra provisions the
+# namespace: at every start, since tansu keeps its topics in memory.
+DEFAULT_TOPIC = "grc-events"
+DEFAULT_TOPIC_PARTITIONS = 8
+
+
+def create_topics(broker: str, *topics: str, partitions: int = 3) -> None:
+    """Create topics (as event hubs are provisioned); one that exists already is fine."""
+    from confluent_kafka import KafkaError  # noqa: PLC0415 - only for the Kafka stand-in
+    from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
+
+    admin = AdminClient({"bootstrap.servers": broker})
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
+    for future in admin.create_topics(new).values():
+        try:
+            future.result(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - only "already exists" is fine
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                raise
+
+
+def _provision_kafka(p: dict[str, int]) -> None:
+    create_topics(f"127.0.0.1:{p['port']}", DEFAULT_TOPIC, partitions=DEFAULT_TOPIC_PARTITIONS)
 
 
 def _tansu_argv(p: dict[str, int], work: Path) -> list[str]:
@@ -166,7 +196,7 @@ SPECS: dict[str, ServiceSpec] = {
     ),
     "kafka": ServiceSpec(
         "kafka", ("port",), _tansu_argv,
-        lambda p: {"KAFKA_BROKER": f"127.0.0.1:{p['port']}"},
+        lambda p: {"KAFKA_BROKER": f"127.0.0.1:{p['port']}"}, provision=_provision_kafka,
     ),
 }
 
@@ -194,6 +224,12 @@ def start(name: str, work: Path, ports: dict[str, int] | None = None) -> Running
             stop(proc)
             raise RuntimeError(f"{name} did not open {ports} within {spec.start_timeout} s")
         time.sleep(0.05)
+    if spec.provision is not None:
+        try:
+            spec.provision(ports)
+        except Exception:
+            stop(proc)
+            raise
     return Running(name, proc, ports, spec.settings(ports))
 
 

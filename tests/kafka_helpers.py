@@ -7,21 +7,16 @@ import uuid
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
+from localdev.services import create_topics
 from shared.core.enrich import enrich, now_iso
 from shared.core.events import Event, EventIn
+
+__all__ = ["TopicReader", "big_event", "create_topics", "headers", "make_event", "unique_topic"]
 
 
 def unique_topic(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def create_topics(broker: str, *topics: str, partitions: int = 3) -> None:
-    admin = AdminClient({"bootstrap.servers": broker})
-    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])
-    for f in futures.values():
-        f.result(timeout=10)
 
 
 class TopicReader:

@@ -165,6 +165,28 @@ async def test_unmatched_event_is_not_sent_and_no_topics_means_default_topic(
     assert reader.read(only_risks, expect=0, timeout=0.5) == []
 
 
+async def test_a_missing_topic_is_reported_and_never_created_as_event_hubs_would_not(broker: str) -> None:
+    """Event Hubs creates no event hub through Kafka: the producers ask the broker for none, so the
+    local broker (which would) behaves the same, and the stream-config check finds what is missing."""
+    from confluent_kafka import Producer
+
+    missing, present = unique_topic("missing"), unique_topic("present")
+    create_topics(broker, present)
+    settings = kafka_settings(broker)
+    d = KafkaDestination(settings)
+    try:
+        assert await d.missing_topics([present, missing]) == [missing]
+    finally:
+        await d.close()
+    # The app's producer settings; the wait for a topic to appear shortened from 30 s for the test.
+    producer = Producer({**producer_config(settings, gzip=False), "topic.metadata.propagation.max.ms": 1500})
+    errors: list[Any] = []
+    producer.produce(missing, b"{}", on_delivery=lambda err, _msg: errors.append(err))
+    producer.flush(10)
+    assert len(errors) == 1 and errors[0] is not None and "UNKNOWN_TOPIC" in errors[0].name(), errors
+    assert missing not in producer.list_topics(timeout=5).topics
+
+
 async def test_event_over_1_000_000_bytes_is_refused_not_sent(
     reader: TopicReader, broker: str, dest: KafkaDestination,
 ) -> None:

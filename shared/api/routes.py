@@ -110,6 +110,8 @@ API_ROUTES: tuple[Route, ...] = (
           request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",),
           headers=(("If-Match", {"type": "string"}, "the ETag read (or `*`: only if one is stored)"),
                    ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet")),
+          responses=((422, "An enabled Kafka destination names a topic (event hub) the broker does not "
+                           "have"),),
           deadline=_WRITE, completes=True),
     Route("get_audit", "GET", "audit/{tenantId}", audit.get_audit,
           "A tenant's audit trail (config changes, replays, admin actions), newest first",

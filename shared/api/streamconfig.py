@@ -1,15 +1,23 @@
 """GET|PUT /stream-config/{tenantId}: stored in an Azure Table, ETag + If-Match for concurrency."""
 from __future__ import annotations
 
+import logging
+
+from confluent_kafka import KafkaException
+
 from shared.api.audit import record_audit
 from shared.api.params import tenant_param
 from shared.app.services import get_services
-from shared.core.destination_options import delivery_window_problems
+from shared.core.destination_options import KafkaOptions, delivery_window_problems
 from shared.core.streamconfig import StreamConfigIn
 from shared.core.validation import field_error
 from shared.delivery.configstore import PreconditionFailed, WriteOutcomeUnknown
+from shared.destinations.event_records import TopicRouter
+from shared.destinations.kafka import KafkaConfigError, KafkaDestination
 from shared.http.adapter import read_model
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
+
+log = logging.getLogger("grc.config")
 
 MAX_CONFIG_BYTES = 256 * 1024
 
@@ -33,6 +41,7 @@ async def put_stream_config(req: ApiRequest) -> ApiResponse:
     if body.tenantId is not None and body.tenantId != tenant:
         raise ProblemError(400, "Bad Request", "tenantId in the body differs from the path",
                            errors=[{"pointer": "/tenantId", "field": "tenantId", "detail": "must equal the path's tenantId"}])
+    await _check_topics(tenant, body)
     try:
         config, etag, previous = await get_services().configs.write(
             tenant, body, if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")
@@ -48,3 +57,47 @@ async def put_stream_config(req: ApiRequest) -> ApiResponse:
     await record_audit(req, tenant, "stream-config.put", f"stream-config/{tenant}",
                        previous.model_dump(mode="json") if previous else None, config.model_dump(mode="json"))
     return json_response(config.model_dump(mode="json"), 200 if previous else 201, headers={"ETag": etag})
+
+
+async def _check_topics(tenant: str, body: StreamConfigIn) -> None:
+    """An enabled Kafka destination's topics must exist: Event Hubs creates no event hub through
+    Kafka, so a missing one (a typo, one infra does not provision) would fail every delivery to it,
+    found only in the dead letters. 422 naming each; not checked when the broker cannot be asked
+    within HEALTH_TIMEOUT_SECONDS."""
+    services = get_services()
+    for j, d in enumerate(body.destinations):
+        if d.type != "kafka" or not d.enabled:
+            continue
+        dest = services.destinations.get("kafka")
+        if not isinstance(dest, KafkaDestination):
+            return
+        options: KafkaOptions = d.options  # type: ignore[assignment]
+        default = services.settings.kafka_default_topic
+        topics = TopicRouter(body, options.routes, default).topics  # type: ignore[arg-type]
+        try:
+            missing = set(await dest.missing_topics(topics, options))
+        except (KafkaException, KafkaConfigError) as exc:
+            # A guard against a wrong name, not a gate: with the broker down the config is stored
+            # unchecked (its deliveries are parked until the broker is back, as any other's).
+            log.warning("stream config of %s stored with its Kafka topics unchecked: %s", tenant,
+                        type(exc).__name__)
+            continue
+        if not missing:
+            continue
+        errors = []
+        for t in sorted(missing):
+            where: tuple[str | int, ...]
+            if t in body.topics:
+                where = ("topics", body.topics.index(t))
+            elif any(r.topic == t for r in options.routes):
+                k = next(k for k, r in enumerate(options.routes) if r.topic == t)
+                where = ("destinations", j, "config", "routes", k, "topic")
+            else:  # no topics named: the deployment's default
+                where = ("topics",)
+            detail = (f"no topic (event hub) {t!r} exists; create it first (infra/main.bicep `eventHubs`)"
+                      if where != ("topics",) else
+                      f"no topics named, and the default topic {t!r} (KAFKA_DEFAULT_TOPIC) does not exist")
+            errors.append(field_error(list(where), detail, "unknown_topic").model_dump(exclude_none=True))
+        raise ProblemError(422, "Unprocessable Content",
+                           f"the Kafka destination names {len(missing)} topic(s) the broker does not have",
+                           errors=errors)

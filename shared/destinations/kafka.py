@@ -143,6 +143,9 @@ def producer_config(
         **connection_config(settings, credential_factory),
         "enable.idempotence": True,
         "acks": "all",
+        # Event Hubs creates no event hub through Kafka; a broker that would (the local stand-in)
+        # must not either, or a topic missing in Azure would work locally (localdev/services.py).
+        "allow.auto.create.topics": False,
         "compression.type": "gzip" if gzip else "none",
         "request.timeout.ms": 60_000,
         "metadata.max.age.ms": 180_000,
@@ -482,6 +485,16 @@ class KafkaDestination:
                 out["statsAt"] = p.stats["at"]
             out["producers"][mode] = {"messages": queued, **{k: v for k, v in p.stats.items() if k != "at"}}
         return out
+
+    async def missing_topics(self, topics: Sequence[str], options: KafkaOptions | None = None) -> list[str]:
+        """Which of `topics` the broker does not have (one metadata request). Event Hubs creates no
+        event hub through Kafka, so every delivery to a missing one would fail. `KafkaException` or
+        `KafkaConfigError` when the broker cannot be asked. The AMQP transport is not checked."""
+        if self.transport(options) == "amqp":
+            return []
+        producer = self._producer(False).producer
+        md = await asyncio.to_thread(producer.list_topics, timeout=self.settings.health_timeout_seconds)
+        return [t for t in topics if t not in md.topics]
 
     async def health(self) -> DependencyHealth:
         if self.transport() == "amqp":

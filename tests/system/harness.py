@@ -25,8 +25,7 @@ import jwt
 import redis as redis_client
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from localdev import services
 
@@ -198,14 +197,16 @@ class App:
 
 def create_topic(broker: str, topic: str, partitions: int = 1) -> None:
     """Create a topic (as Event Hubs are provisioned); one that exists already is fine."""
-    admin = AdminClient({"bootstrap.servers": broker})
-    for future in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
-        try:
-            future.result(timeout=10)
-        except Exception as exc:  # noqa: BLE001 - only "already exists" is fine
-            err = exc.args[0] if exc.args else None
-            if not (isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-                raise
+    services.create_topics(broker, topic, partitions=partitions)
+
+
+def topic_names(broker: str) -> set[str]:
+    """The topics the broker has."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"names-{uuid.uuid4().hex[:8]}"})
+    try:
+        return set(consumer.list_topics(timeout=10).topics)
+    finally:
+        consumer.close()
 
 
 def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.0,

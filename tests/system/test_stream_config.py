@@ -1,7 +1,9 @@
 """Stream configs round-trip: what GET answers can be PUT back (issue 12, item 5)."""
 from __future__ import annotations
 
-from tests.system.harness import App, tenant
+import uuid
+
+from tests.system.harness import App, Stack, tenant, topic_names
 
 
 def test_get_then_put_of_the_same_body_round_trips(app: App) -> None:
@@ -93,3 +95,32 @@ def test_filter_conditions_decide_what_is_delivered(app: App) -> None:
                         "filtered"], statuses
     listed = app.get(f"/events/{t}", tenants=[t]).json()["events"]
     assert sorted(e["event"]["eventId"] for e in listed) == ["flt-0", "flt-5"], listed
+
+
+def test_a_kafka_topic_the_broker_does_not_have_is_refused_and_never_made(app: App, stack: Stack) -> None:
+    """README "Kafka / Event Hubs destination", Topics: Event Hubs creates no event hub through Kafka,
+    so a stream config naming a topic the broker does not have is refused (422, naming where), and the
+    local broker, like Event Hubs, is never made to create one. The deployment's event hub
+    (`grc-events`, KAFKA_DEFAULT_TOPIC) exists, as infra provisions it."""
+    t = tenant("topics")
+    typo = f"grc-evnts-{uuid.uuid4().hex[:6]}"
+    r = app.put(f"/stream-config/{t}", tenants=[t], json={
+        "topics": ["grc-events", typo],
+        "destinations": [{"type": "kafka",
+                          "config": {"routes": [{"topic": f"{typo}-2", "eventTypes": []}]}}]})
+    problem = r.json()
+    assert r.status_code == 422 and problem["type"] == "about:blank", r.text
+    assert sorted((e["pointer"], e["type"]) for e in problem["errors"]) == [
+        ("/destinations/0/config/routes/0/topic", "unknown_topic"), ("/topics/1", "unknown_topic")], problem
+    assert app.get(f"/stream-config/{t}", tenants=[t]).json()["isDefault"] is True  # nothing stored
+    # No topics named: the deployment's default event hub, which exists.
+    r = app.put(f"/stream-config/{t}", tenants=[t],
+                json={"destinations": [{"type": "redis"}, {"type": "kafka"}]})
+    assert r.status_code == 201, r.text
+    sent = app.post("/events", tenants=[t], json={
+        "tenantId": t, "eventId": "topics-1", "eventType": "RISK_UPDATED", "source": "MCP_SERVER",
+        "action": "UPDATE", "data": {"score": 3}})
+    assert sent.status_code == 201, sent.text
+    kafka = next(d for d in sent.json()["destinations"] if d["destination"] == "kafka")
+    assert kafka["status"] == "delivered" and kafka["ref"].startswith("grc-events/"), kafka
+    assert not {typo, f"{typo}-2"} & topic_names(stack.broker)
