@@ -84,20 +84,21 @@ async def _check_topics(tenant: str, body: StreamConfigIn) -> None:
             continue
         if not missing:
             continue
+        # Where each topic was named: the stream's `topics` first, else a route (none: the default).
+        named: dict[str, list[str | int]] = {}
+        for i, t in enumerate(body.topics):
+            named.setdefault(t, ["topics", i])
+        for k, r in enumerate(options.routes):
+            named.setdefault(r.topic, ["destinations", j, "config", "routes", k, "topic"])
         errors = []
-        for t in sorted(missing):
-            where: tuple[str | int, ...]
-            if t in body.topics:
-                where = ("topics", body.topics.index(t))
-            elif any(r.topic == t for r in options.routes):
-                k = next(k for k, r in enumerate(options.routes) if r.topic == t)
-                where = ("destinations", j, "config", "routes", k, "topic")
-            else:  # no topics named: the deployment's default
-                where = ("topics",)
+        for t in topics:
+            if t not in missing:
+                continue
+            loc = named.get(t, ["topics"])
             detail = (f"no topic (event hub) {t!r} exists; create it first (infra/main.bicep `eventHubs`)"
-                      if where != ("topics",) else
+                      if t in named else
                       f"no topics named, and the default topic {t!r} (KAFKA_DEFAULT_TOPIC) does not exist")
-            errors.append(field_error(list(where), detail, "unknown_topic").model_dump(exclude_none=True))
+            errors.append(field_error(loc, detail, "unknown_topic").model_dump(exclude_none=True))
         raise ProblemError(422, "Unprocessable Content",
                            f"the Kafka destination names {len(missing)} topic(s) the broker does not have",
                            errors=errors)
