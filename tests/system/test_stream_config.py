@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
-from tests.system.harness import App, Stack, tenant, topic_names
+from localdev import services
+from tests.system.harness import App, Stack, app_env, start_app, tenant, topic_names
 
 
 def test_get_then_put_of_the_same_body_round_trips(app: App) -> None:
@@ -124,3 +126,29 @@ def test_a_kafka_topic_the_broker_does_not_have_is_refused_and_never_made(app: A
     kafka = next(d for d in sent.json()["destinations"] if d["destination"] == "kafka")
     assert kafka["status"] == "delivered" and kafka["ref"].startswith("grc-events/"), kafka
     assert not {typo, f"{typo}-2"} & topic_names(stack.broker)
+
+
+def test_without_topics_the_default_topic_is_checked_and_a_silent_broker_leaves_them_unchecked(
+        stack: Stack, tmp_path: Path) -> None:
+    """README, Topics: with no topics named, the deployment's default topic (KAFKA_DEFAULT_TOPIC) is
+    the one checked (422 at `/topics` when the broker lacks it); a broker that cannot be asked within
+    HEALTH_TIMEOUT_SECONDS does not block the write: the config is stored unchecked, and logged."""
+    kafka_config = {"destinations": [{"type": "redis"}, {"type": "kafka"}]}
+    t = tenant("default-topic")
+    app = start_app(app_env(stack, tmp_path / "missing", KAFKA_DEFAULT_TOPIC=f"gone-{uuid.uuid4().hex[:6]}",
+                            SYSTEM_PERFORMANCE_EVENTS="false"), tmp_path / "missing")
+    try:
+        r = app.put(f"/stream-config/{t}", tenants=[t], json=kafka_config)
+        assert r.status_code == 422, r.text
+        assert [(e["pointer"], e["type"]) for e in r.json()["errors"]] == [("/topics", "unknown_topic")]
+        assert "KAFKA_DEFAULT_TOPIC" in r.json()["errors"][0]["detail"]
+    finally:
+        app.stop()
+    silent = start_app(app_env(stack, tmp_path / "silent", KAFKA_BROKER=f"127.0.0.1:{services.free_port()}",
+                               SYSTEM_PERFORMANCE_EVENTS="false"), tmp_path / "silent")
+    try:
+        r = silent.put(f"/stream-config/{t}", tenants=[t], json=kafka_config)
+        assert r.status_code == 201, r.text
+        assert f"stream config of {t} stored with its Kafka topics unchecked" in silent.log()
+    finally:
+        silent.stop()
