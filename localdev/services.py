@@ -129,6 +129,14 @@ def create_topics(broker: str, *topics: str, partitions: int = 3) -> None:
                 raise
 
 
+def delete_topics(broker: str, *topics: str) -> None:
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only for the Kafka stand-in
+
+    admin = AdminClient({"bootstrap.servers": broker})  # held until the answers are in
+    for future in admin.delete_topics(list(topics)).values():
+        future.result(timeout=10)
+
+
 def _provision_kafka(p: dict[str, int]) -> None:
     create_topics(f"127.0.0.1:{p['port']}", DEFAULT_TOPIC, partitions=DEFAULT_TOPIC_PARTITIONS)
 

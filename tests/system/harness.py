@@ -200,6 +200,11 @@ def create_topic(broker: str, topic: str, partitions: int = 1) -> None:
     services.create_topics(broker, topic, partitions=partitions)
 
 
+def delete_topic(broker: str, topic: str) -> None:
+    """Delete a topic (an operator removing an event hub)."""
+    services.delete_topics(broker, topic)
+
+
 def topic_names(broker: str) -> set[str]:
     """The topics the broker has."""
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"names-{uuid.uuid4().hex[:8]}"})

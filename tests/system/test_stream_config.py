@@ -5,7 +5,8 @@ import uuid
 from pathlib import Path
 
 from localdev import services
-from tests.system.harness import App, Stack, app_env, start_app, tenant, topic_names
+from tests.system.harness import (App, Stack, app_env, create_topic, delete_topic, start_app, tenant,
+                                  topic_names)
 
 
 def test_get_then_put_of_the_same_body_round_trips(app: App) -> None:
@@ -152,3 +153,33 @@ def test_without_topics_the_default_topic_is_checked_and_a_silent_broker_leaves_
         assert f"stream config of {t} stored with its Kafka topics unchecked" in silent.log()
     finally:
         silent.stop()
+
+
+def test_a_topic_gone_after_the_check_is_not_created_again_by_a_delivery(stack: Stack,
+                                                                          tmp_path: Path) -> None:
+    """README, Topics: the producers never ask the broker to create a topic, so an event hub deleted
+    after the config was stored fails its deliveries (parked for retry) under the local runner as in
+    Azure, instead of the local broker creating it again. (An instance restarted after the deletion:
+    tansu also accepts a produce to a deleted topic whose metadata a producer still holds, where
+    Event Hubs refuses it; that is the stand-in's, not checked here.)"""
+    t, topic = tenant("gone-topic"), f"gone-{uuid.uuid4().hex[:6]}"
+    create_topic(stack.broker, topic)
+    env = app_env(stack, tmp_path, KAFKA_DELIVERY_TIMEOUT_MS="3000", SYSTEM_PERFORMANCE_EVENTS="false")
+    app = start_app(env, tmp_path)
+    try:
+        r = app.put(f"/stream-config/{t}", tenants=[t], json={"topics": [topic], "destinations": [
+            {"type": "kafka", "retry": {"attempts": 2, "inProcessAttempts": 1, "timeoutSeconds": 9}}]})
+        assert r.status_code == 201, r.text
+    finally:
+        app.stop()
+    delete_topic(stack.broker, topic)  # an operator removes the event hub
+    app = start_app(env, tmp_path)
+    try:
+        sent = app.post("/events", tenants=[t], json={
+            "tenantId": t, "eventId": "gone-1", "eventType": "RISK_UPDATED", "source": "MCP_SERVER",
+            "action": "UPDATE", "data": {"score": 3}})
+        assert sent.status_code == 201, sent.text
+        assert [(d["destination"], d["status"]) for d in sent.json()["destinations"]] == [("kafka", "parked")]
+        assert topic not in topic_names(stack.broker)
+    finally:
+        app.stop()
