@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.changefeed.overdue import is_overdue, overdue_event, query_upper_bound
+from shared.changefeed.overdue import is_overdue, overdue_event, query_lower_bound, query_upper_bound
 
 NOW = datetime(2026, 12, 2, 2, 0, 0, tzinfo=UTC)
 instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
@@ -39,6 +39,10 @@ def test_overdue_exactly_when_the_instant_has_passed(due: datetime, now: datetim
     assert is_overdue(doc(text), now) == (due <= now), text
     if due <= now:  # the query (text order) selects it, whatever its offset
         assert text <= query_upper_bound(now), (text, query_upper_bound(now))
+    since = now - timedelta(days=400)  # the dedupe window's start
+    assert is_overdue(doc(text), now, since) == (since < due <= now), text
+    if due > since:  # the query's lower bound leaves out none the window keeps, a date-only one neither
+        assert text >= query_lower_bound(since) and text[:10] >= query_lower_bound(since), text
 
 
 def test_the_issue_example_and_its_neighbours() -> None:
@@ -52,6 +56,11 @@ def test_the_issue_example_and_its_neighbours() -> None:
     assert not is_overdue(doc("2026-12-01T00:00:00Z", status="completed"), NOW)
     assert not is_overdue(doc("2026-12-01T00:00:00Z", isDeleted=True), NOW)
     assert not is_overdue(doc("soon"), NOW)
+    # Past the dedupe window (announced when it became overdue): not again. A date-only due date is
+    # due at the end of its day, so the window's first day still counts.
+    since = NOW - timedelta(days=400)  # 2025-10-28T02:00Z
+    assert is_overdue(doc("2025-10-28"), NOW, since) and not is_overdue(doc("2025-10-27"), NOW, since)
+    assert "2025-10-27" >= query_lower_bound(since)  # both are read: the bound keeps a margin
 
 
 def test_the_event_carries_the_due_instant_in_utc() -> None:

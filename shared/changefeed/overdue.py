@@ -9,6 +9,14 @@ time, publish nothing again. Moving the due date gives a new id: the new date ca
 
 A date-only `dueDate` ("2026-11-30") is due at the end of that day (UTC).
 
+The query reads only what a run can use, so a run costs what is open, not every assessment ever
+written: completed and soft-deleted assessments, which are most of a container after a year, are
+left out in SQL (safely: what the SQL keeps is a superset of what `is_overdue` keeps, so an odd
+`status` is read and decided in code), and so are due dates older than the dedupe window (the
+claim's TTL, CHANGEFEED_STATE_TTL_DAYS): such an assessment was announced when it became overdue,
+and reading it after its claim expired would announce it again. Only the fields the rule and the
+event use are projected.
+
 Due dates are compared as instants, in code: `dueDate` is text as the writer stored it, with any
 offset ("2026-12-02T07:07:42+05:30" is 01:37:42Z), and text order is not time order across offsets.
 So the query over-selects safely by text, up to `now` + QUERY_MARGIN (RFC 3339 offsets lie within
@@ -27,7 +35,7 @@ from typing import Any
 from azure.cosmos.aio import ContainerProxy
 
 from shared.changefeed.processor import ChangeFeedProcessor
-from shared.changefeed.rules import ENTITY_TYPE, Kind, assessment_phase, parse_time
+from shared.changefeed.rules import COMPLETED_STATUSES, ENTITY_TYPE, Kind, assessment_phase, parse_time
 from shared.core.events import SCHEMA_VERSION, Action, Event, EventType, Source, is_tenant_id, utc_now_iso
 from shared.core.ids import derived_uuid
 from shared.delivery.idempotency import DedupePolicy
@@ -35,7 +43,23 @@ from shared.storage.cosmosdb import record_charge
 
 log = logging.getLogger("grc.overdue")
 
-QUERY = "SELECT * FROM c WHERE IS_DEFINED(c.dueDate) AND c.dueDate <= @upper"
+# What the rule (assessment_phase, is_overdue) and the event (overdue_event) read.
+FIELDS = ("id", "tenantId", "dueDate", "status", "isDeleted", "completedAt", "startedAt",
+          "title", "name", "ownerId", "framework")
+EVENT_FIELDS = ("id", "title", "name", "status", "ownerId", "framework", "dueDate", "startedAt")
+# Each clause leaves out only documents `is_overdue` rejects: IS_BOOL / IS_STRING guard the
+# comparisons (Cosmos' ternary logic drops a document whose condition is undefined), and TRIM strips
+# no more than Python's strip(). Anything else (a status of another type, an empty `completedAt`)
+# is read and decided in code.
+QUERY = (
+    f"SELECT {', '.join('c.' + f for f in FIELDS)} FROM c"
+    " WHERE IS_DEFINED(c.dueDate) AND c.dueDate >= @lower AND c.dueDate <= @upper"
+    " AND NOT (IS_BOOL(c.isDeleted) AND c.isDeleted = true)"
+    " AND NOT (IS_STRING(c.status) AND LOWER(TRIM(c.status)) IN"
+    f" ({', '.join(repr(x) for x in sorted(COMPLETED_STATUSES))}))"
+    " AND NOT ((NOT IS_DEFINED(c.status) OR IS_NULL(c.status))"
+    " AND IS_STRING(c.completedAt) AND LENGTH(c.completedAt) > 0)"
+)
 QUERY_MARGIN = timedelta(days=2)
 PAGE_SIZE = 200
 
@@ -51,11 +75,12 @@ def due_at(value: Any) -> datetime | None:
     return parse_time(value)
 
 
-def is_overdue(doc: dict[str, Any], now: datetime) -> bool:
+def is_overdue(doc: dict[str, Any], now: datetime, since: datetime | None = None) -> bool:
+    """Due at or before `now` (and after `since`, the start of the dedupe window), open, not deleted."""
     if doc.get("isDeleted") is True or assessment_phase(doc) == "completed":
         return False
     due = due_at(doc.get("dueDate"))
-    return due is not None and due <= now
+    return due is not None and due <= now and (since is None or due > since)
 
 
 def overdue_event(doc: dict[str, Any], container: str, now: datetime, ingested_at: str) -> Event:
@@ -63,8 +88,7 @@ def overdue_event(doc: dict[str, Any], container: str, now: datetime, ingested_a
     assert due is not None
     tenant, aid = doc["tenantId"], doc["id"]
     event_id = derived_uuid(int(due.timestamp() * 1000), "overdue", container, tenant, aid, str(doc["dueDate"]))
-    keep = ("id", "title", "name", "status", "ownerId", "framework", "dueDate", "startedAt")
-    data = {k: doc[k] for k in keep if k in doc}
+    data = {k: doc[k] for k in EVENT_FIELDS if k in doc}
     data.update({"phase": assessment_phase(doc), "overdueByHours": round((now - due).total_seconds() / 3600, 1)})
     # due_at gives UTC, so the timestamp is the due instant as UTC.
     return Event.trusted(dict(
@@ -87,13 +111,24 @@ class OverdueRun:
     errors: list[str] = field(default_factory=list)
 
 
+def _text(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def query_upper_bound(now: datetime) -> str:
     """The text the query compares `dueDate` with: later than the text of any due date up to now."""
-    return (now.astimezone(UTC) + QUERY_MARGIN).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _text(now + QUERY_MARGIN)
 
 
-async def _pages(container: ContainerProxy, upper: str, run: OverdueRun) -> AsyncIterator[list[dict[str, Any]]]:
-    pager = container.query_items(QUERY, parameters=[{"name": "@upper", "value": upper}],
+def query_lower_bound(since: datetime) -> str:
+    """Earlier than the text of any due date after `since` (a date-only one included)."""
+    return _text(since - QUERY_MARGIN)[:10]
+
+
+async def _pages(container: ContainerProxy, lower: str, upper: str,
+                 run: OverdueRun) -> AsyncIterator[list[dict[str, Any]]]:
+    pager = container.query_items(QUERY, parameters=[{"name": "@lower", "value": lower},
+                                                     {"name": "@upper", "value": upper}],
                                   max_item_count=PAGE_SIZE).by_page()
     async for page in pager:
         items = [d async for d in page]
@@ -111,16 +146,20 @@ async def emit_overdue(
 ) -> OverdueRun:
     """Publish ASSESSMENT_OVERDUE for every newly overdue assessment; safe to run anywhere, anytime."""
     now = now or datetime.now(UTC)
+    # The window in which an announced event's claim is remembered: past it, announcing again is
+    # what reading would do, so it is not read.
+    assert policy.window_seconds is not None, "the overdue claims need an explicit window"
+    since = now - timedelta(seconds=policy.window_seconds)
     ingested_at = utc_now_iso(now)
     run = OverdueRun()
-    async for page in _pages(container, query_upper_bound(now), run):
+    async for page in _pages(container, query_lower_bound(since), query_upper_bound(now), run):
         run.scanned += len(page)
         events = []
         for doc in page:
             tenant = doc.get("tenantId")
             if not (is_tenant_id(tenant) and isinstance(doc.get("id"), str)):
                 continue  # the change feed parks such documents
-            if is_overdue(doc, now):
+            if is_overdue(doc, now, since):
                 events.append(overdue_event(doc, container_name, now, ingested_at))
         run.overdue += len(events)
         if not events:
