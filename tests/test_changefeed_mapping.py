@@ -10,6 +10,7 @@ from shared.changefeed.rules import (
     RULES,
     Kind,
     Unmappable,
+    assessment_phase,
     item_id,
     map_change,
     snapshot,
@@ -265,6 +266,13 @@ def test_assessment_still_in_progress_gives_nothing() -> None:
 
 def test_assessment_first_seen_completed_is_completed_only() -> None:
     assert types(run(Kind.ASSESSMENTS, asm(status="completed"))) == [("ASSESSMENT_COMPLETED", "STATUS_CHANGE")]
+
+
+@pytest.mark.parametrize("status", ["in_progress", "In Progress", "in-progress", " IN  PROGRESS ", "InProgress",
+                                    "Started", "active"])
+def test_assessment_started_whatever_the_spelling(status: str) -> None:
+    assert assessment_phase(asm(status=status)) == "in_progress"
+    assert types(run(Kind.ASSESSMENTS, asm(status=status))) == [("ASSESSMENT_STARTED", "STATUS_CHANGE")]
 
 
 def test_assessment_phase_from_timestamps_without_status() -> None:

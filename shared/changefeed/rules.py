@@ -62,7 +62,9 @@ MAX_TRACKED_ITEMS = 1000  # gaps / violations remembered per entity
 
 PASS_RESULTS = frozenset({"pass", "passed"})
 FAIL_RESULTS = frozenset({"fail", "failed"})
-STARTED_STATUSES = frozenset({"in_progress", "in-progress", "inprogress", "started", "active"})
+# Compared after spaces and hyphens become `_` (assessment_phase): "In Progress", as a UI shows it, is
+# in_progress too.
+STARTED_STATUSES = frozenset({"in_progress", "inprogress", "started", "active"})
 COMPLETED_STATUSES = frozenset({"completed", "complete", "done", "closed"})
 # A risk's first status (docs/change-capture.md): a risk created and moved on before the feed delivered
 # it gets a RISK_STATUS_CHANGED from this one.
@@ -172,6 +174,8 @@ def _open_items(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
 def assessment_phase(doc: dict[str, Any]) -> str:
     """planned | in_progress | completed, from `status` (else `completedAt` / `startedAt`)."""
     status = _norm(doc.get("status"))
+    if status is not None:
+        status = "_".join(status.replace("-", " ").split())
     if status in COMPLETED_STATUSES or (status is None and doc.get("completedAt")):
         return "completed"
     if status in STARTED_STATUSES or (status is None and doc.get("startedAt")):

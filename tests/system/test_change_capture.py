@@ -71,7 +71,8 @@ def test_every_container_create_update_status_change_and_soft_delete(app: App) -
     # Updates: a new score, a failing test, a started assessment, a new gap, a second violation.
     docs["risks"] = p.update("risks", docs["risks"], score=20)
     docs["controls"] = p.update("controls", docs["controls"], lastTest={"result": "fail", "testedAt": iso()})
-    docs["assessments"] = p.update("assessments", docs["assessments"], status="in_progress", startedAt=iso())
+    # "In Progress" as a UI shows it (README: any case, spaces or hyphens)
+    docs["assessments"] = p.update("assessments", docs["assessments"], status="In Progress", startedAt=iso())
     docs["compliance"] = p.update("compliance", docs["compliance"],
                                   gaps=[*docs["compliance"]["gaps"], {"id": "g2", "requirement": "A.8.2"}])
     docs["policies"] = p.update("policies", docs["policies"],
