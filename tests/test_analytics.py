@@ -222,3 +222,52 @@ async def test_every_read_of_a_table_deleted_under_it_answers_as_on_an_empty_tab
     assert (await dest.health()).status == "healthy"
     assert await write() == ["delivered"]
     assert await dest.hours(t, ms, ms) == {hour: 1} and len(await entities(dest, t)) == 1
+
+
+async def test_the_purge_deletes_many_hours_at_once_and_partitions_of_many_pages(
+        app_services: Services) -> None:
+    """Twelve expired tenant-hours (more than CONCURRENCY run at once), one of them 2,500 events in one
+    partition (three pages of keys, deleted while the listing goes on), and a recent hour kept."""
+    name = "purge" + uuid.uuid4().hex[:12]
+    dest = AnalyticsDestination(app_services.tables, name)
+    now = datetime.now(UTC)
+    old, tenants = now - timedelta(days=3), [tenant() for _ in range(12)]
+    for i, t in enumerate(tenants):
+        events = [make_event(t, old) for _ in range(2_500 if i == 0 else 3)]
+        events.append(make_event(t, now))  # within retention
+        out = await publish_one(dest, events, AnalyticsOptions(shards=1 if i == 0 else 2),
+                                StreamConfig(tenantId=t))
+        assert {d.status for d in out} == {"delivered"}
+
+    async def retention(names: list[str]) -> dict[str, int]:
+        return {x: 1 for x in names}
+
+    stats = await dest.purge_expired(retention)
+    assert (stats["hours"], stats["entities"]) == (12, 2_500 + 11 * 3), stats
+    assert stats["kept"] >= 12
+    for t in tenants:
+        assert len(await entities(dest, t)) == 1  # the recent event only
+    table = await dest.table()
+    index = {e["RowKey"] async for e in table.query_entities("PartitionKey eq @pk",
+                                                               parameters={"pk": INDEX_PARTITION})}
+    assert index == {f"{t}_{now:%Y%m%d%H}_{1 if i == 0 else 2:02d}" for i, t in enumerate(tenants)}
+    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 12}  # nothing left
+    await app_services.tables.delete_table(name)
+
+
+async def test_a_purge_out_of_time_leaves_the_rest_for_the_next_run(app_services: Services) -> None:
+    name = "purge" + uuid.uuid4().hex[:12]
+    dest = AnalyticsDestination(app_services.tables, name)
+    t, old = tenant(), datetime.now(UTC) - timedelta(days=3)
+    out = await publish_one(dest, [make_event(t, old) for _ in range(5)], AnalyticsOptions(shards=1),
+                            StreamConfig(tenantId=t))
+    assert {d.status for d in out} == {"delivered"}
+
+    async def retention(names: list[str]) -> dict[str, int]:
+        return {x: 1 for x in names}
+
+    assert await dest.purge_expired(retention, budget_seconds=-1) == {"hours": 0, "entities": 0, "kept": 0}
+    assert len(await entities(dest, t)) == 5  # untouched, and its index row still lists it
+    assert await dest.purge_expired(retention) == {"hours": 1, "entities": 5, "kept": 0}
+    assert await entities(dest, t) == []
+    await app_services.tables.delete_table(name)

@@ -1,5 +1,6 @@
 """shared/storage/table_transactions.py against Azurite: the same request as the SDK's
-`submit_transaction`, entities stored as the SDK stores them, and every failure left to the SDK."""
+`submit_transaction` (upserts and deletes), entities stored as the SDK stores them, and every failure
+left to the SDK."""
 from __future__ import annotations
 
 import re
@@ -14,7 +15,7 @@ from azure.data.tables import EdmType, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.storage.clients import CLIENT_OPTIONS
-from shared.storage.table_transactions import committed, upsert_all
+from shared.storage.table_transactions import committed, delete_all, upsert_all
 
 
 class RecordingTransport(AsyncHttpTransport):
@@ -124,6 +125,38 @@ async def test_a_refused_transaction_raises_the_sdks_error_and_commits_nothing(
     assert raised.value.status_code == 400
     assert len(transport.requests) == 2  # ours, then the same operations through submit_transaction
     assert [r async for r in table.query_entities("PartitionKey eq 'p'")] == []
+
+
+async def test_a_delete_request_is_the_sdks_byte_for_byte_and_deletes(
+    recorded: tuple[TableClient, RecordingTransport],
+) -> None:
+    table, transport = recorded
+    pk = "ten'ant é x_2026120511_01"
+    keys = [{"PartitionKey": pk, "RowKey": awkward(pk, n)["RowKey"]} for n in range(3)]
+    await upsert_all(table, [awkward(pk, n) for n in range(3)])
+    await table.submit_transaction([("delete", k) for k in keys])
+    await upsert_all(table, [awkward(pk, n) for n in range(3)])
+    await delete_all(table, keys)
+    sdk, ours = transport.requests[1], transport.requests[3]
+    assert normalised(body_of(ours)) == normalised(body_of(sdk))
+    assert body_of(ours).count(b"DELETE ") == 3 and b"If-Match: *" in body_of(ours)
+    for header in ("x-ms-version", "DataServiceVersion", "MaxDataServiceVersion", "Accept", "Content-Length"):
+        assert ours.headers[header] == sdk.headers[header], header
+    assert len(transport.requests) == 4  # committed by our request alone
+    assert [r async for r in table.query_entities("PartitionKey eq @pk", parameters={"pk": pk})] == []
+
+
+async def test_a_delete_of_an_absent_entity_raises_the_sdks_error_and_deletes_nothing(
+    recorded: tuple[TableClient, RecordingTransport],
+) -> None:
+    table, transport = recorded
+    await upsert_all(table, [{"PartitionKey": "p", "RowKey": "here"}])
+    with pytest.raises(TableTransactionError) as raised:
+        await delete_all(table, [{"PartitionKey": "p", "RowKey": "here"},
+                                 {"PartitionKey": "p", "RowKey": "gone"}])
+    assert raised.value.status_code == 404
+    assert len(transport.requests) == 3  # the upsert, ours, then the same operations by submit_transaction
+    assert [r["RowKey"] async for r in table.query_entities("PartitionKey eq 'p'")] == ["here"]
 
 
 async def test_a_missing_table_raises_as_submit_transaction_does(

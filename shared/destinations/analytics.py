@@ -63,6 +63,8 @@ MAX_BATCH_OPS = 100
 MAX_BATCH_BYTES = 3_500_000  # the service's limit is 4 MiB per transaction request; keep headroom
 MAX_PAGE_HOURS = 48  # hours with data read by one history page at most
 CONCURRENCY = 8
+# The retention purge's share of CONCURRENCY: live writes keep the other half while a purge runs.
+PURGE_CONCURRENCY = CONCURRENCY // 2
 
 
 def event_ms(ev: Event) -> int:
@@ -406,47 +408,76 @@ class AnalyticsDestination:
     async def purge_expired(
         self, retention_of: RetentionLookup, *, now: float | None = None, budget_seconds: float = 240.0
     ) -> dict[str, int]:
-        """Delete hour partitions older than each tenant's retentionDays; returns counts."""
+        """Delete hour partitions older than each tenant's retentionDays; returns counts.
+
+        Expired tenant-hours are purged PURGE_CONCURRENCY at a time, each hour's shards at once, with
+        at most PURGE_CONCURRENCY delete transactions in flight, each also taking a slot of the
+        destination's own limit: live writes keep at least half of it. One SDK transaction at a time,
+        the purge's own CPU and round trips bounded a run to less than a busy service writes in an
+        hour, and the table outgrew retentionDays (docs/analytics.md, "Retention")."""
         now_ms = int((time.time() if now is None else now) * 1000)
         deadline = time.monotonic() + budget_seconds
         rows: list[str] = []
-        async with self._table.reading() as table:
+        async with self._table.reading() as table:  # a table gone is created again, and holds nothing
             rows = [r["RowKey"] async for r in table.query_entities(
                 "PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION}, select=["RowKey"])]
         parsed = [(rk, *rk.rsplit("_", 2)) for rk in rows]
         retention = await retention_of(sorted({t for _, t, _, _ in parsed}))
         stats = {"hours": 0, "entities": 0, "kept": 0}
+        expired = []
         for rk, tenant, hour, n in parsed:
             days = retention.get(tenant)
             if days is None or hour_start_ms(hour) + 3_600_000 > now_ms - days * 86_400_000:
                 stats["kept"] += 1
-                continue
-            if time.monotonic() > deadline:
-                break  # the next run carries on
-            for shard in range(int(n)):
-                stats["entities"] += await self._delete_partition(table, partition_key(tenant, hour, shard))
-            await table.delete_entity(INDEX_PARTITION, rk)
-            self._indexed.discard(rk)
-            stats["hours"] += 1
+            else:
+                expired.append((rk, tenant, hour, int(n)))
+        todo, in_flight = iter(expired), asyncio.Semaphore(PURGE_CONCURRENCY)
+
+        async def worker() -> None:
+            for rk, tenant, hour, shards in todo:  # one iterator: each tenant-hour taken by one worker
+                if time.monotonic() > deadline:
+                    return  # the next run carries on
+                counts = await asyncio.gather(*(
+                    self._delete_partition(table, partition_key(tenant, hour, shard), in_flight)
+                    for shard in range(shards)))
+                await table.delete_entity(INDEX_PARTITION, rk)  # last: a run cut short finds the hour again
+                self._indexed.discard(rk)
+                stats["entities"] += sum(counts)
+                stats["hours"] += 1
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(PURGE_CONCURRENCY, len(expired))):
+                    group.create_task(worker())
+        except ExceptionGroup as failed_run:  # storage down: the host's retry policy runs it again
+            raise failed_run.exceptions[0] from None
         return stats
 
-    async def _delete_partition(self, table: TableClient, pk: str) -> int:
-        keys = [e["RowKey"] async for e in table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey"])]
-        for start in range(0, len(keys), MAX_BATCH_OPS):
-            part = keys[start:start + MAX_BATCH_OPS]
+    async def _delete_partition(self, table: TableClient, pk: str, in_flight: asyncio.Semaphore) -> int:
+        """Every entity of partition `pk`, a page of keys at a time, its transactions at once."""
+        deleted = 0
+        pages = table.query_entities("PartitionKey eq @pk", parameters={"pk": pk},
+                                     select=["RowKey"]).by_page()
+        async for page in pages:  # deleting rows already listed leaves the next page's position alone
+            keys = [{"PartitionKey": pk, "RowKey": e["RowKey"]} async for e in page]
+            await asyncio.gather(*(self._delete_transaction(table, keys[i:i + MAX_BATCH_OPS], in_flight)
+                                   for i in range(0, len(keys), MAX_BATCH_OPS)))
+            deleted += len(keys)
+        return deleted
+
+    async def _delete_transaction(self, table: TableClient, keys: list[dict[str, str]],
+                                  in_flight: asyncio.Semaphore) -> None:
+        async with in_flight, self._limit.slot():
             try:
-                await table.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": rk})
-                                                for rk in part])
+                await table_transactions.delete_all(table, keys)
             except TableTransactionError as exc:
                 if exc.status_code != 404:
                     raise
                 # Another purge got there first (a run by hand beside the hourly one, a retry beside a
                 # slow run): one absent entity refuses the whole transaction, and deleting one by one
                 # takes an absent entity as deleted (the SDK's delete_entity ignores 404).
-                for rk in part:
-                    await table.delete_entity(pk, rk)
-        return len(keys)
+                for key in keys:
+                    await table.delete_entity(key["PartitionKey"], key["RowKey"])
 
     async def health(self) -> DependencyHealth:
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""A transaction of upserts (replace) of one partition, without the SDK's multipart encoder.
+"""A transaction of upserts (replace) or of deletes, of one partition, without the SDK's multipart encoder.
 
 Why: `TableClient.submit_transaction` (azure-data-tables 12.7, azure-core 1.41) writes a transaction's
 multipart body and reads its multipart reply with the standard library's `email` package (header
@@ -9,8 +9,8 @@ store it: the client, not the store, bounded the rate. Here the body is written 
 reply is read by its status lines: ~60 us per entity in all (docs/performance.md).
 
 What stays the SDK's, so nothing about the request changes:
-- the body is byte for byte what `submit_transaction` sends for the same upserts (apart from its
-  random boundaries and the date): tests/test_table_transactions.py compares the two on the wire;
+- the body is byte for byte what `submit_transaction` sends for the same upserts or deletes (apart
+  from its random boundaries and the date): tests/test_table_transactions.py compares the two on the wire;
   each entity's JSON is the SDK's own `_add_entity_properties` (the OData type annotations);
 - the request goes through the TableClient's own pipeline (`_client.send_request`, as
   `submit_transaction` itself does): its authentication (shared key or Entra ID token), retries,
@@ -19,8 +19,11 @@ What stays the SDK's, so nothing about the request changes:
   operation, is not interpreted here: the same operations go to `submit_transaction`, whose
   exceptions (TableTransactionError, RequestTooLargeError, ResourceNotFoundError, ...) the caller
   already handles. That is safe: a transaction that failed committed nothing (entity group
-  transactions are atomic) and upserts are idempotent. So an entity counts as written only when the
-  service answered 2xx for it.
+  transactions are atomic), and upserts and unconditional deletes are idempotent. So an entity counts
+  as written (or deleted) only when the service answered 2xx for it.
+
+Users: the analytics destination's writes, and the retention purge's deletes (the purge deletes
+every entity the destination wrote, so the SDK's ~350 us per entity bounded it the same way).
 
 The service's reply to a transaction (Microsoft Learn, *Performing entity group transactions*,
 https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions): 202
@@ -53,8 +56,9 @@ def _key(value: str) -> str:
     return quote(value.replace("'", "''"), safe="")
 
 
-def encode(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> HttpRequest:
-    """The `$batch` request upserting (replace) `entities`, all of one partition."""
+def encode(table: TableClient, entities: Sequence[Mapping[str, Any]], *, delete: bool = False) -> HttpRequest:
+    """The `$batch` request upserting (replace) `entities`, or deleting them by their keys
+    (unconditionally, `If-Match: *`), all of one partition."""
     base = f"{table.scheme}://{table._primary_hostname}"  # noqa: SLF001 - the SDK's own batch URL
     version = table._client._config.version  # noqa: SLF001 - the sub-requests' x-ms-version, as the SDK's
     date = format_date_time(time.time())
@@ -62,14 +66,19 @@ def encode(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> HttpReq
     name = quote(table.table_name, safe="")
     parts = [f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()]
     for n, entity in enumerate(entities):
-        body = json.dumps(_add_entity_properties(entity)).encode()
+        keys = f"PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}'"
+        url = f"{base}/{name}({keys})"
+        if delete:  # the SDK's delete sub-request: no body, any version
+            body = b""
+            head = (f"DELETE {url} HTTP/1.1\r\nx-ms-version: {version}\r\nDataServiceVersion: 3.0\r\n"
+                    f"Accept: application/json;odata=minimalmetadata\r\nIf-Match: *\r\n")
+        else:
+            body = json.dumps(_add_entity_properties(entity)).encode()
+            head = (f"PUT {url} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    f"x-ms-version: {version}\r\nDataServiceVersion: 3.0\r\nAccept: application/json\r\n")
         parts.append(
             f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
-            f"Content-ID: {n}\r\n\r\n"
-            f"PUT {base}/{name}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
-            f" HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"x-ms-version: {version}\r\nDataServiceVersion: 3.0\r\nAccept: application/json\r\n"
-            f"x-ms-date: {date}\r\nDate: {date}\r\n\r\n".encode())
+            f"Content-ID: {n}\r\n\r\n{head}x-ms-date: {date}\r\nDate: {date}\r\n\r\n".encode())
         parts.append(body)
         parts.append(b"\r\n")
     parts.append(f"--{changeset}--\r\n\r\n--{batch}--\r\n".encode())
@@ -88,12 +97,25 @@ def committed(status: int, body: bytes, operations: int) -> bool:
     return len(statuses) == operations and all(s.startswith(b"2") for s in statuses)
 
 
-async def upsert_all(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> None:
-    """Upsert (replace) `entities`, all of one partition, at most 100, in one transaction: returns
-    when all are committed, raises as `submit_transaction` does otherwise."""
+async def _submit(table: TableClient, entities: Sequence[Mapping[str, Any]], delete: bool) -> None:
     # stream=True and read(), as submit_transaction does: the pipeline then leaves the multipart body alone
-    response = await table._client.send_request(encode(table, entities), stream=True)  # noqa: SLF001 - docstring
+    response = await table._client.send_request(  # noqa: SLF001 - the module docstring says why
+        encode(table, entities, delete=delete), stream=True)
     body = await response.read()
     if committed(response.status_code, body, len(entities)):
         return
-    await table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in entities])
+    await table.submit_transaction([("delete", e) if delete else ("upsert", e, {"mode": UpdateMode.REPLACE})
+                                    for e in entities])
+
+
+async def upsert_all(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> None:
+    """Upsert (replace) `entities`, all of one partition, at most 100, in one transaction: returns
+    when all are committed, raises as `submit_transaction` does otherwise."""
+    await _submit(table, entities, delete=False)
+
+
+async def delete_all(table: TableClient, keys: Sequence[Mapping[str, Any]]) -> None:
+    """Delete the entities of `keys` (PartitionKey, RowKey), all of one partition, at most 100, in one
+    transaction: returns when all are deleted, raises as `submit_transaction` does otherwise (an
+    absent entity refuses the whole transaction: TableTransactionError 404)."""
+    await _submit(table, keys, delete=True)
