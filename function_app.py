@@ -63,6 +63,16 @@ async def purge_analytics(timer: func.TimerRequest, context: func.Context) -> No
         await jobs.purge_analytics()
 
 
+# Hourly (at minute 47, apart from the analytics purge): drop vector-index documents older than each
+# tenant's retentionDays (shared/vector/retention.py); failed runs retried as the analytics purge's.
+@app.function_name("purge_vectors")
+@app.retry(**PURGE_RETRY)
+@app.timer_trigger(arg_name="timer", schedule="0 47 * * * *", run_on_startup=False, use_monitor=True)
+async def purge_vectors(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await jobs.purge_vectors()
+
+
 # SYSTEM_PERFORMANCE / DATA_ANOMALY per tenant and the service-wide custom metrics, once a minute
 # (idempotent per tenant-minute across instances and past-due runs).
 @app.function_name("monitor")

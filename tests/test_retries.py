@@ -281,6 +281,10 @@ def test_drain_function_is_a_queue_trigger_on_the_retry_queue() -> None:
     assert drain_spec.trigger["queueName"] == os.environ["RETRY_QUEUE"]
     assert drain_spec.trigger["connection"] == "STORAGE_CONNECTION_STRING"
     assert specs["purge_analytics"].trigger_type == "timerTrigger"
+    # Both retention purges: hourly, apart, a failed run retried by the host's policy (not an hour later).
+    purges = [specs["purge_analytics"], specs["purge_vectors"]]
+    assert [p.trigger["schedule"] for p in purges] == ["0 17 * * * *", "0 47 * * * *"]
+    assert purges[0].settings["retry"] == purges[1].settings["retry"] and purges[0].settings["retry"]
 
 
 async def test_health_reports_the_retry_queue_depth_and_poison_messages(app_env: dict[str, str]) -> None:

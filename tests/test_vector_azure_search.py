@@ -360,3 +360,41 @@ async def test_turning_the_semantic_ranker_on_adds_its_configuration_in_place(in
     await on.open()  # already there: nothing written
     assert len([r for r in fake.requests if r.method == "PUT" and r.path == "/indexes('grc-events')"]) == 1
     await on.close()
+
+
+def _at(event_id: str, tenant: str, timestamp: str) -> VectorDoc:
+    return VectorDoc(event_id=event_id, tenant_id=tenant, event_type="RISK_UPDATED", source="ARCHER_GRC",
+                     timestamp=timestamp, text="t", vector=_unit(1, 0, 0, 0), model_id="test-model")
+
+
+@pytest.mark.parametrize("deletes_seen_at_once", [True, False])
+async def test_purge_before_deletes_the_tenants_older_documents_page_by_page(
+        index: AzureSearchIndex, fake: FakeAzureSearch, deletes_seen_at_once: bool) -> None:
+    """2,300 old documents of one tenant (300 of them at one instant) over three pages, the newer ones and
+    another tenant's kept. A deletion shows in searches only after the index refreshes: the pages must not
+    depend on it (the fake keeps deleted documents findable when `deletes_seen_at_once` is False)."""
+    old = [_at(f"o{i}", "t-a", f"2026-09-{1 + i // 100:02d}T10:00:00.{i % 100:03d}Z") for i in range(2_000)]
+    old += [_at(f"s{i}", "t-a", "2026-09-25T00:00:00Z") for i in range(300)]
+    new = [_at(f"n{i}", "t-a", "2026-10-01T00:00:00Z") for i in range(5)]
+    other = [_at(f"x{i}", "t-b", "2026-09-01T00:00:00Z") for i in range(5)]
+    await index.upsert(old + new + other)
+    fake.deletes_seen_at_once = deletes_seen_at_once
+    searches = len([r for r in fake.requests if r.path.endswith("search.post.search")])
+    assert await index.purge_before("t-a", "2026-10-01T00:00:00Z") == 2_300
+    left = {d["eventId"] for d in fake.docs.values()}
+    assert left == {d.event_id for d in new + other}
+    asked = [r.body for r in fake.requests if r.path.endswith("search.post.search")][searches:]
+    assert all(b["filter"].startswith("tenantId eq 't-a' and ") and b["orderby"] == "timestamp asc"
+               for b in asked)
+    assert "timestamp le 2026-09-30T23:59:59.999Z" in asked[0]["filter"]
+    assert len(asked) <= 5, len(asked)  # three pages and the one that finds nothing new
+
+
+async def test_purge_before_is_bounded_per_call_and_the_next_call_carries_on(
+        index: AzureSearchIndex, fake: FakeAzureSearch, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.vector.azure_search.PURGE_PAGES", 1)
+    await index.upsert([_at(f"o{i}", "t-a", f"2026-09-01T00:{i // 60:02d}:{i % 60:02d}Z")
+                        for i in range(1_500)])
+    assert await index.purge_before("t-a", "2026-10-01T00:00:00Z") == 1_000
+    assert await index.purge_before("t-a", "2026-10-01T00:00:00Z") == 500
+    assert fake.docs == {}

@@ -89,6 +89,24 @@ async def test_delete(index: SqliteVecIndex) -> None:
     assert [h.event_id for h in await index.search("t-a", SearchQuery.by_vector(v, "test-model"), 10)] == ["e2"]
 
 
+async def test_purge_before_deletes_the_tenants_older_documents_from_both_rankings(
+        index: SqliteVecIndex) -> None:
+    v = _unit(1, 0, 0, 0)
+    await index.upsert([_doc(f"old{d}", "t-a", v, day=d, text="failed control") for d in range(1, 10)]
+                       + [_doc("new", "t-a", v, day=10, text="failed control"),
+                          _doc("theirs", "t-b", v, day=1, text="failed control")])
+    assert await index.purge_before("t-a", "2026-10-10T00:00:00.000Z") == 9  # day 10 is not before
+    assert await index.purge_before("t-a", "2026-10-10T00:00:00.000Z") == 0
+    for mode in ("vector", "keyword", "hybrid"):
+        query = SearchQuery(text="failed control", mode=mode, vector=v, model_id="test-model",
+                            keywords='"failed" AND "control"')
+        assert [h.event_id for h in await index.search("t-a", query, 20)] == ["new"], mode
+        assert [h.event_id for h in await index.search("t-b", query, 20)] == ["theirs"], mode
+    assert await index.count("t-a") == 1 and await index.count() == 2
+    await index.upsert([_doc("old1", "t-a", v, day=1)])  # indexed again (a backfill): a fresh row
+    assert await index.count("t-a") == 2
+
+
 async def test_vectors_of_another_embedder_are_refused(index: SqliteVecIndex) -> None:
     with pytest.raises(EmbedderMismatch, match="model"):
         await index.upsert([_doc("e1", "t-a", _unit(1, 0, 0, 0), model="other-model")])

@@ -2,10 +2,11 @@
 
 Each fake is a small aiohttp server on 127.0.0.1 that records every request it gets and answers
 in the shape the REST APIs document. They exist to check the requests our adapters build; they
-are not emulators: the search fake understands only the tenant clause of a filter (and the
-`outcome eq null` filter of the backfill), orders by cosine when a vector query is sent and by
-upload order otherwise, and answers hybrid, keyword and semantic queries with stand-in scores of the
-documented shape -- it does no BM25, no RRF and no semantic ranking of its own.
+are not emulators: the search fake understands only the tenant and `timestamp` clauses of a filter
+(and the `outcome eq null` filter of the backfill), orders by cosine when a vector query is sent, by
+`orderby=timestamp asc` when asked, and by upload order otherwise, and answers hybrid, keyword and
+semantic queries with stand-in scores of the documented shape -- it does no BM25, no RRF and no
+semantic ranking of its own.
 """
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ class FakeAzureSearch(_FakeServer):
     _INDEX = re.compile(r"^/indexes\('(?P<name>[^']+)'\)(?P<rest>.*)$")
     _SYNONYMS = re.compile(r"^/synonymmaps\('(?P<name>[^']+)'\)$")
     _TENANT = re.compile(r"^tenantId eq '(?P<t>(?:[^']|'')*)'")
+    _TIME = re.compile(r" and timestamp (?P<op>ge|gt|le|lt) (?P<at>[0-9T:.Z-]+)")
+    _COMPARE = {"ge": str.__ge__, "gt": str.__gt__, "le": str.__le__, "lt": str.__lt__}
 
     def __init__(self, tls_dir: Path | None = None) -> None:
         super().__init__(tls_dir)
@@ -86,6 +89,10 @@ class FakeAzureSearch(_FakeServer):
         self.docs: dict[str, dict[str, Any]] = {}
         self.hide_index_once = False
         self.reranker_scores: dict[str, float] = {}  # eventId -> @search.rerankerScore of semantic queries
+        # False: a deleted document stays findable by searches (the service's refresh lag, made
+        # endless); True: gone at once.
+        self.deletes_seen_at_once = True
+        self.deleted_unseen: dict[str, dict[str, Any]] = {}
 
     async def handle(self, rec: Recorded) -> web.Response:
         if rec.method == "POST" and rec.path == "/indexes":
@@ -124,7 +131,10 @@ class FakeAzureSearch(_FakeServer):
                 key = action["id"]
                 kind = action["@search.action"]
                 if kind == "delete":
-                    existed = self.docs.pop(key, None) is not None
+                    gone = self.docs.pop(key, None)
+                    existed = gone is not None
+                    if gone is not None and not self.deletes_seen_at_once:
+                        self.deleted_unseen[key] = gone
                     results.append({"key": key, "status": True, "errorMessage": None,
                                     "statusCode": 200 if existed else 404})
                     continue
@@ -148,7 +158,14 @@ class FakeAzureSearch(_FakeServer):
         flt = body.get("filter") or ""
         tenant_match = self._TENANT.match(flt)
         if tenant_match:
-            candidates = [d for d in self.docs.values() if d["tenantId"] == tenant_match["t"].replace("''", "'")]
+            findable = [*self.docs.values(), *self.deleted_unseen.values()]
+            candidates = [d for d in findable if d["tenantId"] == tenant_match["t"].replace("''", "'")]
+            # stored and asked as ...T..:..:..mmmZ: text order is time order
+            for clause in self._TIME.finditer(flt):
+                keep = self._COMPARE[clause["op"]]
+                candidates = [d for d in candidates if keep(d["timestamp"], clause["at"])]
+            if body.get("orderby") == "timestamp asc":
+                candidates.sort(key=lambda d: d["timestamp"])
         elif flt == "outcome eq null":  # the backfill's page of documents indexed before `outcome`
             candidates = [d for d in self.docs.values() if d.get("outcome") is None]
         else:

@@ -1,6 +1,6 @@
 """Every non-HTTP entry point a trigger calls (function_app.py only decodes and wraps them in the
 invocation's telemetry operation): a change-feed batch, the overdue check, the retry-queue drain,
-the analytics retention purge, the monitor pass, vector indexing, a backfill chunk."""
+the analytics and vector retention purges, the monitor pass, vector indexing, a backfill chunk."""
 from __future__ import annotations
 
 import logging
@@ -17,6 +17,7 @@ from shared.delivery.retry_queue import RetryProcessor
 from shared.observability import telemetry
 from shared.observability.monitor import MonitorReport, run_minute
 from shared.vector import indexer as vector_indexer
+from shared.vector import retention as vector_retention
 
 log = logging.getLogger("grc.jobs")
 
@@ -73,6 +74,19 @@ async def purge_analytics(budget_seconds: float = 240.0) -> dict[str, Any]:
 
     stats = await services.analytics.purge_expired(retention_of, budget_seconds=budget_seconds)
     log.info("analytics retention: %s", stats)
+    return stats
+
+
+async def purge_vectors(budget_seconds: float = 240.0) -> dict[str, int]:
+    """Delete vector-index documents older than each configured tenant's retentionDays."""
+    configs = await get_services().configs.stored()
+    if not vector_retention.uses_vectors(configs):
+        stats = {"tenants": 0, "documents": 0, "left": 0}  # no tenant indexes: the index is not opened
+    else:
+        service = vector_indexer.get_service()
+        await service.open()
+        stats = await vector_retention.purge_expired(service.index, configs, budget_seconds=budget_seconds)
+    log.info("vector retention: %s", stats)
     return stats
 
 

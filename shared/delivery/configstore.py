@@ -268,6 +268,16 @@ class ConfigStore:
     async def get(self, tenant_id: str) -> StreamConfig:
         return (await self.get_many([tenant_id]))[tenant_id]
 
+    async def stored(self) -> dict[str, StreamConfig]:
+        """Every stored config, by tenant (one scan of the table, uncached): for the hourly jobs that
+        apply each configured tenant's settings, never for the event path."""
+        out: dict[str, StreamConfig] = {}
+        async with self.reading() as table:
+            async for entity in table.query_entities("RowKey eq @rk", parameters={"rk": ROW_KEY},
+                                                     select=["PartitionKey", "Config"]):
+                out[entity["PartitionKey"]] = StreamConfig.model_validate_json(entity["Config"])
+        return out
+
 
 def config_json(config: StreamConfig) -> bytes:
     return orjson.dumps(config.model_dump(mode="json"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterator, Sequence
 
 import orjson
@@ -59,6 +59,7 @@ SEMANTIC_CONFIG = "grc-semantic"
 FILTERABLE = ("tenantId", "eventId", "eventType", "source", "entityType", "entityId", "timestamp", "outcome")
 SELECT = ["eventId", "tenantId", "eventType", "source", "entityType", "entityId", "timestamp", "text", "outcome"]
 BACKFILL_PAGE = 1000
+PURGE_PAGES = 20  # pages of keys one purge_before call deletes at most; the next call carries on
 # Characters with a meaning in the simple query syntax: a question is searched as words, never as operators.
 _QUERY_SYNTAX = re.compile(r'([\\+\-&|!(){}\[\]^"~*?:/])')
 _DESCRIPTION = re.compile(r"model=(?P<model>[^;]+); dimensions=(?P<dims>\d+)")
@@ -404,6 +405,39 @@ class AzureSearchIndex:
         except AzureError as exc:
             raise VectorSearchError(f"Azure AI Search delete failed: {type(exc).__name__}") from exc
         return sum(1 for r in results if r.succeeded)
+
+    async def purge_before(self, tenant_id: str, before: str) -> int:
+        """Page through the tenant's documents older than `before`, oldest first, deleting each page.
+
+        A deletion becomes visible to searches only after the index refreshes (about a second), so the
+        pages do not rely on it: each starts at the last page's newest timestamp and skips the keys
+        already deleted. No index in Azure AI Search expires documents by itself."""
+        # `lt before` at the stored millisecond precision, through the one filter builder (inclusive).
+        last = odata_time((utc_instant(datetime.fromisoformat(before)) - timedelta(milliseconds=1))
+                          .isoformat())
+        deleted: set[str] = set()
+        since: str | None = None
+        for _ in range(PURGE_PAGES):
+            flt = build_filter(tenant_id, SearchFilters(time_from=since, time_to=last))
+            try:
+                results = await self._search.search(search_text=None, filter=flt, select=["id", "timestamp"],
+                                                    order_by=["timestamp asc"], top=BACKFILL_PAGE)
+                page = [(r["id"], r["timestamp"]) async for r in results]
+                fresh = [key for key, _ in page if key not in deleted]
+                if fresh:
+                    outcome = await self._search.delete_documents(documents=[{"id": key} for key in fresh])
+                    refused = [r for r in outcome if not r.succeeded and r.status_code != 404]
+                    if refused:
+                        first = refused[0]
+                        raise VectorSearchError(f"Azure AI Search refused {len(refused)} deletions (first: "
+                                                f"status {first.status_code}: {first.error_message})")
+            except AzureError as exc:
+                raise VectorSearchError(f"Azure AI Search purge failed: {type(exc).__name__}") from exc
+            deleted.update(fresh)
+            if len(page) < BACKFILL_PAGE or not fresh:
+                break
+            since = page[-1][1]
+        return len(deleted)
 
     async def search(
         self, tenant_id: str, query: SearchQuery, k: int, filters: SearchFilters | None = None,

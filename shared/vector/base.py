@@ -172,6 +172,12 @@ class VectorIndex(Protocol):
 
     async def delete(self, tenant_id: str, event_ids: Sequence[str]) -> int: ...
 
+    async def purge_before(self, tenant_id: str, before: str) -> int:
+        """Delete the tenant's documents timestamped before `before` (RFC 3339, UTC, to the millisecond,
+        as timestamps are stored): the tenant's retentionDays.
+        Returns how many were deleted; an index may stop short (a bounded call) and leave the rest to
+        the next call."""
+
     async def info(self) -> IndexInfo: ...
 
     async def close(self) -> None: ...

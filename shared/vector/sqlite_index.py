@@ -290,6 +290,29 @@ class SqliteVecIndex:
                 raise
         return removed
 
+    async def purge_before(self, tenant_id: str, before: str) -> int:
+        return await asyncio.to_thread(self._purge_before, tenant_id, to_epoch_ms(before))
+
+    def _purge_before(self, tenant_id: str, before_ms: int) -> int:
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # The tenant's token narrows the FTS5 scan to its rows; the stored tenant id is checked too.
+                rowids = [r[0] for r in db.execute(
+                    "SELECT rowid FROM vector_fts WHERE vector_fts MATCH ? AND tenant_id = ? AND ts_ms < ?",
+                    (f'tkey : "{tenant_token(tenant_id)}"', tenant_id, before_ms)).fetchall()]
+                for start in range(0, len(rowids), 500):
+                    part = rowids[start:start + 500]
+                    marks = ", ".join("?" * len(part))
+                    for table in ("vector_docs", "vector_knn", "vector_fts"):
+                        db.execute(f"DELETE FROM {table} WHERE rowid IN ({marks})", part)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(rowids)
+
     # -- reads -----------------------------------------------------------------------------
 
     async def search(

@@ -4,6 +4,7 @@ the host would) and found by `GET /search/{tenantId}` for an analyst's question 
 the events never spell out and names an outcome, with a passing look-alike in the same tenant."""
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.system.harness import App, tenant, wait_for
@@ -83,3 +84,35 @@ def test_a_question_with_an_acronym_and_an_outcome(app: App) -> None:
     # nothing of the other tenant's in the answer.
     assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json"), r.text
     assert r.json()["detail"] == "The caller is not granted access to this tenant." and "hits" not in r.json()
+
+
+def test_the_index_keeps_a_tenants_events_retention_days(app: App) -> None:
+    """retentionDays applies to the search index as to the analytics store (README 'Vector search'): the
+    hourly `purge_vectors` timer, run here through the host's admin API, deletes the tenant's indexed
+    events older than it; the newer ones and another tenant's (a longer retention) stay findable. Before,
+    the index kept every event for ever."""
+    t, other = tenant("vret"), tenant("vret")
+    now = datetime.now(UTC)
+    for x, days in ((t, 1), (other, 30)):
+        r = app.put(f"/stream-config/{x}", tenants=[x], json={
+            "retentionDays": days, "destinations": [{"type": "vector"}],
+            "filters": [{"sources": ["ARCHER_GRC"]}]})
+        assert r.status_code in (200, 201), r.text
+    for x in (t, other):
+        events = [{**e, "timestamp": (now - timedelta(days=3 if i < 3 else 0)).isoformat()}
+                  for i, e in enumerate(_events(x))]  # three 3 days old, two of now
+        r = app.post("/events/bulk", tenants=[x], json={"events": events})
+        assert r.status_code == 200 and r.json()["accepted"] == 5, r.text
+    for x in (t, other):
+        wait_for(lambda x=x: _search(app, x, q="control", k=50)["count"] == 5, 90,
+                 what="the 5 events indexed")
+    runs = app.log().count("vector retention:")
+    app.run_function("purge_vectors")
+    wait_for(lambda: app.log().count("vector retention:") > runs, 60,
+             what="the vector retention run finished")
+    kept = _search(app, t, q="control", k=50)["hits"]
+    assert sorted(h["entityId"] for h in kept) == ["BC-1", "R-1"], kept  # the two of now
+    assert all(h["timestamp"] >= (now - timedelta(days=1)).isoformat()[:10] for h in kept)
+    assert _search(app, other, q="control", k=50)["count"] == 5  # 30 days: nothing of it is old enough
+    for mode in ("keyword", "vector"):
+        assert _search(app, t, q="change approval", k=50, mode=mode)["count"] <= 2, mode
