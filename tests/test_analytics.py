@@ -217,7 +217,7 @@ async def test_every_read_of_a_table_deleted_under_it_answers_as_on_an_empty_tab
     await app_services.tables.delete_table(name)
     assert await dest.read_range(t, hour, 1, ms - 60_000, ms + 60_000, 100) == []
     await app_services.tables.delete_table(name)
-    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 0}
+    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 0, "left": 0}
     await app_services.tables.delete_table(name)
     assert (await dest.health()).status == "healthy"
     assert await write() == ["delivered"]
@@ -251,7 +251,7 @@ async def test_the_purge_deletes_many_hours_at_once_and_partitions_of_many_pages
     index = {e["RowKey"] async for e in table.query_entities("PartitionKey eq @pk",
                                                                parameters={"pk": INDEX_PARTITION})}
     assert index == {f"{t}_{now:%Y%m%d%H}_{1 if i == 0 else 2:02d}" for i, t in enumerate(tenants)}
-    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 12}  # nothing left
+    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 12, "left": 0}
     await app_services.tables.delete_table(name)
 
 
@@ -266,8 +266,9 @@ async def test_a_purge_out_of_time_leaves_the_rest_for_the_next_run(app_services
     async def retention(names: list[str]) -> dict[str, int]:
         return {x: 1 for x in names}
 
-    assert await dest.purge_expired(retention, budget_seconds=-1) == {"hours": 0, "entities": 0, "kept": 0}
+    assert await dest.purge_expired(retention, budget_seconds=-1) == {"hours": 0, "entities": 0, "kept": 0,
+                                                                      "left": 1}
     assert len(await entities(dest, t)) == 5  # untouched, and its index row still lists it
-    assert await dest.purge_expired(retention) == {"hours": 1, "entities": 5, "kept": 0}
+    assert await dest.purge_expired(retention) == {"hours": 1, "entities": 5, "kept": 0, "left": 0}
     assert await entities(dest, t) == []
     await app_services.tables.delete_table(name)

@@ -408,7 +408,9 @@ class AnalyticsDestination:
     async def purge_expired(
         self, retention_of: RetentionLookup, *, now: float | None = None, budget_seconds: float = 240.0
     ) -> dict[str, int]:
-        """Delete hour partitions older than each tenant's retentionDays; returns counts.
+        """Delete hour partitions older than each tenant's retentionDays; returns counts (`left`: expired
+        tenant-hours this run had no time for, the next run's; a figure that grows run after run says the
+        purge falls behind).
 
         Expired tenant-hours are purged PURGE_CONCURRENCY at a time, each hour's shards at once, with
         at most PURGE_CONCURRENCY delete transactions in flight, each also taking a slot of the
@@ -423,7 +425,7 @@ class AnalyticsDestination:
                 "PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION}, select=["RowKey"])]
         parsed = [(rk, *rk.rsplit("_", 2)) for rk in rows]
         retention = await retention_of(sorted({t for _, t, _, _ in parsed}))
-        stats = {"hours": 0, "entities": 0, "kept": 0}
+        stats = {"hours": 0, "entities": 0, "kept": 0, "left": 0}
         expired = []
         for rk, tenant, hour, n in parsed:
             days = retention.get(tenant)
@@ -451,6 +453,7 @@ class AnalyticsDestination:
                     group.create_task(worker())
         except ExceptionGroup as failed_run:  # storage down: the host's retry policy runs it again
             raise failed_run.exceptions[0] from None
+        stats["left"] = len(expired) - stats["hours"]
         return stats
 
     async def _delete_partition(self, table: TableClient, pk: str, in_flight: asyncio.Semaphore) -> int:
