@@ -216,6 +216,17 @@ def test_control_retest_same_result_new_time_is_tested_again() -> None:
     assert types(evs) == [("CONTROL_UPDATED", "UPDATE"), ("CONTROL_TESTED", "TEST")]
 
 
+@pytest.mark.parametrize(("result", "outcome"), [
+    ("Ineffective", "fail"), ("Not Effective", "fail"), ("not-effective", "fail"), ("Deficient", "fail"),
+    ("FAILURE", "fail"), ("Effective", "pass"), ("Partially Effective", "partially effective"),
+])
+def test_control_effectiveness_words_are_a_pass_or_a_fail(result: str, outcome: str) -> None:
+    evs = run(Kind.CONTROLS, ctl(lastTest={"result": result, "testedAt": T0}))
+    failed = [("CONTROL_FAILED", "TEST")] if outcome == "fail" else []
+    assert types(evs) == [("CONTROL_CREATED", "CREATE"), ("CONTROL_TESTED", "TEST"), *failed]
+    assert evs[1].data["result"] == outcome and evs[1].data["test"]["result"] == result
+
+
 def test_control_inconclusive_result_is_tested_not_failed() -> None:
     evs = run(Kind.CONTROLS, ctl(lastTest={"result": "inconclusive", "testedAt": T0}))
     assert types(evs)[1:] == [("CONTROL_TESTED", "TEST")]

@@ -60,10 +60,11 @@ SYSTEM_FIELDS = frozenset({"_rid", "_self", "_etag", "_attachments", "_ts", "_ls
 MAX_ID_LENGTH = 255  # Cosmos' own limit on `id`
 MAX_TRACKED_ITEMS = 1000  # gaps / violations remembered per entity
 
-PASS_RESULTS = frozenset({"pass", "passed"})
-FAIL_RESULTS = frozenset({"fail", "failed"})
-# Compared after spaces and hyphens become `_` (assessment_phase): "In Progress", as a UI shows it, is
-# in_progress too.
+# Words compared after `_word` (any case; spaces and hyphens as `_`): "In Progress" as a UI shows it is
+# in_progress. A control test's result is a pass or a fail also in the words of control-effectiveness
+# testing (ISO 27001, SOX): effective / ineffective, not effective, deficient.
+PASS_RESULTS = frozenset({"pass", "passed", "effective"})
+FAIL_RESULTS = frozenset({"fail", "failed", "failure", "ineffective", "not_effective", "deficient"})
 STARTED_STATUSES = frozenset({"in_progress", "inprogress", "started", "active"})
 COMPLETED_STATUSES = frozenset({"completed", "complete", "done", "closed"})
 # A risk's first status (docs/change-capture.md): a risk created and moved on before the feed delivered
@@ -114,6 +115,13 @@ def _ts_of(doc: dict[str, Any]) -> datetime | None:
 
 def _norm(value: Any) -> str | None:
     return value.strip().lower() if isinstance(value, str) and value.strip() else None
+
+
+def _word(value: Any) -> str | None:
+    """A status or result as one word: lowercase, spaces and hyphens as `_` ("Not Effective" ->
+    "not_effective")."""
+    text = _norm(value)
+    return None if text is None else "_".join(text.replace("-", " ").split())
 
 
 # ---- validation ---------------------------------------------------------------------------
@@ -173,9 +181,7 @@ def _open_items(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 def assessment_phase(doc: dict[str, Any]) -> str:
     """planned | in_progress | completed, from `status` (else `completedAt` / `startedAt`)."""
-    status = _norm(doc.get("status"))
-    if status is not None:
-        status = "_".join(status.replace("-", " ").split())
+    status = _word(doc.get("status"))
     if status in COMPLETED_STATUSES or (status is None and doc.get("completedAt")):
         return "completed"
     if status in STARTED_STATUSES or (status is None and doc.get("startedAt")):
@@ -352,8 +358,9 @@ def _new_test(c: Change) -> dict[str, Any] | None:
 
 
 def _test_emission(c: Change, test: dict[str, Any]) -> Emission:
-    result = _norm(test.get("result"))
-    outcome = "pass" if result in PASS_RESULTS else "fail" if result in FAIL_RESULTS else result
+    result = _word(test.get("result"))
+    outcome = ("pass" if result in PASS_RESULTS else "fail" if result in FAIL_RESULTS
+               else _norm(test.get("result")))
     data = {**_summary(c), "result": outcome, "test": test}
     return Emission(data, parse_time(test.get("testedAt")) or _changed_at(c.doc))
 
@@ -365,7 +372,7 @@ def _tested(c: Change) -> list[Emission]:
 
 def _failed(c: Change) -> list[Emission]:
     test = _new_test(c)
-    if test is None or _norm(test.get("result")) not in FAIL_RESULTS:
+    if test is None or _word(test.get("result")) not in FAIL_RESULTS:
         return []
     return [_test_emission(c, test)]
 
@@ -415,7 +422,7 @@ RULES: dict[Kind, tuple[Rule, ...]] = {
         Rule(E.CONTROL_UPDATED, A.UPDATE, _updated, "any other live change"),
         Rule(E.CONTROL_UPDATED, A.DELETE, _deleted, "`isDeleted: true` first seen (no CONTROL_DELETED type)"),
         Rule(E.CONTROL_TESTED, A.TEST, _tested, "`lastTest` (`testedAt`, `result`) differs from the last known"),
-        Rule(E.CONTROL_FAILED, A.TEST, _failed, "as TESTED, and `lastTest.result` is fail/failed"),
+        Rule(E.CONTROL_FAILED, A.TEST, _failed, "as TESTED, and `lastTest.result` is a fail (FAIL_RESULTS)"),
     ),
     Kind.ASSESSMENTS: (
         Rule(E.ASSESSMENT_STARTED, A.STATUS_CHANGE, _phase_entered("in_progress", "startedAt"),

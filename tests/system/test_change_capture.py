@@ -70,7 +70,9 @@ def test_every_container_create_update_status_change_and_soft_delete(app: App) -
 
     # Updates: a new score, a failing test, a started assessment, a new gap, a second violation.
     docs["risks"] = p.update("risks", docs["risks"], score=20)
-    docs["controls"] = p.update("controls", docs["controls"], lastTest={"result": "fail", "testedAt": iso()})
+    # A control-effectiveness result (README: "not effective" is a fail)
+    docs["controls"] = p.update("controls", docs["controls"],
+                                lastTest={"result": "Not Effective", "testedAt": iso()})
     # "In Progress" as a UI shows it (README: any case, spaces or hyphens)
     docs["assessments"] = p.update("assessments", docs["assessments"], status="In Progress", startedAt=iso())
     docs["compliance"] = p.update("compliance", docs["compliance"],
