@@ -44,6 +44,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, Serv
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.core.budgeted import each_within
 from shared.core.destination_options import AnalyticsOptions
 from shared.core.events import Event
 from shared.core.health import DependencyHealth
@@ -433,26 +434,19 @@ class AnalyticsDestination:
                 stats["kept"] += 1
             else:
                 expired.append((rk, tenant, hour, int(n)))
-        todo, in_flight = iter(expired), asyncio.Semaphore(PURGE_CONCURRENCY)
+        in_flight = asyncio.Semaphore(PURGE_CONCURRENCY)
 
-        async def worker() -> None:
-            for rk, tenant, hour, shards in todo:  # one iterator: each tenant-hour taken by one worker
-                if time.monotonic() > deadline:
-                    return  # the next run carries on
-                counts = await asyncio.gather(*(
-                    self._delete_partition(table, partition_key(tenant, hour, shard), in_flight)
-                    for shard in range(shards)))
-                await table.delete_entity(INDEX_PARTITION, rk)  # last: a run cut short finds the hour again
-                self._indexed.discard(rk)
-                stats["entities"] += sum(counts)
-                stats["hours"] += 1
+        async def purge(hour_row: tuple[str, str, str, int]) -> None:
+            rk, tenant, hour, shards = hour_row
+            counts = await asyncio.gather(*(
+                self._delete_partition(table, partition_key(tenant, hour, shard), in_flight)
+                for shard in range(shards)))
+            await table.delete_entity(INDEX_PARTITION, rk)  # last: a run cut short finds the hour again
+            self._indexed.discard(rk)
+            stats["entities"] += sum(counts)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(PURGE_CONCURRENCY, len(expired))):
-                    group.create_task(worker())
-        except ExceptionGroup as failed_run:  # storage down: the host's retry policy runs it again
-            raise failed_run.exceptions[0] from None
+        # Storage down: raised, and the host's retry policy runs the purge again.
+        stats["hours"] = await each_within(expired, purge, concurrency=PURGE_CONCURRENCY, deadline=deadline)
         stats["left"] = len(expired) - stats["hours"]
         return stats
 

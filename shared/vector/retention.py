@@ -12,12 +12,12 @@ first every hour and the last ones never.
 """
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from shared.core.budgeted import each_within
 from shared.core.streamconfig import StreamConfig
 from shared.vector.base import VectorIndex
 
@@ -37,28 +37,20 @@ def uses_vectors(configs: Mapping[str, StreamConfig]) -> bool:
 async def purge_expired(index: VectorIndex, configs: Mapping[str, StreamConfig], *,
                         now: datetime | None = None, budget_seconds: float = 240.0) -> dict[str, int]:
     """Purge each configured tenant's documents older than its retentionDays; returns counts."""
-    now = now or datetime.now(UTC)
-    deadline = time.monotonic() + budget_seconds
+    at = now or datetime.now(UTC)
     order = list(configs.items())
     random.shuffle(order)
-    todo = iter(order)
-    stats = {"tenants": 0, "documents": 0, "left": len(order)}
+    stats = {"tenants": 0, "documents": 0, "left": 0}
 
-    async def worker() -> None:
-        for tenant, config in todo:  # one iterator: each tenant taken by one worker
-            if time.monotonic() > deadline:
-                return  # the next run carries on
-            # Awaited first: `stats[...] += await ...` reads the count before the await, and another
-            # worker's addition made meanwhile would be lost.
-            deleted = await index.purge_before(tenant, cutoff(now, config.retentionDays))
-            stats["documents"] += deleted
-            stats["tenants"] += 1
-            stats["left"] -= 1
+    async def purge(tenant_config: tuple[str, StreamConfig]) -> None:
+        tenant, config = tenant_config
+        # Awaited first: `stats[...] += await ...` reads the count before the await, and another
+        # tenant's addition made meanwhile would be lost.
+        deleted = await index.purge_before(tenant, cutoff(at, config.retentionDays))
+        stats["documents"] += deleted
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(CONCURRENCY, len(order))):
-                group.create_task(worker())
-    except ExceptionGroup as failed_run:  # the index down: the host's retry policy runs it again
-        raise failed_run.exceptions[0] from None
+    # The index down: raised, and the host's retry policy runs the purge again.
+    stats["tenants"] = await each_within(order, purge, concurrency=CONCURRENCY,
+                                         deadline=time.monotonic() + budget_seconds)
+    stats["left"] = len(order) - stats["tenants"]
     return stats
