@@ -1,4 +1,4 @@
-"""shared/core/budgeted.py: bounded concurrency, a deadline for starting work, failures raised as themselves."""
+"""shared/core/budgeted.py: bounded concurrency, a deadline for starting work, failures raised as such."""
 from __future__ import annotations
 
 import asyncio
