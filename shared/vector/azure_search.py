@@ -59,7 +59,7 @@ SEMANTIC_CONFIG = "grc-semantic"
 FILTERABLE = ("tenantId", "eventId", "eventType", "source", "entityType", "entityId", "timestamp", "outcome")
 SELECT = ["eventId", "tenantId", "eventType", "source", "entityType", "entityId", "timestamp", "text", "outcome"]
 BACKFILL_PAGE = 1000
-PURGE_PAGES = 20  # pages of keys one purge_before call deletes at most; the next call carries on
+PURGE_PAGES = 100  # pages of keys one purge_before call deletes at most (a bounded call); the next carries on
 # Characters with a meaning in the simple query syntax: a question is searched as words, never as operators.
 _QUERY_SYNTAX = re.compile(r'([\\+\-&|!(){}\[\]^"~*?:/])')
 _DESCRIPTION = re.compile(r"model=(?P<model>[^;]+); dimensions=(?P<dims>\d+)")
