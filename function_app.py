@@ -63,7 +63,17 @@ async def purge_analytics(timer: func.TimerRequest, context: func.Context) -> No
         await jobs.purge_analytics()
 
 
-# Hourly (at minute 47, apart from the analytics purge): drop vector-index documents older than each
+# Hourly (at minute 37): drop dead letters recorded more than their tenant's retentionDays ago
+# (shared/delivery/deadletters.py); failed runs retried as the analytics purge's.
+@app.function_name("purge_deadletters")
+@app.retry(**PURGE_RETRY)
+@app.timer_trigger(arg_name="timer", schedule="0 37 * * * *", run_on_startup=False, use_monitor=True)
+async def purge_deadletters(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation(context):
+        await jobs.purge_deadletters()
+
+
+# Hourly (at minute 47, apart from the other purges): drop vector-index documents older than each
 # tenant's retentionDays (shared/vector/retention.py); failed runs retried as the analytics purge's.
 @app.function_name("purge_vectors")
 @app.retry(**PURGE_RETRY)

@@ -68,3 +68,31 @@ async def test_a_replay_that_cannot_read_its_records_in_time_answers_503_and_cha
     status, _, body = await invoke("replay_deadletters", "POST", replay, {"ids": [rid, rid]},
                                    route={"tenantId": tenant})
     assert status == 200 and body["results"] == [{"id": rid, "result": "delivered"}], body
+
+
+async def test_the_purge_deletes_records_past_their_tenants_retention_within_its_budget(
+        app_services: object) -> None:
+    """Records older than the tenant's retentionDays go; another tenant's (a longer retention) and the
+    retry queue's claim-check rows stay; a run out of time leaves the rest for the next one."""
+    from datetime import UTC, datetime, timedelta
+
+    store = DeadLetters(app_services.tables, "dlpurge" + uuid.uuid4().hex[:10])  # type: ignore[attr-defined]
+    short, long_ = f"dl-{uuid.uuid4().hex[:8]}", f"dl-{uuid.uuid4().hex[:8]}"
+    for t in (short, long_):
+        for _ in range(3):
+            ev = enrich(EventIn.model_validate(event_dict(tenantId=t)), ingested_at=now_iso())
+            await store.record_delivery(t, "redis", ev.to_dict(), "test", attempts=3, last_error="down",
+                                        first_failure_at=utc_now_iso())
+    claim = await store.put_payload(short, event_dict(tenantId=short))
+    now = datetime.now(UTC) + timedelta(days=5)  # the records are five days old
+
+    async def retention(tenants: list[str]) -> dict[str, int]:
+        return {short: 2, long_: 30}
+
+    out_of_time = await store.purge_expired(retention, now=now, budget_seconds=-1)
+    assert out_of_time == {"records": 0, "kept": 3, "left": 3}
+    assert await store.purge_expired(retention, now=now) == {"records": 3, "kept": 3, "left": 0}
+    assert (await store.list(short, limit=10))[0] == []
+    assert len((await store.list(long_, limit=10))[0]) == 3
+    assert (await store.get_payload(short, claim))["tenantId"] == short  # not a record: never purged
+    await app_services.tables.delete_table(store._table.name)  # type: ignore[attr-defined]

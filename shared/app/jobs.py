@@ -1,6 +1,7 @@
 """Every non-HTTP entry point a trigger calls (function_app.py only decodes and wraps them in the
 invocation's telemetry operation): a change-feed batch, the overdue check, the retry-queue drain,
-the analytics and vector retention purges, the monitor pass, vector indexing, a backfill chunk."""
+the retention purges (analytics, vector index, dead letters), the monitor pass, vector indexing, a
+backfill chunk."""
 from __future__ import annotations
 
 import logging
@@ -64,16 +65,23 @@ async def process_retry_message(body: bytes | str) -> str:
     return await RetryProcessor(get_services()).process(body)
 
 
+async def _retention_days(tenants: list[str]) -> dict[str, int]:
+    """Each tenant's retentionDays (the default config's for a tenant with none stored)."""
+    configs = await get_services().configs.get_many(tenants)
+    return {t: c.retentionDays for t, c in configs.items()}
+
+
 async def purge_analytics(budget_seconds: float = 240.0) -> dict[str, Any]:
     """Delete analytics hour partitions older than each tenant's retentionDays."""
-    services = get_services()
-
-    async def retention_of(tenants: list[str]) -> dict[str, int]:
-        configs = await services.configs.get_many(tenants)
-        return {t: c.retentionDays for t, c in configs.items()}
-
-    stats = await services.analytics.purge_expired(retention_of, budget_seconds=budget_seconds)
+    stats = await get_services().analytics.purge_expired(_retention_days, budget_seconds=budget_seconds)
     log.info("analytics retention: %s", stats)
+    return stats
+
+
+async def purge_deadletters(budget_seconds: float = 240.0) -> dict[str, int]:
+    """Delete dead letters recorded more than their tenant's retentionDays ago."""
+    stats = await get_services().deadletters.purge_expired(_retention_days, budget_seconds=budget_seconds)
+    log.info("dead-letter retention: %s", stats)
     return stats
 
 

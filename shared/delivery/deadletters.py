@@ -14,6 +14,10 @@ One Azure Table (DEADLETTER_TABLE), PartitionKey = tenant, three kinds of record
   it again. A document naming no valid tenant is kept under the reserved partition `_unmapped`
   (core.events.UNMAPPED_TENANT), listed and replayed by admins only.
 
+A record is kept the tenant's `retentionDays` after it was dead-lettered, as the tenant's events are
+kept no longer anywhere else (`purge_expired`, run hourly by the `purge_deadletters` timer); the
+`_unmapped` partition, which has no tenant, keeps the default's 30 days.
+
 RowKeys derive from what is recorded, so writing a record twice (a retried batch) is one row. Each row
 holds the kind, reason, attempts, last error, times, replay state and the payload (the event or the
 document) through the one chunked-payload codec. Claim-check rows of the retry queue (events too large
@@ -24,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -32,10 +38,12 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.core.budgeted import each_within
 from shared.core.events import UNMAPPED_TENANT, Event, is_tenant_id, utc_now_iso
 from shared.core.ids import uuid7
+from shared.core.streamconfig import StreamConfig
 from shared.observability.tenant_metrics import CHANGEFEED
-from shared.storage import payload
+from shared.storage import payload, table_transactions
 from shared.storage.lazy import LazyTable
 
 RecordKind = Literal["delivery", "changefeed-event", "changefeed-document"]
@@ -47,6 +55,12 @@ PAYLOAD_PREFIX = "~payload_"  # claim-check rows; "~" sorts after every record
 MAX_TEXT = 4000
 CONCURRENT_WRITES = 8
 CONCURRENT_READS = 8  # point reads of one replay at a time
+PURGE_CONCURRENCY = 4  # delete transactions of a purge in flight
+MAX_BATCH_OPS = 100  # operations of one Table transaction
+# The shortest retentionDays a config may set, and the one of a record with no tenant (`_unmapped`).
+MIN_RETENTION_DAYS = StreamConfig.model_fields["retentionDays"].metadata[0].ge
+DEFAULT_RETENTION_DAYS: int = StreamConfig.model_fields["retentionDays"].default
+RetentionLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 
 # What a Table key may not hold (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model):
@@ -194,6 +208,40 @@ class DeadLetters:
         await self._table.call("update_entity", {
             "PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "Attempts": int(row.get("Attempts") or 0) + 1,
             "LastError": error[:MAX_TEXT]}, mode=UpdateMode.MERGE)
+
+    async def purge_expired(self, retention_of: RetentionLookup, *, now: datetime | None = None,
+                            budget_seconds: float = 240.0) -> dict[str, int]:
+        """Delete the records dead-lettered more than their tenant's retentionDays ago; returns counts
+        (`left`: expired records this run had no time for, the next run's)."""
+        at = now or datetime.now(UTC)
+        # Nothing dead-lettered within the shortest retention can be due: only older rows are read (the
+        # claim-check rows have no DeadLetteredAt, so no filter on it selects them).
+        rows: list[tuple[str, str, str]] = []
+        youngest_due = utc_now_iso(at - timedelta(days=MIN_RETENTION_DAYS))
+        async with self._table.reading() as table:
+            async for e in table.query_entities("DeadLetteredAt lt @at", parameters={"at": youngest_due},
+                                                select=["PartitionKey", "RowKey", "DeadLetteredAt"]):
+                rows.append((e["PartitionKey"], e["RowKey"], e["DeadLetteredAt"]))
+        tenants = sorted({pk for pk, _, _ in rows if pk != UNMAPPED_TENANT})
+        retention = await retention_of(tenants) if tenants else {}
+        by_partition: dict[str, list[dict[str, str]]] = {}
+        for pk, rk, when in rows:
+            if when < utc_now_iso(at - timedelta(days=retention.get(pk, DEFAULT_RETENTION_DAYS))):
+                by_partition.setdefault(pk, []).append({"PartitionKey": pk, "RowKey": rk})
+        batches = [keys[i:i + MAX_BATCH_OPS] for keys in by_partition.values()
+                   for i in range(0, len(keys), MAX_BATCH_OPS)]
+        expired = sum(map(len, batches))
+        stats = {"records": 0, "kept": len(rows) - expired, "left": 0}
+
+        async def delete(keys: list[dict[str, str]]) -> None:
+            await table_transactions.delete_all(table, keys)  # a replay's row gone meanwhile counts as done
+            stats["records"] += len(keys)
+
+        # Storage down: raised, and the host's retry policy runs the purge again.
+        await each_within(batches, delete, concurrency=PURGE_CONCURRENCY,
+                          deadline=time.monotonic() + budget_seconds)
+        stats["left"] = expired - stats["records"]
+        return stats
 
     @staticmethod
     def kind_of(row: dict[str, Any]) -> RecordKind:

@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.core.budgeted import each_within
@@ -465,16 +465,7 @@ class AnalyticsDestination:
     async def _delete_transaction(self, table: TableClient, keys: list[dict[str, str]],
                                   in_flight: asyncio.Semaphore) -> None:
         async with in_flight, self._limit.slot():
-            try:
-                await table_transactions.delete_all(table, keys)
-            except TableTransactionError as exc:
-                if exc.status_code != 404:
-                    raise
-                # Another purge got there first (a run by hand beside the hourly one, a retry beside a
-                # slow run): one absent entity refuses the whole transaction, and deleting one by one
-                # takes an absent entity as deleted (the SDK's delete_entity ignores 404).
-                for key in keys:
-                    await table.delete_entity(key["PartitionKey"], key["RowKey"])
+            await table_transactions.delete_all(table, keys)  # another purge's deletions count as done
 
     async def health(self) -> DependencyHealth:
         start = time.perf_counter()

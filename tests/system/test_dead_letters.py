@@ -9,10 +9,12 @@ POST /deadletters/{t}/replay, audited), as an operator sees them from outside:
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from azure.data.tables import TableClient, UpdateMode
 
 from tests.system.cosmos import Platform, iso, wait_events
 from tests.system.harness import App, Stack, own_stack_and_app, tenant, wait_for
@@ -86,3 +88,46 @@ def test_a_batch_failing_on_its_last_retry_is_dead_lettered_then_replayed(own: t
     [replayed] = _dead(app, t, tenants=[t], params={"includeReplayed": "true"})
     assert replayed["replayResult"] == "processed"
     assert app.get(f"/audit/{t}", tenants=[t]).json()["items"][0]["action"] == "deadletters.replay"
+
+
+def _age(stack: Stack, app: App, partition: str, rid: str, days: float) -> None:
+    """Make a record look dead-lettered `days` ago (its DeadLetteredAt), as a month of waiting would."""
+    with TableClient.from_connection_string(stack.storage, app.env["DEADLETTER_TABLE"]) as table:
+        when = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds")
+        aged = {"PartitionKey": partition, "RowKey": rid, "DeadLetteredAt": when.replace("+00:00", "Z")}
+        table.update_entity(aged, mode=UpdateMode.MERGE)
+
+
+def test_dead_letters_are_kept_the_tenants_retention_days(app: App, stack: Stack) -> None:
+    """A dead letter holds the tenant's event or document: it is kept retentionDays after it was
+    dead-lettered, as the tenant's history is (README 'Delivery guarantees'), then purged by the hourly
+    `purge_deadletters` timer (run here through the host's admin API); `_unmapped` keeps the default 30."""
+    t = tenant("dlret")
+    r = app.put(f"/stream-config/{t}", tenants=[t], json={"retentionDays": 2})
+    assert r.status_code == 201, r.text
+    risks = Platform(app.env).container("risks")
+    for rid in ("risk-old", "risk-new"):
+        risks.create_item({"id": rid, "tenantId": t, "status": 3, "createdAt": iso(), "updatedAt": iso()})
+    markers = {f"old-{uuid.uuid4().hex}": 40, f"young-{uuid.uuid4().hex}": 10}  # no tenant: _unmapped
+    for marker in markers:
+        risks.create_item({"id": marker, "status": "open", "createdAt": iso(), "updatedAt": iso()})
+    dead = wait_for(lambda: d if len(d := _dead(app, t, tenants=[t])) == 2 else None, 30,
+                    what="both documents dead-lettered")
+    ids = {d["document"]["id"]: d["id"] for d in dead}
+
+    def tenantless() -> dict[str, str] | None:
+        found = {d["document"]["id"]: d["id"] for d in _dead(app, "_unmapped", params={"limit": "1000"})
+                 if (d["document"] or {}).get("id") in markers}
+        return found if len(found) == 2 else None
+
+    unmapped = wait_for(tenantless, 30, what="the tenantless documents under _unmapped")
+    _age(stack, app, t, ids["risk-old"], 3)  # past the tenant's 2 days
+    for marker, days in markers.items():
+        _age(stack, app, "_unmapped", unmapped[marker], days)
+
+    runs = app.log().count("dead-letter retention:")
+    app.run_function("purge_deadletters")
+    wait_for(lambda: app.log().count("dead-letter retention:") > runs, 60, what="the dead-letter purge ran")
+    assert [d["document"]["id"] for d in _dead(app, t, tenants=[t])] == ["risk-new"]
+    left = {d["document"]["id"] for d in _dead(app, "_unmapped", params={"limit": "1000"})} & set(markers)
+    assert left == {m for m, days in markers.items() if days < 30}
