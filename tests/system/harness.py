@@ -215,10 +215,12 @@ def topic_names(broker: str) -> set[str]:
 
 
 def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.0,
-                  settle: float = 0.5, with_value: bool = False) -> list[dict[str, str]]:
+                  settle: float = 0.5, with_value: bool = False,
+                  with_place: bool = False) -> list[dict[str, str]]:
     """The headers of every record of `topic`, read from the beginning of each partition: until
     `expect` records arrived (or `timeout`), then `settle` seconds more for any late duplicate.
-    `with_value`: each with its value too, as text under "value"."""
+    `with_value`: each with its value too, as text under "value"; `with_place`: its key, partition and
+    offset under "key", "partition", "offset" (text)."""
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"sys-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 20,
                          "logger": logging.getLogger("tests.kafka")})
@@ -235,6 +237,9 @@ def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.
                     record = {k: v.decode() for k, v in (m.headers() or [])}
                     if with_value:
                         record["value"] = (m.value() or b"").decode()
+                    if with_place:
+                        record.update(key=(m.key() or b"").decode(), partition=str(m.partition()),
+                                      offset=str(m.offset()))
                     out.append(record)
         return out
     finally:

@@ -231,3 +231,25 @@ def test_a_failed_delivery_is_announced_as_one_system_error_in_the_tenants_strea
     [notice] = wait_for(about_this_event, 30, what="the request's SYSTEM_ERROR in the tenant's stream")
     assert notice["data"]["destination"] == "kafka" and notice["entityId"] == "kafka"
     assert notice["data"]["count"] == 1 and "EVENTHUBS" in notice["data"]["error"]
+
+
+def test_a_tenants_events_share_a_kafka_partition_in_the_order_posted(app: App, stack: Stack) -> None:
+    """README 'Kafka / Event Hubs destination': the record key is the tenant, so a tenant's events go to
+    one partition, in the order they were delivered; here bulks naming three tenants, interleaved."""
+    tenants, topic = [tenant("order") for _ in range(3)], f"sys-{uuid.uuid4().hex[:8]}"
+    create_topic(stack.broker, topic, partitions=3)
+    for t in tenants:
+        _configure(app, t, {"topics": [topic], "destinations": [{"type": "kafka"}]})
+    posted: dict[str, list[str]] = {t: [] for t in tenants}
+    for _ in range(4):
+        events = [_event(t) for _ in range(3) for t in tenants]  # t1, t2, t3, t1, ...
+        r = app.post("/events/bulk", json={"events": events}, tenants=tenants)
+        assert r.status_code == 200 and r.json()["accepted"] == 9, r.text
+        for e in events:
+            posted[e["tenantId"]].append(e["eventId"])
+    records = topic_records(stack.broker, topic, expect=36, with_place=True)
+    assert len(records) == 36
+    for t in tenants:
+        mine = [r for r in records if r["tenantId"] == t]
+        assert {r["key"] for r in mine} == {t} and len({r["partition"] for r in mine}) == 1, mine
+        assert [r["eventId"] for r in sorted(mine, key=lambda r: int(r["offset"]))] == posted[t]
