@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared.core.streamconfig import StreamConfig
+from shared.core.streamconfig import StreamConfig, retention_cutoff
 from shared.vector.base import IndexSpec, VectorDoc
-from shared.vector.retention import cutoff, purge_expired, uses_vectors
+from shared.vector.retention import purge_expired, uses_vectors
 from shared.vector.sqlite_index import SqliteVecIndex
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -25,7 +25,7 @@ def config(tenant: str, days: int, vector: bool = True) -> StreamConfig:
 
 
 def test_the_cutoff_is_retention_days_before_now_in_utc_to_the_millisecond() -> None:
-    assert cutoff(NOW, 30) == "2026-11-07T12:00:00.000+00:00"
+    assert retention_cutoff(NOW, 30) == "2026-11-07T12:00:00.000Z"
 
 
 def test_only_configs_naming_the_vector_destination_mean_an_index() -> None:

@@ -43,10 +43,10 @@ from shared.storage.cosmosdb import record_charge
 
 log = logging.getLogger("grc.overdue")
 
-# What the rule (assessment_phase, is_overdue) and the event (overdue_event) read.
-FIELDS = ("id", "tenantId", "dueDate", "status", "isDeleted", "completedAt", "startedAt",
-          "title", "name", "ownerId", "framework")
+# What the event carries (overdue_event), and what the query projects: those and what the rule
+# (assessment_phase, is_overdue) reads besides.
 EVENT_FIELDS = ("id", "title", "name", "status", "ownerId", "framework", "dueDate", "startedAt")
+FIELDS = (*EVENT_FIELDS, "tenantId", "isDeleted", "completedAt")
 # Each clause leaves out only documents `is_overdue` rejects: IS_BOOL / IS_STRING guard the
 # comparisons (Cosmos' ternary logic drops a document whose condition is undefined), and TRIM strips
 # no more than Python's strip(). Anything else (a status of another type, an empty `completedAt`)

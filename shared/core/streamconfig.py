@@ -1,12 +1,25 @@
 """Per-tenant stream configuration (pydantic v2): filters, destinations, retention, batch size."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared.core.destination_options import DestinationConfig
-from shared.core.events import EventType, Source, TenantId
+from shared.core.events import EventType, Source, TenantId, utc_now_iso
+
+MIN_RETENTION_DAYS = 1  # the shortest retentionDays a config may set
+DEFAULT_RETENTION_DAYS = 30  # a tenant's with no stored config, and a record's with no tenant
+# tenants -> each one's retentionDays (the retention purges ask the config store, once per run)
+RetentionLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
+
+
+def retention_cutoff(now: datetime, retention_days: int) -> str:
+    """The instant, RFC 3339 UTC to the millisecond, before which a tenant's data is past retention."""
+    return utc_now_iso(now - timedelta(days=retention_days))
+
 
 ConditionOp = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte", "exists", "contains", "startsWith"]
 CONDITION_OPS: tuple[str, ...] = ConditionOp.__args__  # type: ignore[attr-defined]
@@ -60,7 +73,7 @@ class StreamConfigIn(BaseModel):
     )
     filters: list[StreamFilter] = Field(default_factory=list, max_length=32)
     destinations: list[DestinationConfig] = Field(default_factory=default_destinations, max_length=8)
-    retentionDays: int = Field(30, ge=1, le=3650)
+    retentionDays: int = Field(DEFAULT_RETENTION_DAYS, ge=MIN_RETENTION_DAYS, le=3650)
     batchSize: int = Field(100, ge=1, le=1000)
     compressionEnabled: bool = False
     # The read-only fields GET answers with, accepted so that a read-modify-write sends back what it

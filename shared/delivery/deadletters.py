@@ -29,8 +29,8 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -41,7 +41,12 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from shared.core.budgeted import each_within
 from shared.core.events import UNMAPPED_TENANT, Event, is_tenant_id, utc_now_iso
 from shared.core.ids import uuid7
-from shared.core.streamconfig import StreamConfig
+from shared.core.streamconfig import (
+    DEFAULT_RETENTION_DAYS,
+    MIN_RETENTION_DAYS,
+    RetentionLookup,
+    retention_cutoff,
+)
 from shared.observability.tenant_metrics import CHANGEFEED
 from shared.storage import payload, table_transactions
 from shared.storage.lazy import LazyTable
@@ -57,10 +62,6 @@ CONCURRENT_WRITES = 8
 CONCURRENT_READS = 8  # point reads of one replay at a time
 PURGE_CONCURRENCY = 4  # delete transactions of a purge in flight
 MAX_BATCH_OPS = 100  # operations of one Table transaction
-# The shortest retentionDays a config may set, and the one of a record with no tenant (`_unmapped`).
-MIN_RETENTION_DAYS = StreamConfig.model_fields["retentionDays"].metadata[0].ge
-DEFAULT_RETENTION_DAYS: int = StreamConfig.model_fields["retentionDays"].default
-RetentionLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 
 # What a Table key may not hold (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model):
@@ -217,16 +218,17 @@ class DeadLetters:
         # Nothing dead-lettered within the shortest retention can be due: only older rows are read (the
         # claim-check rows have no DeadLetteredAt, so no filter on it selects them).
         rows: list[tuple[str, str, str]] = []
-        youngest_due = utc_now_iso(at - timedelta(days=MIN_RETENTION_DAYS))
         async with self._table.reading() as table:
-            async for e in table.query_entities("DeadLetteredAt lt @at", parameters={"at": youngest_due},
+            async for e in table.query_entities("DeadLetteredAt lt @at",
+                                                parameters={"at": retention_cutoff(at, MIN_RETENTION_DAYS)},
                                                 select=["PartitionKey", "RowKey", "DeadLetteredAt"]):
                 rows.append((e["PartitionKey"], e["RowKey"], e["DeadLetteredAt"]))
         tenants = sorted({pk for pk, _, _ in rows if pk != UNMAPPED_TENANT})
-        retention = await retention_of(tenants) if tenants else {}
+        days = await retention_of(tenants) if tenants else {}
+        cutoffs = {pk: retention_cutoff(at, days.get(pk, DEFAULT_RETENTION_DAYS)) for pk, _, _ in rows}
         by_partition: dict[str, list[dict[str, str]]] = {}
         for pk, rk, when in rows:
-            if when < utc_now_iso(at - timedelta(days=retention.get(pk, DEFAULT_RETENTION_DAYS))):
+            if when < cutoffs[pk]:
                 by_partition.setdefault(pk, []).append({"PartitionKey": pk, "RowKey": rk})
         batches = [keys[i:i + MAX_BATCH_OPS] for keys in by_partition.values()
                    for i in range(0, len(keys), MAX_BATCH_OPS)]

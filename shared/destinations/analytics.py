@@ -35,7 +35,7 @@ import heapq
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,7 +50,7 @@ from shared.core.events import Event
 from shared.core.health import DependencyHealth
 from shared.core.hours import hour_of, hour_start_ms
 from shared.core.results import Delivery
-from shared.core.streamconfig import StreamConfig
+from shared.core.streamconfig import RetentionLookup, StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
 from shared.destinations.own_limit import OwnLimit
 from shared.storage import payload, table_transactions
@@ -164,9 +164,6 @@ class HistoryPage:
 
 def _q(value: str) -> str:
     return value.replace("'", "''")
-
-
-RetentionLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 
 class AnalyticsDestination:

@@ -15,18 +15,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from shared.core.budgeted import each_within
-from shared.core.streamconfig import StreamConfig
+from shared.core.streamconfig import StreamConfig, retention_cutoff
 from shared.vector.base import VectorIndex
 
 CONCURRENCY = 4
-
-
-def cutoff(now: datetime, retention_days: int) -> str:
-    """The instant before which a tenant's documents are purged, RFC 3339 UTC to the millisecond."""
-    return (now - timedelta(days=retention_days)).astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def uses_vectors(configs: Mapping[str, StreamConfig]) -> bool:
@@ -46,7 +41,7 @@ async def purge_expired(index: VectorIndex, configs: Mapping[str, StreamConfig],
         tenant, config = tenant_config
         # Awaited first: `stats[...] += await ...` reads the count before the await, and another
         # tenant's addition made meanwhile would be lost.
-        deleted = await index.purge_before(tenant, cutoff(at, config.retentionDays))
+        deleted = await index.purge_before(tenant, retention_cutoff(at, config.retentionDays))
         stats["documents"] += deleted
 
     # The index down: raised, and the host's retry policy runs the purge again.
