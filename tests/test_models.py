@@ -262,10 +262,10 @@ def test_stream_config_full_body_is_accepted() -> None:
     assert cfg.filters[0].conditions["data.riskScore"] == {"gte": 5}
 
 
-def test_unknown_condition_operator_has_the_filter_path() -> None:
+def test_an_unknown_condition_operator_has_the_condition_path() -> None:
     errs = errors_of(StreamConfigIn, {"filters": [{}, {"conditions": {"data.score": {"between": [1, 2]}}}]})
-    assert [e["field"] for e in errs] == ["filters[1].conditions"]
-    assert errs[0]["pointer"] == "/filters/1/conditions"
+    assert [e["field"] for e in errs] == ["filters[1].conditions.data.score"]
+    assert errs[0]["pointer"] == "/filters/1/conditions/data.score"
     assert "between" in errs[0]["detail"] and "startsWith" in errs[0]["detail"]
 
 
@@ -277,7 +277,13 @@ def test_unknown_condition_operator_has_the_filter_path() -> None:
 ])
 def test_condition_operand_types(cond: dict[str, Any], needle: str) -> None:
     errs = errors_of(StreamConfigIn, {"filters": [{"conditions": {"data.x": cond}}]})
-    assert errs[0]["field"] == "filters[0].conditions" and needle in errs[0]["detail"]
+    assert [(e["pointer"], e["detail"]) for e in errs] == [("/filters/0/conditions/data.x", needle)]
+
+
+def test_every_bad_condition_is_named_not_only_the_first() -> None:
+    errs = errors_of(StreamConfigIn, {"filters": [{"conditions": {"data.a": {"in": 1}, "data.b": 2,
+                                                                   "metadata.c": {"exists": 1}}}]})
+    assert [e["pointer"] for e in errs] == ["/filters/0/conditions/data.a", "/filters/0/conditions/metadata.c"]
 
 
 @pytest.mark.parametrize("path", ["riskScore", "body.x", "data", "data..x", "data.a b", "metadata."])
@@ -313,7 +319,9 @@ def test_unknown_destination_type_is_refused() -> None:
 
 def test_duplicate_destination_types_are_refused() -> None:
     errs = errors_of(StreamConfigIn, {"destinations": [{"type": "redis"}, {"type": "redis", "enabled": False}]})
-    assert len(errs) == 1 and "unique" in errs[0]["detail"] and "redis" in errs[0]["detail"]
+    # The error points at the list and names the entries (a model-level error would have no path).
+    assert [(e["pointer"], e["field"]) for e in errs] == [("/destinations", "destinations")]
+    assert errs[0]["detail"] == "destination types must be unique; repeated: 'redis' at 0, 1"
 
 
 @pytest.mark.parametrize("field,bad,good", [("retentionDays", [0, 3651], [1, 3650]), ("batchSize", [0, 1001], [1, 1000])])

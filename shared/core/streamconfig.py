@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.core.destination_options import DestinationConfig
 from shared.core.events import EventType, Source, TenantId, utc_now_iso
@@ -26,6 +26,24 @@ CONDITION_OPS: tuple[str, ...] = ConditionOp.__args__  # type: ignore[attr-defin
 ConditionPath = Annotated[str, StringConstraints(pattern=r"^(data|metadata)(\.[^.\s]{1,128}){1,16}$")]
 
 
+def _condition(cond: Any) -> Any:
+    """One condition's value: a plain value (equality) or an object of operators. Checked per value,
+    so an error's path names the condition (/filters/0/conditions/data.score), not the whole map."""
+    if isinstance(cond, dict):
+        if not cond:
+            raise ValueError("empty operator object")
+        for op, operand in cond.items():
+            if op not in CONDITION_OPS:
+                raise ValueError(f"unknown operator {op!r}; use one of {', '.join(CONDITION_OPS)}")
+            if op == "in" and not isinstance(operand, list):
+                raise ValueError("'in' takes a list")
+            if op == "exists" and not isinstance(operand, bool):
+                raise ValueError("'exists' takes true or false")
+            if op == "startsWith" and not isinstance(operand, str):
+                raise ValueError("'startsWith' takes a string")
+    return cond
+
+
 class StreamFilter(BaseModel):
     """Matches when the event's type and source are listed (empty = any) and every condition holds.
 
@@ -36,25 +54,8 @@ class StreamFilter(BaseModel):
 
     eventTypes: list[EventType] = Field(default_factory=list, max_length=64)
     sources: list[Source] = Field(default_factory=list, max_length=16)
-    conditions: dict[ConditionPath, Any] = Field(default_factory=dict, max_length=32)
-
-    @field_validator("conditions")
-    @classmethod
-    def _ops(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for path, cond in v.items():
-            if isinstance(cond, dict):
-                if not cond:
-                    raise ValueError(f"{path}: empty operator object")
-                for op, operand in cond.items():
-                    if op not in CONDITION_OPS:
-                        raise ValueError(f"{path}: unknown operator {op!r}; use one of {', '.join(CONDITION_OPS)}")
-                    if op == "in" and not isinstance(operand, list):
-                        raise ValueError(f"{path}: 'in' takes a list")
-                    if op == "exists" and not isinstance(operand, bool):
-                        raise ValueError(f"{path}: 'exists' takes true or false")
-                    if op == "startsWith" and not isinstance(operand, str):
-                        raise ValueError(f"{path}: 'startsWith' takes a string")
-        return v
+    conditions: dict[ConditionPath, Annotated[Any, AfterValidator(_condition)]] = Field(
+        default_factory=dict, max_length=32)
 
 
 def default_destinations() -> list[DestinationConfig]:
@@ -84,13 +85,18 @@ class StreamConfigIn(BaseModel):
     updatedAt: str | None = Field(None, max_length=64, description="read-only, set by the service; ignored on PUT")
     isDefault: bool | None = Field(None, description="read-only, set by the service; ignored on PUT")
 
-    @model_validator(mode="after")
-    def _unique_destinations(self) -> "StreamConfigIn":
-        seen = [d.type for d in self.destinations]
-        dupes = sorted({t for t in seen if seen.count(t) > 1})
+    @field_validator("destinations")
+    @classmethod
+    def _unique_destinations(cls, v: list[DestinationConfig]) -> list[DestinationConfig]:
+        # On the field, not the model, so the error points at /destinations (a model's error has no path)
+        # and names the entries, which a client needs to find the repeat in a long list.
+        at: dict[str, list[int]] = {}
+        for i, d in enumerate(v):
+            at.setdefault(d.type, []).append(i)
+        dupes = [f"{t!r} at {', '.join(map(str, idx))}" for t, idx in at.items() if len(idx) > 1]
         if dupes:
-            raise ValueError(f"destination types must be unique; repeated: {', '.join(dupes)}")
-        return self
+            raise ValueError(f"destination types must be unique; repeated: {'; '.join(dupes)}")
+        return v
 
 
 class StreamConfig(StreamConfigIn):

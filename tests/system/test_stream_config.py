@@ -37,6 +37,20 @@ def test_get_then_put_of_the_same_body_round_trips(app: App) -> None:
     # Read-only fields still have their types: junk is a 400 naming the field.
     bad = app.put(path, json={**body, "version": "two"}, tenants=[t])
     assert bad.status_code == 400 and [e["field"] for e in bad.json()["errors"]] == ["version"], bad.text
+    # A destination type given twice: the error names the list and where the repeat is.
+    twice = app.put(path, json={**body, "destinations": [{"type": "redis"}, {"type": "vector"}, {"type": "redis"}]},
+                    tenants=[t])
+    assert twice.status_code == 400, twice.text
+    assert [(e["pointer"], e["detail"]) for e in twice.json()["errors"]] == [
+        ("/destinations", "destination types must be unique; repeated: 'redis' at 0, 2")]
+    # A bad condition is named by its own path, each one, not only the first of the filter.
+    bad_ops = app.put(path, json={**body, "filters": [{"conditions": {
+        "data.score": {"gte": 3}, "data.owner": {"in": "me"}, "metadata.region": {"like": "west%"}}}]}, tenants=[t])
+    assert bad_ops.status_code == 400, bad_ops.text
+    assert [(e["pointer"], e["field"]) for e in bad_ops.json()["errors"]] == [
+        ("/filters/0/conditions/data.owner", "filters[0].conditions.data.owner"),
+        ("/filters/0/conditions/metadata.region", "filters[0].conditions.metadata.region")]
+    assert app.get(path, tenants=[t]).json() == body
 
 
 def test_openapi_documents_the_read_only_fields_on_put(app: App) -> None:
