@@ -208,16 +208,15 @@ async def test_every_read_of_a_table_deleted_under_it_answers_as_on_an_empty_tab
         out = await publish_one(dest, [ev], AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
         return [d.status for d in out]
 
-    async def retention(tenants: list[str]) -> dict[str, int]:
-        return {x: 1 for x in tenants}
-
     assert await write() == ["delivered"]
     await app_services.tables.delete_table(name)
     assert (await dest.history(t, from_ms=ms - 60_000, to_ms=ms + 60_000, limit=10)).events == []
     await app_services.tables.delete_table(name)
     assert await dest.read_range(t, hour, 1, ms - 60_000, ms + 60_000, 100) == []
     await app_services.tables.delete_table(name)
-    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 0, "left": 0}
+    # The table found gone is created again, empty: nothing to purge, and no tenant left unchecked.
+    assert await dest.purge_expired({t: 1}) == {"tenants": 0, "hours": 0, "entities": 0, "left": 0,
+                                                "unchecked": 0}
     await app_services.tables.delete_table(name)
     assert (await dest.health()).status == "healthy"
     assert await write() == ["delivered"]
@@ -239,19 +238,17 @@ async def test_the_purge_deletes_many_hours_at_once_and_partitions_of_many_pages
                                 StreamConfig(tenantId=t))
         assert {d.status for d in out} == {"delivered"}
 
-    async def retention(names: list[str]) -> dict[str, int]:
-        return {x: 1 for x in names}
-
+    retention = {t: 1 for t in tenants}
     stats = await dest.purge_expired(retention)
-    assert (stats["hours"], stats["entities"]) == (12, 2_500 + 11 * 3), stats
-    assert stats["kept"] >= 12
+    assert stats == {"tenants": 12, "hours": 12, "entities": 2_500 + 11 * 3, "left": 0, "unchecked": 0}, stats
     for t in tenants:
         assert len(await entities(dest, t)) == 1  # the recent event only
     table = await dest.table()
     index = {e["RowKey"] async for e in table.query_entities("PartitionKey eq @pk",
                                                                parameters={"pk": INDEX_PARTITION})}
     assert index == {f"{t}_{now:%Y%m%d%H}_{1 if i == 0 else 2:02d}" for i, t in enumerate(tenants)}
-    assert await dest.purge_expired(retention) == {"hours": 0, "entities": 0, "kept": 12, "left": 0}
+    assert await dest.purge_expired(retention) == {"tenants": 12, "hours": 0, "entities": 0, "left": 0,
+                                                   "unchecked": 0}
     await app_services.tables.delete_table(name)
 
 
@@ -263,12 +260,37 @@ async def test_a_purge_out_of_time_leaves_the_rest_for_the_next_run(app_services
                             StreamConfig(tenantId=t))
     assert {d.status for d in out} == {"delivered"}
 
-    async def retention(names: list[str]) -> dict[str, int]:
-        return {x: 1 for x in names}
-
-    assert await dest.purge_expired(retention, budget_seconds=-1) == {"hours": 0, "entities": 0, "kept": 0,
-                                                                      "left": 1}
+    retention = {t: 1}
+    assert await dest.purge_expired(retention, budget_seconds=-1) == {"tenants": 0, "hours": 0, "entities": 0,
+                                                                      "left": 0, "unchecked": 1}
     assert len(await entities(dest, t)) == 5  # untouched, and its index row still lists it
-    assert await dest.purge_expired(retention) == {"hours": 1, "entities": 5, "kept": 0, "left": 0}
+    assert await dest.purge_expired(retention) == {"tenants": 1, "hours": 1, "entities": 5, "left": 0,
+                                                   "unchecked": 0}
     assert await entities(dest, t) == []
+    await app_services.tables.delete_table(name)
+
+
+async def test_the_purge_reads_each_tenants_expired_hours_only_and_cuts_at_the_hour_that_ended(
+        app_services: Services) -> None:
+    """retentionDays 1 at 10:30: the hour 09:00-10:00 of the day before ended by the cutoff and goes, the
+    hour 10:00-11:00 holds an event younger than the cutoff and stays. Tenants whose ids start alike
+    ("xyz", "xyz-b", "xyzb") keep their own data: a tenant's index range never reaches another's. A
+    tenant not given (no stored config) is not touched, and a configured one with no data costs a query."""
+    name = "purge" + uuid.uuid4().hex[:12]
+    dest = AnalyticsDestination(app_services.tables, name)
+    now = datetime(2026, 12, 5, 10, 30, tzinfo=UTC)
+    base = f"p{uuid.uuid4().hex[:6]}"
+    ours, longer, prefixed, unlisted = base, f"{base}-b", f"{base}b", f"{base}-c"
+    for t in (ours, longer, prefixed, unlisted):
+        events = [make_event(t, datetime(2026, 12, 4, 9, 59, tzinfo=UTC)),
+                  make_event(t, datetime(2026, 12, 4, 10, 1, tzinfo=UTC))]
+        out = await publish_one(dest, events, AnalyticsOptions(shards=2), StreamConfig(tenantId=t))
+        assert {d.status for d in out} == {"delivered"}
+    retention = {ours: 1, longer: 2, prefixed: 2, f"{base}-none": 1}
+    stats = await dest.purge_expired(retention, now=now.timestamp())
+    assert stats == {"tenants": 4, "hours": 1, "entities": 1, "left": 0, "unchecked": 0}, stats
+    assert [e["EventTime"] for e in await entities(dest, ours)] == ["2026-12-04T10:01:00.000Z"]
+    for t in (longer, prefixed, unlisted):
+        assert len(await entities(dest, t)) == 2, t
+    assert await dest.hours(ours, 0, 2**41) == {"2026120410": 2}
     await app_services.tables.delete_table(name)

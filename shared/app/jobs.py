@@ -72,8 +72,14 @@ async def _retention_days(tenants: list[str]) -> dict[str, int]:
 
 
 async def purge_analytics(budget_seconds: float = 240.0) -> dict[str, Any]:
-    """Delete analytics hour partitions older than each tenant's retentionDays."""
-    stats = await get_services().analytics.purge_expired(_retention_days, budget_seconds=budget_seconds)
+    """Delete analytics hour partitions older than each configured tenant's retentionDays. Only tenants
+    with a stored config can have analytics data (the default config has Redis only; a backfill or a
+    replay needs the destination configured), as for the vector index; a tenant that has since removed
+    the destination keeps its retentionDays and is purged all the same."""
+    services = get_services()
+    configs = await services.configs.stored()
+    stats = await services.analytics.purge_expired({t: c.retentionDays for t, c in configs.items()},
+                                                   budget_seconds=budget_seconds)
     log.info("analytics retention: %s", stats)
     return stats
 

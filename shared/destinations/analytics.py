@@ -13,8 +13,8 @@ Key design (docs/analytics.md has the long form):
   tenant-hours hold data with which shard count. History reads list the index for the asked range
   (one query), then read each hour newest first, fanning out over its shards and merging the pages
   by RowKey; a page ends at a position (hour, last RowKey), which the API signs as the continuation
-  token. The retention timer lists the same
-  index to find expired tenant-hours and deletes their partitions.
+  token. The retention timer reads each tenant's expired tenant-hours from the same index (one
+  RowKey range per tenant) and deletes their partitions.
 - Payload: the native JSON through the one chunked-payload codec (shared/storage/payload.py): in
   `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split into `Payload_0..n` when
   longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when the stream's
@@ -33,9 +33,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import random
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,9 +49,9 @@ from shared.core.budgeted import each_within
 from shared.core.destination_options import AnalyticsOptions
 from shared.core.events import Event
 from shared.core.health import DependencyHealth
-from shared.core.hours import hour_of, hour_start_ms
+from shared.core.hours import hour_of
 from shared.core.results import Delivery
-from shared.core.streamconfig import RetentionLookup, StreamConfig
+from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
 from shared.destinations.own_limit import OwnLimit
 from shared.storage import payload, table_transactions
@@ -404,47 +405,54 @@ class AnalyticsDestination:
     # ---- retention -----------------------------------------------------------------------
 
     async def purge_expired(
-        self, retention_of: RetentionLookup, *, now: float | None = None, budget_seconds: float = 240.0
+        self, retention: Mapping[str, int], *, now: float | None = None, budget_seconds: float = 240.0
     ) -> dict[str, int]:
-        """Delete hour partitions older than each tenant's retentionDays; returns counts (`left`: expired
-        tenant-hours this run had no time for, the next run's; a figure that grows run after run says the
-        purge falls behind).
+        """Delete hour partitions older than each tenant's retentionDays (`retention`: tenant ->
+        retentionDays, every tenant that can have data: those with a stored config); returns counts.
 
-        Expired tenant-hours are purged PURGE_CONCURRENCY at a time, each hour's shards at once, with
-        at most PURGE_CONCURRENCY delete transactions in flight, each also taking a slot of the
-        destination's own limit: live writes keep at least half of it. One SDK transaction at a time,
-        the purge's own CPU and round trips bounded a run to less than a busy service writes in an
-        hour, and the table outgrew retentionDays (docs/analytics.md, "Retention")."""
+        Per tenant (random order, PURGE_CONCURRENCY at once) one query of the index lists only its
+        expired tenant-hours (a RowKey range ending at the cutoff hour; a tenant's hours are also purged
+        PURGE_CONCURRENCY at once, for a backlog), so a run reads what it
+        deletes plus a query per tenant, not the whole index: that holds a row per tenant-hour kept
+        (~720,000 for 1,000 tenants at 30 days), and listing it every hour took longer than the run's
+        budget once tenants x retention grew. Each expired hour's shards are deleted at once, with at
+        most PURGE_CONCURRENCY delete transactions in flight, each also taking a slot of the
+        destination's own limit: live writes keep at least half of it. `left`: expired tenant-hours
+        found and not deleted in time, `unchecked`: tenants not reached in time; both the next run's,
+        and a figure that grows run after run says the purge falls behind (docs/analytics.md)."""
         now_ms = int((time.time() if now is None else now) * 1000)
         deadline = time.monotonic() + budget_seconds
-        rows: list[str] = []
-        async with self._table.reading() as table:  # a table gone is created again, and holds nothing
-            rows = [r["RowKey"] async for r in table.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION}, select=["RowKey"])]
-        parsed = [(rk, *rk.rsplit("_", 2)) for rk in rows]
-        retention = await retention_of(sorted({t for _, t, _, _ in parsed}))
-        stats = {"hours": 0, "entities": 0, "kept": 0, "left": 0}
-        expired = []
-        for rk, tenant, hour, n in parsed:
-            days = retention.get(tenant)
-            if days is None or hour_start_ms(hour) + 3_600_000 > now_ms - days * 86_400_000:
-                stats["kept"] += 1
-            else:
-                expired.append((rk, tenant, hour, int(n)))
+        order = list(retention.items())
+        random.shuffle(order)  # more tenants than a run can reach: each run reaches a different share
+        stats = {"tenants": 0, "hours": 0, "entities": 0, "left": 0, "unchecked": 0}
         in_flight = asyncio.Semaphore(PURGE_CONCURRENCY)
 
-        async def purge(hour_row: tuple[str, str, str, int]) -> None:
-            rk, tenant, hour, shards = hour_row
-            counts = await asyncio.gather(*(
-                self._delete_partition(table, partition_key(tenant, hour, shard), in_flight)
-                for shard in range(shards)))
-            await table.delete_entity(INDEX_PARTITION, rk)  # last: a run cut short finds the hour again
-            self._indexed.discard(rk)
-            stats["entities"] += sum(counts)
+        async def purge_tenant(tenant_days: tuple[str, int]) -> None:
+            tenant, days = tenant_days
+            # Hours before the cutoff's hour ended by the cutoff: they are the tenant's expired ones.
+            before = f"{tenant}_{hour_of(now_ms - days * 86_400_000)}"
+            rows = [r["RowKey"] async for r in table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": INDEX_PARTITION, "lo": f"{tenant}_", "hi": before}, select=["RowKey"])]
+            stats["tenants"] += 1
 
-        # Storage down: raised, and the host's retry policy runs the purge again.
-        stats["hours"] = await each_within(expired, purge, concurrency=PURGE_CONCURRENCY, deadline=deadline)
-        stats["left"] = len(expired) - stats["hours"]
+            async def purge_hour(rk: str) -> None:
+                _, hour, shards = rk.rsplit("_", 2)
+                counts = await asyncio.gather(*(
+                    self._delete_partition(table, partition_key(tenant, hour, shard), in_flight)
+                    for shard in range(int(shards))))
+                await table.delete_entity(INDEX_PARTITION, rk)  # last: a run cut short finds the hour again
+                self._indexed.discard(rk)
+                stats["entities"] += sum(counts)
+
+            purged = await each_within(rows, purge_hour, concurrency=PURGE_CONCURRENCY, deadline=deadline)
+            stats["hours"] += purged
+            stats["left"] += len(rows) - purged
+
+        async with self._table.reading() as table:  # a table gone is created again, and holds nothing
+            # Storage down: raised, and the host's retry policy runs the purge again.
+            await each_within(order, purge_tenant, concurrency=PURGE_CONCURRENCY, deadline=deadline)
+            stats["unchecked"] = len(order) - stats["tenants"]  # not reached when the table was gone
         return stats
 
     async def _delete_partition(self, table: TableClient, pk: str, in_flight: asyncio.Semaphore) -> int:
