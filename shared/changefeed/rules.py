@@ -434,11 +434,12 @@ RULES: dict[Kind, tuple[Rule, ...]] = {
         Rule(E.COMPLIANCE_STATUS_CHANGED, A.STATUS_CHANGE, _compliance_status,
              "first sighting with a `status`, or `status` differs"),
         Rule(E.COMPLIANCE_STATUS_CHANGED, A.DELETE, _compliance_deleted, "`isDeleted: true` first seen"),
-        Rule(E.COMPLIANCE_GAP_DETECTED, A.DETECT, _new_items("gaps", "gaps"), "one per open gap not seen before"),
+        Rule(E.COMPLIANCE_GAP_DETECTED, A.DETECT, _new_items("gaps", "gaps"),
+             "one per open gap not open at the last sighting"),
     ),
     Kind.POLICIES: (
         Rule(E.POLICY_VIOLATION, A.DETECT, _new_items("violations", "violations"),
-             "one per open violation not seen before"),
+             "one per open violation not open at the last sighting"),
     ),
 }
 
