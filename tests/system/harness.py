@@ -246,10 +246,24 @@ def topic_records(broker: str, topic: str, expect: int = 0, timeout: float = 10.
         consumer.close()
 
 
+def _absent(stack: Stack) -> dict[str, str]:
+    """Settings of the stand-ins the stack does not run, pointed at a port nothing listens on. The
+    sample's are fixed ports (6379, 9092, ...) where a developer's `make run` may be serving: a test
+    whose stack leaves a service out must find it unreachable, not someone else's."""
+    given = stack.settings
+    out: dict[str, str] = {}
+    for name in ("redis", "azurite", "cosmos", "kafka"):
+        spec = services.SPECS[name]
+        closed = spec.settings({p: services.free_port() for p in spec.port_names})
+        if not set(closed) & set(given):
+            out.update(closed)
+    return out
+
+
 def app_env(stack: Stack, work: Path, **overrides: str) -> dict[str, str]:
     """The app's settings: local.settings.sample.json, pointed at the stack, with Azure's auth rules
     (a caller identity on every protected route; `make run` adds `+local-open`)."""
-    env = {**SAMPLE_SETTINGS, **stack.settings,
+    env = {**SAMPLE_SETTINGS, **_absent(stack), **stack.settings,
            "AUTH_MODE": "jwt",
            "VECTOR_SQLITE_PATH": str(work / "vector.db"),
            "LOCAL_TOKENIZER_PATH": str(ROOT / SAMPLE_SETTINGS["LOCAL_TOKENIZER_PATH"])}
