@@ -179,6 +179,12 @@ class App:
     def put(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("PUT", path, **kw)
 
+    def configure(self, tenant: str, config: dict[str, Any]) -> dict[str, Any]:
+        """PUT the tenant's stream config (created or replaced), as the tenant; the stored config."""
+        r = self.put(f"/stream-config/{tenant}", json=config, tenants=[tenant])
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
     def run_function(self, name: str, input_: str | None = None) -> None:
         """Run a timer or queue function now, through the host's admin API (202: started)."""
         r = self.client.post(f"/admin/functions/{name}", json={"input": input_} if input_ is not None else {})

@@ -27,11 +27,6 @@ def _event(t: str, **over: Any) -> dict[str, Any]:
     return body
 
 
-def _configure(app: App, t: str, config: dict[str, Any]) -> None:
-    r = app.put(f"/stream-config/{t}", json=config, tenants=[t])
-    assert r.status_code in (200, 201), r.text
-
-
 def _deadletters(app: App, t: str, **params: str) -> list[dict[str, Any]]:
     r = app.get(f"/deadletters/{t}", params=params, tenants=[t])
     assert r.status_code == 200, r.text
@@ -48,7 +43,7 @@ def _parked_while_kafka_is_down(stack: Stack, app: App, prefix: str,
     for the queue retries), the broker started again: (tenant, topic, event)."""
     t, topic = tenant(prefix), f"sys-{uuid.uuid4().hex[:8]}"
     create_topic(stack.broker, topic)
-    _configure(app, t, {"topics": [topic], "destinations": [
+    app.configure(t, {"topics": [topic], "destinations": [
         {"type": "kafka", "retry": {**FAST, "attempts": 6, "maxBackoffSeconds": 4}}]})
     body = _event(t, **over)
     stack.down("kafka")
@@ -65,7 +60,7 @@ def test_a_refused_delivery_is_parked_then_dead_lettered_by_the_queue_trigger(ap
     """The issue's own reproduction: AMQP with no Event Hubs configured. The parked delivery is read
     by the runner's queue trigger (not poisoned), and dead-lettered at once: the refusal is not transient."""
     t = tenant("amqp")
-    _configure(app, t, {"destinations": [{"type": "kafka", "config": {"transport": "amqp"},
+    app.configure(t, {"destinations": [{"type": "kafka", "config": {"transport": "amqp"},
                                           "retry": {**FAST, "attempts": 1, "timeoutSeconds": 40}}]})
     body = _event(t)
     r = app.post("/events", json=body, tenants=[t])
@@ -82,7 +77,8 @@ def test_dead_lettered_after_the_configured_attempts_then_replayed_once_and_audi
     stack, app = breakable
     t, topic = tenant("dlq"), f"sys-{uuid.uuid4().hex[:8]}"
     create_topic(stack.broker, topic)
-    _configure(app, t, {"topics": [topic], "destinations": [{"type": "kafka", "retry": {**FAST, "attempts": 2}}]})
+    app.configure(t, {"topics": [topic],
+                      "destinations": [{"type": "kafka", "retry": {**FAST, "attempts": 2}}]})
     body = _event(t)
     stack.down("kafka")
     try:
@@ -161,7 +157,7 @@ def test_a_destination_that_fails_slowly_is_paused_and_the_next_requests_are_ans
     stack, app = breakable
     t, topic = tenant("pause"), f"sys-{uuid.uuid4().hex[:8]}"
     create_topic(stack.broker, topic)
-    _configure(app, t, {"topics": [topic], "destinations": [
+    app.configure(t, {"topics": [topic], "destinations": [
         {"type": "kafka", "retry": {**FAST, "inProcessAttempts": 2, "attempts": 8, "maxBackoffSeconds": 2}}]})
     bodies = [_event(t) for _ in range(4)]
     took: list[float] = []
@@ -187,7 +183,7 @@ def test_a_destination_that_fails_slowly_is_paused_and_the_next_requests_are_ans
 
 def test_the_vector_queue_path_indexes_what_was_published(app: App) -> None:
     t = tenant("vec")
-    _configure(app, t, {"destinations": [{"type": "redis"}, {"type": "vector"}]})
+    app.configure(t, {"destinations": [{"type": "redis"}, {"type": "vector"}]})
     events = [
         _event(t, eventType="RISK_CREATED", source="ARCHER_GRC", action="CREATE", entityType="risk", entityId="r-1",
                data={"title": "Vendor data breach exposes customer records", "severity": "high"}),
@@ -212,7 +208,7 @@ def test_a_failed_delivery_is_announced_as_one_system_error_in_the_tenants_strea
     with no Event Hubs) and whose Redis delivery succeeds puts one SYSTEM_ERROR about kafka, naming
     the event, in the tenant's Redis stream."""
     t = tenant("syserr")
-    _configure(app, t, {"destinations": [
+    app.configure(t, {"destinations": [
         {"type": "redis"},
         {"type": "kafka", "config": {"transport": "amqp"}, "retry": {**FAST, "attempts": 1, "timeoutSeconds": 40}}]})
     body = _event(t)
@@ -239,7 +235,7 @@ def test_a_tenants_events_share_a_kafka_partition_in_the_order_posted(app: App, 
     tenants, topic = [tenant("order") for _ in range(3)], f"sys-{uuid.uuid4().hex[:8]}"
     create_topic(stack.broker, topic, partitions=3)
     for t in tenants:
-        _configure(app, t, {"topics": [topic], "destinations": [{"type": "kafka"}]})
+        app.configure(t, {"topics": [topic], "destinations": [{"type": "kafka"}]})
     posted: dict[str, list[str]] = {t: [] for t in tenants}
     for _ in range(4):
         events = [_event(t) for _ in range(3) for t in tenants]  # t1, t2, t3, t1, ...

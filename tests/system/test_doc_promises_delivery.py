@@ -232,11 +232,6 @@ FAST = {"inProcessAttempts": 1, "backoffSeconds": 1, "maxBackoffSeconds": 1, "ji
         "timeoutSeconds": 40}
 
 
-def _configure(app: App, t: str, config: dict[str, Any]) -> None:
-    r = app.put(f"/stream-config/{t}", json=config, tenants=[t])
-    assert r.status_code in (200, 201), r.text
-
-
 def _dead(app: App, t: str, **params: str) -> list[dict[str, Any]]:
     r = app.get(f"/deadletters/{t}", params=params, tenants=[t])
     assert r.status_code == 200, r.text
@@ -260,7 +255,7 @@ def test_a_dead_letter_is_announced_once_counted_and_a_replay_naming_it_twice_de
     The tenant's Kafka destination is refused (AMQP with no Event Hubs: non-transient), so the
     SYSTEM_ERROR events about it fail at Kafka too: that must raise no further notice nor dead letter."""
     t = tenant("dlnote")
-    _configure(app, t, {"destinations": [
+    app.configure(t, {"destinations": [
         {"type": "redis"},
         {"type": "kafka", "config": {"transport": "amqp"}, "retry": {**FAST, "attempts": 1}}]})
     body = {"tenantId": t, "eventType": "CONTROL_FAILED", "source": "BACKEND_API", "action": "TEST",
@@ -307,7 +302,7 @@ def test_a_dead_letter_is_announced_once_counted_and_a_replay_naming_it_twice_de
     # The operator fixes the destination and replays, naming the record twice: delivered once.
     topic = f"sys-{uuid.uuid4().hex[:8]}"
     create_topic(stack.broker, topic)
-    _configure(app, t, {"topics": [topic], "destinations": [{"type": "redis"}, {"type": "kafka"}]})
+    app.configure(t, {"topics": [topic], "destinations": [{"type": "redis"}, {"type": "kafka"}]})
     r = app.post(f"/deadletters/{t}/replay", json={"ids": [dead["id"], dead["id"]]}, tenants=[t])
     assert r.status_code == 200, r.text
     assert r.json()["results"] == [{"id": dead["id"], "result": "delivered"}], r.text
@@ -326,7 +321,7 @@ def test_a_parked_delivery_whose_destination_was_removed_is_dead_lettered_as_not
     t, topic = tenant("unconf"), f"sys-{uuid.uuid4().hex[:8]}"
     create_topic(stack.broker, topic)
     # The first queue retry comes 8 s after the park (jitter off): time enough to change the config.
-    _configure(app, t, {"topics": [topic], "destinations": [
+    app.configure(t, {"topics": [topic], "destinations": [
         {"type": "redis"},
         {"type": "kafka", "retry": {**FAST, "attempts": 3, "backoffSeconds": 8, "maxBackoffSeconds": 8,
                                     "timeoutSeconds": 8}}]})
@@ -338,7 +333,7 @@ def test_a_parked_delivery_whose_destination_was_removed_is_dead_lettered_as_not
         assert r.status_code == 201, r.text
         assert {d["destination"]: d["status"] for d in r.json()["destinations"]} == {"redis": "delivered",
                                                                                      "kafka": "parked"}
-        _configure(app, t, {"destinations": [{"type": "redis"}]})  # Kafka removed
+        app.configure(t, {"destinations": [{"type": "redis"}]})  # Kafka removed
     finally:
         stack.up("kafka")
     [dead] = wait_for(lambda: [d for d in _dead(app, t) if d["eventType"] != "SYSTEM_ERROR"], 60,

@@ -52,11 +52,6 @@ def _event(t: str, **over: Any) -> dict[str, Any]:
     return body
 
 
-def _configure(app: App, t: str, config: dict[str, Any]) -> None:
-    r = app.put(f"/stream-config/{t}", json=config, tenants=[t])
-    assert r.status_code in (200, 201), r.text
-
-
 def _stream(app: App, t: str, **params: str) -> list[dict[str, Any]]:
     """The events in the tenant's Redis stream (GET /events/{t})."""
     r = app.get(f"/events/{t}", params={"limit": "1000", **params}, tenants=[t])
@@ -72,7 +67,7 @@ def test_a_failed_delivery_gives_one_notice_per_batch_and_one_per_dead_letter_an
     also on a dead letter' (+ deadLetterId, attempts); the guards: a system batch never raises a system
     event and is never parked, so a notice failing at the broken destination comes back nowhere."""
     t = tenant("sysguard")
-    _configure(app, t, {"destinations": [{"type": "redis"}, REFUSING_KAFKA]})
+    app.configure(t, {"destinations": [{"type": "redis"}, REFUSING_KAFKA]})
     bodies = [_event(t) for _ in range(3)]
     r = app.post("/events/bulk", json={"events": bodies}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 3, r.text
@@ -141,8 +136,8 @@ def test_large_payloads_are_split_or_gzipped_and_read_back_whole(app: App, stack
     nothing is truncated'. And 'Keys': PartitionKey `{tenantId}_{yyyyMMddHH}_{shard:02}`, RowKey
     `{9999999999999 - epochMs:013}_{eventId}`."""
     plain, packed = tenant("apay"), tenant("apay")
-    _configure(app, plain, {"destinations": [{"type": "analytics", "config": {"shards": 4}}]})
-    _configure(app, packed, {"compressionEnabled": True, "destinations": [{"type": "analytics"}]})
+    app.configure(plain, {"destinations": [{"type": "analytics", "config": {"shards": 4}}]})
+    app.configure(packed, {"compressionEnabled": True, "destinations": [{"type": "analytics"}]})
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     # ~250 K UTF-16 units (under 1 MiB as UTF-16): chunked, not compressed. Emoji are surrogate pairs.
     chunked = _event(plain, timestamp=_iso(at), data={
@@ -200,14 +195,14 @@ def test_a_redis_backfill_skips_what_live_traffic_or_an_earlier_job_delivered(ap
     counted `skippedDuplicates` and not appended again (only tests/test_backfill.py proved it, in process)."""
     t = tenant("bfredis")
     only_ours = [{"sources": ["BACKEND_API"]}]  # the monitor's SYSTEM_PERFORMANCE events stay out
-    _configure(app, t, {"destinations": [{"type": "analytics"}], "filters": only_ours})
+    app.configure(t, {"destinations": [{"type": "analytics"}], "filters": only_ours})
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     early = [_event(t, eventType="RISK_UPDATED", action="UPDATE",
                     timestamp=_iso(start + timedelta(seconds=i))) for i in range(6)]
     r = app.post("/events/bulk", json={"events": early}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 6, r.text
     # The consumer (Redis) is added later; from then on live traffic reaches it too.
-    _configure(app, t, {"destinations": [{"type": "analytics"}, {"type": "redis"}], "filters": only_ours})
+    app.configure(t, {"destinations": [{"type": "analytics"}, {"type": "redis"}], "filters": only_ours})
     late = [_event(t, eventType="RISK_UPDATED", action="UPDATE",
                    timestamp=_iso(start + timedelta(minutes=5, seconds=i))) for i in range(4)]
     r = app.post("/events/bulk", json={"events": late}, tenants=[t])
@@ -272,7 +267,7 @@ def test_a_failing_destination_logs_one_error_per_batch_and_the_monitor_sends_th
     1/0), which the memory and failing-destination alert rules read."""
     _, app, ingestion = watched
     t = tenant("tellog")
-    _configure(app, t, {"destinations": [{"type": "redis"}, REFUSING_KAFKA]})
+    app.configure(t, {"destinations": [{"type": "redis"}, REFUSING_KAFKA]})
     bodies = [_event(t) for _ in range(5)]
     r = app.post("/events/bulk", json={"events": bodies}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 5, r.text
@@ -351,7 +346,7 @@ def test_metrics_windows_count_what_was_posted_with_latency_tops_and_destination
     events/s and latency p50/p95/p99/mean (test_metrics_scope.py and test_alerts.py read only
     `accepted` and the alerts)."""
     t = tenant("mwin")
-    _configure(app, t, {"destinations": [{"type": "redis"}],
+    app.configure(t, {"destinations": [{"type": "redis"}],
                         "filters": [{"eventTypes": ["RISK_CREATED", "CONTROL_TESTED"]}]})
     events = ([_event(t, eventType="RISK_CREATED", action="CREATE", source="ARCHER_GRC") for _ in range(3)]
               + [_event(t, eventType="CONTROL_TESTED", source="BACKEND_API") for _ in range(2)]
