@@ -175,7 +175,7 @@ async def test_stream_config_validation_errors_have_field_paths() -> None:
         "filters": [{"conditions": {"data.x": {"regex": "a"}}}]}, route=route)
     assert status == 400
     fields = {e["field"] for e in body["errors"]}
-    assert {"retentionDays", "destinations[0].config.maxLen", "filters[0].conditions"} <= fields
+    assert {"retentionDays", "destinations[0].config.maxLen", "filters[0].conditions.data.x"} <= fields
     status, _, body = await invoke("put_stream_config", "PUT", "/stream-config/cfg-bad",
                                    {"tenantId": "other-tenant"}, route=route)
     assert status == 400 and body["errors"][0]["field"] == "tenantId"
