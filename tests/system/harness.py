@@ -56,6 +56,16 @@ def tenant(prefix: str = "sys") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def event_body(t: str, **over: Any) -> dict[str, Any]:
+    """A POST /events body of tenant `t` with an eventId of its own: a failed control test unless `over`
+    (which replaces any field) says otherwise."""
+    body = {"tenantId": t, "eventType": "CONTROL_FAILED", "source": "BACKEND_API", "action": "TEST",
+            "entityId": "ctl-7", "data": {"control": "MFA", "result": "fail"},
+            "eventId": f"ev-{uuid.uuid4().hex[:12]}"}
+    body.update(over)
+    return body
+
+
 def bearer(env: dict[str, str], tenants: list[str] | None = None, roles: list[str] | None = None,
            subject: str = "system-test", ttl: int = 3600) -> dict[str, str]:
     """A caller identity as the local runner accepts it: an HS256 token signed with the

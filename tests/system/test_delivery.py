@@ -12,19 +12,11 @@ import time
 import uuid
 from typing import Any
 
-from tests.system.harness import App, Stack, create_topic, tenant, topic_records, wait_for
+from tests.system.harness import App, Stack, create_topic, event_body, tenant, topic_records, wait_for
 
 # Queue retries every second (jitter off) so a dead letter comes within seconds. A Kafka attempt
 # must outlast the breakable app's KAFKA_DELIVERY_TIMEOUT_MS (2 s) plus the 5 s report grace.
 FAST = {"inProcessAttempts": 1, "backoffSeconds": 1, "maxBackoffSeconds": 1, "jitter": 0, "timeoutSeconds": 8}
-
-
-def _event(t: str, **over: Any) -> dict[str, Any]:
-    body = {"tenantId": t, "eventType": "CONTROL_FAILED", "source": "BACKEND_API", "action": "TEST",
-            "entityId": "ctl-7", "data": {"control": "MFA", "result": "fail"},
-            "eventId": f"ev-{uuid.uuid4().hex[:12]}"}
-    body.update(over)
-    return body
 
 
 def _deadletters(app: App, t: str, **params: str) -> list[dict[str, Any]]:
@@ -45,7 +37,7 @@ def _parked_while_kafka_is_down(stack: Stack, app: App, prefix: str,
     create_topic(stack.broker, topic)
     app.configure(t, {"topics": [topic], "destinations": [
         {"type": "kafka", "retry": {**FAST, "attempts": 6, "maxBackoffSeconds": 4}}]})
-    body = _event(t, **over)
+    body = event_body(t, **over)
     stack.down("kafka")
     try:
         r = app.post("/events", json=body, tenants=[t])
@@ -62,7 +54,7 @@ def test_a_refused_delivery_is_parked_then_dead_lettered_by_the_queue_trigger(ap
     t = tenant("amqp")
     app.configure(t, {"destinations": [{"type": "kafka", "config": {"transport": "amqp"},
                                           "retry": {**FAST, "attempts": 1, "timeoutSeconds": 40}}]})
-    body = _event(t)
+    body = event_body(t)
     r = app.post("/events", json=body, tenants=[t])
     assert r.status_code == 201, r.text
     assert [(d["destination"], d["status"]) for d in r.json()["destinations"]] == [("kafka", "parked")]
@@ -79,7 +71,7 @@ def test_dead_lettered_after_the_configured_attempts_then_replayed_once_and_audi
     create_topic(stack.broker, topic)
     app.configure(t, {"topics": [topic],
                       "destinations": [{"type": "kafka", "retry": {**FAST, "attempts": 2}}]})
-    body = _event(t)
+    body = event_body(t)
     stack.down("kafka")
     try:
         r = app.post("/events", json=body, tenants=[t])
@@ -159,7 +151,7 @@ def test_a_destination_that_fails_slowly_is_paused_and_the_next_requests_are_ans
     create_topic(stack.broker, topic)
     app.configure(t, {"topics": [topic], "destinations": [
         {"type": "kafka", "retry": {**FAST, "inProcessAttempts": 2, "attempts": 8, "maxBackoffSeconds": 2}}]})
-    bodies = [_event(t) for _ in range(4)]
+    bodies = [event_body(t) for _ in range(4)]
     took: list[float] = []
     stack.down("kafka")
     try:
@@ -185,10 +177,11 @@ def test_the_vector_queue_path_indexes_what_was_published(app: App) -> None:
     t = tenant("vec")
     app.configure(t, {"destinations": [{"type": "redis"}, {"type": "vector"}]})
     events = [
-        _event(t, eventType="RISK_CREATED", source="ARCHER_GRC", action="CREATE", entityType="risk", entityId="r-1",
-               data={"title": "Vendor data breach exposes customer records", "severity": "high"}),
-        _event(t, eventType="CONTROL_TESTED", source="BACKEND_API", action="TEST", entityType="control",
-               entityId="c-1", data={"title": "Quarterly firewall rule review", "result": "pass"}),
+        event_body(t, eventType="RISK_CREATED", source="ARCHER_GRC", action="CREATE", entityType="risk",
+                   entityId="r-1",
+                   data={"title": "Vendor data breach exposes customer records", "severity": "high"}),
+        event_body(t, eventType="CONTROL_TESTED", source="BACKEND_API", action="TEST", entityType="control",
+                   entityId="c-1", data={"title": "Quarterly firewall rule review", "result": "pass"}),
     ]
     r = app.post("/events/bulk", json={"events": events}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
@@ -211,7 +204,7 @@ def test_a_failed_delivery_is_announced_as_one_system_error_in_the_tenants_strea
     app.configure(t, {"destinations": [
         {"type": "redis"},
         {"type": "kafka", "config": {"transport": "amqp"}, "retry": {**FAST, "attempts": 1, "timeoutSeconds": 40}}]})
-    body = _event(t)
+    body = event_body(t)
     r = app.post("/events", json=body, tenants=[t])
     assert r.status_code == 201, r.text
     assert {d["destination"]: d["status"] for d in r.json()["destinations"]} == {"redis": "delivered",
@@ -238,7 +231,7 @@ def test_a_tenants_events_share_a_kafka_partition_in_the_order_posted(app: App, 
         app.configure(t, {"topics": [topic], "destinations": [{"type": "kafka"}]})
     posted: dict[str, list[str]] = {t: [] for t in tenants}
     for _ in range(4):
-        events = [_event(t) for _ in range(3) for t in tenants]  # t1, t2, t3, t1, ...
+        events = [event_body(t) for _ in range(3) for t in tenants]  # t1, t2, t3, t1, ...
         r = app.post("/events/bulk", json={"events": events}, tenants=tenants)
         assert r.status_code == 200 and r.json()["accepted"] == 9, r.text
         for e in events:

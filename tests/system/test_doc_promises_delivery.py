@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from tests.system.cosmos import Platform, events, iso, types_by_entity, wait_events
-from tests.system.harness import App, Stack, create_topic, tenant, topic_records, wait_for
+from tests.system.harness import App, Stack, create_topic, event_body, tenant, topic_records, wait_for
 
 FEED_TIMEOUT = 60.0
 # One sentinel per container, written last: the local Cosmos server has one partition per container,
@@ -258,9 +258,7 @@ def test_a_dead_letter_is_announced_once_counted_and_a_replay_naming_it_twice_de
     app.configure(t, {"destinations": [
         {"type": "redis"},
         {"type": "kafka", "config": {"transport": "amqp"}, "retry": {**FAST, "attempts": 1}}]})
-    body = {"tenantId": t, "eventType": "CONTROL_FAILED", "source": "BACKEND_API", "action": "TEST",
-            "entityId": "ctl-7", "data": {"control": "MFA", "result": "fail"},
-            "eventId": f"ev-{uuid.uuid4().hex[:12]}"}
+    body = event_body(t)
     start = time.monotonic()
     r = app.post("/events", json=body, tenants=[t])
     assert r.status_code == 201, r.text

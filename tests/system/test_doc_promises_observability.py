@@ -22,7 +22,6 @@ import json
 import re
 import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,7 @@ import pytest
 from azure.data.tables import TableClient
 
 from tests.system.fakes import FakeIngestion
-from tests.system.harness import App, Stack, app_env, own_stack, start_app, tenant, wait_for
+from tests.system.harness import App, Stack, app_env, event_body, own_stack, start_app, tenant, wait_for
 
 # A Kafka destination over AMQP with no Event Hubs configured: every delivery refused (non-transient),
 # parked once, then dead-lettered by the queue trigger at its first attempt.
@@ -42,14 +41,6 @@ REFUSING_KAFKA = {"type": "kafka", "config": {"transport": "amqp"},
 OFFLINE = {"APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
            "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
            "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true"}
-
-
-def _event(t: str, **over: Any) -> dict[str, Any]:
-    body = {"tenantId": t, "eventType": "CONTROL_FAILED", "source": "BACKEND_API", "action": "TEST",
-            "entityId": "ctl-9", "data": {"control": "MFA", "result": "fail"},
-            "eventId": f"ev-{uuid.uuid4().hex[:12]}"}
-    body.update(over)
-    return body
 
 
 def _stream(app: App, t: str, **params: str) -> list[dict[str, Any]]:
@@ -68,7 +59,7 @@ def test_a_failed_delivery_gives_one_notice_per_batch_and_one_per_dead_letter_an
     event and is never parked, so a notice failing at the broken destination comes back nowhere."""
     t = tenant("sysguard")
     app.configure(t, {"destinations": [{"type": "redis"}, REFUSING_KAFKA]})
-    bodies = [_event(t) for _ in range(3)]
+    bodies = [event_body(t) for _ in range(3)]
     r = app.post("/events/bulk", json={"events": bodies}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 3, r.text
     ids = {b["eventId"] for b in bodies}
@@ -140,12 +131,12 @@ def test_large_payloads_are_split_or_gzipped_and_read_back_whole(app: App, stack
     app.configure(packed, {"compressionEnabled": True, "destinations": [{"type": "analytics"}]})
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     # ~250 K UTF-16 units (under 1 MiB as UTF-16): chunked, not compressed. Emoji are surrogate pairs.
-    chunked = _event(plain, timestamp=_iso(at), data={
+    chunked = event_body(plain, timestamp=_iso(at), data={
         "findings": "x" * 150_000, "emoji": "\U0001F600" * 50_000, "note": "é" * 1000})
     # ~800 K characters: 1.6 MB as UTF-16, over an entity's 1 MiB: gzip'd although the stream does not ask.
-    huge = _event(plain, timestamp=_iso(at + timedelta(seconds=1)),
+    huge = event_body(plain, timestamp=_iso(at + timedelta(seconds=1)),
                   data={f"part{i}": secrets.token_hex(100_000) for i in range(4)})
-    small = _event(packed, timestamp=_iso(at), data={"title": "compressed because the stream says so"})
+    small = event_body(packed, timestamp=_iso(at), data={"title": "compressed because the stream says so"})
     for t, body in ((plain, chunked), (plain, huge), (packed, small)):
         r = app.post("/events", json=body, tenants=[t])
         assert r.status_code == 201, r.text[:500]
@@ -197,13 +188,13 @@ def test_a_redis_backfill_skips_what_live_traffic_or_an_earlier_job_delivered(ap
     only_ours = [{"sources": ["BACKEND_API"]}]  # the monitor's SYSTEM_PERFORMANCE events stay out
     app.configure(t, {"destinations": [{"type": "analytics"}], "filters": only_ours})
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
-    early = [_event(t, eventType="RISK_UPDATED", action="UPDATE",
+    early = [event_body(t, eventType="RISK_UPDATED", action="UPDATE",
                     timestamp=_iso(start + timedelta(seconds=i))) for i in range(6)]
     r = app.post("/events/bulk", json={"events": early}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 6, r.text
     # The consumer (Redis) is added later; from then on live traffic reaches it too.
     app.configure(t, {"destinations": [{"type": "analytics"}, {"type": "redis"}], "filters": only_ours})
-    late = [_event(t, eventType="RISK_UPDATED", action="UPDATE",
+    late = [event_body(t, eventType="RISK_UPDATED", action="UPDATE",
                    timestamp=_iso(start + timedelta(minutes=5, seconds=i))) for i in range(4)]
     r = app.post("/events/bulk", json={"events": late}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 4, r.text
@@ -268,7 +259,7 @@ def test_a_failing_destination_logs_one_error_per_batch_and_the_monitor_sends_th
     _, app, ingestion = watched
     t = tenant("tellog")
     app.configure(t, {"destinations": [{"type": "redis"}, REFUSING_KAFKA]})
-    bodies = [_event(t) for _ in range(5)]
+    bodies = [event_body(t) for _ in range(5)]
     r = app.post("/events/bulk", json={"events": bodies}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 5, r.text
     wait_for(lambda: len([d for d in app.get(f"/deadletters/{t}", tenants=[t]).json()["deadLetters"]
@@ -348,12 +339,13 @@ def test_metrics_windows_count_what_was_posted_with_latency_tops_and_destination
     t = tenant("mwin")
     app.configure(t, {"destinations": [{"type": "redis"}],
                         "filters": [{"eventTypes": ["RISK_CREATED", "CONTROL_TESTED"]}]})
-    events = ([_event(t, eventType="RISK_CREATED", action="CREATE", source="ARCHER_GRC") for _ in range(3)]
-              + [_event(t, eventType="CONTROL_TESTED", source="BACKEND_API") for _ in range(2)]
-              + [_event(t, eventType="USER_ACTION", action="UPDATE")])  # filtered out by the config
+    events = ([event_body(t, eventType="RISK_CREATED", action="CREATE", source="ARCHER_GRC")
+               for _ in range(3)]
+              + [event_body(t, eventType="CONTROL_TESTED", source="BACKEND_API") for _ in range(2)]
+              + [event_body(t, eventType="USER_ACTION", action="UPDATE")])  # filtered out by the config
     r = app.post("/events/bulk", json={"events": events}, tenants=[t])
     assert r.status_code == 200 and r.json()["accepted"] == 5, r.text
-    assert app.post("/events", json=_event(t, action="NOT_AN_ACTION"), tenants=[t]).status_code == 400
+    assert app.post("/events", json=event_body(t, action="NOT_AN_ACTION"), tenants=[t]).status_code == 400
 
     def counted() -> dict[str, Any] | None:
         got = app.get(f"/metrics/{t}", tenants=[t])
