@@ -80,7 +80,22 @@ def test_purge_deletes_the_hours_past_retention_and_keeps_the_rest(app: App, sta
         assert data == index == old_hours | recent_hours, (data, index)
         app.run_function("purge_analytics")
         # The timer runs asynchronously (202): done when the old hours have left the history read.
-        wait_for(lambda: _history(app, t, since) == recent_ids, 60, 0.5, what="old hours purged from the history")
+        seen: list[set[str] | None] = [None]
+
+        def purged() -> bool:
+            seen[0] = _history(app, t, since)
+            return seen[0] == recent_ids
+
+        try:
+            wait_for(purged, 60, 0.5, what="old hours purged from the history")
+        except AssertionError:
+            # This has failed in CI twice, with every write delivered and the run's log saying it
+            # deleted the old hours: say what the history still held and what the table holds.
+            got = seen[0] or set()
+            raise AssertionError(
+                f"history after the purge: old {sorted(got & old_ids)}, recent {sorted(got & recent_ids)}, "
+                f"other {sorted(got - old_ids - recent_ids)}; expected recent {sorted(recent_ids)}; "
+                f"(data hours, index hours) now {_stored_hours(table, t)}, old {sorted(old_hours)}") from None
         data, index = wait_for(lambda: (got if (got := _stored_hours(table, t))[1] == recent_hours else None), 30,
                                what="the old hours' index rows deleted")
     assert data == recent_hours, f"partitions of purged hours left behind: {sorted(data - recent_hours)}"
