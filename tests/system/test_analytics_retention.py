@@ -48,8 +48,12 @@ def _setup(app: App, t: str, now: datetime) -> tuple[set[str], set[str]]:
 
 
 def _history(app: App, t: str, since: datetime, *, or_503: bool = False) -> set[str] | None:
-    """The event ids of the tenant's history; None for a 503 when `or_503` (storage starting again)."""
-    r = app.get(f"/events/{t}/history", params={"from": _iso(since), "limit": "1000"}, tenants=[t])
+    """The event ids the test posted (source BACKEND_API) in the tenant's history; None for a 503 when
+    `or_503` (storage starting again). Only those: the monitor's SYSTEM_PERFORMANCE event for a tenant
+    active in the last minute goes to the tenant's destinations, analytics included, so a minute
+    boundary during the test adds an event of the service's own (it failed the test in CI twice)."""
+    r = app.get(f"/events/{t}/history", tenants=[t],
+                params={"from": _iso(since), "limit": "1000", "source": "BACKEND_API"})
     if or_503 and r.status_code == 503:
         return None
     assert r.status_code == 200, r.text
@@ -77,7 +81,8 @@ def test_purge_deletes_the_hours_past_retention_and_keeps_the_rest(app: App, sta
 
     with TableClient.from_connection_string(stack.storage, app.env["ANALYTICS_TABLE"]) as table:
         data, index = _stored_hours(table, t)
-        assert data == index == old_hours | recent_hours, (data, index)
+        # (At least: a system event of a minute that ended in a new hour adds that hour.)
+        assert data == index and old_hours | recent_hours <= data, (data, index)
         app.run_function("purge_analytics")
         # The timer runs asynchronously (202): done when the old hours have left the history read.
         seen: list[set[str] | None] = [None]
@@ -89,16 +94,16 @@ def test_purge_deletes_the_hours_past_retention_and_keeps_the_rest(app: App, sta
         try:
             wait_for(purged, 60, 0.5, what="old hours purged from the history")
         except AssertionError:
-            # This has failed in CI twice, with every write delivered and the run's log saying it
-            # deleted the old hours: say what the history still held and what the table holds.
             got = seen[0] or set()
             raise AssertionError(
                 f"history after the purge: old {sorted(got & old_ids)}, recent {sorted(got & recent_ids)}, "
                 f"other {sorted(got - old_ids - recent_ids)}; expected recent {sorted(recent_ids)}; "
                 f"(data hours, index hours) now {_stored_hours(table, t)}, old {sorted(old_hours)}") from None
-        data, index = wait_for(lambda: (got if (got := _stored_hours(table, t))[1] == recent_hours else None), 30,
-                               what="the old hours' index rows deleted")
-    assert data == recent_hours, f"partitions of purged hours left behind: {sorted(data - recent_hours)}"
+        data, index = wait_for(lambda: (got if not (got := _stored_hours(table, t))[1] & old_hours else None),
+                               30, what="the old hours' index rows deleted")
+    assert recent_hours <= index, (index, recent_hours)
+    assert not data & old_hours, f"partitions of purged hours left behind: {sorted(data & old_hours)}"
+    assert recent_hours <= data, (data, recent_hours)
 
 
 def test_a_purge_that_fails_is_run_again_by_the_host_retry_policy(breakable: tuple[Stack, App]) -> None:
