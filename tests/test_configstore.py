@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from shared.core.entity_tags import parse_entity_tags as tags
 from shared.core.streamconfig import StreamConfigIn
 from shared.delivery import configstore
 from shared.delivery.configstore import ConfigStore, PreconditionFailed, WriteOutcomeUnknown
@@ -96,13 +97,14 @@ async def test_if_match(make_store: Callable[..., ConfigStore], tenant: str) -> 
     store = make_store()
     _, etag, _ = await store.write(tenant, body())
     with pytest.raises(PreconditionFailed):
-        await store.write(tenant, body(batchSize=5), if_match='W/"datetime\'2000-01-01T00%3A00%3A00Z\'"')
+        await store.write(tenant, body(batchSize=5),
+                          if_match=tags('W/"datetime\'2000-01-01T00%3A00%3A00Z\'"'))
     assert (await store.read(tenant))[0].batchSize == 100  # the refused write changed nothing
-    updated, etag2, _ = await store.write(tenant, body(batchSize=5), if_match=etag)
+    updated, etag2, _ = await store.write(tenant, body(batchSize=5), if_match=tags(etag))
     assert updated.batchSize == 5
     with pytest.raises(PreconditionFailed):  # the old ETag is now stale
-        await store.write(tenant, body(batchSize=6), if_match=etag)
-    await store.write(tenant, body(batchSize=7), if_match="*")
+        await store.write(tenant, body(batchSize=6), if_match=tags(etag))
+    await store.write(tenant, body(batchSize=7), if_match=tags("*"))
     assert (await store.read(tenant))[0].batchSize == 7
 
 
@@ -130,25 +132,41 @@ async def test_what_get_answers_can_be_put_back_and_its_version_is_checked(
 
 async def test_if_match_star_needs_an_existing_config(make_store: Callable[..., ConfigStore], tenant: str) -> None:
     with pytest.raises(PreconditionFailed):
-        await make_store().write(tenant, body(), if_match="*")
+        await make_store().write(tenant, body(), if_match=tags("*"))
     assert (await make_store().read(tenant))[1] is None
 
 
 async def test_if_none_match_star(make_store: Callable[..., ConfigStore], tenant: str) -> None:
     store = make_store()
-    _, _, previous = await store.write(tenant, body(), if_none_match="*")
+    _, _, previous = await store.write(tenant, body(), if_none_match=tags("*"))
     assert previous is None
     with pytest.raises(PreconditionFailed):
-        await store.write(tenant, body(batchSize=3), if_none_match="*")
+        await store.write(tenant, body(batchSize=3), if_none_match=tags("*"))
     assert (await store.read(tenant))[0].batchSize == 100
+
+
+async def test_if_match_names_several_etags_and_if_none_match_an_etag(
+        make_store: Callable[..., ConfigStore], tenant: str) -> None:
+    """RFC 9110: If-Match holds when the stored ETag is any one listed (compared without `W/`: ours are
+    weak); If-None-Match naming the stored ETag refuses the write."""
+    store = make_store()
+    # Nothing stored: an If-None-Match naming an ETag holds.
+    _, etag, _ = await store.write(tenant, body(), if_none_match=tags('"never-this"'))
+    with pytest.raises(PreconditionFailed, match="If-None-Match names"):
+        await store.write(tenant, body(batchSize=2), if_none_match=tags(f'"other", {etag}'))
+    _, etag2, _ = await store.write(tenant, body(batchSize=3), if_match=tags(f'"stale", {etag}'))
+    with pytest.raises(PreconditionFailed, match="changed since it was read"):
+        await store.write(tenant, body(batchSize=4), if_match=tags(f'"stale", {etag}'))
+    strong = etag2.removeprefix("W/")  # a client that dropped the weak marker still names it
+    assert (await store.write(tenant, body(batchSize=5), if_match=tags(strong)))[0].batchSize == 5
 
 
 async def test_lost_update_is_refused_between_instances(make_store: Callable[..., ConfigStore], tenant: str) -> None:
     a, b = make_store(), make_store()
     _, etag, _ = await a.write(tenant, body())
-    await b.write(tenant, body(batchSize=11), if_match=etag)
+    await b.write(tenant, body(batchSize=11), if_match=tags(etag))
     with pytest.raises(PreconditionFailed):
-        await a.write(tenant, body(batchSize=12), if_match=etag)
+        await a.write(tenant, body(batchSize=12), if_match=tags(etag))
     assert (await a.read(tenant))[0].batchSize == 11
 
 

@@ -144,7 +144,10 @@ def document(routes: Sequence[Any]) -> dict[str, Any]:
             responses["412"] = _problem("If-Match / If-None-Match failed, or the body's `version` (as read by "
                                         "GET) is no longer the stored one")
         for status, desc in r.responses:
-            responses[str(status)] = {**ok, "description": desc} if status < 300 else _problem(desc)
+            if status < 300:
+                responses[str(status)] = {**ok, "description": desc}
+            else:  # a 3xx has no body; an error is a problem
+                responses[str(status)] = {"description": desc} if status < 400 else _problem(desc)
         op["responses"] = responses
         if not r.anonymous:
             # A function key (host) and a caller identity (app): docs/security.md.

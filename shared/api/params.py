@@ -18,7 +18,8 @@ def bad_param(name: str, detail: str, where: str = "query", raw: str | None = No
     if raw is not None and "," in raw:
         detail += (f" (got {raw[:100]!r}: a parameter given more than once arrives as its values joined "
                    "by ',')")
-    return ProblemError(400, "Bad Request", f"invalid {where} parameter {name!r}: {detail}",
+    what = "header" if where == "headers" else f"{where} parameter"
+    return ProblemError(400, "Bad Request", f"invalid {what} {name!r}: {detail}",
                         errors=[{"pointer": f"#/{where}/{name}", "field": name, "detail": detail}])
 
 

@@ -102,14 +102,21 @@ API_ROUTES: tuple[Route, ...] = (
           response_schema="TenantMetrics", tags=("operations",)),
     Route("get_stream_config", "GET", "stream-config/{tenantId}", streamconfig.get_stream_config,
           "A tenant's stream configuration (the documented default when none is stored)",
-          response_schema="StreamConfig", tags=("config",), deadline=_READ),
+          response_schema="StreamConfig", tags=("config",), deadline=_READ,
+          headers=(("If-None-Match", {"type": "string"},
+                    "ETags read before, comma-separated (or `*`): 304 while the stored config is one of "
+                    "them"),),
+          responses=((304, "Not Modified: the stored config is one `If-None-Match` names (ETag header, no "
+                           "body)"),)),
     Route("put_stream_config", "PUT", "stream-config/{tenantId}", streamconfig.put_stream_config,
           "Create or replace a tenant's stream configuration (If-Match for optimistic concurrency). The body "
           "GET answers with can be sent back as it is: its read-only `version` makes the write conditional on "
           "it (412 when the stored version moved on), `updatedAt` and `isDefault` are ignored",
           request_schema="StreamConfigIn", response_schema="StreamConfig", tags=("config",),
-          headers=(("If-Match", {"type": "string"}, "the ETag read (or `*`: only if one is stored)"),
-                   ("If-None-Match", {"type": "string"}, "`*`: only if none is stored yet")),
+          headers=(("If-Match", {"type": "string"},
+                    "the ETag read, or several comma-separated (or `*`: only if one is stored)"),
+                   ("If-None-Match", {"type": "string"},
+                    "`*`: only if none is stored yet; ETags: only if the stored config is none of them")),
           responses=((422, "An enabled Kafka destination names a topic (event hub) the broker does not "
                            "have"),),
           deadline=_WRITE, completes=True),

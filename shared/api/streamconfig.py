@@ -6,9 +6,10 @@ import logging
 from confluent_kafka import KafkaException
 
 from shared.api.audit import record_audit
-from shared.api.params import tenant_param
+from shared.api.params import bad_param, tenant_param
 from shared.app.services import get_services
 from shared.core.destination_options import KafkaOptions, delivery_window_problems
+from shared.core.entity_tags import EntityTags, parse_entity_tags
 from shared.core.streamconfig import StreamConfigIn
 from shared.core.validation import field_error
 from shared.delivery.configstore import PreconditionFailed, WriteOutcomeUnknown
@@ -24,13 +25,28 @@ MAX_CONFIG_BYTES = 256 * 1024
 
 async def get_stream_config(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
+    if_none_match = _entity_tags(req, "If-None-Match")
     config, etag = await get_services().configs.read(tenant)
+    if etag and if_none_match is not None and if_none_match.matches(etag):
+        return ApiResponse(304, headers={"ETag": etag})  # the client's copy is current (RFC 9110 15.4.5)
     headers = {"ETag": etag} if etag else {}
     return json_response(config.model_dump(mode="json"), headers=headers)
 
 
+def _entity_tags(req: ApiRequest, name: str) -> EntityTags | None:
+    """The header's entity tags, or None when absent; 400 naming the header when malformed."""
+    value = req.headers.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_entity_tags(value)
+    except ValueError as exc:
+        raise bad_param(name, str(exc), "headers") from exc
+
+
 async def put_stream_config(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
+    if_match, if_none_match = _entity_tags(req, "If-Match"), _entity_tags(req, "If-None-Match")
     body = read_model(req, StreamConfigIn, MAX_CONFIG_BYTES, "the stream configuration")
     # The guarantees docs/delivery.md states hold only within windows: refuse a config that breaks them.
     problems = delivery_window_problems(body.destinations, get_services().settings.kafka_delivery_timeout_ms)
@@ -44,8 +60,7 @@ async def put_stream_config(req: ApiRequest) -> ApiResponse:
     await _check_topics(tenant, body)
     try:
         config, etag, previous = await get_services().configs.write(
-            tenant, body, if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")
-        )
+            tenant, body, if_match=if_match, if_none_match=if_none_match)
     except PreconditionFailed as exc:
         raise ProblemError(412, "Precondition Failed", str(exc)) from exc
     except WriteOutcomeUnknown as exc:  # the change may be made: in the trail as such (the answer: 503)

@@ -42,6 +42,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.core.entity_tags import EntityTags
 from shared.core.events import utc_now_iso
 from shared.core.limits import STORAGE_READ_SECONDS
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
@@ -111,19 +112,19 @@ class ConfigStore:
         tenant_id: str,
         body: StreamConfigIn,
         *,
-        if_match: str | None = None,
-        if_none_match: str | None = None,
+        if_match: EntityTags | None = None,
+        if_none_match: EntityTags | None = None,
     ) -> tuple[StreamConfig, str, StreamConfig | None]:
         """Create or replace; returns (new config, new ETag, previous config or None). A `version` in
         the body must equal the stored one (0: none stored), checked in the same conditional write."""
         previous, etag = await self.read(tenant_id)
         existed = etag is not None
-        if if_none_match == "*" and existed:
-            raise PreconditionFailed("a stream config exists for this tenant")
-        if if_match not in (None, "*") and if_match != etag:
-            raise PreconditionFailed("the stream config was changed since it was read")
-        if if_match == "*" and not existed:
-            raise PreconditionFailed("no stream config is stored for this tenant")
+        if if_none_match is not None and if_none_match.matches(etag):
+            raise PreconditionFailed("a stream config exists for this tenant" if if_none_match.any else
+                                     "the stored stream config is one If-None-Match names")
+        if if_match is not None and not if_match.matches(etag):
+            raise PreconditionFailed("no stream config is stored for this tenant" if not existed else
+                                     "the stream config was changed since it was read")
         stored_version = previous.version if existed else 0
         if body.version is not None and body.version != stored_version:
             raise PreconditionFailed(f"the body was read at version {body.version}; the stored version is "

@@ -6,8 +6,8 @@
   not delivered again; the same id for a different event is refused with 422; concurrent repeats
   get `duplicate` or 409 + Retry-After, one delivery only;
 - a Redis `dedupeSeconds` shorter than the destination's retry horizon is refused (docs/delivery.md);
-- `If-None-Match: *` / `If-Match` on PUT /stream-config, and the audit record of each change
-  (README "API", docs/security.md "Audit trail");
+- `If-None-Match` / `If-Match` (`*` or ETag lists) on PUT /stream-config, 304 on a GET naming the
+  stored ETag, and the audit record of each change (README "API", docs/security.md "Audit trail");
 - 413 / 415 / 405 + Allow / 404 as problem details, and the correlation id echoed and carried by the
   events a request produced (README "API", "Limits").
 """
@@ -291,6 +291,36 @@ def test_conditional_puts_answer_412_and_every_change_is_audited_with_before_and
     assert oldest["before"] is None and oldest["after"] == created.json()
     assert middle["before"] == created.json() and middle["after"] == replaced.json()
     assert newest["before"] == replaced.json() and newest["after"] == third.json()
+
+
+def test_conditional_headers_take_entity_tag_lists_and_a_current_copy_is_not_sent_again(app: App) -> None:
+    """RFC 9110 section 13.1: If-Match holds when the stored ETag is any one it lists, If-None-Match
+    naming the stored ETag refuses a PUT and answers a GET 304 with no body; a value that is not `*`
+    or entity tags is 400 naming the header, not a puzzling 412."""
+    t = tenant("etags")
+    path = f"/stream-config/{t}"
+    assert app.get(path, tenants=[t], headers={"If-None-Match": "*"}).status_code == 200  # the default
+    etag1 = app.put(path, tenants=[t], json={"batchSize": 10}).headers["etag"]
+
+    current = app.get(path, tenants=[t], headers={"If-None-Match": f'"other", {etag1}'})
+    assert current.status_code == 304 and current.content == b"" and current.headers["etag"] == etag1
+    assert app.get(path, tenants=[t], headers={"If-None-Match": "*"}).status_code == 304
+    assert app.get(path, tenants=[t], headers={"If-None-Match": '"other"'}).json()["batchSize"] == 10
+    refused = _is_problem(app.put(path, tenants=[t], json={"batchSize": 11},
+                                  headers={"If-None-Match": etag1}), 412)
+    assert "If-None-Match" in refused["detail"]
+
+    replaced = app.put(path, tenants=[t], json={"batchSize": 20}, headers={"If-Match": f'"stale", {etag1}'})
+    assert replaced.status_code == 200, replaced.text
+    assert app.get(path, tenants=[t], headers={"If-None-Match": etag1}).json()["batchSize"] == 20
+    _is_problem(app.put(path, tenants=[t], json={"batchSize": 21},
+                        headers={"If-Match": f'"stale", {etag1}'}), 412)
+
+    for header, value in (("If-Match", "not-quoted"), ("If-None-Match", '"a" "b"')):
+        bad = _is_problem(app.put(path, tenants=[t], json={"batchSize": 30}, headers={header: value}), 400)
+        error = bad["errors"][0]
+        assert error["pointer"] == f"#/headers/{header}" and error["field"] == header, bad
+    assert app.get(path, tenants=[t]).json()["batchSize"] == 20  # nothing refused was stored
 
 
 # -- row 14: refusals as problem details, the correlation id ------------------------------------------
