@@ -53,7 +53,8 @@ class Admin:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if not self._authorized(request):
             return problem(401, "Unauthorized", "admin APIs need the master key (x-functions-key)")
-        parts = [p for p in request.path.split("/") if p]
+        path = [p for p in request.path.split("/") if p]
+        parts = [p.lower() for p in path]  # the host's admin routes match in any case, as function routes do
         if parts == ["admin", "host", "status"] and request.method == "GET":
             return web.json_response({"state": "Running" if self.started else "Initialized"})
         if parts == ["admin", "functions"] and request.method == "GET":
@@ -61,7 +62,7 @@ class Admin:
         if len(parts) == 3 and parts[:2] == ["admin", "functions"]:
             if request.method != "POST":
                 return problem(405, "Method Not Allowed", "POST runs the function")
-            return await self._run(parts[2], request)
+            return await self._run(path[2], request)
         return problem(404, "Not Found", "no such admin API in the local runner")
 
     async def _run(self, name: str, request: web.BaseRequest) -> web.StreamResponse:

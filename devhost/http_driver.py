@@ -1,7 +1,9 @@
 """HTTP triggers on one port, with the host's routing, method and auth semantics.
 
 Route precedence follows ASP.NET routing as the Functions host uses it: literal segments before
-parameters, parameters before a catch-all `{*x}`. Function and admin levels need a key when the
+parameters, parameters before a catch-all `{*x}`; literal segments match in any case (its
+RoutePatternMatcher compares them OrdinalIgnoreCase: `/EVENTS/t` is `/events/{tenantId}`, the
+parameter's value kept as sent) and a trailing slash is ignored. Function and admin levels need a key when the
 runner is given keys (`--function-key`); like `func start`, no keys means no key check.
 
 Requests the HTTP server refuses before any function runs answer problem details, as the app's own
@@ -117,7 +119,7 @@ def compile_route(template: str) -> tuple[re.Pattern[str], tuple[int, ...]]:
     for seg in template.strip("/").split("/"):
         m = re.fullmatch(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?(\?)?\}", seg)
         if not m:
-            parts.append(re.escape(seg))
+            parts.append(f"(?i:{re.escape(seg)})")  # literals match in any case, as in ASP.NET routing
             rank.append(0)
         elif m.group(1):
             parts.append(f"(?P<{m.group(2)}>(?s:.*))")  # DOTALL: a %0A in the path still matches
@@ -171,7 +173,8 @@ class HttpDriver:
         if total > MAX_HEADERS_TOTAL_BYTES:
             return problem(431, "Request Header Fields Too Large",
                            f"the request headers total more than {MAX_HEADERS_TOTAL_BYTES} bytes")
-        if self.admin is not None and (request.path == "/admin" or request.path.startswith("/admin/")):
+        lowered = request.path.lower()
+        if self.admin is not None and (lowered == "/admin" or lowered.startswith("/admin/")):
             return await self.admin.handle(request)
         found = self.match(request.method, request.path)
         if found is None:

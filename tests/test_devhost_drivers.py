@@ -350,3 +350,18 @@ async def test_query_headers_and_a_chunked_body_are_handed_over_as_the_host_hand
             assert r.json()["body"] == 14
     finally:
         await driver.stop()
+
+
+def test_route_literals_match_in_any_case_and_parameters_keep_theirs() -> None:
+    """ASP.NET Core's RoutePatternMatcher, which the host routes with, compares literal segments
+    OrdinalIgnoreCase and ignores a trailing slash; a parameter's value is the segment as sent."""
+    from devhost.http_driver import compile_route
+    from shared.api.routes import ROUTES
+    from shared.http.routing import allowed_methods
+
+    regex, _ = compile_route("events/{tenantId}/history")
+    m = regex.fullmatch("/EVENTS/Acme-1/History/")
+    assert m is not None and m.group("tenantId") == "Acme-1"
+    assert regex.fullmatch("/events/acme-1/histories") is None
+    # The app's own 405 answer sees the path as the host routed it.
+    assert allowed_methods(ROUTES, "/Stream-Config/acme-1") == ["GET", "PUT"]

@@ -59,7 +59,8 @@ class Route:
 def _regex(template: str) -> re.Pattern[str]:
     parts = []
     for seg in template.strip("/").split("/"):
-        parts.append("[^/]+" if seg.startswith("{") else re.escape(seg))
+        # Literal segments in any case: the host's routing matches them so (devhost/http_driver.py).
+        parts.append("[^/]+" if seg.startswith("{") else f"(?i:{re.escape(seg)})")
     return re.compile("^/" + "/".join(parts) + "/?$")
 
 

@@ -8,6 +8,7 @@
 - a Redis `dedupeSeconds` shorter than the destination's retry horizon is refused (docs/delivery.md);
 - `If-None-Match` / `If-Match` (`*` or ETag lists) on PUT /stream-config, 304 on a GET naming the
   stored ETag, and the audit record of each change (README "API", docs/security.md "Audit trail");
+- routes matched in any case, as the host's ASP.NET routing does;
 - 413 / 415 / 405 + Allow / 404 as problem details, and the correlation id echoed and carried by the
   events a request produced (README "API", "Limits").
 """
@@ -26,7 +27,16 @@ from typing import Any
 import httpx
 
 from localdev.services import free_port
-from tests.system.harness import App, Stack, create_topic, own_stack_and_app, tenant, topic_records, wait_for
+from tests.system.harness import (
+    App,
+    Stack,
+    create_topic,
+    event_body,
+    own_stack_and_app,
+    tenant,
+    topic_records,
+    wait_for,
+)
 
 PROBLEM = "application/problem+json"
 # README "Limits": POST /events body 1 MiB; POST /events/bulk 1,000 events and 4 MiB.
@@ -352,6 +362,24 @@ def test_refusals_are_problem_details_and_nothing_is_stored(app: App) -> None:
         assert {m.strip() for m in r.headers["allow"].split(",")} == allowed, r.headers["allow"]
     _is_problem(app.get("/nope", **auth), 404)
     _is_problem(app.get("/nope", anonymous=True), 404)
+
+
+def test_routes_match_in_any_case_as_the_hosts_routing_does(app: App) -> None:
+    """The Functions host routes with ASP.NET Core, whose literal segments match in any case
+    (RoutePatternMatcher: OrdinalIgnoreCase) and which ignores a trailing slash: `/EVENTS/{t}` is
+    `/events/{tenantId}` in Azure, so it must be in the runner, and a wrong method on it is 405 there
+    too. A parameter keeps its case: an upper-case tenant id is refused by its rule."""
+    t = tenant("case")
+    assert app.post("/Events", json=event_body(t), tenants=[t]).status_code == 201
+    lower = app.get(f"/events/{t}", tenants=[t])
+    for path in (f"/EVENTS/{t}", f"/Events/{t}/"):
+        r = app.get(path, tenants=[t])
+        assert r.status_code == 200 and r.json()["events"] == lower.json()["events"], (path, r.text[:300])
+    r = app.request("DELETE", f"/Stream-Config/{t}", tenants=[t])
+    _is_problem(r, 405)
+    assert {m.strip() for m in r.headers["allow"].split(",")} == {"GET", "PUT"}
+    bad = _is_problem(app.get(f"/events/{t.upper()}"), 400)  # as an admin: no tenant grant to check first
+    assert bad["errors"][0]["pointer"] == "#/path/tenantId"
 
 
 def test_a_gzipped_body_is_decoded_within_the_limits_and_other_codings_are_refused(app: App) -> None:
