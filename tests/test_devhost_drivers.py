@@ -191,6 +191,77 @@ async def test_an_invocation_ends_with_the_hosts_executed_line_saying_why_it_fai
     assert lines[0].endswith(": cancelled before it finished") and lines[1].endswith("ms)"), lines
 
 
+def test_function_timeout_is_host_jsons_else_the_flex_consumption_default(tmp_path: Path) -> None:
+    from devhost.invoke import DEFAULT_FUNCTION_TIMEOUT_S, FUNCTION_TIMEOUT_S, function_timeout
+
+    assert FUNCTION_TIMEOUT_S == 300.0  # this repository's host.json: "00:05:00"
+    host = tmp_path / "host.json"
+    host.write_text('{"version": "2.0"}')
+    assert function_timeout(host) == DEFAULT_FUNCTION_TIMEOUT_S == 1800.0
+    host.write_text('{"version": "2.0", "functionTimeout": "-1"}')
+    assert function_timeout(host) is None
+    host.write_text('{"version": "2.0", "functionTimeout": "01:30:00"}')
+    assert function_timeout(host) == 5400.0
+
+
+async def test_an_invocation_past_function_timeout_is_cancelled_and_fails_as_the_hosts_does(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The host cancels an invocation that runs past host.json's `functionTimeout` (and, for Python,
+    restarts the worker): a queue message's or a timer's run fails, an HTTP request answers 500. One
+    that finishes in time is untouched, and the task that ran the late one carries on (no cancel is
+    left pending on it)."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from devhost import invoke as invoke_module
+    from devhost.app_loader import load_functions
+    from devhost.http_driver import HttpDriver
+
+    monkeypatch.setattr(invoke_module, "FUNCTION_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(invoke_module._Watchdog, "CHECK_S", 0.05)
+    caplog.set_level("INFO", logger="devhost")
+    swallowed: list[str] = []
+
+    async def late(timer: Any) -> None:
+        await asyncio.sleep(30)
+
+    async def stubborn(timer: Any) -> None:  # catches the cancel and finishes anyway
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            swallowed.append("cancel")
+
+    start = time.monotonic()
+    with pytest.raises(invoke_module.FunctionTimeout):
+        await invoke_module.invoke(timer_spec(late), None)
+    assert 0.5 <= time.monotonic() - start < 2.0
+    await asyncio.sleep(0.01)  # this task was not left cancelled
+    await invoke_module.invoke(timer_spec(stubborn), None)
+    assert swallowed == ["cancel"]
+    await asyncio.sleep(0.01)
+    lines = [r.getMessage() for r in caplog.records]
+    host_words = "Timeout value of 0.5 s exceeded by function 'Functions.tick'"
+    assert any(line.startswith(host_words) for line in lines)
+    executed = [line for line in lines if line.startswith("Executed 'Functions.tick' (Failed")]
+    assert len(executed) == 1 and "functionTimeout" in executed[0], lines
+
+    port = services.free_port()
+    driver = HttpDriver(load_functions("tests.devhost_apps.http_app"), port)
+    await driver.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            ok, late_answer = await asyncio.gather(client.get(f"http://127.0.0.1:{port}/slow?s=0.1"),
+                                                   client.get(f"http://127.0.0.1:{port}/slow?s=30"))
+            assert (ok.status_code, ok.text) == (200, "done")
+            assert late_answer.status_code == 500 and late_answer.elapsed.total_seconds() < 2.0
+            again = await client.get(f"http://127.0.0.1:{port}/slow?s=0")  # the server goes on
+            assert again.status_code == 200
+    finally:
+        await driver.stop()
+
+
 async def test_queue_connection_string_or_identity_based_service_uri() -> None:
     """A queue trigger's connection as the host resolves it: the setting as a connection string,
     else `<connection>__queueServiceUri` with an identity (the developer's, outside Azure)."""

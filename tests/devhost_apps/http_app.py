@@ -2,6 +2,7 @@
 (the body byte for byte; the query parameters and headers)."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import azure.functions as func
@@ -21,3 +22,11 @@ def inspect(req: func.HttpRequest) -> func.HttpResponse:
     """What the function was handed besides the body: query parameters, headers, the body's length."""
     seen = {"params": dict(req.params), "headers": dict(req.headers), "body": len(req.get_body())}
     return func.HttpResponse(json.dumps(seen), mimetype="application/json")
+
+
+@app.function_name("slow")
+@app.route(route="slow", methods=["GET"])
+async def slow(req: func.HttpRequest) -> func.HttpResponse:
+    """Answers after `?s=` seconds: the runner's functionTimeout tests."""
+    await asyncio.sleep(float(req.params.get("s", "0")))
+    return func.HttpResponse("done")
