@@ -108,6 +108,29 @@ async def test_a_failed_message_comes_back_after_the_visibility_timeout(
     assert all(g >= 1.9 for g in gaps), gaps
 
 
+async def test_a_message_past_function_timeout_fails_and_is_retried_as_any_failure(
+        queue_env: str, sender: QueueClient, storage_connection_string: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """host.json's functionTimeout: the late invocation is cancelled and fails, so the message comes
+    back after visibilityTimeout with its dequeue count up, and is poisoned after maxDequeueCount."""
+    from devhost import invoke as invoke_module
+
+    monkeypatch.setattr(invoke_module, "FUNCTION_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(invoke_module._Watchdog, "CHECK_S", 0.05)
+    await sender.send_message("late")
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"),
+                         QueueOptions(max_dequeue_count=2, visibility_timeout_s=1))
+    await driver.start()
+    try:
+        await _wait_for(lambda: len(_seen(b"late")) == 2, timeout=20)
+        assert await _poisoned(storage_connection_string, queue_env, 1)
+    finally:
+        await driver.stop()
+    assert [c for c, _ in _seen(b"late")] == [1, 2]
+    [worker] = driver.workers
+    assert (worker.failed, worker.poisoned) == (2, 1)
+
+
 async def test_a_message_that_is_not_base64_is_poisoned_at_once_without_a_call(
         queue_env: str, storage_connection_string: str) -> None:
     raw = QueueClient.from_connection_string(storage_connection_string, queue_env)  # no encoding: plain text

@@ -1,5 +1,5 @@
 """A minimal function app for the devhost queue driver tests: records what it gets (body, dequeue
-count, when), fails on 'boom', and holds 'hold' messages until the test releases them (GATE)."""
+count, when), fails on 'boom', runs past any short functionTimeout on 'late', and holds 'hold' messages until the test releases them (GATE)."""
 from __future__ import annotations
 
 import asyncio
@@ -19,5 +19,7 @@ async def record(msg: func.QueueMessage) -> None:
     SEEN.append((body, msg.dequeue_count, time.monotonic()))
     if body == b"boom":
         raise RuntimeError("boom")
+    if body == b"late":
+        await asyncio.sleep(30)
     if body == b"hold" and GATE is not None:
         await GATE.acquire()
