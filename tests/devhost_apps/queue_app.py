@@ -1,5 +1,6 @@
 """A minimal function app for the devhost queue driver tests: records what it gets (body, dequeue
-count, when), fails on 'boom', runs past any short functionTimeout on 'late', and holds 'hold' messages until the test releases them (GATE)."""
+count, when), fails on 'boom', runs past any short functionTimeout on 'late', and holds 'hold'
+messages until the test releases them (GATE)."""
 from __future__ import annotations
 
 import asyncio
