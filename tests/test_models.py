@@ -347,3 +347,31 @@ def test_timestamp_may_be_a_datetime_in_process() -> None:
     """The producer library hands validated models back in (model_dump keeps datetimes)."""
     ts = datetime(2026, 1, 31, 12, tzinfo=timezone.utc)
     assert EventIn.model_validate(event_dict(timestamp=ts)).timestamp == ts
+
+
+@pytest.mark.parametrize(("ts", "words"), [
+    ("2026-13-01T00:00:00Z", "month 13 is not 01-12"),
+    ("2026-02-29T00:00:00Z", "2026-02-29 is not a date"),
+    ("0000-01-01T00:00:00Z", "0000-01-01 is not a date"),
+    ("2026-12-07T24:00:00Z", "hour 24 is not 00-23"),
+    ("2026-12-07T18:61:00Z", "minute 61 is not 00-59"),
+    ("2016-12-31T23:59:60Z", "second 60 (a leap second) cannot be stored"),
+    ("2026-12-07T18:00:61Z", "second 61 is not 00-59"),
+    ("2026-12-07T18:00:00-24:00", "offset -24:00 is not within"),
+    ("2026-12-07T18:00:00+05:60", "offset +05:60 is not within"),
+])
+def test_a_date_time_of_the_right_shape_that_is_no_time_names_the_wrong_part(ts: str, words: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        EventIn.model_validate(event_dict(timestamp=ts))
+    [error] = field_errors(exc.value)
+    assert error.pointer == "/timestamp"
+    assert error.detail.startswith(f"timestamp is not a valid date-time: {words}"), error.detail
+
+
+def test_date_time_problem_finds_none_in_valid_times() -> None:
+    from shared.core.events import date_time_problem
+
+    for ts in ("2024-02-29T23:59:59.999999Z", "2026-12-07t00:00:00+23:59", "2026-12-07T18:00:00",
+               "0001-01-01T00:00:00Z"):
+        assert date_time_problem(ts) is None, ts
+    assert date_time_problem("not a time") is None  # not of the shape: the caller's own message says so

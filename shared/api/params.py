@@ -5,7 +5,14 @@ from datetime import datetime
 from enum import Enum
 from typing import TypeVar
 
-from shared.core.events import TENANT_RULE, UNMAPPED_TENANT, is_tenant_id, parse_rfc3339, to_utc
+from shared.core.events import (
+    TENANT_RULE,
+    UNMAPPED_TENANT,
+    date_time_problem,
+    is_tenant_id,
+    parse_rfc3339,
+    to_utc,
+)
 from shared.http.types import ApiRequest, ProblemError
 
 E = TypeVar("E", bound=Enum)
@@ -64,7 +71,9 @@ def time_param(req: ApiRequest, name: str) -> datetime | None:
         return None
     value = parse_rfc3339(raw)
     if value is None:
-        detail = "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z"
+        problem = date_time_problem(raw)
+        detail = (f"is not a valid date-time: {problem}" if problem else
+                  "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
         if " " in raw and parse_rfc3339(raw.replace(" ", "+")) is not None:
             # The usual cause: an offset's "+" sent unencoded, which a query string reads as a space.
             detail += f" (got {raw[:100]!r}: a '+' in a query string reads as a space; send it as %2B)"

@@ -15,7 +15,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.core import limits
-from shared.core.events import EventType, Source, parse_rfc3339, rfc3339_string, to_utc, utc_now_iso
+from shared.core.events import (
+    EventType,
+    Source,
+    date_time_error,
+    parse_rfc3339,
+    rfc3339_string,
+    to_utc,
+    utc_now_iso,
+)
 from shared.core.hours import HOUR_MS, hour_start_ms
 
 # The analytics store is where a backfill reads from, so it is no target.
@@ -59,7 +67,7 @@ class BackfillRequest(BaseModel):
             return v
         parsed = parse_rfc3339(v)  # parsed here: strict JSON mode
         if parsed is None:
-            raise ValueError(f"{name} must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
+            raise ValueError(date_time_error(v, name))
         return parsed
 
     @field_validator("from_", "to")

@@ -2,6 +2,7 @@
 (`Event`), and the vocabulary they share: event types, sources, actions and the one tenant-id rule."""
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -37,7 +38,8 @@ TENANT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,62}[a-z0-9])$"
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
 # RFC 3339 date-time (use fullmatch); a missing offset passes here so that EventIn can say what is missing.
 RFC3339_RE = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-]([0-9]{2}):([0-9]{2}))?"
 )
 TENANT_RULE = "3-64 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
 
@@ -49,8 +51,17 @@ def rfc3339_string(v: Any, name: str = "value") -> Any:
     if v is None or isinstance(v, datetime):
         return v
     if not isinstance(v, str) or not RFC3339_RE.fullmatch(v):
-        raise ValueError(f"{name} must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z")
+        raise ValueError(date_time_error(v, name))
     return v
+
+
+def date_time_error(raw: object, name: str) -> str:
+    """The one wording of a value that is no date-time: the part that is wrong when it has RFC 3339's
+    shape (date_time_problem), else the format expected."""
+    problem = date_time_problem(raw) if isinstance(raw, str) else None
+    if problem is not None:
+        return f"{name} is not a valid date-time: {problem}"
+    return f"{name} must be an RFC 3339 date-time string, e.g. 2026-01-31T12:00:00Z"
 
 
 def parse_rfc3339(raw: str) -> datetime | None:
@@ -63,6 +74,30 @@ def parse_rfc3339(raw: str) -> datetime | None:
         return datetime.fromisoformat(raw.upper())
     except ValueError:  # e.g. month 13
         return None
+
+
+def date_time_problem(raw: str) -> str | None:
+    """What makes a string of RFC 3339's shape no date-time, in words (pydantic says "unexpected extra
+    characters at the end of the input" for an hour of 24 or a minute of 61); None when nothing does."""
+    m = RFC3339_RE.fullmatch(raw)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    if not 1 <= month <= 12:
+        return f"month {month:02d} is not 01-12"
+    if year == 0 or not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return f"{raw[:10]} is not a date"
+    if hour > 23:
+        return f"hour {hour:02d} is not 00-23"
+    if minute > 59:
+        return f"minute {minute:02d} is not 00-59"
+    if second == 60:
+        return "second 60 (a leap second) cannot be stored; send :59.999 instead"
+    if second > 60:
+        return f"second {second:02d} is not 00-59"
+    if m.group(7) is not None and (int(m.group(7)) > 23 or int(m.group(8)) > 59):
+        return f"offset {raw[-6:]} is not within -23:59..+23:59"
+    return None
 
 
 def is_tenant_id(value: object) -> bool:

@@ -5,10 +5,12 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from shared.core.events import TENANT_PATTERN, TENANT_RULE
+from shared.core.events import TENANT_PATTERN, TENANT_RULE, date_time_error, date_time_problem
 from shared.core.results import FieldError
 
 _UNION_TAGS = frozenset({"redis", "kafka", "analytics", "vector"})
+# pydantic's errors for a string of RFC 3339's shape that is no date-time (e.g. hour 24)
+_DATE_TIME_ERRORS = frozenset({"datetime_from_date_parsing", "datetime_parsing"})
 
 
 def _clean(loc: Sequence[Any]) -> list[Any]:
@@ -34,10 +36,14 @@ def dotted(loc: Sequence[Any]) -> str:
 
 def field_errors(exc: ValidationError, prefix: Sequence[Any] = ()) -> list[FieldError]:
     errors: list[FieldError] = []
-    for err in exc.errors(include_url=False, include_input=False):
+    # The input is read only to word a date-time's error; it is never put in the error.
+    for err in exc.errors(include_url=False):
         loc = [*prefix, *_clean(err["loc"])]
+        raw = err.get("input")
         if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == TENANT_PATTERN:
             msg = f"tenantId must be {TENANT_RULE}"  # the rule in words, not the regular expression
+        elif err["type"] in _DATE_TIME_ERRORS and isinstance(raw, str) and date_time_problem(raw):
+            msg = date_time_error(raw, str(loc[-1]) if loc else "value")
         else:
             msg = err["msg"].removeprefix("Value error, ")
         if loc and loc[-1] == "[key]":  # pydantic's mark for a member's name: no JSON Pointer step

@@ -8,6 +8,8 @@ document or query never failing the others.
   `9999-12-31T23:59:59-01:00`): converting them raised OverflowError, a 500 for an event or a history
   query, a failed change-feed batch for a document, a failed overdue run for an assessment.
 - History `from` before 1970: matched no event (the store's row keys begin at 1970).
+- Date-times of RFC 3339's shape naming no time (hour 24, a leap second): the parser's error named
+  no part of them.
 - Errors in a replay's ids or in a member's name pointed at the whole list or at no JSON Pointer step.
 """
 from __future__ import annotations
@@ -83,6 +85,31 @@ def test_a_time_with_no_utc_date_time_is_a_field_error_and_fails_no_other_event(
     assert [e["pointer"] for e in results[0]["errors"]] == ["/events/0/timestamp"]
     stored = events(app, t)
     assert len(stored) == 2 and stored[0]["timestamp"] == "2026-01-31T06:30:00.000Z"  # lowercase t: RFC 3339
+
+
+def test_a_date_time_of_the_right_shape_but_no_such_time_says_which_part_is_wrong(app: App) -> None:
+    """Hour 24, minute 61, 30 February, an offset of +25:00 and a leap second have RFC 3339's shape
+    (the leap second is even valid RFC 3339, but no datetime holds it): each is a 400 naming the field
+    and the part that is wrong, in an event, a backfill and a history query alike. The parser's own
+    words ("unexpected extra characters at the end of the input") named none of them."""
+    t = tenant("badtime")
+    cases = {"2026-12-07T24:00:00Z": "hour 24", "2026-12-07T18:61:00Z": "minute 61",
+             "2026-02-30T10:00:00Z": "2026-02-30 is not a date",
+             "2026-12-07T18:00:00+25:00": "offset +25:00", "2016-12-31T23:59:60Z": "leap second"}
+    r = app.post("/events/bulk", tenants=[t], json={"events": [_event(t, timestamp=v) for v in cases]})
+    assert r.status_code == 200, r.text
+    for i, (result, words) in enumerate(zip(r.json()["results"], cases.values())):
+        assert result["status"] == "rejected", result
+        [error] = result["errors"]
+        assert error["pointer"] == f"/events/{i}/timestamp" and words in error["detail"], error
+        assert error["detail"].startswith("timestamp is not a valid date-time: "), error
+    for value, words in cases.items():
+        [error] = _problem(app.get(f"/events/{t}/history", tenants=[t], params={"from": value}), 400)
+        assert error["field"] == "from" and words in error["detail"], error
+    [error] = _problem(app.post(f"/backfills/{t}", tenants=[t], json={
+        "from": "2026-12-01T00:00:00Z", "to": "2026-12-01T24:00:00Z", "destination": "redis"}), 400)
+    assert error["pointer"] == "/to" and "hour 24" in error["detail"], error
+    assert events(app, t) == []
 
 
 def test_history_takes_every_valid_range_and_finds_events_from_before_1970_on(app: App) -> None:
