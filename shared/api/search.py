@@ -31,6 +31,7 @@ from shared.vector.outcome import outcomes_named
 log = logging.getLogger("grc.vector")
 
 MAX_QUERY_CHARS = 1_000
+DEFAULT_K = 10
 MAX_LIST_ITEMS = 20
 ENTITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
@@ -97,8 +98,10 @@ async def search_events(req: ApiRequest) -> ApiResponse:
         raise bad_param("q", "the search text is required")
     if len(query) > MAX_QUERY_CHARS:
         raise bad_param("q", f"at most {MAX_QUERY_CHARS} characters")
-    k = int_param(req, "k", 10, 1, get_settings().vector_search_max_k)
-    mode = req.query.get("mode", "hybrid")  # given but empty is a bad value, as for every enum parameter
+    max_k = get_settings().vector_search_max_k
+    k = int_param(req, "k", min(DEFAULT_K, max_k), 1, max_k)  # the default too stays within the max
+    # `mode=` (empty) never arrives: the host hands no query parameter whose value is empty.
+    mode = req.query.get("mode", "hybrid")
     if mode not in SEARCH_MODES:
         raise bad_param("mode", f"one of {', '.join(SEARCH_MODES)}")
     filters = parse_filters(req)
