@@ -69,6 +69,20 @@ def _seen(body: bytes) -> list[tuple[int, float]]:
     return [(c, t) for b, c, t in queue_app.SEEN if b == body]
 
 
+async def _until_poisoned(body: bytes, options: QueueOptions, conn: str, queue: str,
+                          timeout: float) -> QueueDriver:
+    """Runs the queue app until `body` has had its maxDequeueCount attempts and went to the poison
+    queue; the stopped driver."""
+    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"), options)
+    await driver.start()
+    try:
+        await _wait_for(lambda: len(_seen(body)) == options.max_dequeue_count, timeout=timeout)
+        assert await _poisoned(conn, queue, 1)
+    finally:
+        await driver.stop()
+    return driver
+
+
 async def test_delivered_then_retried_up_to_the_default_max_dequeue_count_then_poisoned(
         queue_env: str, sender: QueueClient, storage_connection_string: str) -> None:
     specs = load_functions("tests.devhost_apps.queue_app")
@@ -94,14 +108,8 @@ async def test_delivered_then_retried_up_to_the_default_max_dequeue_count_then_p
 async def test_a_failed_message_comes_back_after_the_visibility_timeout(
         queue_env: str, sender: QueueClient, storage_connection_string: str) -> None:
     await sender.send_message("boom")
-    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"),
-                         QueueOptions(max_dequeue_count=3, visibility_timeout_s=2))
-    await driver.start()
-    try:
-        await _wait_for(lambda: len(_seen(b"boom")) == 3, timeout=30)
-        assert await _poisoned(storage_connection_string, queue_env, 1)
-    finally:
-        await driver.stop()
+    await _until_poisoned(b"boom", QueueOptions(max_dequeue_count=3, visibility_timeout_s=2),
+                          storage_connection_string, queue_env, timeout=30)
     times = [t for _, t in _seen(b"boom")]
     gaps = [b - a for a, b in zip(times, times[1:])]
     # Invisible for visibilityTimeout after each failure (Azurite keeps whole seconds: >= ~1.9 s).
@@ -118,14 +126,8 @@ async def test_a_message_past_function_timeout_fails_and_is_retried_as_any_failu
     monkeypatch.setattr(invoke_module, "FUNCTION_TIMEOUT_S", 0.5)
     monkeypatch.setattr(invoke_module._Watchdog, "CHECK_S", 0.05)
     await sender.send_message("late")
-    driver = QueueDriver(load_functions("tests.devhost_apps.queue_app"),
-                         QueueOptions(max_dequeue_count=2, visibility_timeout_s=1))
-    await driver.start()
-    try:
-        await _wait_for(lambda: len(_seen(b"late")) == 2, timeout=20)
-        assert await _poisoned(storage_connection_string, queue_env, 1)
-    finally:
-        await driver.stop()
+    driver = await _until_poisoned(b"late", QueueOptions(max_dequeue_count=2, visibility_timeout_s=1),
+                                   storage_connection_string, queue_env, timeout=20)
     assert [c for c, _ in _seen(b"late")] == [1, 2]
     [worker] = driver.workers
     assert (worker.failed, worker.poisoned) == (2, 1)
