@@ -80,10 +80,11 @@ async def dead_letters(services: Services, tenant: str, **kw: Any) -> list[dict[
     return rows
 
 
-async def replay(services: Services, tenant: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+async def replay(services: Services, tenant: str, ids: list[str] | None = None,
+                 **kw: Any) -> tuple[list[dict[str, Any]], Any]:
     from shared.delivery.replay import replay as run
 
-    return await run(services, tenant, ids)
+    return await run(services, tenant, ids, **kw)
 
 
 async def test_batch_becomes_events_in_order_per_entity(services: Services, tenant: str) -> None:
@@ -143,13 +144,14 @@ async def test_last_retry_dead_letters_the_events_and_replay_publishes_them_once
     # A redelivery of the same batch: the versions are settled, nothing is published behind the replay.
     again = await base.process(Kind.RISKS, "risks", batch)
     assert again.published == 0 and again.duplicates == 2
-    results = await replay(services, tenant)
+    results, _ = await replay(services, tenant)
     assert sorted(r["result"] for r in results) == ["published", "published"]
     assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1"), ("RISK_CREATED", "r2")]
     assert await dead_letters(services, tenant) == []
     assert {d["replayResult"] for d in await dead_letters(services, tenant, include_replayed=True)} == {"published"}
     # Replaying again (e.g. two operators) publishes nothing more.
-    assert {r["result"] for r in await replay(services, tenant, [d["id"] for d in dead])} == {"already replayed"}
+    again, _ = await replay(services, tenant, [d["id"] for d in dead])
+    assert {r["result"] for r in again} == {"already replayed"}
     assert (await base.process(Kind.RISKS, "risks", batch)).published == 0
     assert len(await stream(services, tenant)) == 2
 
@@ -178,16 +180,35 @@ async def test_unmappable_documents_are_dead_lettered_with_reason_not_dropped(
     [mine] = await dead_letters(services, tenant)
     assert mine["kind"] == "changefeed-document" and "status" in mine["reason"] and mine["document"] == bad_status
     # Still unmappable on replay: kept, with one more attempt counted.
-    assert [r["result"] for r in await replay(services, tenant)] == ["failed"]
+    assert [r["result"] for r in (await replay(services, tenant))[0]] == ["failed"]
     [kept] = await dead_letters(services, tenant)
     assert kept["attempts"] == 2 and "status" in (kept["lastError"] or "")
 
 
 async def test_a_dead_lettered_document_replays(services: Services, tenant: str) -> None:
     await services.deadletters.record_documents("risks", "risks", [(risk(tenant, "r5", 9), "entity state unavailable")])
-    assert [r["result"] for r in await replay(services, tenant)] == ["processed"]
+    assert [r["result"] for r in (await replay(services, tenant))[0]] == ["processed"]
     assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r5")]
     assert await dead_letters(services, tenant) == []
+
+
+async def test_a_replay_starts_records_within_its_budget_and_pages_past_those_it_took(
+        services: Services, tenant: str) -> None:
+    """A call starts no record once its time budget is spent: those are `not attempted`, untouched, and
+    the call gives no position past them; a call that took its whole page gives the position after it
+    (records failed again there hide none of the rest)."""
+    docs = [(risk(tenant, f"r{i}", i), "entity state unavailable") for i in range(5)]
+    await services.deadletters.record_documents("risks", "risks", docs)
+    results, nxt = await replay(services, tenant, None, budget_seconds=0.0)
+    assert [r["result"] for r in results] == ["not attempted"] * 5 and nxt is None
+    assert all("replay it again" in r["error"] for r in results)
+    assert [(d["attempts"], d["replayed"]) for d in await dead_letters(services, tenant)] == [(1, False)] * 5
+    first, nxt = await replay(services, tenant, None, limit=3)
+    assert [r["result"] for r in first] == ["processed"] * 3 and nxt is not None
+    rest, nxt = await replay(services, tenant, None, limit=3, after=nxt)
+    assert [r["result"] for r in rest] == ["processed"] * 2 and nxt is None
+    assert {r["id"] for r in first} | {r["id"] for r in rest} == {d["id"] for d in await dead_letters(
+        services, tenant, include_replayed=True)}
 
 
 async def test_an_event_in_flight_elsewhere_is_retried_not_duplicated(services: Services, tenant: str) -> None:
@@ -295,7 +316,7 @@ async def test_state_store_down_on_last_retry_dead_letters_documents(services: S
     assert out.deadlettered_documents == 1
     [dead] = await dead_letters(services, tenant)
     assert "entity state unavailable" in dead["reason"]
-    assert [r["result"] for r in await replay(services, tenant)] == ["processed"]  # the real state store
+    assert [r["result"] for r in (await replay(services, tenant))[0]] == ["processed"]  # the real state store
     assert kinds(await stream(services, tenant)) == [("RISK_CREATED", "r1")]
 
 

@@ -17,6 +17,7 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_respon
 
 MAX_REPLAY = 500
 PAGE_SCOPE = "deadletters"
+REPLAY_SCOPE = "deadletters-replay"  # a replay's token continues replays only, not the listing
 
 
 async def list_deadletters(req: ApiRequest) -> ApiResponse:
@@ -34,13 +35,20 @@ async def list_deadletters(req: ApiRequest) -> ApiResponse:
 
 
 async def replay_deadletters(req: ApiRequest) -> ApiResponse:
-    """Body `{"ids": [...]}` replays those records; `{}` replays every record not yet replayed (500 at most)."""
+    """Body `{"ids": [...]}` replays those records; `{}` the first 500 records not yet replayed, and
+    `{"continuationToken": ...}` (from the answer to the call before) the next 500 past those: records
+    that failed again stay not replayed, and without it every `{}` would take the same first 500."""
     tenant = tenant_param(req, unmapped=True)
     ids: list[str] | None = None
     body: Any = read_json(req, 256 * 1024)  # required: an explicit {} says "all"
-    if not isinstance(body, dict) or set(body) - {"ids"}:
-        raise ProblemError(400, "Bad Request", 'the body must be {"ids": [...]} or {}',
-                           errors=[{"pointer": "", "field": "(body)", "detail": 'expected {"ids": [...]} or {}'}])
+    if not isinstance(body, dict) or set(body) - {"ids", "continuationToken"} or len(body) > 1:
+        shapes = '{"ids": [...]}, {} or {"continuationToken": "..."}'
+        raise ProblemError(400, "Bad Request", f"the body must be {shapes}",
+                           errors=[{"pointer": "", "field": "(body)", "detail": f"expected {shapes}"}])
+    raw_token = body.get("continuationToken")
+    if raw_token is not None and not (isinstance(raw_token, str) and raw_token):
+        raise _bad_token("expected the continuationToken of the answer to a replay")
+    after = paging.position_of(raw_token, REPLAY_SCOPE, tenant, {}, lambda: _bad_token(paging.NOT_OURS))
     if "ids" in body:
         raw = body["ids"]
         # Each error names what is wrong where: the list itself, its size, or the items that are no id.
@@ -57,9 +65,11 @@ async def replay_deadletters(req: ApiRequest) -> ApiResponse:
         ids = raw
     # Audited (who: the principal, when: the record's time, which ids, the result per record), also
     # when the replay breaks off: records replayed before the break are marked in the table.
-    target, asked = f"deadletters/{tenant}", {"ids": ids if ids is not None else "all not yet replayed"}
+    target = f"deadletters/{tenant}"
+    asked = {"ids": ids if ids is not None else
+             "all not yet replayed" + (", continued" if after is not None else "")}
     try:
-        results = await replay(get_services(), tenant, ids, limit=MAX_REPLAY)
+        results, nxt = await replay(get_services(), tenant, ids, limit=MAX_REPLAY, after=after)
     except NothingReplayed as exc:  # the store hangs: nothing happened to audit (nor could it be written)
         raise ProblemError(503, "Service Unavailable", str(exc),
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
@@ -73,4 +83,10 @@ async def replay_deadletters(req: ApiRequest) -> ApiResponse:
     await record_audit(req, tenant, "deadletters.replay", target, asked,
                        {"total": len(results), "counts": counts,
                         "results": [{"id": r["id"], "result": r["result"]} for r in results]})
-    return json_response({"tenantId": tenant, "total": len(results), "counts": counts, "results": results})
+    return json_response({"tenantId": tenant, "total": len(results), "counts": counts, "results": results,
+                          "continuationToken": paging.token(REPLAY_SCOPE, tenant, {}, nxt)})
+
+
+def _bad_token(detail: str) -> ProblemError:
+    return ProblemError(400, "Bad Request", f"invalid continuationToken: {detail}",
+                        errors=[field_error(["continuationToken"], detail).model_dump(exclude_none=True)])

@@ -74,9 +74,11 @@ _EXTRA_SCHEMAS = {"TenantMetrics": {**_OPEN_OBJECT, "description": (
                   "DeadLetterList": _OPEN_OBJECT, "ReplayResult": _OPEN_OBJECT,
                   "ReplayRequest": {"type": "object", "properties": {
                       "ids": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 512},
-                              "maxItems": 500}},
-                      "additionalProperties": False,
-                      "description": "`{}` replays every record not yet replayed; `ids` only those"}}
+                              "maxItems": 500},
+                      "continuationToken": {"type": "string"}},
+                      "additionalProperties": False, "maxProperties": 1,
+                      "description": "`ids`: those records; `{}`: the first 500 records not yet replayed; "
+                                     "`continuationToken` (from the answer before): the next 500 past those"}}
 _MODELS: list[type[BaseModel]] = [EventIn, EventResult, StreamConfig, StreamConfigIn, BulkRequest, BulkResult,
                                   EventList, AuditList, Problem, SearchResult, BackfillRequest, BackfillJob,
                                   BackfillList]

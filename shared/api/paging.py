@@ -4,12 +4,12 @@ bound to its list (`scope`), the tenant and the query parameters that define the
 any token the service did not issue for them answers 400 problem details."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared.api.params import bad_param
 from shared.app.services import get_services
-from shared.http.types import ApiRequest
+from shared.http.types import ApiRequest, ProblemError
 from shared.storage.pagetokens import BadPageToken
 
 
@@ -18,17 +18,25 @@ def as_sent(req: ApiRequest, *names: str) -> dict[str, str | None]:
     return {n: req.query.get(n) for n in names}
 
 
+NOT_OURS = "not a token this API issued for this tenant and query"
+
+
 def position(req: ApiRequest, scope: str, tenant: str, bound: Mapping[str, Any],
              param: str = "continuationToken") -> Any | None:
     """The store position the request's token carries; None without one; 400 for a bad one.
     `bound` = what defines the result set (a page continues only the same query)."""
-    raw = req.query.get(param)
+    return position_of(req.query.get(param), scope, tenant, bound, lambda: bad_param(param, NOT_OURS))
+
+
+def position_of(raw: str | None, scope: str, tenant: str, bound: Mapping[str, Any],
+                refused: Callable[[], ProblemError]) -> Any | None:
+    """`position` for a token sent anywhere (a body member, say): `refused()` is the 400 that names it."""
     if not raw:
         return None
     try:
         return get_services().page_tokens.decode(scope, tenant, bound, raw)
     except BadPageToken:
-        raise bad_param(param, "not a token this API issued for this tenant and query") from None
+        raise refused() from None
 
 
 def token(scope: str, tenant: str, bound: Mapping[str, Any], at: Any | None) -> str | None:

@@ -39,7 +39,8 @@ async def on_change_batch(
     services = get_services()
     final = is_final_attempt(retry_count, max_retry_count)
     out = await services.changefeed.process(
-        kind, container_of(services.settings, kind), list(docs), final_attempt=final
+        kind, container_of(services.settings, kind), list(docs), final_attempt=final,
+        attempt=(retry_count or 0) + 1,
     )
     log.info("%s: %d change(s) -> %d event(s), %d published, %d duplicate(s), %d dead-lettered",
              kind.value, out.documents, out.events, out.published, out.duplicates,

@@ -164,10 +164,10 @@ async def emit_overdue(
         run.overdue += len(events)
         if not events:
             continue
-        left, published, already = await processor.publish_events(events, time.time(), policy=policy)
-        run.published += published
-        run.already += already
-        run.unpublished += len(left)
+        done = await processor.publish_events(events, time.time(), policy=policy)
+        run.published += done.published
+        run.already += done.duplicates
+        run.unpublished += len(done.left)
     if run.unpublished:
         # The next run retries them: their markers were released.
         log.warning("%d overdue event(s) not published; the next run retries", run.unpublished)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from shared.changefeed.rules import Kind, Mapped, Unmappable, map_change, snapshot, validate
 from shared.changefeed.state import EntityState
@@ -53,6 +53,21 @@ def _ref(doc: Any) -> str:
 
 
 FeedStart = Callable[[Kind], Awaitable[datetime | None]]  # leases.FeedStarts.started
+
+
+class Published(NamedTuple):
+    """What `publish_events` made of a list of events."""
+    left: list[Event]  # not published (for the host's retry, or a dead letter)
+    published: int  # accepted or filtered
+    duplicates: int
+    errors: dict[str, str]  # eventId of each left -> why
+
+
+def _why(result: EventResult) -> str:
+    """Why an event was not published: the pipeline's reason and each failed destination's error."""
+    failed = "; ".join(f"{d.destination}: {d.error}" for d in result.destinations
+                       if d.status == "failed" and d.error)
+    return f"{result.reason or result.status}" + (f" ({failed})" if failed else "")
 
 
 class RetryBatch(RuntimeError):
@@ -96,8 +111,10 @@ class ChangeFeedProcessor:
         self.clock = clock
 
     async def process(
-        self, kind: Kind, container: str, docs: Sequence[Any], *, final_attempt: bool = True
+        self, kind: Kind, container: str, docs: Sequence[Any], *, final_attempt: bool = True, attempt: int = 1
     ) -> BatchOutcome:
+        """One batch of the change feed; `attempt`: the host's attempt at it (1 = first), which dead
+        letters record as their `Attempts`."""
         now = self.clock()
         ingested_at = utc_now_iso(datetime.fromtimestamp(now, UTC))
         out = BatchOutcome(documents=len(docs))
@@ -155,10 +172,11 @@ class ChangeFeedProcessor:
         # The last attempt waits out claims in flight elsewhere (`DedupePolicy.busy_wait_seconds`): an
         # instance that died mid-publish left its claims pending, and giving up now would dead-letter
         # changes that its re-delivered batch can still publish once they expire.
-        left, published, dupes = await self.publish_events(
-            events, now, policy=self.last_attempt_dedupe if final_attempt else None)
-        out.published = published
-        out.duplicates += dupes
+        done = await self.publish_events(events, now,
+                                         policy=self.last_attempt_dedupe if final_attempt else None)
+        left = done.left
+        out.published = done.published
+        out.duplicates += done.duplicates
         if left and not final_attempt:
             out.unpublished = left
             await self.record(stats, container)
@@ -168,7 +186,7 @@ class ChangeFeedProcessor:
         # not be published. Parking failures propagate, so the host retries; on the last attempt
         # the log names every change (no document content), so each can be re-triggered by a touch.
         try:
-            await self._dead_letter(kind, container, unmapped, left, out, stats)
+            await self._dead_letter(kind, container, unmapped, left, out, stats, attempt, done.errors)
         except Exception:
             if final_attempt:
                 log.exception("LOST after the last retry, dead-lettering failed: container=%s changes=%s",
@@ -190,9 +208,10 @@ class ChangeFeedProcessor:
         return out
 
     async def _dead_letter(self, kind: Kind, container: str, unmapped: list[tuple[Any, str]], left: list[Event],
-                           out: BatchOutcome, stats: BatchStats) -> None:
+                           out: BatchOutcome, stats: BatchStats, attempt: int,
+                           errors: dict[str, str]) -> None:
         if unmapped:
-            await self.deadletters.record_documents(container, kind.value, unmapped)
+            await self.deadletters.record_documents(container, kind.value, unmapped, attempts=attempt)
             out.deadlettered_documents = len(unmapped)
             for doc, _ in unmapped:
                 tenant = partition_for(doc)
@@ -203,27 +222,30 @@ class ChangeFeedProcessor:
                         "; ".join(sorted({r for _, r in unmapped}))[:500])
         if left:
             out.unpublished = left
-            await self.deadletters.record_events(container, kind.value, left, "not published after the last retry")
+            await self.deadletters.record_events(container, kind.value, left,
+                                                 "not published after the last retry",
+                                                 attempts=attempt, errors=errors)
             out.deadlettered_events = len(left)
             for ev in left:
                 stats.tenant(ev.tenantId).deadletter(CHANGEFEED)
             log.error("dead-lettered %d %s event(s) after the last retry", len(left), container)
 
     async def publish_events(self, events: list[Event], now: float, *, policy: DedupePolicy | None = None
-                             ) -> tuple[list[Event], int, int]:
-        """Publish through the pipeline under the dedupe policy (the change feed's, or `policy`):
-        (left unpublished, published, duplicates). Claimed elsewhere right now, failed, or not
-        checkable: left, for the host's retry."""
+                             ) -> Published:
+        """Publish through the pipeline under the dedupe policy (the change feed's, or `policy`).
+        Claimed elsewhere right now, failed, or not checkable: left, for the host's retry, with why."""
         if not events:
-            return [], 0, 0
+            return Published([], 0, 0, {})
         try:
             results = await self.publisher.publish_enriched(events, received_at=now, policy=policy or self.dedupe)
         except Exception as exc:  # noqa: BLE001
             log.warning("publishing change-feed events failed: %s", type(exc).__name__)
-            return list(events), 0, 0
-        left = [e for e, r in zip(events, results) if r.status not in OK_STATUSES]
+            return Published(list(events), 0, 0, {e.eventId: f"publishing failed: {type(exc).__name__}"
+                                                   for e in events})
+        left = [(e, r) for e, r in zip(events, results) if r.status not in OK_STATUSES]
         published = sum(1 for r in results if r.status in ("accepted", "filtered"))
-        return left, published, sum(1 for r in results if r.status == "duplicate")
+        return Published([e for e, _ in left], published, sum(1 for r in results if r.status == "duplicate"),
+                         {e.eventId: _why(r) for e, r in left})
 
     async def record(self, stats: BatchStats, container: str = telemetry.ALL) -> None:
         if not stats.tenants:
@@ -244,9 +266,9 @@ class ChangeFeedProcessor:
         mapped and processed again. (result, error): `published` / `processed`, or `failed` and why."""
         body = payload.load(row)
         if DeadLetters.kind_of(row) == CHANGEFEED_EVENT:
-            left, _, _ = await self.publish_events([Event.model_validate(body)], self.clock())
-            return ("failed", "not published (a destination failed and could not be parked, or the "
-                    "idempotency claims could not be checked)") if left else ("published", None)
+            done = await self.publish_events([Event.model_validate(body)], self.clock())
+            return ("failed", f"not published: {next(iter(done.errors.values()))}") if done.left else (
+                "published", None)
         try:
             kind = Kind(row.get("EntityKind"))
         except ValueError:

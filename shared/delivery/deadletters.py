@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -139,12 +139,15 @@ class DeadLetters:
         return entity
 
     async def record_events(self, container: str, entity_kind: str, events: Sequence[Event], reason: str,
-                            attempts: int = 1) -> list[str]:
-        """Change-feed events not published on the last retry, one row each; `Seq` keeps their order
-        (a replay publishes them in it, so an entity's events stay in order)."""
+                            attempts: int = 1, errors: Mapping[str, str] | None = None) -> list[str]:
+        """Change-feed events not published on the last retry, one row each (`errors`: eventId -> the
+        last error); `Seq` keeps their order (a replay publishes them in it, so an entity's events stay
+        in order)."""
         now = utc_now_iso()
+        errors = errors or {}
         entities = [self._entity(ev.tenantId, record_id(ev.eventId, CHANGEFEED), CHANGEFEED_EVENT, reason,
-                                 attempts, None, now, ev.to_dict(), at=now, Seq=seq, EventId=ev.eventId,
+                                 attempts, errors.get(ev.eventId), now, ev.to_dict(), at=now, Seq=seq,
+                                 EventId=ev.eventId,
                                  EventType=ev.eventType.value, Container=container, EntityKind=entity_kind)
                     for seq, ev in enumerate(events)]
         await asyncio.gather(*(self._upsert(e) for e in entities))

@@ -10,11 +10,17 @@ failed, by kind (deadletters.py):
 A record that got through is marked replayed with its result (and no longer listed by default); one
 that did not keeps its place with one more attempt and the error. A record is replayed once
 (`Replayed`), but two replays of it running at the same moment are not excluded.
+
+A call starts records for BUDGET_SECONDS at most: during an outage each record may take a destination's
+timeouts, and 500 of them would run past the HTTP answer's limit in Azure (230 s at the load balancer)
+and the host's functionTimeout. Records it did not start are answered `not attempted` and stay as they
+are, and the call gives no position to continue from: the next call takes them first.
 """
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -31,6 +37,8 @@ from shared.storage import payload
 # (tenant, dead-letter row) -> (result, error or None): a result in GOT_THROUGH, or "failed" and why.
 Replayer = Callable[[str, dict[str, Any]], Awaitable[tuple[str, str | None]]]
 GOT_THROUGH = frozenset({"delivered", "requeued", "published", "processed"})
+BUDGET_SECONDS = 60.0
+NOT_ATTEMPTED = "not attempted"
 
 
 class NothingReplayed(Exception):
@@ -38,15 +46,19 @@ class NothingReplayed(Exception):
     Table store hangs. Nothing was replayed or changed."""
 
 
-async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int = 500) -> list[dict[str, Any]]:
-    """Replay the given records of `tenant` (None: every record not yet replayed, `limit` at most);
-    a result per record. The reads come first, all of them, within STORAGE_READ_SECONDS (else
-    NothingReplayed); the replay itself is not bounded so (a healthy replay of 500 records through
-    a slow destination may take longer, and must not be broken off halfway for it)."""
+async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int = 500,
+                 after: dict[str, str] | None = None, budget_seconds: float = BUDGET_SECONDS,
+                 ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """Replay the given records of `tenant` (None: the first `limit` records not yet replayed, from
+    the listing position `after`); a result per record, and with `ids` None the position after the
+    records taken (None: none left, or some not attempted), so that records that stay (failed again)
+    do not hide the rest. The reads come first, all of them, within STORAGE_READ_SECONDS (else
+    NothingReplayed); then records are started for `budget_seconds` (module docstring), and one that
+    was started is never broken off halfway."""
     dl: DeadLetters = services.deadletters
     try:
         async with asyncio.timeout(limits.STORAGE_READ_SECONDS):
-            targets, found, config = await _read(services, tenant, ids, limit)
+            targets, found, config, nxt = await _read(services, tenant, ids, limit, after)
     except TimeoutError as exc:
         raise NothingReplayed(f"the dead letters could not be read within {limits.STORAGE_READ_SECONDS:g} s; "
                               "nothing was replayed") from exc
@@ -64,7 +76,13 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
     # In the order they were dead-lettered (a batch's change-feed events by `Seq`: an entity's events
     # are published in their order again).
     rows.sort(key=lambda r: (str(r[1].get("DeadLetteredAt") or ""), int(r[1].get("Seq") or 0)))
+    deadline = time.monotonic() + budget_seconds
     for rid, row in rows:
+        if time.monotonic() >= deadline:
+            out[rid] = {"id": rid, "result": NOT_ATTEMPTED, "error": f"the call's {budget_seconds:g} s were "
+                        "spent before this record; replay it again"}
+            nxt = None  # the next call must take this one first, not go past it
+            continue
         kind = dl.kind_of(row)
         if kind == DELIVERY:
             assert config is not None  # read with the records (_read)
@@ -83,16 +101,20 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
             out[rid] = {"id": rid, "result": result}
     if services.metrics is not None:
         await service_stats.record_outside_pipeline(services.metrics, stats)
-    return [out[rid] for rid in dict.fromkeys(targets)]
+    return [out[rid] for rid in dict.fromkeys(targets)], nxt
 
 
-async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int
-                ) -> tuple[list[str], list[dict[str, Any] | None], StreamConfig | None]:
-    """The records to replay (their ids, each row or None) and, when one is a delivery, the tenant's
-    stream config."""
+Position = dict[str, str]  # the Table listing's continuation (DeadLetters.list)
+
+
+async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int, after: Position | None
+                ) -> tuple[list[str], list[dict[str, Any] | None], StreamConfig | None, Position | None]:
+    """The records to replay (their ids, each row or None), when one is a delivery the tenant's
+    stream config, and (for a listing) where the next listing starts."""
     dl: DeadLetters = services.deadletters
+    nxt = None
     if ids is None:
-        listed, _ = await dl.list(tenant, limit=limit)
+        listed, nxt = await dl.list(tenant, limit=limit, after=after)
         targets = [r["id"] for r in listed]
     else:
         targets = list(dict.fromkeys(ids[:limit]))  # an id named twice is replayed once
@@ -102,7 +124,7 @@ async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int
     config = None
     if any(row is not None and dl.kind_of(row) == DELIVERY for row in rows):
         config = await services.configs.get(tenant)
-    return targets, rows, config
+    return targets, rows, config, nxt
 
 
 async def _replay_delivery(services: Any, tenant: str, rid: str, row: dict[str, Any], config: StreamConfig,
