@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# One entity tag and the separator after it: `W/"..."` or `"..."` (etagc: any visible character but `"`).
-_TAG = re.compile(r'\s*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
+# An entity tag, `W/"..."` or `"..."` (etagc: any visible character but `"`), and a list of them.
+_OPAQUE = r'"[\x21\x23-\x7e\x80-\xff]*"'
+_TAG = re.compile(_OPAQUE)
+_LIST = re.compile(rf"\s*(?:W/)?{_OPAQUE}\s*(?:,\s*(?:W/)?{_OPAQUE}\s*)*,?\s*")
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,12 @@ def parse_entity_tags(value: str) -> EntityTags:
     text = value.strip()
     if text == "*":
         return EntityTags(any=True)
-    tags: set[str] = set()
-    pos = 0
-    while pos < len(text):
-        m = _TAG.match(text, pos)
-        if m is None or m.end() == pos:
-            raise ValueError('must be * or one or more entity tags as the ETag header gives them, '
-                             'e.g. W/"datetime\'...\'" (quoted, comma-separated)')
-        tags.add(m.group(1))
-        pos = m.end()
-    if not tags:
+    if not text:
         raise ValueError("must not be empty")
-    return EntityTags(any=False, tags=frozenset(tags))
+    if _LIST.fullmatch(text) is None:
+        raise ValueError('must be * or one or more entity tags as the ETag header gives them, '
+                         'e.g. W/"datetime\'...\'" (quoted, comma-separated)')
+    return EntityTags(any=False, tags=frozenset(_TAG.findall(text)))
 
 
 def _opaque(etag: str) -> str:
