@@ -92,6 +92,8 @@ def stages(raw: Path) -> tuple[Counter[str], int]:
     """Samples per stage of a py-spy raw (collapsed stacks) file, and the total."""
     out: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
+        if not line.strip():  # py-spy can end a file with a blank line
+            continue
         stack, _, n = line.rpartition(" ")
         out[stage_of([_LINE.sub(")", f) for f in stack.split(";") if f])] += int(n)
     return out, sum(out.values())

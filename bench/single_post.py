@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.cpu import Meter, load
+from bench.cpu import Meter, load, speed
 from bench.tenant_scaling import STACK, bench_env, bulk
 from tests.system.harness import App, Stack, start_app
 
@@ -42,6 +42,7 @@ class Single:
     errors: int
     service_cpu: float  # runner + Redis
     load: str
+    speed: str  # bench.cpu.speed() just before and just after the window
 
     @property
     def us_per_request(self) -> float:
@@ -51,7 +52,7 @@ class Single:
         return (f"single POST /events, {self.connections} connections, {self.seconds:.0f} s (wrk -t1): "
                 f"{self.rate:,.0f} requests/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
                 f"{self.us_per_request:.0f} us CPU per request (runner + Redis), non-2xx {self.errors}; "
-                f"load {self.load}")
+                f"load {self.load}; machine speed (bench.cpu.speed) {self.speed}")
 
 
 def _lua(body: bytes, headers: dict[str, str]) -> str:
@@ -103,9 +104,11 @@ def measure(app: App, pids: list[int], work: Path, connections: int = 8, seconds
     script.write_text(_lua(orjson.dumps(event), app.auth()))
     url = f"{app.base}/events"
     wrk(url, script, connections, warmup)  # warm: connections, config cached, token seen
+    before = speed()
     with Meter(pids) as m:
         requests, rate, p50, p99, errors = wrk(url, script, connections, seconds)
-    result = Single(connections, seconds, requests, rate, p50, p99, errors, m.other, load())
+    result = Single(connections, seconds, requests, rate, p50, p99, errors, m.other, load(),
+                    f"{before:.0f} -> {speed():.0f} ms")
     if errors:
         raise SystemExit(f"{result.line()}: the service answered errors under load")
     return result
