@@ -15,8 +15,10 @@
 
 Each side of a ratio is measured in the same run, rounds alternating, with the load average printed
 beside it: the machine is shared, so a wall-clock ratio moves with other work; where the client and
-the server compete for the cores the CPU-time ratio is printed too. The summary at the end lists
-each target, the figure, and whether it is met. It takes about three minutes; CI does not run it.
+the server compete for the cores the CPU-time ratio is printed too. Each section also prints the
+machine's speed (bench/cpu.py `speed`: CPU ms of a fixed pure-Python loop), which the load average
+does not show: the same code's CPU per request moves with it. The summary at the end lists each
+target, the figure, and whether it is met. It takes about a minute; CI does not run it.
 """
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost.app_loader import ROOT, FunctionSpec
+from devhost.host_config import host_config, lookup
 from devhost.retry import timespan_seconds
 
 log = logging.getLogger("devhost.invoke")
@@ -21,8 +21,9 @@ DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0
 
 
 def function_timeout(path: Path = ROOT / "host.json") -> float | None:
-    """host.json's `functionTimeout` in seconds (None: `-1`, unbounded)."""
-    value = json.loads(path.read_text()).get("functionTimeout") if path.exists() else None
+    """host.json's `functionTimeout` in seconds, app settings over it (devhost/host_config.py; None: `-1`,
+    unbounded)."""
+    value = lookup(host_config(path), "functionTimeout")
     if value is None:
         return DEFAULT_FUNCTION_TIMEOUT_S
     if str(value).strip() == "-1":

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import os
 import random
@@ -47,6 +46,7 @@ from azure.storage.queue._shared.policies_async import ExponentialRetry
 from azure.storage.queue.aio import QueueClient
 
 from devhost.app_loader import ROOT, FunctionSpec
+from devhost.host_config import host_config, lookup
 from devhost.invoke import Context, invoke
 from devhost.retry import timespan_seconds
 from devhost.workers import WorkerTasks
@@ -86,17 +86,21 @@ class QueueOptions:
 
     @classmethod
     def from_host_json(cls, path: Path = ROOT / "host.json") -> "QueueOptions":
-        queues: dict[str, Any] = {}
-        if path.exists():
-            queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
-        batch = int(queues.get("batchSize", DEFAULT_BATCH_SIZE))
+        # extensions.queues, app settings over it (devhost/host_config.py): names in any case, values
+        # from a setting are strings.
+        queues = lookup(host_config(path), "extensions", "queues", default={})
+
+        def get(name: str, default: Any) -> Any:
+            return lookup(queues, name, default=default)
+
+        batch = int(get("batchSize", DEFAULT_BATCH_SIZE))
         return cls(
             batch_size=batch,
-            max_dequeue_count=int(queues.get("maxDequeueCount", DEFAULT_MAX_DEQUEUE_COUNT)),
-            visibility_timeout_s=timespan_seconds(queues.get("visibilityTimeout", DEFAULT_VISIBILITY_TIMEOUT)),
-            max_poll_s=timespan_seconds(queues.get("maxPollingInterval", DEFAULT_MAX_POLLING_INTERVAL)) or 60.0,
-            encoding=str(queues.get("messageEncoding", "base64")).lower(),
-            new_batch_threshold=int(queues.get("newBatchThreshold", batch // 2)),
+            max_dequeue_count=int(get("maxDequeueCount", DEFAULT_MAX_DEQUEUE_COUNT)),
+            visibility_timeout_s=timespan_seconds(get("visibilityTimeout", DEFAULT_VISIBILITY_TIMEOUT)),
+            max_poll_s=timespan_seconds(get("maxPollingInterval", DEFAULT_MAX_POLLING_INTERVAL)) or 60.0,
+            encoding=str(get("messageEncoding", "base64")).lower(),
+            new_batch_threshold=int(get("newBatchThreshold", batch // 2)),
         )
 
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Protocol
 
+from devhost import invoke as invoke_module
 from devhost.admin import Admin
 from devhost.app_loader import ROOT, FunctionSpec, load_functions, load_settings
 from devhost.cosmos_driver import CosmosDriver
@@ -144,6 +145,9 @@ async def _watch_terminal(stop_for: Callable[[str], None], period: float = 1.0) 
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     load_settings(opts.settings)
+    # Read again now that local.settings.json is in the environment: an AzureFunctionsJobHost__
+    # setting there applies over host.json, as under `func start` (devhost/host_config.py).
+    invoke_module.FUNCTION_TIMEOUT_S = invoke_module.function_timeout()
     if opts.port is None:
         opts.port = int(os.environ.get("PORT", "3003"))
     level = os.environ.get("LOG_LEVEL", "info").upper()

@@ -133,6 +133,14 @@ class TimerDriver:
         for w in self.workers:
             self._workers.spawn(w.spec.name, w.run)
             log.info("timer %s: %s", w.spec.name, w.schedule.expr)
+            if w.schedule.interval is not None:
+                # Runs here as the host's timer extension runs it, but Azure supports a TimeSpan schedule
+                # only on an App Service plan: the host refuses it on Windows Consumption ("is not a valid
+                # CRON expression", CoreExtensionsScriptBindingProvider), and infra/ deploys Flex
+                # Consumption, where the platform wakes a scaled-in app only for CRON schedules.
+                log.warning("timer %s: the TimeSpan schedule %r runs locally, but Azure supports TimeSpan "
+                            "schedules only on an App Service plan (infra/ deploys Flex Consumption): use "
+                            "NCRONTAB, e.g. '0 */5 * * * *'", w.spec.name, w.schedule.expr)
 
     def function_names(self) -> list[str]:
         return [w.spec.name for w in self.workers]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,6 +131,26 @@ def test_ncrontab_next_occurrence(expr: str, after: str, expected: str) -> None:
 def test_bad_schedules_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         Schedule(bad)
+
+
+async def test_a_timespan_schedule_runs_but_is_flagged_as_unsupported_on_flex(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Azure supports TimeSpan schedules on App Service plans only (the Windows Consumption host refuses
+    # them); the runner keeps them working and says so, naming the function; NCRONTAB draws no warning.
+    from devhost.timer_driver import TimerDriver
+
+    async def fn(timer: Any) -> None:
+        return None
+
+    cron = timer_spec(fn)
+    timespan = timer_spec(fn, schedule="00:05:00")
+    driver = TimerDriver([timespan, FunctionSpec("cron", cron.trigger, [], fn, {})], tmp_path)
+    with caplog.at_level(logging.WARNING, logger="devhost.timer"):
+        await driver.start()
+        await driver.stop()
+    flagged = [r.getMessage() for r in caplog.records if "TimeSpan" in r.getMessage()]
+    assert len(flagged) == 1 and "timer tick:" in flagged[0] and "'00:05:00'" in flagged[0]
+    assert driver.workers[0].schedule.interval == 300
 
 
 def timer_spec(fn: Any, **trigger: Any) -> FunctionSpec:

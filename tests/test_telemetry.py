@@ -181,6 +181,18 @@ def test_log_level_setting_is_respected(ingestion: tuple[FakeIngestion, str], tm
     assert [e["data"]["baseData"]["message"] for e in sink.logs()] == ["loud"]
 
 
+def test_an_unknown_log_level_logs_at_info_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="grc"):
+        telemetry.configure(Settings(LOG_LEVEL="verbose"))
+    assert logging.getLogger("grc").getEffectiveLevel() == logging.INFO
+    assert [r.getMessage() for r in caplog.records if "LOG_LEVEL" in r.getMessage()] == [
+        "LOG_LEVEL 'verbose' is none of debug, info, warning, error, critical: logging at info"]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="grc"):
+        telemetry.configure(Settings(LOG_LEVEL="Warning"))  # any case, as before
+    assert not [r for r in caplog.records if "LOG_LEVEL" in r.getMessage()]
+
+
 def test_info_sampling_never_drops_warnings(ingestion: tuple[FakeIngestion, str], tmp_path: Any) -> None:
     sink, conn = ingestion
     tel = _configure(conn, tmp_path, info_sampling=0.0)

@@ -22,7 +22,12 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def log_level(name: str) -> int:
+    """LOG_LEVEL's level; INFO for a name it does not know (`known_log_level` tells)."""
     return _LEVELS.get(name.strip().lower(), logging.INFO)
+
+
+def known_log_level(name: str) -> bool:
+    return name.strip().lower() in _LEVELS
 
 
 class Telemetry:

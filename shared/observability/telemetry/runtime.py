@@ -13,7 +13,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from shared.observability.telemetry.base import LOGGER_NAME, Telemetry, aad_credential, log_level
+from shared.observability.telemetry.base import (LOGGER_NAME, Telemetry, aad_credential, known_log_level,
+                                                 log_level)
 
 # A partial batch of log records waits at most this long before it is sent (either backend).
 LOG_EXPORT_SECONDS = 2.0
@@ -54,6 +55,10 @@ def configure(
     """
     global _current
     logging.getLogger(LOGGER_NAME).setLevel(log_level(settings.log_level))
+    if not known_log_level(settings.log_level):  # a typo must not pass for a choice
+        logging.getLogger(LOGGER_NAME).warning(
+            "LOG_LEVEL %r is none of debug, info, warning, error, critical: logging at info",
+            settings.log_level)
     conn = settings.appinsights_connection_string.strip()
     with _lock:
         previous, _current = _current, _NOOP
