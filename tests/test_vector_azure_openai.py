@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.vector.azure_openai import AzureOpenAIEmbedder
-from shared.vector.base import VectorSearchError
+from shared.vector.base import VectorConfigError, VectorSearchError
 from tests.vector_fakes import FakeAzureOpenAI, FakeTokenCredential, raw_vector
 
 
@@ -54,7 +54,7 @@ async def test_shortened_dimensions_are_requested(fake: FakeAzureOpenAI) -> None
 
 
 def test_ada_cannot_shorten_vectors() -> None:
-    with pytest.raises(ValueError, match="cannot shorten"):
+    with pytest.raises(VectorConfigError, match="cannot shorten"):
         AzureOpenAIEmbedder("https://x.openai.azure.com", "d", "text-embedding-ada-002", dimensions=256, api_key="k")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from shared.core.settings import Settings
-from shared.vector.base import IndexSpec
+from shared.vector.base import IndexSpec, VectorConfigError
 from shared.vector.indexer import IndexItem, VectorSearchService, build_embedder, build_service
 from shared.vector.messages import decode_message
 from shared.vector.sqlite_index import SqliteVecIndex
@@ -49,7 +49,7 @@ async def test_local_settings_build_minilm_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_local_model_refuses_other_dimensions() -> None:
-    with pytest.raises(ValueError, match="384"):
+    with pytest.raises(VectorConfigError, match="384"):  # a setting: search answers 503
         build_embedder(Settings.from_env({"EMBEDDING_DIMENSIONS": "1536"}))
 
 

@@ -21,7 +21,7 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.rest import HttpRequest
 
-from shared.vector.base import Vector, VectorSearchError
+from shared.vector.base import Vector, VectorConfigError, VectorSearchError
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 MAX_INPUTS_PER_REQUEST = 2048  # the service's cap on `input` items
@@ -48,15 +48,15 @@ class AzureOpenAIEmbedder:
         from azure.core import AsyncPipelineClient
 
         if not endpoint:
-            raise ValueError("AZURE_OPENAI_ENDPOINT is not set")
+            raise VectorConfigError("AZURE_OPENAI_ENDPOINT is not set")
         native = MODEL_DIMENSIONS.get(model)
         if not dimensions and not native:
-            raise ValueError(f"EMBEDDING_DIMENSIONS must be set for model {model!r}")
+            raise VectorConfigError(f"EMBEDDING_DIMENSIONS must be set for model {model!r}")
         self.dimensions = dimensions or native or 0
         # Only text-embedding-3 models take `dimensions`; asking the native size is sent as nothing.
         self._send_dimensions = bool(dimensions) and model.startswith("text-embedding-3") and dimensions != native
         if dimensions and native and dimensions != native and not self._send_dimensions:
-            raise ValueError(f"model {model!r} cannot shorten its vectors to {dimensions}")
+            raise VectorConfigError(f"model {model!r} cannot shorten its vectors to {dimensions}")
         self.model_id = f"azure-openai:{model}:{self.dimensions}"
         self._url = (f"{endpoint.rstrip('/')}/openai/deployments/{deployment}/embeddings"
                      f"?api-version={api_version}")

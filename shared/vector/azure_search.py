@@ -36,6 +36,7 @@ from shared.vector.base import (
     SearchFilters,
     SearchHit,
     SearchQuery,
+    VectorConfigError,
     VectorDoc,
     VectorSearchError,
     check_query,
@@ -297,7 +298,7 @@ class AzureSearchIndex:
         from azure.search.documents.indexes.aio import SearchIndexClient
 
         if not endpoint:
-            raise ValueError("AZURE_SEARCH_ENDPOINT is not set")
+            raise VectorConfigError("AZURE_SEARCH_ENDPOINT is not set")
         self.spec = spec
         self.index_name = index_name
         self._max_docs = min(max_batch_docs, MAX_BATCH_DOCS)

@@ -4,8 +4,9 @@
               + w_outcome / (K + 1)   if the question names an outcome and d has it
     score(d)  = fused(d) / fused_max,  fused_max = (Σ_used w_list + w_outcome·[outcome named]) / (K + 1)
 
-So `score` is in (0, 1]: 1.0 = first in every ranking used (and of the outcome asked for); a hit only
-one of two equal-weight rankings found scores at most 0.5. K = 60 is the constant Azure AI Search's
+So `score` is in (0, 1]: 1.0 = first in every ranking used (and of the outcome asked for); with the
+default weights a hit only the keyword ranking found scores at most 0.67, one only the vector ranking
+found at most 0.33. K = 60 is the constant Azure AI Search's
 hybrid RRF uses (not configurable there), kept here so a score reads the same on both backends; the
 weights are the ones `python -m bench.search_quality --tune` chose on the tuning questions
 (docs/vector-search.md). The outcome boost counts like a first place in one more ranking in which

@@ -109,9 +109,9 @@ def build_embedder(settings: Settings) -> Embedder:
         )
     from shared.vector.local_minilm import DIMENSIONS
 
-    if settings.embedding_dimensions not in (0, DIMENSIONS):
-        raise ValueError(f"the local model makes {DIMENSIONS}-dimension vectors; EMBEDDING_DIMENSIONS is "
-                         f"{settings.embedding_dimensions}")
+    if settings.embedding_dimensions not in (0, DIMENSIONS):  # a setting: search answers 503, not 500
+        raise VectorConfigError(f"the local model makes {DIMENSIONS}-dimension vectors; "
+                                f"EMBEDDING_DIMENSIONS is {settings.embedding_dimensions}")
     return _local_model(settings.local_tokenizer_path, min(settings.embedding_batch_size, 64))
 
 
