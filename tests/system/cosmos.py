@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.cosmos import ContainerProxy, CosmosClient
-from azure.cosmos.exceptions import CosmosHttpResponseError
+from azure.core.exceptions import AzureError
 
 from tests.system.harness import App, wait_for
 
@@ -37,7 +37,7 @@ class Platform:
         def started() -> bool:
             try:
                 ids = [d["id"] for d in leases.query_items("SELECT c.id FROM c", enable_cross_partition_query=True)]
-            except CosmosHttpResponseError:
+            except AzureError:  # an HTTP error, or the server not yet taking connections: not started yet
                 return False
             return all(any(i.startswith(f"{kind}-") and i.endswith(".info") for i in ids) for kind in MONITORED)
 
@@ -53,7 +53,7 @@ class Platform:
                 try:
                     proxy.read()
                     return True
-                except CosmosHttpResponseError:
+                except AzureError:  # not created yet, or the server not answering yet
                     return False
 
             wait_for(exists, 30, what=f"the {kind} container")
