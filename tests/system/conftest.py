@@ -86,8 +86,7 @@ def no_poison(request: pytest.FixtureRequest) -> Iterator[None]:
     if "breakable" in request.fixturenames:  # its session part is still up after the test's teardown
         stacks.append(request.getfixturevalue("breakable_session")[0])
     for stack in stacks:
-        poisoned = {q: n for q, n in stack.poison_counts().items() if n}
-        assert not poisoned, f"messages moved to poison queues: {poisoned}"
+        assert not (poisoned := stack.poison_counts()), f"messages moved to poison queues: {poisoned}"
 
 
 # A failing test shows what the runners logged while it ran, as far as it says why: warnings, errors

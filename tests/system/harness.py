@@ -151,10 +151,12 @@ class Stack:
                 return 0
 
     def poison_counts(self) -> dict[str, int]:
-        """Every `<queue>-poison` queue and its message count."""
+        """Every `<queue>-poison` queue holding messages, and its message count (empty: nothing poisoned)."""
         with self.queues() as qs:
             names = [q.name for q in qs.list_queues() if q.name.endswith("-poison")]
-            return {n: qs.get_queue_client(n).get_queue_properties().approximate_message_count for n in names}
+            counts = {n: qs.get_queue_client(n).get_queue_properties().approximate_message_count
+                      for n in names}
+            return {n: c for n, c in counts.items() if c}
 
 
 @dataclass
@@ -338,9 +340,16 @@ def own_stack(work: Path, names: Iterable[str] = ("redis", "azurite", "cosmos", 
 def own_stack_and_app(work: Path, names: Iterable[str], *args: str, **overrides: str) -> Iterator[tuple[Stack, App]]:
     """A stack of the test's own (`names`) and an app on it (runner `args`, setting `overrides`), both
     stopped on the way out."""
-    with own_stack(work / "stack", names) as stack:
-        app = start_app(app_env(stack, work / "app", **overrides), work / "app", *args)
-        try:
-            yield stack, app
-        finally:
-            app.stop()
+    with own_stack(work / "stack", names) as stack, \
+            app_running(app_env(stack, work / "app", **overrides), work / "app", *args) as app:
+        yield stack, app
+
+
+@contextmanager
+def app_running(env: dict[str, str], work: Path, *args: str) -> Iterator[App]:
+    """An app started on `env` (`start_app`), stopped on the way out."""
+    app = start_app(env, work, *args)
+    try:
+        yield app
+    finally:
+        app.stop()

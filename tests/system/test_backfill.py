@@ -69,8 +69,7 @@ def app(own: tuple[Stack, Path]) -> Iterator[App]:
 @pytest.fixture(autouse=True)
 def no_poison_here(own: tuple[Stack, Path]) -> Iterator[None]:
     yield
-    poisoned = {q: n for q, n in own[0].poison_counts().items() if n}
-    assert not poisoned, f"messages moved to poison queues: {poisoned}"
+    assert not (poisoned := own[0].poison_counts()), f"messages moved to poison queues: {poisoned}"
 
 
 @pytest.fixture(scope="module")

@@ -292,8 +292,7 @@ def test_the_deployed_settings_start_every_function(parameter_set: str, azure_st
         assert keys.fetches >= 1  # the keys came from AUTH_JWKS_URL, as from Entra ID
     finally:
         app.stop()
-    poisoned = {q: n for q, n in azure_stack.poison_counts().items() if n}
-    assert not poisoned, poisoned
+    assert not (poisoned := azure_stack.poison_counts()), poisoned
 
 
 def check_every_function_initialises(app: App) -> None:

@@ -56,9 +56,9 @@ from tests.system.harness import (
     App,
     Stack,
     app_env,
+    app_running,
     create_topic,
     own_stack,
-    start_app,
     tenant,
     topic_records,
     wait_for,
@@ -94,18 +94,14 @@ def app(own: tuple[Stack, Path]) -> Iterator[App]:
                   RATE_LIMIT_BURST=str(RATE_BURST))
     for name in DEFAULTED:
         env.pop(name)
-    running = start_app(env, work / "app")
-    try:
+    with app_running(env, work / "app") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(autouse=True)
 def no_poison_here(own: tuple[Stack, Path]) -> Iterator[None]:
     yield
-    poisoned = {q: n for q, n in own[0].poison_counts().items() if n}
-    assert not poisoned, f"messages moved to poison queues: {poisoned}"
+    assert not (poisoned := own[0].poison_counts()), f"messages moved to poison queues: {poisoned}"
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

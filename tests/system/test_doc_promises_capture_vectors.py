@@ -64,37 +64,10 @@ from azure.cosmos import CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from tests.system.cosmos import Platform, events, iso, types_by_entity, wait_events
+from tests.system.cosmos import FEED_TIMEOUT, Platform, events, iso, settled, types_by_entity, wait_events
 from tests.system.harness import App, Stack, app_env, own_stack, start_app, tenant, wait_for
 
-FEED_TIMEOUT = 60.0
 INDEX_TIMEOUT = 90.0
-
-# One sentinel per container, written last: the local Cosmos server has one partition per container, so
-# once a sentinel's event is out, every change written before it in that container has been handled.
-SENTINELS: dict[str, tuple[dict[str, Any], str]] = {
-    "risks": ({"title": "Sentinel", "status": "open"}, "RISK_CREATED"),
-    "controls": ({"name": "Sentinel", "status": "effective"}, "CONTROL_CREATED"),
-    "assessments": ({"title": "Sentinel", "status": "in_progress"}, "ASSESSMENT_STARTED"),
-    "compliance": ({"status": "compliant"}, "COMPLIANCE_STATUS_CHANGED"),
-    "policies": ({"name": "Sentinel", "violations": [{"id": "v0", "severity": "low"}]}, "POLICY_VIOLATION"),
-}
-
-
-def _settled(app: App, p: Platform, t: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Write a sentinel to each of `kinds` and wait for their events: the tenant's change-feed events
-    (oldest first) once everything written before is handled, the sentinels' own left out."""
-    names = {f"sentinel-{kind}-{uuid.uuid4().hex[:6]}": kind for kind in kinds}
-    for name, kind in names.items():
-        p.create(kind, {"id": name, "tenantId": t, **SENTINELS[kind][0]})
-
-    def all_there() -> list[dict[str, Any]] | None:
-        evs = events(app, t, source="COSMOS_DB")
-        seen = {(e["entityId"], e["eventType"]) for e in evs}
-        return evs if all((n, SENTINELS[k][1]) in seen for n, k in names.items()) else None
-
-    evs = wait_for(all_there, FEED_TIMEOUT, 0.3, f"the sentinels of {kinds}")
-    return [e for e in evs if not e["entityId"].startswith("sentinel-")]
 
 
 def _instant(text: str) -> datetime:
@@ -171,7 +144,7 @@ def test_mapping_rules_in_the_other_words_and_the_derived_events_fields(app: App
     docs["pol"] = p.create("policies", {"id": "pol", "tenantId": t, "name": "Access",
                                         "violations": [violation]})
 
-    first = _settled(app, p, t, kinds)
+    first = settled(app, p, t, kinds)
     failed_three = ["CONTROL_CREATED", "CONTROL_TESTED", "CONTROL_FAILED"]
     assert types_by_entity(first) == {
         "c-failed": failed_three, "c-failure": failed_three, "c-ineffective": failed_three,
@@ -213,7 +186,7 @@ def test_mapping_rules_in_the_other_words_and_the_derived_events_fields(app: App
                                 lastTest={"result": "pass", "testedAt": started_at})
     docs["a-planned"] = p.update("assessments", docs["a-planned"], status="IN PROGRESS", startedAt=started_at)
     docs["cmp-req"] = p.update("compliance", docs["cmp-req"], notes="reviewed by the DPO")
-    second = _settled(app, p, t, kinds)[len(first):]
+    second = settled(app, p, t, kinds)[len(first):]
     assert types_by_entity(second) == {"c-retest": ["CONTROL_UPDATED", "CONTROL_TESTED"],
                                        "a-planned": ["ASSESSMENT_STARTED"]}, second
     restarted = next(e for e in second if e["eventType"] == "ASSESSMENT_STARTED")
@@ -223,7 +196,7 @@ def test_mapping_rules_in_the_other_words_and_the_derived_events_fields(app: App
     # An edit that leaves lastTest alone is no test; the compliance record soft-deleted: status null.
     docs["c-retest"] = p.update("controls", docs["c-retest"], owner="itops")
     docs["cmp-req"] = p.update("compliance", docs["cmp-req"], isDeleted=True, ttl=86400)
-    third = _settled(app, p, t, kinds)[len(first) + len(second):]
+    third = settled(app, p, t, kinds)[len(first) + len(second):]
     assert [(e["entityId"], e["eventType"], e["action"]) for e in third if e["entityId"] == "c-retest"] == [
         ("c-retest", "CONTROL_UPDATED", "UPDATE")], third
     [gone] = [e for e in third if e["entityId"] == "cmp-req"]
@@ -511,7 +484,7 @@ def test_without_a_lease_marker_the_documents_own_times_decide(own: Own) -> None
                            ("c-edited", {"createdAt": old, "updatedAt": later}),
                            ("c-only-updated", {"updatedAt": old}), ("c-no-times", {})):
             controls.create_item({"id": cid, "tenantId": t, "name": cid, "status": "effective", **times})
-        evs = _settled(app, p, t, ("controls",))
+        evs = settled(app, p, t, ("controls",))
     finally:
         leases.create_item({"id": marker})  # for Platform() of the later tests (a new start: now)
     assert types_by_entity(evs) == {"c-2020": ["CONTROL_CREATED"], "c-edited": ["CONTROL_UPDATED"],

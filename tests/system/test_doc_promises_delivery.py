@@ -23,35 +23,8 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from tests.system.cosmos import Platform, events, iso, types_by_entity, wait_events
+from tests.system.cosmos import FEED_TIMEOUT, Platform, events, iso, settled, types_by_entity, wait_events
 from tests.system.harness import App, Stack, create_topic, event_body, tenant, topic_records, wait_for
-
-FEED_TIMEOUT = 60.0
-# One sentinel per container, written last: the local Cosmos server has one partition per container,
-# so once a sentinel's event is out, every change written before it in that container has been handled.
-SENTINELS: dict[str, tuple[dict[str, Any], str]] = {
-    "risks": ({"title": "Sentinel", "status": "open"}, "RISK_CREATED"),
-    "controls": ({"name": "Sentinel", "status": "effective"}, "CONTROL_CREATED"),
-    "assessments": ({"title": "Sentinel", "status": "in_progress"}, "ASSESSMENT_STARTED"),
-    "compliance": ({"status": "compliant"}, "COMPLIANCE_STATUS_CHANGED"),
-    "policies": ({"name": "Sentinel", "violations": [{"id": "v0", "severity": "low"}]}, "POLICY_VIOLATION"),
-}
-
-
-def settled(app: App, p: Platform, t: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Write a sentinel to each of `kinds` and wait for their events: the tenant's change-feed events
-    (oldest first) once everything written before is handled, the sentinels' own left out."""
-    names = {f"sentinel-{kind}-{uuid.uuid4().hex[:6]}": kind for kind in kinds}
-    for name, kind in names.items():
-        p.create(kind, {"id": name, "tenantId": t, **SENTINELS[kind][0]})
-
-    def all_there() -> list[dict[str, Any]] | None:
-        evs = events(app, t, source="COSMOS_DB")
-        seen = {(e["entityId"], e["eventType"]) for e in evs}
-        return evs if all((n, SENTINELS[k][1]) in seen for n, k in names.items()) else None
-
-    evs = wait_for(all_there, FEED_TIMEOUT, 0.3, f"the sentinels of {kinds}")
-    return [e for e in evs if not e["entityId"].startswith("sentinel-")]
 
 
 def instant(text: str) -> datetime:

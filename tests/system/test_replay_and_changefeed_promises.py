@@ -78,8 +78,7 @@ def split(split_session: tuple[Stack, App]) -> Iterator[tuple[Stack, App]]:
         stack.up(name)
     assert not frozen and not stopped, f"the test left services frozen {frozen} or stopped {stopped}"
     assert app.alive(), "the app died"
-    poisoned = {q: n for q, n in stack.poison_counts().items() if n}
-    assert not poisoned, f"messages moved to poison queues: {poisoned}"
+    assert not (poisoned := stack.poison_counts()), f"messages moved to poison queues: {poisoned}"
 
 
 def _dead(app: App, t: str, **params: str) -> list[dict[str, Any]]:
