@@ -24,11 +24,17 @@ OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
 def host_config(path: Path = ROOT / "host.json", environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """host.json (empty when missing) with every `AzureFunctionsJobHost__` setting applied over it."""
     config: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    prefix = OVERRIDE_PREFIX.lower()
-    for name, value in (os.environ if environ is None else environ).items():
-        if name.lower().startswith(prefix) and len(name) > len(prefix):
-            _put(config, name[len(prefix):].split("__"), value)
+    env = os.environ if environ is None else environ
+    for name in overrides(env):
+        _put(config, name[len(OVERRIDE_PREFIX):].split("__"), env[name])
     return config
+
+
+def overrides(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The `AzureFunctionsJobHost__<path>` settings (prefix in any case), sorted."""
+    prefix = OVERRIDE_PREFIX.lower()
+    env = os.environ if environ is None else environ
+    return sorted(n for n in env if n.lower().startswith(prefix) and len(n) > len(prefix))
 
 
 def lookup(config: Mapping[str, Any], *path: str, default: Any = None) -> Any:

@@ -14,6 +14,7 @@ from devhost import invoke as invoke_module
 from devhost.admin import Admin
 from devhost.app_loader import ROOT, FunctionSpec, load_functions, load_settings
 from devhost.cosmos_driver import CosmosDriver
+from devhost.host_config import overrides
 from devhost.http_driver import HttpDriver
 from devhost.queue_driver import LEASE_SECONDS, QueueDriver
 from devhost.timer_driver import TimerDriver
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The Azure SDKs log every HTTP request at INFO; keep their warnings only.
     logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
+    for name in overrides():  # what makes this run's host.json differ from the file
+        log.info("host.json: %s=%s applies over the file", name, os.environ[name])
     asyncio.run(serve(opts))
 
 
