@@ -670,5 +670,5 @@ def test_an_azurefunctionsjobhost_setting_overrides_host_json(tmp_path: Path) ->
         gap = (runs[1][0] - runs[0][0]).total_seconds()
         assert 0.5 <= gap <= 6, gap
         # The runner's log says which settings made host.json differ from the file.
-        assert "host.json: AzureFunctionsJobHost__extensions__queues__maxDequeueCount=2 applies over the file" \
-            in app.log()
+        setting = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount=2"
+        assert f"host.json: {setting} applies over the file" in app.log()
