@@ -5,7 +5,6 @@ import asyncio
 import math
 import time
 import uuid
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis

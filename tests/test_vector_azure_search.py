@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from azure.core.credentials import AzureKeyCredential
 
 from shared.vector.azure_search import (
     MAX_BATCH_BYTES,

@@ -9,7 +9,6 @@ import pytest
 import pytest_asyncio
 
 from bench.search_quality import MODES, Eval, build, ids, split, summarise
-from shared.vector.indexer import VectorSearchService
 from shared.vector.outcome import FAILED, PASSED, outcomes_named
 from tests.vector_eval_set import EVENTS, OTHER_EVENTS, OTHER_TENANT, QUESTIONS, TENANT
 

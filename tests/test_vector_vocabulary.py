@@ -11,7 +11,6 @@ from shared.vector.sqlite_index import SqliteVecIndex
 from shared.vector.vocabulary import (
     MAX_CLAUSES,
     MAX_TERMS_PER_RULE,
-    SYNONYMS_FILE,
     gloss,
     keyword_query,
     load_rules,

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 from azure.cosmos import ContainerProxy, CosmosClient
 
-from tests.system.cosmos import MONITORED, Platform, events, types_by_entity, wait_events
+from tests.system.cosmos import MONITORED, Platform, events, types_by_entity
 from tests.system.harness import App, Stack, app_env, own_stack, start_app, tenant, wait_for
 
 STACK = ("redis", "azurite", "cosmos")
