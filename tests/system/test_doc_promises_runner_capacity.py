@@ -408,8 +408,11 @@ def test_make_doctor_is_the_run_the_suite_makes() -> None:
     VIRTUAL_ENV to the environment it runs in ... `make doctor` runs it the same way': the recipe (read
     with `make -n`, setup taken as done) is tests/test_functions_doctor.py's command on this checkout,
     the full rule set with VIRTUAL_ENV set to .venv, as a table (no --format)."""
-    done = subprocess.run(["make", "-n", "-o", "setup", "doctor"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+    # Without the variables of a `make` this suite may run under (`make test`): with them the nested make
+    # prints "make[1]: Entering directory" around the recipe.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", "-o", "setup", "doctor"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
         f"VIRTUAL_ENV={ROOT / '.venv'} .venv/bin/azure-functions-doctor doctor --profile full"], done.stdout
