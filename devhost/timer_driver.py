@@ -135,9 +135,9 @@ class TimerDriver:
             log.info("timer %s: %s", w.spec.name, w.schedule.expr)
             if w.schedule.interval is not None:
                 # Runs here as the host's timer extension runs it, but Azure supports a TimeSpan schedule
-                # only on an App Service plan: the host refuses it on Windows Consumption ("is not a valid
-                # CRON expression", CoreExtensionsScriptBindingProvider), and infra/ deploys Flex
-                # Consumption, where the platform wakes a scaled-in app only for CRON schedules.
+                # only on an App Service plan (the timer trigger's docs): the host refuses it on Windows
+                # Consumption ("is not a valid CRON expression", CoreExtensionsScriptBindingProvider),
+                # and infra/ deploys Flex Consumption.
                 log.warning("timer %s: the TimeSpan schedule %r runs locally, but Azure supports TimeSpan "
                             "schedules only on an App Service plan (infra/ deploys Flex Consumption): use "
                             "NCRONTAB, e.g. '0 */5 * * * *'", w.spec.name, w.schedule.expr)
