@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.cosmos import ContainerProxy, CosmosClient
 from azure.core.exceptions import AzureError
+from azure.cosmos import ContainerProxy, CosmosClient
 
 from tests.system.harness import App, wait_for
 
