@@ -58,6 +58,14 @@ def test_ada_cannot_shorten_vectors() -> None:
         AzureOpenAIEmbedder("https://x.openai.azure.com", "d", "text-embedding-ada-002", dimensions=256, api_key="k")
 
 
+def test_settings_it_cannot_work_with_are_config_errors() -> None:
+    # A VectorConfigError is what GET /search answers 503 for ("vector search is not configured").
+    with pytest.raises(VectorConfigError, match="AZURE_OPENAI_ENDPOINT"):
+        AzureOpenAIEmbedder("", "d", "text-embedding-3-small", api_key="k")
+    with pytest.raises(VectorConfigError, match="EMBEDDING_DIMENSIONS"):
+        AzureOpenAIEmbedder("https://x.openai.azure.com", "d", "some-other-model", api_key="k")
+
+
 async def test_429_is_retried() -> None:
     fake = await FakeAzureOpenAI(fail_first=1).start()
     emb = AzureOpenAIEmbedder(fake.endpoint, "d", "text-embedding-3-small", api_key="k")

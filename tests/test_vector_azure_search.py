@@ -29,6 +29,7 @@ from shared.vector.base import (
     IndexSpec,
     SearchFilters,
     SearchQuery,
+    VectorConfigError,
     VectorDoc,
     VectorSearchError,
 )
@@ -397,3 +398,9 @@ async def test_purge_before_is_bounded_per_call_and_the_next_call_carries_on(
     assert await index.purge_before("t-a", "2026-10-01T00:00:00Z") == 1_000
     assert await index.purge_before("t-a", "2026-10-01T00:00:00Z") == 500
     assert fake.docs == {}
+
+
+def test_an_index_without_an_endpoint_is_a_config_error() -> None:
+    # GET /search answers 503 for it ("vector search is not configured"), not 500.
+    with pytest.raises(VectorConfigError, match="AZURE_SEARCH_ENDPOINT"):
+        AzureSearchIndex("", "grc-events", SPEC, api_key="k")
