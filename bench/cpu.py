@@ -39,10 +39,11 @@ def speed() -> float:
     """The machine's speed now: CPU milliseconds of a fixed pure-Python loop, median of 3.
 
     The load average says how many processes wanted the cores, not how fast a core runs for the one
-    that has it. On these VMs the same loop took 83 ms one minute and 114 ms the next, with the load
-    under 1, and the runner's CPU per request moved with it (docs/performance.md, "The machine's
-    speed"): a figure printed with this one can be told apart from the machine's slow phases. CPU
-    time, not wall-clock, so waiting for a core does not count. About 0.3 s; never inside a window.
+    that has it. On these VMs the same loop took 83 to 114 ms within half a minute, with the load
+    under 1, while the runner's CPU per single POST ranged 434-731 us on one code in ten minutes
+    (docs/performance.md, 2026-12-07 late night): a figure printed with this one can be told apart
+    from a slow phase of the machine. CPU time, not wall-clock, so waiting for a core does not count.
+    About 0.3 s; never inside a window.
     """
     def once() -> float:
         start, x = time.process_time(), 0
