@@ -15,6 +15,7 @@ from shared.app import jobs
 from shared.app.gc_tuning import tune_for_throughput
 from shared.changefeed.leases import LEASE_PREFIXES
 from shared.changefeed.rules import Kind
+from shared.core.bindings import connection, log_unset, setting
 from shared.core.settings import get_settings
 from shared.http.functions_adapter import http_functions
 from shared.observability import telemetry
@@ -25,13 +26,14 @@ telemetry.configure(get_settings())
 tune_for_throughput()  # after the imports, so start-up objects are frozen out of collections
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+STORAGE = connection("STORAGE_CONNECTION_STRING")  # the queue triggers' storage account
 # Every HTTP function comes from the route table, the one registry /openapi.json is also built from.
 app.register_functions(http_functions(ROUTES))
 
 
 # Failed deliveries parked by the pipeline: one retry each, re-enqueued with backoff, then dead-lettered.
 @app.function_name("drain_retries")
-@app.queue_trigger(arg_name="msg", queue_name="%RETRY_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+@app.queue_trigger(arg_name="msg", queue_name=setting("RETRY_QUEUE"), connection=STORAGE)
 async def drain_retries(msg: func.QueueMessage, context: func.Context) -> None:
     with telemetry.invocation(context):
         await jobs.process_retry_message(msg.get_body())
@@ -40,7 +42,7 @@ async def drain_retries(msg: func.QueueMessage, context: func.Context) -> None:
 # Backfills: one chunk of a job per message (docs/backfill.md). The job record is the checkpoint, so
 # a message the host redelivers (a runner that died) resumes where the last checkpoint left off.
 @app.function_name("run_backfill")
-@app.queue_trigger(arg_name="msg", queue_name="%BACKFILL_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+@app.queue_trigger(arg_name="msg", queue_name=setting("BACKFILL_QUEUE"), connection=STORAGE)
 async def run_backfill(msg: func.QueueMessage, context: func.Context) -> None:
     with telemetry.invocation(context):
         await jobs.run_backfill(msg.get_body(), msg.id)
@@ -95,7 +97,7 @@ async def monitor_timer(timer: func.TimerRequest, context: func.Context) -> None
 # Destination `vector`: embed and index the events queued at publish (docs/vector-search.md).
 # A failure raises: the host retries the message, then moves it to VECTOR_QUEUE-poison.
 @app.function_name("index_vectors")
-@app.queue_trigger(arg_name="msg", queue_name="%VECTOR_QUEUE%", connection="STORAGE_CONNECTION_STRING")
+@app.queue_trigger(arg_name="msg", queue_name=setting("VECTOR_QUEUE"), connection=STORAGE)
 async def index_vectors(msg: func.QueueMessage, context: func.Context) -> None:
     with telemetry.invocation(context):
         await jobs.index_vectors(msg.get_body())
@@ -113,8 +115,9 @@ CHANGEFEED_RETRY: dict[str, Any] = {
     "minimum_interval": "00:00:02", "maximum_interval": "00:01:00",
 }
 COSMOS_TRIGGER: dict[str, Any] = {
-    "arg_name": "docs", "connection": "COSMOS", "database_name": "%COSMOS_DB_DATABASE%",
-    "lease_container_name": "%COSMOS_LEASE_CONTAINER%", "max_items_per_invocation": CHANGEFEED_MAX_ITEMS,
+    "arg_name": "docs", "connection": connection("COSMOS"),
+    "database_name": setting("COSMOS_DB_DATABASE"), "lease_container_name": setting("COSMOS_LEASE_CONTAINER"),
+    "max_items_per_invocation": CHANGEFEED_MAX_ITEMS,
     "start_from_beginning": True,
 }
 
@@ -134,7 +137,7 @@ async def _on_changes(kind: Kind, docs: func.DocumentList, context: func.Context
 
 @app.function_name("changefeed_risks")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_RISKS_CONTAINER%",
+@app.cosmos_db_trigger(container_name=setting("COSMOS_RISKS_CONTAINER"),
                        lease_container_prefix=LEASE_PREFIXES[Kind.RISKS], **COSMOS_TRIGGER)
 async def changefeed_risks(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.RISKS, docs, context)
@@ -142,7 +145,7 @@ async def changefeed_risks(docs: func.DocumentList, context: func.Context) -> No
 
 @app.function_name("changefeed_controls")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_CONTROLS_CONTAINER%",
+@app.cosmos_db_trigger(container_name=setting("COSMOS_CONTROLS_CONTAINER"),
                        lease_container_prefix=LEASE_PREFIXES[Kind.CONTROLS], **COSMOS_TRIGGER)
 async def changefeed_controls(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.CONTROLS, docs, context)
@@ -150,7 +153,7 @@ async def changefeed_controls(docs: func.DocumentList, context: func.Context) ->
 
 @app.function_name("changefeed_assessments")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_ASSESSMENTS_CONTAINER%",
+@app.cosmos_db_trigger(container_name=setting("COSMOS_ASSESSMENTS_CONTAINER"),
                        lease_container_prefix=LEASE_PREFIXES[Kind.ASSESSMENTS], **COSMOS_TRIGGER)
 async def changefeed_assessments(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.ASSESSMENTS, docs, context)
@@ -158,7 +161,7 @@ async def changefeed_assessments(docs: func.DocumentList, context: func.Context)
 
 @app.function_name("changefeed_compliance")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_COMPLIANCE_CONTAINER%",
+@app.cosmos_db_trigger(container_name=setting("COSMOS_COMPLIANCE_CONTAINER"),
                        lease_container_prefix=LEASE_PREFIXES[Kind.COMPLIANCE], **COSMOS_TRIGGER)
 async def changefeed_compliance(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.COMPLIANCE, docs, context)
@@ -166,7 +169,7 @@ async def changefeed_compliance(docs: func.DocumentList, context: func.Context) 
 
 @app.function_name("changefeed_policies")
 @app.retry(**CHANGEFEED_RETRY)
-@app.cosmos_db_trigger(container_name="%COSMOS_POLICIES_CONTAINER%",
+@app.cosmos_db_trigger(container_name=setting("COSMOS_POLICIES_CONTAINER"),
                        lease_container_prefix=LEASE_PREFIXES[Kind.POLICIES], **COSMOS_TRIGGER)
 async def changefeed_policies(docs: func.DocumentList, context: func.Context) -> None:
     await _on_changes(Kind.POLICIES, docs, context)
@@ -174,7 +177,13 @@ async def changefeed_policies(docs: func.DocumentList, context: func.Context) ->
 
 # Overdue assessments: idempotent across runs and instances (a marker per assessment and due date).
 @app.function_name("assessments_overdue")
-@app.timer_trigger(arg_name="timer", schedule="%OVERDUE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@app.timer_trigger(arg_name="timer", schedule=setting("OVERDUE_SCHEDULE"), run_on_startup=False,
+                   use_monitor=True)
 async def assessments_overdue(timer: func.TimerRequest, context: func.Context) -> None:
     with telemetry.invocation(context):
         await jobs.run_overdue_check()
+
+
+# Last, once every binding has named its settings: the ones unset are logged as an error (the host
+# skips those functions; GET /health reports them too).
+log_unset()

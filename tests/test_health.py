@@ -98,7 +98,7 @@ async def test_all_dependencies_healthy_with_latency(configure: Configure, cosmo
     assert status == 200, body
     deps = body["dependencies"]
     queues = "retryQueue" if "retryQueue" in deps else "queues"  # the retry queue's check when deployed
-    assert set(deps) == {"redis", "tables", queues, "cosmos"}
+    assert set(deps) == {"redis", "tables", queues, "cosmos", "bindings"}  # bindings: function_app is loaded
     assert {d["status"] for d in deps.values()} <= {"healthy", "degraded"}
     assert all(isinstance(d["latencyMs"], float) for d in deps.values())
     assert deps["redis"]["maxMemoryBytes"] == 1 << 30 and deps["redis"]["memoryPercent"] < 80

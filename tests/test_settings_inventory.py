@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+import function_app  # noqa: F401 - importing it is what makes its bindings name their settings
+from shared.core import bindings
 from shared.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN_BICEP = ROOT / "infra" / "main.bicep"
 SAMPLE = ROOT / "local.settings.sample.json"
 README = ROOT / "README.md"
-FUNCTION_APP = ROOT / "function_app.py"
 
 # Read by the Functions host or by a binding in Azure, not through shared.core.settings.
 HOST_SETTINGS_AZURE: dict[str, str] = {
@@ -59,8 +60,6 @@ LOCAL_ONLY: frozenset[str] = frozenset({
 SETTING_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
 TABLE_NAME = re.compile(r"^\|\s*`([^`]+)`\s*\|")
 BINDING_EXPRESSION = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)%")
-# connection="X" as a keyword argument, or "connection": "X" in a dict of binding arguments.
-BINDING_CONNECTION = re.compile(r"\bconnection[\"']?\s*[=:]\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']")
 
 
 def bicep_app_settings(text: str) -> set[str]:
@@ -88,15 +87,15 @@ def readme_table_settings(text: str) -> set[str]:
     return {m.group(1) for line in block.splitlines() if (m := TABLE_NAME.match(line.strip()))}
 
 
-def binding_settings(text: str) -> tuple[set[str], set[str]]:
-    """`%NAME%` binding expressions and `connection="X"` names used in function_app.py."""
-    return set(BINDING_EXPRESSION.findall(text)), set(BINDING_CONNECTION.findall(text))
+def binding_settings() -> tuple[set[str], set[str]]:
+    """`%NAME%` binding expressions and trigger connections function_app.py names (core/bindings.py)."""
+    named = bindings.names()
+    return {n for n, k in named.items() if k == "setting"}, {n for n, k in named.items() if k == "connection"}
 
 
 def code_settings() -> set[str]:
     names = set(Settings.env_names())
-    if FUNCTION_APP.exists():
-        names |= binding_settings(FUNCTION_APP.read_text())[0]
+    names |= binding_settings()[0]
     return names
 
 
@@ -136,7 +135,8 @@ def test_readme_table_documents_every_setting_and_nothing_stale() -> None:
 
 def test_every_binding_connection_has_host_settings() -> None:
     """A trigger's connection X needs X locally and X__<property> in Azure (identity-based)."""
-    connections = binding_settings(FUNCTION_APP.read_text())[1] if FUNCTION_APP.exists() else set()
+    connections = binding_settings()[1]
+    assert connections == {"STORAGE_CONNECTION_STRING", "COSMOS"}, connections
     local = set(Settings.env_names()) | set(HOST_SETTINGS_LOCAL)
     for name in connections:
         assert name in local, f"connection {name!r} has no local setting"
@@ -167,13 +167,15 @@ def test_readme_parser_needs_markers_and_reads_first_column() -> None:
         readme_table_settings("| `LOG_LEVEL` | x |\n")
 
 
-def test_binding_parser_finds_expressions_and_connections() -> None:
-    source = (
-        '@app.cosmos_db_trigger(arg_name="docs", container_name="%COSMOS_RISKS_CONTAINER%",\n'
-        '    database_name="%COSMOS_DB_DATABASE%", connection="COSMOS")\n'
-        'TRIGGER = {"arg_name": "msg", "connection": "STORAGE_CONNECTION_STRING", "queue_name": "%RETRY_QUEUE%"}\n'
-    )
-    assert binding_settings(source) == (
-        {"COSMOS_RISKS_CONTAINER", "COSMOS_DB_DATABASE", "RETRY_QUEUE"},
-        {"COSMOS", "STORAGE_CONNECTION_STRING"},
-    )
+def test_the_named_bindings_are_every_setting_the_host_reads_for_a_binding() -> None:
+    """What function_app.py names through shared/core/bindings.py is what the host reads: every `%NAME%`
+    and `connection` in the function.json of every function (as the worker hands them to the host)."""
+    app = function_app.app
+    app.functions_bindings = None  # get_functions() refuses a second call otherwise
+    docs = [json.loads(f.get_function_json()) for f in app.get_functions()]
+    app.functions_bindings = None
+    expressions = {m for d in docs for b in d["bindings"] for v in b.values() if isinstance(v, str)
+                   for m in BINDING_EXPRESSION.findall(v)}
+    connections = {b["connection"] for d in docs for b in d["bindings"] if b.get("connection")}
+    assert expressions and connections
+    assert binding_settings() == (expressions, connections)

@@ -7,6 +7,7 @@ answers 404 here, and the request adapter refuses another tenant's path with 403
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from datetime import datetime, timedelta, timezone
@@ -15,15 +16,17 @@ from shared.api import paging
 from shared.api.audit import record_audit
 from shared.api.params import int_param, tenant_param
 from shared.app.services import get_services
-from shared.core import limits
+from shared.core import bindings, limits
 from shared.core.backfill import BackfillRequest, JobRecord, JobState, estimate, iso_of_ms
 from shared.core.events import utc_now_iso
 from shared.core.validation import field_error
 from shared.delivery.backfill import ACTOR, BackfillRunner, record_finish
 from shared.delivery.backfill_store import Conflict, TooManyJobs, new_job_id
 from shared.http.adapter import read_model
+from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
 
+log = logging.getLogger("grc.backfill")
 MAX_BODY_BYTES = 16 * 1024
 PAGE_SCOPE = "backfills"
 RETRY_AFTER_DEFAULT = 60  # seconds, when no running job can say when it will end
@@ -42,6 +45,11 @@ def _location(tenant: str, job_id: str) -> str:
 async def start_backfill(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
     body = read_model(req, BackfillRequest, MAX_BODY_BYTES, "the backfill request")
+    if "BACKFILL_QUEUE" in bindings.unset():
+        # The host loads no run_backfill without it: a job accepted now would never run.
+        log.error("backfill refused: %s", bindings.describe(["BACKFILL_QUEUE"]))
+        raise ProblemError(503, "Service Unavailable", "backfill is not configured on this service",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     services = get_services()
     now = datetime.now(timezone.utc)
     if body.to - now > timedelta(seconds=limits.MAX_CLOCK_SKEW_SECONDS):

@@ -2,7 +2,9 @@
 the monitor pass, the failing-destination alert of /metrics).
 
 Dependencies: Redis, Azure Tables, Azure Storage Queues, Cosmos DB (when COSMOS_DB_ENDPOINT is
-set) and every destination built in this instance (Kafka/Event Hubs, ...). Each reports a status,
+set), every destination built in this instance (Kafka/Event Hubs, ...) and, under the Functions host,
+`bindings`: the app settings the functions' bindings name (unhealthy when one is unset: a function
+not loaded, a trigger not started; shared/core/bindings.py). Each reports a status,
 its latency and details: `unhealthy` (error or no answer within HEALTH_TIMEOUT_SECONDS),
 `degraded` (answered slower than HEALTH_DEGRADED_MS, or Redis above ALERT_MEMORY_PERCENT of its
 maxmemory), else `healthy`. Overall: `unhealthy` (503) when Redis or Tables is unhealthy, else
@@ -30,6 +32,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from shared.core import bindings
 from shared.core.events import utc_now_iso
 from shared.core.health import DependencyHealth
 from shared.observability import resources
@@ -82,6 +85,15 @@ async def _queues(services: Services) -> DependencyHealth:
     return DependencyHealth("queues", "healthy", _ms(start))
 
 
+async def _bindings() -> DependencyHealth:
+    """The app settings the host reads for the functions' bindings (shared/core/bindings.py): one
+    unset means a function not loaded or a trigger not started, e.g. nothing drains the retry queue."""
+    missing = bindings.unset()
+    if missing:
+        return DependencyHealth("bindings", "unhealthy", 0.0, detail=bindings.describe(missing))
+    return DependencyHealth("bindings", "healthy", 0.0)
+
+
 async def _cosmos(services: Services) -> DependencyHealth:
     """A database read on the instance's Cosmos client (opening it reads the account first); a
     missing database still means the account answered."""
@@ -111,6 +123,8 @@ def checks(services: Services) -> dict[str, Check]:
     for type_, dest in services.destinations.built().items():
         if type_ != "redis":
             out[type_] = dest.health
+    if bindings.names():  # under the Functions host (or the local runner): function_app.py is loaded
+        out["bindings"] = _bindings
     return out
 
 

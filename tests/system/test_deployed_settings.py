@@ -317,6 +317,7 @@ def check_health(app: App) -> None:
     statuses = {name: dep["status"] for name, dep in r.json()["dependencies"].items()}
     assert {"redis", "tables", "cosmos"} <= set(statuses), statuses
     assert all(s in ("healthy", "degraded") for s in statuses.values()), statuses
+    assert statuses["bindings"] == "healthy", statuses  # infra/ sets every setting a binding names
 
 
 def check_a_caller_is_served(app: App, t: str, token: dict[str, str]) -> None:

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from localdev import services
-from tests.system.harness import App, Stack, app_env, own_stack_and_app, start_app, tenant, wait_for
+from tests.system.harness import (App, Stack, app_env, app_running, own_stack_and_app, start_app, tenant,
+                                  wait_for)
 
 MINIMAL_KEYS = {"status", "service", "dependencies"}
 
@@ -364,3 +365,32 @@ def test_a_destination_down_is_200_degraded(hangable: tuple[Stack, App]) -> None
         r = _until(app, answers, lambda r: r.status_code == 200 and _dep(r, "kafka") == "unhealthy",
                    "kafka unhealthy while stopped")
         assert r.json()["status"] == "degraded", r.json()
+
+
+def test_an_unset_setting_a_binding_names_is_reported_and_a_backfill_needing_it_refused(
+        app: App, stack: Stack, tmp_path: Path) -> None:
+    """README 'Health': the host resolves a binding's %SETTING% from app settings only and loads no
+    function whose setting is missing. Started without RETRY_QUEUE and BACKFILL_QUEUE (deployed without
+    them), the app says so: its log at start, `/health` degraded with `bindings` unhealthy naming both,
+    and POST /backfills 503 rather than a 202 for a job nothing would run. The session app, with every
+    setting, has `bindings` healthy."""
+    assert app.get("/health").json()["dependencies"]["bindings"]["status"] == "healthy"
+    env = app_env(stack, tmp_path)
+    del env["RETRY_QUEUE"], env["BACKFILL_QUEUE"]
+    with app_running(env, tmp_path) as bare:
+        unset = "app settings unset: BACKFILL_QUEUE, RETRY_QUEUE"
+        assert unset in bare.log()
+        r = bare.get("/health")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["status"] == "degraded", body
+        assert body["dependencies"]["bindings"]["status"] == "unhealthy"
+        assert unset in body["dependencies"]["bindings"]["detail"]
+        assert {d["status"] for n, d in body["dependencies"].items() if n != "bindings"} <= {"healthy"}, body
+        t = tenant("nobf")
+        r = bare.post(f"/backfills/{t}", tenants=[t], json={
+            "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "destination": "kafka"})
+        assert r.status_code == 503 and r.headers["retry-after"], r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["detail"] == "backfill is not configured on this service"
+        assert bare.get(f"/backfills/{t}", tenants=[t]).json()["jobs"] == []
