@@ -184,11 +184,17 @@ class FeedWorker:
                 attempt += 1
 
     async def step(self, continuation: str | None) -> tuple[str | None, int]:
-        """One poll: (the continuation now stored, number of changes delivered)."""
+        """One poll: (the continuation to read from next, number of changes delivered).
+
+        The lease is written after a batch, as the SDK's processor checkpoints after the batch it
+        dispatched, and on the first poll of a new lease (its start pinned, so a restart skips nothing);
+        not after an empty page. The local server has one LSN for the account, so each lease write was
+        a change every other container's next poll saw: five lease writes a second, forever, with no
+        document changing (the idle runner's largest cost)."""
         items, token = await self.read_page(continuation)
         if items:
             await self.deliver(items)
-        if token and token != continuation:
+        if token and token != continuation and (items or continuation is None):
             await self.write_lease(token)
         return token, len(items)
 

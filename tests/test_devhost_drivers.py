@@ -109,6 +109,34 @@ async def test_new_lease_without_start_from_beginning_starts_now(cosmos_server: 
         assert seen == ["new"]
 
 
+async def test_an_empty_page_writes_no_lease(cosmos_server: services.Running) -> None:
+    """The lease is checkpointed after a batch (and pinned on a new lease's first poll), not after an
+    empty page, though the local server's continuation moves with any write in the account."""
+    seen: list[str] = []
+
+    async def fn(docs: Any) -> None:
+        seen.extend(d["id"] for d in docs)
+
+    db = f"d-{uuid.uuid4().hex[:6]}"
+    async with CosmosClient(cosmos_server.settings["COSMOS_DB_ENDPOINT"], services.LOCAL_COSMOS_KEY,
+                            connection_verify=False, enable_endpoint_discovery=False) as client:
+        w = FeedWorker(spec(fn, "items", db, None), client, poll_ms=0)
+        other = FeedWorker(spec(fn, "others", db, None), client, poll_ms=0)
+        await w.open()
+        await other.open()
+        assert w.container is not None and other.container is not None
+        await w.container.upsert_item({"id": "a", "tenantId": "t"})
+        token, n = await w.step(None)
+        assert n == 1 and (await w.read_lease()).continuation == token
+        await other.container.upsert_item({"id": "elsewhere", "tenantId": "t"})  # moves the account's LSN
+        moved, n = await w.step(token)
+        assert n == 0 and moved != token
+        assert (await w.read_lease()).continuation == token  # not rewritten for an empty page
+        await w.container.upsert_item({"id": "b", "tenantId": "t"})
+        after, n = await w.step(moved)
+        assert n == 1 and seen == ["a", "b"] and (await w.read_lease()).continuation == after
+
+
 # ---- timers -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("expr, after, expected", [
