@@ -30,7 +30,7 @@ param tags object = {}
 // ---------------------------------------------------------------------------------------------
 // Network: public endpoints (TLS 1.2, Entra ID) or private endpoints in a new VNet
 // ---------------------------------------------------------------------------------------------
-@description('Public network access of the data services and the Function App. "Disabled" requires usePrivateEndpoints.')
+@description('Public network access of the data services (the Function App has apiPublicNetworkAccess). "Disabled" applies only with usePrivateEndpoints.')
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Enabled'
 
@@ -172,7 +172,7 @@ param storageQueues object = {
 @allowed(['jwt', 'appservice', 'jwt+appservice'])
 param authMode string = 'jwt'
 
-@description('Accepted JWT issuer(s), comma-separated. Empty = the Entra ID v2.0 issuer of the tenant you deploy into (https://login.microsoftonline.com/<tenant id>/v2.0 in Azure\'s public cloud).')
+@description('Accepted JWT issuer(s), comma-separated. Empty = the Entra ID v2.0 and v1.0 issuers of the tenant you deploy into (https://login.microsoftonline.com/<tenant id>/v2.0 and https://sts.windows.net/<tenant id>/ in Azure\'s public cloud).')
 param authIssuer string = ''
 
 // Required, no default: nothing in Azure can guess which app registration callers request tokens

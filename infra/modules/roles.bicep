@@ -84,7 +84,7 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Retry and vector queues (send, receive, delete) and the queue triggers.
+// Retry, vector and backfill queues (send, receive, delete) and the queue triggers.
 resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, roles.storageQueueDataContributor)
   scope: storage
@@ -96,7 +96,7 @@ resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// Stream configs, analytics, dead letters, audit, idempotency tables.
+// Stream configs, analytics, dead letters, audit, backfills tables (idempotency claims are in Redis).
 resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, roles.storageTableDataContributor)
   scope: storage

@@ -5,7 +5,7 @@
 // Application Insights resource it reads, the alert thresholds drawn as lines, the storage account and
 // queue whose depth it shows, the subscription whose alerts it lists.
 // tests/test_infra_workbook.py checks that every metric, dimension and table its queries name is one
-// the code emits (shared/telemetry_catalogue.py), so the workbook cannot drift from the code.
+// the code emits (shared/observability/telemetry/catalogue.py), so the workbook cannot drift from the code.
 param location string
 param tags object
 
