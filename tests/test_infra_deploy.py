@@ -176,3 +176,15 @@ def test_cmk_key_urls_do_not_depend_on_the_trailing_slash(vault_uri: str) -> Non
     assert redis["keyEncryptionKeyUrl"] == "https://cmk.vault.azure.net/keys/k/v1"
     storage = main.module("storage").property("account", "properties", "encryption", "keyvaultproperties")
     assert storage == {"keyvaulturi": "https://cmk.vault.azure.net/", "keyname": "k"}
+
+
+def test_the_alert_rule_and_the_workbook_count_the_same_minimum_of_deliveries_as_the_app() -> None:
+    """The error-rate alert fires only over ERROR_RATE_MIN_DELIVERIES deliveries in the app's `alerts`
+    block; the log alert rule and the workbook's line must use the same minimum (infra/alerts.md)."""
+    from shared.observability.alerts import ERROR_RATE_MIN_DELIVERIES  # noqa: PLC0415
+
+    for module in ("alerts.bicep", "workbook.bicep"):
+        text = (INFRA / "modules" / module).read_text()
+        found = re.search(r"^param errorRateMinDeliveries int = (\d+)$", text, re.MULTILINE)
+        assert found and int(found.group(1)) == ERROR_RATE_MIN_DELIVERIES, module
+    assert "errorRateMinDeliveries" not in (INFRA / "main.bicep").read_text()  # the modules' default holds
