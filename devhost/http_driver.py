@@ -26,6 +26,7 @@ import azure.functions as func
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from yarl import URL
 
 from devhost.admin import Admin
 from devhost.app_loader import FunctionSpec
@@ -143,6 +144,17 @@ def build_routes(specs: list[FunctionSpec]) -> list[HttpRoute]:
     return routes
 
 
+_ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
+
+
+def routing_path(request: web.BaseRequest) -> str:
+    """The path as the host routes it: percent-decoded (as aiohttp's `request.path` is) but for `%2F`,
+    which Kestrel leaves encoded. Decoded, it would split a segment in two: `/events/t%2Fhistory`
+    would reach the history function, where the host passes `t%2Fhistory` to `/events/{tenantId}`."""
+    parts = _ENCODED_SLASH.split(request.rel_url.raw_path)
+    return "%2F".join(URL.build(path="/" + part, encoded=True).path[1:] for part in parts)
+
+
 class HttpDriver:
     trigger_type = "httpTrigger"
 
@@ -173,10 +185,14 @@ class HttpDriver:
         if total > MAX_HEADERS_TOTAL_BYTES:
             return problem(431, "Request Header Fields Too Large",
                            f"the request headers total more than {MAX_HEADERS_TOTAL_BYTES} bytes")
+        try:
+            length = request.content_length
+        except ValueError:  # more digits than int() takes (4,300): Kestrel refuses such a length
+            return problem(400, "Bad Request", "the request is not valid HTTP/1.1: Content-Length")
         lowered = request.path.lower()
         if self.admin is not None and (lowered == "/admin" or lowered.startswith("/admin/")):
             return await self.admin.handle(request)
-        found = self.match(request.method, request.path)
+        found = self.match(request.method, routing_path(request))
         if found is None:
             return web.Response(status=404)
         route, route_params = found
@@ -193,7 +209,7 @@ class HttpDriver:
             headers={k.lower(): v for k, v in headers.items()},
             params={k: v for k, v in params.items() if v},
             route_params=route_params,
-            body=await request.read() if request.content_length else b"",
+            body=await request.read() if length else b"",
         )
         ctx = Context(route.spec.name, trace_context=TraceContext(request.headers.get("traceparent")))
         try:

@@ -46,10 +46,12 @@ def int_param(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int
     raw = req.query.get(name)
     if raw is None:
         return default
-    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
-    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses. No int() of more
+    # digits than `hi` has: Python refuses one of over 4,300 (a ValueError), which a query holds.
+    digits = raw.lstrip("0") or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(digits) > len(str(hi)) or not lo <= int(digits) <= hi:
         raise bad_param(name, f"must be an integer from {lo} to {hi}", raw=raw)
-    return int(raw)
+    return int(digits)
 
 
 def enum_param(req: ApiRequest, name: str, enum: type[E]) -> E | None:

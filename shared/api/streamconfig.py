@@ -10,7 +10,7 @@ from shared.api.params import bad_param, tenant_param
 from shared.app.services import get_services
 from shared.core.destination_options import KafkaOptions, delivery_window_problems
 from shared.core.entity_tags import EntityTags, parse_entity_tags
-from shared.core.streamconfig import StreamConfigIn
+from shared.core.streamconfig import StreamConfigIn, unorderable_operands
 from shared.core.validation import field_error
 from shared.delivery.configstore import PreconditionFailed, WriteOutcomeUnknown
 from shared.destinations.event_records import TopicRouter
@@ -54,6 +54,11 @@ async def put_stream_config(req: ApiRequest) -> ApiResponse:
         raise ProblemError(400, "Bad Request", "the stream configuration would break its delivery guarantees",
                            errors=[field_error(loc, detail, "delivery_window").model_dump(exclude_none=True)
                                    for loc, detail in problems])
+    unorderable = unorderable_operands(body.filters)
+    if unorderable:
+        raise ProblemError(400, "Bad Request", "the stream configuration is not valid",
+                           errors=[field_error(loc, detail, "value_error").model_dump(exclude_none=True)
+                                   for loc, detail in unorderable])
     if body.tenantId is not None and body.tenantId != tenant:
         raise ProblemError(400, "Bad Request", "tenantId in the body differs from the path",
                            errors=[{"pointer": "/tenantId", "field": "tenantId", "detail": "must equal the path's tenantId"}])

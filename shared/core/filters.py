@@ -17,7 +17,9 @@ def lookup(event: Event, path: str) -> Any:
     for part in parts:
         if isinstance(node, dict):
             node = node.get(part, _MISSING)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        # An index is ASCII digits: str.isdigit() also takes "²", which int() refuses (a ValueError
+        # for every event of the tenant), and "٣", which is no index a client wrote.
+        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
             return _MISSING

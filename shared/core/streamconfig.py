@@ -23,6 +23,7 @@ def retention_cutoff(now: datetime, retention_days: int) -> str:
 
 ConditionOp = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte", "exists", "contains", "startsWith"]
 CONDITION_OPS: tuple[str, ...] = ConditionOp.__args__  # type: ignore[attr-defined]
+ORDERING_OPS = ("gt", "gte", "lt", "lte")
 ConditionPath = Annotated[str, StringConstraints(pattern=r"^(data|metadata)(\.[^.\s]{1,128}){1,16}$")]
 
 
@@ -56,6 +57,21 @@ class StreamFilter(BaseModel):
     sources: list[Source] = Field(default_factory=list, max_length=16)
     conditions: dict[ConditionPath, Annotated[Any, AfterValidator(_condition)]] = Field(
         default_factory=dict, max_length=32)
+
+
+def unorderable_operands(filters: list[StreamFilter]) -> list[tuple[tuple[Any, ...], str]]:
+    """Ordering conditions whose operand is neither a number nor a string, as (location, detail): ordering
+    compares numbers with numbers and strings with strings only (core/filters.py), so such a condition
+    never holds. Refused on PUT, not by the model: a config stored before this check must still load
+    (and route, its condition never holding)."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    for i, f in enumerate(filters):
+        for path, cond in f.conditions.items():
+            for op, operand in (cond.items() if isinstance(cond, dict) else ()):
+                orderable = isinstance(operand, (int, float, str)) and not isinstance(operand, bool)
+                if op in ORDERING_OPS and not orderable:
+                    out.append((("filters", i, "conditions", path), f"{op!r} takes a number or a string"))
+    return out
 
 
 def default_destinations() -> list[DestinationConfig]:

@@ -1,11 +1,13 @@
 """Per-tenant stream configs in an Azure Table, cached per instance.
 
-Entity: PartitionKey = tenantId, RowKey = "streamconfig", `Config` = the JSON document,
-`Version` = a counter bumped on every write. The Table's ETag is the HTTP ETag (If-Match gives
-optimistic concurrency). Each write also bumps `grc:{tenant}:cfgver` in Redis; instances compare
-that number (one MGET per batch, for all tenants of the batch) with the one their cached copy
-was read at, so a change is seen by every instance on its next batch. If Redis cannot be read, a
-cached copy younger than STREAM_CONFIG_CACHE_SECONDS is used; no copy is used longer than that.
+Entity: PartitionKey = tenantId, RowKey = "streamconfig", `Config` = the JSON document (the
+chunked-payload codec's properties, shared/storage/payload.py: a config of a 256 KiB body does not
+fit one 64 KiB string property), `Version` = a counter bumped on every write. The Table's ETag
+is the HTTP ETag (If-Match gives optimistic concurrency). Each write also bumps
+`grc:{tenant}:cfgver` in Redis; instances compare that number (one MGET per batch, for all tenants
+of the batch) with the one their cached copy was read at, so a change is seen by every instance on
+its next batch. If Redis cannot be read, a cached copy younger than STREAM_CONFIG_CACHE_SECONDS is
+used; no copy is used longer than that.
 
 Configs not in the cache (tenants this instance has not seen, or whose copy is stale) are read in
 ONE Table query per batch, however many tenants it names: up to MAX_OR_TENANTS by their keys, more
@@ -27,7 +29,7 @@ import logging
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import orjson
 from azure.core import MatchConditions
@@ -46,6 +48,7 @@ from shared.core.entity_tags import EntityTags
 from shared.core.events import utc_now_iso
 from shared.core.limits import STORAGE_READ_SECONDS
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.storage import payload
 from shared.storage.lazy import LazyTable
 from shared.storage.redisconn import TenantKeys, pipelined
 
@@ -54,6 +57,7 @@ _VERSION_KEYS = TenantKeys(("cfgver",))  # tenant -> (grc:{tenant}:cfgver,)
 # Azure Tables allows at most 15 discrete comparisons in a $filter: RowKey plus 14 PartitionKeys.
 # (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities)
 MAX_OR_TENANTS = 14
+UNCONDITIONAL_WRITE_ATTEMPTS = 8  # an unconditional write that keeps losing races: 412 after these
 STALE_RETRY_SECONDS = 5.0  # after a failed read, cached copies are used this long before the next try
 
 log = logging.getLogger("grc.pipeline")
@@ -61,6 +65,10 @@ log = logging.getLogger("grc.pipeline")
 
 class PreconditionFailed(Exception):
     """If-Match / If-None-Match did not hold."""
+
+
+class ChangedConcurrently(PreconditionFailed):
+    """Another write came between this write's read and its conditional write."""
 
 
 class WriteOutcomeUnknown(Exception):
@@ -104,8 +112,7 @@ class ConfigStore:
             entity = await self._table.call("get_entity", tenant_id, ROW_KEY)
         except ResourceNotFoundError:
             return StreamConfig.default(tenant_id), None
-        config = StreamConfig.model_validate_json(entity["Config"])
-        return config, entity.metadata.get("etag")
+        return _config(entity), entity.metadata.get("etag")
 
     async def write(
         self,
@@ -117,6 +124,21 @@ class ConfigStore:
     ) -> tuple[StreamConfig, str, StreamConfig | None]:
         """Create or replace; returns (new config, new ETag, previous config or None). A `version` in
         the body must equal the stored one (0: none stored), checked in the same conditional write."""
+        # A write its client made unconditional (no If-Match, If-None-Match or version) that loses the
+        # race with another is made again on what that one stored: a 412 would name a precondition
+        # the client never sent. The version still moves on by one per write.
+        unconditional = if_match is None and if_none_match is None and body.version is None
+        for _ in range(UNCONDITIONAL_WRITE_ATTEMPTS - 1 if unconditional else 0):
+            try:
+                return await self._write(tenant_id, body, if_match, if_none_match)
+            except ChangedConcurrently:
+                pass  # made again, on what the other write stored
+        return await self._write(tenant_id, body, if_match, if_none_match)
+
+    async def _write(
+        self, tenant_id: str, body: StreamConfigIn, if_match: EntityTags | None,
+        if_none_match: EntityTags | None,
+    ) -> tuple[StreamConfig, str, StreamConfig | None]:
         previous, etag = await self.read(tenant_id)
         existed = etag is not None
         if if_none_match is not None and if_none_match.matches(etag):
@@ -138,7 +160,7 @@ class ConfigStore:
         entity = {
             "PartitionKey": tenant_id,
             "RowKey": ROW_KEY,
-            "Config": config.model_dump_json(),
+            **payload.encode(config.model_dump_json().encode(), "Config")[0],
             "Version": config.version,
         }
         try:
@@ -149,7 +171,7 @@ class ConfigStore:
                 meta = await self._table.call("create_entity", entity)
         # (not found: the config read was deleted since, with its table or alone)
         except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError) as exc:
-            raise PreconditionFailed("the stream config was changed concurrently") from exc
+            raise ChangedConcurrently("the stream config was changed concurrently") from exc
         except Exception as exc:
             # The instances re-read the config on their next batch (harmless if nothing was written):
             # without an answer the store may still have applied the write.
@@ -256,13 +278,13 @@ class ConfigStore:
         out: dict[str, tuple[StreamConfig, str | None]] = {}
         loop = asyncio.get_running_loop()
         async with self.reading() as table:
-            pages = table.query_entities(flt, parameters=params, select=["PartitionKey", "Config"]).by_page()
+            # (every property: a long config's text is in several, shared/storage/payload.py)
+            pages = table.query_entities(flt, parameters=params).by_page()
             async for page in pages:
                 async for entity in page:
                     t = entity["PartitionKey"]
                     if t in wanted:
-                        out[t] = (StreamConfig.model_validate_json(entity["Config"]),
-                                  entity.metadata.get("etag"))
+                        out[t] = (_config(entity), entity.metadata.get("etag"))
                 deadline.reschedule(loop.time() + STORAGE_READ_SECONDS)  # the next page has its own time
         return out
 
@@ -274,10 +296,14 @@ class ConfigStore:
         apply each configured tenant's settings, never for the event path."""
         out: dict[str, StreamConfig] = {}
         async with self.reading() as table:
-            async for entity in table.query_entities("RowKey eq @rk", parameters={"rk": ROW_KEY},
-                                                     select=["PartitionKey", "Config"]):
-                out[entity["PartitionKey"]] = StreamConfig.model_validate_json(entity["Config"])
+            async for entity in table.query_entities("RowKey eq @rk", parameters={"rk": ROW_KEY}):
+                out[entity["PartitionKey"]] = _config(entity)
         return out
+
+
+def _config(entity: Mapping[str, Any]) -> StreamConfig:
+    """The config a stored entity holds (in one property, or in chunks: `payload.encode`)."""
+    return StreamConfig.model_validate_json(payload.decode(entity, "Config") or "")
 
 
 def config_json(config: StreamConfig) -> bytes:

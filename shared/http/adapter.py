@@ -170,14 +170,32 @@ def read_json(req: ApiRequest, max_bytes: int) -> Any:
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
+UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii")  # us-ascii: a subset, read the same
+
+
+def _charset(params: str) -> str:
+    """The `charset` parameter of a Content-Type's parameters (after the ";"), lower-cased; utf-8 when
+    it has none."""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return "utf-8"
 
 
 def _json_body(req: ApiRequest, max_bytes: int) -> tuple[bytes, Any]:
     """The body's bytes without its content coding (shared/http/content_coding.py), and its JSON."""
-    ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    ctype, _, params = (req.headers.get("content-type") or "").partition(";")
+    ctype = ctype.strip().lower()
     if ctype not in JSON_TYPES:
         raise ProblemError(415, "Unsupported Media Type",
                            f"send the body as application/json (got {ctype or 'no Content-Type'})")
+    charset = _charset(params)
+    if charset not in UTF8_CHARSETS:
+        # The body is read as UTF-8 (RFC 8259 8.1): a body in another charset would be refused as
+        # malformed or, where its bytes happen to be valid UTF-8, stored as other characters.
+        raise ProblemError(415, "Unsupported Media Type",
+                           f"send the body as UTF-8 (got charset={charset[:40]})")
     declared = req.headers.get("content-length")
     if len(req.body) > max_bytes or (declared and declared.isdigit() and int(declared) > max_bytes):
         raise too_large(max_bytes)
