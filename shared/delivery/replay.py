@@ -9,7 +9,12 @@ failed, by kind (deadletters.py):
 
 A record that got through is marked replayed with its result (and no longer listed by default); one
 that did not keeps its place with one more attempt and the error. A record is replayed once
-(`Replayed`), but two replays of it running at the same moment are not excluded.
+(`Replayed`), also by two replays of it running at the same moment on two instances: each record is
+claimed in Redis (`shared/storage/claims.py`, key `grc:{tenant}:replay:<id>`) before it is sent. Both
+calls read the record as not replayed yet, so the flag alone let each send it (Kafka then held the
+event twice: tests/system/test_scale_out.py). A record another call is replaying is answered
+`not attempted` (it stays as it is for that call); one that call got through while this one waited,
+`already replayed`. With Redis unreachable the claim is skipped (a replay must still work then).
 
 A call starts records for BUDGET_SECONDS at most: during an outage each record may take a destination's
 timeouts, and 500 of them would run past the HTTP answer's limit in Azure (230 s at the load balancer)
@@ -19,6 +24,7 @@ are, and the call gives no position to continue from: the next call takes them f
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,12 +39,21 @@ from shared.delivery.retry_queue import RetryMessage, policy_of
 from shared.observability import service_stats
 from shared.observability.tenant_metrics import BatchStats
 from shared.storage import payload
+from shared.storage.claims import Claims, Taken
+from shared.storage.redisconn import tenant_key
+
+log = logging.getLogger("grc.replay")
 
 # (tenant, dead-letter row) -> (result, error or None): a result in GOT_THROUGH, or "failed" and why.
 Replayer = Callable[[str, dict[str, Any]], Awaitable[tuple[str, str | None]]]
 GOT_THROUGH = frozenset({"delivered", "requeued", "published", "processed"})
 BUDGET_SECONDS = 60.0
 NOT_ATTEMPTED = "not attempted"
+# A record's claim while its replay runs (its destination's timeouts: well within this; a call that died
+# frees it then), and once it got through: longer than any other call can have read it unreplayed
+# (reads within STORAGE_READ_SECONDS, records started within BUDGET_SECONDS).
+CLAIM_PENDING_SECONDS = 300
+CLAIM_DONE_SECONDS = 3600
 
 
 class NothingReplayed(Exception):
@@ -83,14 +98,28 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
                         "spent before this record; replay it again"}
             nxt = None  # the next call must take this one first, not go past it
             continue
+        claims, taken = await _claim(services, tenant, rid)
+        if taken is not None and taken.state == "busy":
+            out[rid] = {"id": rid, "result": NOT_ATTEMPTED,
+                        "error": "another replay of this record is running"}
+            nxt = None  # as for a record the budget left: the next call takes it first if it is still there
+            continue
+        if taken is not None and taken.state == "held":
+            out[rid] = {"id": rid, "result": "already replayed", "replayResult": taken.value.decode()}
+            continue
         kind = dl.kind_of(row)
-        if kind == DELIVERY:
-            assert config is not None  # read with the records (_read)
-            result, error = await _replay_delivery(services, tenant, rid, row, config, stats)
-        elif kind in replayers:
-            result, error = await replayers[kind](tenant, row)
-        else:
-            result, error = "failed", f"no replay for records of kind {kind!r}"
+        try:
+            if kind == DELIVERY:
+                assert config is not None  # read with the records (_read)
+                result, error = await _replay_delivery(services, tenant, rid, row, config, stats)
+            elif kind in replayers:
+                result, error = await replayers[kind](tenant, row)
+            else:
+                result, error = "failed", f"no replay for records of kind {kind!r}"
+        except BaseException:
+            await _settle(claims, tenant, rid, None)  # broken off: the record stays, free to replay again
+            raise
+        await _settle(claims, tenant, rid, result if result in GOT_THROUGH else None)
         if result in GOT_THROUGH:
             await dl.mark_replayed(tenant, rid, result)
             out[rid] = {"id": rid, "result": result}
@@ -105,6 +134,36 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
 
 
 Position = dict[str, str]  # the Table listing's continuation (DeadLetters.list)
+
+
+def _claim_key(tenant: str, rid: str) -> str:
+    return tenant_key(tenant, "replay", rid)
+
+
+async def _claim(services: Any, tenant: str, rid: str) -> tuple[Claims | None, Taken | None]:
+    """Claim the record for this call (module docstring); (None, None) when Redis cannot be asked."""
+    redis = getattr(services, "redis", None)
+    if redis is None:
+        return None, None
+    claims = Claims(redis)
+    try:
+        [taken] = await claims.take([_claim_key(tenant, rid)], CLAIM_PENDING_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - replayed unclaimed, as before claims existed
+        log.warning("replay of %s/%s: not claimed (%s); replayed unclaimed", tenant, rid, type(exc).__name__)
+        return None, None
+    return claims, taken
+
+
+async def _settle(claims: Claims | None, tenant: str, rid: str, result: str | None) -> None:
+    """Keep a got-through record's claim (a call that read it before may not send it again); free it
+    otherwise (the record stays, for the next replay)."""
+    if claims is None:
+        return
+    try:
+        value = result.encode() if result else None
+        await claims.settle([(_claim_key(tenant, rid), value, CLAIM_DONE_SECONDS)])
+    except Exception as exc:  # noqa: BLE001 - the pending claim ends by itself after CLAIM_PENDING_SECONDS
+        log.warning("replay of %s/%s: claim not settled (%s)", tenant, rid, type(exc).__name__)
 
 
 async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int, after: Position | None
