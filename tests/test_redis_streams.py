@@ -236,6 +236,23 @@ async def test_unfiltered_read_pages_beyond_one_page(redis: Redis, tenant: str) 
     assert len(got) == 50 and len({g["streamId"] for g in got}) == 50
 
 
+async def test_a_listing_stops_at_its_byte_budget_and_says_so(redis: Redis, tenant: str) -> None:
+    """Stops before the event that would pass `max_bytes` (one event at least), newest first, none
+    skipped; read in pages sized by what the first saw, not one read of `limit` entries."""
+    dest = RedisStreamsDestination(redis)
+    await publish_one(dest, events(tenant, 40), RedisStreamOptions(), stream_config(tenant))
+    size = len((await redis.xrevrange(stream_key(tenant), count=1))[0][1][b"e"])
+    got, truncated = await dest.read_recent_page(tenant, 1000, max_bytes=size * 25 + size // 2)
+    assert truncated and [g["event"]["entityId"] for g in got] == [f"e{i}" for i in range(39, 14, -1)]
+    one, truncated = await dest.read_recent_page(tenant, 1000, max_bytes=1)
+    assert truncated and [g["event"]["entityId"] for g in one] == ["e39"]
+    every, truncated = await dest.read_recent_page(tenant, 1000)
+    assert not truncated and len(every) == 40
+    filtered, truncated = await dest.read_recent_page(tenant, 1000, event_type="RISK_UPDATED",
+                                                      max_bytes=size * 3)
+    assert truncated and len(filtered) == 3
+
+
 async def test_health_reports_memory(redis: Redis) -> None:
     h = await RedisStreamsDestination(redis).health()
     assert h.name == "redis" and h.status == "healthy"

@@ -41,6 +41,9 @@ class StoredEvent(BaseModel):
 class EventList(BaseModel):
     tenantId: str
     count: int
+    truncated: bool = Field(False, description=(
+        f"Fewer than `limit` events: the answer reached {limits.MAX_LIST_RESPONSE_BYTES // 1_048_576} MiB of "
+        "stored events (it holds one at least); ask with a smaller `limit`, or page through the history."))
     events: list[StoredEvent]
 
 

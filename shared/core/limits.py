@@ -10,6 +10,10 @@ MAX_KEY_LENGTH = 256
 MAX_STRING_LENGTH = 256 * 1024
 MAX_EVENTS_QUERY_LIMIT = 1_000
 DEFAULT_EVENTS_QUERY_LIMIT = 100
+# Stored events in one answer of GET /events/{tenantId} (their JSON): 1,000 events of up to 1 MB would
+# be a 1 GB answer built in one instance's memory, which would end the worker for every tenant. Past
+# it the answer stops early (one event at least) and says `truncated`.
+MAX_LIST_RESPONSE_BYTES = 8 * 1_048_576
 MAX_CLOCK_SKEW_SECONDS = 300         # a client timestamp further in the future is refused
 # How long Storage may leave a call unanswered before it counts as an outage: a read route's whole
 # answer (shared/api/routes.py, `Route.deadline`), each page of the stream-config read, each attempt of

@@ -32,6 +32,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.core import limits
 from shared.core.destination_options import RedisStreamOptions
 from shared.core.events import Event, EventType, Source
 from shared.core.health import DependencyHealth
@@ -79,6 +80,7 @@ if minid ~= '' then redis.pcall('XTRIM', key, 'MINID', '~', minid) end
 return out
 """
 AGE_TRIM_SECONDS = 60.0  # a tenant's stream is trimmed by age at most this often per instance
+FIRST_READ = 16  # entries of the first read of a listing (at most 16 MB), the next sized by what it saw
 MAX_AGE_TRIMS = 100_000  # tenants whose next age trim is kept; beyond, forgotten (an early trim)
 
 
@@ -197,29 +199,51 @@ class RedisStreamsDestination:
         scan_cap: int = 10_000,
     ) -> list[dict[str, Any]]:
         """Newest first; filters applied on the entry fields, scanning at most `scan_cap` entries."""
+        return (await self.read_recent_page(tenant_id, limit, event_type, source, scan_cap))[0]
+
+    async def read_recent_page(
+        self,
+        tenant_id: str,
+        limit: int,
+        event_type: str | None = None,
+        source: str | None = None,
+        scan_cap: int = 10_000,
+        max_bytes: int = limits.MAX_LIST_RESPONSE_BYTES,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """`read_recent`, and whether it stopped before `limit` at `max_bytes` of stored events (it
+        returns one event at least). Read a page at a time, the first of FIRST_READ entries, the next
+        sized by the size of those seen: one read of `limit` entries of 1 MB each would be 1 GB."""
         key = stream_key(tenant_id)
         out: list[dict[str, Any]] = []
         upper = "+"
-        scanned = 0
+        scanned = taken_bytes = seen_bytes = 0
         page = limit if not (event_type or source) else min(max(limit * 4, 200), 1000)
+        count = min(page, FIRST_READ)
         while len(out) < limit and scanned < scan_cap:
-            entries = await self._redis.xrevrange(key, max=upper, min="-", count=page)
+            entries = await self._redis.xrevrange(key, max=upper, min="-", count=count)
             if not entries:
                 break
             for entry_id, fields in entries:
+                raw = fields[b"e"]
+                seen_bytes += len(raw)
                 if event_type and fields.get(b"t", b"").decode() != event_type:
                     continue
                 if source and fields.get(b"s", b"").decode() != source:
                     continue
-                doc = orjson.loads(fields[b"e"])
-                out.append({"streamId": entry_id.decode(), "format": fields.get(b"f", b"native").decode(), "event": doc})
+                if out and taken_bytes + len(raw) > max_bytes:
+                    return out, True
+                taken_bytes += len(raw)
+                out.append({"streamId": entry_id.decode(), "format": fields.get(b"f", b"native").decode(),
+                            "event": orjson.loads(raw)})
                 if len(out) >= limit:
                     break
             scanned += len(entries)
-            if len(entries) < page:
+            if len(entries) < count:
                 break
             upper = "(" + entries[-1][0].decode()  # exclusive: continue below the last id seen
-        return out
+            mean = seen_bytes / scanned
+            count = max(1, min(page, int((max_bytes - taken_bytes) / mean) + 1))
+        return out, False
 
     async def health(self) -> DependencyHealth:
         start = time.perf_counter()

@@ -284,3 +284,24 @@ def test_a_body_naming_a_member_twice_counts_its_last_value_and_is_authorised_on
     assert r.status_code == 201, r.text
     assert r.json()["tenantId"] == other
     assert _stream(stack, t) == [] and len(_stream(stack, other)) == 1
+
+
+def test_a_listing_of_large_events_stops_at_8_mib_and_says_so(app: App) -> None:
+    """README 'Limits': GET /events/{tenantId} answers at most 8 MiB of stored events (1,000 events of
+    up to 1 MB would be a 1 GB answer in one instance's memory), with `truncated: true`; newest first,
+    none skipped; a small listing is not truncated."""
+    t = tenant("bigevents")
+    blobs = {f"b{k}": "x" * 220_000 for k in range(4)}  # 880 KB: each string within 256 K characters
+    ids = []
+    for i in range(12):
+        r = app.post("/events", json=event_body(t, data={**blobs, "n": i}), tenants=[t])
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["eventId"])
+    r = app.get(f"/events/{t}?limit=1000", tenants=[t])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["truncated"] is True and body["count"] == len(body["events"]) == 9, body["count"]
+    assert [e["event"]["eventId"] for e in body["events"]] == ids[::-1][:9]
+    assert len(r.content) <= 8 * 1_048_576 + 64 * 1024
+    small = app.get(f"/events/{t}?limit=3", tenants=[t]).json()
+    assert small["truncated"] is False and small["count"] == 3
