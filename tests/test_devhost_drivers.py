@@ -6,7 +6,7 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import pytest
 from azure.cosmos.aio import CosmosClient
@@ -88,15 +88,25 @@ async def test_retry_policy_then_the_lease_advances(cosmos_server: services.Runn
         assert n == 1 and calls[0][2] == ["d2"]
 
 
-async def test_new_lease_without_start_from_beginning_starts_now(cosmos_server: services.Running) -> None:
+def _recorder() -> tuple[list[str], Callable[[Any], Awaitable[None]]]:
+    """A function that records the ids of the documents it is given, and the list it records in."""
     seen: list[str] = []
 
     async def fn(docs: Any) -> None:
         seen.extend(d["id"] for d in docs)
 
+    return seen, fn
+
+
+def _client(cosmos_server: services.Running) -> CosmosClient:
+    return CosmosClient(cosmos_server.settings["COSMOS_DB_ENDPOINT"], services.LOCAL_COSMOS_KEY,
+                        connection_verify=False, enable_endpoint_discovery=False)
+
+
+async def test_new_lease_without_start_from_beginning_starts_now(cosmos_server: services.Running) -> None:
+    seen, fn = _recorder()
     db = f"d-{uuid.uuid4().hex[:6]}"
-    async with CosmosClient(cosmos_server.settings["COSMOS_DB_ENDPOINT"], services.LOCAL_COSMOS_KEY,
-                            connection_verify=False, enable_endpoint_discovery=False) as client:
+    async with _client(cosmos_server) as client:
         w = FeedWorker(spec(fn, "items", db, None, startFromBeginning=False), client, poll_ms=0)
         await w.open()
         assert w.container is not None
@@ -112,14 +122,9 @@ async def test_new_lease_without_start_from_beginning_starts_now(cosmos_server: 
 async def test_an_empty_page_writes_no_lease(cosmos_server: services.Running) -> None:
     """The lease is checkpointed after a batch (and pinned on a new lease's first poll), not after an
     empty page, though the local server's continuation moves with any write in the account."""
-    seen: list[str] = []
-
-    async def fn(docs: Any) -> None:
-        seen.extend(d["id"] for d in docs)
-
+    seen, fn = _recorder()
     db = f"d-{uuid.uuid4().hex[:6]}"
-    async with CosmosClient(cosmos_server.settings["COSMOS_DB_ENDPOINT"], services.LOCAL_COSMOS_KEY,
-                            connection_verify=False, enable_endpoint_discovery=False) as client:
+    async with _client(cosmos_server) as client:
         w = FeedWorker(spec(fn, "items", db, None), client, poll_ms=0)
         other = FeedWorker(spec(fn, "others", db, None), client, poll_ms=0)
         await w.open()

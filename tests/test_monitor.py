@@ -63,7 +63,7 @@ async def record(services: Services, tenant: str, minute: int, *, accepted: int,
 
 
 async def stream_events(services: Services, tenant: str) -> list[dict[str, Any]]:
-    return [r["event"] for r in reversed(await services.redis_streams.read_recent(tenant, 1000))]
+    return [r["event"] for r in reversed((await services.redis_streams.read_recent(tenant, 1000))[0])]
 
 
 async def test_performance_snapshot_per_active_tenant_without_system_events(services: Services) -> None:

@@ -64,7 +64,7 @@ async def test_cloudevents_format_is_stored_when_chosen(redis: Redis, tenant: st
     assert fields[b"f"] == b"cloudevents"
     doc = orjson.loads(fields[b"e"])
     assert doc["specversion"] == "1.0" and doc["id"] == ev.eventId and doc["tenantid"] == tenant
-    [read] = await dest.read_recent(tenant, 1)
+    [read] = (await dest.read_recent(tenant, 1))[0]
     assert read["format"] == "cloudevents" and read["event"]["id"] == ev.eventId
 
 
@@ -197,12 +197,12 @@ async def test_read_recent_newest_first_with_limit(redis: Redis, tenant: str) ->
     dest = RedisStreamsDestination(redis)
     evs = events(tenant, 30)
     await publish_one(dest, evs, RedisStreamOptions(), stream_config(tenant))
-    got = await dest.read_recent(tenant, 10)
+    got = (await dest.read_recent(tenant, 10))[0]
     assert [g["event"]["entityId"] for g in got] == [f"e{i}" for i in range(29, 19, -1)]
     ids = [tuple(int(p) for p in g["streamId"].split("-")) for g in got]  # (ms, seq): compare as numbers
     assert ids == sorted(ids, reverse=True) and got[0]["format"] == "native"
-    assert len(await dest.read_recent(tenant, 1000)) == 30
-    assert await dest.read_recent("rs-never-written", 10) == []
+    assert len((await dest.read_recent(tenant, 1000))[0]) == 30
+    assert (await dest.read_recent("rs-never-written", 10))[0] == []
 
 
 async def test_read_recent_filters_and_pages(redis: Redis, tenant: str) -> None:
@@ -213,26 +213,26 @@ async def test_read_recent_filters_and_pages(redis: Redis, tenant: str) -> None:
     await publish_one(dest, events(tenant, 500, eventType="CONTROL_FAILED"), RedisStreamOptions(), cfg)
     await publish_one(dest, events(tenant, 1000), RedisStreamOptions(), cfg)
 
-    by_type = await dest.read_recent(tenant, 20, event_type="CONTROL_FAILED")
+    by_type = (await dest.read_recent(tenant, 20, event_type="CONTROL_FAILED"))[0]
     assert len(by_type) == 20 and {g["event"]["eventType"] for g in by_type} == {"CONTROL_FAILED"}
     assert [g["event"]["entityId"] for g in by_type] == [f"e{i}" for i in range(499, 479, -1)]
 
-    both = await dest.read_recent(tenant, 10, event_type="CONTROL_FAILED", source="FRONTEND_APP")
+    both = (await dest.read_recent(tenant, 10, event_type="CONTROL_FAILED", source="FRONTEND_APP"))[0]
     assert [g["event"]["entityId"] for g in both] == ["e4", "e3", "e2", "e1", "e0"]
     ids = [g["streamId"] for g in both]
     assert len(set(ids)) == 5  # no entry returned twice across page borders
 
-    by_source = await dest.read_recent(tenant, 3, source="ARCHER_GRC")
+    by_source = (await dest.read_recent(tenant, 3, source="ARCHER_GRC"))[0]
     assert [g["event"]["source"] for g in by_source] == ["ARCHER_GRC"] * 3
     # The scan cap bounds the work: the five FRONTEND_APP entries are 1,500 deep.
-    assert await dest.read_recent(tenant, 10, source="FRONTEND_APP", scan_cap=1000) == []
-    assert len(await dest.read_recent(tenant, 10, source="FRONTEND_APP")) == 5
+    assert (await dest.read_recent(tenant, 10, source="FRONTEND_APP", scan_cap=1000))[0] == []
+    assert len((await dest.read_recent(tenant, 10, source="FRONTEND_APP"))[0]) == 5
 
 
 async def test_unfiltered_read_pages_beyond_one_page(redis: Redis, tenant: str) -> None:
     dest = RedisStreamsDestination(redis)
     await publish_one(dest, events(tenant, 50), RedisStreamOptions(), stream_config(tenant))
-    got = await dest.read_recent(tenant, 50, event_type="RISK_UPDATED")
+    got = (await dest.read_recent(tenant, 50, event_type="RISK_UPDATED"))[0]
     assert len(got) == 50 and len({g["streamId"] for g in got}) == 50
 
 
@@ -242,13 +242,13 @@ async def test_a_listing_stops_at_its_byte_budget_and_says_so(redis: Redis, tena
     dest = RedisStreamsDestination(redis)
     await publish_one(dest, events(tenant, 40), RedisStreamOptions(), stream_config(tenant))
     size = len((await redis.xrevrange(stream_key(tenant), count=1))[0][1][b"e"])
-    got, truncated = await dest.read_recent_page(tenant, 1000, max_bytes=size * 25 + size // 2)
+    got, truncated = await dest.read_recent(tenant, 1000, max_bytes=size * 25 + size // 2)
     assert truncated and [g["event"]["entityId"] for g in got] == [f"e{i}" for i in range(39, 14, -1)]
-    one, truncated = await dest.read_recent_page(tenant, 1000, max_bytes=1)
+    one, truncated = await dest.read_recent(tenant, 1000, max_bytes=1)
     assert truncated and [g["event"]["entityId"] for g in one] == ["e39"]
-    every, truncated = await dest.read_recent_page(tenant, 1000)
+    every, truncated = await dest.read_recent(tenant, 1000)
     assert not truncated and len(every) == 40
-    filtered, truncated = await dest.read_recent_page(tenant, 1000, event_type="RISK_UPDATED",
+    filtered, truncated = await dest.read_recent(tenant, 1000, event_type="RISK_UPDATED",
                                                       max_bytes=size * 3)
     assert truncated and len(filtered) == 3
 

@@ -114,7 +114,7 @@ async def list_events(req: ApiRequest) -> ApiResponse:
     limit = int_param(req, "limit", limits.DEFAULT_EVENTS_QUERY_LIMIT, 1, limits.MAX_EVENTS_QUERY_LIMIT)
     event_type = enum_param(req, "eventType", EventType)
     source = enum_param(req, "source", Source)
-    entries, truncated = await get_services().redis_streams.read_recent_page(
+    entries, truncated = await get_services().redis_streams.read_recent(
         tenant, limit, event_type.value if event_type else None, source.value if source else None
     )
     return json_response({"tenantId": tenant, "count": len(entries), "truncated": truncated,

@@ -197,22 +197,12 @@ class RedisStreamsDestination:
         event_type: str | None = None,
         source: str | None = None,
         scan_cap: int = 10_000,
-    ) -> list[dict[str, Any]]:
-        """Newest first; filters applied on the entry fields, scanning at most `scan_cap` entries."""
-        return (await self.read_recent_page(tenant_id, limit, event_type, source, scan_cap))[0]
-
-    async def read_recent_page(
-        self,
-        tenant_id: str,
-        limit: int,
-        event_type: str | None = None,
-        source: str | None = None,
-        scan_cap: int = 10_000,
         max_bytes: int = limits.MAX_LIST_RESPONSE_BYTES,
     ) -> tuple[list[dict[str, Any]], bool]:
-        """`read_recent`, and whether it stopped before `limit` at `max_bytes` of stored events (it
-        returns one event at least). Read a page at a time, the first of FIRST_READ entries, the next
-        sized by the size of those seen: one read of `limit` entries of 1 MB each would be 1 GB."""
+        """Newest first, filters applied on the entry fields, scanning at most `scan_cap` entries; and
+        whether it stopped before `limit` at `max_bytes` of stored events (it returns one event at
+        least). Read a page at a time, the first of FIRST_READ entries, the next sized by the size of
+        those seen: one read of `limit` entries of 1 MB each would be 1 GB."""
         key = stream_key(tenant_id)
         out: list[dict[str, Any]] = []
         upper = "+"
