@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -12,6 +13,17 @@ from redis.asyncio import Redis
 from localdev import services
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The settings function_app.py's bindings name as %NAME%, with the sample's values: the host always
+# has them, and once any test has imported function_app the app refuses work whose binding setting is
+# missing (shared/core/bindings.py). tests/test_bindings.py keeps this list the bindings' own.
+BINDING_SETTINGS = ("BACKFILL_QUEUE", "COSMOS_ASSESSMENTS_CONTAINER", "COSMOS_COMPLIANCE_CONTAINER",
+                    "COSMOS_CONTROLS_CONTAINER", "COSMOS_DB_DATABASE", "COSMOS_LEASE_CONTAINER",
+                    "COSMOS_POLICIES_CONTAINER", "COSMOS_RISKS_CONTAINER", "OVERDUE_SCHEDULE", "RETRY_QUEUE",
+                    "VECTOR_QUEUE")
+_SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+for _name in BINDING_SETTINGS:
+    os.environ.setdefault(_name, _SAMPLE[_name])
 
 
 @contextlib.contextmanager

@@ -33,3 +33,10 @@ def test_a_plain_setting_is_not_given_by_a_double_underscore_form() -> None:
     env = {k: v for k, v in EVERY.items() if k != "RETRY_QUEUE"}
     env["RETRY_QUEUE__name"] = "delivery-retries"
     assert bindings.unset(env) == ["RETRY_QUEUE"]
+
+
+def test_the_suite_sets_every_binding_setting_as_the_host_has_them() -> None:
+    """tests/conftest.py's list is the bindings' own `%NAME%` settings (not their connections)."""
+    from tests.conftest import BINDING_SETTINGS  # noqa: PLC0415
+
+    assert set(BINDING_SETTINGS) == {n for n, kind in bindings.names().items() if kind == "setting"}
