@@ -35,8 +35,10 @@ def resolve(value: Any) -> Any:
     """`%NAME%` -> the setting's value, as the host resolves binding expressions from app settings."""
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in os.environ:
-                raise KeyError(f"binding refers to %{m.group(1)}% but no such setting exists")
+            # An empty one too: the host then fails that function's binding (an empty queue name,
+            # container or schedule), where taking it crashed the runner at start.
+            if not os.environ.get(m.group(1)):
+                raise KeyError(f"binding refers to %{m.group(1)}% but no such setting exists or it is empty")
             return os.environ[m.group(1)]
         return _SETTING_REF.sub(sub, value)
     return value

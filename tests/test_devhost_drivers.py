@@ -490,3 +490,14 @@ def test_route_literals_match_in_any_case_and_parameters_keep_theirs() -> None:
     assert regex.fullmatch("/events/acme-1/histories") is None
     # The app's own 405 answer sees the path as the host routed it.
     assert allowed_methods(ROUTES, "/Stream-Config/acme-1") == ["GET", "PUT"]
+
+
+def test_a_binding_naming_an_empty_setting_is_not_loaded_and_the_others_are(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An app setting set to "" (e.g. `RETRY_QUEUE= make run`) leaves that function out, as a missing
+    one does; building its queue client with an empty name crashed the runner at start."""
+    from devhost.app_loader import load_functions
+
+    monkeypatch.setenv("RETRY_QUEUE", "")
+    names = {f.name for f in load_functions("function_app")}
+    assert "drain_retries" not in names and {"run_backfill", "index_vectors"} <= names
