@@ -92,13 +92,15 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
     # are published in their order again).
     rows.sort(key=lambda r: (str(r[1].get("DeadLetteredAt") or ""), int(r[1].get("Seq") or 0)))
     deadline = time.monotonic() + budget_seconds
+    claims = _claims(services)
     for rid, row in rows:
         if time.monotonic() >= deadline:
             out[rid] = {"id": rid, "result": NOT_ATTEMPTED, "error": f"the call's {budget_seconds:g} s were "
                         "spent before this record; replay it again"}
             nxt = None  # the next call must take this one first, not go past it
             continue
-        claims, taken = await _claim(services, tenant, rid)
+        taken = await _claim(claims, tenant, rid)
+        owned = claims if taken is not None else None  # not claimed (Redis unreachable): nothing to settle
         if taken is not None and taken.state == "busy":
             out[rid] = {"id": rid, "result": NOT_ATTEMPTED,
                         "error": "another replay of this record is running"}
@@ -117,9 +119,9 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
             else:
                 result, error = "failed", f"no replay for records of kind {kind!r}"
         except BaseException:
-            await _settle(claims, tenant, rid, None)  # broken off: the record stays, free to replay again
+            await _settle(owned, tenant, rid, None)  # broken off: the record stays, free to replay again
             raise
-        await _settle(claims, tenant, rid, result if result in GOT_THROUGH else None)
+        await _settle(owned, tenant, rid, result if result in GOT_THROUGH else None)
         if result in GOT_THROUGH:
             await dl.mark_replayed(tenant, rid, result)
             out[rid] = {"id": rid, "result": result}
@@ -140,18 +142,22 @@ def _claim_key(tenant: str, rid: str) -> str:
     return tenant_key(tenant, "replay", rid)
 
 
-async def _claim(services: Any, tenant: str, rid: str) -> tuple[Claims | None, Taken | None]:
-    """Claim the record for this call (module docstring); (None, None) when Redis cannot be asked."""
+def _claims(services: Any) -> Claims | None:
+    """The replay claims of one call (None: no Redis to ask; records are then replayed unclaimed)."""
     redis = getattr(services, "redis", None)
-    if redis is None:
-        return None, None
-    claims = Claims(redis)
+    return None if redis is None else Claims(redis)
+
+
+async def _claim(claims: Claims | None, tenant: str, rid: str) -> Taken | None:
+    """Claim the record for this call (module docstring); None when Redis cannot be asked."""
+    if claims is None:
+        return None
     try:
         [taken] = await claims.take([_claim_key(tenant, rid)], CLAIM_PENDING_SECONDS)
     except Exception as exc:  # noqa: BLE001 - replayed unclaimed, as before claims existed
         log.warning("replay of %s/%s: not claimed (%s); replayed unclaimed", tenant, rid, type(exc).__name__)
-        return None, None
-    return claims, taken
+        return None
+    return taken
 
 
 async def _settle(claims: Claims | None, tenant: str, rid: str, result: str | None) -> None:
