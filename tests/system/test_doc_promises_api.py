@@ -126,6 +126,12 @@ def test_enrichment_ids_times_schema_version_and_correlation_id(app: App) -> Non
     assert sent_at.endswith("+05:00")
     timed = app.post("/events", json=event_body(t, eventId="timed", timestamp=sent_at), tenants=[t])
     assert timed.status_code == 201, timed.text
+    # Kept to the millisecond: the digits past it are dropped, not rounded (.123987 -> .123).
+    fine_at = (local + timedelta(microseconds=123_987)).astimezone(timezone(timedelta(hours=5))).isoformat()
+    fine = app.post("/events", json=event_body(t, eventId="fine", timestamp=fine_at), tenants=[t])
+    assert fine.status_code == 201, fine.text
+    fine_z = (local + timedelta(microseconds=123_987)).isoformat().replace("+00:00", "Z")
+    assert app.post("/events", json=event_body(t, eventId="fine-z", timestamp=fine_z), tenants=[t]).status_code == 201
     near = (datetime.now(UTC) + timedelta(seconds=200)).isoformat()
     near_sent = app.post("/events", json=event_body(t, eventId="near", timestamp=near), tenants=[t])
     assert near_sent.status_code == 201, near_sent.text
@@ -137,9 +143,13 @@ def test_enrichment_ids_times_schema_version_and_correlation_id(app: App) -> Non
         assert problem["correlationId"] == late.headers["x-correlation-id"], problem
 
     stored = {e["eventId"]: e for e in _mine(app, t)}
-    assert set(stored) == {generated, "idem-key-1", "timed", "near"}, stored
+    assert set(stored) == {generated, "idem-key-1", "timed", "fine", "fine-z", "near"}, stored
     got = stored["timed"]["timestamp"]
     assert got.endswith("Z") and datetime.fromisoformat(got) == local, got
+    for name in ("fine", "fine-z"):
+        got_fine = stored[name]["timestamp"]
+        assert got_fine.endswith(".123Z"), (name, got_fine)
+        assert datetime.fromisoformat(got_fine) == local + timedelta(milliseconds=123), (name, got_fine)
     for e in stored.values():
         assert e["schemaVersion"] == "1.0" and e["correlationId"] and e["ingestedAt"], e
         datetime.fromisoformat(e["ingestedAt"])
