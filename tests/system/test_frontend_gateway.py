@@ -104,3 +104,7 @@ def test_a_page_on_another_origin_gets_no_cors_answer_and_no_way_in_without_the_
         "Origin": ORIGIN, "x-functions-key": FUNCTION_KEY, **keyed.auth(tenants=[t])})
     assert keyed_call.status_code == 200, keyed_call.text
     assert not any(h.lower().startswith("access-control-") for h in keyed_call.headers), keyed_call.headers
+    # Nor does the deployment turn on the platform's CORS (siteConfig.cors) in front of the app.
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    templates = sorted(infra.rglob("*.bicep"))
+    assert templates and not [p.name for p in templates if "cors" in p.read_text().lower()], templates
