@@ -26,7 +26,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -37,8 +36,8 @@ import orjson
 
 from bench import single_post
 from bench.cpu import Meter, load
-from bench.tenant_scaling import STACK, bench_env, bulk, post_bulk
-from tests.system.harness import App, Stack, start_app
+from bench.tenant_scaling import bulk, post_bulk, service
+from tests.system.harness import App
 
 # (stage, does this frame belong to it?) -- frames look like "func (path/file.py:line)".
 STAGES: list[tuple[str, Callable[[str], bool]]] = [
@@ -166,37 +165,28 @@ def bulk_bodies(tenants: list[str], client_ids: bool) -> Callable[[int], bytes]:
 
 
 def run(seconds: float, rate: int, keep: Path | None) -> list[Profile]:
-    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        work = Path(tmp)
+    with service("bench-profile-") as (work, _, app):
         raw = keep or work
         raw.mkdir(parents=True, exist_ok=True)
-        stack = Stack(work / "stack").start(STACK)
-        try:
-            app = start_app(bench_env(stack, work / "app"), work / "app")
-            try:
-                one = [f"prof-{uuid.uuid4().hex[:8]}"]
-                many = [f"prof{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(500)]
-                out = [
-                    profile_bulks(app, "bulk, 1 tenant", bulk_bodies(one, False), seconds, rate,
-                                  raw / "bulk-1.txt"),
-                    profile_bulks(app, "bulk, 1 tenant, client eventIds", bulk_bodies(one, True),
-                                  seconds, rate, raw / "bulk-ids.txt"),
-                    profile_bulks(app, "bulk, 500 tenants per request", bulk_bodies(many, False), seconds,
-                                  rate, raw / "bulk-500.txt"),
-                ]
-                warmup = 2.0
-                spy = record(app.proc.pid, seconds + warmup, rate, raw / "single.txt")
-                # measured with the runner's pid only: its CPU per request over wrk's measured run
-                single = single_post.measure(app, [app.proc.pid], work, 8, seconds, warmup)
-                spy.wait()
-                samples, total = stages(raw / "single.txt")
-                out.append(Profile("single POST /events, 8 connections (wrk)", "request", single.rate,
-                                   single.us_per_request, samples, total, load()))
-                return out
-            finally:
-                app.stop()
-        finally:
-            stack.stop()
+        one = [f"prof-{uuid.uuid4().hex[:8]}"]
+        many = [f"prof{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(500)]
+        out = [
+            profile_bulks(app, "bulk, 1 tenant", bulk_bodies(one, False), seconds, rate,
+                          raw / "bulk-1.txt"),
+            profile_bulks(app, "bulk, 1 tenant, client eventIds", bulk_bodies(one, True),
+                          seconds, rate, raw / "bulk-ids.txt"),
+            profile_bulks(app, "bulk, 500 tenants per request", bulk_bodies(many, False), seconds,
+                          rate, raw / "bulk-500.txt"),
+        ]
+        warmup = 2.0
+        spy = record(app.proc.pid, seconds + warmup, rate, raw / "single.txt")
+        # measured with the runner's pid only: its CPU per request over wrk's measured run
+        single = single_post.measure(app, [app.proc.pid], work, 8, seconds, warmup)
+        spy.wait()
+        samples, total = stages(raw / "single.txt")
+        out.append(Profile("single POST /events, 8 connections (wrk)", "request", single.rate,
+                           single.us_per_request, samples, total, load()))
+        return out
 
 
 def main() -> None:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
 import orjson
 
 from bench import single_post
 from bench.cpu import Meter, load
-from bench.tenant_scaling import STACK, bench_env, bulk
-from tests.system.harness import App, Stack, start_app
+from bench.tenant_scaling import bench_env, bulk, service
+from tests.system.harness import App, app_running
 
 
 def _round(app: App, script: Path, connections: int, seconds: float) -> tuple[float, float]:
@@ -64,19 +63,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-share-") as tmp:
-        work = Path(tmp)
-        stack = Stack(work / "stack").start(STACK)
-        try:
-            service = start_app(bench_env(stack, work / "app"), work / "app")
-            floor = start_app(bench_env(stack, work / "floor"), work / "floor", "--module", "bench.floor_app")
-            try:
-                print(measure(service, floor, work, args.rounds, args.seconds))
-            finally:
-                floor.stop()
-                service.stop()
-        finally:
-            stack.stop()
+    with service("bench-share-") as (work, stack, app), \
+            app_running(bench_env(stack, work / "floor"), work / "floor", "--module", "bench.floor_app") as floor:
+        print(measure(app, floor, work, args.rounds, args.seconds))
 
 
 if __name__ == "__main__":

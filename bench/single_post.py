@@ -18,15 +18,14 @@ import argparse
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from bench.cpu import Meter, load, speed
-from bench.tenant_scaling import STACK, bench_env, bulk
-from tests.system.harness import App, Stack, start_app
+from bench.tenant_scaling import bulk, service
+from tests.system.harness import App
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -119,18 +118,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-single-") as tmp:
-        work = Path(tmp)
-        stack = Stack(work / "stack").start(STACK)
-        try:
-            app = start_app(bench_env(stack, work / "app"), work / "app")
-            try:
-                pids = [app.proc.pid, stack.running["redis"].proc.pid]
-                print(measure(app, pids, work, args.connections, args.seconds).line())
-            finally:
-                app.stop()
-        finally:
-            stack.stop()
+    with service("bench-single-") as (work, stack, app):
+        pids = [app.proc.pid, stack.running["redis"].proc.pid]
+        print(measure(app, pids, work, args.connections, args.seconds).line())
 
 
 if __name__ == "__main__":

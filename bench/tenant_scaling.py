@@ -27,6 +27,8 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ import redis
 from bench.cpu import Meter
 from shared.core.enrich import enrich, now_iso
 from shared.core.events import EventIn
-from tests.system.harness import App, Stack, app_env, start_app
+from tests.system.harness import App, Stack, app_env, app_running, own_stack, start_app
 
 STACK = ("redis", "azurite", "cosmos", "kafka")
 POOLS = (1, 10, 100, 500)
@@ -186,6 +188,17 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 print(f"runner log: {len(failures)} delivery failure line(s), e.g. {failures[0][:200]}")
     finally:
         stack.stop()
+
+
+@contextmanager
+def service(prefix: str, *args: str) -> Iterator[tuple[Path, Stack, App]]:
+    """A temporary folder, the stand-ins (STACK) and the service in the runner (`args`) on bench_env's
+    settings, all gone on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        with own_stack(work / "stack", STACK) as stack, \
+                app_running(bench_env(stack, work / "app"), work / "app", *args) as app:
+            yield work, stack, app
 
 
 def bench_env(stack: Stack, work: Path) -> dict[str, str]:
