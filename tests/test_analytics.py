@@ -12,6 +12,7 @@ from shared.core.destination_options import AnalyticsOptions
 from shared.core.enrich import enrich, now_iso
 from shared.core.events import EventIn
 from shared.core.streamconfig import StreamConfig, StreamConfigIn
+from shared.destinations import analytics
 from shared.destinations.analytics import INDEX_PARTITION, AnalyticsDestination, _Op, transactions
 from shared.destinations.base import Chunk, publish_one
 from shared.storage import payload
@@ -191,6 +192,23 @@ async def test_one_call_for_150_tenants_writes_their_index_rows_in_transactions(
     assert {f"{t}_{now:%Y%m%d%H}_01" for t in tenants} <= rows
     assert len(await entities(dest, tenants[-1])) == 2
 
+
+
+async def test_the_index_rows_an_instance_remembers_stay_bounded(
+        app_services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One remembered row per tenant-hour grew for the instance's life (months: tens of MB); past
+    MAX_INDEXED the memory is forgotten and a tenant-hour's row is upserted once more."""
+    monkeypatch.setattr(analytics, "MAX_INDEXED", 5)
+    dest = app_services.analytics
+    now = datetime.now(UTC)
+    tenants = [tenant() for _ in range(12)]
+    for t in tenants:
+        await publish_one(dest, [make_event(t, now)], AnalyticsOptions(shards=1), StreamConfig(tenantId=t))
+        assert len(dest._indexed) <= 5  # noqa: SLF001 - the in-process memory is what is bounded
+    table = await dest.table()
+    index = table.query_entities("PartitionKey eq @pk", parameters={"pk": INDEX_PARTITION}, select=["RowKey"])
+    rows = {r["RowKey"] async for r in index}
+    assert {f"{t}_{now:%Y%m%d%H}_01" for t in tenants} <= rows  # every hour still indexed
 
 
 async def test_every_read_of_a_table_deleted_under_it_answers_as_on_an_empty_table(

@@ -16,6 +16,7 @@ from localdev import services as localdev_services
 from shared.app.services import Services
 from shared.core.backfill import JobState
 from shared.core.streamconfig import StreamConfigIn
+from shared.delivery import backfill_store
 from shared.delivery.backfill_store import Conflict
 from shared.delivery.pipeline import PublishContext
 from shared.destinations.redis_streams import stream_key
@@ -210,6 +211,32 @@ async def test_concurrent_jobs_are_limited_per_tenant_with_retry_after(svc: Serv
     trail = (await invoke("get_audit", "GET", f"/audit/{t}", route={"tenantId": t}))[2]["items"]
     actions = [a["action"] for a in trail if a["target"].endswith(first["jobId"])]
     assert actions == ["backfill.finish", "backfill.cancel", "backfill.start"]
+
+
+async def test_a_tenant_keeps_its_newest_job_records_and_older_finished_ones_are_deleted(
+        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job record per request stayed for the table's life; now a new job deletes the tenant's
+    finished ones past the newest KEEP_JOBS (queued and running ones are never deleted)."""
+    monkeypatch.setattr(backfill_store, "KEEP_JOBS", 2)
+    t = tenant_id()
+    await configure(svc, t, {"type": "redis"})
+    now = datetime.now(UTC)
+    body = {"from": (now - HOUR).isoformat(), "to": now.isoformat(), "destination": "redis"}
+    ids = []
+    for _ in range(3):
+        job = (await start(t, **body))[2]
+        ids.append(job["jobId"])
+        status, _, cancelled = await invoke("cancel_backfill", "DELETE", f"/backfills/{t}/{job['jobId']}",
+                                            route={"tenantId": t, "jobId": job["jobId"]})
+        assert status == 202 and cancelled["state"] == "cancelled"
+        await asyncio.sleep(0.002)  # job ids are by the millisecond
+    newest = (await start(t, **body))[2]
+    status, _, page = await invoke("list_backfills", "GET", f"/backfills/{t}", route={"tenantId": t})
+    assert status == 200 and [j["jobId"] for j in page["jobs"]] == [newest["jobId"], ids[2]]
+    for gone in ids[:2]:
+        status, _, _ = await invoke("get_backfill", "GET", f"/backfills/{t}/{gone}",
+                                    route={"tenantId": t, "jobId": gone})
+        assert status == 404
 
 
 async def test_two_requests_racing_for_the_last_slot_get_one_job(svc: Services) -> None:

@@ -76,7 +76,7 @@ def with_publisher(proc: ChangeFeedProcessor, publisher: Any) -> ChangeFeedProce
 
 
 async def dead_letters(services: Services, tenant: str, **kw: Any) -> list[dict[str, Any]]:
-    rows, _ = await services.deadletters.list(tenant, limit=1000, **kw)
+    rows = (await services.deadletters.list(tenant, limit=1000, **kw)).items
     return rows
 
 

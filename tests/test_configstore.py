@@ -283,6 +283,18 @@ async def test_never_seen_tenants_are_read_in_one_query_and_cached(
     assert log.requests == [] and again == got
 
 
+async def test_the_cache_stays_bounded_however_many_tenants_are_named(
+        make_store: Callable[..., ConfigStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tenant ever named stayed cached for the instance's life; past MAX_CACHED_CONFIGS the cache
+    is cleared and refilled on demand."""
+    monkeypatch.setattr(configstore, "MAX_CACHED_CONFIGS", 30)
+    store = make_store()
+    run = uuid.uuid4().hex[:8]
+    for start in range(0, 100, 20):
+        got = await store.get_many([f"cfgb-{run}-{i:03d}" for i in range(start, start + 20)])
+        assert len(got) == 20 and len(store._cache) <= 30  # noqa: SLF001 - its size is what is bounded
+
+
 async def test_a_few_tenants_are_read_by_key_in_one_query(
         make_store: Callable[..., ConfigStore], counted: tuple[ConfigStore, RequestLog]) -> None:
     run = uuid.uuid4().hex[:8]

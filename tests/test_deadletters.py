@@ -92,7 +92,7 @@ async def test_the_purge_deletes_records_past_their_tenants_retention_within_its
     out_of_time = await store.purge_expired(retention, now=now, budget_seconds=-1)
     assert out_of_time == {"records": 0, "kept": 3, "left": 3}
     assert await store.purge_expired(retention, now=now) == {"records": 3, "kept": 3, "left": 0}
-    assert (await store.list(short, limit=10))[0] == []
-    assert len((await store.list(long_, limit=10))[0]) == 3
+    assert (await store.list(short, limit=10)).items == []
+    assert len((await store.list(long_, limit=10)).items) == 3
     assert (await store.get_payload(short, claim))["tenantId"] == short  # not a record: never purged
     await app_services.tables.delete_table(store._table.name)  # type: ignore[attr-defined]

@@ -140,7 +140,7 @@ async def test_null_and_tenantless_documents_are_dead_lettered_for_admins(app_se
     fn = functions()["changefeed_policies"].get_user_function()
     marker = uuid.uuid4().hex
     await fn(docs=decoded([None, {"id": marker, "_lsn": 1, "_ts": 1}]), context=Ctx(Retry(0, 5)))
-    rows, _ = await app_services.deadletters.list("_unmapped", limit=1000)
+    rows = (await app_services.deadletters.list("_unmapped", limit=1000)).items
     mine = [d for d in rows if isinstance(d["document"], dict) and d["document"].get("id") == marker]
     assert len(mine) == 1 and "tenantId" in mine[0]["reason"] and mine[0]["container"] == "policies"
     assert any(d["document"] is None and "JSON object" in d["reason"] for d in rows)

@@ -188,7 +188,7 @@ async def test_non_transient_failure_is_dead_lettered_without_retries(app_env: d
             await drain(svc)
         finally:
             DESTINATION_FACTORIES["analytics"] = factory
-        rows, _ = await svc.deadletters.list(t, limit=10)
+        rows = (await svc.deadletters.list(t, limit=10)).items
         [orig] = [r for r in rows if r["eventType"] == "CONTROL_FAILED"]
         assert orig["reason"] == "non-transient error" and orig["attempts"] == 1
         assert "not available" in orig["lastError"]
@@ -263,7 +263,7 @@ async def test_a_write_that_landed_despite_a_failure_is_not_dead_lettered(app_en
             await (await svc.retries.queue()).update_message(m, pop_receipt=m.pop_receipt, visibility_timeout=0)
         # Redis is back for the drain; with attempts 0 it makes no new attempt, it only checks.
         await drain(svc)
-        rows, _ = await svc.deadletters.list(t, limit=10)
+        rows = (await svc.deadletters.list(t, limit=10)).items
         assert [r["eventId"] for r in rows if r["eventType"] == "CONTROL_FAILED"] == ["lost-1"]
         assert rows[0]["reason"] == "retries exhausted" and rows[0]["attempts"] == 0
 

@@ -10,6 +10,7 @@ from shared.api import paging
 from shared.api.params import int_param, tenant_param
 from shared.app.services import get_services
 from shared.http.types import ApiRequest, ApiResponse, json_response
+from shared.security.audit import is_position
 
 log = logging.getLogger("grc.audit")
 DEFAULT_LIMIT = 100
@@ -20,7 +21,7 @@ PAGE_SCOPE = "audit"
 async def get_audit(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req, unmapped=True)
     limit = int_param(req, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    after = paging.position(req, PAGE_SCOPE, tenant, {}, param="continuation")
+    after = paging.position(req, PAGE_SCOPE, tenant, {}, param="continuation", valid=is_position)
     page = await get_services().audit.list(tenant, limit, after)
     page.continuation = paging.token(PAGE_SCOPE, tenant, {}, page.continuation)
     return json_response({"tenantId": tenant, **page.model_dump(mode="json")})

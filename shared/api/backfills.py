@@ -14,14 +14,14 @@ from datetime import datetime, timedelta, timezone
 
 from shared.api import paging
 from shared.api.audit import record_audit
-from shared.api.params import int_param, tenant_param
+from shared.api.params import int_param, tenant_param, text_path_param
 from shared.app.services import get_services
 from shared.core import bindings, limits
 from shared.core.backfill import BackfillRequest, JobRecord, JobState, estimate, iso_of_ms
 from shared.core.events import utc_now_iso
 from shared.core.validation import field_error
 from shared.delivery.backfill import ACTOR, BackfillRunner, record_finish
-from shared.delivery.backfill_store import Conflict, TooManyJobs, new_job_id
+from shared.delivery.backfill_store import Conflict, TooManyJobs, is_job_id, new_job_id
 from shared.http.adapter import read_model
 from shared.http.outages import RETRY_AFTER_SECONDS
 from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_response
@@ -29,6 +29,7 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_respon
 log = logging.getLogger("grc.backfill")
 MAX_BODY_BYTES = 16 * 1024
 PAGE_SCOPE = "backfills"
+MAX_JOB_ID_CHARS = 64  # the jobId path parameter (its OpenAPI schema too); the ids issued are 25
 RETRY_AFTER_DEFAULT = 60  # seconds, when no running job can say when it will end
 RETRY_AFTER_MAX = 3600
 
@@ -101,16 +102,17 @@ def _retry_after(active: list[JobRecord]) -> int:
 async def list_backfills(req: ApiRequest) -> ApiResponse:
     tenant = tenant_param(req)
     limit = int_param(req, "limit", 50, 1, 1000)
-    after = paging.position(req, PAGE_SCOPE, tenant, {})
-    jobs, nxt = await get_services().backfills.list(tenant, limit, after)
+    after = paging.position(req, PAGE_SCOPE, tenant, {}, valid=is_job_id)
+    page = await get_services().backfills.list(tenant, limit, after)
     now = time.time()
-    return json_response({"tenantId": tenant, "count": len(jobs), "jobs": [j.view(now).body() for j in jobs],
-                          "continuationToken": paging.token(PAGE_SCOPE, tenant, {}, nxt)})
+    return json_response({"tenantId": tenant, "count": len(page.items), "truncated": page.truncated,
+                          "jobs": [j.view(now).body() for j in page.items],
+                          "continuationToken": paging.token(PAGE_SCOPE, tenant, {}, page.after)})
 
 
 async def _job(req: ApiRequest) -> tuple[JobRecord, str]:
     tenant = tenant_param(req)
-    job_id = req.route.get("jobId", "")
+    job_id = text_path_param(req, "jobId", MAX_JOB_ID_CHARS)
     got = await get_services().backfills.read(tenant, job_id)
     if got is None:
         raise ProblemError(404, "Not Found", f"no backfill {job_id!r} for this tenant")

@@ -10,6 +10,7 @@ from shared.api.audit import record_audit
 from shared.api.params import bad_param, int_param, tenant_param
 from shared.app.services import get_services
 from shared.core.validation import field_error
+from shared.delivery.deadletters import is_position
 from shared.delivery.replay import NothingReplayed, replay
 from shared.http.adapter import read_json
 from shared.http.outages import RETRY_AFTER_SECONDS
@@ -27,11 +28,12 @@ async def list_deadletters(req: ApiRequest) -> ApiResponse:
     if include not in ("true", "false"):
         raise bad_param("includeReplayed", "must be true or false")
     bound = {"includeReplayed": include == "true"}  # a token continues only the same listing
-    after = paging.position(req, PAGE_SCOPE, tenant, bound)
-    rows, nxt = await get_services().deadletters.list(
+    after = paging.position(req, PAGE_SCOPE, tenant, bound, valid=is_position)
+    page = await get_services().deadletters.list(
         tenant, limit=limit, after=after, include_replayed=include == "true")
-    return json_response({"tenantId": tenant, "count": len(rows), "deadLetters": rows,
-                          "continuationToken": paging.token(PAGE_SCOPE, tenant, bound, nxt)})
+    return json_response({"tenantId": tenant, "count": len(page.items), "truncated": page.truncated,
+                          "deadLetters": page.items,
+                          "continuationToken": paging.token(PAGE_SCOPE, tenant, bound, page.after)})
 
 
 async def replay_deadletters(req: ApiRequest) -> ApiResponse:
@@ -48,7 +50,8 @@ async def replay_deadletters(req: ApiRequest) -> ApiResponse:
     raw_token = body.get("continuationToken")
     if raw_token is not None and not (isinstance(raw_token, str) and raw_token):
         raise _bad_token("expected the continuationToken of the answer to a replay")
-    after = paging.position_of(raw_token, REPLAY_SCOPE, tenant, {}, lambda: _bad_token(paging.NOT_OURS))
+    after = paging.position_of(raw_token, REPLAY_SCOPE, tenant, {}, lambda: _bad_token(paging.NOT_OURS),
+                               valid=is_position)
     if "ids" in body:
         raw = body["ids"]
         # Each error names what is wrong where: the list itself, its size, or the items that are no id.

@@ -1,4 +1,6 @@
-"""GET /events/{tenantId}/history: the analytics table, newest first, paged with an opaque token."""
+"""GET /events/{tenantId}/history: the analytics table, newest first, paged with an opaque token; a page
+stops at the answer's byte cap (`truncated`; shared/core/answer_cap.py) and its token resumes right
+after its last event."""
 from __future__ import annotations
 
 import time
@@ -9,6 +11,7 @@ from shared.api.params import bad_param, enum_param, int_param, tenant_param, ti
 from shared.app.services import get_services
 from shared.core import limits
 from shared.core.events import EventType, Source, utc_now_iso
+from shared.destinations.analytics import is_position
 from shared.http.types import ApiRequest, ApiResponse, json_response
 
 DEFAULT_RANGE_MS = 24 * 3_600_000
@@ -34,13 +37,13 @@ async def event_history(req: ApiRequest) -> ApiResponse:
     if from_ms > to_ms:
         raise bad_param("from", "must not be after 'to'")
     bound = paging.as_sent(req, *BOUND)
-    after = paging.position(req, PAGE_SCOPE, tenant, bound)
+    after = paging.position(req, PAGE_SCOPE, tenant, bound, valid=is_position)
     page = await get_services().analytics.history(
         tenant, from_ms=from_ms, to_ms=to_ms, limit=limit, after=after,
         event_type=event_type.value if event_type else None, source=source.value if source else None,
     )
     body = {"tenantId": tenant, "from": _iso(from_ms), "to": _iso(to_ms), "count": len(page.events),
-            "events": page.events,
+            "truncated": page.truncated, "events": page.events,
             "continuationToken": paging.token(PAGE_SCOPE, tenant, bound, page.next_position)}
     return json_response(body)
 

@@ -9,6 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.api.search import SearchResult
 from shared.core import limits
+from shared.core.answer_cap import TRUNCATED_DOC, TRUNCATED_PAGED_DOC
 from shared.core.backfill import BackfillJob, BackfillList, BackfillRequest
 from shared.core.events import UNMAPPED_TENANT, EventIn
 from shared.core.results import EventResult
@@ -38,12 +39,14 @@ class StoredEvent(BaseModel):
     event: dict[str, Any]
 
 
+
+
 class EventList(BaseModel):
     tenantId: str
     count: int
     truncated: bool = Field(False, description=(
-        f"Fewer than `limit` events: the answer reached {limits.MAX_LIST_RESPONSE_BYTES // 1_048_576} MiB of "
-        "stored events (it holds one at least); ask with a smaller `limit`, or page through the history."))
+        TRUNCATED_DOC + " The rest cannot be reached from here: ask with a smaller `limit`, or page through "
+        "the history (GET /events/{tenantId}/history)."))
     events: list[StoredEvent]
 
 
@@ -51,6 +54,17 @@ class AuditList(BaseModel):
     tenantId: str
     items: list[AuditRecord]
     continuation: str | None = None
+    truncated: bool = Field(False, description=TRUNCATED_PAGED_DOC)
+
+
+def _paged_list(items: str) -> dict[str, Any]:
+    """A paged listing's schema: open (each item as its store answers it), with the paging members."""
+    return {**_OPEN_OBJECT, "properties": {
+        "tenantId": {"type": "string"}, "count": {"type": "integer"},
+        "truncated": {"type": "boolean", "description": TRUNCATED_PAGED_DOC},
+        items: {"type": "array", "items": {"type": "object"}},
+        "continuationToken": {"type": ["string", "null"],
+                              "description": "the next page (send it back with the same query); null: none"}}}
 
 
 class Problem(BaseModel):
@@ -73,8 +87,8 @@ _EXTRA_SCHEMAS = {"TenantMetrics": {**_OPEN_OBJECT, "description": (
                   "Health": {**_OPEN_OBJECT, "description": (
                       "`status`, `service` and each dependency's `status`; admins also get latencies, details "
                       "and figures, `time` and `checkedAt` (results are cached HEALTH_CACHE_SECONDS).")},
-                  "EventHistory": _OPEN_OBJECT,
-                  "DeadLetterList": _OPEN_OBJECT, "ReplayResult": _OPEN_OBJECT,
+                  "EventHistory": _paged_list("events"),
+                  "DeadLetterList": _paged_list("deadLetters"), "ReplayResult": _OPEN_OBJECT,
                   "ReplayRequest": {"type": "object", "properties": {
                       "ids": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 512},
                               "maxItems": 500},

@@ -22,21 +22,28 @@ NOT_OURS = "not a token this API issued for this tenant and query"
 
 
 def position(req: ApiRequest, scope: str, tenant: str, bound: Mapping[str, Any],
-             param: str = "continuationToken") -> Any | None:
+             param: str = "continuationToken", valid: Callable[[Any], bool] | None = None) -> Any | None:
     """The store position the request's token carries; None without one; 400 for a bad one.
-    `bound` = what defines the result set (a page continues only the same query)."""
-    return position_of(req.query.get(param), scope, tenant, bound, lambda: bad_param(param, NOT_OURS))
+    `bound` = what defines the result set (a page continues only the same query); `valid`, the
+    store's check of a position's shape."""
+    return position_of(req.query.get(param), scope, tenant, bound, lambda: bad_param(param, NOT_OURS), valid)
 
 
 def position_of(raw: str | None, scope: str, tenant: str, bound: Mapping[str, Any],
-                refused: Callable[[], ProblemError]) -> Any | None:
-    """`position` for a token sent anywhere (a body member, say): `refused()` is the 400 that names it."""
+                refused: Callable[[], ProblemError],
+                valid: Callable[[Any], bool] | None = None) -> Any | None:
+    """`position` for a token sent anywhere (a body member, say): `refused()` is the 400 that names it.
+    A signed token whose position the store no longer reads (issued before its position changed
+    shape, under the same PAGE_TOKEN_KEY) is refused the same way: never a 500."""
     if not raw:
         return None
     try:
-        return get_services().page_tokens.decode(scope, tenant, bound, raw)
+        at = get_services().page_tokens.decode(scope, tenant, bound, raw)
     except BadPageToken:
         raise refused() from None
+    if valid is not None and not valid(at):
+        raise refused()
+    return at
 
 
 def token(scope: str, tenant: str, bound: Mapping[str, Any], at: Any | None) -> str | None:

@@ -42,6 +42,15 @@ def tenant_param(req: ApiRequest, *, unmapped: bool = False) -> str:
     return tenant
 
 
+def text_path_param(req: ApiRequest, name: str, max_length: int) -> str:
+    """A path parameter of 1 to `max_length` characters, the bounds its OpenAPI schema states (a longer
+    one names nothing the route could find: 400 naming it, not a 404)."""
+    value = req.route.get(name, "")
+    if not 0 < len(value) <= max_length:
+        raise bad_param(name, f"must be 1-{max_length} characters (got {len(value)})", "path")
+    return value
+
+
 def int_param(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int:
     raw = req.query.get(name)
     if raw is None:

@@ -28,7 +28,8 @@ from shared.http.types import ApiRequest, ApiResponse, ProblemError, json_respon
 
 _EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": limits.MAX_EVENTS_QUERY_LIMIT}
 _AUDIT_LIMIT = {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}
-_JOB_ID = ("jobId", {"type": "string", "minLength": 1, "maxLength": 64}, "the job id POST answered")
+_JOB_ID = ("jobId", {"type": "string", "minLength": 1, "maxLength": backfills.MAX_JOB_ID_CHARS},
+           "the job id POST answered")
 # Routes of Table storage answer 503 with Retry-After when storage hangs past this (Route.deadline);
 # a write's work then goes on to its end (Route.completes). A replay has no route deadline: it bounds
 # its reads itself (delivery/replay.py), and a healthy replay of many dead letters may take longer.

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.core import limits
+from shared.core.answer_cap import TRUNCATED_PAGED_DOC
 from shared.core.events import (
     EventType,
     Source,
@@ -229,6 +230,7 @@ class BackfillJob(_JobFields):
 class BackfillList(BaseModel):
     tenantId: str
     count: int
+    truncated: bool = Field(False, description=TRUNCATED_PAGED_DOC)
     jobs: list[BackfillJob]
     continuationToken: str | None = None
 

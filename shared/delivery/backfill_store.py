@@ -10,9 +10,12 @@ and the tenant's job slots (docs/backfill.md).
   exists: two requests cannot take one slot), or, when its job has finished (or its record is gone:
   a job's record is written before it takes a slot), by replacing the row conditionally on its ETag. Finished jobs release theirs; one that could not
   is released by the next request that finds its job finished.
+- Kept: the newest KEEP_JOBS records of a tenant. Each new job deletes the tenant's finished ones
+  past them (records were never deleted: a row per request, for the table's life).
 """
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -24,12 +27,18 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
-from shared.core.backfill import JobRecord
+from shared.core.answer_cap import json_size
+from shared.core.backfill import TERMINAL, JobRecord
+from shared.storage.capped_query import CappedPage, capped_list
 from shared.storage.lazy import LazyTable
+
+log = logging.getLogger("grc.backfill")
 
 MAX_TS_MS = 9_999_999_999_999
 JOB_ID = re.compile(r"bf-\d{13}-[0-9a-f]{8}")
 SLOT_PREFIX = "~slot-"
+KEEP_JOBS = 100  # job records kept per tenant (newest first); finished ones past them are deleted
+_FINISHED = frozenset(state.value for state in TERMINAL)
 
 
 class Conflict(Exception):
@@ -51,6 +60,11 @@ def is_job_id(value: str) -> bool:
     return JOB_ID.fullmatch(value) is not None
 
 
+def _sized_job(entity: dict[str, Any]) -> tuple[JobRecord, int]:
+    job = _job(entity)
+    return job, json_size(job.model_dump_json())  # the stored record: the view answered is smaller
+
+
 class BackfillStore:
     def __init__(self, tables: TableServiceClient, table_name: str) -> None:
         self._table = LazyTable(tables, table_name)
@@ -70,7 +84,30 @@ class BackfillStore:
         except BaseException:
             await self._drop_record(job)
             raise
-        return await self.save(job, str(result["etag"]))
+        etag = await self.save(job, str(result["etag"]))
+        try:
+            await self._prune(job.tenantId)
+        except Exception as exc:  # noqa: BLE001 - the job stands (it holds a slot); the next one prunes
+            log.warning("backfill records of %s not pruned: %s", job.tenantId, type(exc).__name__)
+        return etag
+
+    async def _prune(self, tenant: str) -> None:
+        """Delete the tenant's finished jobs past its newest KEEP_JOBS (queued or running ones stay)."""
+        old: list[str] = []
+        async with self._table.reading() as table:
+            rows = table.query_entities("PartitionKey eq @pk and RowKey lt @slots",
+                                        parameters={"pk": tenant, "slots": SLOT_PREFIX},
+                                        select=["RowKey", "State"])
+            n = 0
+            async for row in rows:
+                n += 1
+                if n > KEEP_JOBS and row.get("State") in _FINISHED:
+                    old.append(str(row["RowKey"]))
+        for job_id in old:
+            try:
+                await self._table.call("delete_entity", tenant, job_id)
+            except ResourceNotFoundError:
+                pass  # deleted by a concurrent request
 
     async def read(self, tenant: str, job_id: str) -> tuple[JobRecord, str] | None:
         if not is_job_id(job_id):
@@ -101,24 +138,19 @@ class BackfillStore:
         except ResourceNotFoundError:
             pass
 
-    async def list(self, tenant: str, limit: int, after: str | None = None) -> tuple[list[JobRecord], str | None]:
-        """Newest first; `after` = the last jobId of the previous page (the API signs it as a
-        continuation token). Returns the jobs and the position of the next page (None: none)."""
-        query = "PartitionKey eq @pk and RowKey lt @slots"
-        params: dict[str, Any] = {"pk": tenant, "slots": SLOT_PREFIX}
-        if after is not None:
-            if not is_job_id(after):
-                raise ValueError("not a backfill position")
-            query += " and RowKey gt @after"
-            params["after"] = after
-        out: list[JobRecord] = []
+    async def list(self, tenant: str, limit: int, after: str | None = None) -> CappedPage[JobRecord]:
+        """Newest first: up to `limit` jobs and at most the answer's byte cap of them (one at least;
+        shared/core/answer_cap.py: a job is small, but its creator's subject and last error are the
+        caller's text); `after` = the last jobId of the previous page (the API signs it as a
+        continuation token), and the page's `after` the position of the next page (None: none)."""
+        if after is not None and not is_job_id(after):
+            raise ValueError("not a backfill position")
+        page: CappedPage[JobRecord] = CappedPage([], None, False)
         async with self._table.reading() as table:
-            async for entity in table.query_entities(query, parameters=params,
-                                                     results_per_page=min(limit + 1, 1000)):
-                if len(out) == limit:
-                    return out, out[-1].jobId
-                out.append(_job(entity))
-        return out, None
+            page = await capped_list(table, "PartitionKey eq @pk and RowKey lt @slots",
+                                     {"pk": tenant, "slots": SLOT_PREFIX}, limit=limit, after=after,
+                                     item=_sized_job)
+        return page
 
     # ---- slots -----------------------------------------------------------------------------
 

@@ -58,6 +58,10 @@ _VERSION_KEYS = TenantKeys(("cfgver",))  # tenant -> (grc:{tenant}:cfgver,)
 # (https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities)
 MAX_OR_TENANTS = 14
 UNCONDITIONAL_WRITE_ATTEMPTS = 8  # an unconditional write that keeps losing races: 412 after these
+# Configs cached per instance (one per tenant named, "no config" included): past it the cache is
+# cleared and refilled on demand, as the other per-tenant caches are, so naming ever new tenants
+# cannot grow an instance's memory for its whole life.
+MAX_CACHED_CONFIGS = 10_000
 STALE_RETRY_SECONDS = 5.0  # after a failed read, cached copies are used this long before the next try
 
 log = logging.getLogger("grc.pipeline")
@@ -233,6 +237,8 @@ class ConfigStore:
             except Exception as exc:  # noqa: BLE001 - any failed or late read: stale if error, else raised
                 self._stale_if_error(missing, out, exc)
                 return out, False  # no answer: the monitor's health check probes Tables itself
+            if len(self._cache) + len(missing) > MAX_CACHED_CONFIGS:
+                self._cache.clear()
             for t, ver in missing.items():
                 config, etag = stored.get(t) or (StreamConfig.default(t), None)
                 # Version 0 = never written; a failed version read caches under the TTL rule.

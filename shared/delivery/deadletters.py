@@ -49,6 +49,7 @@ from shared.core.streamconfig import (
 )
 from shared.observability.tenant_metrics import CHANGEFEED
 from shared.storage import payload, table_transactions
+from shared.storage.capped_query import CappedPage, capped_list
 from shared.storage.lazy import LazyTable
 
 RecordKind = Literal["delivery", "changefeed-event", "changefeed-document"]
@@ -80,6 +81,16 @@ def record_id(event_id: str, destination: str) -> str:
 def document_id(container: str, doc: Any) -> str:
     digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
     return f"doc__{container}__{digest}"
+
+
+def is_position(value: Any) -> bool:
+    """A listing position `list` issued: the last RowKey of a page (a record's, never a payload row's)."""
+    return isinstance(value, str) and is_record_id(value) and value < PAYLOAD_PREFIX
+
+
+def _sized_view(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    view = DeadLetters.view(row)
+    return view, len(orjson.dumps(view))
 
 
 def partition_for(doc: Any) -> str:
@@ -164,25 +175,21 @@ class DeadLetters:
         await asyncio.gather(*(self._upsert(e) for e in entities))
         return [e["RowKey"] for e in entities]
 
-    async def list(self, tenant: str, *, limit: int, after: dict[str, str] | None = None,
-                   include_replayed: bool = False) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-        """One page of the tenant's records and where the next starts (the table's own continuation,
-        which the API signs as a continuation token; shared/storage/pagetokens.py)."""
-        if after is not None and not (isinstance(after, dict) and all(isinstance(v, str) for v in after.values())):
+    async def list(self, tenant: str, *, limit: int, after: str | None = None,
+                   include_replayed: bool = False) -> CappedPage[dict[str, Any]]:
+        """One page of the tenant's records in RowKey order: up to `limit`, and at most the answer's
+        byte cap of them (one at least; shared/core/answer_cap.py), with the last RowKey answered as
+        the position of the next page (the API signs it as a continuation token)."""
+        if after is not None and not is_position(after):
             raise ValueError("not a dead-letter position")
         flt = "PartitionKey eq @pk and RowKey lt @payload"
         if not include_replayed:
             flt += " and Replayed eq false"
-        rows: list[dict[str, Any]] = []
-        nxt = None
+        page: CappedPage[dict[str, Any]] = CappedPage([], None, False)
         async with self._table.reading() as table:
-            pager = table.query_entities(flt, parameters={"pk": tenant, "payload": PAYLOAD_PREFIX},
-                                         results_per_page=limit).by_page(continuation_token=after)
-            async for page in pager:
-                rows = [e async for e in page]
-                break
-            nxt = pager.continuation_token  # type: ignore[attr-defined]
-        return [self.view(r) for r in rows], (nxt or None)
+            page = await capped_list(table, flt, {"pk": tenant, "payload": PAYLOAD_PREFIX}, limit=limit,
+                                     after=after, item=_sized_view)
+        return page
 
     async def get(self, tenant: str, rid: str) -> dict[str, Any] | None:
         if not is_record_id(rid):

@@ -62,10 +62,11 @@ class NothingReplayed(Exception):
 
 
 async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int = 500,
-                 after: dict[str, str] | None = None, budget_seconds: float = BUDGET_SECONDS,
-                 ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+                 after: str | None = None, budget_seconds: float = BUDGET_SECONDS,
+                 ) -> tuple[list[dict[str, Any]], str | None]:
     """Replay the given records of `tenant` (None: the first `limit` records not yet replayed, from
-    the listing position `after`); a result per record, and with `ids` None the position after the
+    the listing position `after`, fewer when they reach the listing's byte cap, so a call holds at most
+    that much of them); a result per record, and with `ids` None the position after the
     records taken (None: none left, or some not attempted), so that records that stay (failed again)
     do not hide the rest. The reads come first, all of them, within STORAGE_READ_SECONDS (else
     NothingReplayed); then records are started for `budget_seconds` (module docstring), and one that
@@ -135,7 +136,7 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
     return [out[rid] for rid in dict.fromkeys(targets)], nxt
 
 
-Position = dict[str, str]  # the Table listing's continuation (DeadLetters.list)
+Position = str  # the listing's position: the last RowKey it answered (DeadLetters.list)
 
 
 def _claim_key(tenant: str, rid: str) -> str:
@@ -179,8 +180,8 @@ async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int, a
     dl: DeadLetters = services.deadletters
     nxt = None
     if ids is None:
-        listed, nxt = await dl.list(tenant, limit=limit, after=after)
-        targets = [r["id"] for r in listed]
+        listed = await dl.list(tenant, limit=limit, after=after)  # fewer at the byte cap (read again below)
+        targets, nxt = [r["id"] for r in listed.items], listed.after
     else:
         targets = list(dict.fromkeys(ids[:limit]))  # an id named twice is replayed once
     records = [rid for rid in targets if not rid.startswith(PAYLOAD_PREFIX)]  # a payload row is no record

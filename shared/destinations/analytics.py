@@ -12,9 +12,10 @@ Key design (docs/analytics.md has the long form):
 - A small index (PartitionKey `~index`, RowKey `{tenantId}_{yyyyMMddHH}_{N:02}`) records which
   tenant-hours hold data with which shard count. History reads list the index for the asked range
   (one query), then read each hour newest first, fanning out over its shards and merging the pages
-  by RowKey; a page ends at a position (hour, last RowKey), which the API signs as the continuation
-  token. The retention timer reads each tenant's expired tenant-hours from the same index (one
-  RowKey range per tenant) and deletes their partitions.
+  by RowKey, in pieces sized by the answer's byte cap (shared/core/answer_cap.py); a page ends at a
+  position (hour, last RowKey answered), which the API signs as the continuation token. The
+  retention timer reads each tenant's expired tenant-hours from the same index (one RowKey range per
+  tenant) and deletes their partitions.
 - Payload: the native JSON through the one chunked-payload codec (shared/storage/payload.py): in
   `Payload` (a string property holds 64 KiB = 32 K UTF-16 units), split into `Payload_0..n` when
   longer; gzip binary `PayloadGz` (split likewise, 64,000-byte chunks) when the stream's
@@ -41,10 +42,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.core import limits
+from shared.core.answer_cap import AnswerCap, json_size
 from shared.core.budgeted import each_within
 from shared.core.destination_options import AnalyticsOptions
 from shared.core.events import Event
@@ -55,6 +59,7 @@ from shared.core.streamconfig import StreamConfig
 from shared.destinations.base import Chunk, delivered, failed
 from shared.destinations.own_limit import OwnLimit
 from shared.storage import payload, table_transactions
+from shared.storage.capped_query import first_rows
 from shared.storage.lazy import LazyTable, table_gone
 
 log = logging.getLogger("grc.analytics")
@@ -67,6 +72,10 @@ MAX_PAGE_HOURS = 48  # hours with data read by one history page at most
 CONCURRENCY = 8
 # The retention purge's share of CONCURRENCY: live writes keep the other half while a purge runs.
 PURGE_CONCURRENCY = CONCURRENCY // 2
+# Index rows an instance remembers having written (one per tenant-hour: a set that grew for as long as
+# the instance lived). Past it the set is forgotten and each tenant-hour written next is upserted once
+# more (an idempotent MERGE), so memory stays bounded: ~100 bytes a row, ~5 MB.
+MAX_INDEXED = 50_000
 
 
 def event_ms(ev: Event) -> int:
@@ -161,6 +170,7 @@ def is_position(state: Any) -> bool:
 class HistoryPage:
     events: list[dict[str, Any]]
     next_position: dict[str, Any] | None  # where the next page starts; None = this was the last
+    truncated: bool = False  # fewer than `limit`: the page reached the answer's byte cap
 
 
 def _q(value: str) -> str:
@@ -235,6 +245,8 @@ class AnalyticsDestination:
                 await table.submit_transaction(
                     [("upsert", {"PartitionKey": INDEX_PARTITION, "RowKey": rk}, {"mode": UpdateMode.MERGE})
                      for rk in part])
+            if len(self._indexed) + len(part) > MAX_INDEXED:
+                self._indexed.clear()
             self._indexed.update(part)
 
     async def _submit(self, table: TableClient, tx: list[_Op]) -> list[Delivery]:
@@ -298,9 +310,12 @@ class AnalyticsDestination:
         event_type: str | None = None,
         source: str | None = None,
         after: dict[str, Any] | None = None,
+        max_bytes: int = limits.MAX_LIST_RESPONSE_BYTES,
     ) -> HistoryPage:
-        """The tenant's events with from_ms <= time <= to_ms, newest first, `limit` per page;
-        `after` = the previous page's `next_position` (its range then applies)."""
+        """The tenant's events with from_ms <= time <= to_ms, newest first: up to `limit` per page and at
+        most the answer's byte cap of them (one at least; shared/core/answer_cap.py), read in pieces
+        sized by what was seen; `after` = the previous page's `next_position` (its range then applies),
+        which is right after the last event it answered."""
         if after is not None and not is_position(after):
             raise ValueError("not a history position")
         state = after
@@ -316,27 +331,45 @@ class AnalyticsDestination:
         lo_rk = f"{MAX_TS_MS - to_ms:013d}"
         hi_rk = f"{MAX_TS_MS - from_ms:013d}~"
         events: list[dict[str, Any]] = []
+        cap = AnswerCap(max_bytes)
+
+        def at(hour: str, rk: str | None) -> dict[str, Any]:
+            return {"h": hour, "rk": rk, "f": from_ms, "t": to_ms}
+
         async with self._table.reading() as table:
             for n_hour, hour in enumerate(ordered):
                 if n_hour >= MAX_PAGE_HOURS:
-                    return HistoryPage(events, {"h": hour, "rk": None, "f": from_ms, "t": to_ms})
-                after = state["rk"] if state and hour == state["h"] else None
-                want = limit - len(events)
-                rows = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, after, want,
-                                             event_type, source)
-                events.extend(payload.load(r) for r in rows[:want])
-                if len(events) >= limit:
-                    last_rk = rows[want - 1]["RowKey"]
-                    more = len(rows) > want or n_hour + 1 < len(ordered)
-                    nxt = {"h": hour, "rk": last_rk, "f": from_ms, "t": to_ms} if more else None
-                    return HistoryPage(events, nxt)
+                    return HistoryPage(events, at(hour, None))
+                last = state["rk"] if state and hour == state["h"] else None  # the last row answered
+                done = False
+                while not done:
+                    # One more row than still wanted tells whether another page exists.
+                    count = cap.next_read(limit - len(events) + 1, ways=hours[hour])
+                    rows, done = await self._read_hour(table, tenant, hour, hours[hour], lo_rk, hi_rk, last,
+                                                       count, event_type, source)
+                    for row in rows:
+                        if len(events) == limit:
+                            return HistoryPage(events, at(hour, last))
+                        text = payload.decode(row)
+                        if text is None:  # no payload: nothing to answer (never written so)
+                            last = row["RowKey"]
+                            continue
+                        if not cap.admit(json_size(text)):
+                            return HistoryPage(events, at(hour, last), truncated=True)
+                        events.append(orjson.loads(text))
+                        last = row["RowKey"]
+                    if len(events) == limit and not done:
+                        return HistoryPage(events, at(hour, last))
+                if len(events) == limit:
+                    return HistoryPage(events, at(hour, last) if n_hour + 1 < len(ordered) else None)
         return HistoryPage(events, None)
 
     async def _read_hour(
         self, table: TableClient, tenant: str, hour: str, shards: int, lo_rk: str, hi_rk: str,
-        after: str | None, want: int, event_type: str | None, source: str | None,
-    ) -> list[dict[str, Any]]:
-        """Up to want+1 rows of one hour, newest first: the first page of each shard, merged."""
+        after: str | None, count: int, event_type: str | None, source: str | None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The hour's next rows after RowKey `after`, newest first, from about `count` rows of each
+        shard; and whether they are all its rows left (False: more may follow after the last)."""
         flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi"
         params: dict[str, Any] = {"lo": lo_rk, "hi": hi_rk}
         if after is not None:
@@ -348,23 +381,17 @@ class AnalyticsDestination:
         if source:
             flt += " and Source eq @src"
             params["src"] = source
-
-        async def shard_rows(shard: int) -> list[dict[str, Any]]:
-            rows: list[dict[str, Any]] = []
-            pager = table.query_entities(flt, parameters={**params, "pk": partition_key(tenant, hour, shard)},
-                                         results_per_page=min(1000, want + 1))
-            async for page in pager.by_page():
-                async for e in page:
-                    rows.append(e)
-                if len(rows) > want:
-                    break
-            return rows
-
-        per_shard = await asyncio.gather(*(shard_rows(s) for s in range(shards)))
-        # Each shard's rows are in RowKey order and each shard gave its first want+1: merging them
-        # yields the hour's first want+1 rows overall.
-        merged = list(heapq.merge(*per_shard, key=lambda e: e["RowKey"]))
-        return merged[: want + 1]
+        per_shard = await asyncio.gather(*(
+            first_rows(table, flt, {**params, "pk": partition_key(tenant, hour, shard)}, count)
+            for shard in range(shards)))
+        # Each shard gave its first rows in RowKey order. Merged, they are the hour's next rows only up to
+        # the smallest last RowKey of the shards that may hold more: past it such a shard's unread rows
+        # could come first. The rows past it are read again by the next call (after the last answered).
+        bound = min((rows[-1]["RowKey"] for rows, complete in per_shard if not complete), default=None)
+        merged = heapq.merge(*(rows for rows, _ in per_shard), key=lambda e: e["RowKey"])
+        if bound is None:
+            return list(merged), True
+        return [e for e in merged if e["RowKey"] <= bound], False
 
     async def read_range(
         self, tenant: str, hour: str, shards: int, lo_ms: int, hi_ms: int, cap: int,

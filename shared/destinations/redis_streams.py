@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.core import limits
+from shared.core.answer_cap import AnswerCap
 from shared.core.destination_options import RedisStreamOptions
 from shared.core.events import Event, EventType, Source
 from shared.core.health import DependencyHealth
@@ -80,7 +81,6 @@ if minid ~= '' then redis.pcall('XTRIM', key, 'MINID', '~', minid) end
 return out
 """
 AGE_TRIM_SECONDS = 60.0  # a tenant's stream is trimmed by age at most this often per instance
-FIRST_READ = 16  # entries of the first read of a listing (at most 16 MB), the next sized by what it saw
 MAX_AGE_TRIMS = 100_000  # tenants whose next age trim is kept; beyond, forgotten (an early trim)
 
 
@@ -201,28 +201,27 @@ class RedisStreamsDestination:
     ) -> tuple[list[dict[str, Any]], bool]:
         """Newest first, filters applied on the entry fields, scanning at most `scan_cap` entries; and
         whether it stopped before `limit` at `max_bytes` of stored events (it returns one event at
-        least). Read a page at a time, the first of FIRST_READ entries, the next sized by the size of
-        those seen: one read of `limit` entries of 1 MB each would be 1 GB."""
+        least). Read a page at a time, sized by the answer's cap (shared/core/answer_cap.py): one read
+        of `limit` entries of 1 MB each would be 1 GB."""
         key = stream_key(tenant_id)
         out: list[dict[str, Any]] = []
         upper = "+"
-        scanned = taken_bytes = seen_bytes = 0
+        scanned = 0
+        cap = AnswerCap(max_bytes)
         page = limit if not (event_type or source) else min(max(limit * 4, 200), 1000)
-        count = min(page, FIRST_READ)
         while len(out) < limit and scanned < scan_cap:
+            count = cap.next_read(page)
             entries = await self._redis.xrevrange(key, max=upper, min="-", count=count)
             if not entries:
                 break
             for entry_id, fields in entries:
                 raw = fields[b"e"]
-                seen_bytes += len(raw)
-                if event_type and fields.get(b"t", b"").decode() != event_type:
+                if (event_type and fields.get(b"t", b"").decode() != event_type) or \
+                        (source and fields.get(b"s", b"").decode() != source):
+                    cap.skip(len(raw))
                     continue
-                if source and fields.get(b"s", b"").decode() != source:
-                    continue
-                if out and taken_bytes + len(raw) > max_bytes:
+                if not cap.admit(len(raw)):
                     return out, True
-                taken_bytes += len(raw)
                 out.append({"streamId": entry_id.decode(), "format": fields.get(b"f", b"native").decode(),
                             "event": orjson.loads(raw)})
                 if len(out) >= limit:
@@ -231,8 +230,6 @@ class RedisStreamsDestination:
             if len(entries) < count:
                 break
             upper = "(" + entries[-1][0].decode()  # exclusive: continue below the last id seen
-            mean = seen_bytes / scanned
-            count = max(1, min(page, int((max_bytes - taken_bytes) / mean) + 1))
         return out, False
 
     async def health(self) -> DependencyHealth:

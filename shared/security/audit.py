@@ -27,9 +27,11 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient, TableServiceClient
 from pydantic import BaseModel, ConfigDict
 
+from shared.core.answer_cap import json_size
 from shared.core.events import UNMAPPED_TENANT, is_tenant_id
 from shared.security.principal import Principal
 from shared.storage import payload
+from shared.storage.capped_query import CappedPage, capped_list
 from shared.storage.lazy import LazyTable
 from shared.storage.payload import split_utf16
 
@@ -59,6 +61,7 @@ class AuditRecord(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditRecord]
     continuation: str | None = None
+    truncated: bool = False  # fewer than `limit`: the page reached the answer's byte cap
 
 
 def row_key(now_us: int | None = None) -> str:
@@ -150,29 +153,32 @@ class AuditLog:
         return _record(entity)
 
     async def list(self, tenant: str, limit: int = 100, after: str | None = None) -> AuditPage:
-        """Newest first. `after` = the `continuation` of the previous page (the last RowKey it held;
-        the API signs it as a continuation token, shared/storage/pagetokens.py); it can only move within
-        `tenant`'s partition, so it cannot reach another tenant's records."""
+        """Newest first: up to `limit` records and at most the answer's byte cap of them (one at least;
+        shared/core/answer_cap.py: a record holds up to ~400 KB). `after` = the `continuation` of the
+        previous page (the last RowKey it held; the API signs it as a continuation token,
+        shared/storage/pagetokens.py); it can only move within `tenant`'s partition, so it cannot reach
+        another tenant's records."""
         if not _partition(tenant):
             raise ValueError("invalid tenant id")
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}")
-        query = "PartitionKey eq @pk"
-        params: dict[str, Any] = {"pk": tenant}
-        if after:
-            if not ROW_KEY.fullmatch(after):
-                raise ValueError("invalid continuation")
-            query += " and RowKey gt @after"
-            params["after"] = after
-        items: list[AuditRecord] = []
+        if after is not None and not is_position(after):
+            raise ValueError("invalid continuation")
+        page: CappedPage[AuditRecord] = CappedPage([], None, False)
         async with self._table.reading() as table:
-            # One more than asked for tells whether another page exists.
-            async for entity in table.query_entities(query, parameters=params,
-                                                     results_per_page=min(limit + 1, 1000)):
-                if len(items) == limit:
-                    return AuditPage(items=items, continuation=items[-1].id)
-                items.append(_record(entity))
-        return AuditPage(items=items, continuation=None)
+            page = await capped_list(table, "PartitionKey eq @pk", {"pk": tenant}, limit=limit, after=after,
+                                     item=_sized_record)
+        return AuditPage(items=page.items, continuation=page.after, truncated=page.truncated)
+
+
+def is_position(value: Any) -> bool:
+    """A position `AuditLog.list` issued: a record's RowKey."""
+    return isinstance(value, str) and ROW_KEY.fullmatch(value) is not None
+
+
+def _sized_record(entity: dict[str, Any]) -> tuple[AuditRecord, int]:
+    record = _record(entity)
+    return record, json_size(record.model_dump_json())
 
 
 def _record(entity: dict[str, Any]) -> AuditRecord:
