@@ -76,6 +76,11 @@ class Runner:
         self.admin.started = True
 
     async def stop(self) -> None:
+        # As the host's drain mode on stop (azure-functions-host PR #7262, "Call EnableDrainModeAsync
+        # on ApplicationStopping"): the listeners stop and invocations in flight finish. The non-HTTP
+        # drivers go first (what runs finishes), HTTP last: its cleanup closes the listener, then
+        # answers every request it took (aiohttp's shutdown waits for handlers), so a SIGTERM cuts no
+        # request nor leaves an idempotency claim behind (tests/system/test_app_crash.py).
         await self.admin.stop()
         for driver in reversed(self.drivers):
             await driver.stop()
