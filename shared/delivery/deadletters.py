@@ -38,6 +38,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.core import limits
 from shared.core.budgeted import each_within
 from shared.core.events import UNMAPPED_TENANT, Event, is_tenant_id, utc_now_iso
 from shared.core.ids import uuid7
@@ -86,6 +87,14 @@ def document_id(container: str, doc: Any) -> str:
 def is_position(value: Any) -> bool:
     """A listing position `list` issued: the last RowKey of a page (a record's, never a payload row's)."""
     return isinstance(value, str) and is_record_id(value) and value < PAYLOAD_PREFIX
+
+
+_REPLAY_STATE = ("PartitionKey", "RowKey", "Replayed", "ReplayedAt", "ReplayResult")
+
+
+def _row_bytes(row: Mapping[str, Any]) -> int:
+    """About what a row read holds in memory: its text and binary properties (the event, its parts)."""
+    return sum(len(v) for v in row.values() if isinstance(v, (str, bytes)))
 
 
 def _sized_view(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -199,15 +208,28 @@ class DeadLetters:
         except ResourceNotFoundError:
             return None
 
-    async def get_many(self, tenant: str, rids: Sequence[str]) -> list[dict[str, Any] | None]:
-        """`get` of each record, CONCURRENT_READS at a time (a replay names up to 500), in order."""
-        reads = asyncio.Semaphore(CONCURRENT_READS)
-
-        async def one(rid: str) -> dict[str, Any] | None:
-            async with reads:
-                return await self.get(tenant, rid)
-
-        return list(await asyncio.gather(*(one(rid) for rid in rids)))
+    async def get_many(self, tenant: str, rids: Sequence[str],
+                       max_bytes: int = limits.MAX_LIST_RESPONSE_BYTES) -> list[dict[str, Any] | None]:
+        """`get` of each record in order, CONCURRENT_READS at a time, until the rows not yet replayed
+        hold `max_bytes` (one group at least): the records of the ids after are not read, and the list
+        is that much shorter. A replay names up to 500 records of up to 1 MB each, and 500 MB read
+        into one instance's memory would end its worker (shared/core/answer_cap.py). A record already
+        replayed is kept as its replay state only and does not count: a call naming the same ids
+        again goes on past them."""
+        out: list[dict[str, Any] | None] = []
+        held = 0
+        for start in range(0, len(rids), CONCURRENT_READS):
+            if out and held >= max_bytes:
+                break
+            named = rids[start:start + CONCURRENT_READS]
+            group = await asyncio.gather(*(self.get(tenant, rid) for rid in named))
+            for row in group:
+                if row is not None and row.get("Replayed"):
+                    row = {k: row.get(k) for k in _REPLAY_STATE}
+                elif row is not None:
+                    held += _row_bytes(row)
+                out.append(row)
+        return out
 
     async def mark_replayed(self, tenant: str, rid: str, result: str) -> None:
         await self._table.call("update_entity", {"PartitionKey": tenant, "RowKey": rid, "Replayed": True,

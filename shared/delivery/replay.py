@@ -20,6 +20,9 @@ A call starts records for BUDGET_SECONDS at most: during an outage each record m
 timeouts, and 500 of them would run past the HTTP answer's limit in Azure (230 s at the load balancer)
 and the host's functionTimeout. Records it did not start are answered `not attempted` and stay as they
 are, and the call gives no position to continue from: the next call takes them first.
+A call reads records until those not yet replayed hold 8 MiB (a group of reads at least, with
+DeadLetters.get_many): 500 named records of up to 1 MB each would be 500 MB in one instance's memory.
+The records of the ids after are answered `not attempted` the same way, unread.
 """
 from __future__ import annotations
 
@@ -54,6 +57,15 @@ NOT_ATTEMPTED = "not attempted"
 # (reads within STORAGE_READ_SECONDS, records started within BUDGET_SECONDS).
 CLAIM_PENDING_SECONDS = 300
 CLAIM_DONE_SECONDS = 3600
+CAP_MIB = limits.MAX_LIST_RESPONSE_BYTES // 1_048_576
+
+
+class _Unread:
+    """A record past the call's byte cap (DeadLetters.get_many): not read, so not attempted."""
+
+
+UNREAD = _Unread()
+Row = dict[str, Any] | None | _Unread
 
 
 class NothingReplayed(Exception):
@@ -83,7 +95,11 @@ async def replay(services: Any, tenant: str, ids: list[str] | None, limit: int =
     out: dict[str, dict[str, Any]] = {}
     rows: list[tuple[str, dict[str, Any]]] = []
     for rid, row in zip(targets, found):
-        if row is None:
+        if isinstance(row, _Unread):
+            out[rid] = {"id": rid, "result": NOT_ATTEMPTED,
+                        "error": f"the call read {CAP_MIB} MiB of records before this one; replay it again"}
+            nxt = None  # as for a record the budget left: the next call takes it first
+        elif row is None:
             out[rid] = {"id": rid, "result": "not found"}
         elif row.get("Replayed"):
             out[rid] = {"id": rid, "result": "already replayed", "replayResult": row.get("ReplayResult")}
@@ -174,7 +190,7 @@ async def _settle(claims: Claims | None, tenant: str, rid: str, result: str | No
 
 
 async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int, after: Position | None
-                ) -> tuple[list[str], list[dict[str, Any] | None], StreamConfig | None, Position | None]:
+                ) -> tuple[list[str], list[Row], StreamConfig | None, Position | None]:
     """The records to replay (their ids, each row or None), when one is a delivery the tenant's
     stream config, and (for a listing) where the next listing starts."""
     dl: DeadLetters = services.deadletters
@@ -185,10 +201,12 @@ async def _read(services: Any, tenant: str, ids: list[str] | None, limit: int, a
     else:
         targets = list(dict.fromkeys(ids[:limit]))  # an id named twice is replayed once
     records = [rid for rid in targets if not rid.startswith(PAYLOAD_PREFIX)]  # a payload row is no record
-    by_id = dict(zip(records, await dl.get_many(tenant, records)))
+    read = await dl.get_many(tenant, records)  # stops at the byte cap: the ids after are not read
+    by_id: dict[str, Row] = dict(zip(records, read))
+    by_id.update((rid, UNREAD) for rid in records[len(read):])
     rows = [by_id.get(rid) for rid in targets]
     config = None
-    if any(row is not None and dl.kind_of(row) == DELIVERY for row in rows):
+    if any(isinstance(row, dict) and dl.kind_of(row) == DELIVERY for row in rows):
         config = await services.configs.get(tenant)
     return targets, rows, config, nxt
 

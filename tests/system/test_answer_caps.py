@@ -73,7 +73,9 @@ def test_the_history_stops_at_8_mib_and_its_token_resumes_after_the_last_event(a
     app.configure(t, STORED)
     ids = _post_big_events(app, t)
     newest_first = ids[::-1]
-    window = {"from": _iso(datetime.now(UTC) - timedelta(hours=1)), "limit": "1000"}
+    # Its own events only: the session app's monitor adds a SYSTEM_PERFORMANCE event per active tenant-minute.
+    window = {"from": _iso(datetime.now(UTC) - timedelta(hours=1)), "limit": "1000",
+              "eventType": "CONTROL_FAILED"}
 
     pages = list(_pages(app, f"/events/{t}/history", t, "continuationToken", window))
     bodies = [p.json() for p in pages]
@@ -135,6 +137,43 @@ def test_the_dead_letters_stop_at_8_mib_and_page_across_the_cap_each_once(app: A
                  tenants=[t])
     assert r.status_code == 200, r.text[:500]
     assert not taken & {x["id"] for x in r.json()["results"]}, "a record replayed twice"
+
+
+# Dead letters of ~420 KB stored as text (the payload codec gzips only a text over 900,000 bytes of
+# UTF-16): a row read holds that much, 8 rows a group, so 3 groups (24 records) pass 8 MiB.
+MID = {"a": "x" * 210_000, "b": "y" * 210_000}
+NAMED, READ = 28, 24
+
+
+def test_a_replay_naming_records_reads_8_mib_of_them_and_the_same_ids_again_go_on_past_them(app: App) -> None:
+    """POST /deadletters/{t}/replay {"ids": [...]} over 28 dead letters of 420 KB: records are read 8 at
+    a time until those not yet replayed hold 8 MiB (24 here), the 4 after are `not attempted`, unread;
+    the same 28 ids again: the 24 `already replayed` (not read whole, not counted), the 4 replayed."""
+    t = tenant("capids")
+    app.configure(t, REFUSED)
+    ids = []
+    for i in range(NAMED):
+        body = event_body(t, data={**MID, "n": i})
+        assert app.post("/events", json=body, tenants=[t]).status_code == 201
+        ids.append(f"{body['eventId']}__kafka")
+
+    def all_dead_lettered() -> bool:
+        got = {d["id"] for p in _pages(app, f"/deadletters/{t}", t, "continuationToken", {"limit": "1000"})
+               for d in p.json()["deadLetters"]}
+        return set(ids) <= got
+
+    wait_for(all_dead_lettered, 90, 1.0, what=f"the {NAMED} events dead-lettered")
+    r = app.post(f"/deadletters/{t}/replay", json={"ids": ids}, tenants=[t])
+    assert r.status_code == 200, r.text[:500]
+    first = {x["id"]: x for x in r.json()["results"]}
+    unread = [i for i in ids if first[i]["result"] == "not attempted"]
+    assert unread == ids[READ:], [(i, first[i]["result"]) for i in ids]
+    assert all("8 MiB" in first[i]["error"] for i in unread), first[unread[0]]
+    r = app.post(f"/deadletters/{t}/replay", json={"ids": ids}, tenants=[t])
+    assert r.status_code == 200, r.text[:500]
+    again = {x["id"]: x["result"] for x in r.json()["results"]}
+    assert [again[i] for i in ids[:READ]] == ["already replayed"] * READ, again
+    assert all(again[i] not in ("not attempted", "already replayed", "not found") for i in ids[READ:]), again
 
 
 def test_the_audit_trail_stops_at_8_mib_and_pages_across_the_cap_each_once(app: App) -> None:
