@@ -64,7 +64,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
     with service("bench-share-") as (work, stack, app), \
-            app_running(bench_env(stack, work / "floor"), work / "floor", "--module", "bench.floor_app") as floor:
+            app_running(bench_env(stack, work / "floor"), work / "floor",
+                        "--module", "bench.floor_app") as floor:
         print(measure(app, floor, work, args.rounds, args.seconds))
 
 

@@ -12,7 +12,8 @@ def test_the_floor_serves_the_service_s_route_and_answers_an_event_result() -> N
     [fn] = floor_app.app.get_functions()
     trigger = fn.get_trigger()
     [route] = [r for r in API_ROUTES if r.name == "publish_event"]
-    assert (trigger.route, [str(m.value).upper() for m in trigger.methods]) == (route.path, list(route.methods))
+    methods = [str(m.value).upper() for m in trigger.methods]
+    assert (trigger.route, methods) == (route.path, list(route.methods))
     answer = orjson.loads(floor_app._ANSWER)
     assert answer.pop("correlationId")
     assert EventResult.model_validate(answer).status == "accepted"

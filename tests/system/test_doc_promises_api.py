@@ -131,7 +131,8 @@ def test_enrichment_ids_times_schema_version_and_correlation_id(app: App) -> Non
     fine = app.post("/events", json=event_body(t, eventId="fine", timestamp=fine_at), tenants=[t])
     assert fine.status_code == 201, fine.text
     fine_z = (local + timedelta(microseconds=123_987)).isoformat().replace("+00:00", "Z")
-    assert app.post("/events", json=event_body(t, eventId="fine-z", timestamp=fine_z), tenants=[t]).status_code == 201
+    fine_zulu = app.post("/events", json=event_body(t, eventId="fine-z", timestamp=fine_z), tenants=[t])
+    assert fine_zulu.status_code == 201, fine_zulu.text
     near = (datetime.now(UTC) + timedelta(seconds=200)).isoformat()
     near_sent = app.post("/events", json=event_body(t, eventId="near", timestamp=near), tenants=[t])
     assert near_sent.status_code == 201, near_sent.text

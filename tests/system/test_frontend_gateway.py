@@ -64,7 +64,8 @@ async def gateway(keyed: App) -> AsyncIterator[str]:
         await client.aclose()
 
 
-async def test_the_frontend_example_works_verbatim_through_a_same_origin_gateway(keyed: App, gateway: str) -> None:
+async def test_the_frontend_example_works_verbatim_through_a_same_origin_gateway(keyed: App,
+                                                                                 gateway: str) -> None:
     t = tenant("front")
     user = keyed.auth(tenants=[t])  # the signed-in user's token, granted the tenant
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as page:
